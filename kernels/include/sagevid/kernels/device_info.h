@@ -1,0 +1,23 @@
+#pragma once
+// What CUDA devices this process sees; used to pick kernel variants and to report server status.
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace sagevid::kernels {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int compute_capability = 0;  // major * 10 + minor, e.g. 90 for H100
+  int multiprocessors = 0;
+  std::size_t total_memory_bytes = 0;
+};
+
+// 0 when there is no driver or no device: never throws, so CPU-only machines can ask.
+int cuda_device_count();
+std::vector<DeviceInfo> cuda_devices();
+// major * 10 + minor of one device; throws if it does not exist.
+int compute_capability(int device_index);
+
+}  // namespace sagevid::kernels

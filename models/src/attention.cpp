@@ -1,0 +1,199 @@
+#include "sagevid/models/attention.h"
+
+#include "attention_backends.h"
+#include "sagevid/kernels/device_info.h"
+#include "sagevid/models/config_reader.h"
+
+#include <ATen/ops/repeat_interleave.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+namespace sagevid {
+namespace {
+
+constexpr AttentionBackend kAllBackends[] = {AttentionBackend::flash, AttentionBackend::cudnn,
+                                             AttentionBackend::math};
+
+std::string shape_string(const at::Tensor& t) {
+  std::ostringstream out;
+  out << t.sizes();
+  return out.str();
+}
+
+[[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument("attention: " + message); }
+
+void validate_bias(const at::Tensor& bias, const at::Tensor& q, int64_t kv_len) {
+  const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2);
+  const int64_t dims = bias.dim();
+  const bool fits = dims >= 2 && dims <= 4 && bias.size(-2) == q_len && bias.size(-1) == kv_len &&
+                    (dims < 3 || bias.size(-3) == heads || bias.size(-3) == 1) &&
+                    (dims < 4 || bias.size(0) == batch || bias.size(0) == 1);
+  if (!fits)
+    invalid("bias " + shape_string(bias) + " does not broadcast to [" + std::to_string(batch) + ", " +
+            std::to_string(heads) + ", " + std::to_string(q_len) + ", " + std::to_string(kv_len) + "]");
+  if (!at::isFloatingType(bias.scalar_type())) invalid("bias must be floating point");
+  if (bias.device() != q.device()) invalid("bias is on " + bias.device().str() + ", q on " + q.device().str());
+}
+
+void validate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& params) {
+  if (!q.defined() || !k.defined() || !v.defined()) invalid("q, k and v must be defined");
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    invalid("q, k, v must be [B, H, N, D]; got " + shape_string(q) + ", " + shape_string(k) + ", " +
+            shape_string(v));
+  const auto dtype = q.scalar_type();
+  if (dtype != at::kHalf && dtype != at::kBFloat16 && dtype != at::kFloat)
+    invalid(std::string("dtype ") + c10::toString(dtype) + " is not float16, bfloat16 or float32");
+  if (k.scalar_type() != dtype || v.scalar_type() != dtype) invalid("q, k and v must share one dtype");
+  if (k.device() != q.device() || v.device() != q.device()) invalid("q, k and v must be on one device");
+  if (k.sizes() != v.sizes()) invalid("k " + shape_string(k) + " and v " + shape_string(v) + " differ");
+  if (k.size(0) != q.size(0)) invalid("batch of q and k differ");
+  if (k.size(3) != q.size(3)) invalid("head dim of q and k differ");
+  if (k.size(1) == 0 || q.size(1) % k.size(1) != 0)
+    invalid("query heads (" + std::to_string(q.size(1)) + ") must be a multiple of key/value heads (" +
+            std::to_string(k.size(1)) + ")");
+  if (k.size(2) == 0) invalid("no keys: N_kv is 0");
+  if (q.size(3) == 0) invalid("head dim is 0");
+  if (params.scale && !std::isfinite(*params.scale)) invalid("scale must be finite");
+  if (params.bias) validate_bias(*params.bias, q, k.size(2));
+}
+
+std::optional<std::string> unsupported_reason(AttentionBackend backend, const detail::AttentionCall& call) {
+  switch (backend) {
+    case AttentionBackend::flash: return detail::flash_unsupported(call);
+    case AttentionBackend::cudnn: return detail::cudnn_unsupported(call);
+    case AttentionBackend::math: return std::nullopt;
+  }
+  return "unknown backend";
+}
+
+at::Tensor run_backend(AttentionBackend backend, const detail::AttentionCall& call) {
+  switch (backend) {
+    case AttentionBackend::flash: return detail::flash_attention(call);
+    case AttentionBackend::cudnn: return detail::cudnn_attention(call);
+    case AttentionBackend::math: return detail::math_attention(call);
+  }
+  throw std::logic_error("unknown attention backend");
+}
+
+double resolved_scale(const at::Tensor& q, const AttentionParams& params) {
+  return params.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
+}
+
+}  // namespace
+
+std::string_view backend_name(AttentionBackend backend) {
+  switch (backend) {
+    case AttentionBackend::flash: return "flash";
+    case AttentionBackend::cudnn: return "cudnn";
+    case AttentionBackend::math: return "math";
+  }
+  return "?";
+}
+
+AttentionBackend parse_attention_backend(std::string_view name) {
+  std::string choices;
+  for (AttentionBackend backend : kAllBackends) {
+    if (name == backend_name(backend)) return backend;
+    choices += (choices.empty() ? "" : ", ") + std::string(backend_name(backend));
+  }
+  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " + choices + ")");
+}
+
+AttentionConfig read_attention_config(ConfigReader& reader) {
+  const auto parse = [&](const std::string& key, const std::string& name) {
+    try {
+      return parse_attention_backend(name);
+    } catch (const ConfigError& e) {
+      reader.fail(key, e.what());
+    }
+  };
+  AttentionConfig config;
+  config.backend = parse("backend", reader.get<std::string>("backend", "math"));
+  if (auto fallback = reader.optional<std::string>("fallback")) config.fallback = parse("fallback", *fallback);
+  reader.finish();
+  return config;
+}
+
+std::optional<std::string> attention_unsupported_reason(AttentionBackend backend, const at::Tensor& q,
+                                                        const at::Tensor& k, const at::Tensor& v,
+                                                        const AttentionParams& params) {
+  validate(q, k, v, params);
+  return unsupported_reason(backend, {q, k, v, params, resolved_scale(q, params)});
+}
+
+Attention::Attention(AttentionConfig config) : config_(config) {}
+
+at::Tensor Attention::operator()(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const AttentionParams& params) const {
+  return run(config_.backend, q, k, v, params);
+}
+
+at::Tensor Attention::run(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
+                          const at::Tensor& v, const AttentionParams& params) const {
+  validate(q, k, v, params);
+  const detail::AttentionCall call{q, k, v, params, resolved_scale(q, params)};
+  const auto reason = unsupported_reason(backend, call);
+  if (!reason) return run_backend(backend, call);
+
+  const std::string what = std::string(backend_name(backend)) + ": " + *reason;
+  if (!config_.fallback || *config_.fallback == backend)
+    throw std::runtime_error("attention backend " + what + " (no fallback configured)");
+  const auto fallback_reason = unsupported_reason(*config_.fallback, call);
+  if (fallback_reason)
+    throw std::runtime_error("attention backend " + what + "; fallback " +
+                             std::string(backend_name(*config_.fallback)) + ": " + *fallback_reason);
+  count_fallback(std::string(backend_name(backend)) + " -> " + std::string(backend_name(*config_.fallback)) +
+                 ": " + *reason);
+  return run_backend(*config_.fallback, call);
+}
+
+void Attention::count_fallback(const std::string& what) const {
+  std::lock_guard lock(mutex_);
+  if (fallbacks_[what]++ == 0) spdlog::warn("attention fallback {} (logged once; counted from now on)", what);
+}
+
+std::map<std::string, int64_t> Attention::fallbacks() const {
+  std::lock_guard lock(mutex_);
+  return fallbacks_;
+}
+
+int64_t Attention::fallback_count() const {
+  int64_t total = 0;
+  for (const auto& [what, count] : fallbacks()) total += count;
+  return total;
+}
+
+namespace detail {
+
+at::Tensor expanded_bias(const AttentionCall& call, at::ScalarType dtype) {
+  at::Tensor bias = call.params.bias->to(dtype);
+  while (bias.dim() < 4) bias = bias.unsqueeze(0);
+  return bias.expand({call.q.size(0), call.q.size(1), call.q.size(2), call.k.size(2)});
+}
+
+at::Tensor repeat_kv_heads(const at::Tensor& kv, int64_t query_heads) {
+  const int64_t repeats = query_heads / kv.size(1);
+  return repeats == 1 ? kv : at::repeat_interleave(kv, repeats, 1);
+}
+
+std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, int64_t max_head_dim) {
+  if (!call.q.is_cuda()) return "tensors are on " + call.q.device().str() + ", it needs CUDA";
+  const auto dtype = call.q.scalar_type();
+  if (dtype != at::kHalf && dtype != at::kBFloat16)
+    return std::string("dtype ") + c10::toString(dtype) + ", it needs float16 or bfloat16";
+  const int64_t head_dim = call.q.size(3);
+  if (head_dim % 8 != 0 || head_dim > max_head_dim)
+    return "head dim " + std::to_string(head_dim) + ", it needs a multiple of 8 up to " +
+           std::to_string(max_head_dim);
+  if (kernels::compute_capability(call.q.device().index()) < 80) return "it needs sm_80 or newer";
+  // Both kernels align a causal mask bottom-right when N_q != N_kv; our convention is top-left.
+  if (call.params.causal && call.q.size(2) != call.k.size(2)) return "causal with N_q != N_kv";
+  return std::nullopt;
+}
+
+}  // namespace detail
+}  // namespace sagevid

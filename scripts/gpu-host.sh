@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Everything we do on the GPU host in one call (see docs/gpu-host.md): build kernels, models and the test
+# suites there (no gRPC/FFmpeg on that machine, so the server is off) and run the GPU and CPU suites.
+# Logs go to $OUT (the device tool's return folder) or ./out.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out}
+mkdir -p "$out"
+archs=${SAGEVID_CUDA_ARCHS:-90a}
+torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+git log -1 --format='%H %s' > "$out/commit.txt" 2>/dev/null || true
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
+  -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" \
+  > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
+ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1
+status=$?
+grep -E "tests passed|Failed|Skipped|\*\*\*" "$out/ctest.log" | tail -40
+exit $status

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything sagevid needs on Debian 12 / Ubuntu 24.04: system packages (apt) and a project venv
+# (.venv/) holding torch — whose bundled libtorch we link — plus the Python test tools.
+# Idempotent: a second run only checks. Needs root or sudo for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
+  libspdlog-dev nlohmann-json3-dev catch2 libsentencepiece-dev libcpp-httplib-dev
+)
+TORCH_VERSION=2.11.0
+# Test tools only (parity references, fixture writers); pinned so fixtures and parity stay reproducible.
+PY_TEST_TOOLS=(numpy==2.4.6 safetensors==0.8.0 sentencepiece==0.2.3 transformers==4.57.6 diffusers==0.39.0)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  log=$(mktemp)
+  if ! { as_root apt-get update -qq &&
+         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+       >"$log" 2>&1; then
+    tail -30 "$log"; echo "setup: apt-get failed (full log: $log)" >&2; exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  echo "setup: installing torch==$TORCH_VERSION into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+stamp=.venv/sagevid-test-tools.txt
+if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TEST_TOOLS[*]}" ]; then
+  echo "setup: installing Python test tools into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "${PY_TEST_TOOLS[@]}"
+  echo "${PY_TEST_TOOLS[*]}" > "$stamp"
+fi
+echo "setup: ok (torch $(.venv/bin/python -c 'import torch;print(torch.__version__)'))"

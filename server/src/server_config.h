@@ -1,0 +1,35 @@
+#pragma once
+// The server's JSON config (configs/*.json) as typed, validated structs. Command-line "--set key=value"
+// overrides are applied to the document before validation, so they are checked like the file itself.
+#include "sagevid/models/attention.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace sagevid {
+
+struct ModelEntry {
+  std::string name;
+  std::filesystem::path path;  // diffusers-format folder; relative paths are relative to the config file
+  std::string device = "cuda"; // "cpu", "cuda" or "cuda:N"
+  std::string dtype = "bfloat16";  // float32, float16 or bfloat16
+};
+
+struct ServerConfig {
+  std::string log_level = "info";
+  std::string address = "127.0.0.1:50051";
+  int64_t queue_size = 8;             // jobs waiting beyond the running one; more: RESOURCE_EXHAUSTED
+  double drain_seconds = 30;          // on SIGTERM: how long running work may take before it is cancelled
+  bool allow_request_backend = false; // may a request pick its own attention backend (A/B comparisons)
+  AttentionConfig attention;
+  std::vector<ModelEntry> models;
+};
+
+ServerConfig parse_server_config(const nlohmann::json& document, const std::filesystem::path& base_dir);
+ServerConfig load_server_config(const std::filesystem::path& file, const std::vector<std::string>& overrides);
+nlohmann::json to_json(const ServerConfig& config);
+
+}  // namespace sagevid
