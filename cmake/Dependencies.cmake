@@ -47,4 +47,7 @@ endif()
 
 add_library(sagevid_torch INTERFACE)
 target_include_directories(sagevid_torch SYSTEM BEFORE INTERFACE ${sagevid_shadow_fix})
-target_link_libraries(sagevid_torch INTERFACE ${TORCH_LIBRARIES})
+# The torch wheel's libraries export their own copies of some std::filesystem functions, which would win
+# symbol lookup over libstdc++'s and crash (pytorch/pytorch#133437): put libstdc++ first on the link line.
+target_link_libraries(sagevid_torch INTERFACE "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state"
+                      ${TORCH_LIBRARIES})

@@ -15,8 +15,8 @@
 namespace sagevid {
 namespace {
 
-constexpr AttentionBackend kAllBackends[] = {AttentionBackend::flash, AttentionBackend::cudnn,
-                                             AttentionBackend::math};
+constexpr AttentionBackend kAllBackends[] = {AttentionBackend::sage2, AttentionBackend::flash,
+                                             AttentionBackend::cudnn, AttentionBackend::math};
 
 std::string shape_string(const at::Tensor& t) {
   std::ostringstream out;
@@ -63,6 +63,7 @@ void validate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, con
 
 std::optional<std::string> unsupported_reason(AttentionBackend backend, const detail::AttentionCall& call) {
   switch (backend) {
+    case AttentionBackend::sage2: return detail::sage2_unsupported(call);
     case AttentionBackend::flash: return detail::flash_unsupported(call);
     case AttentionBackend::cudnn: return detail::cudnn_unsupported(call);
     case AttentionBackend::math: return std::nullopt;
@@ -72,6 +73,7 @@ std::optional<std::string> unsupported_reason(AttentionBackend backend, const de
 
 at::Tensor run_backend(AttentionBackend backend, const detail::AttentionCall& call) {
   switch (backend) {
+    case AttentionBackend::sage2: return detail::sage2_attention(call);
     case AttentionBackend::flash: return detail::flash_attention(call);
     case AttentionBackend::cudnn: return detail::cudnn_attention(call);
     case AttentionBackend::math: return detail::math_attention(call);
@@ -83,10 +85,48 @@ double resolved_scale(const at::Tensor& q, const AttentionParams& params) {
   return params.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
 }
 
+template <class Enum, size_t N>
+Enum read_choice(ConfigReader& reader, const std::string& key, const std::pair<const char*, Enum> (&choices)[N],
+                 Enum default_value) {
+  const std::string name = reader.get<std::string>(key, "");
+  if (name.empty()) return default_value;
+  std::string listed;
+  for (const auto& [choice, value] : choices) {
+    if (name == choice) return value;
+    listed += (listed.empty() ? "" : ", ") + std::string(choice);
+  }
+  reader.fail(key, "'" + name + "': expected one of " + listed);
+}
+
+kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
+  using namespace kernels::sage2;
+  using QkChoice = std::optional<QkType>;
+  using PvChoice = std::optional<PvType>;
+  static const std::pair<const char*, QkChoice> qk[] = {{"auto", std::nullopt}, {"int8", QkType::int8},
+                                                        {"int4", QkType::int4}};
+  static const std::pair<const char*, PvChoice> pv[] = {{"auto", std::nullopt}, {"fp8", PvType::fp8},
+                                                        {"fp16", PvType::fp16}};
+  static const std::pair<const char*, Granularity> granularity[] = {
+      {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
+      {"per_block", Granularity::per_block}};
+  Options options;
+  options.qk = read_choice(reader, "qk", qk, QkChoice());
+  options.pv = read_choice(reader, "pv", pv, PvChoice());
+  options.granularity = read_choice(reader, "granularity", granularity, Granularity::per_thread);
+  options.smooth_k = reader.get<bool>("smooth_k", options.smooth_k);
+  options.smooth_q = reader.optional<bool>("smooth_q");  // null or absent: the kernels' default
+  options.smooth_v = reader.get<bool>("smooth_v", options.smooth_v);
+  options.pv_flush_tiles = int(reader.get<int64_t>("pv_flush_tiles", options.pv_flush_tiles));
+  if (options.pv_flush_tiles < 1 || options.pv_flush_tiles > 1024) reader.fail("pv_flush_tiles", "must be in 1..1024");
+  reader.finish();
+  return options;
+}
+
 }  // namespace
 
 std::string_view backend_name(AttentionBackend backend) {
   switch (backend) {
+    case AttentionBackend::sage2: return "sage2";
     case AttentionBackend::flash: return "flash";
     case AttentionBackend::cudnn: return "cudnn";
     case AttentionBackend::math: return "math";
@@ -114,6 +154,8 @@ AttentionConfig read_attention_config(ConfigReader& reader) {
   AttentionConfig config;
   config.backend = parse("backend", reader.get<std::string>("backend", "math"));
   if (auto fallback = reader.optional<std::string>("fallback")) config.fallback = parse("fallback", *fallback);
+  ConfigReader sage2 = reader.object("sage2");
+  config.sage2 = read_sage2_options(sage2);
   reader.finish();
   return config;
 }
@@ -122,7 +164,8 @@ std::optional<std::string> attention_unsupported_reason(AttentionBackend backend
                                                         const at::Tensor& k, const at::Tensor& v,
                                                         const AttentionParams& params) {
   validate(q, k, v, params);
-  return unsupported_reason(backend, {q, k, v, params, resolved_scale(q, params)});
+  static const AttentionConfig defaults;
+  return unsupported_reason(backend, {defaults, q, k, v, params, resolved_scale(q, params)});
 }
 
 Attention::Attention(AttentionConfig config) : config_(config) {}
@@ -135,7 +178,7 @@ at::Tensor Attention::operator()(const at::Tensor& q, const at::Tensor& k, const
 at::Tensor Attention::run(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
                           const at::Tensor& v, const AttentionParams& params) const {
   validate(q, k, v, params);
-  const detail::AttentionCall call{q, k, v, params, resolved_scale(q, params)};
+  const detail::AttentionCall call{config_, q, k, v, params, resolved_scale(q, params)};
   const auto reason = unsupported_reason(backend, call);
   if (!reason) return run_backend(backend, call);
 

@@ -5,6 +5,7 @@
 namespace sagevid::detail {
 
 struct AttentionCall {
+  const AttentionConfig& config;
   const at::Tensor& q;
   const at::Tensor& k;
   const at::Tensor& v;
@@ -18,6 +19,9 @@ at::Tensor expanded_bias(const AttentionCall& call, at::ScalarType dtype);
 at::Tensor repeat_kv_heads(const at::Tensor& kv, int64_t query_heads);
 // Shared checks of the fused CUDA kernels (flash, cudnn): CUDA device, fp16/bf16, head dim limit.
 std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, int64_t max_head_dim);
+
+std::optional<std::string> sage2_unsupported(const AttentionCall& call);
+at::Tensor sage2_attention(const AttentionCall& call);
 
 std::optional<std::string> flash_unsupported(const AttentionCall& call);
 at::Tensor flash_attention(const AttentionCall& call);

@@ -32,10 +32,10 @@ Inputs cpu_inputs(sagevid::test::Random& rng, at::ScalarType dtype = at::kBFloat
 }  // namespace
 
 TEST_CASE("backend names round-trip and unknown names list the choices", "[attention]") {
-  for (auto backend : {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::math})
+  for (auto backend : {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::math})
     CHECK(sagevid::parse_attention_backend(sagevid::backend_name(backend)) == backend);
   REQUIRE_THROWS_WITH(sagevid::parse_attention_backend("xformers"),
-                      ContainsSubstring("unknown attention backend 'xformers' (choices: flash, cudnn, math)"));
+                      ContainsSubstring("unknown attention backend 'xformers' (choices: sage2, flash, cudnn, math)"));
 }
 
 TEST_CASE("attention config reads backend and fallback", "[attention][config]") {

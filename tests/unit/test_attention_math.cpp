@@ -104,7 +104,8 @@ TEST_CASE("math attention gives the same result however the queries are chunked"
   sagevid::AttentionParams params;
   params.causal = true;
   params.bias = rng.normal({3, 100, 77});
-  const sagevid::detail::AttentionCall call{q, k, v, params, 0.25};
+  const sagevid::AttentionConfig config;
+  const sagevid::detail::AttentionCall call{config, q, k, v, params, 0.25};
   const at::Tensor whole = sagevid::detail::math_attention(call);
   const int64_t row_bytes = 2 * 3 * 77 * 4;
   for (int64_t rows : {1, 7, 33, 99}) {

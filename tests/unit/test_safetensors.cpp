@@ -144,7 +144,7 @@ TEST_CASE("SafetensorsFile round-trips every dtype", "[safetensors]") {
   CHECK(!file.contains("layer.F128"));
 }
 
-TEST_CASE("views alias the mapping, outlive the file and never write to it", "[safetensors]") {
+TEST_CASE("views alias the mapping and outlive the file without writing to it", "[safetensors]") {
   TempDir dir;
   auto rng = fresh_rng();
   const std::string bytes = random_bytes(64 * 4, rng);
@@ -234,7 +234,7 @@ TEST_CASE("unaligned data comes back as a correct aligned copy", "[safetensors]"
   CHECK(bytes_of(file.view("a.pad")) == pad);
 }
 
-TEST_CASE("metadata, empty data sections and zero-element tensors", "[safetensors]") {
+TEST_CASE("metadata and empty data sections and zero-element tensors", "[safetensors]") {
   TempDir dir;
   auto rng = fresh_rng();
 
@@ -356,7 +356,7 @@ TEST_CASE("unknown tensor names are errors naming file and tensor", "[safetensor
                       ContainsSubstring("known.safetensors") && ContainsSubstring("no.such.w"));
 }
 
-TEST_CASE("corrupt files are rejected, naming the file and the tensor", "[safetensors]") {
+TEST_CASE("corrupt files are rejected with the file and tensor named", "[safetensors]") {
   struct Case {
     std::string bytes;
     std::vector<std::string> fragments;  // besides the file name
@@ -478,7 +478,7 @@ TEST_CASE("hostile indexes and ambiguous directories are rejected", "[safetensor
   }
 }
 
-TEST_CASE("random mutations give a SafetensorsError or a readable file, never a crash", "[safetensors]") {
+TEST_CASE("random mutations give a SafetensorsError or a readable file and never crash", "[safetensors]") {
   TempDir dir;
   std::mt19937_64 rng(20240917);  // fixed: a failure must be reproducible
   SafetensorsWriter writer;

@@ -2,6 +2,8 @@
 // The attention-backend layer: every attention call of every model goes through Attention, and the config
 // decides which kernel runs it. A backend that cannot serve a call (no GPU, a head dim or bias it does not
 // take) is an error unless the config names a fallback; each fallback is counted and logged once per reason.
+#include "sagevid/kernels/sage2.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -16,6 +18,7 @@ namespace sagevid {
 class ConfigReader;
 
 enum class AttentionBackend {
+  sage2,  // our SageAttention2 kernels (CUDA sm_80+, fp16/bf16, head dim 64/128, takes a bias)
   flash,  // PyTorch's FlashAttention-2 kernel, called directly (CUDA, fp16/bf16, no bias)
   cudnn,  // cuDNN fused attention through PyTorch (CUDA, fp16/bf16, takes a bias)
   math,   // portable: any device, fp32 accumulation, takes everything; the reference for the others
@@ -27,9 +30,12 @@ AttentionBackend parse_attention_backend(std::string_view name);  // ConfigError
 struct AttentionConfig {
   AttentionBackend backend = AttentionBackend::math;
   std::optional<AttentionBackend> fallback;  // serves the calls `backend` cannot; none: those calls fail
+  kernels::sage2::Options sage2;             // quantization choices of the sage2 backend (causal/scale per call)
 };
 
-// Reads {"backend": "flash", "fallback": "math" | null}.
+// Reads {"backend": "sage2", "fallback": "cudnn" | null, "sage2": {"qk": "auto|int8|int4",
+// "pv": "auto|fp8|fp16", "granularity": "per_thread|per_warp|per_block", "smooth_k": true,
+// "smooth_q": null|true|false, "smooth_v": false, "pv_flush_tiles": 1}}.
 AttentionConfig read_attention_config(ConfigReader& reader);
 
 // Per-call options. q is [B, H_q, N_q, D]; k and v are [B, H_kv, N_kv, D] with H_q a multiple of H_kv
@@ -40,7 +46,7 @@ struct AttentionParams {
   std::optional<at::Tensor> bias;  // additive, [N_q, N_kv], [H_q or 1, N_q, N_kv] or [B or 1, H_q or 1, N_q, N_kv]
 };
 
-// Why `backend` cannot run this call here (device, dtype, shape, options), or nullopt if it can.
+// Why `backend` (with default sage2 options) cannot run this call here, or nullopt if it can.
 std::optional<std::string> attention_unsupported_reason(AttentionBackend backend, const at::Tensor& q,
                                                         const at::Tensor& k, const at::Tensor& v,
                                                         const AttentionParams& params);

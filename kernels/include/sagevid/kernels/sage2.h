@@ -1,0 +1,62 @@
+#pragma once
+// SageAttention2 host API: attention with INT8/INT4 Q·Kᵀ (smoothed, per-thread quantized) and FP8/FP16 P·V,
+// on the current CUDA stream. Inputs fp16/bf16, [B, H, N, D] or [B, N, H, D] (last dim contiguous), head
+// dim 64 or 128, grouped-query (H_q a multiple of H_kv), causal or not, optional additive bias and LSE.
+#include "sagevid/kernels/sage2_layout.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+
+namespace sagevid::kernels::sage2 {
+
+enum class QkType { int8, int4 };
+enum class PvType { fp8, fp16 };
+enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD")
+
+struct Options {
+  std::optional<QkType> qk;      // default: INT8 on sm_90 (INT4 is emulated there), INT4 on sm_80/86/89
+  std::optional<PvType> pv;      // default: FP8 on sm_89/90, FP16 on sm_80/86 (no FP8 MMA)
+  Granularity granularity = Granularity::per_thread;
+  bool smooth_k = true;
+  std::optional<bool> smooth_q;  // default: on for INT4, off for INT8
+  bool smooth_v = false;
+  int pv_flush_tiles = 1;        // FP8 P·V: key tiles accumulated in the MMA before adding into FP32
+  Layout layout = Layout::bhnd;
+  bool causal = false;           // top-left aligned: query i sees keys 0..i
+  std::optional<double> scale;   // default 1/sqrt(D)
+  bool return_lse = false;       // natural-log LSE of the scaled, biased scores, [B, H_q, N_q] fp32
+};
+
+// The options with every default resolved for a device of this compute capability (major*10+minor).
+Options resolve(const Options& options, int compute_capability);
+
+struct Result {
+  at::Tensor out;  // same shape, dtype and layout as q
+  at::Tensor lse;  // defined when options.return_lse
+};
+
+// What the attention kernel reads, as the preprocessing kernels write it (layouts in sage2_layout.h).
+struct Quantized {
+  at::Tensor q_values, q_scales;  // int8 [B, H_q, Nq_pad, D] (INT4: [.., D/2], low nibble = even channel)
+  at::Tensor k_values, k_scales;  // int8 [B, H_kv, Nk_pad, D or D/2]
+  at::Tensor k_mean, q_mean, delta_s, v_mean;  // fp32, as in sage2_reference.h; undefined when not smoothing
+  at::Tensor v_values;            // FP8: uint8 E4M3 Vᵀ [B, H_kv, D, Nk_pad], keys permuted; FP16: [B, H_kv, Nk_pad, D]
+  at::Tensor v_scales;            // FP8: [B, H_kv, D]
+};
+
+// The preprocessing alone (options resolved here), for tests and for measuring it.
+Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options);
+
+// bias: additive, broadcastable to [B, H_q, N_q, N_kv] as [N_q, N_kv], [H_q|1, N_q, N_kv] or
+// [B|1, H_q|1, N_q, N_kv]; fp32, fp16 or bf16. out: optional preallocated output shaped and typed like q.
+Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                 const std::optional<at::Tensor>& bias = std::nullopt,
+                 const std::optional<at::Tensor>& out = std::nullopt);
+
+// Why the kernels cannot run this call (device, dtype, head dim, layout), or nullopt.
+std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const Options& options);
+
+}  // namespace sagevid::kernels::sage2

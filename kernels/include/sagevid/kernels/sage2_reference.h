@@ -1,0 +1,52 @@
+#pragma once
+// CPU reference of SageAttention2 (torch ops, fp32; runs on any device): the same smoothing, quantization
+// and FP8 rounding as the CUDA kernels, step by step, so tests can compare the kernels tightly with it and
+// loosely with full-precision attention. Options must be resolved (sage2::resolve) before the call.
+#include "sagevid/kernels/sage2.h"
+
+namespace sagevid::kernels::sage2::reference {
+
+// Inputs brought to [B, H, N, D] fp32 on their device (a view/copy of q, k or v in options.layout).
+at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout);
+
+// Token mean per (batch, head, channel): [B, H, D] fp32. The CUDA host API computes it with the same call.
+at::Tensor token_mean(const at::Tensor& x_bhnd);
+// Mean of each kCtaQ block of valid rows: [B, H, ceil(N / kCtaQ), D] fp32 (the last block may be partial).
+at::Tensor block_mean(const at::Tensor& x_bhnd);
+
+// Symmetric per-group quantization of x [B, H, N, D] fp32 (N any; rows past N are padding and excluded),
+// grouped as in sage2_layout.h. values: int8 [B, H, round_up(N, tile), D] holding integers in [-qmax, qmax]
+// (INT4 too: one value per byte here), padding rows 0. scales: [B, H, groups] fp32, scale = amax / qmax
+// (1 for an all-zero group); value = clamp(round_half_even(x * (qmax / amax)), -qmax, qmax).
+struct QuantizedRows {
+  at::Tensor values;
+  at::Tensor scales;
+};
+QuantizedRows quantize_q(const at::Tensor& x_bhnd, Granularity granularity, int qmax);
+QuantizedRows quantize_k(const at::Tensor& x_bhnd, Granularity granularity, int qmax);
+
+// Per-channel FP8 E4M3 quantization of v [B, H, N, D] fp32: scale[c] = amax_c / 448 (1 if amax_c is 0),
+// values = e4m3(v * (448 / amax_c)) returned as fp32 holding the exact E4M3 values, [B, H, N, D].
+struct QuantizedV {
+  at::Tensor values;
+  at::Tensor scales;  // [B, H, D]
+};
+QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd);
+
+// Everything the attention kernel reads, computed the reference way.
+struct Preprocessed {
+  QuantizedRows q, k;
+  at::Tensor k_mean;   // [B, H_kv, D]; undefined without smooth_k
+  at::Tensor q_mean;   // [B, H_q, ceil(N_q / kCtaQ), D]; undefined without smooth_q
+  at::Tensor delta_s;  // q_mean · (K − k_mean)ᵀ: [B, H_q, ceil(N_q / kCtaQ), N_kv]; undefined without smooth_q
+  at::Tensor v_mean;   // [B, H_kv, D]; undefined without smooth_v
+  QuantizedV v;        // FP8 path: quantized (smoothed) V; FP16 path: values = fp16-rounded V, scales undefined
+};
+Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options);
+
+// The whole simulated computation: dequantized scores (+ ΔS, + bias), online softmax in base 2 over kCtaK
+// key tiles, P̃ rounded to FP8 (×448) or FP16 with the running max of its tile, fp32 accumulation, epilogue.
+Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                 const std::optional<at::Tensor>& bias = std::nullopt);
+
+}  // namespace sagevid::kernels::sage2::reference

@@ -1,0 +1,32 @@
+// Defaults of the SageAttention2 options per compute capability, and validation of the rest.
+#include "sagevid/kernels/sage2.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace sagevid::kernels::sage2 {
+
+Options resolve(const Options& options, int compute_capability) {
+  Options resolved = options;
+  // INT4 mma.sync is emulated on Hopper (~20x slower than INT8), so sm_90+ defaults to INT8.
+  if (!resolved.qk) resolved.qk = compute_capability >= 90 ? QkType::int8 : QkType::int4;
+  // FP8 MMA exists from sm_89 (Ada) on; older devices multiply P·V in FP16.
+  if (!resolved.pv) resolved.pv = compute_capability >= 89 ? PvType::fp8 : PvType::fp16;
+  if (*resolved.pv == PvType::fp8 && compute_capability < 89) {
+    throw std::invalid_argument("sage2: FP8 P·V needs compute capability 8.9 or newer, this device is " +
+                                std::to_string(compute_capability / 10) + "." +
+                                std::to_string(compute_capability % 10) + " (use PvType::fp16)");
+  }
+  // INT4 loses too much without Q smoothing; for INT8 it costs time for little accuracy.
+  if (!resolved.smooth_q) resolved.smooth_q = *resolved.qk == QkType::int4;
+  if (resolved.pv_flush_tiles < 1) {
+    throw std::invalid_argument("sage2: pv_flush_tiles must be at least 1, got " +
+                                std::to_string(resolved.pv_flush_tiles));
+  }
+  if (resolved.scale && !std::isfinite(*resolved.scale)) {
+    throw std::invalid_argument("sage2: scale must be finite");
+  }
+  return resolved;
+}
+
+}  // namespace sagevid::kernels::sage2

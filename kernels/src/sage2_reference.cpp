@@ -1,0 +1,279 @@
+// SageAttention2 reference in plain torch ops: the kernels' smoothing, quantization groups, FP8/FP16
+// rounding and base-2 online softmax, vectorized over batch, heads and rows, looping only over key tiles.
+//
+// Exactness notes. Quantized values and scales must match the CUDA kernels bit for bit, so every division
+// here is tensor / tensor: on CUDA, torch turns "tensor / scalar" into a multiplication by the reciprocal,
+// which rounds differently. The integer Q·Kᵀ dot products are exact in fp32 (|sum| <= 127² · 128 < 2^24,
+// and the integer operands survive even TF32 rounding).
+#include "sagevid/kernels/sage2_reference.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/exp2.h>
+#include <ATen/ops/full_like.h>
+#include <ATen/ops/log2.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/maximum.h>
+#include <ATen/ops/round.h>
+#include <ATen/ops/scatter_reduce.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sagevid::kernels::sage2::reference {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+void require(bool condition, const std::string& message) {
+  if (!condition) throw std::invalid_argument("sage2 reference: " + message);
+}
+
+// numerator / denominator as a true fp32 division on every device (see the note at the top).
+at::Tensor divide(double numerator, const at::Tensor& denominator) {
+  return at::full_like(denominator, numerator).div_(denominator);
+}
+at::Tensor divide(const at::Tensor& numerator, double denominator) {
+  return numerator.div(at::full_like(numerator, denominator));
+}
+
+// Integer index tensor on `like`'s device, from a host function of the position.
+template <typename F>
+at::Tensor index_tensor(int64_t size, const at::Tensor& like, F&& index_of) {
+  std::vector<int64_t> indices(size_t(size), 0);
+  for (int64_t i = 0; i < size; ++i) indices[size_t(i)] = index_of(i);
+  return at::tensor(at::ArrayRef<int64_t>(indices), at::TensorOptions().dtype(at::kLong)).to(like.device());
+}
+
+// x [B, H_kv, ...] seen as [B, H_kv * group, ...]: query head h reads kv head h / group.
+at::Tensor expand_heads(const at::Tensor& x, int64_t group) {
+  if (group == 1) return x;
+  std::vector<int64_t> sizes(x.sizes().begin(), x.sizes().end());
+  std::vector<int64_t> expanded = sizes;
+  expanded.insert(expanded.begin() + 2, group);
+  sizes[1] *= group;
+  return x.unsqueeze(2).expand(expanded).reshape(sizes);
+}
+
+// Symmetric quantization of the rows of x [B, H, N, D] into the groups `group_of(row)` of rows padded to
+// `tile`. Padding rows are zero, so they can sit in the group amax without changing it.
+template <typename GroupOf>
+QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_per_tile, int qmax,
+                            GroupOf&& group_of) {
+  require(x.dim() == 4, "quantize expects [B, H, N, D]");
+  const int64_t batch = x.size(0), heads = x.size(1), len = x.size(2);
+  const int64_t padded = round_up(len, tile), groups = padded / tile * groups_per_tile;
+  const at::Tensor rows = at::constant_pad_nd(x.to(at::kFloat), {0, 0, 0, padded - len}, 0.0);
+
+  const at::Tensor row_group = index_tensor(padded, x, group_of);
+  const at::Tensor row_amax = rows.abs().amax(-1);  // [B, H, padded]
+  const at::Tensor amax = at::zeros({batch, heads, groups}, rows.options())
+                              .scatter_reduce(2, row_group.expand({batch, heads, padded}), row_amax, "amax");
+  const at::Tensor nonzero = amax > 0;
+  const at::Tensor scales = at::where(nonzero, divide(amax, qmax), at::full_like(amax, 1.0));
+  const at::Tensor inv = at::where(nonzero, divide(qmax, amax), at::zeros_like(amax));  // all-zero group: 0
+
+  const at::Tensor scaled = rows * inv.index_select(2, row_group).unsqueeze(-1);
+  const at::Tensor values = at::round(scaled).clamp(-qmax, qmax).to(at::kChar);  // round: half to even
+  return {values, scales};
+}
+
+}  // namespace
+
+at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout) {
+  require(x.dim() == 4, "inputs must be 4-D, got " + std::to_string(x.dim()) + "-D");
+  const at::Tensor bhnd = layout == Layout::bnhd ? x.permute({0, 2, 1, 3}) : x;
+  // Contiguous, so that reductions sum in the same order whatever the input layout: a [B, N, H, D] input
+  // then gives bit for bit the result of its [B, H, N, D] copy.
+  return bhnd.to(at::kFloat, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
+}
+
+at::Tensor token_mean(const at::Tensor& x_bhnd) { return x_bhnd.to(at::kFloat).mean({2}); }
+
+at::Tensor block_mean(const at::Tensor& x_bhnd) {
+  const at::Tensor x = x_bhnd.to(at::kFloat);
+  const int64_t len = x.size(2), full_blocks = len / kCtaQ, full_len = full_blocks * kCtaQ;
+  std::vector<at::Tensor> parts;
+  if (full_blocks > 0) {
+    parts.push_back(
+        x.narrow(2, 0, full_len).reshape({x.size(0), x.size(1), full_blocks, kCtaQ, x.size(3)}).mean({3}));
+  }
+  if (len > full_len) parts.push_back(x.narrow(2, full_len, len - full_len).mean({2}, /*keepdim=*/true));
+  return at::cat(parts, 2);
+}
+
+QuantizedRows quantize_q(const at::Tensor& x_bhnd, Granularity granularity, int qmax) {
+  return quantize_rows(x_bhnd, kCtaQ, q_groups_per_block(granularity), qmax,
+                       [granularity](int64_t row) { return q_group(row, granularity); });
+}
+
+QuantizedRows quantize_k(const at::Tensor& x_bhnd, Granularity granularity, int qmax) {
+  return quantize_rows(x_bhnd, kCtaK, k_groups_per_block(granularity), qmax,
+                       [granularity](int64_t row) { return k_group(row, granularity); });
+}
+
+QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd) {
+  const at::Tensor v = v_bhnd.to(at::kFloat);
+  const at::Tensor amax = v.abs().amax(2);  // [B, H, D]
+  const at::Tensor nonzero = amax > 0;
+  const at::Tensor scales = at::where(nonzero, divide(amax, kFp8Max), at::full_like(amax, 1.0));
+  const at::Tensor inv = at::where(nonzero, divide(kFp8Max, amax), at::zeros_like(amax));
+  const at::Tensor values = (v * inv.unsqueeze(2)).to(at::kFloat8_e4m3fn).to(at::kFloat);
+  return {values, scales};
+}
+
+Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
+  require(options.qk && options.pv && options.smooth_q, "options must be resolved (sage2::resolve)");
+  const at::Tensor qf = to_bhnd_float(q, options.layout);
+  const at::Tensor kf = to_bhnd_float(k, options.layout);
+  const at::Tensor vf = to_bhnd_float(v, options.layout);
+  const int64_t group = qf.size(1) / kf.size(1);
+  const int qmax = *options.qk == QkType::int8 ? kInt8Max : kInt4Max;
+
+  Preprocessed pre;
+  at::Tensor k_smooth = kf;
+  if (options.smooth_k) {
+    pre.k_mean = token_mean(kf);
+    k_smooth = kf - pre.k_mean.unsqueeze(2);
+  }
+  at::Tensor q_smooth = qf;
+  if (*options.smooth_q) {
+    pre.q_mean = block_mean(qf);
+    const at::Tensor row_block = index_tensor(qf.size(2), qf, [](int64_t row) { return row / kCtaQ; });
+    q_smooth = qf - pre.q_mean.index_select(2, row_block);
+    // The part of the scores that smoothing removed: q̄_b · K'ᵀ, added back per block before the softmax.
+    pre.delta_s = at::matmul(pre.q_mean, expand_heads(k_smooth, group).transpose(2, 3));
+  }
+  pre.q = quantize_q(q_smooth, options.granularity, qmax);
+  pre.k = quantize_k(k_smooth, options.granularity, qmax);
+
+  at::Tensor v_smooth = vf;
+  if (options.smooth_v) {
+    pre.v_mean = token_mean(vf);
+    v_smooth = vf - pre.v_mean.unsqueeze(2);
+  }
+  if (*options.pv == PvType::fp8) {
+    pre.v = quantize_v_fp8(v_smooth);
+  } else {
+    pre.v.values = v_smooth.to(at::kHalf).to(at::kFloat);
+  }
+  return pre;
+}
+
+namespace {
+
+void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, Layout layout) {
+  require(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k and v must be 4-D");
+  require(k.sizes() == v.sizes(), "k and v must have the same shape");
+  const int head_dim = 3, heads = layout == Layout::bhnd ? 1 : 2;
+  require(q.size(0) == k.size(0), "q and k must have the same batch size");
+  require(q.size(head_dim) == k.size(head_dim), "q and k must have the same head dim");
+  require(k.size(heads) > 0 && q.size(heads) % k.size(heads) == 0,
+          "query heads (" + std::to_string(q.size(heads)) + ") must be a multiple of kv heads (" +
+              std::to_string(k.size(heads)) + ")");
+}
+
+// The bias as fp32 [.., N_q, N_kv] with at most 4 dims, broadcastable to [B, H_q, N_q, N_kv].
+at::Tensor bias_float(const at::Tensor& bias, int64_t q_len, int64_t kv_len) {
+  require(bias.dim() >= 2 && bias.dim() <= 4, "bias must be 2-D, 3-D or 4-D");
+  require(bias.size(-2) == q_len && bias.size(-1) == kv_len, "bias must end in [N_q, N_kv]");
+  return bias.to(at::kFloat);
+}
+
+// The running state of the online softmax, in base 2, for every (batch, head, query row).
+struct SoftmaxState {
+  at::Tensor m;    // running row max of t = s·log2(e), [B, H, N_q, 1]
+  at::Tensor l;    // running sum of exp2(t − m), unquantized, [B, H, N_q, 1]
+  at::Tensor acc;  // running Σ P_q · V, [B, H, N_q, D]
+};
+
+}  // namespace
+
+Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                 const std::optional<at::Tensor>& bias) {
+  require(options.qk && options.pv && options.smooth_q, "options must be resolved (sage2::resolve)");
+  check_shapes(q, k, v, options.layout);
+  const Preprocessed pre = reference::preprocess(q, k, v, options);  // qualified: no ADL into sage2::
+  const at::Tensor qf = to_bhnd_float(q, options.layout);
+  const int64_t heads = qf.size(1), q_len = qf.size(2), head_dim = qf.size(3);
+  const int64_t kv_len = pre.v.values.size(2), group = heads / pre.v.values.size(1);
+  const double sm_scale = options.scale.value_or(1.0 / std::sqrt(double(head_dim)));
+  const bool fp8 = *options.pv == PvType::fp8;
+  const at::Tensor bias_f = bias ? bias_float(*bias, q_len, kv_len) : at::Tensor();
+
+  // Per query row: its quantization scale and its smoothing block.
+  const at::Tensor q_values = pre.q.values.narrow(2, 0, q_len).to(at::kFloat);
+  const at::Tensor q_row_group =
+      index_tensor(q_len, qf, [&](int64_t row) { return q_group(row, options.granularity); });
+  const at::Tensor q_row_scale = pre.q.scales.index_select(2, q_row_group).unsqueeze(-1);  // [B, H, N_q, 1]
+  const at::Tensor q_row_block = index_tensor(q_len, qf, [](int64_t row) { return row / kCtaQ; });
+  const at::Tensor k_values = expand_heads(pre.k.values.to(at::kFloat), group);
+  const at::Tensor k_scales = expand_heads(pre.k.scales, group);
+  const at::Tensor k_row_group =
+      index_tensor(round_up(kv_len, kCtaK), qf, [&](int64_t row) { return k_group(row, options.granularity); });
+  const at::Tensor v_values = expand_heads(pre.v.values, group);
+  const at::Tensor rows = at::arange(q_len, qf.options().dtype(at::kLong)).unsqueeze(-1);
+
+  SoftmaxState state{at::full_like(q_row_scale, -kInf), at::zeros_like(q_row_scale), at::zeros_like(qf)};
+  for (int64_t start = 0; start < kv_len; start += kCtaK) {
+    const int64_t size = std::min<int64_t>(kCtaK, kv_len - start);  // padding keys would be masked anyway
+
+    // Dequantized scores of this tile: (q_int·k_int)·q_scale·k_scale (+ ΔS), ·sm_scale, + bias, masked.
+    const at::Tensor k_tile = k_values.narrow(2, start, size);
+    const at::Tensor k_tile_scale =
+        k_scales.index_select(2, k_row_group.narrow(0, start, size)).unsqueeze(2);  // [B, H, 1, size]
+    at::Tensor s = at::matmul(q_values, k_tile.transpose(2, 3)) * q_row_scale * k_tile_scale;
+    if (pre.delta_s.defined()) s = s + pre.delta_s.narrow(3, start, size).index_select(2, q_row_block);
+    s = s * sm_scale;
+    if (bias_f.defined()) s = s + bias_f.narrow(-1, start, size);
+    if (options.causal) {
+      const at::Tensor cols = at::arange(start, start + size, rows.options()).unsqueeze(0);
+      s = s.masked_fill(cols > rows, -kInf);
+    }
+    const at::Tensor t = s * kLog2e;
+
+    // Online softmax in base 2. A row with no visible key yet keeps m = −inf: use 0 as its reference so
+    // that exp2 gives 0 rather than NaN.
+    const at::Tensor m_new = at::maximum(state.m, t.amax(-1, /*keepdim=*/true));
+    const at::Tensor m_ref = m_new.masked_fill(m_new == -kInf, 0.0);
+    const at::Tensor rescale = at::exp2(state.m - m_ref);
+    const at::Tensor p = at::exp2(t - m_ref);
+    state.l = state.l * rescale + p.sum(-1, /*keepdim=*/true);
+    const at::Tensor p_rounded =
+        fp8 ? (p * kFp8Max).to(at::kFloat8_e4m3fn).to(at::kFloat) : p.to(at::kHalf).to(at::kFloat);
+    state.acc = state.acc * rescale + at::matmul(p_rounded, v_values.narrow(2, start, size));
+    state.m = m_new;
+  }
+
+  // Epilogue: normalize, undo the V scaling and smoothing, back to q's dtype and layout.
+  const at::Tensor l_safe = state.l.masked_fill(state.l == 0, 1.0);
+  at::Tensor out = state.acc / l_safe;
+  if (fp8) out = out * divide(expand_heads(pre.v.scales, group), kFp8Max).unsqueeze(2);
+  if (pre.v_mean.defined()) out = out + expand_heads(pre.v_mean, group).unsqueeze(2);
+  out = out.to(q.scalar_type());
+  if (options.layout == Layout::bnhd) out = out.permute({0, 2, 1, 3});
+
+  Result result;
+  result.out = out.contiguous();
+  if (options.return_lse) {
+    // Natural-log LSE of the kernel's scores, plus what smoothing K removed: sm_scale · q_i · k̄.
+    at::Tensor lse = (state.m + at::log2(l_safe)) / kLog2e;
+    if (pre.k_mean.defined()) {
+      lse = lse + at::matmul(qf, expand_heads(pre.k_mean, group).unsqueeze(-1)) * sm_scale;
+    }
+    result.lse = lse.squeeze(-1).contiguous();
+  }
+  return result;
+}
+
+}  // namespace sagevid::kernels::sage2::reference

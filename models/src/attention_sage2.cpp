@@ -1,0 +1,26 @@
+// Our SageAttention2 kernels as an attention backend: quantization choices from the config, causal mask,
+// scale and bias from the call. Grouped-query attention and biases run natively.
+#include "attention_backends.h"
+
+namespace sagevid::detail {
+namespace {
+
+kernels::sage2::Options call_options(const AttentionCall& call) {
+  kernels::sage2::Options options = call.config.sage2;
+  options.layout = kernels::sage2::Layout::bhnd;
+  options.causal = call.params.causal;
+  options.scale = call.scale;
+  return options;
+}
+
+}  // namespace
+
+std::optional<std::string> sage2_unsupported(const AttentionCall& call) {
+  return kernels::sage2::unsupported_reason(call.q, call.k, call.v, call_options(call));
+}
+
+at::Tensor sage2_attention(const AttentionCall& call) {
+  return kernels::sage2::attention(call.q, call.k, call.v, call_options(call), call.params.bias).out;
+}
+
+}  // namespace sagevid::detail
