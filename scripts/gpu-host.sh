@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Everything we do on the GPU host in one call (see docs/gpu-host.md): build kernels, models and the test
-# suites there (no gRPC/FFmpeg on that machine, so the server is off) and run the GPU and CPU suites.
-# Logs go to $OUT (the device tool's return folder) or ./out.
+# Everything we do on the GPU host in one call: build kernels, models, tests and tools there (no gRPC/FFmpeg
+# on that machine, so the server is off), then run what is asked: tests (gpu|unit suites), accuracy
+# (sage-accuracy), bench (sage-bench). Default: all three. Logs and tables go to $OUT (the device tool's
+# return folder) or ./out.
+#   scripts/gpu-host.sh [tests] [accuracy] [bench]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -15,7 +17,16 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=
   -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" \
   > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
-ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1
-status=$?
-grep -E "tests passed|Failed|Skipped|\*\*\*" "$out/ctest.log" | tail -40
+steps=${*:-tests accuracy bench}
+status=0
+for step in $steps; do
+  case $step in
+    tests)
+      ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
+      grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
+    accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
+    bench) build-gpu/tools/sage-bench | tee "$out/bench.md" || status=1 ;;
+    *) echo "unknown step $step"; status=1 ;;
+  esac
+done
 exit $status

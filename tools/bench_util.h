@@ -1,0 +1,43 @@
+#pragma once
+// Shared bits of the GPU tools: CUDA-event timing (median of repeated runs after warm-up) and fresh inputs.
+#include "sagevid/kernels/cuda_check.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/randn.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+namespace sagevid::tools {
+
+// Median milliseconds of `runs` timed calls of fn after `warmup` untimed ones, on the current stream.
+inline double median_ms(const std::function<void()>& fn, int warmup = 5, int runs = 20) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
+  SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> times;
+  for (int i = 0; i < runs; ++i) {
+    SAGEVID_CUDA_CHECK(cudaEventRecord(start, stream));
+    fn();
+    SAGEVID_CUDA_CHECK(cudaEventRecord(stop, stream));
+    SAGEVID_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
+  SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+inline at::Tensor random_cuda(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::randn(sizes, at::TensorOptions().device(at::kCUDA).dtype(dtype));
+}
+
+}  // namespace sagevid::tools

@@ -1,0 +1,95 @@
+// sage-accuracy: error of each SageAttention2 variant against fp32 attention (cosine similarity, relative
+// L1, RMSE) on Gaussian inputs and on inputs with DiT-like channel-wise outliers, at B=1, H=8, N=4096,
+// D=64 and 128; cuDNN and FlashAttention-2 in bf16 as anchors. Prints a markdown table.
+#include "bench_util.h"
+#include "sagevid/kernels/device_info.h"
+#include "sagevid/kernels/sage2.h"
+#include "sagevid/models/attention.h"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace sage2 = sagevid::kernels::sage2;
+using sagevid::tools::random_cuda;
+
+struct Variant {
+  std::string name;
+  std::optional<sagevid::AttentionBackend> backend;  // set: a torch backend instead of sage2
+  sage2::Options options;
+};
+
+std::vector<Variant> variants() {
+  std::vector<Variant> list;
+  const auto add = [&](std::string name, sage2::QkType qk, sage2::PvType pv, sage2::Granularity g, bool smooth_q) {
+    sage2::Options o;
+    o.qk = qk;
+    o.pv = pv;
+    o.granularity = g;
+    o.smooth_q = smooth_q;
+    list.push_back({std::move(name), std::nullopt, o});
+  };
+  using G = sage2::Granularity;
+  add("sage2 int8 per-thread + fp8 PV (default on sm_90)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread, false);
+  add("sage2 int8 per-thread + fp16 PV", sage2::QkType::int8, sage2::PvType::fp16, G::per_thread, false);
+  add("sage2 int8 per-warp + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_warp, false);
+  add("sage2 int8 per-block + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_block, false);
+  add("sage2 int8 per-thread + smooth Q + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread, true);
+  add("sage2 int4 per-thread + smooth Q + fp8 PV", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread, true);
+  add("sage2 int4 per-thread, no Q smoothing + fp8 PV", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread, false);
+  add("sage2 int4 per-thread + smooth Q + fp16 PV", sage2::QkType::int4, sage2::PvType::fp16, G::per_thread, true);
+  list.push_back({"cuDNN bf16", sagevid::AttentionBackend::cudnn, {}});
+  list.push_back({"FlashAttention-2 bf16", sagevid::AttentionBackend::flash, {}});
+  return list;
+}
+
+struct Inputs {
+  at::Tensor q, k, v;
+};
+
+// Channel-wise outliers like DiT activations: K with a large per-channel bias, Q and V with per-channel
+// scales and offsets.
+Inputs make_inputs(bool outliers, int64_t head_dim) {
+  const int64_t b = 1, h = 8, n = 4096;
+  at::Tensor q = random_cuda({b, h, n, head_dim}, at::kFloat), k = random_cuda({b, h, n, head_dim}, at::kFloat),
+             v = random_cuda({b, h, n, head_dim}, at::kFloat);
+  if (outliers) {
+    k = k + random_cuda({1, h, 1, head_dim}, at::kFloat) * 8;
+    q = q * (random_cuda({1, h, 1, head_dim}, at::kFloat).abs() * 2) + random_cuda({1, h, 1, head_dim}, at::kFloat);
+    v = v * (random_cuda({1, h, 1, head_dim}, at::kFloat).abs() * 2) + random_cuda({1, h, 1, head_dim}, at::kFloat);
+  }
+  return {q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16)};
+}
+
+}  // namespace
+
+int main() {
+  const auto devices = sagevid::kernels::cuda_devices();
+  if (devices.empty()) {
+    std::fprintf(stderr, "sage-accuracy: no CUDA device\n");
+    return 1;
+  }
+  std::printf("device: %s; B=1 H=8 N=4096, bf16 inputs, reference: fp32 attention of the same bf16 inputs\n\n",
+              devices[0].name.c_str());
+  std::printf("| inputs | D | variant | cosine | rel. L1 | RMSE |\n|---|---|---|---|---|---|\n");
+  for (bool outliers : {false, true}) {
+    for (int64_t head_dim : {64, 128}) {
+      const Inputs in = make_inputs(outliers, head_dim);
+      const at::Tensor ref = sagevid::Attention()(in.q.to(at::kFloat), in.k.to(at::kFloat), in.v.to(at::kFloat));
+      for (const Variant& variant : variants()) {
+        const at::Tensor out =
+            variant.backend ? sagevid::Attention(sagevid::AttentionConfig{*variant.backend, std::nullopt, {}})(in.q, in.k, in.v)
+                            : sage2::attention(in.q, in.k, in.v, variant.options).out;
+        const at::Tensor a = out.to(at::kDouble).flatten(), r = ref.to(at::kDouble).flatten();
+        const double cosine = (a.dot(r) / (a.norm() * r.norm())).item<double>();
+        const double rel_l1 = ((a - r).abs().sum() / r.abs().sum()).item<double>();
+        const double rmse = (a - r).pow(2).mean().sqrt().item<double>();
+        std::printf("| %s | %lld | %s | %.6f | %.4f | %.5f |\n", outliers ? "outliers" : "Gaussian",
+                    (long long)head_dim, variant.name.c_str(), cosine, rel_l1, rmse);
+      }
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,73 @@
+// sage-bench: attention throughput of our SageAttention2 kernels (preprocessing included) side by side with
+// PyTorch's FlashAttention-2 and cuDNN, in one run. TOPS = 4·B·H·N_q·N_kv·D / time, halved for causal.
+// Prints a markdown table (docs/PERFORMANCE.md keeps them).
+#include "bench_util.h"
+#include "sagevid/kernels/device_info.h"
+#include "sagevid/kernels/sage2.h"
+#include "sagevid/models/attention.h"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace sage2 = sagevid::kernels::sage2;
+using sagevid::AttentionBackend;
+
+struct Shape {
+  const char* name;
+  int64_t batch, heads, len, head_dim;
+  bool causal;
+};
+
+const Shape kShapes[] = {
+    {"CogVideoX-2B", 2, 30, 17776, 64, false},   {"CogVideoX-5B", 2, 48, 17776, 64, false},
+    {"CogVideoX1.5-5B", 1, 48, 45106, 64, false}, {"hd64 8k", 4, 32, 8192, 64, false},
+    {"hd64 8k causal", 4, 32, 8192, 64, true},    {"hd64 32k", 1, 32, 32768, 64, false},
+    {"hd64 32k causal", 1, 32, 32768, 64, true},  {"hd128 8k", 4, 32, 8192, 128, false},
+    {"hd128 8k causal", 4, 32, 8192, 128, true},  {"hd128 32k", 1, 32, 32768, 128, false},
+    {"hd128 32k causal", 1, 32, 32768, 128, true},
+};
+
+double tops(const Shape& s, double ms) {
+  const double ops = 4.0 * s.batch * s.heads * double(s.len) * double(s.len) * s.head_dim * (s.causal ? 0.5 : 1.0);
+  return ops / (ms * 1e-3) / 1e12;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  const auto devices = sagevid::kernels::cuda_devices();
+  if (devices.empty()) {
+    std::fprintf(stderr, "sage-bench: no CUDA device\n");
+    return 1;
+  }
+  std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups\n\n", devices[0].name.c_str(),
+              devices[0].compute_capability);
+  std::printf("| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | FA2 TOPS | cuDNN TOPS | sage2/FA2 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Shape& s : kShapes) {
+    if (quick && s.len > 17776) continue;
+    const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+    const at::Tensor k = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+    const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+    sage2::Options options;
+    options.causal = s.causal;
+    const double prep_ms = sagevid::tools::median_ms([&] { sage2::prepare(q, k, v, options); });
+    const double sage_ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, options); });
+    sagevid::AttentionParams params;
+    params.causal = s.causal;
+    const auto backend_ms = [&](AttentionBackend backend) {
+      const sagevid::Attention attention(sagevid::AttentionConfig{backend, std::nullopt, {}});
+      return sagevid::tools::median_ms([&] { attention(q, k, v, params); });
+    };
+    const double flash_ms = backend_ms(AttentionBackend::flash), cudnn_ms = backend_ms(AttentionBackend::cudnn);
+    std::printf("| %s | %lld | %lld | %lld | %lld | %s | %.3f | %.3f | %.0f | %.0f | %.0f | %.2f |\n", s.name,
+                (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim, s.causal ? "yes" : "no",
+                prep_ms, sage_ms, tops(s, sage_ms), tops(s, flash_ms), tops(s, cudnn_ms), flash_ms / sage_ms);
+    std::fflush(stdout);
+  }
+  return 0;
+}
