@@ -36,6 +36,12 @@ struct Tiles {
   static constexpr int kDimTiles = kHeadDim / 8;
 };
 
+// int32 -> float in two full-rate ALU ops instead of a conversion-unit op (which on Hopper shares the
+// exponential's throughput): exact for |x| < 2^22, which bounds every Q·Kᵀ dot product (127² · 128 < 2^21).
+__device__ __forceinline__ float exact_int_to_float(int32_t x) {
+  return __int_as_float(0x4B400000 + x) - 12582912.0f;
+}
+
 // Copies rows x row_bytes from global (row pitch src_pitch bytes) into padded shared rows.
 __device__ __forceinline__ void copy_tile(uint8_t* smem, int smem_stride, const uint8_t* global, int64_t src_pitch,
                                           int rows, int row_bytes) {
@@ -46,7 +52,10 @@ __device__ __forceinline__ void copy_tile(uint8_t* smem, int smem_stride, const 
   }
 }
 
-template <int kHeadDim, bool kInt4, bool kFp8Pv>
+// kDeferredFlush (FP8 only): keep each tile's P̃·V in a second register accumulator for pv_flush_tiles tiles
+// before adding it into the FP32 buffer. Without it every tile's product goes straight into the buffer, one
+// pair of dim tiles at a time, which needs only 8 extra registers instead of D/2.
+template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs args) {
   using T = Tiles<kHeadDim, kInt4, kFp8Pv>;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -93,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 
   uint32_t q_frag[T::kQkSteps][4];
   float out_acc[T::kDimTiles][4] = {};
-  float pv_acc[T::kDimTiles][4] = {};
+  float pv_acc[kDeferredFlush ? T::kDimTiles : 1][4] = {};
   float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
 
   for (int tile = 0; tile < k_tiles; ++tile) {
@@ -130,22 +139,29 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
       }
     }
 
-    // 2. Dequantize (base-2 scores), add ΔS and bias, mask.
+    // 2. Dequantize to base-2 scores: one multiply per element. Only tiles at the end of the keys or on the
+    //    causal diagonal, and calls with ΔS or a bias, take the per-element path that adds and masks.
     const float k_scale = args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];
+    const float scale0 = q_scale0 * k_scale, scale1 = q_scale1 * k_scale;
     float s[8][4];
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
+    for (int n = 0; n < 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = e < 2 ? row0 : row1, col = tile * kCtaK + n * 8 + 2 * quad_col + (e & 1);
-        float value = float(s_int[n][e]) * (e < 2 ? q_scale0 : q_scale1) * k_scale;
-        if (col < args.kv_len) {
-          if (delta_s) value += delta_s[col] * args.score_scale;
-          if (args.bias && row < args.q_len)
-            value += args.bias[batch * args.bias_sb + head * args.bias_sh + row * args.bias_si + col] * float(M_LOG2E);
+      for (int e = 0; e < 4; ++e) s[n][e] = exact_int_to_float(s_int[n][e]) * (e < 2 ? scale0 : scale1);
+    const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile >= q_block);
+    if (edge_tile || delta_s || args.bias) {
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = e < 2 ? row0 : row1, col = tile * kCtaK + n * 8 + 2 * quad_col + (e & 1);
+          if (col < args.kv_len) {
+            if (delta_s) s[n][e] += delta_s[col] * args.score_scale;
+            if (args.bias && row < args.q_len)
+              s[n][e] += args.bias[batch * args.bias_sb + head * args.bias_sh + row * args.bias_si + col] * float(M_LOG2E);
+          }
+          if (col >= args.kv_len || (args.causal && col > row)) s[n][e] = kNegInf;
         }
-        const bool masked = col >= args.kv_len || (args.causal && col > row);
-        s[n][e] = masked ? kNegInf : value;
       }
     }
 
@@ -176,39 +192,54 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         out_acc[n][e] *= rescale[e / 2];
-        pv_acc[n][e] *= rescale[e / 2];
+        if constexpr (kDeferredFlush) pv_acc[n][e] *= rescale[e / 2];
       }
     }
 
     // 4. P̃ · V
     if constexpr (kFp8Pv) {
+      uint32_t a[2][4];
 #pragma unroll
       for (int step = 0; step < 2; ++step) {
-        uint32_t a[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int n0 = 4 * step + (i >> 1) * 2, e = (i & 1) * 2;  // a0: rows0 n0,n0+1; a1: row1; a2/a3: n0+2
+          const int n0 = 4 * step + (i >> 1) * 2, e = (i & 1) * 2;  // a0: row0 n0,n0+1; a1: row1; a2/a3: n0+2
           const uint32_t lo = mma::pack_e4m3x2(s[n0][e] * kFp8Max, s[n0][e + 1] * kFp8Max);
           const uint32_t hi = mma::pack_e4m3x2(s[n0 + 1][e] * kFp8Max, s[n0 + 1][e + 1] * kFp8Max);
-          a[i] = lo | (hi << 16);
+          a[step][i] = lo | (hi << 16);
         }
+      }
 #pragma unroll
-        for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
+      for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
+        float fresh[2][4] = {};
+        float(&acc0)[4] = kDeferredFlush ? pv_acc[(2 * pair) % (kDeferredFlush ? T::kDimTiles : 1)] : fresh[0];
+        float(&acc1)[4] = kDeferredFlush ? pv_acc[(2 * pair + 1) % (kDeferredFlush ? T::kDimTiles : 1)] : fresh[1];
+#pragma unroll
+        for (int step = 0; step < 2; ++step) {
           uint32_t b[4];
           const int m = lane / 8, channel = pair * 16 + lane % 8 + (m >> 1) * 8;
           mma::ldmatrix_x4(b, v_smem(stage) + channel * T::kVStride + step * 32 + (m & 1) * 16);
-          mma::fp8_m16n8k32(pv_acc[2 * pair], a, b[0], b[1]);
-          mma::fp8_m16n8k32(pv_acc[2 * pair + 1], a, b[2], b[3]);
+          mma::fp8_m16n8k32(acc0, a[step], b[0], b[1]);
+          mma::fp8_m16n8k32(acc1, a[step], b[2], b[3]);
         }
-      }
-      if ((tile + 1) % args.pv_flush_tiles == 0 || tile + 1 == k_tiles) {
-#pragma unroll
-        for (int n = 0; n < T::kDimTiles; ++n)
+        if constexpr (!kDeferredFlush) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            out_acc[n][e] += pv_acc[n][e];
-            pv_acc[n][e] = 0.0f;
+            out_acc[2 * pair][e] += fresh[0][e];
+            out_acc[2 * pair + 1][e] += fresh[1][e];
           }
+        }
+      }
+      if constexpr (kDeferredFlush) {
+        if ((tile + 1) % args.pv_flush_tiles == 0 || tile + 1 == k_tiles) {
+#pragma unroll
+          for (int n = 0; n < T::kDimTiles; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              out_acc[n][e] += pv_acc[n][e];
+              pv_acc[n][e] = 0.0f;
+            }
+        }
       }
     } else {
 #pragma unroll
@@ -267,10 +298,10 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   }
 }
 
-template <int kHeadDim, bool kInt4, bool kFp8Pv>
+template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush = false>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
   using T = Tiles<kHeadDim, kInt4, kFp8Pv>;
-  const auto kernel = attention_kernel<kHeadDim, kInt4, kFp8Pv>;
+  const auto kernel = attention_kernel<kHeadDim, kInt4, kFp8Pv, kDeferredFlush>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes));
   const dim3 grid(unsigned((args.q_len + kCtaQ - 1) / kCtaQ), unsigned(args.q_heads), unsigned(args.batch));
   kernel<<<grid, kThreads, T::kSmemBytes, stream>>>(args);
@@ -279,10 +310,13 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
 
 template <int kHeadDim>
 void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
+  const bool deferred = args.fp8_pv && args.pv_flush_tiles > 1;
   if (args.int4) {
-    args.fp8_pv ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
+    if (!args.fp8_pv) return launch<kHeadDim, true, false>(args, stream);
+    deferred ? launch<kHeadDim, true, true, true>(args, stream) : launch<kHeadDim, true, true>(args, stream);
   } else {
-    args.fp8_pv ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
+    if (!args.fp8_pv) return launch<kHeadDim, false, false>(args, stream);
+    deferred ? launch<kHeadDim, false, true, true>(args, stream) : launch<kHeadDim, false, true>(args, stream);
   }
 }
 

@@ -227,3 +227,32 @@ TEST_CASE("the sage2 backend serves the attention layer, GQA and bias included",
   with_fallback(q96, q96, q96);
   CHECK(with_fallback.fallback_count() == 1);
 }
+
+TEST_CASE("sage2 options: granularity, smoothing and deferred FP8 flushes at CogVideoX length", "[gpu][sage2]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const Case c{1, 2, 2, 17776, 17776, 64};
+  const Inputs in = make_inputs(rng, c, sage2::Layout::bhnd, at::kBFloat16);
+  const auto granularity = GENERATE(sage2::Granularity::per_thread, sage2::Granularity::per_warp,
+                                    sage2::Granularity::per_block);
+  const bool smooth_q = GENERATE(false, true);
+  const bool smooth_v = GENERATE(false, true);
+  const int flush = GENERATE(1, 4);
+  CAPTURE(int(granularity), smooth_q, smooth_v, flush);
+  sage2::Options options;
+  options.qk = sage2::QkType::int8;
+  options.pv = sage2::PvType::fp8;
+  options.granularity = granularity;
+  options.smooth_q = smooth_q;
+  options.smooth_v = smooth_v;
+  options.pv_flush_tiles = flush;
+  const at::Tensor out = poisoned_like(in.q);
+  sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
+  const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, sage2::resolve(options, 90));
+  REQUIRE(at::isfinite(out).all().item<bool>());
+  const Errors vs_reference = compare(out, want.out);
+  CAPTURE(vs_reference.cosine, vs_reference.relative_l1);
+  CHECK(vs_reference.cosine > 0.99999);
+  CHECK(vs_reference.relative_l1 < 4e-3);
+  CHECK(compare(out, full_precision(in, sage2::Layout::bhnd, false)).cosine > 0.999);
+}
