@@ -1,0 +1,36 @@
+#pragma once
+// T5's tokenizer as CogVideoX's pipeline uses it: SentencePiece pieces, EOS appended, truncated so the EOS
+// fits, padded with the pad id to a fixed length (226 for CogVideoX).
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace sagevid {
+
+class T5Tokenizer {
+ public:
+  // spiece_model: tokenizer/spiece.model. Throws naming the file if it cannot be loaded.
+  explicit T5Tokenizer(const std::filesystem::path& spiece_model);
+  ~T5Tokenizer();
+  T5Tokenizer(T5Tokenizer&&) noexcept;
+  T5Tokenizer& operator=(T5Tokenizer&&) noexcept;
+
+  // Exactly max_length ids: the prompt's pieces (at most max_length - 1), EOS, then padding.
+  std::vector<int64_t> encode(const std::string& text, int64_t max_length) const;
+  // How many pieces the prompt has before truncation (to tell a user their prompt was cut).
+  int64_t count_tokens(const std::string& text) const;
+  int64_t eos_id() const { return eos_id_; }
+  int64_t pad_id() const { return pad_id_; }
+
+ private:
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  int64_t eos_id_ = 1, pad_id_ = 0;
+};
+
+}  // namespace sagevid
