@@ -69,7 +69,7 @@ PreparedV prepare_v(const at::Tensor& v, const Options& o, cudaStream_t stream) 
   const Dims d = dims_of(v, o.layout);
   const int64_t padded = (d.len + kCtaK - 1) / kCtaK * kCtaK;
   PreparedV out;
-  if (o.smooth_v) out.mean = reference::token_mean(reference::to_bhnd_float(v, o.layout)).contiguous();
+  if (o.smooth_v) out.mean = reference::token_mean(reference::bhnd_view(v, o.layout)).contiguous();
   if (*o.pv == PvType::fp16) {
     at::Tensor values = reference::to_bhnd_float(v, o.layout);
     if (out.mean.defined()) values = values - out.mean.unsqueeze(2);
@@ -126,12 +126,11 @@ Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
 
   Quantized quantized;
-  // K in fp32 only when a mean needs it (the reference's own calls, so both sides get identical bits).
-  const at::Tensor k_float = o.smooth_k || *o.smooth_q ? reference::to_bhnd_float(k, o.layout) : at::Tensor();
-  if (o.smooth_k) quantized.k_mean = reference::token_mean(k_float).contiguous();
+  // Means with the reference's own calls, so both sides quantize identical bits.
+  if (o.smooth_k) quantized.k_mean = reference::token_mean(reference::bhnd_view(k, o.layout)).contiguous();
   if (*o.smooth_q) {
     quantized.q_mean = reference::block_mean(reference::to_bhnd_float(q, o.layout)).contiguous();
-    at::Tensor k_smoothed = k_float;
+    at::Tensor k_smoothed = reference::to_bhnd_float(k, o.layout);
     if (quantized.k_mean.defined()) k_smoothed = k_smoothed - quantized.k_mean.unsqueeze(2);
     if (dq.heads != dk.heads) k_smoothed = at::repeat_interleave(k_smoothed, dq.heads / dk.heads, 1);
     quantized.delta_s = at::matmul(quantized.q_mean, k_smoothed.transpose(-1, -2)).contiguous();

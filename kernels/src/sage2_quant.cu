@@ -114,17 +114,17 @@ __global__ void channel_absmax_kernel(StridedInput v, const float* mean, float* 
   }
 }
 
-// One CTA writes one 64-key tile of Vᵀ: [D][64 permuted key positions] FP8.
+// One CTA writes one 64-key tile of Vᵀ: [D][64 permuted key positions] FP8. The tile is staged through shared
+// memory so that both the reads (along channels) and the writes (along keys) are coalesced.
 __global__ void __launch_bounds__(kThreads) quantize_v_fp8_kernel(StridedInput v, const float* mean,
                                                                   const float* absmax, uint8_t* values) {
-  const int tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
+  __shared__ float tile[kCtaK][kMaxHeadDim + 1];  // +1: column reads hit 32 different banks
+  const int tile_index = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   const int d = v.head_dim;
   const int64_t head_index = int64_t(batch) * v.heads + head;
   const int64_t in_base = batch * v.stride_b + head * v.stride_h;
-  const int64_t padded_len = int64_t(gridDim.x) * kCtaK;
-  uint8_t* out = values + head_index * d * padded_len + int64_t(tile) * kCtaK;
   for (int i = threadIdx.x; i < kCtaK * d; i += kThreads) {
-    const int key = i % kCtaK, c = i / kCtaK, row = tile * kCtaK + key;
+    const int key = i / d, c = i % d, row = tile_index * kCtaK + key;
     float scaled = 0.0f;
     if (row < v.len) {
       const float amax = absmax[head_index * d + c];
@@ -133,8 +133,15 @@ __global__ void __launch_bounds__(kThreads) quantize_v_fp8_kernel(StridedInput v
       if (mean) value = value - mean[head_index * d + c];
       scaled = value * inv;
     }
+    tile[key][c] = scaled;
+  }
+  __syncthreads();
+  const int64_t padded_len = int64_t(gridDim.x) * kCtaK;
+  uint8_t* out = values + head_index * d * padded_len + int64_t(tile_index) * kCtaK;
+  for (int i = threadIdx.x; i < kCtaK * d; i += kThreads) {
+    const int key = i % kCtaK, c = i / kCtaK;
     const int position = (key & ~31) | kv_permuted_position(key & 31);
-    out[int64_t(c) * padded_len + position] = __nv_fp8_e4m3(scaled).__x;
+    out[int64_t(c) * padded_len + position] = __nv_fp8_e4m3(tile[key][c]).__x;
   }
 }
 

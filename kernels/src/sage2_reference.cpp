@@ -17,6 +17,7 @@
 #include <ATen/ops/log2.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/maximum.h>
+#include <ATen/ops/mean.h>
 #include <ATen/ops/round.h>
 #include <ATen/ops/scatter_reduce.h>
 #include <ATen/ops/tensor.h>
@@ -91,6 +92,11 @@ QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_pe
 
 }  // namespace
 
+at::Tensor bhnd_view(const at::Tensor& x, Layout layout) {
+  require(x.dim() == 4, "inputs must be 4-D, got " + std::to_string(x.dim()) + "-D");
+  return layout == Layout::bnhd ? x.permute({0, 2, 1, 3}) : x;
+}
+
 at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout) {
   require(x.dim() == 4, "inputs must be 4-D, got " + std::to_string(x.dim()) + "-D");
   const at::Tensor bhnd = layout == Layout::bnhd ? x.permute({0, 2, 1, 3}) : x;
@@ -99,7 +105,9 @@ at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout) {
   return bhnd.to(at::kFloat, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
 }
 
-at::Tensor token_mean(const at::Tensor& x_bhnd) { return x_bhnd.to(at::kFloat).mean({2}); }
+// Reduces in fp32 straight from the input's dtype: no fp32 copy of a whole K or V (the host API calls this on
+// the raw inputs, so its means are these bits too).
+at::Tensor token_mean(const at::Tensor& x_bhnd) { return at::mean(x_bhnd, {2}, /*keepdim=*/false, at::kFloat); }
 
 at::Tensor block_mean(const at::Tensor& x_bhnd) {
   const at::Tensor x = x_bhnd.to(at::kFloat);
@@ -144,7 +152,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
   Preprocessed pre;
   at::Tensor k_smooth = kf;
   if (options.smooth_k) {
-    pre.k_mean = token_mean(kf);
+    pre.k_mean = token_mean(bhnd_view(k, options.layout));
     k_smooth = kf - pre.k_mean.unsqueeze(2);
   }
   at::Tensor q_smooth = qf;
@@ -160,7 +168,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
 
   at::Tensor v_smooth = vf;
   if (options.smooth_v) {
-    pre.v_mean = token_mean(vf);
+    pre.v_mean = token_mean(bhnd_view(v, options.layout));
     v_smooth = vf - pre.v_mean.unsqueeze(2);
   }
   if (*options.pv == PvType::fp8) {

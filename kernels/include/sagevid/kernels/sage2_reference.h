@@ -6,10 +6,12 @@
 
 namespace sagevid::kernels::sage2::reference {
 
-// Inputs brought to [B, H, N, D] fp32 on their device (a view/copy of q, k or v in options.layout).
+// An input seen as [B, H, N, D] (a view, no copy), and the same as a contiguous fp32 tensor.
+at::Tensor bhnd_view(const at::Tensor& x, Layout layout);
 at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout);
 
-// Token mean per (batch, head, channel): [B, H, D] fp32. The CUDA host API computes it with the same call.
+// Token mean per (batch, head, channel) in fp32 from any dtype: [B, H, D]. The CUDA host API computes its
+// means with the same call on the same view of the raw input.
 at::Tensor token_mean(const at::Tensor& x_bhnd);
 // Mean of each kCtaQ block of valid rows: [B, H, ceil(N / kCtaQ), D] fp32 (the last block may be partial).
 at::Tensor block_mean(const at::Tensor& x_bhnd);
