@@ -213,7 +213,8 @@ int64_t Attention::fallback_count() const {
 namespace detail {
 
 at::Tensor expanded_bias(const AttentionCall& call, at::ScalarType dtype) {
-  at::Tensor bias = call.params.bias->to(dtype);
+  // Contiguous before broadcasting: cuDNN faults on a permuted bias (T5's comes from a permute).
+  at::Tensor bias = call.params.bias->to(dtype).contiguous();
   while (bias.dim() < 4) bias = bias.unsqueeze(0);
   return bias.expand({call.q.size(0), call.q.size(1), call.q.size(2), call.k.size(2)});
 }
