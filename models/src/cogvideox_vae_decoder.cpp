@@ -1,0 +1,222 @@
+#include "cogvideox_vae_layers.h"
+
+#include "sagevid/models/config_reader.h"
+#include "sagevid/models/safetensors.h"
+#include "sagevid/models/weights.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/silu.h>
+
+#include <set>
+#include <stdexcept>
+#include <string>
+
+namespace sagevid {
+namespace {
+
+std::vector<int64_t> read_int_list(const nlohmann::json& document, ConfigReader& reader, const std::string& key,
+                                   std::vector<int64_t> default_value) {
+  if (!reader.has(key)) return default_value;
+  const nlohmann::json& value = document.at(key);
+  if (!value.is_array() || value.empty()) reader.fail(key, "expected a non-empty list of integers");
+  std::vector<int64_t> items;
+  for (const nlohmann::json& item : value) {
+    if (!item.is_number_integer() || item.get<int64_t>() <= 0) reader.fail(key, "expected positive integers");
+    items.push_back(item.get<int64_t>());
+  }
+  return items;
+}
+
+// WeightLoader plus what the decoder took, so decoder tensors the config has no place for can be named.
+struct DecoderLoader {
+  WeightLoader weights;
+  std::set<std::string> taken;
+  int slots = 0;
+
+  at::Tensor get(const std::string& name, at::IntArrayRef shape) {
+    taken.insert(name);
+    return weights.get(name, shape);
+  }
+  vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel) {
+    vae::CausalConv3d conv;
+    conv.weight = get(prefix + ".conv.weight", {out, in, kernel, kernel, kernel});
+    conv.bias = get(prefix + ".conv.bias", {out});
+    if (kernel > 1) conv.slot = slots++;
+    return conv;
+  }
+  vae::SpatialNorm spatial_norm(const std::string& prefix, int64_t channels, int64_t latent, int64_t groups) {
+    vae::SpatialNorm norm;
+    norm.groups = groups;
+    norm.norm_weight = get(prefix + ".norm_layer.weight", {channels});
+    norm.norm_bias = get(prefix + ".norm_layer.bias", {channels});
+    norm.y_weight = get(prefix + ".conv_y.conv.weight", {channels, latent, 1, 1, 1});
+    norm.y_bias = get(prefix + ".conv_y.conv.bias", {channels});
+    norm.b_weight = get(prefix + ".conv_b.conv.weight", {channels, latent, 1, 1, 1});
+    norm.b_bias = get(prefix + ".conv_b.conv.bias", {channels});
+    return norm;
+  }
+  vae::ResnetBlock resnet(const std::string& prefix, int64_t in, int64_t out, const CogVideoXVaeConfig& c) {
+    vae::ResnetBlock block;
+    block.norm1 = spatial_norm(prefix + ".norm1", in, c.latent_channels, c.norm_num_groups);
+    block.conv1 = causal_conv(prefix + ".conv1", in, out, 3);
+    block.norm2 = spatial_norm(prefix + ".norm2", out, c.latent_channels, c.norm_num_groups);
+    block.conv2 = causal_conv(prefix + ".conv2", out, out, 3);
+    if (in != out) {
+      block.shortcut_weight = get(prefix + ".conv_shortcut.weight", {out, in, 1, 1, 1});
+      block.shortcut_bias = get(prefix + ".conv_shortcut.bias", {out});
+    }
+    return block;
+  }
+};
+
+void check_latents(const CogVideoXVaeConfig& c, const at::Tensor& latents) {
+  if (latents.dim() != 5 || latents.size(1) != c.latent_channels || latents.size(2) < 1)
+    throw std::invalid_argument("CogVideoX VAE decoder: latents must be [B, " + std::to_string(c.latent_channels) +
+                                ", F, h, w] with F >= 1");
+}
+
+// diffusers' temporal batches: frame_batch_size latent frames each, the first taking the remainder too
+// (13 latent frames: 3, 2, 2, 2, 2, 2), so the first batch decodes to 1 + 4k frames.
+std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size) {
+  if (batch_size < 1) throw std::invalid_argument("CogVideoX VAE decoder: frame_batch_size must be >= 1");
+  const int64_t count = std::max<int64_t>(frames / batch_size, 1), remainder = frames % batch_size;
+  std::vector<std::pair<int64_t, int64_t>> batches;  // [begin, end)
+  for (int64_t i = 0; i < count; ++i)
+    batches.emplace_back(batch_size * i + (i == 0 ? 0 : remainder), std::min(batch_size * (i + 1) + remainder, frames));
+  return batches;
+}
+
+}  // namespace
+
+CogVideoXVaeConfig CogVideoXVaeConfig::load(const std::filesystem::path& config_json) {
+  const nlohmann::json document = read_json_file(config_json);
+  ConfigReader reader(document, config_json.string());
+  CogVideoXVaeConfig c;
+  c.in_channels = reader.get<int64_t>("in_channels", c.in_channels);
+  c.out_channels = reader.get<int64_t>("out_channels", c.out_channels);
+  c.latent_channels = reader.get<int64_t>("latent_channels", c.latent_channels);
+  c.block_out_channels = read_int_list(document, reader, "block_out_channels", c.block_out_channels);
+  c.layers_per_block = reader.get<int64_t>("layers_per_block", c.layers_per_block);
+  c.norm_num_groups = reader.get<int64_t>("norm_num_groups", c.norm_num_groups);
+  c.norm_eps = reader.get<double>("norm_eps", c.norm_eps);
+  // A float in diffusers' signature; only powers of two make sense (one time-doubling upsampler per factor 2).
+  const double ratio = reader.get<double>("temporal_compression_ratio", double(c.temporal_compression_ratio));
+  c.temporal_compression_ratio = int64_t(ratio);
+  if (double(c.temporal_compression_ratio) != ratio || ratio < 1 ||
+      (c.temporal_compression_ratio & (c.temporal_compression_ratio - 1)) != 0)
+    reader.fail("temporal_compression_ratio", "expected a power of two");
+  c.sample_height = reader.get<int64_t>("sample_height", c.sample_height);
+  c.sample_width = reader.get<int64_t>("sample_width", c.sample_width);
+  c.scaling_factor = reader.get<double>("scaling_factor", c.scaling_factor);
+  c.use_quant_conv = reader.get<bool>("use_quant_conv", c.use_quant_conv);
+  c.use_post_quant_conv = reader.get<bool>("use_post_quant_conv", c.use_post_quant_conv);
+  // diffusers sizes post_quant_conv by out_channels (3), which cannot apply to 16-channel latents; no CogVideoX
+  // checkpoint sets it.
+  if (c.use_post_quant_conv) reader.fail("use_post_quant_conv", "not supported (no CogVideoX checkpoint uses it)");
+  const std::string act = reader.get<std::string>("act_fn", "silu");
+  if (act != "silu") reader.fail("act_fn", "'" + act + "': only silu is supported");
+  if (c.latent_channels < 1 || c.layers_per_block < 0 || c.norm_num_groups < 1)
+    reader.fail("latent_channels", "latent_channels, layers_per_block and norm_num_groups must be positive");
+  for (int64_t channels : c.block_out_channels)
+    if (channels % c.norm_num_groups != 0)
+      reader.fail("block_out_channels", "every entry must be a multiple of norm_num_groups");
+  return c;
+}
+
+CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_dir, const at::TensorOptions& target) {
+  CogVideoXVaeDecoder decoder;
+  decoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
+  const CogVideoXVaeConfig& c = decoder.config_;
+  DecoderLoader loader{WeightLoader(vae_dir, target), {}, 0};
+  auto w = std::make_shared<Weights>();
+  const std::vector<int64_t> channels(c.block_out_channels.rbegin(), c.block_out_channels.rend());
+  w->conv_in = loader.causal_conv("decoder.conv_in", c.latent_channels, channels[0], 3);
+  for (int i = 0; i < 2; ++i)
+    w->mid.push_back(loader.resnet("decoder.mid_block.resnets." + std::to_string(i), channels[0], channels[0], c));
+  int64_t time_doublings = 0;
+  for (int64_t r = c.temporal_compression_ratio; r > 1; r /= 2) ++time_doublings;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    const std::string prefix = "decoder.up_blocks." + std::to_string(i);
+    vae::UpBlock block;
+    for (int64_t j = 0; j <= c.layers_per_block; ++j)
+      block.resnets.push_back(loader.resnet(prefix + ".resnets." + std::to_string(j),
+                                            j == 0 ? channels[i > 0 ? i - 1 : 0] : channels[i], channels[i], c));
+    if (i + 1 < channels.size()) {
+      vae::Upsample up;
+      up.weight = loader.get(prefix + ".upsamplers.0.conv.weight", {channels[i], channels[i], 3, 3});
+      up.bias = loader.get(prefix + ".upsamplers.0.conv.bias", {channels[i]});
+      up.compress_time = int64_t(i) < time_doublings;  // the first blocks double time, the rest only space
+      block.upsampler = up;
+    }
+    w->up.push_back(std::move(block));
+  }
+  w->norm_out = loader.spatial_norm("decoder.norm_out", channels.back(), c.latent_channels, c.norm_num_groups);
+  w->conv_out = loader.causal_conv("decoder.conv_out", channels.back(), c.out_channels, 3);
+  w->cache_slots = loader.slots;
+  // The checkpoint also holds the encoder, so WeightLoader::check_all_used does not apply: check the decoder's
+  // own tensors instead (an extra one means the config describes a smaller decoder than the weights).
+  std::string extra;
+  int count = 0;
+  for (const std::string& name : SafetensorsModel::open(vae_dir).names())
+    if (name.rfind("decoder.", 0) == 0 && !loader.taken.count(name) && ++count <= 5)
+      extra += (extra.empty() ? "" : ", ") + name;
+  if (count > 0)
+    throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(count) +
+                             " decoder tensor(s): " + extra);
+  decoder.weights_ = std::move(w);
+  return decoder;
+}
+
+at::Tensor vae::decode_batch(const CogVideoXVaeDecoder::Weights& w, const at::Tensor& z, ConvCache& cache) {
+  // Every norm is conditioned on this batch's latent frames z.
+  at::Tensor x = causal_conv3d(w.conv_in, z, cache);
+  for (const ResnetBlock& block : w.mid) x = resnet_block(block, x, z, cache);
+  for (const UpBlock& up : w.up) {
+    for (const ResnetBlock& block : up.resnets) x = resnet_block(block, x, z, cache);
+    if (up.upsampler) x = upsample(*up.upsampler, x);
+  }
+  x = spatial_norm(w.norm_out, x, z);
+  at::silu_(x);
+  return causal_conv3d(w.conv_out, x, cache);
+}
+
+void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
+                                         const std::function<void(const at::Tensor& frames)>& on_frames,
+                                         const VaeDecodeOptions& options) const {
+  check_latents(config_, latents);
+  const at::Tensor& reference = weights_->conv_in.weight;
+  const at::Tensor z = latents.to(reference.device(), reference.scalar_type());
+  const auto batches = frame_batches(z.size(2), options.frame_batch_size);
+  const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
+  if (!grid) {
+    ConvCache cache{std::vector<at::Tensor>(size_t(weights_->cache_slots))};
+    for (const auto& [begin, end] : batches) on_frames(vae::decode_batch(*weights_, z.narrow(2, begin, end - begin), cache));
+    return;
+  }
+  // Tiled: every tile keeps its own conv cache, and each temporal batch is blended on its own (blending is
+  // per frame), so tiled decoding streams too, giving diffusers' tiled_decode frames batch by batch.
+  const size_t rows = grid->row_starts.size(), cols = grid->col_starts.size();
+  std::vector<ConvCache> caches(rows * cols, ConvCache{std::vector<at::Tensor>(size_t(weights_->cache_slots))});
+  for (const auto& [begin, end] : batches) {
+    const at::Tensor frames = z.narrow(2, begin, end - begin);
+    std::vector<std::vector<at::Tensor>> tiles(rows, std::vector<at::Tensor>(cols));
+    for (size_t i = 0; i < rows; ++i) {
+      for (size_t j = 0; j < cols; ++j) {
+        const int64_t top = grid->row_starts[i], left = grid->col_starts[j];
+        const at::Tensor tile = frames.narrow(3, top, std::min(grid->tile_latent_height, z.size(3) - top))
+                                    .narrow(4, left, std::min(grid->tile_latent_width, z.size(4) - left));
+        tiles[i][j] = vae::decode_batch(*weights_, tile, caches[i * cols + j]);
+      }
+    }
+    on_frames(vae::blend_tiles(*grid, tiles));
+  }
+}
+
+at::Tensor CogVideoXVaeDecoder::decode(const at::Tensor& latents, const VaeDecodeOptions& options) const {
+  std::vector<at::Tensor> parts;
+  decode_batches(latents, [&](const at::Tensor& frames) { parts.push_back(frames); }, options);
+  return parts.size() == 1 ? parts.front() : at::cat(parts, 2);
+}
+
+}  // namespace sagevid

@@ -1,0 +1,98 @@
+#pragma once
+// The CogVideoX VAE decoder's layers as plain structs of weights plus free forward functions (private to
+// sagevid_models; the public face is sagevid/models/cogvideox_vae.h).
+#include "sagevid/models/cogvideox_vae.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <vector>
+
+namespace sagevid {
+
+// The last (kernel_t - 1) frames of each causal convolution's temporally padded input, carried from one
+// temporal batch into the next. One slot per convolution with a temporal kernel > 1; undefined before the
+// first batch (the convolution then repeats its first frame instead).
+struct CogVideoXVaeDecoder::ConvCache {
+  std::vector<at::Tensor> frames;
+};
+
+namespace vae {
+
+using ConvCache = CogVideoXVaeDecoder::ConvCache;
+
+// A 3D convolution, causal in time: padded on the past side only, spatially "same". Kernels are cubes.
+struct CausalConv3d {
+  at::Tensor weight, bias;  // [out, in, k, k, k], [out]
+  int slot = -1;            // its ConvCache slot, -1 for k == 1
+};
+at::Tensor causal_conv3d(const CausalConv3d& conv, const at::Tensor& x, ConvCache& cache);
+
+// conv3d without padding in time, run in temporal chunks when the input is large (diffusers'
+// CogVideoXSafeConv3d: same result, bounded workspace). limit_gib: its 2 GiB threshold, lowered by tests.
+at::Tensor safe_conv3d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t spatial_padding,
+                       double limit_gib = 2);
+
+// Group norm of f scaled and shifted per position by 1x1x1 convolutions of the latent zq, resized (nearest)
+// to f's size; the first frame is resized on its own when f's frame count is odd (1 + 4k layout).
+struct SpatialNorm {
+  at::Tensor norm_weight, norm_bias;  // [C]
+  at::Tensor y_weight, y_bias;        // conv_y: [C, latent, 1, 1, 1], [C]
+  at::Tensor b_weight, b_bias;        // conv_b
+  int64_t groups = 32;
+};
+at::Tensor spatial_norm(const SpatialNorm& norm, const at::Tensor& f, const at::Tensor& zq);
+
+struct ResnetBlock {
+  SpatialNorm norm1, norm2;
+  CausalConv3d conv1, conv2;
+  at::Tensor shortcut_weight, shortcut_bias;  // 1x1x1, only when the channel count changes
+};
+at::Tensor resnet_block(const ResnetBlock& block, const at::Tensor& x, const at::Tensor& zq, ConvCache& cache);
+
+// Nearest 2x upsampling, in time too when compress_time (keeping a lone first frame alone), then a per-frame
+// 3x3 convolution.
+struct Upsample {
+  at::Tensor weight, bias;  // Conv2d [C, C, 3, 3], [C]
+  bool compress_time = false;
+};
+at::Tensor upsample(const Upsample& up, const at::Tensor& x);
+
+struct UpBlock {
+  std::vector<ResnetBlock> resnets;
+  std::optional<Upsample> upsampler;  // all blocks but the last
+};
+
+}  // namespace vae
+
+struct CogVideoXVaeDecoder::Weights {
+  vae::CausalConv3d conv_in;
+  std::vector<vae::ResnetBlock> mid;
+  std::vector<vae::UpBlock> up;
+  vae::SpatialNorm norm_out;
+  vae::CausalConv3d conv_out;
+  int cache_slots = 0;
+};
+
+namespace vae {
+
+// The decoder on one temporal batch of latent frames z [B, C, f, h, w], continuing from cache.
+at::Tensor decode_batch(const CogVideoXVaeDecoder::Weights& weights, const at::Tensor& z, ConvCache& cache);
+
+// diffusers' tiled_decode layout: overlapping latent tiles decoded separately, then each blended into its
+// upper and left neighbours (linear ramps over blend pixels) and cropped to the row limit.
+struct TileGrid {
+  int64_t tile_latent_height = 0, tile_latent_width = 0;
+  std::vector<int64_t> row_starts, col_starts;  // latent offsets of the tiles
+  int64_t blend_height = 0, blend_width = 0;    // pixels
+  int64_t limit_height = 0, limit_width = 0;    // pixels kept of each blended tile
+};
+// nullopt when tiling is off or the latent fits in one tile (diffusers then decodes it whole).
+std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options,
+                                   int64_t latent_height, int64_t latent_width);
+// tiles[row][col]: decoded tiles of the same frames; blended in place (in diffusers' order, so each tile blends
+// with its already-blended neighbours) and assembled into one frame batch.
+at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles);
+
+}  // namespace vae
+}  // namespace sagevid
