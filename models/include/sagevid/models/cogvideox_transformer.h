@@ -1,0 +1,90 @@
+#pragma once
+// The CogVideoX diffusion transformer (diffusers' CogVideoXTransformer3DModel) for the 2b, 5b, 5b-I2V and 1.5
+// checkpoints: text tokens and video patch tokens go through the blocks together ([text; video]), each block
+// modulated by the timestep embedding (adaptive LayerNorm shift/scale/gate, separately for text and video);
+// the video tokens come out as the noise (v) prediction. Attention goes through the attention-backend layer.
+//
+//   auto model = CogVideoXTransformer::load(dir / "transformer", at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+//   at::Tensor v = model.forward(latents, prompt_embeds, timesteps, std::nullopt, attention);
+#include "sagevid/models/attention.h"
+#include "sagevid/models/cogvideox_config.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <optional>
+#include <utility>
+#include <vector>
+
+namespace sagevid {
+
+class CogVideoXTransformer {
+ public:
+  // transformer_dir: config.json and the safetensors checkpoint (one file or sharded with an index). Weights
+  // go straight to target's device and dtype. Every tensor the config implies is checked: missing or
+  // mis-shaped ones, and tensors the config has no place for, are std::runtime_errors naming them.
+  static CogVideoXTransformer load(const std::filesystem::path& transformer_dir, const at::TensorOptions& target);
+
+  // latents [B, F, C_in, H, W] (latent frames and pixels; H, W multiples of patch_size, F a multiple of
+  // patch_size_t where set), text_embeddings [B, L, text_embed_dim], timestep [B] (integer or float),
+  // ofs [1] or [B] (required when the config has an ofs embedding; the I2V pipeline passes 2.0).
+  // Inputs may be on any device/dtype; the model runs in its weights'. Returns the prediction
+  // [B, F, C_out, H, W] in the weights' dtype, as diffusers' forward(..., return_dict=False)[0] with the
+  // rotary tables the pipeline computes for these sizes (built here).
+  at::Tensor forward(const at::Tensor& latents, const at::Tensor& text_embeddings, const at::Tensor& timestep,
+                     const std::optional<at::Tensor>& ofs, const Attention& attention) const;
+
+  const CogVideoXConfig& config() const { return config_; }
+  const at::TensorOptions& options() const { return options_; }
+
+  // Layers as plain weight structs (undefined tensors where the config has no bias/affine).
+  struct Linear {
+    at::Tensor weight, bias;
+    at::Tensor operator()(const at::Tensor& x) const;
+  };
+  struct LayerNorm {
+    at::Tensor weight, bias;
+    double eps = 1e-5;
+    at::Tensor operator()(const at::Tensor& x) const;
+  };
+  // CogVideoXLayerNormZero: SiLU(temb) -> linear -> shift/scale/gate for video and for text tokens.
+  struct NormZero {
+    Linear linear;
+    LayerNorm norm;
+  };
+  struct Block {
+    NormZero norm1, norm2;
+    Linear to_q, to_k, to_v, to_out;
+    LayerNorm norm_q, norm_k;  // per head, over attention_head_dim
+    Linear ff_in, ff_out;
+  };
+  // A sinusoidal projection followed by linear -> SiLU -> linear (diffusers' Timesteps + TimestepEmbedding).
+  struct TimestepMlp {
+    int64_t channels = 0;
+    Linear linear_1, linear_2;
+  };
+
+ private:
+  at::Tensor embed_time(const at::Tensor& timestep, const std::optional<at::Tensor>& ofs, int64_t batch) const;
+  at::Tensor embed_patches(const at::Tensor& latents) const;  // [B, N_video, D]
+  // The position table added to [text; video] (sin-cos or learned), or undefined when the model uses RoPE only.
+  at::Tensor positional_table(int64_t frames, int64_t height, int64_t width) const;
+  // One block, updating the text [B, L, D] and video [B, N, D] residual streams. rope: cos, sin [N, head_dim].
+  void run_block(const Block& block, at::Tensor& text, at::Tensor& video, const at::Tensor& temb,
+                 const std::optional<std::pair<at::Tensor, at::Tensor>>& rope, const Attention& attention) const;
+  at::Tensor unpatchify(const at::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;
+
+  CogVideoXConfig config_;
+  at::TensorOptions options_;
+  Linear patch_proj_;  // conv weight [D, C, p, p] for 1.0, linear [D, C*p_t*p*p] for 1.5
+  Linear text_proj_;
+  at::Tensor learned_positions_;  // [1, max_text + sample tokens, D] when learned
+  TimestepMlp time_, ofs_;
+  std::vector<Block> blocks_;
+  LayerNorm norm_final_;
+  Linear norm_out_linear_;  // AdaLayerNorm: SiLU(temb) -> shift, scale
+  LayerNorm norm_out_norm_;
+  Linear proj_out_;
+};
+
+}  // namespace sagevid
