@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Everything we do on the GPU host in one call: build kernels, models, tests and tools there (no gRPC/FFmpeg
 # on that machine, so the server is off), then run what is asked: tests (gpu|unit suites), accuracy
-# (sage-accuracy), bench (sage-bench). Default: all three. Logs and tables go to $OUT (the device tool's
-# return folder) or ./out.
-#   scripts/gpu-host.sh [tests] [accuracy] [bench]
+# (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
+# backend), diffusers-step (the same step in diffusers; needs the wheels of `scripts/fetch-gpu-wheels.sh` in
+# .whl/, carried along). Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return
+# folder) or ./out.
+#   scripts/gpu-host.sh [tests] [accuracy] [bench] [step] [diffusers-step]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -26,6 +28,10 @@ for step in $steps; do
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
     accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
     bench) build-gpu/tools/sage-bench | tee "$out/bench.md" || status=1 ;;
+    step) build-gpu/tools/sagevid-bench | tee "$out/step.md" || status=1 ;;
+    diffusers-step)
+      python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1 &&
+        PYTHONPATH=/tmp/sagevid-py python3 tools/diffusers_step_bench.py | tee "$out/diffusers-step.md" || status=1 ;;
     *) echo "unknown step $step"; status=1 ;;
   esac
 done

@@ -59,10 +59,20 @@ std::string shape_string(at::IntArrayRef shape) {
 
 CogVideoXTransformer CogVideoXTransformer::load(const std::filesystem::path& transformer_dir,
                                                 const at::TensorOptions& target) {
-  CogVideoXTransformer model;
-  model.config_ = CogVideoXConfig::load(transformer_dir / "config.json");
-  const CogVideoXConfig& c = model.config_;
   WeightLoader weights(transformer_dir, target);
+  return build(CogVideoXConfig::load(transformer_dir / "config.json"), weights);
+}
+
+CogVideoXTransformer CogVideoXTransformer::random(const CogVideoXConfig& config, const at::TensorOptions& target,
+                                                  uint64_t seed) {
+  WeightLoader weights = WeightLoader::random(target, seed);
+  return build(config, weights);
+}
+
+CogVideoXTransformer CogVideoXTransformer::build(const CogVideoXConfig& config, WeightLoader& weights) {
+  CogVideoXTransformer model;
+  model.config_ = config;
+  const CogVideoXConfig& c = model.config_;
   const int64_t dim = c.inner_dim(), time_dim = c.time_embed_dim, p = c.patch_size;
   const bool affine = c.norm_elementwise_affine;
 

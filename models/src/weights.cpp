@@ -1,5 +1,10 @@
 #include "sagevid/models/weights.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+
 #include <sstream>
 #include <stdexcept>
 
@@ -17,27 +22,47 @@ std::string shape_string(at::IntArrayRef shape) {
 WeightLoader::WeightLoader(const std::filesystem::path& dir, const at::TensorOptions& target)
     : checkpoint_(SafetensorsModel::open(dir)), target_(target) {}
 
+WeightLoader WeightLoader::random(const at::TensorOptions& target, uint64_t seed) { return {target, seed}; }
+
+at::Tensor WeightLoader::random_tensor(const std::string& name, at::IntArrayRef shape) {
+  const auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with(".bias")) return at::zeros(shape, target_);
+  if (shape.size() == 1 && ends_with(".weight")) return at::ones(shape, target_);
+  // Drawn on the target device (a real-size model would take minutes on the CPU); CPU draws are seeded.
+  at::Generator generator;
+  if (target_.device().is_cpu()) generator = at::make_generator<at::CPUGeneratorImpl>(seed_ + used_.size());
+  at::Tensor t = at::randn(shape, generator, target_.dtype(at::kFloat));
+  return t.mul_(0.02).to(target_.dtype());
+}
+
 at::Tensor WeightLoader::get(const std::string& name, at::IntArrayRef expected_shape) {
-  if (!checkpoint_.contains(name))
-    throw std::runtime_error(checkpoint_.path().string() + ": missing tensor '" + name + "' (expected shape " +
+  if (!checkpoint_) {
+    used_.insert(name);
+    return random_tensor(name, expected_shape);
+  }
+  if (!checkpoint_->contains(name))
+    throw std::runtime_error(checkpoint_->path().string() + ": missing tensor '" + name + "' (expected shape " +
                              shape_string(expected_shape) + ")");
-  const TensorInfo& info = checkpoint_.info(name);
+  const TensorInfo& info = checkpoint_->info(name);
   if (at::IntArrayRef(info.shape) != expected_shape)
-    throw std::runtime_error(checkpoint_.path().string() + ": tensor '" + name + "' has shape " +
+    throw std::runtime_error(checkpoint_->path().string() + ": tensor '" + name + "' has shape " +
                              shape_string(info.shape) + ", the config expects " + shape_string(expected_shape));
   used_.insert(name);
-  return checkpoint_.load(name, target_);
+  return checkpoint_->load(name, target_);
 }
 
 void WeightLoader::check_all_used() const {
+  if (!checkpoint_) return;
   std::string unused;
   int count = 0;
-  for (const std::string& name : checkpoint_.names()) {
+  for (const std::string& name : checkpoint_->names()) {
     if (used_.count(name)) continue;
     if (++count <= 5) unused += (unused.empty() ? "" : ", ") + name;
   }
   if (count > 0)
-    throw std::runtime_error(checkpoint_.path().string() + ": " + std::to_string(count) +
+    throw std::runtime_error(checkpoint_->path().string() + ": " + std::to_string(count) +
                              " tensor(s) the config has no place for: " + unused + (count > 5 ? ", ..." : ""));
 }
 

@@ -12,6 +12,7 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/tensor.h>
 #include <nlohmann/json.hpp>
 
@@ -202,4 +203,24 @@ TEST_CASE("the RoPE crop region rounds as Python does", "[cogvideox]") {
   CHECK(region(3, 2, 6, 4) == std::vector<int64_t>{0, 2, 4, 5});
   CHECK(region(30, 45, 45, 30) == std::vector<int64_t>{0, 0, 30, 45});
   CHECK(region(48, 85, 45, 30) == std::vector<int64_t>{2, 0, 27, 45});
+}
+
+TEST_CASE("a random-weight transformer has the config's shapes and is reproducible from its seed", "[cogvideox]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const sagevid::CogVideoXConfig config =
+      sagevid::CogVideoXConfig::load(kFixtures / "5b-like" / "transformer" / "config.json");
+  const CogVideoXTransformer a = CogVideoXTransformer::random(config, kFp32, rng.seed);
+  const CogVideoXTransformer b = CogVideoXTransformer::random(config, kFp32, rng.seed);
+  const CogVideoXTransformer other = CogVideoXTransformer::random(config, kFp32, rng.seed + 1);
+  const at::Tensor latents = rng.normal({1, 2, config.in_channels, 4, 6});
+  const at::Tensor text = rng.normal({1, config.max_text_seq_length, config.text_embed_dim});
+  const at::Tensor timestep = at::tensor(std::vector<int64_t>{500});
+  const sagevid::Attention attention;
+  const at::Tensor out = a.forward(latents, text, timestep, std::nullopt, attention);
+  REQUIRE(out.sizes() == latents.sizes());
+  CHECK(out.isfinite().all().item<bool>());
+  CHECK(out.abs().max().item<double>() > 0);
+  CHECK(out.equal(b.forward(latents, text, timestep, std::nullopt, attention)));
+  CHECK_FALSE(out.equal(other.forward(latents, text, timestep, std::nullopt, attention)));
 }

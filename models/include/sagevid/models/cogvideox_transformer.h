@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <utility>
@@ -18,12 +19,16 @@
 
 namespace sagevid {
 
+class WeightLoader;
+
 class CogVideoXTransformer {
  public:
   // transformer_dir: config.json and the safetensors checkpoint (one file or sharded with an index). Weights
   // go straight to target's device and dtype. Every tensor the config implies is checked: missing or
   // mis-shaped ones, and tensors the config has no place for, are std::runtime_errors naming them.
   static CogVideoXTransformer load(const std::filesystem::path& transformer_dir, const at::TensorOptions& target);
+  // The model of this config with random weights (WeightLoader::random): benchmarks at real sizes.
+  static CogVideoXTransformer random(const CogVideoXConfig& config, const at::TensorOptions& target, uint64_t seed);
 
   // latents [B, F, C_in, H, W] (latent frames and pixels; H, W multiples of patch_size, F a multiple of
   // patch_size_t where set), text_embeddings [B, L, text_embed_dim], timestep [B] (integer or float),
@@ -65,6 +70,7 @@ class CogVideoXTransformer {
   };
 
  private:
+  static CogVideoXTransformer build(const CogVideoXConfig& config, WeightLoader& weights);
   at::Tensor embed_time(const at::Tensor& timestep, const std::optional<at::Tensor>& ofs, int64_t batch) const;
   at::Tensor embed_patches(const at::Tensor& latents) const;  // [B, N_video, D]
   // The position table added to [text; video] (sin-cos or learned), or undefined when the model uses RoPE only.

@@ -5,7 +5,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -15,8 +17,11 @@ class WeightLoader {
  public:
   // dir: a folder holding one checkpoint (single file or sharded with an index).
   WeightLoader(const std::filesystem::path& dir, const at::TensorOptions& target);
+  // No checkpoint: get() draws random tensors of the expected shapes (benchmarks at real model sizes without
+  // the weights). 1-D "*.weight" tensors (norm scales) are ones, "*.bias" zeros, the rest N(0, 0.02^2).
+  static WeightLoader random(const at::TensorOptions& target, uint64_t seed);
 
-  bool contains(const std::string& name) const { return checkpoint_.contains(name); }
+  bool contains(const std::string& name) const { return !checkpoint_ || checkpoint_->contains(name); }
   // The tensor, on the target device and dtype. Missing or mis-shaped: std::runtime_error naming the
   // checkpoint, the tensor and both shapes.
   at::Tensor get(const std::string& name, at::IntArrayRef expected_shape);
@@ -24,8 +29,12 @@ class WeightLoader {
   void check_all_used() const;
 
  private:
-  SafetensorsModel checkpoint_;
+  WeightLoader(const at::TensorOptions& target, uint64_t seed) : target_(target), seed_(seed) {}
+  at::Tensor random_tensor(const std::string& name, at::IntArrayRef shape);
+
+  std::optional<SafetensorsModel> checkpoint_;  // none: random weights
   at::TensorOptions target_;
+  uint64_t seed_ = 0;
   std::set<std::string> used_;
 };
 
