@@ -94,5 +94,64 @@ std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDe
 // with its already-blended neighbours) and assembled into one frame batch.
 at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles);
 
+
+// ---- Encoder layers (CogVideoXEncoder3D); they share CausalConv3d, safe_conv3d and the ConvCache above. ----
+
+struct GroupNorm {
+  at::Tensor weight, bias;  // [C]
+  int64_t groups = 32;
+  double eps = 1e-6;
+};
+
+// Like ResnetBlock, with plain group norms (the encoder has no latent to condition on).
+struct EncoderResnetBlock {
+  GroupNorm norm1, norm2;
+  CausalConv3d conv1, conv2;
+  at::Tensor shortcut_weight, shortcut_bias;  // 1x1x1, only when the channel count changes
+};
+at::Tensor encoder_resnet_block(const EncoderResnetBlock& block, const at::Tensor& x, ConvCache& cache);
+
+// Frame pairs averaged when compress_time (a lone first frame of an odd count kept alone: 1 + 2k -> 1 + k), then
+// a per-frame 3x3 stride-2 convolution after zero padding one column right and one row below.
+struct Downsample {
+  at::Tensor weight, bias;  // Conv2d [C, C, 3, 3], [C]
+  bool compress_time = false;
+};
+at::Tensor downsample(const Downsample& down, const at::Tensor& x);
+
+struct DownBlock {
+  std::vector<EncoderResnetBlock> resnets;
+  std::optional<Downsample> downsampler;  // all blocks but the last
+};
+
+}  // namespace vae
+
+struct CogVideoXVaeEncoder::Weights {
+  vae::CausalConv3d conv_in;
+  std::vector<vae::DownBlock> down;
+  std::vector<vae::EncoderResnetBlock> mid;
+  vae::GroupNorm norm_out;
+  vae::CausalConv3d conv_out;                 // to 2 * latent_channels: mean and log-variance
+  at::Tensor quant_weight, quant_bias;        // quant_conv (1x1x1), when the config asks for it
+  int cache_slots = 0;
+};
+
+namespace vae {
+
+// The encoder (and quant_conv) on one temporal batch of input frames x [B, 3, t, H, W], continuing from cache;
+// returns the 2C moments of that batch's latent frames.
+at::Tensor encode_batch(const CogVideoXVaeEncoder::Weights& weights, const at::Tensor& x, ConvCache& cache);
+
+// diffusers' tiled_encode layout: overlapping pixel tiles (starts at the stride, which the overlap factors set in
+// pixels) encoded separately, then blended and cropped by blend_tiles with extents counted in latents.
+struct EncodeTileGrid {
+  int64_t tile_height = 0, tile_width = 0;      // pixels
+  std::vector<int64_t> row_starts, col_starts;  // pixel offsets of the tiles
+  TileGrid blending;                            // only blend_* and limit_* are used, in latents
+};
+// nullopt when tiling is off or the video fits in one tile (diffusers then encodes it whole).
+std::optional<EncodeTileGrid> plan_encode_tiles(const CogVideoXVaeConfig& config, const VaeEncodeOptions& options,
+                                                int64_t height, int64_t width);
+
 }  // namespace vae
 }  // namespace sagevid

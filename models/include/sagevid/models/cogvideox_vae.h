@@ -6,6 +6,7 @@
 // upsampling. Latent frames are decoded in small temporal batches, each convolution carrying the last frames
 // of its input (the conv cache) into the next batch, so memory stays bounded and frames can be streamed.
 // Optional spatial tiling with overlap blending (diffusers' tiled_decode) bounds memory at large sizes.
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -72,6 +73,61 @@ class CogVideoXVaeDecoder {
 
  private:
   CogVideoXVaeConfig config_;
+  std::shared_ptr<const Weights> weights_;
+};
+
+// The encoder half (diffusers' AutoencoderKLCogVideoX.encode): video [B, 3, T, H, W] to the latent distribution
+// [B, C, F, H/8, W/8] with F = 1 + (T - 1)/4 for T = 1 + 4k (49 -> 13) and T/4 for T = 4k. Causal 3D
+// convolutions, plain group norms, downsamplers that halve space and (in the first blocks) time, a lone first
+// frame kept alone. Input frames are encoded in temporal batches of 8 (the first takes the remainder: 49 ->
+// 9, 8, 8, ...) with the conv cache carried between batches; optional spatial tiling with overlap blending.
+struct VaeEncodeOptions {
+  // Spatial tiling (diffusers' enable_tiling + tiled_encode): used only where the video is larger than one tile.
+  bool tiling = false;
+  int64_t tile_sample_min_height = 0;  // pixels; 0: sample_height / 2 as diffusers
+  int64_t tile_sample_min_width = 0;   // pixels; 0: sample_width / 2
+  double tile_overlap_factor_height = 1.0 / 6;
+  double tile_overlap_factor_width = 1.0 / 5;
+  // Input frames per temporal batch. diffusers fixes 8 (num_sample_frames_batch_size).
+  int64_t frame_batch_size = 8;
+};
+
+// diffusers' DiagonalGaussianDistribution over the unscaled latents: the encoder's 2C output channels split into
+// mean and log-variance (clamped to [-30, 20]).
+struct VaeLatentDistribution {
+  at::Tensor mean;    // [B, C, F, h, w], the mode
+  at::Tensor logvar;  // same shape
+
+  const at::Tensor& mode() const { return mean; }
+  at::Tensor stddev() const;
+  // mean + std * noise, the noise drawn as diffusers' randn_tensor does: N(0, 1) in mean's dtype on the
+  // generator's device (a CPU generator gives torch.randn's numbers for the same seed), then moved to mean's
+  // device. A CUDA generator for CPU latents is an error.
+  at::Tensor sample(at::Generator generator) const;
+};
+
+class CogVideoXVaeEncoder {
+ public:
+  // vae_dir: the vae/ folder; the encoder's tensors are checked like the decoder's (a config/weights mismatch
+  // names the tensor).
+  static CogVideoXVaeEncoder load(const std::filesystem::path& vae_dir, const at::TensorOptions& target);
+
+  // video [B, in_channels, T, H, W] in [-1, 1] (any device/dtype; run in the weights'), T = 1 + 4k or 4k
+  // (k >= 1; 1 for an image) for the usual temporal_compression_ratio 4, H and W multiples of 8. The latents are
+  // NOT multiplied by scaling_factor: diffusers' image-to-video and video-to-video pipelines take
+  // latent_dist.sample(generator) (not the mode) and multiply it by scaling_factor() themselves; where the vae
+  // config sets invert_scale_latents, the image-to-video pipeline divides the image latents by it instead.
+  VaeLatentDistribution encode(const at::Tensor& video, const VaeEncodeOptions& options = {}) const;
+
+  float scaling_factor() const { return float(config_.scaling_factor); }
+  bool invert_scale_latents() const { return invert_scale_latents_; }
+  const CogVideoXVaeConfig& config() const { return config_; }
+
+  struct Weights;  // the encoder's layers, defined in cogvideox_vae_layers.h
+
+ private:
+  CogVideoXVaeConfig config_;
+  bool invert_scale_latents_ = false;
   std::shared_ptr<const Weights> weights_;
 };
 
