@@ -1,0 +1,133 @@
+#pragma once
+// The CogVideoX text-to-video pipeline (diffusers' CogVideoXPipeline): prompt -> T5 embeddings (with the
+// negative prompt for classifier-free guidance) -> seeded latents -> denoising loop -> VAE decode -> uint8
+// RGB frames, handed out batch by batch as the VAE decodes them (the server streams them).
+//
+//   auto pipeline = CogVideoXPipeline::load("assets/tiny-cogvideox", {.device = at::kCPU, .dtype = at::kFloat});
+//   GenerationResult result = pipeline.generate(request, {.on_frames = write_frames});
+#include "sagevid/models/attention.h"
+#include "sagevid/models/cogvideox_vae.h"
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace sagevid {
+
+struct GenerationRequest {
+  std::string prompt;
+  std::string negative_prompt;  // used when guidance_scale > 1
+  int64_t num_frames = 49;      // pixel frames; see CogVideoXPipeline::validate for the allowed counts
+  int64_t height = 480;
+  int64_t width = 720;
+  int num_inference_steps = 50;
+  double guidance_scale = 6.0;
+  bool dynamic_cfg = false;  // diffusers' use_dynamic_cfg: cosine-ramped guidance over the steps
+  // Used as given (the server draws one for "random"). The noise is diffusers' with torch.Generator("cpu")
+  // .manual_seed(seed): drawn on the CPU in the pipeline's dtype (bf16 draws are not a cast of fp32 ones), and
+  // the DPM scheduler's per-step noise continues from the same generator.
+  uint64_t seed = 0;
+  // Fixed initial latents instead of drawing them from the seed (tests), shaped as diffusers' prepare_latents:
+  // [1, F_latent (+1 padding frame where patch_size_t needs it), C, H/8, W/8], any float dtype and device.
+  // They are scaled by the scheduler's init_noise_sigma like drawn ones.
+  std::optional<at::Tensor> latents;
+  // Another attention backend for this request only (A/B comparisons); the pipeline's fallback still applies.
+  std::optional<AttentionBackend> attention_backend;
+};
+
+// A request field the model cannot serve; field is the request's name for it ("height", "num_frames", ...).
+struct InvalidRequest : std::invalid_argument {
+  InvalidRequest(std::string field_name, const std::string& message)
+      : std::invalid_argument(field_name + ": " + message), field(std::move(field_name)) {}
+  std::string field;
+};
+
+// Thrown out of generate() when the cancel callback says so; nothing of the request is kept.
+struct GenerationCancelled : std::runtime_error {
+  GenerationCancelled() : std::runtime_error("generation cancelled") {}
+};
+
+enum class GenerationPhase { text_encode, denoise, decode };
+const char* phase_name(GenerationPhase phase);
+
+// Reported after each denoising step and after each decoded temporal batch (not during text encoding).
+struct GenerationProgress {
+  GenerationPhase phase = GenerationPhase::text_encode;
+  int step = 0;          // denoise: steps done (1..total); decode: frames decoded so far
+  int total = 0;         // denoise: number of steps; decode: number of frames
+  double elapsed_s = 0;  // since generate() started
+};
+
+struct GenerationCallbacks {
+  std::function<void(const GenerationProgress&)> on_progress;
+  // Each decoded temporal batch as uint8 RGB [frames, height, width, 3], contiguous, on the CPU.
+  std::function<void(const at::Tensor& frames)> on_frames;
+  // Polled before each denoising step and each decoded batch; true stops with GenerationCancelled.
+  std::function<bool()> cancelled;
+};
+
+struct PhaseTimings {
+  double text_encode_s = 0, denoise_s = 0, decode_s = 0;
+  double step_s_median = 0;  // median denoising-step time
+};
+
+struct GenerationResult {
+  int64_t num_frames = 0, height = 0, width = 0;
+  uint64_t seed = 0;
+  std::string attention_backend;  // what ran the attention calls (before fallbacks)
+  PhaseTimings timings;
+};
+
+struct PipelineOptions {
+  c10::Device device = c10::kCPU;
+  c10::ScalarType dtype = c10::kFloat;  // transformer and VAE; the T5 encoder too
+  AttentionConfig attention;
+  VaeDecodeOptions vae;  // tiling / frame batches for the decode
+};
+
+// What a model folder accepts, for request validation before queueing. From the configs: spatial_factor =
+// VAE factor x patch size; min_size = spatial_factor; max_size = twice the transformer's larger sample side
+// (pixels); max_frames = twice the sample's frames, 1 + 2 (sample_frames - 1); max_steps = the scheduler's
+// num_train_timesteps.
+struct ModelLimits {
+  int64_t spatial_factor = 16;        // height and width must be multiples (VAE factor x patch size)
+  int64_t temporal_compression = 4;   // the VAE's: latent frames = (num_frames - 1) / temporal_compression + 1
+  // num_frames = 1 + k * frame_step (k >= 1), frame_step = 2 x temporal_compression: an odd latent frame count,
+  // which the VAE decodes back to exactly num_frames (for an even count diffusers returns 4 F frames).
+  int64_t frame_step = 8;
+  int64_t max_text_tokens = 226;      // longer prompts are truncated, as diffusers does
+  int64_t min_size = 0, max_size = 0; // pixels, for height and width
+  int64_t max_frames = 0;
+  int max_steps = 1000;               // num_inference_steps in 1..max_steps
+  double max_guidance_scale = 100;    // guidance_scale in [0, max_guidance_scale]
+};
+
+class CogVideoXPipeline {
+ public:
+  // model_dir: a diffusers folder with tokenizer/, text_encoder/, transformer/, vae/, scheduler/.
+  static CogVideoXPipeline load(const std::filesystem::path& model_dir, const PipelineOptions& options);
+
+  const ModelLimits& limits() const;
+  // Throws InvalidRequest naming the first bad field.
+  void validate(const GenerationRequest& request) const;
+  // Runs the request; throws InvalidRequest, GenerationCancelled, or std::runtime_error (c10::Error for OOM).
+  GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
+
+  const PipelineOptions& options() const;
+  // The pipeline's attention (its fallback counts); a request's attention_backend runs on a copy of its config.
+  const Attention& attention() const;
+
+ private:
+  struct Parts;
+  std::shared_ptr<const Parts> parts_;
+};
+
+}  // namespace sagevid

@@ -1,0 +1,168 @@
+// Loading a CogVideoX model folder into a pipeline, what it accepts (ModelLimits) and request validation.
+// The run itself is in pipeline_generate.cpp.
+#include "pipeline_parts.h"
+
+#include "sagevid/models/config_reader.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace sagevid {
+namespace {
+
+namespace fs = std::filesystem;
+
+void check_model_index(const fs::path& model_dir) {
+  const fs::path index = model_dir / "model_index.json";
+  if (!fs::exists(index))
+    throw std::runtime_error(model_dir.string() + ": not a diffusers model folder (no model_index.json)");
+  const nlohmann::json document = read_json_file(index);
+  const auto name = document.find("_class_name");
+  if (name == document.end() || !name->is_string())
+    throw std::runtime_error(index.string() + ": _class_name missing (expected CogVideoXPipeline)");
+  if (*name != "CogVideoXPipeline")
+    throw std::runtime_error(index.string() + ": _class_name " + name->get<std::string>() +
+                             " is not served (only the text-to-video CogVideoXPipeline)");
+}
+
+void check_dtype(const PipelineOptions& options) {
+  const c10::ScalarType dtype = options.dtype;
+  if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16)
+    throw std::invalid_argument(std::string("pipeline dtype ") + c10::toString(dtype) +
+                                " is not served (float32, float16 or bfloat16)");
+}
+
+// The parts must fit together as a text-to-video model (image-to-video checkpoints take 2x the channels).
+void check_compatible(const fs::path& model_dir, const T5Config& text, const CogVideoXConfig& transformer,
+                      const CogVideoXVaeConfig& vae) {
+  const std::string where = model_dir.string() + ": ";
+  if (transformer.in_channels != vae.latent_channels || transformer.out_channels != vae.latent_channels)
+    throw std::runtime_error(where + "transformer in/out channels " + std::to_string(transformer.in_channels) + "/" +
+                             std::to_string(transformer.out_channels) + " do not match the VAE's " +
+                             std::to_string(vae.latent_channels) + " latent channels (an image-to-video model?)");
+  if (transformer.has_ofs())
+    throw std::runtime_error(where + "the transformer has an ofs embedding (image-to-video), not served here");
+  if (transformer.use_learned_positional_embeddings)
+    throw std::runtime_error(where + "learned positional embeddings (image-to-video) are not served here");
+  if (text.d_model != transformer.text_embed_dim)
+    throw std::runtime_error(where + "text encoder width " + std::to_string(text.d_model) +
+                             " differs from the transformer's text_embed_dim " +
+                             std::to_string(transformer.text_embed_dim));
+}
+
+ModelLimits make_limits(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
+                        const SchedulerConfig& scheduler) {
+  ModelLimits limits;
+  limits.spatial_factor = vae.spatial_compression() * transformer.patch_size;
+  limits.temporal_compression = vae.temporal_compression_ratio;
+  limits.frame_step = 2 * vae.temporal_compression_ratio;
+  limits.max_text_tokens = transformer.max_text_seq_length;
+  limits.min_size = limits.spatial_factor;
+  const int64_t sample_side = std::max(transformer.sample_height, transformer.sample_width) * vae.spatial_compression();
+  limits.max_size = std::max(limits.min_size, 2 * sample_side / limits.spatial_factor * limits.spatial_factor);
+  const int64_t frame_span = 2 * (transformer.sample_frames - 1);
+  limits.max_frames = 1 + std::max(limits.frame_step, frame_span / limits.frame_step * limits.frame_step);
+  limits.max_steps = int(scheduler.num_train_timesteps);
+  return limits;
+}
+
+void check_size(const char* field, int64_t value, const ModelLimits& limits) {
+  if (value % limits.spatial_factor != 0)
+    throw InvalidRequest(field, std::to_string(value) + " is not a multiple of " + std::to_string(limits.spatial_factor));
+  if (value < limits.min_size || value > limits.max_size)
+    throw InvalidRequest(field, std::to_string(value) + " is outside " + std::to_string(limits.min_size) + ".." +
+                                    std::to_string(limits.max_size));
+}
+
+void check_frames(int64_t frames, const ModelLimits& limits) {
+  const int64_t step = limits.frame_step;
+  if (frames < 1 + step || (frames - 1) % step != 0)
+    throw InvalidRequest("num_frames", std::to_string(frames) + " is not 1 + k * " + std::to_string(step) +
+                                           " (k >= 1: 9, 17, ..., 49, ...)");
+  if (frames > limits.max_frames)
+    throw InvalidRequest("num_frames", std::to_string(frames) + " is more than " + std::to_string(limits.max_frames));
+}
+
+std::string number_text(double value) {
+  std::ostringstream text;
+  text << value;
+  return text.str();
+}
+
+std::string shape_text(at::IntArrayRef sizes) {
+  std::ostringstream text;
+  text << sizes;
+  return text.str();
+}
+
+void check_latents(const at::Tensor& latents, const LatentShape& shape) {
+  if (!latents.defined()) throw InvalidRequest("latents", "undefined tensor");
+  if (!at::isFloatingType(latents.scalar_type()))
+    throw InvalidRequest("latents", std::string("dtype ") + c10::toString(latents.scalar_type()) + " is not a float type");
+  if (latents.sizes() != at::IntArrayRef(shape.sizes()))
+    throw InvalidRequest("latents", "shape " + shape_text(latents.sizes()) + ", expected " + shape_text(shape.sizes()));
+}
+
+}  // namespace
+
+LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
+                         const GenerationRequest& request) {
+  LatentShape shape;
+  shape.frames = (request.num_frames - 1) / vae.temporal_compression_ratio + 1;
+  const int64_t patch_t = transformer.patch_size_t.value_or(1);
+  shape.padding = shape.frames % patch_t == 0 ? 0 : patch_t - shape.frames % patch_t;
+  shape.channels = transformer.in_channels;
+  shape.height = request.height / vae.spatial_compression();
+  shape.width = request.width / vae.spatial_compression();
+  return shape;
+}
+
+const char* phase_name(GenerationPhase phase) {
+  switch (phase) {
+    case GenerationPhase::text_encode: return "text_encode";
+    case GenerationPhase::denoise: return "denoise";
+    case GenerationPhase::decode: return "decode";
+  }
+  return "unknown";
+}
+
+CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
+  check_model_index(model_dir);
+  check_dtype(options);
+  const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
+  T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
+  T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", target);
+  CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
+  CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
+  SchedulerConfig scheduler = SchedulerConfig::from_file(model_dir / "scheduler" / "scheduler_config.json");
+  check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config());
+  const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler);
+  CogVideoXPipeline pipeline;
+  pipeline.parts_ = std::make_shared<const Parts>(options, limits, std::move(tokenizer), std::move(text_encoder),
+                                                  std::move(transformer), std::move(vae), std::move(scheduler));
+  return pipeline;
+}
+
+const ModelLimits& CogVideoXPipeline::limits() const { return parts_->limits; }
+const PipelineOptions& CogVideoXPipeline::options() const { return parts_->options; }
+const Attention& CogVideoXPipeline::attention() const { return parts_->attention; }
+
+void CogVideoXPipeline::validate(const GenerationRequest& request) const {
+  const ModelLimits& limits = parts_->limits;
+  if (request.prompt.empty()) throw InvalidRequest("prompt", "must not be empty");
+  check_size("height", request.height, limits);
+  check_size("width", request.width, limits);
+  check_frames(request.num_frames, limits);
+  if (request.num_inference_steps < 1 || request.num_inference_steps > limits.max_steps)
+    throw InvalidRequest("num_inference_steps", std::to_string(request.num_inference_steps) + " is outside 1.." +
+                                                    std::to_string(limits.max_steps));
+  const double guidance = request.guidance_scale;
+  if (!std::isfinite(guidance) || guidance < 0 || guidance > limits.max_guidance_scale)
+    throw InvalidRequest("guidance_scale", number_text(guidance) + " is outside 0.." +
+                                               number_text(limits.max_guidance_scale));
+  if (request.latents)
+    check_latents(*request.latents, latent_shape(parts_->transformer.config(), parts_->vae.config(), request));
+}
+
+}  // namespace sagevid

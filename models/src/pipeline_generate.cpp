@@ -1,0 +1,202 @@
+// One request through the pipeline, as diffusers' CogVideoXPipeline.__call__ runs it: T5 embeddings of
+// [negative; positive], seeded latents, the guided denoising loop, VAE decode batch by batch, uint8 frames.
+#include "pipeline_parts.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numbers>
+
+namespace sagevid {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Device work is queued asynchronously: wait for it so a phase's time is its work, not its queueing.
+void wait_for(const c10::Device& device) {
+  if (device.is_cpu()) return;
+  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device.type());
+  impl->synchronizeDevice(device.has_index() ? device.index() : impl->getDevice().index());
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  const size_t middle = values.size() / 2;
+  std::sort(values.begin(), values.end());
+  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+// [B, L, d_model] hidden states of the prompts, each tokenized to exactly max_tokens ids (no attention mask:
+// the pipeline uses the whole padded sequence).
+at::Tensor encode_prompts(const T5Tokenizer& tokenizer, const T5Encoder& encoder, const Attention& attention,
+                          const std::vector<std::string>& prompts, int64_t max_tokens) {
+  std::vector<int64_t> ids;
+  for (const std::string& prompt : prompts) {
+    const std::vector<int64_t> prompt_ids = tokenizer.encode(prompt, max_tokens);
+    ids.insert(ids.end(), prompt_ids.begin(), prompt_ids.end());
+  }
+  const at::Tensor input_ids = at::tensor(ids, at::kLong).view({int64_t(prompts.size()), max_tokens});
+  return encoder.forward(input_ids, attention);
+}
+
+// [1, 3, T, H, W] from the VAE -> uint8 RGB [T, H, W, 3] on the CPU: diffusers' postprocess_video (x * 0.5 +
+// 0.5 clamped to [0, 1] in the VAE's dtype, then float) followed by round(x * 255) as our fixture script does.
+at::Tensor to_rgb8(const at::Tensor& video) {
+  const at::Tensor unit = (video.select(0, 0) * 0.5 + 0.5).clamp(0, 1).to(at::kFloat);
+  return (unit * 255).round().to(at::kByte).permute({1, 2, 3, 0}).contiguous().to(at::kCPU);
+}
+
+// The denoising loop and the decode of one request, with its callbacks and its noise generator.
+class Generation {
+ public:
+  Generation(const CogVideoXTransformer& transformer, const CogVideoXVaeDecoder& vae, const Attention& attention,
+             const PipelineOptions& options, const GenerationRequest& request, const GenerationCallbacks& callbacks)
+      : transformer_(transformer), vae_(vae), attention_(attention), options_(options), request_(request),
+        callbacks_(callbacks), generator_(at::make_generator<at::CPUGeneratorImpl>(request.seed)) {}
+
+  void check_cancelled() const {
+    if (callbacks_.cancelled && callbacks_.cancelled()) throw GenerationCancelled();
+  }
+
+  // diffusers' prepare_latents: randn_tensor with a CPU generator draws on the CPU in the pipeline's dtype
+  // (torch's half/bf16 normal draws differ from a cast of its fp32 ones), then moves the noise.
+  at::Tensor initial_latents(const LatentShape& shape, double init_noise_sigma) {
+    const at::Tensor noise = request_.latents
+                                 ? request_.latents->to(options_.device)
+                                 : at::randn(shape.sizes(), generator_, at::TensorOptions().dtype(options_.dtype))
+                                       .to(options_.device);
+    return noise * init_noise_sigma;
+  }
+
+  // Runs every step of the scheduler on latents [1, F, C, h, w]; text is [negative; positive] when guided.
+  at::Tensor denoise(at::Tensor latents, const at::Tensor& text, Scheduler& scheduler, std::vector<double>& step_s) {
+    const std::vector<int64_t>& timesteps = scheduler.timesteps();
+    const int total = int(timesteps.size());
+    const bool guided = request_.guidance_scale > 1.0;
+    for (int i = 0; i < total; ++i) {
+      check_cancelled();
+      const Clock::time_point start = Clock::now();
+      const at::Tensor input = guided ? at::cat({latents, latents}) : latents;
+      const at::Tensor timestep =
+          at::full({input.size(0)}, timesteps[size_t(i)], at::TensorOptions().dtype(at::kLong).device(options_.device));
+      at::Tensor prediction = transformer_.forward(input, text, timestep, std::nullopt, attention_).to(at::kFloat);
+      if (guided) {
+        const std::vector<at::Tensor> halves = prediction.chunk(2);  // unconditional, conditional
+        prediction = halves[0] + guidance_at(timesteps[size_t(i)], total) * (halves[1] - halves[0]);
+      }
+      latents = scheduler.step(prediction, i, latents, &generator_).to(options_.dtype);
+      wait_for(options_.device);
+      step_s.push_back(seconds_since(start));
+      report(GenerationPhase::denoise, i + 1, total);
+    }
+    return latents;
+  }
+
+  // Drops the patch_size_t padding frames (diffusers drops them from the front), unscales and decodes batch by
+  // batch, handing each batch's frames out. Returns the number of frames delivered.
+  int64_t decode(const at::Tensor& latents, int64_t padding_frames) {
+    const at::Tensor video_latents = latents.narrow(1, padding_frames, latents.size(1) - padding_frames)
+                                         .permute({0, 2, 1, 3, 4}) *
+                                     (1.0 / vae_.config().scaling_factor);
+    const int64_t expected = request_.num_frames;
+    int64_t delivered = 0;
+    check_cancelled();
+    vae_.decode_batches(
+        video_latents,
+        [&](const at::Tensor& video) {
+          const at::Tensor frames = to_rgb8(video);
+          delivered += frames.size(0);
+          if (callbacks_.on_frames) callbacks_.on_frames(frames);
+          report(GenerationPhase::decode, int(delivered), int(expected));
+          if (delivered < expected) check_cancelled();  // before the next batch decodes
+        },
+        options_.vae);
+    return delivered;
+  }
+
+ private:
+  // diffusers' use_dynamic_cfg: 1 + g (1 - cos(pi ((n - t) / n)^5)) / 2 at timestep t of n steps.
+  double guidance_at(int64_t timestep, int steps) const {
+    const double scale = request_.guidance_scale;
+    if (!request_.dynamic_cfg) return scale;
+    const double ramp = std::pow(double(steps - timestep) / steps, 5.0);
+    return 1 + scale * ((1 - std::cos(std::numbers::pi * ramp)) / 2);
+  }
+
+  void report(GenerationPhase phase, int step, int total) const {
+    if (callbacks_.on_progress) callbacks_.on_progress({phase, step, total, seconds_since(start_)});
+  }
+
+  const CogVideoXTransformer& transformer_;
+  const CogVideoXVaeDecoder& vae_;
+  const Attention& attention_;
+  const PipelineOptions& options_;
+  const GenerationRequest& request_;
+  const GenerationCallbacks& callbacks_;
+  at::Generator generator_;
+  Clock::time_point start_ = Clock::now();
+};
+
+}  // namespace
+
+GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
+                                             const GenerationCallbacks& callbacks) const {
+  validate(request);
+  const Parts& parts = *parts_;
+  const at::NoGradGuard no_grad;
+  // A per-request backend runs on a copy of the pipeline's attention config (fallback included).
+  std::optional<Attention> request_attention;
+  if (request.attention_backend && *request.attention_backend != parts.attention.config().backend) {
+    AttentionConfig config = parts.attention.config();
+    config.backend = *request.attention_backend;
+    request_attention.emplace(config);
+  }
+  const Attention& attention = request_attention ? *request_attention : parts.attention;
+
+  Generation generation(parts.transformer, parts.vae, attention, parts.options, request, callbacks);
+  GenerationResult result;
+  result.height = request.height;
+  result.width = request.width;
+  result.seed = request.seed;
+  result.attention_backend = std::string(backend_name(attention.config().backend));
+  generation.check_cancelled();
+
+  Clock::time_point phase_start = Clock::now();
+  const bool guided = request.guidance_scale > 1.0;
+  const std::vector<std::string> prompts =
+      guided ? std::vector<std::string>{request.negative_prompt, request.prompt} : std::vector<std::string>{request.prompt};
+  const at::Tensor text = encode_prompts(parts.tokenizer, parts.text_encoder, attention, prompts,
+                                         parts.transformer.config().max_text_seq_length);
+  wait_for(parts.options.device);
+  result.timings.text_encode_s = seconds_since(phase_start);
+
+  phase_start = Clock::now();
+  const std::unique_ptr<Scheduler> scheduler = make_scheduler(parts.scheduler);
+  scheduler->set_timesteps(request.num_inference_steps);
+  const LatentShape shape = latent_shape(parts.transformer.config(), parts.vae.config(), request);
+  std::vector<double> step_s;
+  const at::Tensor latents =
+      generation.denoise(generation.initial_latents(shape, scheduler->init_noise_sigma()), text, *scheduler, step_s);
+  result.timings.denoise_s = seconds_since(phase_start);
+  result.timings.step_s_median = median(step_s);
+
+  phase_start = Clock::now();
+  result.num_frames = generation.decode(latents, shape.padding);
+  result.timings.decode_s = seconds_since(phase_start);
+  return result;
+}
+
+}  // namespace sagevid

@@ -1,0 +1,43 @@
+#pragma once
+// What a loaded CogVideoXPipeline holds, shared by pipeline.cpp (loading, validation) and
+// pipeline_generate.cpp (the run).
+#include "sagevid/models/attention.h"
+#include "sagevid/models/cogvideox_transformer.h"
+#include "sagevid/models/cogvideox_vae.h"
+#include "sagevid/models/pipeline.h"
+#include "sagevid/models/scheduler.h"
+#include "sagevid/models/t5_encoder.h"
+#include "sagevid/models/t5_tokenizer.h"
+
+#include <vector>
+
+namespace sagevid {
+
+struct CogVideoXPipeline::Parts {
+  Parts(PipelineOptions options_, ModelLimits limits_, T5Tokenizer tokenizer_, T5Encoder text_encoder_,
+        CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_, SchedulerConfig scheduler_)
+      : options(std::move(options_)), limits(limits_), tokenizer(std::move(tokenizer_)),
+        text_encoder(std::move(text_encoder_)), transformer(std::move(transformer_)), vae(std::move(vae_)),
+        scheduler(std::move(scheduler_)), attention(options.attention) {}
+
+  PipelineOptions options;
+  ModelLimits limits;
+  T5Tokenizer tokenizer;
+  T5Encoder text_encoder;
+  CogVideoXTransformer transformer;
+  CogVideoXVaeDecoder vae;
+  SchedulerConfig scheduler;  // each request gets its own scheduler: the DPM one keeps state between steps
+  Attention attention;
+};
+
+// The initial latents' shape for a request, [1, frames + padding, channels, height, width], as diffusers'
+// prepare_latents: padding frames make the count a multiple of patch_size_t (CogVideoX 1.5); the pipeline
+// drops that many from the front before decoding.
+struct LatentShape {
+  int64_t frames = 0, padding = 0, channels = 0, height = 0, width = 0;
+  std::vector<int64_t> sizes() const { return {1, frames + padding, channels, height, width}; }
+};
+LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
+                         const GenerationRequest& request);
+
+}  // namespace sagevid

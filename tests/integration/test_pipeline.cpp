@@ -1,0 +1,309 @@
+// The whole text-to-video pipeline on the tiny model (assets/tiny-cogvideox) on the CPU in fp32: parity with
+// the frames diffusers' CogVideoXPipeline made from it (tests/fixtures/pipeline, scripts/make_tiny_model.py),
+// frame streaming, progress, cancellation, validation and seeding.
+#include "catch.h"
+#include "test_random.h"
+
+#include "sagevid/models/config_reader.h"
+#include "sagevid/models/pipeline.h"
+#include "sagevid/models/safetensors.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using sagevid::CogVideoXPipeline;
+using sagevid::GenerationPhase;
+using sagevid::GenerationRequest;
+
+const fs::path kModel = fs::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
+const fs::path kFixture = fs::path(SAGEVID_FIXTURES_DIR) / "pipeline";
+const fs::path kVariants = kFixture / "variants";  // tests/fixtures/make_pipeline_fixtures.py
+
+const CogVideoXPipeline& tiny_pipeline() {
+  static const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, {});
+  return pipeline;
+}
+
+GenerationRequest request_from_json(const nlohmann::json& json) {
+  GenerationRequest request;
+  request.prompt = json.at("prompt");
+  request.negative_prompt = json.at("negative_prompt");
+  request.num_frames = json.at("num_frames");
+  request.height = json.at("height");
+  request.width = json.at("width");
+  request.num_inference_steps = json.at("num_inference_steps");
+  request.guidance_scale = json.at("guidance_scale");
+  request.seed = json.at("seed");
+  request.dynamic_cfg = json.value("dynamic_cfg", false);
+  return request;
+}
+
+// The request diffusers ran for the fixture frames.
+GenerationRequest fixture_request() { return request_from_json(sagevid::read_json_file(kFixture / "request.json")); }
+
+// A model folder of symlinks: the tiny model with another scheduler and/or transformer folder. Removed at scope end.
+struct VariantModel {
+  fs::path dir;
+  VariantModel(const std::string& name, const fs::path& scheduler, const fs::path& transformer)
+      : dir(fs::temp_directory_path() / ("sagevid-pipeline-" + name + "-" + std::to_string(::getpid()))) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    for (const char* part : {"model_index.json", "tokenizer", "text_encoder", "vae"})
+      fs::create_symlink(kModel / part, dir / part);
+    fs::create_symlink(scheduler, dir / "scheduler");
+    fs::create_symlink(transformer, dir / "transformer");
+  }
+  ~VariantModel() { fs::remove_all(dir); }
+};
+
+// How closely generated uint8 frames follow diffusers': the bar is >= 99.9% within 1/255.
+void check_frames_match(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  REQUIRE(got.scalar_type() == at::kByte);
+  REQUIRE(got.sizes() == want.sizes());
+  const at::Tensor difference = (got.to(at::kInt) - want.to(at::kInt)).abs();
+  const int max_difference = difference.max().item<int>();
+  const double within_one = (difference <= 1).to(at::kDouble).mean().item<double>();
+  const double exact = (difference == 0).to(at::kDouble).mean().item<double>();
+  WARN(what << " vs diffusers frames: max difference " << max_difference << "/255, " << within_one * 100
+            << "% within 1/255, " << exact * 100 << "% equal");
+  CHECK(within_one >= 0.999);
+}
+
+// Everything one generate() call handed out.
+struct Outcome {
+  std::vector<at::Tensor> batches;
+  std::vector<sagevid::GenerationProgress> progress;
+  sagevid::GenerationResult result;
+  at::Tensor frames() const { return at::cat(batches, 0); }
+  size_t count(GenerationPhase phase) const {
+    return size_t(std::count_if(progress.begin(), progress.end(), [&](const auto& p) { return p.phase == phase; }));
+  }
+};
+
+// Runs the request; stop_after(outcome) is polled as the cancel callback.
+Outcome run(const GenerationRequest& request, const std::function<bool(const Outcome&)>& stop_after = {}) {
+  Outcome outcome;
+  sagevid::GenerationCallbacks callbacks;
+  callbacks.on_frames = [&](const at::Tensor& frames) { outcome.batches.push_back(frames); };
+  callbacks.on_progress = [&](const sagevid::GenerationProgress& p) { outcome.progress.push_back(p); };
+  if (stop_after) callbacks.cancelled = [&] { return stop_after(outcome); };
+  outcome.result = tiny_pipeline().generate(request, callbacks);
+  return outcome;
+}
+
+// Expects generate() to be cancelled, and returns what it handed out before.
+Outcome run_cancelled(const GenerationRequest& request, const std::function<bool(const Outcome&)>& stop_after) {
+  Outcome outcome;
+  sagevid::GenerationCallbacks callbacks;
+  callbacks.on_frames = [&](const at::Tensor& frames) { outcome.batches.push_back(frames); };
+  callbacks.on_progress = [&](const sagevid::GenerationProgress& p) { outcome.progress.push_back(p); };
+  callbacks.cancelled = [&] { return stop_after(outcome); };
+  CHECK_THROWS_AS(tiny_pipeline().generate(request, callbacks), sagevid::GenerationCancelled);
+  return outcome;
+}
+
+// The field an InvalidRequest names, or "" when the request passes.
+std::string invalid_field(const GenerationRequest& request) {
+  try {
+    tiny_pipeline().validate(request);
+  } catch (const sagevid::InvalidRequest& e) {
+    return e.field;
+  }
+  return "";
+}
+
+// Smaller and shorter than the fixture's, for the tests that compare runs with each other.
+GenerationRequest quick_request(uint64_t seed) {
+  GenerationRequest request = fixture_request();
+  request.height = 32;
+  request.width = 48;
+  request.num_inference_steps = 2;
+  request.seed = seed;
+  return request;
+}
+
+}  // namespace
+
+TEST_CASE("the pipeline's frames match diffusers' CogVideoXPipeline on the tiny model", "[pipeline]") {
+  const GenerationRequest request = fixture_request();
+  const Outcome outcome = run(request);
+  const auto fixture = sagevid::SafetensorsModel::open(kFixture / "frames.safetensors");
+  check_frames_match(outcome.frames(), fixture.view("frames"), "DDIM, guidance 6");
+  CHECK(outcome.result.num_frames == request.num_frames);
+  CHECK(outcome.result.height == request.height);
+  CHECK(outcome.result.width == request.width);
+  CHECK(outcome.result.seed == request.seed);
+  CHECK(outcome.result.attention_backend == "math");
+}
+
+TEST_CASE("DPM with dynamic CFG, no guidance and a 1.5-like transformer match diffusers", "[pipeline]") {
+  const std::string name = GENERATE(as<std::string>{}, "dpm-dynamic-cfg", "no-guidance", "1.5-patch-t");
+  CAPTURE(name);
+  const nlohmann::json variant = sagevid::read_json_file(kVariants / "requests.json").at(name);
+  const VariantModel model(name, variant.at("scheduler") == "dpm" ? kVariants / "scheduler-dpm" : kModel / "scheduler",
+                           variant.at("transformer") == "1.5" ? kVariants / "transformer-1.5" : kModel / "transformer");
+  const auto pipeline = CogVideoXPipeline::load(model.dir, {});
+  std::vector<at::Tensor> batches;
+  pipeline.generate(request_from_json(variant.at("request")),
+                    {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
+  const auto fixture = sagevid::SafetensorsModel::open(kVariants / "frames.safetensors");
+  check_frames_match(at::cat(batches, 0), fixture.view(name), name);
+}
+
+TEST_CASE("fixed initial latents replace the seeded draw", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  GenerationRequest request = quick_request(rng.seed + 1);  // rng's own draws must differ from the seed's
+  const Outcome seeded = run(request);
+  // The draw the seed makes (fp32 pipeline): the tiny model's DDIM steps take no noise, so these latents alone
+  // decide the frames.
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(request.seed);
+  request.latents = at::randn({1, 3, 4, 4, 6}, generator, at::TensorOptions().dtype(at::kFloat));
+  CHECK(at::equal(run(request).frames(), seeded.frames()));
+  request.latents = rng.normal({1, 3, 4, 4, 6});
+  CHECK_FALSE(at::equal(run(request).frames(), seeded.frames()));
+}
+
+TEST_CASE("the same seed gives the same frames, another seed others", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const at::Tensor first = run(quick_request(rng.seed)).frames();
+  CHECK(at::equal(run(quick_request(rng.seed)).frames(), first));
+  CHECK_FALSE(at::equal(run(quick_request(rng.seed + 1)).frames(), first));
+}
+
+TEST_CASE("frames stream batch by batch, with progress in order", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  GenerationRequest request = quick_request(rng.seed);
+  request.num_frames = 17;  // 5 latent frames: VAE batches of 3 and 2 latent frames, 9 and 8 pixel frames
+  request.num_inference_steps = 3;
+  const Outcome outcome = run(request);
+
+  REQUIRE(outcome.batches.size() == 2);
+  CHECK(outcome.batches[0].size(0) == 9);
+  CHECK(outcome.batches[1].size(0) == 8);
+  for (const at::Tensor& batch : outcome.batches) {
+    CHECK(batch.scalar_type() == at::kByte);
+    CHECK(batch.device().is_cpu());
+    CHECK(batch.is_contiguous());
+    CHECK(batch.sizes().slice(1) == at::IntArrayRef({32, 48, 3}));
+  }
+  CHECK(outcome.result.num_frames == 17);
+
+  REQUIRE(outcome.progress.size() == 5);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(outcome.progress[size_t(i)].phase == GenerationPhase::denoise);
+    CHECK(outcome.progress[size_t(i)].step == i + 1);
+    CHECK(outcome.progress[size_t(i)].total == 3);
+  }
+  CHECK(outcome.progress[3].phase == GenerationPhase::decode);
+  CHECK(outcome.progress[3].step == 9);
+  CHECK(outcome.progress[4].step == 17);
+  CHECK(outcome.progress[4].total == 17);
+  for (size_t i = 1; i < outcome.progress.size(); ++i)
+    CHECK(outcome.progress[i].elapsed_s >= outcome.progress[i - 1].elapsed_s);
+  const auto& timings = outcome.result.timings;
+  CHECK(timings.text_encode_s > 0);
+  CHECK(timings.decode_s > 0);
+  CHECK(timings.step_s_median > 0);
+  CHECK(timings.denoise_s >= timings.step_s_median);
+}
+
+TEST_CASE("cancellation stops before the next step or decoded batch", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  GenerationRequest request = quick_request(rng.seed);
+  request.num_frames = 17;
+  request.num_inference_steps = 4;
+
+  SECTION("during denoising") {
+    const size_t steps_done = size_t(rng.seed % 4);  // cancel after 0..3 of the 4 steps
+    CAPTURE(steps_done);
+    const Outcome outcome = run_cancelled(request, [&](const Outcome& o) { return o.progress.size() >= steps_done; });
+    CHECK(outcome.count(GenerationPhase::denoise) == steps_done);
+    CHECK(outcome.count(GenerationPhase::decode) == 0);
+    CHECK(outcome.batches.empty());
+  }
+  SECTION("between decoded batches") {
+    const Outcome outcome = run_cancelled(request, [](const Outcome& o) { return !o.batches.empty(); });
+    CHECK(outcome.count(GenerationPhase::denoise) == 4);
+    CHECK(outcome.count(GenerationPhase::decode) == 1);
+    CHECK(outcome.batches.size() == 1);
+  }
+  SECTION("a request cancelled from the start runs nothing") {
+    const Outcome outcome = run_cancelled(request, [](const Outcome&) { return true; });
+    CHECK(outcome.progress.empty());
+  }
+}
+
+TEST_CASE("the tiny model's limits come from its configs", "[pipeline]") {
+  const sagevid::ModelLimits& limits = tiny_pipeline().limits();
+  CHECK(limits.spatial_factor == 16);    // VAE 8x, patch 2
+  CHECK(limits.temporal_compression == 4);
+  CHECK(limits.frame_step == 8);
+  CHECK(limits.max_text_tokens == 226);
+  CHECK(limits.min_size == 16);
+  CHECK(limits.max_size == 192);         // twice the 12-latent-pixel sample width, in pixels
+  CHECK(limits.max_frames == 17);        // twice the 9-frame sample
+  CHECK(limits.max_steps == 1000);
+}
+
+TEST_CASE("invalid requests are rejected naming the field", "[pipeline]") {
+  const GenerationRequest good = fixture_request();
+  REQUIRE(invalid_field(good).empty());
+  const auto with = [&](const std::function<void(GenerationRequest&)>& edit) {
+    GenerationRequest request = good;
+    edit(request);
+    return invalid_field(request);
+  };
+  CHECK(with([](auto& r) { r.prompt = ""; }) == "prompt");
+  CHECK(with([](auto& r) { r.height = 72; }) == "height");
+  CHECK(with([](auto& r) { r.height = 0; }) == "height");
+  CHECK(with([](auto& r) { r.height = 208; }) == "height");
+  CHECK(with([](auto& r) { r.width = 100; }) == "width");
+  CHECK(with([](auto& r) { r.width = -16; }) == "width");
+  CHECK(with([](auto& r) { r.num_frames = 13; }) == "num_frames");  // 4 latent frames decode to 16
+  CHECK(with([](auto& r) { r.num_frames = 1; }) == "num_frames");
+  CHECK(with([](auto& r) { r.num_frames = 10; }) == "num_frames");
+  CHECK(with([](auto& r) { r.num_frames = 25; }) == "num_frames");
+  CHECK(with([](auto& r) { r.num_inference_steps = 0; }) == "num_inference_steps");
+  CHECK(with([](auto& r) { r.num_inference_steps = 1001; }) == "num_inference_steps");
+  CHECK(with([](auto& r) { r.guidance_scale = -0.5; }) == "guidance_scale");
+  CHECK(with([](auto& r) { r.guidance_scale = std::numeric_limits<double>::quiet_NaN(); }) == "guidance_scale");
+  CHECK(with([](auto& r) { r.latents = at::zeros({1, 3, 4, 8, 11}); }) == "latents");
+  CHECK(with([](auto& r) { r.latents = at::zeros({1, 3, 4, 8, 12}, at::kLong); }) == "latents");
+  CHECK(with([](auto& r) { r.latents = at::zeros({1, 3, 4, 8, 12}); }).empty());
+  CHECK(with([](auto& r) { r.num_frames = 17, r.height = 16, r.width = 192; }).empty());
+
+  // generate() validates first: nothing runs for a bad request.
+  GenerationRequest bad = good;
+  bad.num_frames = 12;
+  int calls = 0;
+  sagevid::GenerationCallbacks callbacks;
+  callbacks.cancelled = [&] { return ++calls, false; };
+  CHECK_THROWS_AS(tiny_pipeline().generate(bad, callbacks), sagevid::InvalidRequest);
+  CHECK(calls == 0);
+}
+
+TEST_CASE("a folder that is not a CogVideoX text-to-video model is refused naming the file", "[pipeline]") {
+  const fs::path empty = fs::temp_directory_path() / ("sagevid-no-model-" + std::to_string(::getpid()));
+  fs::create_directories(empty);
+  CHECK_THROWS_WITH(CogVideoXPipeline::load(empty, {}), ContainsSubstring("model_index.json"));
+  fs::remove_all(empty);
+}
