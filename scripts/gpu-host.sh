@@ -2,10 +2,11 @@
 # Everything we do on the GPU host in one call: build kernels, models, tests and tools there (no gRPC/FFmpeg
 # on that machine, so the server is off), then run what is asked: tests (gpu|unit suites), accuracy
 # (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
-# backend), diffusers-step (the same step in diffusers; needs the wheels of `scripts/fetch-gpu-wheels.sh` in
-# .whl/, carried along). Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return
+# backend), diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real
+# sizes, then sagevid-pipeline-bench on it). diffusers-step and pipeline need the wheels of
+# `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return
 # folder) or ./out.
-#   scripts/gpu-host.sh [tests] [accuracy] [bench] [step] [diffusers-step]
+#   scripts/gpu-host.sh [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -19,6 +20,9 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=
   -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" \
   > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
+install_wheels() {
+  python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1
+}
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
@@ -30,8 +34,14 @@ for step in $steps; do
     bench) build-gpu/tools/sage-bench | tee "$out/bench.md" || status=1 ;;
     step) build-gpu/tools/sagevid-bench | tee "$out/step.md" || status=1 ;;
     diffusers-step)
-      python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1 &&
-        PYTHONPATH=/tmp/sagevid-py python3 tools/diffusers_step_bench.py | tee "$out/diffusers-step.md" || status=1 ;;
+      install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/diffusers_step_bench.py | tee "$out/diffusers-step.md" ||
+        status=1 ;;
+    pipeline)
+      model=/tmp/cogvideox-2b-random
+      [ -f "$model/model_index.json" ] || { install_wheels &&
+        PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1; } ||
+        { tail -20 "$out/make-model.log"; status=1; continue; }
+      build-gpu/tools/sagevid-pipeline-bench "$model" | tee "$out/pipeline.md" || status=1 ;;
     *) echo "unknown step $step"; status=1 ;;
   esac
 done
