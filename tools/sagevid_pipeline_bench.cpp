@@ -83,9 +83,10 @@ void run(const Args& args) {
     c10::cuda::CUDACachingAllocator::resetPeakStats(0);
     const auto result = pipeline.generate(request, callbacks);
     const auto& t = result.timings;
+    const int64_t fallbacks = pipeline.attention(backend).fallback_count();
     std::printf("| %s | %.2f | %.2f | %.3f | %.2f | %.1f | %.1f | %lld |\n",
                 std::string(sagevid::backend_name(backend)).c_str(), t.text_encode_s, t.denoise_s, t.step_s_median,
-                t.decode_s, gib(denoise_peak), gib(peak_bytes()), (long long)pipeline.attention().fallback_count());
+                t.decode_s, gib(denoise_peak), gib(peak_bytes()), (long long)fallbacks);
     std::fflush(stdout);
   }
 }

@@ -146,7 +146,9 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
 
 const ModelLimits& CogVideoXPipeline::limits() const { return parts_->limits; }
 const PipelineOptions& CogVideoXPipeline::options() const { return parts_->options; }
-const Attention& CogVideoXPipeline::attention() const { return parts_->attention; }
+const Attention& CogVideoXPipeline::attention(std::optional<AttentionBackend> backend) const {
+  return parts_->attention_for(backend);
+}
 
 void CogVideoXPipeline::validate(const GenerationRequest& request) const {
   const ModelLimits& limits = parts_->limits;

@@ -157,14 +157,7 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   validate(request);
   const Parts& parts = *parts_;
   const at::NoGradGuard no_grad;
-  // A per-request backend runs on a copy of the pipeline's attention config (fallback included).
-  std::optional<Attention> request_attention;
-  if (request.attention_backend && *request.attention_backend != parts.attention.config().backend) {
-    AttentionConfig config = parts.attention.config();
-    config.backend = *request.attention_backend;
-    request_attention.emplace(config);
-  }
-  const Attention& attention = request_attention ? *request_attention : parts.attention;
+  const Attention& attention = parts.attention_for(request.attention_backend);
 
   Generation generation(parts.transformer, parts.vae, attention, parts.options, request, callbacks);
   GenerationResult result;

@@ -9,6 +9,9 @@
 #include "sagevid/models/t5_encoder.h"
 #include "sagevid/models/t5_tokenizer.h"
 
+#include <array>
+#include <memory>
+#include <optional>
 #include <vector>
 
 namespace sagevid {
@@ -18,7 +21,18 @@ struct CogVideoXPipeline::Parts {
         CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_, SchedulerConfig scheduler_)
       : options(std::move(options_)), limits(limits_), tokenizer(std::move(tokenizer_)),
         text_encoder(std::move(text_encoder_)), transformer(std::move(transformer_)), vae(std::move(vae_)),
-        scheduler(std::move(scheduler_)), attention(options.attention) {}
+        scheduler(std::move(scheduler_)) {
+    for (AttentionBackend backend : {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn,
+                                     AttentionBackend::math}) {
+      AttentionConfig config = options.attention;
+      config.backend = backend;
+      attention[size_t(backend)] = std::make_unique<Attention>(config);
+    }
+  }
+
+  const Attention& attention_for(std::optional<AttentionBackend> backend) const {
+    return *attention[size_t(backend.value_or(options.attention.backend))];
+  }
 
   PipelineOptions options;
   ModelLimits limits;
@@ -27,7 +41,9 @@ struct CogVideoXPipeline::Parts {
   CogVideoXTransformer transformer;
   CogVideoXVaeDecoder vae;
   SchedulerConfig scheduler;  // each request gets its own scheduler: the DPM one keeps state between steps
-  Attention attention;
+  // One Attention per backend with the pipeline's fallback and sage2 options, so the fallbacks of requests that
+  // pick their own backend are counted (and logged once) like the default's.
+  std::array<std::unique_ptr<Attention>, 4> attention;
 };
 
 // The initial latents' shape for a request, [1, frames + padding, channels, height, width], as diffusers'

@@ -307,3 +307,22 @@ TEST_CASE("a folder that is not a CogVideoX text-to-video model is refused namin
   CHECK_THROWS_WITH(CogVideoXPipeline::load(empty, {}), ContainsSubstring("model_index.json"));
   fs::remove_all(empty);
 }
+
+TEST_CASE("a request's own backend runs with the pipeline's fallback, counted on that backend", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  sagevid::PipelineOptions options;
+  options.attention.fallback = sagevid::AttentionBackend::math;  // flash cannot run on the CPU
+  const auto pipeline = CogVideoXPipeline::load(kModel, options);
+  GenerationRequest request = quick_request(rng.seed);
+  std::vector<at::Tensor> math_frames, flash_frames;
+  pipeline.generate(request, {.on_frames = [&](const at::Tensor& f) { math_frames.push_back(f); }});
+  CHECK(pipeline.attention().fallback_count() == 0);
+  request.attention_backend = sagevid::AttentionBackend::flash;
+  const auto result =
+      pipeline.generate(request, {.on_frames = [&](const at::Tensor& f) { flash_frames.push_back(f); }});
+  CHECK(result.attention_backend == "flash");
+  CHECK(pipeline.attention(sagevid::AttentionBackend::flash).fallback_count() > 0);
+  CHECK(pipeline.attention().fallback_count() == 0);
+  CHECK(at::equal(at::cat(flash_frames, 0), at::cat(math_frames, 0)));  // every call fell back to math
+}

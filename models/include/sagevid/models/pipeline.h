@@ -122,8 +122,9 @@ class CogVideoXPipeline {
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
 
   const PipelineOptions& options() const;
-  // The pipeline's attention (its fallback counts); a request's attention_backend runs on a copy of its config.
-  const Attention& attention() const;
+  // The attention that runs a backend's calls (the configured one by default), for its fallback counts. A
+  // request's attention_backend runs on the pipeline's Attention of that backend (same fallback and options).
+  const Attention& attention(std::optional<AttentionBackend> backend = std::nullopt) const;
 
  private:
   struct Parts;
