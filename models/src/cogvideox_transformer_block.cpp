@@ -6,6 +6,7 @@
 #include "cogvideox_transformer_parts.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/addcmul.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
@@ -25,9 +26,15 @@ Modulation modulation(const CogVideoXTransformer::NormZero& norm, const at::Tens
   return {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]};
 }
 
+// norm(x) * (1 + scale) + shift, in one pass over the activations.
 at::Tensor modulate(const CogVideoXTransformer::LayerNorm& norm, const at::Tensor& x, const at::Tensor& shift,
                     const at::Tensor& scale) {
-  return norm(x) * (1 + scale) + shift;
+  return at::addcmul(shift, norm(x), 1 + scale);
+}
+
+// residual += gate * update, in place (the streams are the block's own tensors).
+void add_gated(at::Tensor& residual, const at::Tensor& gate, const at::Tensor& update) {
+  residual.addcmul_(gate, update);
 }
 
 }  // namespace
@@ -50,19 +57,23 @@ void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::T
   const at::Tensor x = at::cat({modulate(block.norm1.norm, text, m1.text_shift, m1.text_scale),
                                 modulate(block.norm1.norm, video, m1.shift, m1.scale)},
                                1);
-  const auto heads_of = [&](const at::Tensor& t) { return t.view({batch, length, heads, head_dim}).transpose(1, 2); };
-  at::Tensor q = block.norm_q(heads_of(block.to_q(x)));
-  at::Tensor k = block.norm_k(heads_of(block.to_k(x)));
-  const at::Tensor v = heads_of(block.to_v(x));
+  // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; the QK norms return fresh tensors, which RoPE rotates in place.
+  const at::Tensor qkv = block.to_qkv(x).view({batch, length, 3, heads, head_dim});
+  const auto heads_of = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };
+  const at::Tensor q = block.norm_q(heads_of(0));
+  const at::Tensor k = block.norm_k(heads_of(1));
+  const at::Tensor v = heads_of(2);
   if (rope) {  // positions are for the video tokens only; text tokens stay unrotated
     const auto& [cos, sin] = *rope;
-    q = at::cat({q.narrow(2, 0, text_length), cogvideox::apply_rotary(q.narrow(2, text_length, video_length), cos, sin)}, 2);
-    k = at::cat({k.narrow(2, 0, text_length), cogvideox::apply_rotary(k.narrow(2, text_length, video_length), cos, sin)}, 2);
+    for (const at::Tensor& t : {q, k}) {
+      at::Tensor video_part = t.narrow(2, text_length, video_length);
+      video_part.copy_(cogvideox::apply_rotary(video_part, cos, sin));
+    }
   }
   const at::Tensor context = attention(q, k, v).transpose(1, 2).reshape({batch, length, heads * head_dim});
   const at::Tensor attended = block.to_out(context);
-  video = video + m1.gate * attended.narrow(1, text_length, video_length);
-  text = text + m1.text_gate * attended.narrow(1, 0, text_length);
+  add_gated(video, m1.gate, attended.narrow(1, text_length, video_length));
+  add_gated(text, m1.text_gate, attended.narrow(1, 0, text_length));
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams).
   const Modulation m2 = modulation(block.norm2, temb);
@@ -71,8 +82,8 @@ void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::T
                                1);
   const bool tanh = config_.activation_fn == "gelu-approximate";
   const at::Tensor ff = block.ff_out(at::gelu(block.ff_in(y), tanh ? "tanh" : "none"));
-  video = video + m2.gate * ff.narrow(1, text_length, video_length);
-  text = text + m2.text_gate * ff.narrow(1, 0, text_length);
+  add_gated(video, m2.gate, ff.narrow(1, text_length, video_length));
+  add_gated(text, m2.text_gate, ff.narrow(1, 0, text_length));
 }
 
 }  // namespace sagevid

@@ -6,6 +6,7 @@
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/silu.h>
 #include <ATen/ops/zeros.h>
@@ -13,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace sagevid {
 namespace {
@@ -36,6 +38,16 @@ LayerNorm load_norm(WeightLoader& weights, const std::string& name, int64_t dim,
     norm.bias = weights.get(name + ".bias", {dim});
   }
   return norm;
+}
+
+// One linear computing several of the same input, outputs stacked: one GEMM instead of several (q, k, v).
+Linear fuse_linears(const std::vector<Linear>& parts) {
+  std::vector<at::Tensor> weights, biases;
+  for (const Linear& part : parts) {
+    weights.push_back(part.weight);
+    if (part.bias.defined()) biases.push_back(part.bias);
+  }
+  return {at::cat(weights), biases.empty() ? at::Tensor() : at::cat(biases)};
 }
 
 CogVideoXTransformer::TimestepMlp load_timestep_mlp(WeightLoader& weights, const std::string& name, int64_t channels,
@@ -100,9 +112,9 @@ CogVideoXTransformer CogVideoXTransformer::build(const CogVideoXConfig& config, 
       norm->linear = load_linear(weights, prefix + name + ".linear", 6 * dim, time_dim, true);
       norm->norm = load_norm(weights, prefix + name + ".norm", dim, c.norm_eps, affine);
     }
-    b.to_q = load_linear(weights, prefix + "attn1.to_q", dim, dim, c.attention_bias);
-    b.to_k = load_linear(weights, prefix + "attn1.to_k", dim, dim, c.attention_bias);
-    b.to_v = load_linear(weights, prefix + "attn1.to_v", dim, dim, c.attention_bias);
+    b.to_qkv = fuse_linears({load_linear(weights, prefix + "attn1.to_q", dim, dim, c.attention_bias),
+                             load_linear(weights, prefix + "attn1.to_k", dim, dim, c.attention_bias),
+                             load_linear(weights, prefix + "attn1.to_v", dim, dim, c.attention_bias)});
     // The QK norms are affine and eps 1e-6 in every CogVideoX model (diffusers fixes both).
     b.norm_q = load_norm(weights, prefix + "attn1.norm_q", c.attention_head_dim, 1e-6, true);
     b.norm_k = load_norm(weights, prefix + "attn1.norm_k", c.attention_head_dim, 1e-6, true);

@@ -59,7 +59,8 @@ class CogVideoXTransformer {
   };
   struct Block {
     NormZero norm1, norm2;
-    Linear to_q, to_k, to_v, to_out;
+    Linear to_qkv;  // to_q, to_k, to_v stacked: [3D, D]
+    Linear to_out;
     LayerNorm norm_q, norm_k;  // per head, over attention_head_dim
     Linear ff_in, ff_out;
   };
