@@ -9,11 +9,14 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
-  libspdlog-dev nlohmann-json3-dev catch2 libsentencepiece-dev libcpp-httplib-dev
+  libspdlog-dev nlohmann-json3-dev catch2 libcpp-httplib-dev
 )
 TORCH_VERSION=2.11.0
 # Test tools only (parity references, fixture writers); pinned so fixtures and parity stay reproducible.
-PY_TEST_TOOLS=(numpy==2.4.6 safetensors==0.8.0 sentencepiece==0.2.3 transformers==4.57.6 diffusers==0.39.0)
+# grpcio/grpcio-tools: the Python client (clients/python); setuptools pinned because grpcio-tools would pull
+# in one newer than torch accepts (<82).
+PY_TEST_TOOLS=(numpy==2.4.6 safetensors==0.8.0 sentencepiece==0.2.3 transformers==4.57.6 diffusers==0.39.0
+              grpcio==1.85.1 grpcio-tools==1.85.1 setuptools==81.0.0)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

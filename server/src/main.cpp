@@ -1,6 +1,8 @@
-// sagevid: the server binary. Until the pipeline and service land it reports what it is built from and
-// the validated configuration it would serve.
+// sagevid: the server binary. `sagevid serve` runs the gRPC server; without a subcommand it reports what it
+// is built from and the validated configuration it would serve.
 #include "build_info.h"
+#include "generate_command.h"
+#include "serve_command.h"
 #include "server_config.h"
 #include "sagevid/models/logging.h"
 
@@ -15,7 +17,9 @@
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: sagevid [--config FILE] [--set KEY=VALUE]... [--version] [--help]
+constexpr const char* kUsage = R"(usage: sagevid [serve] [--config FILE] [--set KEY=VALUE]... [--version] [--help]
+  serve             run the gRPC server until SIGTERM/SIGINT, then drain (without it: print build and config)
+  generate ...      make one video without the server (sagevid generate --help)
   --config FILE     JSON config (default configs/tiny.json)
   --set KEY=VALUE   override a config key, dotted path: --set attention.backend=flash,
                     --set models.0.path=/weights/CogVideoX-2b (VALUE is JSON if it parses, else a string)
@@ -23,6 +27,7 @@ constexpr const char* kUsage = R"(usage: sagevid [--config FILE] [--set KEY=VALU
 )";
 
 struct Options {
+  std::string command;  // empty: print what would be served
   std::string config = "configs/tiny.json";
   std::vector<std::string> overrides;
   bool version_only = false;
@@ -30,7 +35,9 @@ struct Options {
 
 Options parse_args(int argc, char** argv) {
   Options options;
-  for (int i = 1; i < argc; ++i) {
+  int first = 1;
+  if (argc > 1 && std::string_view(argv[1]) == "serve") options.command = argv[first++];
+  for (int i = first; i < argc; ++i) {
     const std::string_view arg = argv[i];
     const auto value = [&]() -> std::string {
       if (i + 1 >= argc) throw std::invalid_argument(std::string(arg) + " needs a value");
@@ -48,14 +55,16 @@ Options parse_args(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "generate") return sagevid::run_generate({argv + 2, argv + argc});
   try {
     const Options options = parse_args(argc, argv);
     std::cout << "build: " << sagevid::build_info().dump(2) << "\n";
     if (options.version_only) return 0;
     const sagevid::ServerConfig config = sagevid::load_server_config(options.config, options.overrides);
     sagevid::set_log_level(config.log_level);
+    if (options.command == "serve") return sagevid::run_server(config);
     std::cout << "config (" << options.config << "): " << sagevid::to_json(config).dump(2) << "\n";
-    spdlog::info("sagevid: configuration valid; the generation service arrives with the pipeline");
+    spdlog::info("sagevid: configuration valid; `sagevid serve` serves it");
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sagevid: error: %s\n%s", e.what(), kUsage);

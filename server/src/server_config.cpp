@@ -52,6 +52,9 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
   config.drain_seconds = server.get<double>("drain_seconds", config.drain_seconds);
   if (config.drain_seconds < 0) server.fail("drain_seconds", "must not be negative");
   config.allow_request_backend = server.get<bool>("allow_request_backend", config.allow_request_backend);
+  config.metrics_address = server.get<std::string>("metrics_address", config.metrics_address);
+  if (!config.metrics_address.empty() && !std::regex_match(config.metrics_address, std::regex(".+:[0-9]+")))
+    server.fail("metrics_address", "'" + config.metrics_address + "': expected host:port, or empty for none");
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -87,7 +90,8 @@ nlohmann::json to_json(const ServerConfig& config) {
            {{"address", config.address},
             {"queue_size", config.queue_size},
             {"drain_seconds", config.drain_seconds},
-            {"allow_request_backend", config.allow_request_backend}}},
+            {"allow_request_backend", config.allow_request_backend},
+            {"metrics_address", config.metrics_address}}},
           {"attention",
            {{"backend", backend_name(attention.backend)},
             {"fallback", attention.fallback ? nlohmann::json(backend_name(*attention.fallback)) : nullptr}}},

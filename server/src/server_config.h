@@ -24,6 +24,7 @@ struct ServerConfig {
   int64_t queue_size = 8;             // jobs waiting beyond the running one; more: RESOURCE_EXHAUSTED
   double drain_seconds = 30;          // on SIGTERM: how long running work may take before it is cancelled
   bool allow_request_backend = false; // may a request pick its own attention backend (A/B comparisons)
+  std::string metrics_address;        // host:port of the Prometheus /metrics endpoint; empty: none
   AttentionConfig attention;
   std::vector<ModelEntry> models;
 };

@@ -1,17 +1,21 @@
 #pragma once
 // T5's tokenizer as CogVideoX's pipeline uses it: SentencePiece pieces, EOS appended, truncated so the EOS
 // fits, padded with the pad id to a fixed length (226 for CogVideoX).
+//
+// The pieces come from our own SentencePiece unigram encoder (models/src/sentencepiece_*), not from
+// libsentencepiece: Debian's and Ubuntu's builds of it bundle and export protobuf-lite 3.14, which clashes
+// with the system protobuf that gRPC links, aborting the server.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
-namespace sentencepiece {
+namespace sagevid {
+
+namespace spm {
 class SentencePieceProcessor;
 }
-
-namespace sagevid {
 
 class T5Tokenizer {
  public:
@@ -29,7 +33,7 @@ class T5Tokenizer {
   int64_t pad_id() const { return pad_id_; }
 
  private:
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  std::unique_ptr<const spm::SentencePieceProcessor> processor_;
   int64_t eos_id_ = 1, pad_id_ = 0;
 };
 

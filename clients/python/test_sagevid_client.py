@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Tests of sagevid_client.py: its stubs generate from proto/, --help works, every request field has a flag,
+and `generate` against an in-process stand-in for the server writes the streamed bytes, checks offsets and
+reports gRPC errors by status name. (Against the real server: the service's test suite.)"""
+import atexit
+import contextlib
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from concurrent import futures
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLIENT = HERE / "sagevid_client.py"
+CACHE = tempfile.mkdtemp(prefix="sagevid-client-test-")
+os.environ["SAGEVID_CLIENT_CACHE"] = CACHE  # fresh, so the tests build the stubs from this checkout's proto/
+atexit.register(shutil.rmtree, CACHE, True)
+sys.path.insert(0, str(HERE))
+import sagevid_client  # noqa: E402
+
+
+def run_client(*args, cache=CACHE):
+    return subprocess.run([sys.executable, str(CLIENT), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SAGEVID_CLIENT_CACHE": cache})
+
+
+class StubsAndHelp(unittest.TestCase):
+    def test_help_generates_the_stubs(self):
+        cache = tempfile.mkdtemp(prefix="sagevid-client-test-")
+        self.addCleanup(shutil.rmtree, cache, True)
+        result = run_client("--help", cache=cache)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("generate", result.stdout)
+        generated = list(Path(cache).rglob("*.py"))
+        self.assertEqual(sorted(p.name for p in generated), ["sagevid_pb2.py", "sagevid_pb2_grpc.py"])
+
+    def test_every_request_field_has_a_flag(self):
+        pb2, _ = sagevid_client.load_stubs()
+        result = run_client("generate", "--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        renamed = {"output": "format", "attention_backend": "backend"}
+        for field in pb2.GenerateRequest.DESCRIPTOR.fields:
+            flag = "--" + renamed.get(field.name, field.name).replace("_", "-")
+            self.assertIn(flag, result.stdout, f"no flag for GenerateRequest.{field.name}")
+        for name in sagevid_client.OUTPUT_FORMATS.values():
+            pb2.OutputFormat.Value(name)  # raises if the proto renamed it
+
+    def test_bad_flag_value_is_a_usage_error(self):
+        result = run_client("generate", "--prompt", "x", "--frames", "-3")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--frames must be in", result.stderr)
+
+
+class FakeServer:
+    """Serves VideoGeneration from this process: streams `payload` in random-sized chunks with progress
+    events, or misbehaves as told, and records the request it got."""
+
+    def __init__(self, payload, lose_a_chunk=False, abort_with=None):
+        import grpc
+
+        pb2, pb2_grpc = sagevid_client.load_stubs()
+        self.pb2, self.payload, self.lose_a_chunk, self.abort_with = pb2, payload, lose_a_chunk, abort_with
+        self.requests = []
+        fake = self
+
+        class Servicer(pb2_grpc.VideoGenerationServicer):
+            def ListModels(self, request, context):
+                return pb2.ListModelsResponse(models=[pb2.ModelInfo(name="tiny")])
+
+            def Generate(self, request, context):
+                fake.requests.append(request)
+                if fake.abort_with:
+                    context.abort(*fake.abort_with)
+                yield from fake.events(request)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb2_grpc.add_VideoGenerationServicer_to_server(Servicer(), self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def events(self, request):
+        pb2 = self.pb2
+        yield pb2.GenerateEvent(queued=pb2.Queued(position=0))
+        yield pb2.GenerateEvent(started=pb2.Started(seed=7, steps=request.steps, frames=9, height=32, width=48))
+        for step in range(1, request.steps + 1):
+            yield pb2.GenerateEvent(progress=pb2.Progress(phase=pb2.PHASE_DENOISE, step=step, total=request.steps,
+                                                          elapsed_seconds=0.1 * step))
+        offset, chunks = 0, []
+        while offset < len(self.payload):
+            size = random.randint(1, 4096)
+            chunks.append((offset, self.payload[offset:offset + size]))
+            offset += size
+        if self.lose_a_chunk:
+            del chunks[len(chunks) // 2]
+        for i, (offset, data) in enumerate(chunks):
+            yield pb2.GenerateEvent(chunk=pb2.VideoChunk(data=data, offset=offset, last=i == len(chunks) - 1))
+        yield pb2.GenerateEvent(completed=pb2.Completed(
+            times=pb2.PhaseTimes(denoise_seconds=1.25, total_seconds=2.5), attention_backend="math", seed=7,
+            frames=9, bytes=len(self.payload), mime_type="video/mp4"))
+
+    def stop(self):
+        self.server.stop(None)
+
+
+def generate_in_process(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = sagevid_client.main(list(args))
+    return status, out.getvalue(), err.getvalue()
+
+
+class GenerateAgainstFakeServer(unittest.TestCase):
+    def setUp(self):
+        self.payload = random.randbytes(random.randint(20_000, 60_000))
+        folder = tempfile.mkdtemp(prefix="sagevid-client-test-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.output = Path(folder) / "video.mp4"
+
+    def test_writes_the_streamed_bytes_and_prints_timings(self):
+        server = FakeServer(self.payload)
+        steps = random.randint(2, 6)
+        try:
+            status, out, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                   "--steps", str(steps), "--seed", "42", "--format", "mp4-lossless",
+                                                   "--backend", "flash", "--dynamic-cfg", "--output", str(self.output))
+        finally:
+            server.stop()
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.output.read_bytes(), self.payload)
+        self.assertFalse(Path(str(self.output) + ".part").exists())
+        request = server.requests[0]
+        self.assertEqual((request.model, request.prompt, request.steps, request.seed, request.attention_backend),
+                         ("tiny", "a cat", steps, 42, "flash"))
+        self.assertTrue(request.dynamic_cfg)
+        self.assertEqual(request.output, server.pb2.OUTPUT_FORMAT_MP4_H264_LOSSLESS)
+        self.assertIn(f"{len(self.payload)} bytes, 9 frames", out)
+        self.assertIn("denoise 1.250s", out)
+        self.assertIn(f"denoise      [{'#' * 24}] {steps}/{steps}", err)
+
+    def test_a_lost_chunk_fails_and_leaves_no_file(self):
+        server = FakeServer(self.payload, lose_a_chunk=True)
+        try:
+            status, _, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                 "--steps", "2", "--quiet", "--output", str(self.output))
+        finally:
+            server.stop()
+        self.assertEqual(status, 1)
+        self.assertIn("a chunk was lost or repeated", err)
+        self.assertEqual(list(self.output.parent.iterdir()), [])
+
+    def test_rpc_errors_name_the_status_code(self):
+        import grpc
+
+        server = FakeServer(self.payload, abort_with=(grpc.StatusCode.INVALID_ARGUMENT, "steps: must be in [1, 200]"))
+        try:
+            status, _, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                 "--output", str(self.output))
+        finally:
+            server.stop()
+        self.assertEqual(status, 1)
+        self.assertIn("Generate failed: INVALID_ARGUMENT: steps: must be in [1, 200]", err)
+        self.assertEqual(list(self.output.parent.iterdir()), [])
+
+
+if __name__ == "__main__":
+    unittest.main()

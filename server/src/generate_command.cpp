@@ -1,0 +1,296 @@
+#include "generate_command.h"
+
+#include "server_config.h"
+#include "sagevid/models/config_reader.h"
+#include "sagevid/models/logging.h"
+#include "sagevid/models/pipeline.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string_view>
+#include <type_traits>
+
+namespace sagevid {
+namespace {
+
+constexpr const char* kUsage = R"(usage: sagevid generate --prompt TEXT [options]
+  --config FILE            server JSON config (default configs/tiny.json); the model is loaded from it
+  --set KEY=VALUE          override a config key (as for the server)
+  --model NAME             which of the config's models (default: the first)
+  --prompt TEXT            what to generate (required)
+  --negative-prompt TEXT   what to steer away from (with guidance > 1)
+  --frames N --height H --width W --steps S --guidance G
+                           request parameters (default: the pipeline's: 49 frames, 480x720, 50 steps, 6.0)
+  --dynamic-cfg            cosine-ramped guidance over the steps
+  --seed N                 0 or absent: a random seed, printed
+  --backend NAME           attention backend for this run (sage2, flash, cudnn, math)
+  --fps F                  frames per second of the video (default 8)
+  --format mp4|lossless|frames
+                           H.264 in fragmented MP4 (default); lossless H.264 4:4:4; raw RGB frames
+  --crf N --preset NAME    libx264 quality (default 23) and speed (default veryfast)
+  --output FILE            default out.mp4
+)";
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+template <typename T>
+T parse_number(std::string_view flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    T value{};
+    if constexpr (std::is_floating_point_v<T>) value = static_cast<T>(std::stod(text, &used));
+    else if constexpr (std::is_unsigned_v<T>) {
+      if (!text.empty() && text[0] == '-') throw std::invalid_argument("negative");
+      value = static_cast<T>(std::stoull(text, &used));
+    } else {
+      const long long parsed = std::stoll(text, &used);
+      if (parsed < std::numeric_limits<T>::min() || parsed > std::numeric_limits<T>::max())
+        throw std::out_of_range("range");
+      value = static_cast<T>(parsed);
+    }
+    if (used != text.size()) throw std::invalid_argument("trailing characters");
+    return value;
+  } catch (const std::logic_error&) {
+    const char* kind = std::is_floating_point_v<T> ? "a number" : std::is_unsigned_v<T> ? "a non-negative integer"
+                                                                                          : "an integer";
+    throw std::invalid_argument(std::string(flag) + ": expected " + kind + ", got '" + text + "'");
+  }
+}
+
+VideoFormat parse_format(const std::string& name) {
+  if (name == "mp4") return VideoFormat::mp4_h264;
+  if (name == "lossless") return VideoFormat::mp4_h264_lossless;
+  if (name == "frames") return VideoFormat::rgb_frames;
+  throw std::invalid_argument("--format: '" + name + "': expected mp4, lossless or frames");
+}
+
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return c10::kFloat;
+  if (name == "float16") return c10::kHalf;
+  if (name == "bfloat16") return c10::kBFloat16;
+  throw std::invalid_argument("dtype '" + name + "': expected float32, float16 or bfloat16");
+}
+
+const ModelEntry& find_model(const ServerConfig& config, const std::string& name) {
+  if (config.models.empty()) throw std::invalid_argument("the config names no models");
+  if (name.empty()) return config.models.front();
+  std::string known;
+  for (const ModelEntry& model : config.models) {
+    if (model.name == name) return model;
+    known += (known.empty() ? "" : ", ") + model.name;
+  }
+  throw std::invalid_argument("--model: unknown model '" + name + "' (the config has: " + known + ")");
+}
+
+// A fresh seed below 2^53, so that it survives a round trip through JSON or Python unchanged.
+uint64_t draw_seed() {
+  std::random_device entropy;
+  const uint64_t bits = (uint64_t(entropy()) << 32) | entropy();
+  return 1 + bits % ((1ull << 53) - 1);
+}
+
+GenerationRequest make_request(const GenerateArgs& args) {
+  GenerationRequest request;
+  request.prompt = args.prompt;
+  request.negative_prompt = args.negative_prompt;
+  if (args.frames) request.num_frames = *args.frames;
+  if (args.height) request.height = *args.height;
+  if (args.width) request.width = *args.width;
+  if (args.steps) request.num_inference_steps = *args.steps;
+  if (args.guidance) request.guidance_scale = *args.guidance;
+  request.dynamic_cfg = args.dynamic_cfg;
+  request.seed = args.seed;
+  if (request.seed == 0) request.seed = draw_seed();
+  if (!args.backend.empty()) request.attention_backend = parse_attention_backend(args.backend);
+  return request;
+}
+
+// Prints one line per progress event; denoise steps overwrite each other on a terminal.
+void print_progress(const GenerationProgress& progress) {
+  std::fprintf(stderr, "[%7.2f s] %s", progress.elapsed_s, phase_name(progress.phase));
+  if (progress.total > 0) std::fprintf(stderr, " %d/%d", progress.step, progress.total);
+  std::fprintf(stderr, "\n");
+}
+
+// The output file, written under a temporary name and renamed when complete: a failed run leaves no
+// truncated video behind.
+class OutputFile {
+ public:
+  explicit OutputFile(std::filesystem::path path) : path_(std::move(path)), partial_(path_.string() + ".part") {
+    stream_.open(partial_, std::ios::binary | std::ios::trunc);
+    if (!stream_) throw std::runtime_error("cannot write " + partial_.string());
+  }
+  ~OutputFile() {
+    if (committed_) return;
+    stream_.close();
+    std::error_code ignored;
+    std::filesystem::remove(partial_, ignored);
+  }
+  void write(std::string_view bytes) {
+    stream_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!stream_) throw std::runtime_error("writing " + partial_.string() + " failed");
+  }
+  void commit() {
+    stream_.close();
+    if (!stream_) throw std::runtime_error("closing " + partial_.string() + " failed");
+    std::filesystem::rename(partial_, path_);
+    committed_ = true;
+  }
+
+ private:
+  std::filesystem::path path_, partial_;
+  std::ofstream stream_;
+  bool committed_ = false;
+};
+
+struct EncodeStats {
+  double encode_s = 0;        // inside the encoder (also counted in the pipeline's decode phase)
+  double first_video_s = -1;  // since generate() started: when the first playable fragment was out
+};
+
+int generate(const GenerateArgs& args) {
+  const Clock::time_point start = Clock::now();
+  const ServerConfig config = load_server_config(args.config, args.overrides);
+  set_log_level(config.log_level);
+  const ModelEntry& model = find_model(config, args.model);
+  GenerationRequest request = make_request(args);
+
+  VideoEncoderOptions video;
+  video.fps = args.fps;
+  video.format = args.format;
+  video.crf = args.crf;
+  video.preset = args.preset;
+  video.width = static_cast<int>(request.width);
+  video.height = static_cast<int>(request.height);
+  check_video_options(video);
+
+  OutputFile file(args.output);  // before the slow part: a path we cannot write fails at once
+
+  PipelineOptions options;
+  options.device = c10::Device(model.device);
+  options.dtype = parse_dtype(model.dtype);
+  options.attention = config.attention;
+  std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(),
+               model.device.c_str(), model.dtype.c_str());
+  c10::InferenceMode inference;
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(model.path, options);
+  const double load_s = seconds_since(start);
+  pipeline.validate(request);
+
+  EncodeStats stats;
+  const Clock::time_point generate_start = Clock::now();
+  StreamingVideoEncoder encoder(video, [&](std::string_view bytes) { file.write(bytes); });
+  GenerationCallbacks callbacks;
+  callbacks.on_progress = print_progress;
+  callbacks.on_frames = [&](const at::Tensor& frames) {
+    const Clock::time_point encode_start = Clock::now();
+    encoder.add_frames(frames);
+    stats.encode_s += seconds_since(encode_start);
+    if (stats.first_video_s < 0) stats.first_video_s = seconds_since(generate_start);
+    std::fprintf(stderr, "[%7.2f s] encode %lld frames (%lld of %lld), %lld bytes out\n",
+                 seconds_since(generate_start), static_cast<long long>(frames.size(0)),
+                 static_cast<long long>(encoder.frames_written()), static_cast<long long>(request.num_frames),
+                 static_cast<long long>(encoder.bytes_written()));
+  };
+  std::fprintf(stderr, "generating %lld frames %lldx%lld, %d steps, guidance %.2f, seed %llu\n",
+               static_cast<long long>(request.num_frames), static_cast<long long>(request.height),
+               static_cast<long long>(request.width), request.num_inference_steps, request.guidance_scale,
+               static_cast<unsigned long long>(request.seed));
+  const GenerationResult result = pipeline.generate(request, callbacks);
+  const Clock::time_point finish_start = Clock::now();
+  encoder.finish();
+  stats.encode_s += seconds_since(finish_start);
+  file.commit();
+
+  const PhaseTimings& t = result.timings;
+  std::printf("wrote %s: %lld frames %lldx%lld at %d fps, %s, %lld bytes\n", args.output.c_str(),
+              static_cast<long long>(encoder.frames_written()), static_cast<long long>(result.height),
+              static_cast<long long>(result.width), video.fps, mime_type(video.format),
+              static_cast<long long>(encoder.bytes_written()));
+  std::printf("seed %llu, attention %s\n", static_cast<unsigned long long>(result.seed),
+              result.attention_backend.c_str());
+  std::printf("timings: load %.3f s, text-encode %.3f s, denoise %.3f s (median step %.3f s), decode %.3f s "
+              "(of which encode %.3f s), first video fragment out at %.3f s, total %.3f s\n",
+              load_s, t.text_encode_s, t.denoise_s, t.step_s_median, t.decode_s, stats.encode_s,
+              stats.first_video_s, seconds_since(start));
+  return 0;
+}
+
+}  // namespace
+
+GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
+  GenerateArgs parsed;
+  bool have_prompt = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& flag = args[i];
+    const auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw std::invalid_argument(flag + " needs a value");
+      return args[++i];
+    };
+    if (flag == "--config") parsed.config = value();
+    else if (flag == "--set") parsed.overrides.push_back(value());
+    else if (flag == "--model") parsed.model = value();
+    else if (flag == "--prompt") { parsed.prompt = value(); have_prompt = true; }
+    else if (flag == "--negative-prompt") parsed.negative_prompt = value();
+    else if (flag == "--frames") parsed.frames = parse_number<int64_t>(flag, value());
+    else if (flag == "--height") parsed.height = parse_number<int64_t>(flag, value());
+    else if (flag == "--width") parsed.width = parse_number<int64_t>(flag, value());
+    else if (flag == "--steps") parsed.steps = parse_number<int>(flag, value());
+    else if (flag == "--guidance") parsed.guidance = parse_number<double>(flag, value());
+    else if (flag == "--dynamic-cfg") parsed.dynamic_cfg = true;
+    else if (flag == "--seed") parsed.seed = parse_number<uint64_t>(flag, value());
+    else if (flag == "--fps") parsed.fps = parse_number<int>(flag, value());
+    else if (flag == "--backend") parsed.backend = value();
+    else if (flag == "--output" || flag == "-o") parsed.output = value();
+    else if (flag == "--format") parsed.format = parse_format(value());
+    else if (flag == "--crf") parsed.crf = parse_number<int>(flag, value());
+    else if (flag == "--preset") parsed.preset = value();
+    else throw std::invalid_argument("unknown argument '" + flag + "'");
+  }
+  if (!have_prompt) throw std::invalid_argument("--prompt is required");
+  if (parsed.output.empty()) throw std::invalid_argument("--output: must not be empty");
+  return parsed;
+}
+
+int run_generate(const std::vector<std::string>& args) {
+  for (const std::string& arg : args)
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  GenerateArgs parsed;
+  try {
+    parsed = parse_generate_args(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sagevid generate: %s\n%s", e.what(), kUsage);
+    return 2;
+  }
+  try {
+    return generate(parsed);
+  } catch (const InvalidRequest& e) {
+    std::fprintf(stderr, "sagevid generate: invalid request: %s\n", e.what());
+    return 2;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "sagevid generate: config: %s\n", e.what());
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "sagevid generate: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sagevid generate: failed: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace sagevid

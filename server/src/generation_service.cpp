@@ -1,0 +1,508 @@
+#include "generation_service.h"
+
+#include "metrics.h"
+#include "video_chunks.h"
+#include "video_encoder.h"
+
+#include <c10/util/Exception.h>
+#include <cuda_runtime_api.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <set>
+
+namespace sagevid {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kChunkBytes = std::size_t(1) << 20;  // VideoChunk.data limit, well under gRPC's 4 MiB
+constexpr auto kPollInterval = std::chrono::milliseconds(20);  // how often the handler checks cancel/deadline
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return c10::kFloat;
+  if (name == "float16") return c10::kHalf;
+  return c10::kBFloat16;  // the config accepts only these three
+}
+
+// Events from the worker to the handler thread, which alone writes to the stream; then the final status.
+class EventChannel {
+ public:
+  void push(v1::GenerateEvent event) {
+    {
+      std::lock_guard lock(mutex_);
+      events_.push_back(std::move(event));
+    }
+    changed_.notify_all();
+  }
+  void close(grpc::Status status) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!status_) status_ = std::move(status);
+    }
+    changed_.notify_all();
+  }
+  // Moves out what has arrived, waiting up to timeout for something; the status once closed and emptied.
+  std::optional<grpc::Status> take(std::vector<v1::GenerateEvent>& out, Clock::duration timeout) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, timeout, [this] { return !events_.empty() || status_; });
+    std::move(events_.begin(), events_.end(), std::back_inserter(out));
+    events_.clear();
+    return status_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<v1::GenerateEvent> events_;
+  std::optional<grpc::Status> status_;
+};
+
+v1::Phase proto_phase(GenerationPhase phase) {
+  switch (phase) {
+    case GenerationPhase::text_encode: return v1::PHASE_TEXT_ENCODE;
+    case GenerationPhase::denoise: return v1::PHASE_DENOISE;
+    case GenerationPhase::decode: return v1::PHASE_DECODE;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+v1::GenerateEvent progress_event(v1::Phase phase, int64_t step, int64_t total, double elapsed) {
+  v1::GenerateEvent event;
+  v1::Progress* progress = event.mutable_progress();
+  progress->set_phase(phase);
+  progress->set_step(int32_t(step));
+  progress->set_total(int32_t(total));
+  progress->set_elapsed_seconds(elapsed);
+  return event;
+}
+
+// One job's run: the pipeline's callbacks become events, each decoded batch goes through the encoder at
+// once and its bytes out as chunks, after that batch's decode progress (decode k, chunks, encode k).
+class StreamingRun {
+ public:
+  StreamingRun(EventChannel& channel, const ResolvedRequest& request, Clock::time_point started,
+               ServerMetrics* metrics)
+      : channel_(channel), request_(request), started_(started), metrics_(metrics),
+        chunks_(kChunkBytes, [&channel](v1::VideoChunk chunk) {
+          v1::GenerateEvent event;
+          *event.mutable_chunk() = std::move(chunk);
+          channel.push(std::move(event));
+        }),
+        encoder_(request.video, [this](std::string_view bytes) { chunks_.append(bytes); }) {
+    channel_.push(progress_event(v1::PHASE_TEXT_ENCODE, 0, 1, elapsed()));  // the pipeline reports no start
+  }
+
+  GenerationCallbacks callbacks(const Job& job) {
+    return {.on_progress = [this](const GenerationProgress& progress) { on_progress(progress); },
+            .on_frames = [this](const at::Tensor& frames) { on_frames(frames); },
+            .cancelled = [&job] { return job.cancel_requested(); }};
+  }
+
+  // After generate(): the encoder's tail and the last chunk.
+  void finish() {
+    const auto start = Clock::now();
+    if (encoder_.frames_written() > frames_reported_) report_encoded();
+    encoder_.finish();
+    chunks_.finish();
+    encode_s_ += seconds_since(start);
+  }
+
+  double encode_seconds() const { return encode_s_; }
+  double encode_seconds_in_decode() const { return encode_in_decode_s_; }
+  uint64_t bytes() const { return chunks_.total(); }
+  int64_t frames() const { return encoder_.frames_written(); }
+
+ private:
+  double elapsed() const { return seconds_since(started_); }
+
+  void on_progress(const GenerationProgress& progress) {
+    const double now = elapsed();
+    if (!text_encoded_ && progress.phase != GenerationPhase::text_encode) {
+      channel_.push(progress_event(v1::PHASE_TEXT_ENCODE, 1, 1, now));
+      text_encoded_ = true;
+    }
+    if (progress.phase == GenerationPhase::denoise) {
+      if (metrics_ && progress.step > 1) metrics_->observe_step(now - last_step_s_);  // step 1 includes text
+      last_step_s_ = now;
+    }
+    channel_.push(progress_event(proto_phase(progress.phase), progress.step, progress.total, now));
+    if (progress.phase == GenerationPhase::decode && encoder_.frames_written() > frames_reported_) report_encoded();
+  }
+
+  void on_frames(const at::Tensor& frames) {
+    const auto start = Clock::now();
+    encoder_.add_frames(frames);
+    const double spent = seconds_since(start);
+    encode_s_ += spent;
+    encode_in_decode_s_ += spent;
+  }
+
+  void report_encoded() {
+    chunks_.flush();
+    channel_.push(progress_event(v1::PHASE_ENCODE, encoder_.frames_written(), request_.generation.num_frames, elapsed()));
+    frames_reported_ = encoder_.frames_written();
+  }
+
+  EventChannel& channel_;
+  const ResolvedRequest& request_;
+  const Clock::time_point started_;
+  ServerMetrics* const metrics_;
+  VideoChunker chunks_;
+  StreamingVideoEncoder encoder_;  // after chunks_, which it writes to
+  bool text_encoded_ = false;
+  double last_step_s_ = 0;
+  double encode_s_ = 0, encode_in_decode_s_ = 0;
+  int64_t frames_reported_ = 0;
+};
+
+v1::GenerateEvent started_event(const ResolvedRequest& request) {
+  const GenerationRequest& generation = request.generation;
+  v1::GenerateEvent event;
+  v1::Started* started = event.mutable_started();
+  started->set_seed(generation.seed);
+  started->set_attention_backend(request.attention_backend);
+  started->set_frames(int32_t(generation.num_frames));
+  started->set_height(int32_t(generation.height));
+  started->set_width(int32_t(generation.width));
+  started->set_steps(generation.num_inference_steps);
+  return event;
+}
+
+std::string outcome_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "ok";
+    case grpc::StatusCode::CANCELLED: return "cancelled";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid_argument";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "resource_exhausted";
+    case grpc::StatusCode::UNAVAILABLE: return "unavailable";
+    default: return "error";
+  }
+}
+
+// GPU memory of the CUDA devices the models use, summed; zeros for CPU-only serving.
+std::pair<uint64_t, uint64_t> gpu_memory(const std::vector<std::unique_ptr<LoadedModel>>& models) {
+  std::set<int> devices;
+  for (const auto& model : models)
+    if (model->pipeline.options().device.is_cuda()) devices.insert(model->pipeline.options().device.index());
+  uint64_t used = 0, total = 0;
+  for (int index : devices) {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    if (cudaSetDevice(std::max(index, 0)) != cudaSuccess || cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
+      continue;
+    used += total_bytes - free_bytes;
+    total += total_bytes;
+  }
+  return {used, total};
+}
+
+// The request as it ran (defaults filled in), or as it came when it was refused before resolving.
+std::string describe_params(const v1::GenerateRequest& wire, const ResolvedRequest& resolved) {
+  const bool was_resolved = !resolved.attention_backend.empty();
+  const GenerationRequest& g = resolved.generation;
+  return fmt::format("model='{}' prompt_bytes={} frames={} size={}x{} steps={} guidance={:g} seed={} backend='{}' "
+                     "output={}",
+                     wire.model(), wire.prompt().size(), was_resolved ? g.num_frames : wire.frames(),
+                     was_resolved ? g.width : wire.width(), was_resolved ? g.height : wire.height(),
+                     was_resolved ? g.num_inference_steps : wire.steps(),
+                     was_resolved ? g.guidance_scale : double(wire.guidance_scale()),
+                     was_resolved ? g.seed : wire.seed(),
+                     was_resolved ? resolved.attention_backend : wire.attention_backend(),
+                     v1::OutputFormat_Name(wire.output()));
+}
+
+}  // namespace
+
+// One Generate call: what the handler and the worker share.
+struct GenerationService::Call {
+  enum class Stop { none, client, deadline };  // none on a cancelled job: the server stopped it (shutdown)
+
+  std::string id;
+  const LoadedModel* model = nullptr;
+  v1::GenerateRequest wire;
+  ResolvedRequest request;
+  Clock::time_point received = Clock::now();
+  Clock::time_point started;
+  std::atomic<Stop> stop{Stop::none};
+  EventChannel channel;
+  // Written by the worker before it closes the channel, read by the handler after.
+  v1::PhaseTimes times;
+  uint64_t bytes = 0;
+  int64_t frames = 0;
+
+  // Why a cancelled job ended, as the status the client gets.
+  grpc::Status stopped_status() const {
+    switch (stop.load()) {
+      case Stop::client: return {grpc::StatusCode::CANCELLED, "cancelled by the client"};
+      case Stop::deadline: return {grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed"};
+      default: return {grpc::StatusCode::UNAVAILABLE, "the server is shutting down; the job was cancelled"};
+    }
+  }
+};
+
+GenerationService::GenerationService(ServerConfig config, ServerMetrics* metrics)
+    : config_(std::move(config)), metrics_(metrics) {
+  for (const ModelEntry& entry : config_.models)
+    if (!queues_.contains(entry.device))
+      queues_.emplace(entry.device, std::make_unique<JobQueue>(entry.device, std::size_t(config_.queue_size)));
+}
+
+GenerationService::~GenerationService() {
+  cancel_all();
+  queues_.clear();  // joins the workers while the models they run still exist
+}
+
+void GenerationService::load_models() {
+  for (const ModelEntry& entry : config_.models) {
+    spdlog::info("loading model '{}' from {} onto {} ({})", entry.name, entry.path.string(), entry.device, entry.dtype);
+    const auto start = Clock::now();
+    try {
+      PipelineOptions options{.device = c10::Device(entry.device), .dtype = parse_dtype(entry.dtype),
+                              .attention = config_.attention};
+      CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, options);
+      const ModelDefaults defaults = model_defaults(entry.path, pipeline.limits());
+      models_.push_back(std::make_unique<LoadedModel>(
+          LoadedModel{entry, std::move(pipeline), defaults, queues_.at(entry.device).get()}));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("model '" + entry.name + "' (" + entry.path.string() + "): " + e.what());
+    }
+    spdlog::info("model '{}' loaded in {:.1f} s", entry.name, seconds_since(start));
+  }
+  ready_ = true;
+}
+
+void GenerationService::stop_accepting() {
+  accepting_ = false;
+  for (auto& [device, queue] : queues_) queue->close();
+}
+
+bool GenerationService::wait_idle(Clock::time_point deadline) {
+  bool idle = true;
+  for (auto& [device, queue] : queues_) idle = queue->wait_idle(deadline) && idle;
+  return idle;
+}
+
+void GenerationService::cancel_all() {
+  for (auto& [device, queue] : queues_) queue->cancel_all();
+}
+
+const LoadedModel* GenerationService::find_model(const std::string& name) const {
+  if (name.empty() && models_.size() == 1) return models_.front().get();  // one model: naming it is optional
+  for (const auto& model : models_)
+    if (model->entry.name == name) return model.get();
+  return nullptr;
+}
+
+void GenerationService::report_queue_depth() {
+  if (!metrics_) return;
+  std::size_t depth = 0;
+  for (const auto& [device, queue] : queues_) depth += queue->waiting();
+  metrics_->set_queue_depth(int(depth));
+}
+
+JobFunctions GenerationService::job_functions(const std::shared_ptr<Call>& call) {
+  return {.run = [this, call](Job& job) { run_job(job, *call); },
+          .dropped = [this, call] {
+            end_job(*call, call->stopped_status());
+            report_queue_depth();
+          }};
+}
+
+// The last the worker touches of the call: the handler reads times once the channel is closed.
+void GenerationService::end_job(Call& call, const grpc::Status& status) {
+  if (call.times.total_seconds() == 0) call.times.set_total_seconds(seconds_since(call.received));
+  call.channel.close(status);
+}
+
+void GenerationService::run_job(Job& job, Call& call) {
+  call.started = Clock::now();
+  call.times.set_queued_seconds(std::chrono::duration<double>(call.started - call.received).count());
+  report_queue_depth();
+  call.channel.push(started_event(call.request));
+  try {
+    StreamingRun run(call.channel, call.request, call.started, metrics_);
+    const GenerationResult result = call.model->pipeline.generate(call.request.generation, run.callbacks(job));
+    run.finish();
+    call.times.set_text_encode_seconds(result.timings.text_encode_s);
+    call.times.set_denoise_seconds(result.timings.denoise_s);
+    // The pipeline's decode time includes the encoding done in on_frames; each phase is reported on its own.
+    call.times.set_decode_seconds(std::max(0.0, result.timings.decode_s - run.encode_seconds_in_decode()));
+    call.times.set_encode_seconds(run.encode_seconds());
+    call.times.set_total_seconds(seconds_since(call.received));
+    call.bytes = run.bytes();
+    call.frames = run.frames();
+
+    v1::GenerateEvent completed;
+    v1::Completed* done = completed.mutable_completed();
+    *done->mutable_times() = call.times;
+    done->set_attention_backend(result.attention_backend);
+    done->set_seed(result.seed);
+    done->set_frames(int32_t(call.frames));
+    done->set_bytes(call.bytes);
+    done->set_mime_type(mime_type(call.request.video.format));
+    call.channel.push(std::move(completed));
+    end_job(call, grpc::Status::OK);
+  } catch (const GenerationCancelled&) {
+    end_job(call, call.stopped_status());
+  } catch (const c10::OutOfMemoryError& e) {
+    spdlog::warn("request {}: out of memory on {}: {}", call.id, call.model->entry.device, e.what_without_backtrace());
+    end_job(call, {grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   "out of memory on " + call.model->entry.device + "; try fewer frames or a smaller size"});
+  } catch (const InvalidRequest& e) {
+    end_job(call, {grpc::StatusCode::INVALID_ARGUMENT, e.what()});
+  } catch (const std::exception& e) {
+    spdlog::error("request {}: {}", call.id, e.what());
+    end_job(call, {grpc::StatusCode::INTERNAL, std::string("generation failed: ") + e.what()});
+  }
+}
+
+grpc::Status GenerationService::stream_events(grpc::ServerContext* context,
+                                              grpc::ServerWriter<v1::GenerateEvent>* writer, Call& call,
+                                              const std::shared_ptr<Job>& job) {
+  const auto stop = [&](Call::Stop reason) {
+    Call::Stop none = Call::Stop::none;
+    if (call.stop.compare_exchange_strong(none, reason)) call.model->queue->cancel(job);
+  };
+  // A call that ends on the client's side ended by its deadline or by the client.
+  const auto gone = [&] {
+    return std::chrono::system_clock::now() >= context->deadline() ? Call::Stop::deadline : Call::Stop::client;
+  };
+  bool writable = true;
+  std::vector<v1::GenerateEvent> events;
+  while (true) {
+    const std::optional<grpc::Status> status = call.channel.take(events, kPollInterval);
+    for (const v1::GenerateEvent& event : events)
+      if (writable && !writer->Write(event)) {
+        writable = false;
+        stop(gone());
+      }
+    events.clear();
+    if (status) return *status;
+    if (std::chrono::system_clock::now() >= context->deadline() || context->IsCancelled()) stop(gone());
+  }
+}
+
+grpc::Status GenerationService::admit(Call& call) {
+  if (!ready_) return {grpc::StatusCode::UNAVAILABLE, "the server is still loading its models"};
+  if (!accepting_) return {grpc::StatusCode::UNAVAILABLE, "the server is shutting down"};
+  call.model = find_model(call.wire.model());
+  if (!call.model) {
+    std::string names;
+    for (const auto& model : models_) names += (names.empty() ? "" : ", ") + model->entry.name;
+    return {grpc::StatusCode::INVALID_ARGUMENT, "model: unknown model '" + call.wire.model() + "' (served: " + names + ")"};
+  }
+  try {
+    call.request = resolve_request(call.wire, call.model->pipeline, call.model->defaults, config_, call.model->entry);
+  } catch (const InvalidRequest& e) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, e.what()};
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                                         grpc::ServerWriter<v1::GenerateEvent>* writer) {
+  auto call = std::make_shared<Call>();
+  call->id = "job-" + std::to_string(next_id_++);
+  call->wire = *request;
+  grpc::Status status = admit(*call);
+  if (!status.ok()) {
+    finish_call(*call, status);
+    return status;
+  }
+  JobQueue::Submitted submitted;
+  try {
+    submitted = call->model->queue->submit(call->id, job_functions(call));
+  } catch (const QueueFull& e) {
+    status = {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
+  } catch (const QueueClosed& e) {
+    status = {grpc::StatusCode::UNAVAILABLE, e.what()};
+  }
+  if (!status.ok()) {
+    finish_call(*call, status);
+    return status;
+  }
+  report_queue_depth();
+  v1::GenerateEvent queued;
+  queued.mutable_queued()->set_position(submitted.position);
+  writer->Write(queued);  // a failure shows as IsCancelled in stream_events
+  status = stream_events(context, writer, *call, submitted.job);
+  finish_call(*call, status);
+  return status;
+}
+
+void GenerationService::finish_call(const Call& call, const grpc::Status& status) {
+  const std::string outcome = outcome_name(status.error_code());
+  const v1::PhaseTimes& t = call.times;
+  spdlog::info("request {} {} | queued={:.3f}s text={:.3f}s denoise={:.3f}s decode={:.3f}s encode={:.3f}s "
+               "total={:.3f}s frames={} bytes={} | {}{}{}",
+               call.id, describe_params(call.wire, call.request), t.queued_seconds(), t.text_encode_seconds(),
+               t.denoise_seconds(), t.decode_seconds(), t.encode_seconds(), t.total_seconds(), call.frames, call.bytes,
+               outcome, status.ok() ? "" : ": ", status.error_message());
+  if (!metrics_) return;
+  metrics_->request_finished(outcome);
+  if (!status.ok()) return;
+  metrics_->observe_phase("queued", t.queued_seconds());
+  metrics_->observe_phase("text_encode", t.text_encode_seconds());
+  metrics_->observe_phase("denoise", t.denoise_seconds());
+  metrics_->observe_phase("decode", t.decode_seconds());
+  metrics_->observe_phase("encode", t.encode_seconds());
+  metrics_->observe_phase("total", t.total_seconds());
+  const auto [used, total] = gpu_memory(models_);
+  metrics_->set_gpu_memory(used, total);
+}
+
+grpc::Status GenerationService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+                                           v1::ListModelsResponse* response) {
+  if (!ready_) return {grpc::StatusCode::UNAVAILABLE, "the server is still loading its models"};
+  for (const auto& model : models_) {
+    v1::ModelInfo* info = response->add_models();
+    const ModelDefaults& defaults = model->defaults;
+    const ModelLimits& limits = model->pipeline.limits();
+    info->set_name(model->entry.name);
+    info->set_device(model->entry.device);
+    info->set_dtype(model->entry.dtype);
+    info->set_default_frames(int32_t(defaults.frames));
+    info->set_default_height(int32_t(defaults.height));
+    info->set_default_width(int32_t(defaults.width));
+    info->set_default_steps(defaults.steps);
+    info->set_default_guidance_scale(float(defaults.guidance_scale));
+    info->set_default_fps(defaults.fps);
+    info->set_spatial_factor(int32_t(limits.spatial_factor));
+    info->set_temporal_factor(int32_t(limits.frame_step));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+                                          v1::ServerStatus* response) {
+  std::size_t depth = 0, capacity = 0;
+  std::string running, devices;
+  for (const auto& [device, queue] : queues_) {
+    depth += queue->waiting();
+    capacity += queue->capacity();
+    const std::string job = queue->running_job();
+    if (!job.empty()) running += (running.empty() ? "" : ",") + job;
+    devices += (devices.empty() ? "" : ",") + device;
+  }
+  response->set_queue_depth(int32_t(depth));
+  response->set_queue_capacity(int32_t(capacity));
+  response->set_running_job(running);
+  response->set_device(devices);
+  if (ready_) {
+    const auto [used, total] = gpu_memory(models_);
+    response->set_gpu_memory_used_bytes(used);
+    response->set_gpu_memory_total_bytes(total);
+  }
+  response->set_attention_backend(std::string(backend_name(config_.attention.backend)));
+  for (const std::string& name : allowed_backends(config_)) response->add_allowed_backends(name);
+  return grpc::Status::OK;
+}
+
+}  // namespace sagevid

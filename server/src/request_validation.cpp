@@ -1,0 +1,133 @@
+#include "request_validation.h"
+
+#include "sagevid/models/cogvideox_config.h"
+#include "sagevid/models/config_reader.h"
+
+#include <cmath>
+#include <random>
+
+namespace sagevid {
+namespace {
+
+constexpr AttentionBackend kAllBackends[] = {AttentionBackend::sage2, AttentionBackend::flash,
+                                             AttentionBackend::cudnn, AttentionBackend::math};
+
+// The pipeline names fields as GenerationRequest does; clients know the proto's names.
+std::string proto_field(const std::string& pipeline_field) {
+  if (pipeline_field == "num_frames") return "frames";
+  if (pipeline_field == "num_inference_steps") return "steps";
+  return pipeline_field;
+}
+
+std::string_view without_field(const InvalidRequest& e) {
+  std::string_view text = e.what();
+  const std::string prefix = e.field + ": ";
+  return text.starts_with(prefix) ? text.substr(prefix.size()) : text;
+}
+
+// 0 takes the default; negative values are an error rather than a silent default.
+int64_t or_default(const char* field, int64_t value, int64_t fallback) {
+  if (value < 0) throw InvalidRequest(field, std::to_string(value) + " is negative (0 takes the model's default)");
+  return value == 0 ? fallback : value;
+}
+
+void check_prompt(const char* field, const std::string& text, bool required) {
+  if (required && text.empty()) throw InvalidRequest(field, "must not be empty");
+  if (text.size() > kMaxPromptBytes)
+    throw InvalidRequest(field, std::to_string(text.size()) + " bytes is over the limit of " +
+                                    std::to_string(kMaxPromptBytes));
+}
+
+VideoFormat video_format(v1::OutputFormat output) {
+  switch (output) {
+    case v1::OUTPUT_FORMAT_UNSPECIFIED:
+    case v1::OUTPUT_FORMAT_MP4_H264: return VideoFormat::mp4_h264;
+    case v1::OUTPUT_FORMAT_MP4_H264_LOSSLESS: return VideoFormat::mp4_h264_lossless;
+    case v1::OUTPUT_FORMAT_RGB_FRAMES: return VideoFormat::rgb_frames;
+    default: throw InvalidRequest("output", "unknown output format " + std::to_string(int(output)));
+  }
+}
+
+uint64_t random_seed() {
+  std::random_device device;
+  uint64_t seed = 0;
+  while (seed == 0) seed = (uint64_t(device()) << 32) | device();  // 0 would mean "random" when replayed
+  return seed;
+}
+
+AttentionBackend request_backend(const std::string& name, const ServerConfig& config, const ModelEntry& model) {
+  if (name.empty()) return config.attention.backend;
+  AttentionBackend backend;
+  try {
+    backend = parse_attention_backend(name);
+  } catch (const ConfigError& e) {
+    throw InvalidRequest("attention_backend", e.what());
+  }
+  if (backend != config.attention.backend && !config.allow_request_backend)
+    throw InvalidRequest("attention_backend", "'" + name + "' not allowed: this server runs " +
+                                                  std::string(backend_name(config.attention.backend)) +
+                                                  " only (server.allow_request_backend is off)");
+  // Only math runs on the CPU and in float32; without a fallback any other backend would fail mid-run.
+  const bool gpu_half = model.device.starts_with("cuda") && model.dtype != "float32";
+  if (backend != AttentionBackend::math && !gpu_half && !config.attention.fallback)
+    throw InvalidRequest("attention_backend", "'" + name + "' cannot run model '" + model.name + "' on " +
+                                                  model.device + " in " + model.dtype + " (only math can)");
+  return backend;
+}
+
+}  // namespace
+
+ModelDefaults model_defaults(const std::filesystem::path& model_dir, const ModelLimits& limits) {
+  const CogVideoXConfig transformer = CogVideoXConfig::load(model_dir / "transformer" / "config.json");
+  const int64_t vae_factor = limits.spatial_factor / transformer.patch_size;
+  ModelDefaults defaults;
+  defaults.height = transformer.sample_height * vae_factor;
+  defaults.width = transformer.sample_width * vae_factor;
+  const bool frames_valid = (transformer.sample_frames - 1) % limits.frame_step == 0 &&
+                            transformer.sample_frames > 1 && transformer.sample_frames <= limits.max_frames;
+  defaults.frames = frames_valid ? transformer.sample_frames : 1 + limits.frame_step;
+  return defaults;
+}
+
+ResolvedRequest resolve_request(const v1::GenerateRequest& request, const CogVideoXPipeline& pipeline,
+                                const ModelDefaults& defaults, const ServerConfig& config, const ModelEntry& model) {
+  check_prompt("prompt", request.prompt(), true);
+  check_prompt("negative_prompt", request.negative_prompt(), false);
+  ResolvedRequest resolved;
+  GenerationRequest& generation = resolved.generation;
+  generation.prompt = request.prompt();
+  generation.negative_prompt = request.negative_prompt();
+  generation.num_frames = or_default("frames", request.frames(), defaults.frames);
+  generation.height = or_default("height", request.height(), defaults.height);
+  generation.width = or_default("width", request.width(), defaults.width);
+  generation.num_inference_steps = int(or_default("steps", request.steps(), defaults.steps));
+  const float guidance = request.guidance_scale();
+  if (!std::isfinite(guidance) || guidance < 0)
+    throw InvalidRequest("guidance_scale", std::to_string(guidance) + " is not a finite value >= 0");
+  generation.guidance_scale = guidance == 0 ? defaults.guidance_scale : guidance;
+  generation.dynamic_cfg = request.dynamic_cfg();
+  generation.seed = request.seed() != 0 ? request.seed() : random_seed();
+  const AttentionBackend backend = request_backend(request.attention_backend(), config, model);
+  if (backend != config.attention.backend) generation.attention_backend = backend;
+  resolved.attention_backend = backend_name(backend);
+
+  const int fps = int(or_default("fps", request.fps(), defaults.fps));
+  if (fps > kMaxFps) throw InvalidRequest("fps", std::to_string(fps) + " is over " + std::to_string(kMaxFps));
+  resolved.video = {.width = int(generation.width), .height = int(generation.height), .fps = fps,
+                    .format = video_format(request.output())};
+  try {
+    pipeline.validate(generation);
+  } catch (const InvalidRequest& e) {
+    throw InvalidRequest(proto_field(e.field), std::string(without_field(e)));
+  }
+  return resolved;
+}
+
+std::vector<std::string> allowed_backends(const ServerConfig& config) {
+  if (!config.allow_request_backend) return {std::string(backend_name(config.attention.backend))};
+  std::vector<std::string> names;
+  for (AttentionBackend backend : kAllBackends) names.emplace_back(backend_name(backend));
+  return names;
+}
+
+}  // namespace sagevid

@@ -1,0 +1,130 @@
+#include "serve_command.h"
+
+#include "generation_service.h"
+#include "metrics.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <exception>
+#include <thread>
+
+namespace sagevid {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// After the drain, how long cancelled jobs get to notice (one denoising step) before the server stops anyway.
+constexpr auto kCancelGrace = std::chrono::seconds(30);
+
+std::unique_ptr<MetricsHttpServer> start_metrics_http(const std::string& address, const ServerMetrics& metrics) {
+  if (address.empty()) return nullptr;
+  const std::size_t colon = address.rfind(':');  // the config checked the host:port form
+  auto server = std::make_unique<MetricsHttpServer>(address.substr(0, colon), std::stoi(address.substr(colon + 1)),
+                                                    metrics);
+  spdlog::info("metrics on http://{}:{}/metrics", address.substr(0, colon), server->port());
+  return server;
+}
+
+}  // namespace
+
+SagevidServer::SagevidServer(const ServerConfig& config)
+    : metrics_(std::make_unique<ServerMetrics>()),
+      metrics_http_(start_metrics_http(config.metrics_address, *metrics_)),
+      service_(std::make_unique<GenerationService>(config, metrics_.get())) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.address, grpc::InsecureServerCredentials(), &port_);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + config.address);
+  server_->GetHealthCheckService()->SetServingStatus(false);  // until the models are loaded
+}
+
+SagevidServer::~SagevidServer() { shutdown(0); }
+
+int SagevidServer::metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+
+void SagevidServer::load_models() {
+  service_->load_models();
+  server_->GetHealthCheckService()->SetServingStatus(true);
+}
+
+void SagevidServer::shutdown(double drain_seconds) {
+  std::call_once(shutdown_once_, [&] { drain_and_stop(drain_seconds); });
+}
+
+void SagevidServer::drain_and_stop(double drain_seconds) {
+  service_->stop_accepting();
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  const auto drain_end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(drain_seconds));
+  if (!service_->wait_idle(drain_end)) {
+    spdlog::warn("drain: {} s passed with work left; cancelling it", drain_seconds);
+    service_->cancel_all();
+    if (!service_->wait_idle(Clock::now() + kCancelGrace)) spdlog::error("drain: a cancelled job did not stop");
+  }
+  service_->cancel_all();  // closes the queues for good
+  // The handlers end once their jobs have; the deadline only guards against a stuck client connection.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server_->Wait();
+  metrics_http_.reset();
+}
+
+int run_server(const ServerConfig& config) {
+  // Block the stop signals before any thread starts (all inherit the mask); this thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  SagevidServer server(config);
+  spdlog::info("sagevid listening on {} (port {}), loading models", config.address, server.port());
+  std::exception_ptr load_error;
+  std::atomic<bool> load_done{false};
+  std::thread loader([&] {
+    try {
+      server.load_models();
+    } catch (...) {
+      load_error = std::current_exception();
+    }
+    load_done = true;
+  });
+
+  int signal = -1;
+  bool announced = false;
+  while (signal <= 0 && !(load_done && load_error)) {
+    const timespec poll{0, 100'000'000};
+    signal = sigtimedwait(&stop_signals, nullptr, &poll);
+    if (load_done && !load_error && !announced) {
+      spdlog::info("sagevid serving on port {}", server.port());
+      announced = true;
+    }
+  }
+  if (signal > 0 && !load_done) spdlog::warn("{} while loading models: stopping once loading ends", strsignal(signal));
+  loader.join();
+  if (load_error) {
+    try {
+      std::rethrow_exception(load_error);
+    } catch (const std::exception& e) {
+      spdlog::error("sagevid: cannot serve: {}", e.what());
+    }
+    server.shutdown(0);
+    return 1;
+  }
+  spdlog::info("{}: draining (up to {} s)", strsignal(signal), config.drain_seconds);
+  server.shutdown(config.drain_seconds);
+  spdlog::info("sagevid stopped");
+  return 0;
+}
+
+}  // namespace sagevid

@@ -1,0 +1,381 @@
+// sagevid-client's pieces (flags, chunk writer, percentiles, progress) and its commands against an in-process
+// stand-in for the server, which also runs gRPC's built-in grpc.health.v1 service: that checks the client's
+// hand-written health.proto against the real wire format. (Against the real server: the service's tests.)
+#include "catch.h"
+
+#include "clients/cpp/bench_command.h"
+#include "clients/cpp/bench_stats.h"
+#include "clients/cpp/chunk_writer.h"
+#include "clients/cpp/command_line.h"
+#include "clients/cpp/generate_command.h"
+#include "clients/cpp/info_commands.h"
+#include "clients/cpp/progress_bar.h"
+#include "test_random.h"
+
+#include "sagevid/v1/sagevid.grpc.pb.h"
+
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+using namespace sagevid::client;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string random_bytes(std::mt19937_64& generator, size_t size) {
+  std::string bytes(size, '\0');
+  for (char& c : bytes) c = static_cast<char>(generator());
+  return bytes;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), {}};
+}
+
+// The cells of the table row whose label is `label`.
+std::vector<std::string> row(const std::string& table, const std::string& label) {
+  std::istringstream lines(table);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with(label + "  ")) continue;
+    std::istringstream cells(line.substr(label.size()));
+    std::vector<std::string> found;
+    for (std::string cell; cells >> cell;) found.push_back(cell);
+    return found;
+  }
+  FAIL("no row " << label);
+  return {};
+}
+
+struct CommandResult {
+  int exit_status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+CommandResult run_client(const std::string& args) {
+  CommandResult result;
+  FILE* pipe = popen((std::string(SAGEVID_CLIENT_BINARY) + " " + args + " 2>&1").c_str(), "r");
+  REQUIRE(pipe);
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("sagevid-client-test-" + std::to_string(std::random_device{}()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+// Streams `payload` in random-sized chunks after progress events; records the requests it got.
+class FakeVideoService final : public sagevid::v1::VideoGeneration::Service {
+ public:
+  explicit FakeVideoService(std::string payload) : payload_(std::move(payload)) {}
+  bool lose_a_chunk = false;
+
+  grpc::Status ListModels(grpc::ServerContext*, const sagevid::v1::ListModelsRequest*,
+                          sagevid::v1::ListModelsResponse* response) override {
+    response->add_models()->set_name("tiny");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Generate(grpc::ServerContext*, const sagevid::v1::GenerateRequest* request,
+                        grpc::ServerWriter<sagevid::v1::GenerateEvent>* writer) override {
+    {
+      const std::lock_guard lock(mutex_);
+      requests_.push_back(*request);
+    }
+    if (request->steps() > 1000) return {grpc::StatusCode::INVALID_ARGUMENT, "steps: must be in [1, 1000]"};
+    sagevid::v1::GenerateEvent event;
+    for (int step = 1; step <= request->steps(); ++step) {
+      auto* progress = event.mutable_progress();
+      progress->set_phase(sagevid::v1::PHASE_DENOISE);
+      progress->set_step(step);
+      progress->set_total(request->steps());
+      writer->Write(event);
+    }
+    std::mt19937_64 generator(request->seed());
+    std::vector<std::pair<uint64_t, std::string>> chunks;
+    for (size_t offset = 0; offset < payload_.size();) {
+      const size_t size = 1 + generator() % 4096;
+      chunks.emplace_back(offset, payload_.substr(offset, size));
+      offset += size;
+    }
+    if (lose_a_chunk) chunks.erase(chunks.begin() + static_cast<std::ptrdiff_t>(chunks.size() / 2));
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      auto* chunk = event.mutable_chunk();
+      chunk->set_offset(chunks[i].first);
+      chunk->set_data(chunks[i].second);
+      chunk->set_last(i + 1 == chunks.size());
+      writer->Write(event);
+    }
+    auto* completed = event.mutable_completed();
+    completed->set_bytes(payload_.size());
+    completed->set_frames(9);
+    completed->set_attention_backend(request->attention_backend().empty() ? "math" : request->attention_backend());
+    completed->mutable_times()->set_denoise_seconds(0.5);
+    writer->Write(event);
+    return grpc::Status::OK;
+  }
+
+  const std::string& payload() const { return payload_; }
+  std::vector<sagevid::v1::GenerateRequest> requests() {
+    const std::lock_guard lock(mutex_);
+    return requests_;
+  }
+
+ private:
+  std::string payload_;
+  std::mutex mutex_;
+  std::vector<sagevid::v1::GenerateRequest> requests_;
+};
+
+struct FakeServer {
+  explicit FakeServer(std::string payload) : service(std::move(payload)) {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    server = builder.BuildAndStart();
+    REQUIRE(server);
+    REQUIRE(port > 0);
+  }
+  ~FakeServer() { server->Shutdown(); }
+  Connection connection() const { return {"127.0.0.1:" + std::to_string(port), 30}; }
+
+  FakeVideoService service;
+  int port = 0;
+  std::unique_ptr<grpc::Server> server;
+};
+
+}  // namespace
+
+TEST_CASE("client flags: values, switches and errors that name the flag", "[integration][client]") {
+  const FlagSpec spec{{"--steps", "--backend", "--scale"}, {"--quiet"}, {"--backend"}};
+  const Flags flags({"--steps", "12", "--backend=flash", "--backend", "sage2", "--quiet", "--scale", "2.5"}, spec);
+  CHECK(flags.integer("--steps", 0, 0, 100) == 12);
+  CHECK(flags.all("--backend") == std::vector<std::string>{"flash", "sage2"});
+  CHECK(flags.has("--quiet"));
+  CHECK(flags.real("--scale", 0, 0, 10) == 2.5);
+  CHECK(flags.integer("--missing", 7, 0, 10) == 7);
+  REQUIRE_THROWS_WITH(Flags({"--stesp", "3"}, spec), ContainsSubstring("unknown flag --stesp"));
+  REQUIRE_THROWS_WITH(Flags({"--steps"}, spec), ContainsSubstring("--steps needs a value"));
+  REQUIRE_THROWS_WITH(Flags({"--steps", "1", "--steps", "2"}, spec), ContainsSubstring("--steps given more than once"));
+  REQUIRE_THROWS_WITH(Flags({"--quiet=yes"}, spec), ContainsSubstring("--quiet takes no value"));
+  REQUIRE_THROWS_WITH(Flags({"--steps", "12x"}, spec).integer("--steps", 0, 0, 100),
+                      ContainsSubstring("--steps: '12x' is not an integer"));
+  REQUIRE_THROWS_WITH(Flags({"--steps", "101"}, spec).integer("--steps", 0, 0, 100),
+                      ContainsSubstring("--steps: 101 is out of range [0, 100]"));
+  REQUIRE_THROWS_WITH(Flags({"--scale", "nan"}, spec).real("--scale", 0, 0, 10), ContainsSubstring("--scale"));
+}
+
+TEST_CASE("percentiles follow the nearest-rank definition", "[integration][client]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  std::mt19937_64 generator(rng.seed);
+  const size_t n = 1 + generator() % 300;
+  std::vector<double> samples(n);
+  for (double& s : samples) s = std::uniform_real_distribution<double>(0.1, 50)(generator);
+  for (const double p : {50.0, 90.0, 99.0, 100.0}) {
+    CAPTURE(n, p);
+    const double value = percentile(samples, p);
+    // Nearest rank: the smallest sample with at least p% of the samples at or below it.
+    const auto at_or_below = std::count_if(samples.begin(), samples.end(), [&](double s) { return s <= value; });
+    const auto below = std::count_if(samples.begin(), samples.end(), [&](double s) { return s < value; });
+    CHECK(double(at_or_below) >= p / 100 * double(n));
+    CHECK(double(below) < p / 100 * double(n));
+  }
+  CHECK(percentile({3, 1, 2, 4}, 50) == 2);
+  REQUIRE_THROWS_WITH(percentile({}, 50), ContainsSubstring("no samples"));
+}
+
+TEST_CASE("the bench table puts runs side by side", "[integration][client]") {
+  BenchRun a{"sage2", "sage2", 4, 2, {1, 2, 3, 4}, {0.5, 0.5, 0.5, 0.5}, {}, {}, 5, 100, 36};
+  BenchRun b{"flash", "flash", 4, 2, {2, 4}, {1, 1}, {{"RESOURCE_EXHAUSTED", 2}}, {}, 8, 50, 18};
+  const std::string table = format_bench_table({a, b});
+  CAPTURE(table);
+  CHECK(row(table, "backend") == std::vector<std::string>{"sage2", "flash"});  // columns in run order
+  CHECK(row(table, "succeeded") == std::vector<std::string>{"4", "2"});
+  CHECK(row(table, "errors") == std::vector<std::string>{"0", "RESOURCE_EXHAUSTED=2"});
+  CHECK(row(table, "latency p50 (s)") == std::vector<std::string>{"2.000", "2.000"});
+  CHECK(row(table, "latency p99 (s)") == std::vector<std::string>{"4.000", "4.000"});
+  CHECK(row(table, "latency mean (s)") == std::vector<std::string>{"2.500", "3.000"});
+  CHECK(row(table, "throughput (req/s)") == std::vector<std::string>{"0.800", "0.250"});
+  CHECK(row(table, "frames/s") == std::vector<std::string>{"7.200", "2.250"});
+  // Columns line up: every line is as long as the first.
+  std::istringstream lines(table);
+  std::string line;
+  std::getline(lines, line);
+  const size_t width = line.size();
+  while (std::getline(lines, line)) CHECK(line.size() == width);
+}
+
+TEST_CASE("the chunk writer checks offsets and only leaves complete files", "[integration][client]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  std::mt19937_64 generator(rng.seed);
+  const TempDir dir;
+  const fs::path output = dir.path / "video.mp4";
+  const std::string payload = random_bytes(generator, 10000 + generator() % 10000);
+  {
+    ChunkWriter writer(output);
+    for (size_t offset = 0; offset < payload.size();) {
+      const size_t size = std::min<size_t>(1 + generator() % 3000, payload.size() - offset);
+      writer.write(offset, std::string_view(payload).substr(offset, size), offset + size == payload.size());
+      offset += size;
+    }
+    CHECK_FALSE(fs::exists(output));  // still .part
+    writer.finish();
+  }
+  CHECK(read_file(output) == payload);
+  CHECK_FALSE(fs::exists(dir.path / "video.mp4.part"));
+
+  const fs::path broken = dir.path / "broken.mp4";
+  {
+    ChunkWriter writer(broken);
+    writer.write(0, "abcd", false);
+    REQUIRE_THROWS_WITH(writer.write(5, "efgh", false), ContainsSubstring("offset 5, expected 4"));
+    REQUIRE_THROWS_WITH(writer.finish(), ContainsSubstring("before the last video chunk (4 bytes received)"));
+  }
+  CHECK_FALSE(fs::exists(broken));
+  CHECK_FALSE(fs::exists(dir.path / "broken.mp4.part"));
+  REQUIRE_THROWS_WITH(ChunkWriter(dir.path / "no" / "such" / "dir.mp4"), ContainsSubstring("cannot write"));
+}
+
+TEST_CASE("progress shows phase, step and the phase's ETA", "[integration][client]") {
+  CHECK(format_duration(4.25) == "4.2s");
+  CHECK(format_duration(187) == "3m07s");
+  CHECK(format_duration(3720) == "1h02m");
+  CHECK(render_progress("denoise", 5, 10, 12, 30.0, 10) == "denoise      [#####-----] 5/10  elapsed 12.0s  ETA 30.0s");
+  ProgressBar bar(stderr, false);
+  bar.update("denoise", 1, 11, 3.0);
+  CHECK_FALSE(bar.eta_seconds(1, 11, 3.0));  // no pace yet
+  bar.update("denoise", 3, 11, 7.0);  // 2 steps in 4 s: 8 steps left take 16 s
+  CHECK(*bar.eta_seconds(3, 11, 7.0) == 16.0);
+}
+
+TEST_CASE("generate writes the streamed video and sends every request flag", "[integration][client]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  std::mt19937_64 generator(rng.seed);
+  FakeServer server(random_bytes(generator, 20000 + generator() % 40000));
+  const TempDir dir;
+  const fs::path output = dir.path / "out.mp4";
+  const std::string seed = std::to_string(1 + generator() % 1000000);
+  CHECK(generate_command(server.connection(),
+                         {"--prompt", "a red fox", "--negative-prompt", "blur", "--frames", "9", "--height", "32",
+                          "--width", "48", "--steps", "3", "--guidance-scale", "6.5", "--dynamic-cfg", "--seed", seed,
+                          "--fps", "8", "--format", "rgb", "--backend", "flash", "--output", output.string(),
+                          "--quiet"}) == 0);
+  const auto requests = server.service.requests();
+  REQUIRE(requests.size() == 1);
+  const auto& r = requests[0];
+  CHECK(r.model() == "tiny");  // the server's only model
+  CHECK(r.prompt() == "a red fox");
+  CHECK(r.negative_prompt() == "blur");
+  CHECK((r.frames() == 9 && r.height() == 32 && r.width() == 48 && r.steps() == 3 && r.fps() == 8));
+  CHECK(r.guidance_scale() == 6.5f);
+  CHECK(r.dynamic_cfg());
+  CHECK(std::to_string(r.seed()) == seed);
+  CHECK(r.output() == sagevid::v1::OUTPUT_FORMAT_RGB_FRAMES);
+  CHECK(r.attention_backend() == "flash");
+  CHECK(read_file(output) == server.service.payload());
+  CHECK_FALSE(fs::exists(output.string() + ".part"));
+}
+
+TEST_CASE("generate fails cleanly on a lost chunk and on an RPC error", "[integration][client]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  std::mt19937_64 generator(rng.seed);
+  FakeServer server(random_bytes(generator, 30000));
+  const TempDir dir;
+  const std::string output = (dir.path / "out.mp4").string();
+
+  server.service.lose_a_chunk = true;
+  REQUIRE_THROWS_WITH(generate_command(server.connection(), {"--prompt", "x", "--output", output, "--quiet"}),
+                      ContainsSubstring("a chunk was lost or repeated"));
+  server.service.lose_a_chunk = false;
+  try {
+    generate_command(server.connection(), {"--prompt", "x", "--steps", "5000", "--output", output, "--quiet"});
+    FAIL("no error");
+  } catch (const RpcError& error) {
+    CHECK(error.code == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(std::string(error.what()) == "Generate failed: INVALID_ARGUMENT: steps: must be in [1, 1000]");
+  }
+  CHECK(fs::is_empty(dir.path));  // neither the video nor a .part
+  REQUIRE_THROWS_WITH(generate_command(server.connection(), {"--output", output}), ContainsSubstring("--prompt"));
+  REQUIRE_THROWS_WITH(generate_command(server.connection(), {"--prompt", "x", "--format", "gif"}),
+                      ContainsSubstring("--format: 'gif' is not one of mp4, mp4-lossless, rgb"));
+}
+
+TEST_CASE("health speaks grpc.health.v1 and errors name the status code", "[integration][client]") {
+  FakeServer server("x");
+  CHECK(health_command(server.connection(), {}) == 0);  // gRPC's built-in service answers SERVING
+  CHECK(models_command(server.connection(), {}) == 0);
+  try {
+    status_command(server.connection(), {});  // the fake leaves GetStatus unimplemented
+    FAIL("no error");
+  } catch (const RpcError& error) {
+    CHECK(error.code == grpc::StatusCode::UNIMPLEMENTED);
+    CHECK(std::string(error.what()).starts_with("GetStatus failed: UNIMPLEMENTED"));
+  }
+  try {
+    health_command({"127.0.0.1:1", 5}, {});
+    FAIL("no error");
+  } catch (const RpcError& error) {
+    CHECK(std::string(error.what()).starts_with("Health.Check failed: UNAVAILABLE: "));
+  }
+}
+
+TEST_CASE("bench runs every backend, all requests, at the asked concurrency", "[integration][client]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  FakeServer server(std::string(5000 + rng.seed % 5000, 'v'));
+  const int requests = 3 + int(rng.seed % 5);
+  CHECK(bench_command(server.connection(), {"--requests", std::to_string(requests), "--concurrency", "3", "--backend",
+                                            "sage2", "--backend", "flash", "--steps", "2"}) == 0);
+  const auto received = server.service.requests();
+  REQUIRE(received.size() == size_t(2 * requests));
+  for (int i = 0; i < 2 * requests; ++i)
+    CHECK(received[i].attention_backend() == (i < requests ? "sage2" : "flash"));  // one backend after the other
+  // A failing request is reported and makes the run fail.
+  CHECK(bench_command(server.connection(), {"--requests", "2", "--steps", "5000"}) == 1);
+}
+
+TEST_CASE("sagevid-client exits 0 on success, 1 on a failed call, 2 on a bad command line", "[integration][client]") {
+  FakeServer server("some video bytes");
+  const std::string at_server = "--server 127.0.0.1:" + std::to_string(server.port);
+  auto result = run_client(at_server + " health");
+  CHECK(result.exit_status == 0);
+  CHECK(result.output == "SERVING\n");
+  result = run_client("models --server=127.0.0.1:" + std::to_string(server.port));  // global flags go anywhere
+  CHECK(result.exit_status == 0);
+  CHECK(result.output.starts_with("tiny\n"));
+  result = run_client(at_server + " generate --prompt x --steps 5000 --output /nonexistent-dir/out.mp4");
+  CHECK(result.exit_status == 1);
+  CHECK(result.output.find("cannot write /nonexistent-dir/out.mp4.part") != std::string::npos);
+  result = run_client(at_server + " --deadline 5 status");
+  CHECK(result.exit_status == 1);
+  CHECK(result.output.find("error: GetStatus failed: UNIMPLEMENTED") != std::string::npos);
+  result = run_client(at_server + " generate --prompt x --stpes 3");
+  CHECK(result.exit_status == 2);
+  CHECK(result.output.find("unknown flag --stpes") != std::string::npos);
+  CHECK(run_client("teleport").exit_status == 2);
+  CHECK(run_client("").exit_status == 2);
+  result = run_client("--help");
+  CHECK(result.exit_status == 0);
+  CHECK(result.output.find("bench") != std::string::npos);
+}

@@ -1,0 +1,351 @@
+// The gRPC service end to end on a real server with the tiny model: the event stream of a generation, its
+// video chunks and timings, defaults, determinism, and request validation.
+#include "catch.h"
+#include "test_random.h"
+#include "integration/http_get.h"
+#include "test_server_support.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace sagevid::test;
+using Kind = v1::GenerateEvent::EventCase;
+
+namespace {
+
+std::mt19937_64 drawer(const Random& rng) { return std::mt19937_64(rng.seed); }
+
+}  // namespace
+
+TEST_CASE("generate streams queued, started, progress, chunks and completed in order", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  v1::GenerateRequest request = small_request(draw);
+  request.set_seed(0);  // the server draws one and reports it
+
+  const GenerateResult result = generate(*stub, request);
+  REQUIRE(result.status.ok());
+  CAPTURE(result.status.error_message());
+  const auto& events = result.events;
+  REQUIRE(events.size() >= 4);
+  REQUIRE(events.front().has_queued());
+  CHECK(events.front().queued().position() == 0);
+  REQUIRE(events[1].has_started());
+  const v1::Started& started = events[1].started();
+  CHECK(started.seed() != 0);
+  CHECK(started.attention_backend() == "math");
+  CHECK(started.frames() == 9);
+  CHECK(started.height() == 64);
+  CHECK(started.width() == 96);
+  CHECK(started.steps() == 2);
+  REQUIRE(events.back().has_completed());
+  for (size_t i = 2; i + 1 < events.size(); ++i) CHECK((events[i].has_progress() || events[i].has_chunk()));
+
+  // Chunks: contiguous, at most 1 MiB, only the final one marked last; an MP4 (ftyp box first).
+  uint64_t offset = 0;
+  int chunks = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (!events[i].has_chunk()) continue;
+    const v1::VideoChunk& chunk = events[i].chunk();
+    CHECK(chunk.offset() == offset);
+    CHECK(chunk.data().size() <= (size_t(1) << 20));
+    CHECK(chunk.last() == (i + 2 == events.size()));  // the last chunk comes right before completed
+    offset += chunk.data().size();
+    ++chunks;
+  }
+  CHECK(chunks >= 1);
+  const std::string video = result.video();
+  REQUIRE(video.size() > 8);
+  CHECK(video.substr(4, 4) == "ftyp");
+
+  const v1::Completed& completed = events.back().completed();
+  CHECK(completed.bytes() == video.size());
+  CHECK(completed.frames() == 9);
+  CHECK(completed.seed() == started.seed());
+  CHECK(completed.attention_backend() == "math");
+  CHECK(completed.mime_type() == "video/mp4");
+  const v1::PhaseTimes& times = completed.times();
+  for (double t : {times.queued_seconds(), times.text_encode_seconds(), times.denoise_seconds(),
+                   times.decode_seconds(), times.encode_seconds()})
+    CHECK(t >= 0);
+  CHECK(times.denoise_seconds() > 0);
+  CHECK(times.encode_seconds() > 0);
+  const double parts = times.queued_seconds() + times.text_encode_seconds() + times.denoise_seconds() +
+                       times.decode_seconds() + times.encode_seconds();
+  CHECK(times.total_seconds() >= parts * 0.99);
+  CHECK(times.total_seconds() < parts + 1.0);
+}
+
+TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to the frame count",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  const int steps = std::uniform_int_distribution<int>(1, 5)(draw);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  v1::GenerateRequest request = small_request(draw, steps);
+  request.set_frames(17);  // 5 latent frames: two VAE batches, so streaming before the last one shows
+  const GenerateResult result = generate(*stub, request);
+  REQUIRE(result.status.ok());
+
+  std::vector<const v1::Progress*> progress;
+  int first_chunk = -1, last_decode = -1;
+  for (size_t i = 0; i < result.events.size(); ++i) {
+    if (result.events[i].has_progress()) progress.push_back(&result.events[i].progress());
+    if (result.events[i].has_chunk() && first_chunk < 0) first_chunk = int(i);
+    if (result.events[i].has_progress() && result.events[i].progress().phase() == v1::PHASE_DECODE) last_decode = int(i);
+  }
+  REQUIRE(progress.size() >= size_t(2 + steps + 2));
+  CHECK(progress[0]->phase() == v1::PHASE_TEXT_ENCODE);
+  CHECK(progress[0]->step() == 0);
+  CHECK(progress[1]->phase() == v1::PHASE_TEXT_ENCODE);
+  CHECK(progress[1]->step() == 1);
+  for (int i = 0; i < steps; ++i) {
+    CHECK(progress[size_t(2 + i)]->phase() == v1::PHASE_DENOISE);
+    CHECK(progress[size_t(2 + i)]->step() == i + 1);
+    CHECK(progress[size_t(2 + i)]->total() == steps);
+  }
+  int decoded = 0, encoded = 0;
+  for (size_t i = size_t(2 + steps); i < progress.size(); ++i) {
+    const v1::Progress& p = *progress[i];
+    CHECK(p.total() == 17);
+    if (p.phase() == v1::PHASE_DECODE) {
+      CHECK(p.step() > decoded);
+      decoded = p.step();
+    } else {
+      REQUIRE(p.phase() == v1::PHASE_ENCODE);
+      CHECK(p.step() > encoded);
+      CHECK(p.step() <= decoded);  // a batch is encoded after it is decoded
+      encoded = p.step();
+    }
+  }
+  CHECK(decoded == 17);
+  CHECK(encoded == 17);
+  for (size_t i = 1; i < progress.size(); ++i) CHECK(progress[i]->elapsed_seconds() >= progress[i - 1]->elapsed_seconds());
+  // The video streams while it is made: the first bytes go out before the last batch is decoded.
+  CHECK(first_chunk >= 0);
+  CHECK(first_chunk < last_decode);
+}
+
+TEST_CASE("a seed reproduces its video; the raw frames format has the frames' size", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  v1::GenerateRequest request = small_request(draw);
+  request.set_output(v1::OUTPUT_FORMAT_RGB_FRAMES);
+  request.set_seed(draw() | 1);
+
+  const GenerateResult first = generate(*stub, request);
+  const GenerateResult again = generate(*stub, request);
+  request.set_seed(request.seed() + 2);
+  const GenerateResult other = generate(*stub, request);
+  REQUIRE(first.status.ok());
+  REQUIRE(again.status.ok());
+  REQUIRE(other.status.ok());
+  CHECK(first.video().size() == size_t(9 * 64 * 96 * 3));
+  CHECK(first.first(Kind::kCompleted)->completed().mime_type() != "video/mp4");
+  CHECK(first.video() == again.video());
+  CHECK(first.video() != other.video());
+}
+
+TEST_CASE("ListModels reports the tiny model's defaults, which 0 fields take", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  grpc::ClientContext context;
+  v1::ListModelsResponse models;
+  REQUIRE(stub->ListModels(&context, {}, &models).ok());
+  REQUIRE(models.models_size() == 1);
+  const v1::ModelInfo& tiny = models.models(0);
+  CHECK(tiny.name() == "tiny");
+  CHECK(tiny.device() == "cpu");
+  CHECK(tiny.dtype() == "float32");
+  // assets/tiny-cogvideox: transformer sample 8 x 12 latents of a x8 VAE, 9 frames; patch 2.
+  CHECK(tiny.default_height() == 64);
+  CHECK(tiny.default_width() == 96);
+  CHECK(tiny.default_frames() == 9);
+  CHECK(tiny.default_steps() == 50);
+  CHECK(tiny.default_guidance_scale() == 6.0f);
+  CHECK(tiny.default_fps() == 8);
+  CHECK(tiny.spatial_factor() == 16);
+  CHECK(tiny.temporal_factor() == 8);
+
+  v1::GenerateRequest request = small_request(draw, 1);
+  request.clear_frames();
+  request.clear_height();
+  request.clear_width();
+  request.clear_model();  // one model served: the name may be left out
+  const GenerateResult result = generate(*stub, request);
+  REQUIRE(result.status.ok());
+  const v1::Started& started = result.first(Kind::kStarted)->started();
+  CHECK(started.frames() == tiny.default_frames());
+  CHECK(started.height() == tiny.default_height());
+  CHECK(started.width() == tiny.default_width());
+}
+
+TEST_CASE("GetStatus reports the queue, the backend choices and the device", "[integration][server]") {
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  grpc::ClientContext context;
+  v1::ServerStatus status;
+  REQUIRE(stub->GetStatus(&context, {}, &status).ok());
+  CHECK(status.queue_capacity() == 4);  // configs/tiny.json
+  CHECK(status.queue_depth() == 0);
+  CHECK(status.device() == "cpu");
+  CHECK(status.attention_backend() == "math");
+  CHECK(std::vector<std::string>(status.allowed_backends().begin(), status.allowed_backends().end()) ==
+        std::vector<std::string>{"sage2", "flash", "cudnn", "math"});
+  CHECK(status.gpu_memory_total_bytes() == 0);
+}
+
+TEST_CASE("each invalid field is refused before queueing, naming the field", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  using Change = std::function<void(v1::GenerateRequest&)>;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<std::tuple<const char*, Change, const char*>> cases = {
+      {"unknown model", [](auto& r) { r.set_model("huge"); }, "model: unknown model 'huge'"},
+      {"empty prompt", [](auto& r) { r.set_prompt(""); }, "prompt: must not be empty"},
+      {"long prompt", [](auto& r) { r.set_prompt(std::string(8193, 'a')); }, "prompt: 8193 bytes is over"},
+      {"long negative", [](auto& r) { r.set_negative_prompt(std::string(9000, 'b')); }, "negative_prompt: 9000 bytes"},
+      {"frames form", [](auto& r) { r.set_frames(10); }, "frames: 10 is not 1 + k * 8"},
+      {"frames negative", [](auto& r) { r.set_frames(-9); }, "frames: -9 is negative"},
+      {"frames too many", [](auto& r) { r.set_frames(25); }, "frames: 25 is more than 17"},
+      {"height factor", [](auto& r) { r.set_height(72); }, "height: 72 is not a multiple of 16"},
+      {"height range", [](auto& r) { r.set_height(208); }, "height: 208 is outside 16..192"},
+      {"width factor", [](auto& r) { r.set_width(100); }, "width: 100 is not a multiple of 16"},
+      {"width negative", [](auto& r) { r.set_width(-16); }, "width: -16 is negative"},
+      {"steps negative", [](auto& r) { r.set_steps(-1); }, "steps: -1 is negative"},
+      {"steps range", [](auto& r) { r.set_steps(1001); }, "steps: 1001 is outside 1..1000"},
+      {"guidance nan", [nan](auto& r) { r.set_guidance_scale(nan); }, "guidance_scale: nan is not a finite"},
+      {"guidance negative", [](auto& r) { r.set_guidance_scale(-2); }, "guidance_scale: -2"},
+      {"guidance range", [](auto& r) { r.set_guidance_scale(250); }, "guidance_scale: 250"},
+      {"fps negative", [](auto& r) { r.set_fps(-8); }, "fps: -8 is negative"},
+      {"fps range", [](auto& r) { r.set_fps(500); }, "fps: 500 is over 120"},
+      {"output", [](auto& r) { r.set_output(v1::OutputFormat(42)); }, "output: unknown output format 42"},
+      {"backend name", [](auto& r) { r.set_attention_backend("warp"); }, "attention_backend: "},
+      {"backend device", [](auto& r) { r.set_attention_backend("flash"); }, "attention_backend: 'flash' cannot run"},
+  };
+  for (const auto& [name, change, message] : cases) {
+    CAPTURE(name);
+    v1::GenerateRequest request = small_request(draw);
+    change(request);
+    const auto start = std::chrono::steady_clock::now();
+    const GenerateResult result = generate(*stub, request);
+    CHECK(result.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(result.status.error_message(), ContainsSubstring(message));
+    CHECK(result.events.empty());  // refused before it was queued
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+  }
+}
+
+TEST_CASE("a backend the config forbids is refused; the configured one is accepted", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config({"server.allow_request_backend=false"}));
+  const auto stub = server.stub();
+  v1::GenerateRequest request = small_request(draw, 1);
+  request.set_attention_backend("cudnn");
+  const GenerateResult refused = generate(*stub, request);
+  CHECK(refused.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(refused.status.error_message(), ContainsSubstring("attention_backend: 'cudnn' not allowed"));
+
+  request.set_attention_backend("math");
+  const GenerateResult accepted = generate(*stub, request);
+  CHECK(accepted.status.ok());
+  grpc::ClientContext context;
+  v1::ServerStatus status;
+  REQUIRE(stub->GetStatus(&context, {}, &status).ok());
+  CHECK(std::vector<std::string>(status.allowed_backends().begin(), status.allowed_backends().end()) ==
+        std::vector<std::string>{"math"});
+}
+
+TEST_CASE("the metrics endpoint counts requests by outcome, phases and steps", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config({"server.metrics_address=\"127.0.0.1:0\""}));
+  REQUIRE(server.server().metrics_port() > 0);
+  const auto stub = server.stub();
+  const int steps = std::uniform_int_distribution<int>(2, 4)(draw);
+  REQUIRE(generate(*stub, small_request(draw, steps)).status.ok());
+  v1::GenerateRequest bad = small_request(draw);
+  bad.set_height(72);
+  REQUIRE(generate(*stub, bad).status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+
+  const auto response = sagevid::test::http_get(server.server().metrics_port(), "/metrics");
+  REQUIRE(response);
+  REQUIRE(response->status == 200);
+  const std::string& text = response->body;
+  CHECK_THAT(text, ContainsSubstring("sagevid_requests_total{outcome=\"ok\"} 1\n"));
+  CHECK_THAT(text, ContainsSubstring("sagevid_requests_total{outcome=\"invalid_argument\"} 1\n"));
+  for (const char* phase : {"queued", "text_encode", "denoise", "decode", "encode", "total"})
+    CHECK_THAT(text, ContainsSubstring("sagevid_phase_seconds_count{phase=\"" + std::string(phase) + "\"} 1\n"));
+  // Step 1's interval includes the text encoder, so it is left out of the step histogram.
+  CHECK_THAT(text, ContainsSubstring("sagevid_denoise_step_seconds_count " + std::to_string(steps - 1) + "\n"));
+  CHECK_THAT(text, ContainsSubstring("sagevid_queue_depth 0\n"));
+}
+
+TEST_CASE("server.metrics_address must be host:port", "[integration][server]") {
+  REQUIRE_THROWS_WITH(tiny_config({"server.metrics_address=\"9464\""}),
+                      ContainsSubstring("server.metrics_address: '9464': expected host:port"));
+  CHECK(tiny_config({"server.metrics_address=\"0.0.0.0:9464\""}).metrics_address == "0.0.0.0:9464");
+  CHECK(tiny_config().metrics_address.empty());
+}
+
+namespace {
+
+// grpc.reflection.v1alpha ServerReflectionInfo with list_services, through the generic stub (the tests carry
+// no copy of reflection.proto); returns the raw response, in which the service names appear as strings.
+std::string reflection_service_list(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue queue;
+  const auto call =
+      generic.PrepareCall(&context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &queue);
+  void* tag = nullptr;
+  bool ok = false;
+  const auto step = [&](int id) { return queue.Next(&tag, &ok) && tag == reinterpret_cast<void*>(intptr_t(id)) && ok; };
+  call->StartCall(reinterpret_cast<void*>(1));
+  REQUIRE(step(1));
+  const char list_services[] = {0x3a, 0x00};  // field 7 (list_services), an empty string
+  grpc::Slice slice(list_services, sizeof list_services);
+  call->Write(grpc::ByteBuffer(&slice, 1), reinterpret_cast<void*>(2));
+  REQUIRE(step(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  REQUIRE(step(3));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  REQUIRE(step(4));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  REQUIRE(step(5));
+  REQUIRE(status.ok());
+  std::vector<grpc::Slice> slices;
+  REQUIRE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& piece : slices) bytes.append(reinterpret_cast<const char*>(piece.begin()), piece.size());
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("server reflection lists the generation and health services", "[integration][server]") {
+  TestServer server(tiny_config());
+  const std::string services = reflection_service_list(server.channel());
+  CHECK_THAT(services, ContainsSubstring("sagevid.v1.VideoGeneration"));
+  CHECK_THAT(services, ContainsSubstring("grpc.health.v1.Health"));
+}

@@ -1,0 +1,306 @@
+// The server's life with the tiny model: health while loading, cancel and deadline freeing the worker, the
+// full queue, shutdown while busy (in process and by SIGTERM to the binary), a corrupt model at start-up.
+#include "catch.h"
+#include "test_random.h"
+#include "test_server_support.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+using namespace sagevid::test;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::mt19937_64 drawer(const Random& rng) { return std::mt19937_64(rng.seed); }
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+v1::ServerStatus server_status(v1::VideoGeneration::Stub& stub) {
+  grpc::ClientContext context;
+  v1::ServerStatus status;
+  REQUIRE(stub.GetStatus(&context, {}, &status).ok());
+  return status;
+}
+
+// Waits until GetStatus shows no running job and an empty queue.
+bool wait_until_idle(v1::VideoGeneration::Stub& stub, Clock::duration timeout = 10s) {
+  const auto end = Clock::now() + timeout;
+  while (Clock::now() < end) {
+    const v1::ServerStatus status = server_status(stub);
+    if (status.running_job().empty() && status.queue_depth() == 0) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+// A slow generation on its own thread; `denoising` is set at its first denoising step.
+struct Background {
+  std::atomic<bool> denoising{false};
+  std::atomic<double> step_seconds{0};  // the interval between its first two steps
+  std::future<GenerateResult> result;
+
+  Background(v1::VideoGeneration::Stub& stub, v1::GenerateRequest request,
+             std::optional<std::chrono::system_clock::time_point> deadline = {}) {
+    result = std::async(std::launch::async, [this, &stub, request, deadline] {
+      double first_step = -1;
+      return generate(
+          stub, request,
+          [this, &first_step](const v1::GenerateEvent& event, grpc::ClientContext&) {
+            if (!event.has_progress() || event.progress().phase() != v1::PHASE_DENOISE) return;
+            if (event.progress().step() == 1) first_step = event.progress().elapsed_seconds();
+            if (event.progress().step() == 2) step_seconds = event.progress().elapsed_seconds() - first_step;
+            denoising = true;
+          },
+          deadline);
+    });
+  }
+  bool wait_denoising(Clock::duration timeout = 30s) const {
+    const auto end = Clock::now() + timeout;
+    while (!denoising && Clock::now() < end) std::this_thread::sleep_for(2ms);
+    return denoising;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("health says NOT_SERVING until the models are loaded, then SERVING", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config(), /*load=*/false);
+  CHECK(health_status(server.channel()) == kNotServing);
+  const auto stub = server.stub();
+  const GenerateResult early = generate(*stub, small_request(draw));
+  CHECK(early.status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK_THAT(early.status.error_message(), ContainsSubstring("loading"));
+  grpc::ClientContext context;
+  v1::ListModelsResponse models;
+  CHECK(stub->ListModels(&context, {}, &models).error_code() == grpc::StatusCode::UNAVAILABLE);
+
+  server.server().load_models();
+  CHECK(health_status(server.channel()) == kServing);
+  CHECK(generate(*stub, small_request(draw, 1)).status.ok());
+}
+
+TEST_CASE("a client cancel stops the job within a step and the next job starts", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  grpc::ClientContext* slow_context = nullptr;
+  std::mutex context_mutex;
+  std::atomic<bool> denoising{false};
+  auto slow = std::async(std::launch::async, [&] {
+    return generate(*stub, slow_request(draw), [&](const v1::GenerateEvent& event, grpc::ClientContext& context) {
+      std::lock_guard lock(context_mutex);
+      slow_context = &context;
+      if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE && event.progress().step() >= 2)
+        denoising = true;
+    });
+  });
+  const auto end = Clock::now() + 30s;
+  while (!denoising && Clock::now() < end) std::this_thread::sleep_for(2ms);
+  REQUIRE(denoising);
+
+  // The next request queues behind the slow one.
+  std::atomic<bool> next_started{false};
+  Clock::time_point next_started_at;
+  auto next = std::async(std::launch::async, [&] {
+    return generate(*stub, small_request(draw), [&](const v1::GenerateEvent& event, grpc::ClientContext&) {
+      if (event.has_started()) {
+        next_started_at = Clock::now();
+        next_started = true;
+      }
+    });
+  });
+  while (server_status(*stub).queue_depth() != 1) std::this_thread::sleep_for(2ms);
+  CHECK_FALSE(next_started);
+
+  const auto cancelled_at = Clock::now();
+  {
+    std::lock_guard lock(context_mutex);
+    slow_context->TryCancel();
+  }
+  const GenerateResult slow_result = slow.get();
+  CHECK(slow_result.status.error_code() == grpc::StatusCode::CANCELLED);
+  const GenerateResult next_result = next.get();
+  REQUIRE(next_result.status.ok());
+  REQUIRE(next_started);
+  // A denoising step of the slow job takes longer than this bound's slack; the job stops at the next one.
+  double step = 0;
+  for (const auto& event : slow_result.events)
+    if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE && event.progress().step() == 2)
+      step = event.progress().elapsed_seconds();
+  CAPTURE(step, seconds(next_started_at - cancelled_at));
+  CHECK(seconds(next_started_at - cancelled_at) < 2 * step + 0.5);
+  CHECK(next_result.first(v1::GenerateEvent::kQueued)->queued().position() == 1);
+}
+
+TEST_CASE("a deadline ends the job with DEADLINE_EXCEEDED and frees the worker", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  const auto start = Clock::now();
+  Background slow(*stub, slow_request(draw), std::chrono::system_clock::now() + 1500ms);
+  const GenerateResult result = slow.result.get();
+  CHECK(result.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  CHECK(seconds(Clock::now() - start) < 5);
+  CHECK(result.first(v1::GenerateEvent::kStarted) != nullptr);  // it was running, not refused
+  CHECK(wait_until_idle(*stub, 5s));
+  CHECK(generate(*stub, small_request(draw, 1)).status.ok());
+}
+
+TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config({"server.queue_size=1"}));
+  const auto stub = server.stub();
+  const auto deadline = std::chrono::system_clock::now() + 60s;  // the slow jobs end at the server's shutdown
+  Background running(*stub, slow_request(draw), deadline);
+  REQUIRE(running.wait_denoising());
+  Background waiting(*stub, slow_request(draw), deadline);
+  while (server_status(*stub).queue_depth() != 1) std::this_thread::sleep_for(2ms);
+
+  const auto start = Clock::now();
+  const GenerateResult refused = generate(*stub, small_request(draw));
+  CHECK(seconds(Clock::now() - start) < 1);
+  CHECK(refused.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(refused.status.error_message(), ContainsSubstring("full"));
+  CHECK(refused.events.empty());
+
+  server.server().shutdown(0);  // cancels both: the running one at its next step, the waiting one at once
+  CHECK(running.result.get().status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(waiting.result.get().status.error_code() == grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_CASE("shutdown refuses new calls, lets running work finish within the drain, then cancels",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+
+  SECTION("work that fits the drain completes") {
+    TestServer server(tiny_config());
+    const auto stub = server.stub();
+    Background job(*stub, small_request(draw, 20));
+    REQUIRE(job.wait_denoising());
+    std::thread stopper([&] { server.server().shutdown(30); });
+    const GenerateResult result = job.result.get();
+    stopper.join();
+    CHECK(result.status.ok());
+    CHECK(result.first(v1::GenerateEvent::kCompleted) != nullptr);
+  }
+
+  SECTION("work beyond the drain is cancelled with UNAVAILABLE; new calls are refused meanwhile") {
+    TestServer server(tiny_config());
+    const auto stub = server.stub();
+    Background job(*stub, slow_request(draw));
+    REQUIRE(job.wait_denoising());
+    const auto start = Clock::now();
+    std::thread stopper([&] { server.server().shutdown(1.0); });
+    while (health_status(server.channel()) == kServing) std::this_thread::sleep_for(2ms);
+    const GenerateResult refused = generate(*stub, small_request(draw));
+    CHECK(refused.status.error_code() == grpc::StatusCode::UNAVAILABLE);
+    const GenerateResult result = job.result.get();
+    stopper.join();
+    CHECK(result.status.error_code() == grpc::StatusCode::UNAVAILABLE);
+    CHECK_THAT(result.status.error_message(), ContainsSubstring("shutting down"));
+    const double took = seconds(Clock::now() - start);
+    CHECK(took >= 1.0);
+    CHECK(took < 6.0);
+  }
+}
+
+TEST_CASE("a corrupt model folder at start-up is a clear error naming the model and file", "[integration][server]") {
+  Random rng;
+  const auto folder = std::filesystem::temp_directory_path() / ("sagevid-corrupt-" + std::to_string(rng.seed));
+  std::filesystem::copy(std::filesystem::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox", folder,
+                        std::filesystem::copy_options::recursive);
+  const auto weights = folder / "transformer" / "diffusion_pytorch_model.safetensors";
+  std::filesystem::resize_file(weights, std::filesystem::file_size(weights) / 2);
+
+  TestServer server(tiny_config({"models.0.path=\"" + folder.string() + "\""}), /*load=*/false);
+  REQUIRE_THROWS_WITH(server.server().load_models(),
+                      ContainsSubstring("model 'tiny' (" + folder.string()) &&
+                          ContainsSubstring("diffusion_pytorch_model.safetensors"));
+  CHECK(health_status(server.channel()) == kNotServing);
+  std::filesystem::remove_all(folder);
+}
+
+namespace {
+
+// The sagevid binary of this build (server/sagevid next to tests/), or $SAGEVID_BINARY.
+std::string sagevid_binary() {
+  if (const char* path = std::getenv("SAGEVID_BINARY")) return path;
+  return (std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "server" / "sagevid").string();
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+pid_t spawn(const std::vector<std::string>& arguments) {
+  std::vector<char*> argv;
+  for (const auto& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) == 0);
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("sagevid serve drains on SIGTERM and exits 0; a model that cannot load exits 1", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  const std::string binary = sagevid_binary();
+  REQUIRE(std::filesystem::exists(binary));
+  const std::string address = "127.0.0.1:" + std::to_string(free_port());
+  const pid_t pid = spawn({binary, "serve", "--config", kTinyConfig.string(), "--set",
+                           "server.address=\"" + address + "\"", "--set", "log_level=warn"});
+  const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  const auto end = Clock::now() + 60s;
+  while (health_status(channel) != kServing && Clock::now() < end) std::this_thread::sleep_for(50ms);
+  REQUIRE(health_status(channel) == kServing);
+
+  const auto stub = v1::VideoGeneration::NewStub(channel);
+  Background job(*stub, small_request(draw, 20));
+  REQUIRE(job.wait_denoising());
+  REQUIRE(kill(pid, SIGTERM) == 0);
+  CHECK(job.result.get().status.ok());  // within tiny.json's 10 s drain
+  CHECK(wait_exit(pid) == 0);
+
+  const pid_t broken = spawn({binary, "serve", "--config", kTinyConfig.string(), "--set",
+                              "server.address=\"127.0.0.1:0\"", "--set", "models.0.path=\"/nonexistent/model\""});
+  CHECK(wait_exit(broken) == 1);
+}
