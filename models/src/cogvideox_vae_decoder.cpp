@@ -1,14 +1,12 @@
 #include "cogvideox_vae_layers.h"
 
 #include "sagevid/models/config_reader.h"
-#include "sagevid/models/safetensors.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/silu.h>
 
-#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -28,16 +26,12 @@ std::vector<int64_t> read_int_list(const nlohmann::json& document, ConfigReader&
   return items;
 }
 
-// WeightLoader plus what the decoder took, so decoder tensors the config has no place for can be named.
+// WeightLoader plus the decoder's layer shapes and conv-cache slot numbering.
 struct DecoderLoader {
   WeightLoader weights;
-  std::set<std::string> taken;
   int slots = 0;
 
-  at::Tensor get(const std::string& name, at::IntArrayRef shape) {
-    taken.insert(name);
-    return weights.get(name, shape);
-  }
+  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
   vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel) {
     vae::CausalConv3d conv;
     conv.weight = get(prefix + ".conv.weight", {out, in, kernel, kernel, kernel});
@@ -128,7 +122,7 @@ CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_d
   CogVideoXVaeDecoder decoder;
   decoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
   const CogVideoXVaeConfig& c = decoder.config_;
-  DecoderLoader loader{WeightLoader(vae_dir, target), {}, 0};
+  DecoderLoader loader{WeightLoader(vae_dir, target), 0};
   auto w = std::make_shared<Weights>();
   const std::vector<int64_t> channels(c.block_out_channels.rbegin(), c.block_out_channels.rend());
   w->conv_in = loader.causal_conv("decoder.conv_in", c.latent_channels, channels[0], 3);
@@ -156,14 +150,13 @@ CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_d
   w->cache_slots = loader.slots;
   // The checkpoint also holds the encoder, so WeightLoader::check_all_used does not apply: check the decoder's
   // own tensors instead (an extra one means the config describes a smaller decoder than the weights).
-  std::string extra;
-  int count = 0;
-  for (const std::string& name : SafetensorsModel::open(vae_dir).names())
-    if (name.rfind("decoder.", 0) == 0 && !loader.taken.count(name) && ++count <= 5)
-      extra += (extra.empty() ? "" : ", ") + name;
-  if (count > 0)
-    throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(count) +
-                             " decoder tensor(s): " + extra);
+  const std::vector<std::string> extra = loader.weights.unused({"decoder."});
+  if (!extra.empty()) {
+    std::string listed;
+    for (size_t i = 0; i < extra.size() && i < 5; ++i) listed += (i ? ", " : "") + extra[i];
+    throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(extra.size()) +
+                             " decoder tensor(s): " + listed);
+  }
   decoder.weights_ = std::move(w);
   return decoder;
 }

@@ -2,7 +2,6 @@
 #include "cogvideox_vae_layers.h"
 
 #include "sagevid/models/config_reader.h"
-#include "sagevid/models/safetensors.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -12,7 +11,6 @@
 #include <ATen/ops/randn.h>
 
 #include <algorithm>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -20,16 +18,12 @@
 namespace sagevid {
 namespace {
 
-// WeightLoader plus what the encoder took, so encoder tensors the config has no place for can be named.
+// WeightLoader plus the encoder's layer shapes and conv-cache slot numbering.
 struct EncoderLoader {
   WeightLoader weights;
-  std::set<std::string> taken;
   int slots = 0;
 
-  at::Tensor get(const std::string& name, at::IntArrayRef shape) {
-    taken.insert(name);
-    return weights.get(name, shape);
-  }
+  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
   vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out) {
     vae::CausalConv3d conv;
     conv.weight = get(prefix + ".conv.weight", {out, in, 3, 3, 3});
@@ -119,7 +113,7 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
   encoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
   const CogVideoXVaeConfig& c = encoder.config_;
   encoder.invert_scale_latents_ = read_encoder_keys(vae_dir / "config.json", c);
-  EncoderLoader loader{WeightLoader(vae_dir, target), {}, 0};
+  EncoderLoader loader{WeightLoader(vae_dir, target), 0};
   auto w = std::make_shared<Weights>();
   const std::vector<int64_t>& channels = c.block_out_channels;
   w->conv_in = loader.causal_conv("encoder.conv_in", c.in_channels, channels[0]);
@@ -155,15 +149,13 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
   w->cache_slots = loader.slots;
   // The checkpoint also holds the decoder: check the encoder's own tensors (an extra one means the config
   // describes a smaller encoder than the weights, or quant_conv weights the config does not use).
-  std::string extra;
-  int count = 0;
-  for (const std::string& name : SafetensorsModel::open(vae_dir).names())
-    if ((name.rfind("encoder.", 0) == 0 || name.rfind("quant_conv.", 0) == 0) && !loader.taken.count(name) &&
-        ++count <= 5)
-      extra += (extra.empty() ? "" : ", ") + name;
-  if (count > 0)
-    throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(count) +
-                             " encoder tensor(s): " + extra);
+  const std::vector<std::string> extra = loader.weights.unused({"encoder.", "quant_conv."});
+  if (!extra.empty()) {
+    std::string listed;
+    for (size_t i = 0; i < extra.size() && i < 5; ++i) listed += (i ? ", " : "") + extra[i];
+    throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(extra.size()) +
+                             " encoder tensor(s): " + listed);
+  }
   encoder.weights_ = std::move(w);
   return encoder;
 }

@@ -53,17 +53,27 @@ at::Tensor WeightLoader::get(const std::string& name, at::IntArrayRef expected_s
   return checkpoint_->load(name, target_);
 }
 
+std::vector<std::string> WeightLoader::unused(const std::vector<std::string>& prefixes) const {
+  std::vector<std::string> names;
+  if (!checkpoint_) return names;
+  const auto wanted = [&](const std::string& name) {
+    if (prefixes.empty()) return true;
+    for (const std::string& prefix : prefixes)
+      if (name.starts_with(prefix)) return true;
+    return false;
+  };
+  for (const std::string& name : checkpoint_->names())
+    if (!used_.count(name) && wanted(name)) names.push_back(name);
+  return names;
+}
+
 void WeightLoader::check_all_used() const {
-  if (!checkpoint_) return;
-  std::string unused;
-  int count = 0;
-  for (const std::string& name : checkpoint_->names()) {
-    if (used_.count(name)) continue;
-    if (++count <= 5) unused += (unused.empty() ? "" : ", ") + name;
-  }
-  if (count > 0)
-    throw std::runtime_error(checkpoint_->path().string() + ": " + std::to_string(count) +
-                             " tensor(s) the config has no place for: " + unused + (count > 5 ? ", ..." : ""));
+  const std::vector<std::string> names = unused();
+  std::string listed;
+  for (size_t i = 0; i < names.size() && i < 5; ++i) listed += (i ? ", " : "") + names[i];
+  if (!names.empty())
+    throw std::runtime_error(checkpoint_->path().string() + ": " + std::to_string(names.size()) +
+                             " tensor(s) the config has no place for: " + listed + (names.size() > 5 ? ", ..." : ""));
 }
 
 }  // namespace sagevid

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace sagevid {
 
@@ -27,6 +28,9 @@ class WeightLoader {
   at::Tensor get(const std::string& name, at::IntArrayRef expected_shape);
   // Throws naming the tensors of the checkpoint that get() never took (a config/weights mismatch).
   void check_all_used() const;
+  // The checkpoint's tensors under any of these name prefixes that get() never took (all of them when the list
+  // is empty), for a model whose checkpoint also holds another's tensors (the VAE's encoder and decoder).
+  std::vector<std::string> unused(const std::vector<std::string>& prefixes = {}) const;
 
  private:
   WeightLoader(const at::TensorOptions& target, uint64_t seed) : target_(target), seed_(seed) {}
