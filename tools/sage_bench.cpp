@@ -35,6 +35,39 @@ double tops(const Shape& s, double ms) {
   return ops / (ms * 1e-3) / 1e12;
 }
 
+struct Mode {
+  const char* name;
+  sage2::QkType qk;
+  sage2::PvType pv;
+  sage2::Granularity granularity;
+};
+
+// Every Q·Kᵀ / P·V / granularity mode at one shape: what each costs against the default.
+void bench_modes(const Shape& s) {
+  using G = sage2::Granularity;
+  const Mode modes[] = {
+      {"int8 per-thread + fp8 PV (sm_90 default)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread},
+      {"int8 per-token + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_token},
+      {"int8 per-thread + fp16 PV", sage2::QkType::int8, sage2::PvType::fp16, G::per_thread},
+      {"int8 per-token + fp16 PV (fp16 PV default)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token},
+      {"int4 per-thread + fp8 PV (INT4 emulated on sm_90)", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread},
+  };
+  std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included:\n\n| mode | ms | TOPS |\n|---|---|---|\n",
+              s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim);
+  const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  const at::Tensor k = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  for (const Mode& mode : modes) {
+    sage2::Options options;
+    options.qk = mode.qk;
+    options.pv = mode.pv;
+    options.granularity = mode.granularity;
+    const double ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, options); });
+    std::printf("| %s | %.3f | %.0f |\n", mode.name, ms, tops(s, ms));
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,5 +102,6 @@ int main(int argc, char** argv) {
                 prep_ms, sage_ms, tops(s, sage_ms), tops(s, flash_ms), tops(s, cudnn_ms), flash_ms / sage_ms);
     std::fflush(stdout);
   }
+  bench_modes(kShapes[0]);
   return 0;
 }

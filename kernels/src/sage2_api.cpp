@@ -52,12 +52,12 @@ std::pair<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const Options& o
   const Dims d = dims_of(x, o.layout);
   const bool int4 = *o.qk == QkType::int4;
   const int64_t tile = is_key ? kCtaK : kCtaQ, blocks = (d.len + tile - 1) / tile;
-  const int64_t groups = blocks * (is_key ? k_groups_per_block(o.granularity) : q_groups_per_block(o.granularity));
+  const int64_t groups = blocks * (is_key ? k_groups_per_block(*o.granularity) : q_groups_per_block(*o.granularity));
   at::Tensor values = at::empty({d.batch, d.heads, blocks * tile, int4 ? d.head_dim / 2 : d.head_dim},
                                 x.options().dtype(at::kChar));
   at::Tensor scales = at::empty({d.batch, d.heads, groups}, x.options().dtype(at::kFloat));
   detail::quantize_rows(strided(x, o.layout), mean.defined() ? mean.data_ptr<float>() : nullptr, mean_per_block,
-                        is_key, o.granularity, int4, values.data_ptr<int8_t>(), scales.data_ptr<float>(), stream);
+                        is_key, *o.granularity, int4, values.data_ptr<int8_t>(), scales.data_ptr<float>(), stream);
   return {values, scales};
 }
 
@@ -197,7 +197,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.q_len = int(dq.len);
   args.kv_len = int(dk.len);
   args.head_dim = int(dq.head_dim);
-  args.granularity = o.granularity;
+  args.granularity = *o.granularity;
   args.int4 = *o.qk == QkType::int4;
   args.fp8_pv = *o.pv == PvType::fp8;
   args.causal = o.causal;

@@ -1,7 +1,7 @@
 // The mma.sync SageAttention2 kernel (sm_80/86/89, also runs on sm_90). One CTA = 4 warps x 16 query rows
 // against 64-key tiles, K/V double-buffered through cp.async. Per tile, a warp:
 //   1. S = Q_int · K_intᵀ (INT8 m16n8k32 or INT4 m16n8k64) into int32 registers;
-//   2. dequantizes: one q-scale x k-scale multiply per element (per-thread groups), + ΔS, + bias, mask;
+//   2. dequantizes: one q-scale x k-scale multiply per element (two with per-token scales), + ΔS, + bias, mask;
 //   3. online softmax in base 2 (scale and log2 e folded into the dequant factor);
 //   4. P̃·V: P̃ from the S registers straight into A fragments, FP8 (x448, V per channel) or FP16,
 //      accumulated in a fresh accumulator that is added into the FP32 output buffer every flush_tiles tiles.
@@ -143,6 +143,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         }
     }
 
+    // Per-token K scales of the 16 key columns this lane holds, fetched before the MMAs hide their latency.
+    const bool per_token = args.granularity == Granularity::per_token;
+    float2 key_scale[8];
+    if (per_token) {
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+        key_scale[n] = *reinterpret_cast<const float2*>(args.k_scale + kv_head_index * k_groups + tile * kCtaK +
+                                                        n * 8 + 2 * quad_col);
+    }
+
     // 1. S = Q Kᵀ: each K fragment feeds every MMA tile of the warp.
     int32_t s_int[kMTiles][8][4] = {};
 #pragma unroll
@@ -167,16 +177,32 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 
     // 2. Dequantize to base-2 scores: one multiply per element. Only tiles at the end of the keys or on the
     //    causal diagonal, and calls with ΔS or a bias, take the per-element path that adds and masks.
-    const float k_scale = args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];
+    //    Per-token scales take a second multiply.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);
     float s[kMTiles][8][4];
+    if (per_token) {
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * q_scale[m][e / 2] *
+                         ((e & 1) ? key_scale[n].y : key_scale[n].x);
+    } else {
+      const float k_scale =
+          args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        const float scale0 = q_scale[m][0] * k_scale, scale1 = q_scale[m][1] * k_scale;
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * (e < 2 ? scale0 : scale1);
+      }
+    }
 #pragma unroll
     for (int m = 0; m < kMTiles; ++m) {
-      const float scale0 = q_scale[m][0] * k_scale, scale1 = q_scale[m][1] * k_scale;
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * (e < 2 ? scale0 : scale1);
       if (edge_tile || delta_s[m] || args.bias) {
 #pragma unroll
         for (int n = 0; n < 8; ++n) {

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x,
   static_assert(kCtaQ == kCtaK, "one tile size for Q and K");
   __shared__ float tile[kTile][kMaxHeadDim];
   __shared__ float row_absmax[kTile];
-  __shared__ float group_scale[32];
+  __shared__ float group_scale[kTile];  // per-token: one group per row
 
   const int block = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   const int d = x.head_dim, warp = threadIdx.x / 32, lane = threadIdx.x % 32;

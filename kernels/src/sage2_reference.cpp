@@ -142,7 +142,8 @@ QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd) {
 }
 
 Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
-  require(options.qk && options.pv && options.smooth_q, "options must be resolved (sage2::resolve)");
+  require(options.qk && options.pv && options.smooth_q && options.granularity,
+          "options must be resolved (sage2::resolve)");
   const at::Tensor qf = to_bhnd_float(q, options.layout);
   const at::Tensor kf = to_bhnd_float(k, options.layout);
   const at::Tensor vf = to_bhnd_float(v, options.layout);
@@ -163,8 +164,8 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
     // The part of the scores that smoothing removed: q̄_b · K'ᵀ, added back per block before the softmax.
     pre.delta_s = at::matmul(pre.q_mean, expand_heads(k_smooth, group).transpose(2, 3));
   }
-  pre.q = quantize_q(q_smooth, options.granularity, qmax);
-  pre.k = quantize_k(k_smooth, options.granularity, qmax);
+  pre.q = quantize_q(q_smooth, *options.granularity, qmax);
+  pre.k = quantize_k(k_smooth, *options.granularity, qmax);
 
   at::Tensor v_smooth = vf;
   if (options.smooth_v) {
@@ -210,7 +211,8 @@ struct SoftmaxState {
 
 Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
                  const std::optional<at::Tensor>& bias) {
-  require(options.qk && options.pv && options.smooth_q, "options must be resolved (sage2::resolve)");
+  require(options.qk && options.pv && options.smooth_q && options.granularity,
+          "options must be resolved (sage2::resolve)");
   check_shapes(q, k, v, options.layout);
   const Preprocessed pre = reference::preprocess(q, k, v, options);  // qualified: no ADL into sage2::
   const at::Tensor qf = to_bhnd_float(q, options.layout);
@@ -223,13 +225,13 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   // Per query row: its quantization scale and its smoothing block.
   const at::Tensor q_values = pre.q.values.narrow(2, 0, q_len).to(at::kFloat);
   const at::Tensor q_row_group =
-      index_tensor(q_len, qf, [&](int64_t row) { return q_group(row, options.granularity); });
+      index_tensor(q_len, qf, [&](int64_t row) { return q_group(row, *options.granularity); });
   const at::Tensor q_row_scale = pre.q.scales.index_select(2, q_row_group).unsqueeze(-1);  // [B, H, N_q, 1]
   const at::Tensor q_row_block = index_tensor(q_len, qf, [](int64_t row) { return row / kCtaQ; });
   const at::Tensor k_values = expand_heads(pre.k.values.to(at::kFloat), group);
   const at::Tensor k_scales = expand_heads(pre.k.scales, group);
   const at::Tensor k_row_group =
-      index_tensor(round_up(kv_len, kCtaK), qf, [&](int64_t row) { return k_group(row, options.granularity); });
+      index_tensor(round_up(kv_len, kCtaK), qf, [&](int64_t row) { return k_group(row, *options.granularity); });
   const at::Tensor v_values = expand_heads(pre.v.values, group);
   const at::Tensor rows = at::arange(q_len, qf.options().dtype(at::kLong)).unsqueeze(-1);
 

@@ -106,13 +106,14 @@ kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
                                                         {"int4", QkType::int4}};
   static const std::pair<const char*, PvChoice> pv[] = {{"auto", std::nullopt}, {"fp8", PvType::fp8},
                                                         {"fp16", PvType::fp16}};
-  static const std::pair<const char*, Granularity> granularity[] = {
-      {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
-      {"per_block", Granularity::per_block}};
+  using GranularityChoice = std::optional<Granularity>;
+  static const std::pair<const char*, GranularityChoice> granularity[] = {
+      {"auto", std::nullopt}, {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
+      {"per_block", Granularity::per_block}, {"per_token", Granularity::per_token}};
   Options options;
   options.qk = read_choice(reader, "qk", qk, QkChoice());
   options.pv = read_choice(reader, "pv", pv, PvChoice());
-  options.granularity = read_choice(reader, "granularity", granularity, Granularity::per_thread);
+  options.granularity = read_choice(reader, "granularity", granularity, GranularityChoice());
   options.smooth_k = reader.get<bool>("smooth_k", options.smooth_k);
   options.smooth_q = reader.optional<bool>("smooth_q");  // null or absent: the kernels' default
   options.smooth_v = reader.get<bool>("smooth_v", options.smooth_v);

@@ -91,7 +91,7 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   CAPTURE(rng.seed);
   const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);
   const auto granularity = GENERATE(sage2::Granularity::per_thread, sage2::Granularity::per_warp,
-                                    sage2::Granularity::per_block);
+                                    sage2::Granularity::per_block, sage2::Granularity::per_token);
   const auto layout = GENERATE(sage2::Layout::bhnd, sage2::Layout::bnhd);
   const bool smooth = GENERATE(false, true);
   const Case c{2, 4, 2, 129, 201, qk == sage2::QkType::int4 ? 64 : 128};
@@ -234,7 +234,7 @@ TEST_CASE("sage2 options: granularity, smoothing and deferred FP8 flushes at Cog
   const Case c{1, 2, 2, 17776, 17776, 64};
   const Inputs in = make_inputs(rng, c, sage2::Layout::bhnd, at::kBFloat16);
   const auto granularity = GENERATE(sage2::Granularity::per_thread, sage2::Granularity::per_warp,
-                                    sage2::Granularity::per_block);
+                                    sage2::Granularity::per_block, sage2::Granularity::per_token);
   const bool smooth_q = GENERATE(false, true);
   const bool smooth_v = GENERATE(false, true);
   const int flush = GENERATE(1, 4);

@@ -43,6 +43,10 @@ at::Tensor rows_tensor(const std::vector<int64_t>& rows) {
 // each 8-key slice) rather than from q_group / k_group.
 std::vector<std::vector<int64_t>> q_group_rows(int64_t padded, Granularity granularity) {
   std::vector<std::vector<int64_t>> groups;
+  if (granularity == Granularity::per_token) {
+    for (int64_t r = 0; r < padded; ++r) groups.push_back({r});
+    return groups;
+  }
   for (int64_t warp = 0; warp < padded / sage2::kWarpQ; ++warp) {
     const int64_t first = warp * sage2::kWarpQ;
     if (granularity == Granularity::per_thread) {
@@ -59,6 +63,10 @@ std::vector<std::vector<int64_t>> q_group_rows(int64_t padded, Granularity granu
 
 std::vector<std::vector<int64_t>> k_group_rows(int64_t padded, Granularity granularity) {
   std::vector<std::vector<int64_t>> groups;
+  if (granularity == Granularity::per_token) {
+    for (int64_t r = 0; r < padded; ++r) groups.push_back({r});
+    return groups;
+  }
   for (int64_t tile = 0; tile < padded / sage2::kCtaK; ++tile) {
     const int64_t first = tile * sage2::kCtaK;
     if (granularity != Granularity::per_thread) {
@@ -118,6 +126,7 @@ sage2::Options resolved(sage2::QkType qk, sage2::PvType pv, bool smooth_q) {
   options.qk = qk;
   options.pv = pv;
   options.smooth_q = smooth_q;
+  options.granularity = sage2::Granularity::per_thread;
   return options;
 }
 
@@ -164,6 +173,7 @@ TEST_CASE("sage2 resolve picks the per-architecture defaults", "[sage2][referenc
   CHECK(ampere.qk == QkType::int4);
   CHECK(ampere.pv == PvType::fp16);
   CHECK(ampere.smooth_q == true);
+  CHECK(ampere.granularity == sage2::Granularity::per_thread);
   const sage2::Options ada = sage2::resolve({}, 89);
   CHECK(ada.qk == QkType::int4);
   CHECK(ada.pv == PvType::fp8);
@@ -172,6 +182,7 @@ TEST_CASE("sage2 resolve picks the per-architecture defaults", "[sage2][referenc
   CHECK(hopper.qk == QkType::int8);
   CHECK(hopper.pv == PvType::fp8);
   CHECK(hopper.smooth_q == false);
+  CHECK(hopper.granularity == sage2::Granularity::per_thread);
 
   sage2::Options explicit_options;
   explicit_options.qk = QkType::int8;
@@ -183,8 +194,14 @@ TEST_CASE("sage2 resolve picks the per-architecture defaults", "[sage2][referenc
   CHECK(kept.pv == PvType::fp16);
   CHECK(kept.smooth_q == true);
   CHECK(kept.scale == 0.5);
+  CHECK(kept.granularity == sage2::Granularity::per_token);  // INT8 + FP16 P·V: the high-accuracy mode
   explicit_options.smooth_q.reset();
   CHECK(sage2::resolve(explicit_options, 80).smooth_q == false);  // follows qk, not the architecture
+  explicit_options.granularity = sage2::Granularity::per_warp;
+  CHECK(sage2::resolve(explicit_options, 90).granularity == sage2::Granularity::per_warp);
+  explicit_options.qk = QkType::int4;
+  explicit_options.granularity.reset();
+  CHECK(sage2::resolve(explicit_options, 86).granularity == sage2::Granularity::per_thread);
 }
 
 TEST_CASE("sage2 resolve rejects what cannot run", "[sage2][reference]") {
@@ -220,7 +237,8 @@ TEST_CASE("sage2 reference means: token mean and per-block mean over valid rows"
 TEST_CASE("sage2 reference quantizes Q and K in the groups and scales of the layout", "[sage2][reference]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
-  const auto granularity = GENERATE(Granularity::per_thread, Granularity::per_warp, Granularity::per_block);
+  const auto granularity =
+      GENERATE(Granularity::per_thread, Granularity::per_warp, Granularity::per_block, Granularity::per_token);
   const int qmax = GENERATE(sage2::kInt8Max, sage2::kInt4Max);
   const int64_t len = GENERATE(1, 64, 133);  // single row, exact tiles, partial last tile
   CAPTURE(int(granularity), qmax, len);
@@ -234,7 +252,7 @@ TEST_CASE("sage2 reference quantizes Q and K in the groups and scales of the lay
 TEST_CASE("sage2 reference quantized rows dequantize within half a step", "[sage2][reference]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
-  const auto granularity = GENERATE(Granularity::per_thread, Granularity::per_block);
+  const auto granularity = GENERATE(Granularity::per_thread, Granularity::per_block, Granularity::per_token);
   const int qmax = GENERATE(sage2::kInt8Max, sage2::kInt4Max);
   const bool is_key = GENERATE(false, true);
   CAPTURE(int(granularity), qmax, is_key);
@@ -327,10 +345,10 @@ TEST_CASE("sage2 reference preprocess: smoothing means and delta S", "[sage2][re
   CHECK(at::equal(pre.q_mean, ref::block_mean(qf)));
   CHECK(at::equal(pre.v_mean, ref::token_mean(vf)));
   const at::Tensor k_smooth = kf - pre.k_mean.unsqueeze(2);
-  CHECK(at::equal(pre.k.values, ref::quantize_k(k_smooth, options.granularity, 7).values));
+  CHECK(at::equal(pre.k.values, ref::quantize_k(k_smooth, *options.granularity, 7).values));
   const at::Tensor row_block = at::arange(100, at::kLong).div(sage2::kCtaQ, "floor");
   const at::Tensor q_smooth = qf - pre.q_mean.index_select(2, row_block);
-  CHECK(at::equal(pre.q.values, ref::quantize_q(q_smooth, options.granularity, 7).values));
+  CHECK(at::equal(pre.q.values, ref::quantize_q(q_smooth, *options.granularity, 7).values));
   CHECK(at::equal(pre.v.values, ref::quantize_v_fp8(vf - pre.v_mean.unsqueeze(2)).values));
   // ΔS of query head h uses kv head h / 2.
   REQUIRE(pre.delta_s.sizes() == at::IntArrayRef{1, 4, 2, 70});
@@ -365,7 +383,7 @@ TEST_CASE("sage2 reference attention is close to float64 attention", "[sage2][re
   const Mode mode = GENERATE(Mode{sage2::QkType::int8, sage2::PvType::fp16, false, 0.02, 0.999},
                              Mode{sage2::QkType::int8, sage2::PvType::fp8, false, 0.05, 0.998},
                              Mode{sage2::QkType::int4, sage2::PvType::fp8, true, 0.3, 0.965});
-  const auto granularity = GENERATE(Granularity::per_thread, Granularity::per_block);
+  const auto granularity = GENERATE(Granularity::per_thread, Granularity::per_block, Granularity::per_token);
   CAPTURE(int(mode.qk), int(mode.pv), mode.smooth_q, int(granularity));
   const at::Tensor q = rng.normal({1, 2, 257, 64}).to(at::kHalf);
   const at::Tensor k = rng.normal({1, 2, 257, 64}).to(at::kHalf);

@@ -18,7 +18,8 @@ enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD
 struct Options {
   std::optional<QkType> qk;      // default: INT8 on sm_90 (INT4 is emulated there), INT4 on sm_80/86/89
   std::optional<PvType> pv;      // default: FP8 on sm_89/90, FP16 on sm_80/86 (no FP8 MMA)
-  Granularity granularity = Granularity::per_thread;
+  std::optional<Granularity> granularity;  // default: per-token for INT8 + FP16 P·V (the high-accuracy mode,
+                                          // limited by the Q·Kᵀ error), per-thread otherwise
   bool smooth_k = true;
   std::optional<bool> smooth_q;  // default: on for INT4, off for INT8
   bool smooth_v = false;
