@@ -32,8 +32,8 @@ std::vector<Variant> variants() {
     list.push_back({std::move(name), std::nullopt, o});
   };
   using G = sage2::Granularity;
-  add("sage2 int8 per-thread + fp8 PV (default on sm_90)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread, false);
-  add("sage2 int8 per-token + fp16 PV (default for fp16 PV)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token, false);
+  add("sage2 int8 per-thread + fp8 PV (the official sm_90 mode)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread, false);
+  add("sage2 int8 per-token + fp16 PV (default on sm_90)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token, false);
   add("sage2 int8 per-thread + fp16 PV", sage2::QkType::int8, sage2::PvType::fp16, G::per_thread, false);
   add("sage2 int8 per-token + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_token, false);
   add("sage2 int8 per-warp + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_warp, false);

@@ -46,10 +46,10 @@ struct Mode {
 void bench_modes(const Shape& s) {
   using G = sage2::Granularity;
   const Mode modes[] = {
-      {"int8 per-thread + fp8 PV (sm_90 default)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread},
+      {"int8 per-thread + fp8 PV (the official sm_90 mode)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread},
       {"int8 per-token + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_token},
       {"int8 per-thread + fp16 PV", sage2::QkType::int8, sage2::PvType::fp16, G::per_thread},
-      {"int8 per-token + fp16 PV (fp16 PV default)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token},
+      {"int8 per-token + fp16 PV (sm_90 default)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token},
       {"int4 per-thread + fp8 PV (INT4 emulated on sm_90)", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread},
   };
   std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included:\n\n| mode | ms | TOPS |\n|---|---|---|\n",

@@ -143,16 +143,6 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         }
     }
 
-    // Per-token K scales of the 16 key columns this lane holds, fetched before the MMAs hide their latency.
-    const bool per_token = args.granularity == Granularity::per_token;
-    float2 key_scale[8];
-    if (per_token) {
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-        key_scale[n] = *reinterpret_cast<const float2*>(args.k_scale + kv_head_index * k_groups + tile * kCtaK +
-                                                        n * 8 + 2 * quad_col);
-    }
-
     // 1. S = Q Kᵀ: each K fragment feeds every MMA tile of the warp.
     int32_t s_int[kMTiles][8][4] = {};
 #pragma unroll
@@ -180,15 +170,19 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
     //    Per-token scales take a second multiply.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);
     float s[kMTiles][8][4];
-    if (per_token) {
+    if (args.granularity == Granularity::per_token) {
+      // The scales of the two key columns this lane holds in slice n, loaded as they are used so that they
+      // take two registers, not sixteen (the FP8 kernels are at the register limit).
 #pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
+      for (int n = 0; n < 8; ++n) {
+        const float2 key_scale = *reinterpret_cast<const float2*>(args.k_scale + kv_head_index * k_groups +
+                                                                  tile * kCtaK + n * 8 + 2 * quad_col);
 #pragma unroll
-        for (int n = 0; n < 8; ++n)
+        for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
           for (int e = 0; e < 4; ++e)
-            s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * q_scale[m][e / 2] *
-                         ((e & 1) ? key_scale[n].y : key_scale[n].x);
+            s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * q_scale[m][e / 2] * ((e & 1) ? key_scale.y : key_scale.x);
+      }
     } else {
       const float k_scale =
           args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];

@@ -1,5 +1,5 @@
 #pragma once
-// SageAttention2 host API: attention with INT8/INT4 Q·Kᵀ (smoothed, per-thread quantized) and FP8/FP16 P·V,
+// SageAttention2 host API: attention with INT8/INT4 Q·Kᵀ (smoothed; per-thread, per-token, per-warp or per-block scales) and FP8/FP16 P·V,
 // on the current CUDA stream. Inputs fp16/bf16, [B, H, N, D] or [B, N, H, D] (last dim contiguous), head
 // dim 64 or 128, grouped-query (H_q a multiple of H_kv), causal or not, optional additive bias and LSE.
 #include "sagevid/kernels/sage2_layout.h"
@@ -17,7 +17,7 @@ enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD
 
 struct Options {
   std::optional<QkType> qk;      // default: INT8 on sm_90 (INT4 is emulated there), INT4 on sm_80/86/89
-  std::optional<PvType> pv;      // default: FP8 on sm_89/90, FP16 on sm_80/86 (no FP8 MMA)
+  std::optional<PvType> pv;      // default: FP8 on sm_89 (Ada), FP16 elsewhere (faster on sm_90, none on sm_80/86)
   std::optional<Granularity> granularity;  // default: per-token for INT8 + FP16 P·V (the high-accuracy mode,
                                           // limited by the Q·Kᵀ error), per-thread otherwise
   bool smooth_k = true;
