@@ -23,6 +23,12 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kChunkBytes = std::size_t(1) << 20;  // VideoChunk.data limit, well under gRPC's 4 MiB
 constexpr auto kPollInterval = std::chrono::milliseconds(20);  // how often the handler checks cancel/deadline
 
+v1::GenerateEvent queued_event(int position) {
+  v1::GenerateEvent event;
+  event.mutable_queued()->set_position(position);
+  return event;
+}
+
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 c10::ScalarType parse_dtype(const std::string& name) {
@@ -365,7 +371,7 @@ void GenerationService::run_job(Job& job, Call& call) {
 
 grpc::Status GenerationService::stream_events(grpc::ServerContext* context,
                                               grpc::ServerWriter<v1::GenerateEvent>* writer, Call& call,
-                                              const std::shared_ptr<Job>& job) {
+                                              const std::shared_ptr<Job>& job, int position) {
   const auto stop = [&](Call::Stop reason) {
     Call::Stop none = Call::Stop::none;
     if (call.stop.compare_exchange_strong(none, reason)) call.model->queue->cancel(job);
@@ -378,6 +384,10 @@ grpc::Status GenerationService::stream_events(grpc::ServerContext* context,
   std::vector<v1::GenerateEvent> events;
   while (true) {
     const std::optional<grpc::Status> status = call.channel.take(events, kPollInterval);
+    if (const std::optional<int> now = call.model->queue->position(job); now && *now != position) {
+      position = *now;  // moved up: the job ahead finished or left
+      events.insert(events.begin(), queued_event(position));
+    }
     for (const v1::GenerateEvent& event : events)
       if (writable && !writer->Write(event)) {
         writable = false;
@@ -429,10 +439,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     return status;
   }
   report_queue_depth();
-  v1::GenerateEvent queued;
-  queued.mutable_queued()->set_position(submitted.position);
-  writer->Write(queued);  // a failure shows as IsCancelled in stream_events
-  status = stream_events(context, writer, *call, submitted.job);
+  writer->Write(queued_event(submitted.position));  // a failure shows as IsCancelled in stream_events
+  status = stream_events(context, writer, *call, submitted.job, submitted.position);
   finish_call(*call, status);
   return status;
 }

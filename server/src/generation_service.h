@@ -59,8 +59,9 @@ class GenerationService final : public v1::VideoGeneration::Service {
   JobFunctions job_functions(const std::shared_ptr<Call>& call);
   void run_job(Job& job, Call& call);
   static void end_job(Call& call, const grpc::Status& status);
+  // Relays the worker's events until the job ends; sends a new Queued event whenever the job moves up.
   grpc::Status stream_events(grpc::ServerContext* context, grpc::ServerWriter<v1::GenerateEvent>* writer,
-                             Call& call, const std::shared_ptr<Job>& job);
+                             Call& call, const std::shared_ptr<Job>& job, int position);
   void finish_call(const Call& call, const grpc::Status& status);
   void report_queue_depth();
 

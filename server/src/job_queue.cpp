@@ -32,10 +32,20 @@ JobQueue::Submitted JobQueue::submit(std::string id, JobFunctions functions) {
   if (closed_) throw QueueClosed("queue '" + name_ + "' is closed: the server is shutting down");
   if (waiting_.size() >= capacity_)
     throw QueueFull("queue '" + name_ + "' is full (" + std::to_string(capacity_) + " jobs waiting)");
-  const int position = static_cast<int>(waiting_.size()) + (running_ ? 1 : 0);
   waiting_.push_back(job);
   changed_.notify_all();
-  return {job, position};
+  return {job, position_locked(job).value()};
+}
+
+std::optional<int> JobQueue::position(const std::shared_ptr<Job>& job) const {
+  std::lock_guard lock(mutex_);
+  return position_locked(job);
+}
+
+std::optional<int> JobQueue::position_locked(const std::shared_ptr<Job>& job) const {
+  const auto it = std::find(waiting_.begin(), waiting_.end(), job);
+  if (it == waiting_.end()) return std::nullopt;
+  return static_cast<int>(it - waiting_.begin()) + (running_ ? 1 : 0);
 }
 
 void JobQueue::cancel(const std::shared_ptr<Job>& job) {

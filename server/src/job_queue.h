@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -75,10 +76,13 @@ class JobQueue {
   const std::string& name() const { return name_; }
   std::size_t capacity() const { return capacity_; }
   std::size_t waiting() const;
+  // Jobs that run before this waiting one (the running one included); nullopt once it left the queue.
+  std::optional<int> position(const std::shared_ptr<Job>& job) const;
   std::string running_job() const;  // its id, empty when idle
 
  private:
   void work();
+  std::optional<int> position_locked(const std::shared_ptr<Job>& job) const;
   std::deque<std::shared_ptr<Job>> take_all_waiting();
 
   const std::string name_;

@@ -8,6 +8,8 @@
 #include "sagevid/models/safetensors.h"
 
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 
 #include <filesystem>
 #include <vector>
@@ -64,4 +66,45 @@ TEST_CASE("the pipeline on CUDA in bf16 stays close to its fp32 CPU run on the t
   WARN("pipeline bf16 CUDA vs fp32 CPU: mean |difference| " << mean_difference << "/255");
   CHECK(mean_difference < 8.0);
   CHECK(cuda.attention().fallback_count() > 0);
+}
+
+TEST_CASE("CUDA out of memory in generate is c10::OutOfMemoryError and leaves the pipeline usable", "[gpu][pipeline]") {
+  // What the server relies on to answer RESOURCE_EXHAUSTED and keep serving: the error type, and no memory
+  // held by the failed job.
+  const std::filesystem::path model = std::filesystem::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const auto pipeline = sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kBFloat16});
+  sagevid::GenerationRequest request;
+  request.prompt = "a lighthouse in a storm";
+  request.num_frames = 17;
+  request.height = request.width = 192;
+  request.num_inference_steps = 2;
+  request.seed = rng.seed;
+  const auto allocated = [] { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; };
+  int64_t frames = 0;
+  const sagevid::GenerationCallbacks count_frames{.on_frames = [&](const at::Tensor& batch) { frames += batch.size(0); }};
+  pipeline.generate(request, count_frames);  // first: whatever the pipeline keeps between jobs is in place
+  REQUIRE(frames == 17);
+
+  // Fill the device: 1 GiB blocks, then 2 MiB ones, until neither fits.
+  std::vector<at::Tensor> filler;
+  for (const int64_t block : {int64_t(1) << 30, int64_t(2) << 20}) {
+    while (true) {
+      try {
+        filler.push_back(at::empty({block}, at::TensorOptions().device(at::kCUDA).dtype(at::kByte)));
+      } catch (const c10::OutOfMemoryError&) {
+        break;
+      }
+    }
+  }
+  const int64_t before = allocated();
+  CHECK_THROWS_AS(pipeline.generate(request, {}), c10::OutOfMemoryError);
+  CHECK(allocated() == before);  // the failed job holds nothing
+
+  filler.clear();
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  frames = 0;
+  pipeline.generate(request, count_frames);
+  CHECK(frames == 17);
 }

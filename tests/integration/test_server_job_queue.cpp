@@ -85,20 +85,27 @@ TEST_CASE("jobs run one at a time in FIFO order with their positions", "[integra
   std::vector<Gate> gates(jobs);
   JobQueue queue("test", jobs);
 
-  std::vector<int> positions;
+  std::vector<std::shared_ptr<Job>> submitted;
   for (int i = 0; i < jobs; ++i) {
-    positions.push_back(queue.submit("job" + std::to_string(i), gated_job(journal, gates[i], std::to_string(i))).position);
+    const auto job = queue.submit("job" + std::to_string(i), gated_job(journal, gates[i], std::to_string(i)));
+    CHECK(job.position == i);
+    submitted.push_back(job.job);
     if (i == 0) REQUIRE(journal.wait_for("start 0"));  // the first one is running before the others queue
   }
-  for (int i = 0; i < jobs; ++i) CHECK(positions[i] == i);
   CHECK(queue.running_job() == "job0");
   CHECK(queue.waiting() == size_t(jobs - 1));
+  CHECK_FALSE(queue.position(submitted[0]).has_value());  // running, no longer waiting
+  for (int i = 1; i < jobs; ++i) CHECK(queue.position(submitted[i]) == i);
 
   std::vector<std::string> expected;
   for (int i = 0; i < jobs; ++i) {
     expected.push_back("start " + std::to_string(i));
     expected.push_back("finish " + std::to_string(i));
     gates[i].open();
+    if (i + 1 < jobs) {  // each waiting job moves up by one as the running one finishes
+      REQUIRE(journal.wait_for("start " + std::to_string(i + 1)));
+      for (int j = i + 2; j < jobs; ++j) CHECK(queue.position(submitted[j]) == j - i - 1);
+    }
   }
   REQUIRE(queue.wait_idle(std::chrono::steady_clock::now() + 5s));
   CHECK(journal.snapshot() == expected);

@@ -1,6 +1,7 @@
 // The server's life with the tiny model: health while loading, cancel and deadline freeing the worker, the
 // full queue, shutdown while busy (in process and by SIGTERM to the binary), a corrupt model at start-up.
 #include "catch.h"
+#include "failing_cpu_allocator.h"
 #include "test_random.h"
 #include "test_server_support.h"
 
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -71,6 +73,30 @@ struct Background {
   }
 };
 
+// A slow generation that the test cancels with cancel(). The reading thread cancels its own call at the next
+// event: TryCancel from another thread while this one is blocked in Read is not documented as safe, and its
+// context ends with the call.
+struct Cancellable {
+  std::atomic<int> denoise_step{0};
+  std::atomic<bool> cancel_requested{false};
+  std::future<GenerateResult> result;
+
+  Cancellable(v1::VideoGeneration::Stub& stub, v1::GenerateRequest request) {
+    result = std::async(std::launch::async, [this, &stub, request] {
+      return generate(stub, request, [this](const v1::GenerateEvent& event, grpc::ClientContext& context) {
+        if (cancel_requested) context.TryCancel();
+        if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE) denoise_step = event.progress().step();
+      });
+    });
+  }
+  bool wait_step(int step, Clock::duration timeout = 30s) const {
+    const auto end = Clock::now() + timeout;
+    while (denoise_step < step && Clock::now() < end) std::this_thread::sleep_for(2ms);
+    return denoise_step >= step;
+  }
+  void cancel() { cancel_requested = true; }
+};
+
 }  // namespace
 
 TEST_CASE("health says NOT_SERVING until the models are loaded, then SERVING", "[integration][server]") {
@@ -98,19 +124,8 @@ TEST_CASE("a client cancel stops the job within a step and the next job starts",
   auto draw = drawer(rng);
   TestServer server(tiny_config());
   const auto stub = server.stub();
-  // The reading thread cancels its own call at the next event after the request: TryCancel from another thread
-  // while this one is blocked in Read is not documented as safe, and its context ends with the call.
-  std::atomic<bool> denoising{false}, cancel{false};
-  auto slow = std::async(std::launch::async, [&] {
-    return generate(*stub, slow_request(draw), [&](const v1::GenerateEvent& event, grpc::ClientContext& context) {
-      if (cancel) context.TryCancel();
-      if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE && event.progress().step() >= 2)
-        denoising = true;
-    });
-  });
-  const auto end = Clock::now() + 30s;
-  while (!denoising && Clock::now() < end) std::this_thread::sleep_for(2ms);
-  REQUIRE(denoising);
+  Cancellable slow(*stub, slow_request(draw));
+  REQUIRE(slow.wait_step(2));
 
   // The next request queues behind the slow one.
   std::atomic<bool> next_started{false};
@@ -127,8 +142,8 @@ TEST_CASE("a client cancel stops the job within a step and the next job starts",
   CHECK_FALSE(next_started);
 
   const auto cancelled_at = Clock::now();
-  cancel = true;
-  const GenerateResult slow_result = slow.get();
+  slow.cancel();
+  const GenerateResult slow_result = slow.result.get();
   CHECK(slow_result.status.error_code() == grpc::StatusCode::CANCELLED);
   const GenerateResult next_result = next.get();
   REQUIRE(next_result.status.ok());
@@ -142,6 +157,40 @@ TEST_CASE("a client cancel stops the job within a step and the next job starts",
   CAPTURE(step, seconds(next_started_at - cancelled_at));
   CHECK(seconds(next_started_at - cancelled_at) < 2 * step + 0.5);
   CHECK(next_result.first(v1::GenerateEvent::kQueued)->queued().position() == 1);
+}
+
+TEST_CASE("a waiting job is told its new position each time the queue moves", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config({"server.queue_size=2"}));
+  const auto stub = server.stub();
+  Cancellable running(*stub, slow_request(draw));
+  REQUIRE(running.wait_step(1));
+  const v1::GenerateRequest second_request = small_request(draw), third_request = small_request(draw);
+  auto second = std::async(std::launch::async, [&] { return generate(*stub, second_request); });
+  while (server_status(*stub).queue_depth() != 1) std::this_thread::sleep_for(2ms);
+  auto third = std::async(std::launch::async, [&] { return generate(*stub, third_request); });
+  while (server_status(*stub).queue_depth() != 2) std::this_thread::sleep_for(2ms);
+
+  running.cancel();  // the running job leaves: the second starts, the third moves up to 1
+  CHECK(running.result.get().status.error_code() == grpc::StatusCode::CANCELLED);
+  const GenerateResult second_result = second.get(), third_result = third.get();
+  REQUIRE(second_result.status.ok());
+  REQUIRE(third_result.status.ok());
+  const auto positions = [](const GenerateResult& result) {
+    std::vector<int> list;
+    for (const auto& event : result.events)
+      if (event.has_queued()) list.push_back(event.queued().position());
+    return list;
+  };
+  CHECK(positions(second_result) == std::vector<int>{1});
+  CHECK(positions(third_result) == std::vector<int>{2, 1});
+  // Every Queued event comes before the job starts.
+  const auto started = [](const GenerateResult& result) {
+    return std::find_if(result.events.begin(), result.events.end(), [](const auto& e) { return e.has_started(); });
+  };
+  CHECK(std::none_of(started(third_result), third_result.events.end(), [](const auto& e) { return e.has_queued(); }));
 }
 
 TEST_CASE("a deadline ends the job with DEADLINE_EXCEEDED and frees the worker", "[integration][server]") {
@@ -220,6 +269,31 @@ TEST_CASE("shutdown refuses new calls, lets running work finish within the drain
     CHECK(took >= 1.0);
     CHECK(took < 6.0);
   }
+}
+
+TEST_CASE("out of memory in a job is RESOURCE_EXHAUSTED for that job; the server keeps serving", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  FailingCpuAllocator allocator;
+  // Anywhere in the job: the tiny model's smallest request allocates thousands of tensors.
+  const int64_t nth = std::uniform_int_distribution<int64_t>(1, 400)(draw);
+  CAPTURE(nth);
+  allocator.arm(nth);
+  const GenerateResult failed = generate(*stub, small_request(draw));
+  allocator.arm(0);
+  REQUIRE(allocator.fired());
+  CHECK(failed.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(failed.status.error_message(), ContainsSubstring("out of memory on cpu"));
+  CHECK(failed.first(v1::GenerateEvent::kStarted) != nullptr);  // it ran, it was not refused
+  CHECK(failed.first(v1::GenerateEvent::kCompleted) == nullptr);
+
+  CHECK(wait_until_idle(*stub, 5s));
+  const GenerateResult next = generate(*stub, small_request(draw));
+  CHECK(next.status.ok());
+  CHECK(next.first(v1::GenerateEvent::kCompleted) != nullptr);
 }
 
 TEST_CASE("a corrupt model folder at start-up is a clear error naming the model and file", "[integration][server]") {

@@ -1,0 +1,44 @@
+#pragma once
+// Fault injection for out-of-memory paths on a machine without a GPU: while installed, torch's CPU
+// allocations go through this allocator, which throws c10::OutOfMemoryError (what the CUDA caching allocator
+// throws when the device is full) at the n-th allocation after arm(n), and passes every other one to the
+// default CPU allocator. Removed (the default restored) by the destructor.
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace sagevid::test {
+
+class FailingCpuAllocator final : public c10::Allocator {
+ public:
+  FailingCpuAllocator() : inner_(c10::GetDefaultCPUAllocator()) { c10::SetCPUAllocator(this, kPriority); }
+  ~FailingCpuAllocator() override { c10::SetCPUAllocator(inner_, kPriority); }
+  FailingCpuAllocator(const FailingCpuAllocator&) = delete;
+  FailingCpuAllocator& operator=(const FailingCpuAllocator&) = delete;
+
+  // The n-th allocation from now (n >= 1) fails; 0 disarms.
+  void arm(int64_t n) { countdown_ = n; }
+  bool fired() const { return fired_; }
+
+  c10::DataPtr allocate(size_t bytes) override {
+    if (countdown_.load() > 0 && countdown_.fetch_sub(1) == 1) {
+      fired_ = true;
+      TORCH_CHECK_WITH(OutOfMemoryError, false, "injected out of memory: tried to allocate ", bytes, " bytes");
+    }
+    return inner_->allocate(bytes);
+  }
+  // What raw_allocate / raw_deallocate (oneDNN's scratch buffers) use: the inner allocator's deleter.
+  c10::DeleterFnPtr raw_deleter() const override { return inner_->raw_deleter(); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { inner_->copy_data(dest, src, count); }
+
+ private:
+  static constexpr uint8_t kPriority = 100;  // above the default allocator's, so that both swaps take effect
+  c10::Allocator* inner_;
+  std::atomic<int64_t> countdown_{0};
+  std::atomic<bool> fired_{false};
+};
+
+}  // namespace sagevid::test
