@@ -7,7 +7,6 @@
 #include "sagevid/kernels/sage2_reference.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full_like.h>
 #include <ATen/ops/matmul.h>
@@ -70,14 +69,13 @@ PreparedV prepare_v(const at::Tensor& v, const Options& o, cudaStream_t stream) 
   const int64_t padded = (d.len + kCtaK - 1) / kCtaK * kCtaK;
   PreparedV out;
   if (o.smooth_v) out.mean = reference::token_mean(reference::bhnd_view(v, o.layout)).contiguous();
-  if (*o.pv == PvType::fp16) {
-    at::Tensor values = reference::to_bhnd_float(v, o.layout);
-    if (out.mean.defined()) values = values - out.mean.unsqueeze(2);
-    out.values = at::constant_pad_nd(values.to(at::kHalf), {0, 0, 0, padded - d.len}).contiguous();
-    return out;
-  }
   const auto input = strided(v, o.layout);
   const float* mean = out.mean.defined() ? out.mean.data_ptr<float>() : nullptr;
+  if (*o.pv == PvType::fp16) {
+    out.values = at::empty({d.batch, d.heads, padded, d.head_dim}, v.options().dtype(at::kHalf));
+    detail::convert_v_fp16(input, mean, out.values.data_ptr(), stream);
+    return out;
+  }
   at::Tensor absmax = at::empty({d.batch, d.heads, d.head_dim}, v.options().dtype(at::kFloat));
   detail::channel_absmax(input, mean, absmax.data_ptr<float>(), stream);
   // A true division (torch turns "tensor / scalar" into a reciprocal multiply on CUDA): the reference's scale.

@@ -24,6 +24,9 @@ struct StridedInput {
 void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
                    Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream);
 
+// V for the FP16 P·V path: v - mean (optional, [B, H, D] fp32) as fp16 [B, H, N_pad, D]; padding keys are 0.
+void convert_v_fp16(const StridedInput& v, const float* mean, void* values, cudaStream_t stream);
+
 // Per-channel max|v - mean| over tokens: [B, H, D] fp32 (output zeroed by the launcher).
 void channel_absmax(const StridedInput& v, const float* mean, float* absmax, cudaStream_t stream);
 

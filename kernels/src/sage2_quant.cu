@@ -1,6 +1,6 @@
-// SageAttention2 preprocessing: Q/K smoothing + per-group INT8/INT4 quantization, and per-channel FP8
-// quantization of V into the transposed, key-permuted layout the P·V MMA reads. Memory-bound kernels:
-// each reads its input once (the V path twice: absmax, then quantize).
+// SageAttention2 preprocessing: Q/K smoothing + per-group INT8/INT4 quantization, V as padded fp16 for the
+// FP16 P·V MMA, and per-channel FP8 quantization of V into the transposed, key-permuted layout the FP8 P·V MMA
+// reads. Memory-bound kernels: each reads its input once (the FP8 V path twice: absmax, then quantize).
 #include "sage2_kernels.h"
 #include "sagevid/kernels/cuda_check.h"
 
@@ -19,46 +19,77 @@ __device__ __forceinline__ float load_input(const void* data, InputType type, in
                                  : __bfloat162float(static_cast<const __nv_bfloat16*>(data)[index]);
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
+// Eight consecutive channels of one row: the unit every thread loads, smooths and quantizes. Whole chunks are
+// one 16-byte load when the input is aligned for it (the host checks), else eight scalar loads.
+constexpr int kChunk = 8;
+constexpr int kMaxChunksPerThread = kCtaQ * kMaxHeadDim / kChunk / kThreads;  // 4
+
+__device__ __forceinline__ void load_chunk(const StridedInput& x, int64_t index, bool vector_loads, float (&out)[kChunk]) {
+  if (vector_loads) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(x.data) + index);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (x.type == InputType::fp16) {
+        const float2 pair = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+        out[2 * i] = pair.x, out[2 * i + 1] = pair.y;
+      } else {
+        const float2 pair = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
+        out[2 * i] = pair.x, out[2 * i + 1] = pair.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) out[i] = load_input(x.data, x.type, index + i);
+  }
 }
 
-// One CTA quantizes one 64-row tile of one (batch, head): smooth, find each group's absmax, round.
-__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x, const float* mean,
+// One CTA quantizes one 64-row tile of one (batch, head). Thread t holds chunks t, t + 256, ... of the tile
+// (row-major, so the lanes of a row are adjacent): it loads and smooths them, the row absmax is a shuffle
+// reduction over the row's lanes, each group's absmax a shared atomic max over its rows, and the thread then
+// rounds its own chunks. Reads and writes each element once.
+__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x, bool vector_loads, const float* mean,
                                                                  bool mean_per_block, bool is_key,
                                                                  Granularity granularity, bool int4,
                                                                  int8_t* values, float* scales) {
   constexpr int kTile = kCtaQ;  // == kCtaK: Q and K tiles are both 64 rows
   static_assert(kCtaQ == kCtaK, "one tile size for Q and K");
-  __shared__ float tile[kTile][kMaxHeadDim];
-  __shared__ float row_absmax[kTile];
-  __shared__ float group_scale[kTile];  // per-token: one group per row
+  __shared__ unsigned group_amax_bits[kTile];  // non-negative floats order like their bit patterns
 
   const int block = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const int d = x.head_dim, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = x.head_dim, chunks_per_row = d / kChunk, chunks = kTile * chunks_per_row;
   const int64_t in_base = batch * x.stride_b + head * x.stride_h;
   const int num_blocks = gridDim.x;
   const float* mean_row = nullptr;
   if (mean) mean_row = mean + (int64_t(batch) * x.heads + head) * (mean_per_block ? num_blocks : 1) * d +
                        (mean_per_block ? int64_t(block) * d : 0);
-
-  // Load and smooth; rows past the sequence are padding (zero, excluded from every absmax).
-  for (int i = threadIdx.x; i < kTile * d; i += kThreads) {
-    const int r = i / d, c = i % d, row = block * kTile + r;
-    float value = 0.0f;
-    if (row < x.len) {
-      value = load_input(x.data, x.type, in_base + row * x.stride_n + c);
-      if (mean_row) value = value - mean_row[c];
-    }
-    tile[r][c] = value;
-  }
+  if (threadIdx.x < kTile) group_amax_bits[threadIdx.x] = 0;
   __syncthreads();
-  for (int r = warp; r < kTile; r += kThreads / 32) {
-    float m = 0.0f;
-    for (int c = lane; c < d; c += 32) m = fmaxf(m, fabsf(tile[r][c]));
-    m = warp_max(m);
-    if (lane == 0) row_absmax[r] = m;
+
+  // Load and smooth; rows past the sequence are padding (zero, so they never raise a group's absmax).
+  float v[kMaxChunksPerThread][kChunk];
+#pragma unroll
+  for (int j = 0; j < kMaxChunksPerThread; ++j) {
+    const int chunk = threadIdx.x + j * kThreads;
+    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = block * kTile + r;
+    float amax = 0.0f;
+    if (chunk < chunks && row < x.len) {
+      load_chunk(x, in_base + row * x.stride_n + c, vector_loads, v[j]);
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) {
+        if (mean_row) v[j][i] = v[j][i] - mean_row[c + i];
+        amax = fmaxf(amax, fabsf(v[j][i]));
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) v[j][i] = 0.0f;
+    }
+    for (int offset = 1; offset < chunks_per_row; offset <<= 1)  // the row's lanes: aligned, a power of two
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    if (chunk < chunks && chunk % chunks_per_row == 0) {
+      const int group = int(is_key ? k_group(r, granularity) : q_group(r, granularity));
+      atomicMax(&group_amax_bits[group], __float_as_uint(amax));
+    }
   }
   __syncthreads();
 
@@ -66,36 +97,64 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x,
   const float qmax = int4 ? float(kInt4Max) : float(kInt8Max);
   const int64_t head_index = int64_t(batch) * x.heads + head;
   if (threadIdx.x < groups) {
-    const int g = threadIdx.x;
-    float amax = 0.0f;
-    for (int r = 0; r < kTile; ++r) {
-      const int64_t local = is_key ? k_group(r, granularity) : q_group(r, granularity);
-      if (local == g) amax = fmaxf(amax, row_absmax[r]);
-    }
-    group_scale[g] = amax;
-    scales[(head_index * num_blocks + block) * groups + g] = amax > 0.0f ? amax / qmax : 1.0f;
+    const float amax = __uint_as_float(group_amax_bits[threadIdx.x]);
+    scales[(head_index * num_blocks + block) * groups + threadIdx.x] = amax > 0.0f ? amax / qmax : 1.0f;
   }
-  __syncthreads();
 
+  // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
   const int64_t padded_len = int64_t(num_blocks) * kTile;
-  if (!int4) {
-    int8_t* out = values + (head_index * padded_len + int64_t(block) * kTile) * d;
-    for (int i = threadIdx.x; i < kTile * d; i += kThreads) {
-      const int r = i / d, c = i % d;
-      const float amax = group_scale[is_key ? k_group(r, granularity) : q_group(r, granularity)];
-      const float inv = amax > 0.0f ? qmax / amax : 0.0f;
-      out[i] = int8_t(max(-int(qmax), min(int(qmax), __float2int_rn(tile[r][c] * inv))));
+  const int64_t row_bytes = int4 ? d / 2 : d;
+  int8_t* out = values + (head_index * padded_len + int64_t(block) * kTile) * row_bytes;
+#pragma unroll
+  for (int j = 0; j < kMaxChunksPerThread; ++j) {
+    const int chunk = threadIdx.x + j * kThreads;
+    if (chunk >= chunks) break;
+    const int r = chunk / chunks_per_row;
+    const float amax = __uint_as_float(group_amax_bits[is_key ? k_group(r, granularity) : q_group(r, granularity)]);
+    const float inv = amax > 0.0f ? qmax / amax : 0.0f;
+    int q[kChunk];
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) q[i] = max(-int(qmax), min(int(qmax), __float2int_rn(v[j][i] * inv)));
+    if (!int4) {
+      uint2 packed;
+      packed.x = (q[0] & 0xFF) | (q[1] & 0xFF) << 8 | (q[2] & 0xFF) << 16 | uint32_t(q[3] & 0xFF) << 24;
+      packed.y = (q[4] & 0xFF) | (q[5] & 0xFF) << 8 | (q[6] & 0xFF) << 16 | uint32_t(q[7] & 0xFF) << 24;
+      reinterpret_cast<uint2*>(out)[chunk] = packed;
+    } else {
+      uint32_t packed = 0;
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) packed |= uint32_t(q[i] & 0xF) << (4 * i);  // low nibble = even channel
+      reinterpret_cast<uint32_t*>(out)[chunk] = packed;
     }
-  } else {
-    int8_t* out = values + (head_index * padded_len + int64_t(block) * kTile) * (d / 2);
-    for (int i = threadIdx.x; i < kTile * d / 2; i += kThreads) {
-      const int r = i / (d / 2), c = 2 * (i % (d / 2));
-      const float amax = group_scale[is_key ? k_group(r, granularity) : q_group(r, granularity)];
-      const float inv = amax > 0.0f ? qmax / amax : 0.0f;
-      const int lo = max(-7, min(7, __float2int_rn(tile[r][c] * inv)));
-      const int hi = max(-7, min(7, __float2int_rn(tile[r][c + 1] * inv)));
-      out[i] = int8_t((lo & 0xF) | ((hi & 0xF) << 4));
+  }
+}
+
+// V for the FP16 P·V MMA: v - mean as fp16, [B, H, N_pad, D], padding keys 0. One CTA per 64-key tile.
+__global__ void __launch_bounds__(kThreads) convert_v_fp16_kernel(StridedInput v, bool vector_loads,
+                                                                  const float* mean, __half* values) {
+  const int tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
+  const int d = v.head_dim, chunks_per_row = d / kChunk;
+  const int64_t head_index = int64_t(batch) * v.heads + head;
+  const int64_t in_base = batch * v.stride_b + head * v.stride_h;
+  const float* mean_row = mean ? mean + head_index * d : nullptr;
+  __half* out = values + (head_index * gridDim.x + tile) * int64_t(kCtaK) * d;
+  for (int chunk = threadIdx.x; chunk < kCtaK * chunks_per_row; chunk += kThreads) {
+    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile * kCtaK + r;
+    float x[kChunk] = {};
+    if (row < v.len) {
+      load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
+      if (mean_row)
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) x[i] = x[i] - mean_row[c + i];
     }
+    uint4 packed;
+    uint32_t* words = reinterpret_cast<uint32_t*>(&packed);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const __half2 pair = __floats2half2_rn(x[2 * i], x[2 * i + 1]);
+      words[i] = *reinterpret_cast<const uint32_t*>(&pair);
+    }
+    reinterpret_cast<uint4*>(out)[chunk] = packed;
   }
 }
 
@@ -145,13 +204,25 @@ __global__ void __launch_bounds__(kThreads) quantize_v_fp8_kernel(StridedInput v
   }
 }
 
+// Whether every 8-channel chunk of x starts on a 16-byte boundary (then one vector load reads it).
+bool chunks_aligned(const StridedInput& x) {
+  const bool strides = x.stride_b % kChunk == 0 && x.stride_h % kChunk == 0 && x.stride_n % kChunk == 0;
+  return strides && reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
+}
+
 }  // namespace
 
 void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
                    Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream) {
   const dim3 grid(unsigned((x.len + kCtaQ - 1) / kCtaQ), unsigned(x.heads), unsigned(x.batch));
-  quantize_rows_kernel<<<grid, kThreads, 0, stream>>>(x, mean, mean_per_block, is_key, granularity, int4,
-                                                      values, scales);
+  quantize_rows_kernel<<<grid, kThreads, 0, stream>>>(x, chunks_aligned(x), mean, mean_per_block, is_key,
+                                                      granularity, int4, values, scales);
+  SAGEVID_CUDA_CHECK_LAUNCH();
+}
+
+void convert_v_fp16(const StridedInput& v, const float* mean, void* values, cudaStream_t stream) {
+  const dim3 grid(unsigned((v.len + kCtaK - 1) / kCtaK), unsigned(v.heads), unsigned(v.batch));
+  convert_v_fp16_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, static_cast<__half*>(values));
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
