@@ -1,8 +1,9 @@
 // The mma.sync SageAttention2 kernel (sm_80/86/89, also runs on sm_90). One CTA = 4 warps x 16 query rows
 // against 64-key tiles, K/V double-buffered through cp.async. Per tile, a warp:
 //   1. S = Q_int · K_intᵀ (INT8 m16n8k32 or INT4 m16n8k64) into int32 registers;
-//   2. dequantizes: one q-scale x k-scale multiply per element (two with per-token scales), + ΔS, + bias, mask;
-//   3. online softmax in base 2 (scale and log2 e folded into the dequant factor);
+//   2. dequantizes: the row's q-scale x k-scale (x sm_scale x log2 e) is deferred into the softmax's FMA
+//      (per-token K: one multiply per element); edge tiles and ΔS/bias calls scale fully, add and mask;
+//   3. online softmax in base 2;
 //   4. P̃·V: P̃ from the S registers straight into A fragments, FP8 (x448, V per channel) or FP16,
 //      accumulated in a fresh accumulator that is added into the FP32 output buffer every flush_tiles tiles.
 #include "sage2_kernels.h"
@@ -165,11 +166,14 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
       }
     }
 
-    // 2. Dequantize to base-2 scores: one multiply per element. Only tiles at the end of the keys or on the
-    //    causal diagonal, and calls with ΔS or a bias, take the per-element path that adds and masks.
-    //    Per-token scales take a second multiply.
+    // 2. Dequantize. A row's scale (q-scale x k-scale, k-scale per column with per-token K) is deferred into
+    //    the softmax, which takes exp2(s · row_scale − max) as one FMA: per-thread scores cost no multiply
+    //    here, per-token ones one. Tiles at the end of the keys or on the causal diagonal, calls with ΔS or a
+    //    bias, and a non-positive scale (which would flip the max) scale fully here, add, mask, and use 1.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);
+    const bool full_scores = edge_tile || args.delta_s || args.bias || !(args.score_scale > 0.0f);
     float s[kMTiles][8][4];
+    float row_scale[kMTiles][2];
     if (args.granularity == Granularity::per_token) {
       // The scales of the two key columns this lane holds in slice n, loaded as they are used so that they
       // take two registers, not sixteen (the FP8 kernels are at the register limit).
@@ -181,28 +185,31 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
           for (int e = 0; e < 4; ++e)
-            s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * q_scale[m][e / 2] * ((e & 1) ? key_scale.y : key_scale.x);
+            s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * ((e & 1) ? key_scale.y : key_scale.x);
       }
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) row_scale[m][0] = q_scale[m][0], row_scale[m][1] = q_scale[m][1];
     } else {
       const float k_scale =
           args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];
 #pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
-        const float scale0 = q_scale[m][0] * k_scale, scale1 = q_scale[m][1] * k_scale;
+        row_scale[m][0] = q_scale[m][0] * k_scale, row_scale[m][1] = q_scale[m][1] * k_scale;
 #pragma unroll
         for (int n = 0; n < 8; ++n)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * (e < 2 ? scale0 : scale1);
+          for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]);
       }
     }
+    if (full_scores) {
 #pragma unroll
-    for (int m = 0; m < kMTiles; ++m) {
-      if (edge_tile || delta_s[m] || args.bias) {
+      for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
         for (int n = 0; n < 8; ++n) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int row = row0[m] + (e < 2 ? 0 : 8), col = tile * kCtaK + n * 8 + 2 * quad_col + (e & 1);
+            s[m][n][e] *= row_scale[m][e / 2];
             if (col < args.kv_len) {
               if (delta_s[m]) s[m][n][e] += delta_s[m][col] * args.score_scale;
               if (args.bias && row < args.q_len)
@@ -211,6 +218,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
             if (col >= args.kv_len || (args.causal && col > row)) s[m][n][e] = kNegInf;
           }
         }
+        row_scale[m][0] = row_scale[m][1] = 1.0f;
       }
     }
 
@@ -224,7 +232,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 #pragma unroll
         for (int n = 0; n < 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[m][n][2 * half], s[m][n][2 * half + 1]));
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * row_scale[m][half];  // scale > 0
         const float new_max = fmaxf(row_max[m][half], tile_max);
         const float reference = new_max == kNegInf ? 0.0f : new_max;  // a fully masked row so far
         rescale[half] = mma::fast_exp2(row_max[m][half] - reference);
@@ -232,8 +240,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         float sum = 0.0f;
 #pragma unroll
         for (int n = 0; n < 8; ++n) {
-          s[m][n][2 * half] = mma::fast_exp2(s[m][n][2 * half] - reference);
-          s[m][n][2 * half + 1] = mma::fast_exp2(s[m][n][2 * half + 1] - reference);
+          s[m][n][2 * half] = mma::fast_exp2(fmaf(s[m][n][2 * half], row_scale[m][half], -reference));
+          s[m][n][2 * half + 1] = mma::fast_exp2(fmaf(s[m][n][2 * half + 1], row_scale[m][half], -reference));
           sum += s[m][n][2 * half] + s[m][n][2 * half + 1];
         }
         row_sum[m][half] = row_sum[m][half] * rescale[half] + sum;
