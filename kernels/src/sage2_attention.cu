@@ -1,8 +1,8 @@
 // The mma.sync SageAttention2 kernel (sm_80/86/89, also runs on sm_90). One CTA = 4 warps x 16 query rows
 // against 64-key tiles, K/V double-buffered through cp.async. Per tile, a warp:
 //   1. S = Q_int · K_intᵀ (INT8 m16n8k32 or INT4 m16n8k64) into int32 registers;
-//   2. dequantizes: the row's q-scale x k-scale (x sm_scale x log2 e) is deferred into the softmax's FMA
-//      (per-token K: one multiply per element); edge tiles and ΔS/bias calls scale fully, add and mask;
+//   2. dequantizes: one k-scale multiply per element; the row's q-scale (x sm_scale x log2 e) is deferred
+//      into the softmax's FMA; edge tiles and ΔS/bias calls scale fully, add and mask;
 //   3. online softmax in base 2;
 //   4. P̃·V: P̃ from the S registers straight into A fragments, FP8 (x448, V per channel) or FP16,
 //      accumulated in a fresh accumulator that is added into the FP32 output buffer every flush_tiles tiles.
@@ -166,14 +166,17 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
       }
     }
 
-    // 2. Dequantize. A row's scale (q-scale x k-scale, k-scale per column with per-token K) is deferred into
-    //    the softmax, which takes exp2(s · row_scale − max) as one FMA: per-thread scores cost no multiply
-    //    here, per-token ones one. Tiles at the end of the keys or on the causal diagonal, calls with ΔS or a
-    //    bias, and a non-positive scale (which would flip the max) scale fully here, add, mask, and use 1.
+    // 2. Dequantize: the k-scale multiplies here (it differs between the lanes of a row's quad: per-thread
+    //    groups, per-token columns); the row's q-scale is deferred into the softmax, exp2(s · q_scale − max)
+    //    as one FMA, and into the row max (one multiply per row). Tiles at the end of the keys or on the
+    //    causal diagonal, calls with ΔS or a bias, and a non-positive scale (which would flip the max) scale
+    //    fully here, add, mask, and defer nothing.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);
     const bool full_scores = edge_tile || args.delta_s || args.bias || !(args.score_scale > 0.0f);
     float s[kMTiles][8][4];
     float row_scale[kMTiles][2];
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) row_scale[m][0] = q_scale[m][0], row_scale[m][1] = q_scale[m][1];
     if (args.granularity == Granularity::per_token) {
       // The scales of the two key columns this lane holds in slice n, loaded as they are used so that they
       // take two registers, not sixteen (the FP8 kernels are at the register limit).
@@ -187,19 +190,15 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
           for (int e = 0; e < 4; ++e)
             s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * ((e & 1) ? key_scale.y : key_scale.x);
       }
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m) row_scale[m][0] = q_scale[m][0], row_scale[m][1] = q_scale[m][1];
     } else {
       const float k_scale =
           args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];
 #pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
-        row_scale[m][0] = q_scale[m][0] * k_scale, row_scale[m][1] = q_scale[m][1] * k_scale;
+      for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
         for (int n = 0; n < 8; ++n)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]);
-      }
+          for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * k_scale;
     }
     if (full_scores) {
 #pragma unroll
