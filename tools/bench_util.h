@@ -1,10 +1,12 @@
 #pragma once
-// Shared bits of the GPU tools: CUDA-event timing (median of repeated runs after warm-up) and fresh inputs.
+// Shared bits of the GPU tools: CUDA-event timing (median of repeated runs after warm-up), allocator memory
+// statistics and fresh inputs.
 #include "sagevid/kernels/cuda_check.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/randn.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
@@ -35,6 +37,11 @@ inline double median_ms(const std::function<void()>& fn, int warmup = 5, int run
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   return times[times.size() / 2];
 }
+
+// Bytes the CUDA caching allocator has handed out on device 0: now, and at most since the last resetPeakStats.
+inline int64_t allocated_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; }
+inline int64_t peak_allocated_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak; }
+inline double gib(int64_t bytes) { return double(bytes) / (1ull << 30); }
 
 inline at::Tensor random_cuda(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::randn(sizes, at::TensorOptions().device(at::kCUDA).dtype(dtype));

@@ -40,11 +40,6 @@ const std::vector<ModelShape>& model_shapes() {
 
 constexpr int64_t kBatch = 2, kLatentFrames = 13, kLatentHeight = 60, kLatentWidth = 90;  // 49 x 480 x 720
 
-double peak_gib() {
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-  return double(stats.allocated_bytes[0].peak) / (1ull << 30);
-}
-
 struct StepResult {
   double step_ms = 0, attention_ms = 0, peak_gib = 0;
 };
@@ -61,7 +56,7 @@ StepResult measure(const CogVideoXTransformer& model, AttentionBackend backend) 
   c10::cuda::CUDACachingAllocator::resetPeakStats(0);
   r.step_ms =
       sagevid::tools::median_ms([&] { model.forward(latents, text, timestep, std::nullopt, attention); }, 2, 5);
-  r.peak_gib = peak_gib();
+  r.peak_gib = sagevid::tools::gib(sagevid::tools::peak_allocated_bytes());
 
   const int64_t video_tokens = kLatentFrames * (kLatentHeight / c.patch_size) * (kLatentWidth / c.patch_size);
   const int64_t tokens = c.max_text_seq_length + video_tokens;

@@ -3,6 +3,7 @@
 // denoising loop and of the VAE decode. Prints a markdown table (docs/PERFORMANCE.md).
 //
 //   sagevid-pipeline-bench MODEL_DIR [--frames 49] [--height 480] [--width 720] [--steps 3] [--no-tiling]
+#include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/pipeline.h"
 
@@ -19,11 +20,7 @@ namespace {
 
 using sagevid::AttentionBackend;
 
-double gib(int64_t bytes) { return double(bytes) / (1ull << 30); }
-
-int64_t peak_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak; }
-
-int64_t current_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; }
+using sagevid::tools::gib;
 
 struct Args {
   std::string model_dir;
@@ -61,7 +58,7 @@ void run(const Args& args) {
   options.attention.fallback = AttentionBackend::cudnn;  // T5's head dim 64 with bias is served; this is a net
   options.vae.tiling = args.tiling;
   const sagevid::CogVideoXPipeline pipeline = sagevid::CogVideoXPipeline::load(args.model_dir, options);
-  const int64_t weights = current_bytes();
+  const int64_t weights = sagevid::tools::allocated_bytes();
   const sagevid::GenerationRequest& r = args.request;
   std::printf("%lld frames %lldx%lld, %d steps, CFG batch 2, bf16, VAE tiling %s; weights %.1f GiB\n\n",
               (long long)r.num_frames, (long long)r.height, (long long)r.width, r.num_inference_steps,
@@ -76,7 +73,7 @@ void run(const Args& args) {
     callbacks.on_progress = [&](const sagevid::GenerationProgress& p) {
       // The last step's report is the boundary: what was allocated up to it belongs to the denoising loop.
       if (p.phase == sagevid::GenerationPhase::denoise && p.step == p.total) {
-        denoise_peak = peak_bytes();
+        denoise_peak = sagevid::tools::peak_allocated_bytes();
         c10::cuda::CUDACachingAllocator::resetPeakStats(0);
       }
     };
@@ -86,7 +83,7 @@ void run(const Args& args) {
     const int64_t fallbacks = pipeline.attention(backend).fallback_count();
     std::printf("| %s | %.2f | %.2f | %.3f | %.2f | %.1f | %.1f | %lld |\n",
                 std::string(sagevid::backend_name(backend)).c_str(), t.text_encode_s, t.denoise_s, t.step_s_median,
-                t.decode_s, gib(denoise_peak), gib(peak_bytes()), (long long)fallbacks);
+                t.decode_s, gib(denoise_peak), gib(sagevid::tools::peak_allocated_bytes()), (long long)fallbacks);
     std::fflush(stdout);
   }
 }
