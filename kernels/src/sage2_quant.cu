@@ -158,49 +158,75 @@ __global__ void __launch_bounds__(kThreads) convert_v_fp16_kernel(StridedInput v
   }
 }
 
-// Non-negative floats order like their bit patterns, so an integer atomicMax finds the float max.
-__global__ void channel_absmax_kernel(StridedInput v, const float* mean, float* absmax, int rows_per_cta) {
+// Per-channel max|v - mean| over rows_per_cta rows: thread t reads the 8-channel chunk t % (D/8) of every
+// (256 / (D/8))-th row; the CTA's maxima meet in shared memory, then once per channel in device memory.
+// Non-negative floats order like their bit patterns, so an unsigned atomic max finds the float max.
+__global__ void __launch_bounds__(kThreads) channel_absmax_kernel(StridedInput v, bool vector_loads,
+                                                                  const float* mean, float* absmax,
+                                                                  int rows_per_cta) {
+  __shared__ unsigned channel_bits[kMaxHeadDim];
   const int head = blockIdx.y, batch = blockIdx.z;
+  const int d = v.head_dim, chunks_per_row = d / kChunk, rows_per_pass = kThreads / chunks_per_row;
   const int64_t head_index = int64_t(batch) * v.heads + head;
   const int64_t in_base = batch * v.stride_b + head * v.stride_h;
+  const int c = (threadIdx.x % chunks_per_row) * kChunk;
+  if (threadIdx.x < d) channel_bits[threadIdx.x] = 0;
+  __syncthreads();
+  float m[kChunk], amax[kChunk];
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) m[i] = mean ? mean[head_index * d + c + i] : 0.0f, amax[i] = 0.0f;
   const int first = blockIdx.x * rows_per_cta, last = min(v.len, first + rows_per_cta);
-  for (int c = threadIdx.x; c < v.head_dim; c += blockDim.x) {
-    const float m = mean ? mean[head_index * v.head_dim + c] : 0.0f;
-    float amax = 0.0f;
-    for (int row = first; row < last; ++row)
-      amax = fmaxf(amax, fabsf(load_input(v.data, v.type, in_base + row * v.stride_n + c) - m));
-    atomicMax(reinterpret_cast<int*>(absmax + head_index * v.head_dim + c), __float_as_int(amax));
+  for (int row = first + int(threadIdx.x) / chunks_per_row; row < last; row += rows_per_pass) {
+    float x[kChunk];
+    load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) amax[i] = fmaxf(amax[i], fabsf(x[i] - m[i]));
   }
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) atomicMax(&channel_bits[c + i], __float_as_uint(amax[i]));
+  __syncthreads();
+  if (threadIdx.x < d) atomicMax(reinterpret_cast<unsigned*>(absmax + head_index * d) + threadIdx.x, channel_bits[threadIdx.x]);
 }
 
 // One CTA writes one 64-key tile of Vᵀ: [D][64 permuted key positions] FP8. The tile is staged through shared
-// memory so that both the reads (along channels) and the writes (along keys) are coalesced.
-__global__ void __launch_bounds__(kThreads) quantize_v_fp8_kernel(StridedInput v, const float* mean,
+// memory: read as 8-channel chunks of a key, written as four consecutive positions of a channel (one 32-bit
+// store; kv_key_at_position names their keys).
+__global__ void __launch_bounds__(kThreads) quantize_v_fp8_kernel(StridedInput v, bool vector_loads, const float* mean,
                                                                   const float* absmax, uint8_t* values) {
-  __shared__ float tile[kCtaK][kMaxHeadDim + 1];  // +1: column reads hit 32 different banks
+  __shared__ float tile[kCtaK][kMaxHeadDim + 1];  // +1: column reads spread over the banks
   const int tile_index = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const int d = v.head_dim;
+  const int d = v.head_dim, chunks_per_row = d / kChunk;
   const int64_t head_index = int64_t(batch) * v.heads + head;
   const int64_t in_base = batch * v.stride_b + head * v.stride_h;
-  for (int i = threadIdx.x; i < kCtaK * d; i += kThreads) {
-    const int key = i / d, c = i % d, row = tile_index * kCtaK + key;
-    float scaled = 0.0f;
+  for (int chunk = threadIdx.x; chunk < kCtaK * chunks_per_row; chunk += kThreads) {
+    const int key = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile_index * kCtaK + key;
+    float x[kChunk] = {};
     if (row < v.len) {
-      const float amax = absmax[head_index * d + c];
-      const float inv = amax > 0.0f ? kFp8Max / amax : 0.0f;
-      float value = load_input(v.data, v.type, in_base + row * v.stride_n + c);
-      if (mean) value = value - mean[head_index * d + c];
-      scaled = value * inv;
+      load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) {
+        const float amax = absmax[head_index * d + c + i];
+        const float inv = amax > 0.0f ? kFp8Max / amax : 0.0f;
+        const float value = mean ? x[i] - mean[head_index * d + c + i] : x[i];
+        x[i] = value * inv;
+      }
     }
-    tile[key][c] = scaled;
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) tile[key][c + i] = x[i];
   }
   __syncthreads();
   const int64_t padded_len = int64_t(gridDim.x) * kCtaK;
   uint8_t* out = values + head_index * d * padded_len + int64_t(tile_index) * kCtaK;
-  for (int i = threadIdx.x; i < kCtaK * d; i += kThreads) {
-    const int key = i % kCtaK, c = i / kCtaK;
-    const int position = (key & ~31) | kv_permuted_position(key & 31);
-    out[int64_t(c) * padded_len + position] = __nv_fp8_e4m3(tile[key][c]).__x;
+  constexpr int kGroups = kCtaK / 4;  // four positions per store
+  for (int i = threadIdx.x; i < d * kGroups; i += kThreads) {
+    const int c = i / kGroups, position = (i % kGroups) * 4;
+    uint32_t packed = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int key = (position & ~31) | kv_key_at_position((position + j) & 31);
+      packed |= uint32_t(__nv_fp8_e4m3(tile[key][c]).__x) << (8 * j);
+    }
+    *reinterpret_cast<uint32_t*>(out + int64_t(c) * padded_len + position) = packed;
   }
 }
 
@@ -231,14 +257,14 @@ void channel_absmax(const StridedInput& v, const float* mean, float* absmax, cud
       cudaMemsetAsync(absmax, 0, sizeof(float) * size_t(v.batch) * v.heads * v.head_dim, stream));
   constexpr int rows_per_cta = 256;
   const dim3 grid(unsigned((v.len + rows_per_cta - 1) / rows_per_cta), unsigned(v.heads), unsigned(v.batch));
-  channel_absmax_kernel<<<grid, 128, 0, stream>>>(v, mean, absmax, rows_per_cta);
+  channel_absmax_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, absmax, rows_per_cta);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
 void quantize_v_fp8(const StridedInput& v, const float* mean, const float* absmax, uint8_t* values,
                     cudaStream_t stream) {
   const dim3 grid(unsigned((v.len + kCtaK - 1) / kCtaK), unsigned(v.heads), unsigned(v.batch));
-  quantize_v_fp8_kernel<<<grid, kThreads, 0, stream>>>(v, mean, absmax, values);
+  quantize_v_fp8_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, absmax, values);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 

@@ -319,6 +319,7 @@ TEST_CASE("sage2 FP8 V key permutation matches the MMA lane mapping", "[sage2][r
     positions.insert(position);
   }
   CHECK(positions.size() == 32);  // a bijection
+  for (int key = 0; key < 32; ++key) CHECK(sage2::kv_key_at_position(sage2::kv_permuted_position(key)) == key);
   // Lane t (= lane % 4) holds S columns 2t, 2t+1 of each 8-key slice; its A fragment wants k = 4t..4t+3.
   for (int half : {0, 16}) {
     for (int t = 0; t < 4; ++t) {

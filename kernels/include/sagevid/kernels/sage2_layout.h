@@ -87,4 +87,11 @@ SAGEVID_HD inline int kv_permuted_position(int key) {
   return half | (t * 4 + within);
 }
 
+// The inverse: the key (0..31 within its chunk) at `position`. Positions 4t..4t+3 hold keys 2t, 2t+1, 8+2t,
+// 9+2t of their 16-key half, so four consecutive positions are one 32-bit store of the FP8 Vᵀ.
+SAGEVID_HD inline int kv_key_at_position(int position) {
+  const int half = position & 16, t = (position & 15) >> 2, within = position & 3;
+  return half | (t * 2) | (within & 1) | ((within & 2) << 2);
+}
+
 }  // namespace sagevid::kernels::sage2
