@@ -1,7 +1,8 @@
 #pragma once
-// SageAttention2 host API: attention with INT8/INT4 Q·Kᵀ (smoothed; per-thread, per-token, per-warp or per-block scales) and FP8/FP16 P·V,
-// on the current CUDA stream. Inputs fp16/bf16, [B, H, N, D] or [B, N, H, D] (last dim contiguous), head
-// dim 64 or 128, grouped-query (H_q a multiple of H_kv), causal or not, optional additive bias and LSE.
+// SageAttention2 host API: attention with INT8/INT4 Q·Kᵀ (smoothed; per-thread, per-token, per-warp or
+// per-block scales) and FP8/FP16 P·V, on the current CUDA stream. Inputs fp16/bf16, [B, H, N, D] or
+// [B, N, H, D] (last dim contiguous), head dim 64 or 128, grouped-query (H_q a multiple of H_kv), causal or
+// not, optional additive bias and LSE.
 #include "sagevid/kernels/sage2_layout.h"
 
 #include <ATen/core/Tensor.h>
