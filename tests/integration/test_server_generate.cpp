@@ -13,14 +13,12 @@ using Kind = v1::GenerateEvent::EventCase;
 
 namespace {
 
-std::mt19937_64 drawer(const Random& rng) { return std::mt19937_64(rng.seed); }
-
 }  // namespace
 
 TEST_CASE("generate streams queued, started, progress, chunks and completed in order", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   v1::GenerateRequest request = small_request(draw);
@@ -83,7 +81,7 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
           "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   const int steps = std::uniform_int_distribution<int>(1, 5)(draw);
   TestServer server(tiny_config());
   const auto stub = server.stub();
@@ -134,7 +132,7 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
 TEST_CASE("a seed reproduces its video; the raw frames format has the frames' size", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   v1::GenerateRequest request = small_request(draw);
@@ -157,7 +155,7 @@ TEST_CASE("a seed reproduces its video; the raw frames format has the frames' si
 TEST_CASE("ListModels reports the tiny model's defaults, which 0 fields take", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   grpc::ClientContext context;
@@ -209,7 +207,7 @@ TEST_CASE("GetStatus reports the queue, the backend choices and the device", "[i
 TEST_CASE("each invalid field is refused before queueing, naming the field", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   using Change = std::function<void(v1::GenerateRequest&)>;
@@ -253,7 +251,7 @@ TEST_CASE("each invalid field is refused before queueing, naming the field", "[i
 TEST_CASE("a backend the config forbids is refused; the configured one is accepted", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config({"server.allow_request_backend=false"}));
   const auto stub = server.stub();
   v1::GenerateRequest request = small_request(draw, 1);
@@ -275,7 +273,7 @@ TEST_CASE("a backend the config forbids is refused; the configured one is accept
 TEST_CASE("the metrics endpoint counts requests by outcome, phases and steps", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config({"server.metrics_address=\"127.0.0.1:0\""}));
   REQUIRE(server.server().metrics_port() > 0);
   const auto stub = server.stub();

@@ -23,8 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::mt19937_64 drawer(const Random& rng) { return std::mt19937_64(rng.seed); }
-
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 v1::ServerStatus server_status(v1::VideoGeneration::Stub& stub) {
@@ -102,7 +100,7 @@ struct Cancellable {
 TEST_CASE("health says NOT_SERVING until the models are loaded, then SERVING", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config(), /*load=*/false);
   CHECK(health_status(server.channel()) == kNotServing);
   const auto stub = server.stub();
@@ -121,7 +119,7 @@ TEST_CASE("health says NOT_SERVING until the models are loaded, then SERVING", "
 TEST_CASE("a client cancel stops the job within a step and the next job starts", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   Cancellable slow(*stub, slow_request(draw));
@@ -162,7 +160,7 @@ TEST_CASE("a client cancel stops the job within a step and the next job starts",
 TEST_CASE("a waiting job is told its new position each time the queue moves", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config({"server.queue_size=2"}));
   const auto stub = server.stub();
   Cancellable running(*stub, slow_request(draw));
@@ -196,7 +194,7 @@ TEST_CASE("a waiting job is told its new position each time the queue moves", "[
 TEST_CASE("a deadline ends the job with DEADLINE_EXCEEDED and frees the worker", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   const auto start = Clock::now();
@@ -212,7 +210,7 @@ TEST_CASE("a deadline ends the job with DEADLINE_EXCEEDED and frees the worker",
 TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config({"server.queue_size=1"}));
   const auto stub = server.stub();
   const auto deadline = std::chrono::system_clock::now() + 60s;  // the slow jobs end at the server's shutdown
@@ -237,7 +235,7 @@ TEST_CASE("shutdown refuses new calls, lets running work finish within the drain
           "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
 
   SECTION("work that fits the drain completes") {
     TestServer server(tiny_config());
@@ -274,7 +272,7 @@ TEST_CASE("shutdown refuses new calls, lets running work finish within the drain
 TEST_CASE("out of memory in a job is RESOURCE_EXHAUSTED for that job; the server keeps serving", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
   FailingCpuAllocator allocator;
@@ -353,7 +351,7 @@ int wait_exit(pid_t pid) {
 TEST_CASE("sagevid serve drains on SIGTERM and exits 0; a model that cannot load exits 1", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
-  auto draw = drawer(rng);
+  auto draw = drawer(rng.seed);
   const std::string binary = sagevid_binary();
   REQUIRE(std::filesystem::exists(binary));
   const std::string address = "127.0.0.1:" + std::to_string(free_port());

@@ -14,6 +14,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -48,6 +49,9 @@ class TestServer {
   SagevidServer server_;
   std::shared_ptr<grpc::Channel> channel_;
 };
+
+// The generator the request helpers draw from, seeded from the test's seed (CAPTUREd by the test).
+inline std::mt19937_64 drawer(std::uint64_t seed) { return std::mt19937_64(seed); }
 
 // A small valid request for the tiny model: 9 frames of 64 x 96, a few steps, a random prompt.
 inline v1::GenerateRequest small_request(std::mt19937_64& draw, int steps = 2) {
