@@ -19,14 +19,16 @@ if(NOT Torch_DIR AND NOT CMAKE_PREFIX_PATH MATCHES "torch")
 endif()
 
 # Torch's config resets CMAKE_CUDA_ARCHITECTURES and, without TORCH_CUDA_ARCH_LIST, probes for a GPU by
-# running a program; give it a list (its flags land in the legacy CUDA_NVCC_FLAGS, which we do not use)
-# and put our architectures back afterwards.
+# running a program; give it a list and put our architectures back afterwards.
 set(sagevid_cuda_architectures ${CMAKE_CUDA_ARCHITECTURES})
 if(NOT TORCH_CUDA_ARCH_LIST)
   set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
 endif()
 find_package(Torch REQUIRED)
 set(CMAKE_CUDA_ARCHITECTURES ${sagevid_cuda_architectures})
+# Torch also appends its -gencode flags to CMAKE_CUDA_FLAGS, which would build every .cu for its list on top
+# of the target's own architectures (and the sm_90a-only files for sm_80): drop them.
+string(REGEX REPLACE "-gencode +arch=[^ ]+" "" CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS}")
 find_package(CUDAToolkit REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(spdlog REQUIRED)

@@ -6,7 +6,7 @@
 # sizes, then sagevid-pipeline-bench on it). diffusers-step and pipeline need the wheels of
 # `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return
 # folder) or ./out.
-#   scripts/gpu-host.sh [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline]
+#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -16,17 +16,30 @@ torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 git log -1 --format='%H %s' > "$out/commit.txt" 2>/dev/null || true
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
-  -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" \
-  > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
-time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
+build_all() {
+  [ -n "${built:-}" ] && return 0
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
+    -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" \
+    > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+  time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
+  built=1
+}
 install_wheels() {
   python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1
 }
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
+  [ "$step" = harness ] || build_all
   case $step in
+    harness)
+      nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v -Ikernels/include -Ikernels/src \
+        tools/sage2_sm90_harness.cu kernels/src/sm90/attention_sm90.cu kernels/src/cuda_check.cpp \
+        -o /tmp/sm90-harness > "$out/harness-build.log" 2>&1 || { tail -30 "$out/harness-build.log"; status=1; continue; }
+      /tmp/sm90-harness check 2>&1 | tee "$out/harness-check.log" || status=1
+      compute-sanitizer --tool memcheck /tmp/sm90-harness check > "$out/harness-memcheck.log" 2>&1 || status=1
+      tail -3 "$out/harness-memcheck.log"
+      /tmp/sm90-harness time 2>&1 | tee "$out/harness-time.md" || status=1 ;;
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;

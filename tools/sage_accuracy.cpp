@@ -23,25 +23,36 @@ struct Variant {
 
 std::vector<Variant> variants() {
   std::vector<Variant> list;
-  const auto add = [&](std::string name, sage2::QkType qk, sage2::PvType pv, sage2::Granularity g, bool smooth_q) {
+  const auto add = [&](sage2::KernelFamily kernel, std::string name, sage2::QkType qk, sage2::PvType pv,
+                       sage2::Granularity g, bool smooth_q) {
+    if (!sage2::kernel_family_built(kernel)) return;
     sage2::Options o;
+    o.kernel = kernel;
     o.qk = qk;
     o.pv = pv;
     o.granularity = g;
     o.smooth_q = smooth_q;
-    list.push_back({std::move(name), std::nullopt, o});
+    const char* family = kernel == sage2::KernelFamily::wgmma ? "sage2 wgmma " : "sage2 mma.sync ";
+    list.push_back({family + std::move(name), std::nullopt, o});
   };
   using G = sage2::Granularity;
-  add("sage2 int8 per-thread + fp8 PV (the official sm_90 mode)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread, false);
-  add("sage2 int8 per-token + fp16 PV (default on sm_90)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token, false);
-  add("sage2 int8 per-thread + fp16 PV", sage2::QkType::int8, sage2::PvType::fp16, G::per_thread, false);
-  add("sage2 int8 per-token + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_token, false);
-  add("sage2 int8 per-warp + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_warp, false);
-  add("sage2 int8 per-block + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_block, false);
-  add("sage2 int8 per-thread + smooth Q + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread, true);
-  add("sage2 int4 per-thread + smooth Q + fp8 PV", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread, true);
-  add("sage2 int4 per-thread, no Q smoothing + fp8 PV", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread, false);
-  add("sage2 int4 per-thread + smooth Q + fp16 PV", sage2::QkType::int4, sage2::PvType::fp16, G::per_thread, true);
+  using sage2::PvType;
+  using sage2::QkType;
+  const auto wgmma = sage2::KernelFamily::wgmma, mma = sage2::KernelFamily::mma_sync;
+  add(wgmma, "int8 per-thread + fp8 PV (sm_90 default)", QkType::int8, PvType::fp8, G::per_thread, false);
+  add(wgmma, "int8 per-token + fp8 PV", QkType::int8, PvType::fp8, G::per_token, false);
+  add(wgmma, "int8 per-thread + fp16 PV", QkType::int8, PvType::fp16, G::per_thread, false);
+  add(wgmma, "int8 per-token + fp16 PV (the high-accuracy mode)", QkType::int8, PvType::fp16, G::per_token, false);
+  add(mma, "int8 per-thread + fp8 PV (the official sm_90 mode)", QkType::int8, PvType::fp8, G::per_thread, false);
+  add(mma, "int8 per-token + fp16 PV", QkType::int8, PvType::fp16, G::per_token, false);
+  add(mma, "int8 per-thread + fp16 PV", QkType::int8, PvType::fp16, G::per_thread, false);
+  add(mma, "int8 per-token + fp8 PV", QkType::int8, PvType::fp8, G::per_token, false);
+  add(mma, "int8 per-warp + fp8 PV", QkType::int8, PvType::fp8, G::per_warp, false);
+  add(mma, "int8 per-block + fp8 PV", QkType::int8, PvType::fp8, G::per_block, false);
+  add(mma, "int8 per-thread + smooth Q + fp8 PV", QkType::int8, PvType::fp8, G::per_thread, true);
+  add(mma, "int4 per-thread + smooth Q + fp8 PV", QkType::int4, PvType::fp8, G::per_thread, true);
+  add(mma, "int4 per-thread, no Q smoothing + fp8 PV", QkType::int4, PvType::fp8, G::per_thread, false);
+  add(mma, "int4 per-thread + smooth Q + fp16 PV", QkType::int4, PvType::fp16, G::per_thread, true);
   list.push_back({"cuDNN bf16", sagevid::AttentionBackend::cudnn, {}});
   list.push_back({"FlashAttention-2 bf16", sagevid::AttentionBackend::flash, {}});
   return list;

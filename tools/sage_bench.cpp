@@ -37,20 +37,26 @@ double tops(const Shape& s, double ms) {
 
 struct Mode {
   const char* name;
+  sage2::KernelFamily kernel;
   sage2::QkType qk;
   sage2::PvType pv;
   sage2::Granularity granularity;
 };
 
-// Every Q·Kᵀ / P·V / granularity mode at one shape: what each costs against the default.
+// Every kernel family / Q·Kᵀ / P·V / granularity mode at one shape: what each costs against the default.
 void bench_modes(const Shape& s) {
   using G = sage2::Granularity;
+  using sage2::PvType;
+  using sage2::QkType;
+  const auto wgmma = sage2::KernelFamily::wgmma, mma = sage2::KernelFamily::mma_sync;
   const Mode modes[] = {
-      {"int8 per-thread + fp8 PV (the official sm_90 mode)", sage2::QkType::int8, sage2::PvType::fp8, G::per_thread},
-      {"int8 per-token + fp8 PV", sage2::QkType::int8, sage2::PvType::fp8, G::per_token},
-      {"int8 per-thread + fp16 PV", sage2::QkType::int8, sage2::PvType::fp16, G::per_thread},
-      {"int8 per-token + fp16 PV (sm_90 default)", sage2::QkType::int8, sage2::PvType::fp16, G::per_token},
-      {"int4 per-thread + fp8 PV (INT4 emulated on sm_90)", sage2::QkType::int4, sage2::PvType::fp8, G::per_thread},
+      {"wgmma int8 per-thread + fp8 PV (sm_90 default)", wgmma, QkType::int8, PvType::fp8, G::per_thread},
+      {"wgmma int8 per-token + fp8 PV", wgmma, QkType::int8, PvType::fp8, G::per_token},
+      {"wgmma int8 per-thread + fp16 PV", wgmma, QkType::int8, PvType::fp16, G::per_thread},
+      {"wgmma int8 per-token + fp16 PV (high accuracy)", wgmma, QkType::int8, PvType::fp16, G::per_token},
+      {"mma.sync int8 per-thread + fp8 PV (the official sm_90 mode)", mma, QkType::int8, PvType::fp8, G::per_thread},
+      {"mma.sync int8 per-token + fp16 PV", mma, QkType::int8, PvType::fp16, G::per_token},
+      {"mma.sync int4 per-thread + fp8 PV (INT4 emulated on sm_90)", mma, QkType::int4, PvType::fp8, G::per_thread},
   };
   std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included:\n\n| mode | prep ms | ms | TOPS |\n|---|---|---|---|\n",
               s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim);
@@ -59,9 +65,14 @@ void bench_modes(const Shape& s) {
   const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
   for (const Mode& mode : modes) {
     sage2::Options options;
+    options.kernel = mode.kernel;
     options.qk = mode.qk;
     options.pv = mode.pv;
     options.granularity = mode.granularity;
+    if (auto reason = sage2::unsupported_reason(q, k, v, options)) {
+      std::printf("| %s | not run: %s | | |\n", mode.name, reason->c_str());
+      continue;
+    }
     const double prep_ms = sagevid::tools::median_ms([&] { sage2::prepare(q, k, v, options); });
     const double ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, options); });
     std::printf("| %s | %.3f | %.3f | %.0f |\n", mode.name, prep_ms, ms, tops(s, ms));
@@ -80,8 +91,9 @@ int main(int argc, char** argv) {
   }
   std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups\n\n", devices[0].name.c_str(),
               devices[0].compute_capability);
-  std::printf("| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | FA2 TOPS | cuDNN TOPS | sage2/FA2 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  // sage2: the default mode of this device; "other P·V": the same with the other P·V type.
+  std::printf("| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | other P·V TOPS | FA2 TOPS | cuDNN TOPS | sage2/FA2 | sage2/cuDNN |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Shape& s : kShapes) {
     if (quick && s.len > 17776) continue;
     const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
@@ -91,6 +103,10 @@ int main(int argc, char** argv) {
     options.causal = s.causal;
     const double prep_ms = sagevid::tools::median_ms([&] { sage2::prepare(q, k, v, options); });
     const double sage_ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, options); });
+    sage2::Options other = sage2::resolve(options, devices[0].compute_capability);
+    other.pv = other.pv == sage2::PvType::fp8 ? sage2::PvType::fp16 : sage2::PvType::fp8;
+    other.granularity.reset();  // the other mode's own default
+    const double other_ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, other); });
     sagevid::AttentionParams params;
     params.causal = s.causal;
     const auto backend_ms = [&](AttentionBackend backend) {
@@ -98,9 +114,10 @@ int main(int argc, char** argv) {
       return sagevid::tools::median_ms([&] { attention(q, k, v, params); });
     };
     const double flash_ms = backend_ms(AttentionBackend::flash), cudnn_ms = backend_ms(AttentionBackend::cudnn);
-    std::printf("| %s | %lld | %lld | %lld | %lld | %s | %.3f | %.3f | %.0f | %.0f | %.0f | %.2f |\n", s.name,
+    std::printf("| %s | %lld | %lld | %lld | %lld | %s | %.3f | %.3f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", s.name,
                 (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim, s.causal ? "yes" : "no",
-                prep_ms, sage_ms, tops(s, sage_ms), tops(s, flash_ms), tops(s, cudnn_ms), flash_ms / sage_ms);
+                prep_ms, sage_ms, tops(s, sage_ms), tops(s, other_ms), tops(s, flash_ms), tops(s, cudnn_ms),
+                flash_ms / sage_ms, cudnn_ms / sage_ms);
     std::fflush(stdout);
   }
   bench_modes(kShapes[0]);

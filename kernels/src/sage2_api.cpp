@@ -50,7 +50,7 @@ std::pair<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const Options& o
                                            bool mean_per_block, bool is_key, cudaStream_t stream) {
   const Dims d = dims_of(x, o.layout);
   const bool int4 = *o.qk == QkType::int4;
-  const int64_t tile = is_key ? kCtaK : kCtaQ, blocks = (d.len + tile - 1) / tile;
+  const int64_t tile = is_key ? kKBlock : kQBlock, blocks = (d.len + tile - 1) / tile;
   const int64_t groups = blocks * (is_key ? k_groups_per_block(*o.granularity) : q_groups_per_block(*o.granularity));
   at::Tensor values = at::empty({d.batch, d.heads, blocks * tile, int4 ? d.head_dim / 2 : d.head_dim},
                                 x.options().dtype(at::kChar));
@@ -66,14 +66,16 @@ struct PreparedV {
 
 PreparedV prepare_v(const at::Tensor& v, const Options& o, cudaStream_t stream) {
   const Dims d = dims_of(v, o.layout);
-  const int64_t padded = (d.len + kCtaK - 1) / kCtaK * kCtaK;
+  const int64_t padded = round_up(d.len, kKBlock);
   PreparedV out;
   if (o.smooth_v) out.mean = reference::token_mean(reference::bhnd_view(v, o.layout)).contiguous();
   const auto input = strided(v, o.layout);
   const float* mean = out.mean.defined() ? out.mean.data_ptr<float>() : nullptr;
   if (*o.pv == PvType::fp16) {
-    out.values = at::empty({d.batch, d.heads, padded, d.head_dim}, v.options().dtype(at::kHalf));
-    detail::convert_v_fp16(input, mean, out.values.data_ptr(), stream);
+    const bool transposed = tiling(*o.kernel).v_transposed;
+    out.values = transposed ? at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kHalf))
+                            : at::empty({d.batch, d.heads, padded, d.head_dim}, v.options().dtype(at::kHalf));
+    detail::convert_v_fp16(input, mean, transposed, out.values.data_ptr(), stream);
     return out;
   }
   at::Tensor absmax = at::empty({d.batch, d.heads, d.head_dim}, v.options().dtype(at::kFloat));
@@ -95,7 +97,7 @@ at::Tensor prepare_bias(const at::Tensor& bias, const Dims& q) {
 }  // namespace
 
 std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                              const Options& options) {
+                                              const Options& options, bool has_bias) {
   if (!q.is_cuda() || !k.is_cuda() || !v.is_cuda()) return "tensors must be on a CUDA device";
   if (k.device() != q.device() || v.device() != q.device()) return "q, k and v must be on one device";
   const auto dtype = q.scalar_type();
@@ -113,17 +115,23 @@ std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Ten
   const int cc = compute_capability(q.device().index());
   if (cc < 80) return "needs sm_80 or newer";
   if (options.pv == PvType::fp8 && cc < 89) return "FP8 P·V needs sm_89 or newer";
+  try {
+    resolve(options, cc, has_bias);
+  } catch (const std::invalid_argument& error) {
+    return std::string(error.what()).substr(std::string("sage2: ").size());
+  }
   return std::nullopt;
 }
 
-Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
-  if (auto reason = unsupported_reason(q, k, v, options)) throw std::invalid_argument("sage2: " + *reason);
-  const c10::cuda::CUDAGuard guard(q.device());
+namespace {
+
+// The preprocessing for resolved options (device and stream already current).
+Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& o) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const Options o = resolve(options, compute_capability(q.device().index()));
   const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
 
   Quantized quantized;
+  quantized.kernel = *o.kernel;
   // Means with the reference's own calls, so both sides quantize identical bits.
   if (o.smooth_k) quantized.k_mean = reference::token_mean(reference::bhnd_view(k, o.layout)).contiguous();
   if (*o.smooth_q) {
@@ -144,12 +152,22 @@ Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return quantized;
 }
 
+}  // namespace
+
+Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
+  if (auto reason = unsupported_reason(q, k, v, options)) throw std::invalid_argument("sage2: " + *reason);
+  const c10::cuda::CUDAGuard guard(q.device());
+  return prepare_resolved(q, k, v, resolve(options, compute_capability(q.device().index())));
+}
+
 Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& out) {
-  const Quantized quantized = prepare(q, k, v, options);
+  if (auto reason = unsupported_reason(q, k, v, options, bias.has_value()))
+    throw std::invalid_argument("sage2: " + *reason);
   const c10::cuda::CUDAGuard guard(q.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const Options o = resolve(options, compute_capability(q.device().index()));
+  const Options o = resolve(options, compute_capability(q.device().index()), bias.has_value());
+  const Quantized quantized = prepare_resolved(q, k, v, o);
   const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
   const double sm_scale = o.scale.value_or(1.0 / std::sqrt(double(dq.head_dim)));
 
@@ -201,7 +219,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.causal = o.causal;
   args.pv_flush_tiles = o.pv_flush_tiles;
   args.score_scale = float(sm_scale * kLog2e);
-  detail::attention(args, stream);
+  detail::attention(*o.kernel, args, stream);
 
   if (o.return_lse) {
     // The kernel's LSE is base 2 of the smoothed scores; the true scores add sm_scale · q · k_mean.

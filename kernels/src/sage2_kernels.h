@@ -1,6 +1,7 @@
 #pragma once
-// Launchers of the SageAttention2 CUDA kernels (private to kernels/). All take raw device pointers and
-// element strides, and launch on the given stream. Tensor-level logic lives in sage2_api.cpp.
+// Launchers of the SageAttention2 CUDA kernels (private to kernels/): the preprocessing, and the one entry
+// to the attention kernel families (mma/, sm90/). All take raw device pointers and element strides, and
+// launch on the given stream. Tensor-level logic lives in sage2_api.cpp.
 #include "sagevid/kernels/sage2_layout.h"
 
 #include <cstdint>
@@ -24,8 +25,9 @@ struct StridedInput {
 void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
                    Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream);
 
-// V for the FP16 P·V path: v - mean (optional, [B, H, D] fp32) as fp16 [B, H, N_pad, D]; padding keys are 0.
-void convert_v_fp16(const StridedInput& v, const float* mean, void* values, cudaStream_t stream);
+// V for the FP16 P·V path: v - mean (optional, [B, H, D] fp32) as fp16 [B, H, N_pad, D], or transposed,
+// [B, H, D, N_pad]; padding keys are 0.
+void convert_v_fp16(const StridedInput& v, const float* mean, bool transposed, void* values, cudaStream_t stream);
 
 // Per-channel max|v - mean| over tokens: [B, H, D] fp32 (output zeroed by the launcher).
 void channel_absmax(const StridedInput& v, const float* mean, float* absmax, cudaStream_t stream);
@@ -40,7 +42,7 @@ struct AttentionArgs {
   const float* q_scale;    // [B, H_q, q groups]
   const int8_t* k;         // quantized K [B, H_kv, Nk_pad, D or D/2]
   const float* k_scale;    // [B, H_kv, k groups]
-  const void* v;           // FP8 Vᵀ [B, H_kv, D, Nk_pad] or fp16 V [B, H_kv, Nk_pad, D]
+  const void* v;           // FP8 Vᵀ [B, H_kv, D, Nk_pad], fp16 V [B, H_kv, Nk_pad, D] or fp16 Vᵀ (sage2_layout.h)
   const float* v_scale;    // [B, H_kv, D] (FP8 path) or null
   const float* v_mean;     // [B, H_kv, D] or null
   const float* delta_s;    // [B, H_q, ceil(Nq/64), N_kv] or null
@@ -57,6 +59,10 @@ struct AttentionArgs {
   float score_scale;       // sm_scale * log2(e)
 };
 
-void attention(const AttentionArgs& args, cudaStream_t stream);
+// Whether this build holds the family's kernels (the wgmma ones exist only in builds for sm_90a).
+bool built(KernelFamily family);
+// Why the family cannot run this call, or nullptr.
+const char* unsupported_reason(KernelFamily family, const AttentionArgs& args);
+void attention(KernelFamily family, const AttentionArgs& args, cudaStream_t stream);
 
 }  // namespace sagevid::kernels::sage2::detail

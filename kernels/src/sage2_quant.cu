@@ -22,7 +22,7 @@ __device__ __forceinline__ float load_input(const void* data, InputType type, in
 // Eight consecutive channels of one row: the unit every thread loads, smooths and quantizes. Whole chunks are
 // one 16-byte load when the input is aligned for it (the host checks), else eight scalar loads.
 constexpr int kChunk = 8;
-constexpr int kMaxChunksPerThread = kCtaQ * kMaxHeadDim / kChunk / kThreads;  // 4
+constexpr int kMaxChunksPerThread = kQBlock * kMaxHeadDim / kChunk / kThreads;  // 4
 
 __device__ __forceinline__ void load_chunk(const StridedInput& x, int64_t index, bool vector_loads, float (&out)[kChunk]) {
   if (vector_loads) {
@@ -52,8 +52,8 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x,
                                                                  bool mean_per_block, bool is_key,
                                                                  Granularity granularity, bool int4,
                                                                  int8_t* values, float* scales) {
-  constexpr int kTile = kCtaQ;  // == kCtaK: Q and K tiles are both 64 rows
-  static_assert(kCtaQ == kCtaK, "one tile size for Q and K");
+  constexpr int kTile = kQBlock;  // == kKBlock: Q and K tiles are both 64 rows
+  static_assert(kQBlock == kKBlock, "one tile size for Q and K");
   __shared__ unsigned group_amax_bits[kTile];  // non-negative floats order like their bit patterns
 
   const int block = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
@@ -137,9 +137,9 @@ __global__ void __launch_bounds__(kThreads) convert_v_fp16_kernel(StridedInput v
   const int64_t head_index = int64_t(batch) * v.heads + head;
   const int64_t in_base = batch * v.stride_b + head * v.stride_h;
   const float* mean_row = mean ? mean + head_index * d : nullptr;
-  __half* out = values + (head_index * gridDim.x + tile) * int64_t(kCtaK) * d;
-  for (int chunk = threadIdx.x; chunk < kCtaK * chunks_per_row; chunk += kThreads) {
-    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile * kCtaK + r;
+  __half* out = values + (head_index * gridDim.x + tile) * int64_t(kKBlock) * d;
+  for (int chunk = threadIdx.x; chunk < kKBlock * chunks_per_row; chunk += kThreads) {
+    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile * kKBlock + r;
     float x[kChunk] = {};
     if (row < v.len) {
       load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
@@ -188,45 +188,58 @@ __global__ void __launch_bounds__(kThreads) channel_absmax_kernel(StridedInput v
   if (threadIdx.x < d) atomicMax(reinterpret_cast<unsigned*>(absmax + head_index * d) + threadIdx.x, channel_bits[threadIdx.x]);
 }
 
-// One CTA writes one 64-key tile of Vᵀ: [D][64 permuted key positions] FP8. The tile is staged through shared
-// memory: read as 8-channel chunks of a key, written as four consecutive positions of a channel (one 32-bit
-// store; kv_key_at_position names their keys).
-__global__ void __launch_bounds__(kThreads) quantize_v_fp8_kernel(StridedInput v, bool vector_loads, const float* mean,
-                                                                  const float* absmax, uint8_t* values) {
-  __shared__ float tile[kCtaK][kMaxHeadDim + 1];  // +1: column reads spread over the banks
+// One CTA writes one 64-key block of Vᵀ, [D][64 key positions]: FP8 scaled per channel with the keys of each
+// 32-key chunk permuted (kv_key_at_position names the key at a position), or fp16 in key order. The block
+// is staged through shared memory: read as 8-channel chunks of a key, written as four consecutive positions
+// of a channel per store.
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads) transpose_v_kernel(StridedInput v, bool vector_loads, const float* mean,
+                                                               const float* absmax, void* values) {
+  __shared__ float tile[kKBlock][kMaxHeadDim + 1];  // +1: column reads spread over the banks
   const int tile_index = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   const int d = v.head_dim, chunks_per_row = d / kChunk;
   const int64_t head_index = int64_t(batch) * v.heads + head;
   const int64_t in_base = batch * v.stride_b + head * v.stride_h;
-  for (int chunk = threadIdx.x; chunk < kCtaK * chunks_per_row; chunk += kThreads) {
-    const int key = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile_index * kCtaK + key;
+  for (int chunk = threadIdx.x; chunk < kKBlock * chunks_per_row; chunk += kThreads) {
+    const int key = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile_index * kKBlock + key;
     float x[kChunk] = {};
     if (row < v.len) {
       load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
-        const float amax = absmax[head_index * d + c + i];
-        const float inv = amax > 0.0f ? kFp8Max / amax : 0.0f;
         const float value = mean ? x[i] - mean[head_index * d + c + i] : x[i];
-        x[i] = value * inv;
+        if constexpr (kFp8) {
+          const float amax = absmax[head_index * d + c + i];
+          x[i] = value * (amax > 0.0f ? kFp8Max / amax : 0.0f);
+        } else {
+          x[i] = value;
+        }
       }
     }
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) tile[key][c + i] = x[i];
   }
   __syncthreads();
-  const int64_t padded_len = int64_t(gridDim.x) * kCtaK;
-  uint8_t* out = values + head_index * d * padded_len + int64_t(tile_index) * kCtaK;
-  constexpr int kGroups = kCtaK / 4;  // four positions per store
+  const int64_t padded_len = int64_t(gridDim.x) * kKBlock;
+  const int64_t first = head_index * d * padded_len + int64_t(tile_index) * kKBlock;
+  constexpr int kGroups = kKBlock / 4;  // four positions per store
   for (int i = threadIdx.x; i < d * kGroups; i += kThreads) {
     const int c = i / kGroups, position = (i % kGroups) * 4;
-    uint32_t packed = 0;
+    const int64_t at = first + int64_t(c) * padded_len + position;
+    if constexpr (kFp8) {
+      uint32_t packed = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int key = (position & ~31) | kv_key_at_position((position + j) & 31);
-      packed |= uint32_t(__nv_fp8_e4m3(tile[key][c]).__x) << (8 * j);
+      for (int j = 0; j < 4; ++j) {
+        const int key = (position & ~31) | kv_key_at_position((position + j) & 31);
+        packed |= uint32_t(__nv_fp8_e4m3(tile[key][c]).__x) << (8 * j);
+      }
+      *reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(values) + at) = packed;
+    } else {
+      const __half2 lo = __floats2half2_rn(tile[position][c], tile[position + 1][c]);
+      const __half2 hi = __floats2half2_rn(tile[position + 2][c], tile[position + 3][c]);
+      *reinterpret_cast<uint2*>(static_cast<__half*>(values) + at) =
+          make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
     }
-    *reinterpret_cast<uint32_t*>(out + int64_t(c) * padded_len + position) = packed;
   }
 }
 
@@ -240,15 +253,18 @@ bool chunks_aligned(const StridedInput& x) {
 
 void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
                    Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream) {
-  const dim3 grid(unsigned((x.len + kCtaQ - 1) / kCtaQ), unsigned(x.heads), unsigned(x.batch));
+  const dim3 grid(unsigned((x.len + kQBlock - 1) / kQBlock), unsigned(x.heads), unsigned(x.batch));
   quantize_rows_kernel<<<grid, kThreads, 0, stream>>>(x, chunks_aligned(x), mean, mean_per_block, is_key,
                                                       granularity, int4, values, scales);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
-void convert_v_fp16(const StridedInput& v, const float* mean, void* values, cudaStream_t stream) {
-  const dim3 grid(unsigned((v.len + kCtaK - 1) / kCtaK), unsigned(v.heads), unsigned(v.batch));
-  convert_v_fp16_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, static_cast<__half*>(values));
+void convert_v_fp16(const StridedInput& v, const float* mean, bool transposed, void* values, cudaStream_t stream) {
+  const dim3 grid(unsigned((v.len + kKBlock - 1) / kKBlock), unsigned(v.heads), unsigned(v.batch));
+  if (transposed)
+    transpose_v_kernel<false><<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, nullptr, values);
+  else
+    convert_v_fp16_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, static_cast<__half*>(values));
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
@@ -263,8 +279,8 @@ void channel_absmax(const StridedInput& v, const float* mean, float* absmax, cud
 
 void quantize_v_fp8(const StridedInput& v, const float* mean, const float* absmax, uint8_t* values,
                     cudaStream_t stream) {
-  const dim3 grid(unsigned((v.len + kCtaK - 1) / kCtaK), unsigned(v.heads), unsigned(v.batch));
-  quantize_v_fp8_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, absmax, values);
+  const dim3 grid(unsigned((v.len + kKBlock - 1) / kKBlock), unsigned(v.heads), unsigned(v.batch));
+  transpose_v_kernel<true><<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, absmax, values);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 

@@ -111,23 +111,23 @@ at::Tensor token_mean(const at::Tensor& x_bhnd) { return at::mean(x_bhnd, {2}, /
 
 at::Tensor block_mean(const at::Tensor& x_bhnd) {
   const at::Tensor x = x_bhnd.to(at::kFloat);
-  const int64_t len = x.size(2), full_blocks = len / kCtaQ, full_len = full_blocks * kCtaQ;
+  const int64_t len = x.size(2), full_blocks = len / kQBlock, full_len = full_blocks * kQBlock;
   std::vector<at::Tensor> parts;
   if (full_blocks > 0) {
     parts.push_back(
-        x.narrow(2, 0, full_len).reshape({x.size(0), x.size(1), full_blocks, kCtaQ, x.size(3)}).mean({3}));
+        x.narrow(2, 0, full_len).reshape({x.size(0), x.size(1), full_blocks, kQBlock, x.size(3)}).mean({3}));
   }
   if (len > full_len) parts.push_back(x.narrow(2, full_len, len - full_len).mean({2}, /*keepdim=*/true));
   return at::cat(parts, 2);
 }
 
 QuantizedRows quantize_q(const at::Tensor& x_bhnd, Granularity granularity, int qmax) {
-  return quantize_rows(x_bhnd, kCtaQ, q_groups_per_block(granularity), qmax,
+  return quantize_rows(x_bhnd, kQBlock, q_groups_per_block(granularity), qmax,
                        [granularity](int64_t row) { return q_group(row, granularity); });
 }
 
 QuantizedRows quantize_k(const at::Tensor& x_bhnd, Granularity granularity, int qmax) {
-  return quantize_rows(x_bhnd, kCtaK, k_groups_per_block(granularity), qmax,
+  return quantize_rows(x_bhnd, kKBlock, k_groups_per_block(granularity), qmax,
                        [granularity](int64_t row) { return k_group(row, granularity); });
 }
 
@@ -142,7 +142,7 @@ QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd) {
 }
 
 Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
-  require(options.qk && options.pv && options.smooth_q && options.granularity,
+  require(options.kernel && options.qk && options.pv && options.smooth_q && options.granularity,
           "options must be resolved (sage2::resolve)");
   const at::Tensor qf = to_bhnd_float(q, options.layout);
   const at::Tensor kf = to_bhnd_float(k, options.layout);
@@ -159,7 +159,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
   at::Tensor q_smooth = qf;
   if (*options.smooth_q) {
     pre.q_mean = block_mean(qf);
-    const at::Tensor row_block = index_tensor(qf.size(2), qf, [](int64_t row) { return row / kCtaQ; });
+    const at::Tensor row_block = index_tensor(qf.size(2), qf, [](int64_t row) { return row / kQBlock; });
     q_smooth = qf - pre.q_mean.index_select(2, row_block);
     // The part of the scores that smoothing removed: q̄_b · K'ᵀ, added back per block before the softmax.
     pre.delta_s = at::matmul(pre.q_mean, expand_heads(k_smooth, group).transpose(2, 3));
@@ -211,7 +211,7 @@ struct SoftmaxState {
 
 Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
                  const std::optional<at::Tensor>& bias) {
-  require(options.qk && options.pv && options.smooth_q && options.granularity,
+  require(options.kernel && options.qk && options.pv && options.smooth_q && options.granularity,
           "options must be resolved (sage2::resolve)");
   check_shapes(q, k, v, options.layout);
   const Preprocessed pre = reference::preprocess(q, k, v, options);  // qualified: no ADL into sage2::
@@ -227,17 +227,18 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const at::Tensor q_row_group =
       index_tensor(q_len, qf, [&](int64_t row) { return q_group(row, *options.granularity); });
   const at::Tensor q_row_scale = pre.q.scales.index_select(2, q_row_group).unsqueeze(-1);  // [B, H, N_q, 1]
-  const at::Tensor q_row_block = index_tensor(q_len, qf, [](int64_t row) { return row / kCtaQ; });
+  const at::Tensor q_row_block = index_tensor(q_len, qf, [](int64_t row) { return row / kQBlock; });
   const at::Tensor k_values = expand_heads(pre.k.values.to(at::kFloat), group);
   const at::Tensor k_scales = expand_heads(pre.k.scales, group);
   const at::Tensor k_row_group =
-      index_tensor(round_up(kv_len, kCtaK), qf, [&](int64_t row) { return k_group(row, *options.granularity); });
+      index_tensor(round_up(kv_len, kKBlock), qf, [&](int64_t row) { return k_group(row, *options.granularity); });
   const at::Tensor v_values = expand_heads(pre.v.values, group);
   const at::Tensor rows = at::arange(q_len, qf.options().dtype(at::kLong)).unsqueeze(-1);
 
   SoftmaxState state{at::full_like(q_row_scale, -kInf), at::zeros_like(q_row_scale), at::zeros_like(qf)};
-  for (int64_t start = 0; start < kv_len; start += kCtaK) {
-    const int64_t size = std::min<int64_t>(kCtaK, kv_len - start);  // padding keys would be masked anyway
+  const int64_t key_tile = tiling(*options.kernel).key_tile;  // the kernel's softmax steps
+  for (int64_t start = 0; start < kv_len; start += key_tile) {
+    const int64_t size = std::min<int64_t>(key_tile, kv_len - start);  // padding keys would be masked anyway
 
     // Dequantized scores of this tile: (q_int·k_int)·q_scale·k_scale (+ ΔS), ·sm_scale, + bias, masked.
     const at::Tensor k_tile = k_values.narrow(2, start, size);

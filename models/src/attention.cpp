@@ -106,11 +106,15 @@ kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
                                                         {"int4", QkType::int4}};
   static const std::pair<const char*, PvChoice> pv[] = {{"auto", std::nullopt}, {"fp8", PvType::fp8},
                                                         {"fp16", PvType::fp16}};
+  using KernelChoice = std::optional<KernelFamily>;
+  static const std::pair<const char*, KernelChoice> kernel[] = {
+      {"auto", std::nullopt}, {"mma_sync", KernelFamily::mma_sync}, {"wgmma", KernelFamily::wgmma}};
   using GranularityChoice = std::optional<Granularity>;
   static const std::pair<const char*, GranularityChoice> granularity[] = {
       {"auto", std::nullopt}, {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
       {"per_block", Granularity::per_block}, {"per_token", Granularity::per_token}};
   Options options;
+  options.kernel = read_choice(reader, "kernel", kernel, KernelChoice());
   options.qk = read_choice(reader, "qk", qk, QkChoice());
   options.pv = read_choice(reader, "pv", pv, PvChoice());
   options.granularity = read_choice(reader, "granularity", granularity, GranularityChoice());

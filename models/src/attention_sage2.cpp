@@ -16,7 +16,7 @@ kernels::sage2::Options call_options(const AttentionCall& call) {
 }  // namespace
 
 std::optional<std::string> sage2_unsupported(const AttentionCall& call) {
-  return kernels::sage2::unsupported_reason(call.q, call.k, call.v, call_options(call));
+  return kernels::sage2::unsupported_reason(call.q, call.k, call.v, call_options(call), call.params.bias.has_value());
 }
 
 at::Tensor sage2_attention(const AttentionCall& call) {

@@ -5,6 +5,7 @@
 #include "test_random.h"
 
 #include "sagevid/kernels/cuda_check.h"
+#include "sagevid/kernels/device_info.h"
 #include "sagevid/kernels/poison.h"
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/kernels/sage2_reference.h"
@@ -84,6 +85,11 @@ at::Tensor unpermute_v(const at::Tensor& v_t) {
   return v_t.view(at::kFloat8_e4m3fn).to(at::kFloat).index_select(3, index).transpose(2, 3);
 }
 
+// Whether this build and device run the wgmma family (sm_90a code runs on compute capability 9.0 only).
+bool wgmma_here() {
+  return sage2::kernel_family_built(sage2::KernelFamily::wgmma) && sagevid::kernels::compute_capability(0) == 90;
+}
+
 }  // namespace
 
 TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]") {
@@ -126,20 +132,48 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   }
 }
 
+TEST_CASE("sage2 FP16 V is laid out for the kernel family: V for mma.sync, Vᵀ for wgmma", "[gpu][sage2]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const auto kernel = GENERATE(sage2::KernelFamily::mma_sync, sage2::KernelFamily::wgmma);
+  const bool smooth_v = GENERATE(false, true);
+  if (kernel == sage2::KernelFamily::wgmma && !wgmma_here()) return;
+  CAPTURE(int(kernel), smooth_v);
+  const Case c{2, 4, 2, 70, 201, 64};
+  const Inputs in = make_inputs(rng, c, sage2::Layout::bnhd, at::kHalf);
+  sage2::Options options;
+  options.kernel = kernel;
+  options.qk = sage2::QkType::int8;
+  options.pv = sage2::PvType::fp16;
+  options.layout = sage2::Layout::bnhd;
+  options.smooth_v = smooth_v;
+  const sage2::Quantized got = sage2::prepare(in.q, in.k, in.v, options);
+  const sage2::reference::Preprocessed want = sage2::reference::preprocess(in.q, in.k, in.v, sage2::resolve(options, 90));
+  CHECK(got.kernel == kernel);
+  const at::Tensor v = kernel == sage2::KernelFamily::wgmma ? got.v_values.transpose(2, 3) : got.v_values;
+  REQUIRE(v.size(2) == sage2::round_up(c.kv_len, sage2::kKBlock));
+  CHECK(v.narrow(2, 0, c.kv_len).to(at::kFloat).equal(want.v.values));
+  CHECK(v.narrow(2, c.kv_len, v.size(2) - c.kv_len).eq(0).all().item<bool>());  // padding keys are 0
+}
+
 TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", "[gpu][sage2]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const Case c = GENERATE(Case{1, 2, 2, 1, 1, 64}, Case{1, 2, 2, 17, 17, 128}, Case{2, 3, 3, 127, 127, 64},
                           Case{1, 2, 2, 128, 128, 128}, Case{1, 4, 2, 129, 129, 64}, Case{1, 2, 1, 1000, 1000, 128},
                           Case{1, 2, 2, 4096, 4096, 64}, Case{1, 2, 2, 300, 1000, 64}, Case{1, 2, 2, 1000, 300, 128});
+  const auto kernel = GENERATE(sage2::KernelFamily::mma_sync, sage2::KernelFamily::wgmma);
   const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);
   const auto pv = GENERATE(sage2::PvType::fp8, sage2::PvType::fp16);
   const bool causal = GENERATE(false, true);
+  if (kernel == sage2::KernelFamily::wgmma && (qk == sage2::QkType::int4 || !wgmma_here())) return;
   const auto layout = c.q_len == 129 ? sage2::Layout::bnhd : sage2::Layout::bhnd;
   const auto dtype = c.head_dim == 64 ? at::kBFloat16 : at::kHalf;
-  CAPTURE(c.batch, c.q_heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, int(qk), int(pv), causal, int(layout));
+  CAPTURE(c.batch, c.q_heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, int(kernel), int(qk), int(pv), causal,
+          int(layout));
   const Inputs in = make_inputs(rng, c, layout, dtype);
   sage2::Options options;
+  options.kernel = kernel;
   options.qk = qk;
   options.pv = pv;
   options.causal = causal;
@@ -177,7 +211,8 @@ TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][
   options.qk = sage2::QkType::int8;
   options.scale = 1.0;
   const sage2::Result got = sage2::attention(in.q * 0.125, in.k, in.v, options, bias);
-  const sage2::Result want = sage2::reference::attention(in.q * 0.125, in.k, in.v, sage2::resolve(options, 90), bias);
+  const sage2::Result want =
+      sage2::reference::attention(in.q * 0.125, in.k, in.v, sage2::resolve(options, 90, /*has_bias=*/true), bias);
   CHECK(compare(got.out, want.out).cosine > 0.99999);
   const Errors vs_exact = compare(got.out, full_precision({in.q * 0.125, in.k, in.v}, sage2::Layout::bhnd, false, 1.0, bias));
   CAPTURE(vs_exact.cosine, vs_exact.relative_l1);

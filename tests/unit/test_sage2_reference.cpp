@@ -67,16 +67,16 @@ std::vector<std::vector<int64_t>> k_group_rows(int64_t padded, Granularity granu
     for (int64_t r = 0; r < padded; ++r) groups.push_back({r});
     return groups;
   }
-  for (int64_t tile = 0; tile < padded / sage2::kCtaK; ++tile) {
-    const int64_t first = tile * sage2::kCtaK;
+  for (int64_t tile = 0; tile < padded / sage2::kKBlock; ++tile) {
+    const int64_t first = tile * sage2::kKBlock;
     if (granularity != Granularity::per_thread) {
       groups.emplace_back();
-      for (int64_t r = 0; r < sage2::kCtaK; ++r) groups.back().push_back(first + r);
+      for (int64_t r = 0; r < sage2::kKBlock; ++r) groups.back().push_back(first + r);
       continue;
     }
     for (int64_t lane = 0; lane < 4; ++lane) {  // lane % 4
       groups.emplace_back();
-      for (int64_t slice = 0; slice < sage2::kCtaK / 8; ++slice) {
+      for (int64_t slice = 0; slice < sage2::kKBlock / 8; ++slice) {
         groups.back().push_back(first + slice * 8 + 2 * lane);
         groups.back().push_back(first + slice * 8 + 2 * lane + 1);
       }
@@ -88,7 +88,7 @@ std::vector<std::vector<int64_t>> k_group_rows(int64_t padded, Granularity granu
 // Checks quantized rows of x [B, H, N, D] group by group against a direct computation of the contract.
 void check_groups(const at::Tensor& x, const ref::QuantizedRows& quantized, bool is_key, Granularity granularity,
                   int qmax) {
-  const int64_t len = x.size(2), tile = is_key ? sage2::kCtaK : sage2::kCtaQ;
+  const int64_t len = x.size(2), tile = is_key ? sage2::kKBlock : sage2::kQBlock;
   const int64_t padded = sage2::round_up(len, tile);
   const auto groups = is_key ? k_group_rows(padded, granularity) : q_group_rows(padded, granularity);
   const int64_t per_tile = is_key ? sage2::k_groups_per_block(granularity) : sage2::q_groups_per_block(granularity);
@@ -121,8 +121,10 @@ void check_groups(const at::Tensor& x, const ref::QuantizedRows& quantized, bool
   CHECK(quantized.values.abs().max().item<int>() <= qmax);
 }
 
-sage2::Options resolved(sage2::QkType qk, sage2::PvType pv, bool smooth_q) {
+sage2::Options resolved(sage2::QkType qk, sage2::PvType pv, bool smooth_q,
+                        sage2::KernelFamily kernel = sage2::KernelFamily::mma_sync) {
   sage2::Options options;
+  options.kernel = kernel;
   options.qk = qk;
   options.pv = pv;
   options.smooth_q = smooth_q;
@@ -178,12 +180,24 @@ TEST_CASE("sage2 resolve picks the per-architecture defaults", "[sage2][referenc
   CHECK(ada.qk == QkType::int4);
   CHECK(ada.pv == PvType::fp8);
   CHECK(ada.smooth_q == true);
-  const sage2::Options hopper = sage2::resolve({}, 90);
-  CHECK(hopper.qk == QkType::int8);
-  CHECK(hopper.pv == PvType::fp16);  // our sm_90 kernel is faster with FP16 P·V than FP8
-  CHECK(hopper.smooth_q == false);
-  CHECK(hopper.granularity == sage2::Granularity::per_token);
   CHECK(ada.granularity == sage2::Granularity::per_thread);
+  CHECK(ada.kernel == sage2::KernelFamily::mma_sync);
+  // Hopper: the wgmma kernels with FP8 P·V where the build has them; mma.sync with FP16 P·V (faster than
+  // FP8 there) for what wgmma does not take (a bias, Q smoothing) and in builds without sm_90a.
+  const bool wgmma = sage2::kernel_family_built(sage2::KernelFamily::wgmma);
+  const sage2::Options hopper = sage2::resolve({}, 90);
+  CHECK(hopper.kernel == (wgmma ? sage2::KernelFamily::wgmma : sage2::KernelFamily::mma_sync));
+  CHECK(hopper.qk == QkType::int8);
+  CHECK(hopper.pv == (wgmma ? PvType::fp8 : PvType::fp16));
+  CHECK(hopper.smooth_q == false);
+  CHECK(hopper.granularity == (wgmma ? sage2::Granularity::per_thread : sage2::Granularity::per_token));
+  const sage2::Options hopper_bias = sage2::resolve({}, 90, /*has_bias=*/true);
+  CHECK(hopper_bias.kernel == sage2::KernelFamily::mma_sync);
+  CHECK(hopper_bias.pv == PvType::fp16);
+  sage2::Options smoothed;
+  smoothed.smooth_q = true;
+  CHECK(sage2::resolve(smoothed, 90).kernel == sage2::KernelFamily::mma_sync);
+  CHECK(sage2::resolve({}, 100).kernel == sage2::KernelFamily::mma_sync);  // sm_90a code runs on 9.0 only
 
   sage2::Options explicit_options;
   explicit_options.qk = QkType::int8;
@@ -215,6 +229,20 @@ TEST_CASE("sage2 resolve rejects what cannot run", "[sage2][reference]") {
   sage2::Options scale;
   scale.scale = std::numeric_limits<double>::quiet_NaN();
   REQUIRE_THROWS_WITH(sage2::resolve(scale, 90), ContainsSubstring("scale"));
+  sage2::Options wgmma;
+  wgmma.kernel = sage2::KernelFamily::wgmma;
+  if (!sage2::kernel_family_built(sage2::KernelFamily::wgmma)) {
+    REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("no sm_90a"));
+    return;
+  }
+  CHECK(sage2::resolve(wgmma, 90).kernel == sage2::KernelFamily::wgmma);
+  REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 89), ContainsSubstring("9.0"));
+  REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90, /*has_bias=*/true), ContainsSubstring("bias"));
+  wgmma.smooth_q = true;
+  REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("Q smoothing"));
+  wgmma.smooth_q.reset();
+  wgmma.qk = sage2::QkType::int4;
+  REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("INT8"));
 }
 
 TEST_CASE("sage2 reference means: token mean and per-block mean over valid rows", "[sage2][reference]") {
@@ -226,11 +254,11 @@ TEST_CASE("sage2 reference means: token mean and per-block mean over valid rows"
   CHECK(max_abs_diff(ref::token_mean(x), x.to(at::kDouble).mean({2})) < 1e-6);
 
   const at::Tensor means = ref::block_mean(x);
-  const int64_t blocks = (len + sage2::kCtaQ - 1) / sage2::kCtaQ;
+  const int64_t blocks = (len + sage2::kQBlock - 1) / sage2::kQBlock;
   REQUIRE(means.sizes() == at::IntArrayRef{2, 3, blocks, 16});
   REQUIRE(means.scalar_type() == at::kFloat);
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t first = b * sage2::kCtaQ, rows = std::min<int64_t>(sage2::kCtaQ, len - first);
+    const int64_t first = b * sage2::kQBlock, rows = std::min<int64_t>(sage2::kQBlock, len - first);
     CHECK(max_abs_diff(means.select(2, b), x.narrow(2, first, rows).to(at::kDouble).mean({2})) < 1e-6);
   }
 }
@@ -348,7 +376,7 @@ TEST_CASE("sage2 reference preprocess: smoothing means and delta S", "[sage2][re
   CHECK(at::equal(pre.v_mean, ref::token_mean(vf)));
   const at::Tensor k_smooth = kf - pre.k_mean.unsqueeze(2);
   CHECK(at::equal(pre.k.values, ref::quantize_k(k_smooth, *options.granularity, 7).values));
-  const at::Tensor row_block = at::arange(100, at::kLong).div(sage2::kCtaQ, "floor");
+  const at::Tensor row_block = at::arange(100, at::kLong).div(sage2::kQBlock, "floor");
   const at::Tensor q_smooth = qf - pre.q_mean.index_select(2, row_block);
   CHECK(at::equal(pre.q.values, ref::quantize_q(q_smooth, *options.granularity, 7).values));
   CHECK(at::equal(pre.v.values, ref::quantize_v_fp8(vf - pre.v_mean.unsqueeze(2)).values));
@@ -386,11 +414,14 @@ TEST_CASE("sage2 reference attention is close to float64 attention", "[sage2][re
                              Mode{sage2::QkType::int8, sage2::PvType::fp8, false, 0.05, 0.998},
                              Mode{sage2::QkType::int4, sage2::PvType::fp8, true, 0.3, 0.965});
   const auto granularity = GENERATE(Granularity::per_thread, Granularity::per_block, Granularity::per_token);
-  CAPTURE(int(mode.qk), int(mode.pv), mode.smooth_q, int(granularity));
+  // The families' softmax steps (64 or 128 keys) round P̃ against different running maxima.
+  const auto kernel = GENERATE(sage2::KernelFamily::mma_sync, sage2::KernelFamily::wgmma);
+  if (kernel == sage2::KernelFamily::wgmma && mode.qk == sage2::QkType::int4) return;
+  CAPTURE(int(mode.qk), int(mode.pv), mode.smooth_q, int(granularity), int(kernel));
   const at::Tensor q = rng.normal({1, 2, 257, 64}).to(at::kHalf);
   const at::Tensor k = rng.normal({1, 2, 257, 64}).to(at::kHalf);
   const at::Tensor v = rng.normal({1, 2, 257, 64}).to(at::kHalf);
-  sage2::Options options = resolved(mode.qk, mode.pv, mode.smooth_q);
+  sage2::Options options = resolved(mode.qk, mode.pv, mode.smooth_q, kernel);
   options.granularity = granularity;
 
   const sage2::Result result = ref::attention(q, k, v, options);

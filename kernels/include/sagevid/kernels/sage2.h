@@ -16,9 +16,12 @@ enum class QkType { int8, int4 };
 enum class PvType { fp8, fp16 };
 enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD")
 
+// Unset options take the defaults of the device's architecture (resolve(); the table is in sage2_options.cpp).
 struct Options {
+  std::optional<KernelFamily> kernel;  // default: wgmma on sm_90 where the build has it and the call allows
+                                       // (INT8, no Q smoothing; a call with a bias runs mma.sync), else mma.sync
   std::optional<QkType> qk;      // default: INT8 on sm_90 (INT4 is emulated there), INT4 on sm_80/86/89
-  std::optional<PvType> pv;      // default: FP8 on sm_89 (Ada), FP16 elsewhere (faster on sm_90, none on sm_80/86)
+  std::optional<PvType> pv;      // default: per architecture and kernel family
   std::optional<Granularity> granularity;  // default: per-token for INT8 + FP16 P·V (the high-accuracy mode,
                                           // limited by the Q·Kᵀ error), per-thread otherwise
   bool smooth_k = true;
@@ -31,8 +34,12 @@ struct Options {
   bool return_lse = false;       // natural-log LSE of the scaled, biased scores, [B, H_q, N_q] fp32
 };
 
-// The options with every default resolved for a device of this compute capability (major*10+minor).
-Options resolve(const Options& options, int compute_capability);
+// The options with every default resolved for a device of this compute capability (major*10+minor). A call
+// with a bias passes has_bias, which keeps the default kernel family on mma.sync.
+Options resolve(const Options& options, int compute_capability, bool has_bias = false);
+
+// Whether this build holds the family's kernels (the wgmma ones only in builds for sm_90a).
+bool kernel_family_built(KernelFamily family);
 
 struct Result {
   at::Tensor out;  // same shape, dtype and layout as q
@@ -41,14 +48,16 @@ struct Result {
 
 // What the attention kernel reads, as the preprocessing kernels write it (layouts in sage2_layout.h).
 struct Quantized {
+  KernelFamily kernel;            // the family these were prepared for (its V layout)
   at::Tensor q_values, q_scales;  // int8 [B, H_q, Nq_pad, D] (INT4: [.., D/2], low nibble = even channel)
   at::Tensor k_values, k_scales;  // int8 [B, H_kv, Nk_pad, D or D/2]
   at::Tensor k_mean, q_mean, delta_s, v_mean;  // fp32, as in sage2_reference.h; undefined when not smoothing
-  at::Tensor v_values;            // FP8: uint8 E4M3 Vᵀ [B, H_kv, D, Nk_pad], keys permuted; FP16: [B, H_kv, Nk_pad, D]
+  at::Tensor v_values;            // FP8: uint8 E4M3 Vᵀ [B, H_kv, D, Nk_pad], keys permuted; FP16: [B, H_kv, Nk_pad, D],
+                                  // or Vᵀ [B, H_kv, D, Nk_pad] for the wgmma family
   at::Tensor v_scales;            // FP8: [B, H_kv, D]
 };
 
-// The preprocessing alone (options resolved here), for tests and for measuring it.
+// The preprocessing alone (options resolved here, as for a call without bias), for tests and for measuring it.
 Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options);
 
 // bias: additive, broadcastable to [B, H_q, N_q, N_kv] as [N_q, N_kv], [H_q|1, N_q, N_kv] or
@@ -57,8 +66,9 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
                  const std::optional<at::Tensor>& bias = std::nullopt,
                  const std::optional<at::Tensor>& out = std::nullopt);
 
-// Why the kernels cannot run this call (device, dtype, head dim, layout), or nullopt.
+// Why the kernels cannot run this call (device, dtype, head dim, layout, options the chosen kernel family
+// does not take), or nullopt.
 std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                              const Options& options);
+                                              const Options& options, bool has_bias = false);
 
 }  // namespace sagevid::kernels::sage2

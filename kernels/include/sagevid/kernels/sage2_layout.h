@@ -1,32 +1,34 @@
 #pragma once
-// The data layout shared by the SageAttention2 preprocessing kernels, the attention kernel and the CPU
-// reference (which must produce bit-identical quantized values and scales). Pure constants and index
-// maps, usable from host and device code.
+// The data layout shared by the SageAttention2 preprocessing kernels, both attention kernel families and
+// the CPU reference (which must produce bit-identical quantized values and scales). Pure constants and
+// index maps, usable from host and device code.
 //
-// Tiles. A CTA processes kCtaQ query rows (kWarps warps of kWarpQ rows each) against key tiles of kCtaK.
-// Sequences are padded to these multiples in the quantized tensors; padding rows quantize to 0 and never
-// take part in a scale.
+// Blocks. Q and K are quantized in blocks of kQBlock / kKBlock rows (64 each: four 16-row MMA fragments
+// for queries), and padded to those multiples; padding rows quantize to 0 and never take part in a scale.
+// The attention kernels tile in multiples of these blocks: each family's tiles (tiling() below) travel
+// with the options, the quantized tensors and the reference's softmax.
 //
 // Quantization groups (symmetric, scale = max|x| / qmax over the group, round to nearest even, clamp):
 //   Q, per-thread:  within each kWarpQ-row warp tile, rows with equal (row % 8) share a scale: the rows one
-//                   lane holds in the m16n8k32 / m16n8k64 A fragment (lane/4 and lane/4 + 8).
-//                   Group of row r: (r / kWarpQ) * 8 + r % 8.
+//                   lane holds in an MMA A fragment or accumulator (lane/4 and lane/4 + 8), for mma.sync
+//                   and wgmma alike. Group of row r: (r / kWarpQ) * 8 + r % 8.
 //   Q, per-warp:    one scale per kWarpQ rows.          Group: r / kWarpQ.
-//   Q, per-block:   one scale per kCtaQ rows.           Group: r / kCtaQ.
-//   K, per-thread:  within each kCtaK-row tile, rows with equal (row % 8) / 2 share a scale: the key columns
-//                   one lane holds in the accumulator (2*(lane%4) and 2*(lane%4)+1 of each 8-column tile).
-//                   Group of row r: (r / kCtaK) * 4 + (r % 8) / 2.
-//   K, per-warp and per-block: one scale per kCtaK rows (every warp reads the whole key tile).
-//                   Group: r / kCtaK.
-//   Q and K, per-token: one scale per row (query or key). Costs the attention kernel 16 k-scale loads per
-//                   key tile (~3% at CogVideoX-2B on H100); cuts the INT8 Q·Kᵀ error by about a sixth on
+//   Q, per-block:   one scale per kQBlock rows.         Group: r / kQBlock.
+//   K, per-thread:  within each kKBlock-row block, rows with equal (row % 8) / 2 share a scale: the key
+//                   columns one lane holds in the accumulator (2*(lane%4) and 2*(lane%4)+1 of each 8-column
+//                   slice). Group of row r: (r / kKBlock) * 4 + (r % 8) / 2.
+//   K, per-warp and per-block: one scale per kKBlock rows (every warp reads the whole key tile).
+//                   Group: r / kKBlock.
+//   Q and K, per-token: one scale per row (query or key); cuts the INT8 Q·Kᵀ error by about a sixth on
 //                   Gaussian inputs, which is what FP16 P·V (whose own error is small) is limited by.
 //                   Group: r.
-// Q smoothing subtracts the mean of each kCtaQ block (the rows of one CTA).
+// Q smoothing subtracts the mean of each kQBlock block.
 //
-// V for the FP8 P·V MMA is stored transposed, [B, H_kv, D, N_kv padded to kCtaK], FP8 E4M3 with one scale
+// V for an FP8 P·V MMA is stored transposed, [B, H_kv, D, N_kv padded to kKBlock], FP8 E4M3 with one scale
 // per channel, and with the keys of every 32-key chunk permuted (kv_permuted_position) so that the
-// lane's S accumulator registers are directly its P A-fragment registers (see the attention kernel).
+// lane's S accumulator registers are directly its P A-fragment registers. For FP16 P·V the mma.sync
+// family reads V as it is, [B, H_kv, N_pad, D] fp16; the wgmma family reads it transposed like the FP8 V
+// (keys contiguous, not permuted), since its tensor cores take both operands K-major.
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -39,8 +41,8 @@ namespace sagevid::kernels::sage2 {
 
 inline constexpr int kWarpQ = 16;
 inline constexpr int kWarps = 4;
-inline constexpr int kCtaQ = kWarpQ * kWarps;  // 64
-inline constexpr int kCtaK = 64;
+inline constexpr int kQBlock = kWarpQ * kWarps;  // 64
+inline constexpr int kKBlock = 64;
 inline constexpr int kInt8Max = 127;
 inline constexpr int kInt4Max = 7;
 inline constexpr float kFp8Max = 448.0f;  // E4M3
@@ -48,18 +50,29 @@ inline constexpr double kLog2e = 1.4426950408889634;
 
 enum class Granularity : int { per_thread = 0, per_warp = 1, per_block = 2, per_token = 3 };
 
+// The attention kernel families: mma.sync (sm_80 and newer) and wgmma + TMA (sm_90a only).
+enum class KernelFamily : int { mma_sync = 0, wgmma = 1 };
+
+struct Tiling {
+  int key_tile;       // keys per softmax step, a multiple of kKBlock (the reference steps alike)
+  bool v_transposed;  // FP16 P·V reads fp16 Vᵀ
+};
+SAGEVID_HD constexpr Tiling tiling(KernelFamily family) {
+  return family == KernelFamily::wgmma ? Tiling{128, true} : Tiling{64, false};
+}
+
 SAGEVID_HD inline int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 SAGEVID_HD inline int64_t q_groups_per_block(Granularity g) {
   switch (g) {
-    case Granularity::per_thread: return (kCtaQ / kWarpQ) * 8;
-    case Granularity::per_warp: return kCtaQ / kWarpQ;
-    case Granularity::per_token: return kCtaQ;
+    case Granularity::per_thread: return (kQBlock / kWarpQ) * 8;
+    case Granularity::per_warp: return kQBlock / kWarpQ;
+    case Granularity::per_token: return kQBlock;
     default: return 1;
   }
 }
 SAGEVID_HD inline int64_t k_groups_per_block(Granularity g) {
-  return g == Granularity::per_thread ? 4 : g == Granularity::per_token ? kCtaK : 1;
+  return g == Granularity::per_thread ? 4 : g == Granularity::per_token ? kKBlock : 1;
 }
 
 SAGEVID_HD inline int64_t q_group(int64_t row, Granularity g) {
@@ -67,14 +80,14 @@ SAGEVID_HD inline int64_t q_group(int64_t row, Granularity g) {
     case Granularity::per_thread: return (row / kWarpQ) * 8 + row % 8;
     case Granularity::per_warp: return row / kWarpQ;
     case Granularity::per_token: return row;
-    default: return row / kCtaQ;
+    default: return row / kQBlock;
   }
 }
 SAGEVID_HD inline int64_t k_group(int64_t row, Granularity g) {
   switch (g) {
-    case Granularity::per_thread: return (row / kCtaK) * 4 + (row % 8) / 2;
+    case Granularity::per_thread: return (row / kKBlock) * 4 + (row % 8) / 2;
     case Granularity::per_token: return row;
-    default: return row / kCtaK;
+    default: return row / kKBlock;
   }
 }
 

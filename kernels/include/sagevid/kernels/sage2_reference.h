@@ -13,7 +13,7 @@ at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout);
 // Token mean per (batch, head, channel) in fp32 from any dtype: [B, H, D]. The CUDA host API computes its
 // means with the same call on the same view of the raw input.
 at::Tensor token_mean(const at::Tensor& x_bhnd);
-// Mean of each kCtaQ block of valid rows: [B, H, ceil(N / kCtaQ), D] fp32 (the last block may be partial).
+// Mean of each kQBlock block of valid rows: [B, H, ceil(N / kQBlock), D] fp32 (the last block may be partial).
 at::Tensor block_mean(const at::Tensor& x_bhnd);
 
 // Symmetric per-group quantization of x [B, H, N, D] fp32 (N any; rows past N are padding and excluded),
@@ -39,15 +39,16 @@ QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd);
 struct Preprocessed {
   QuantizedRows q, k;
   at::Tensor k_mean;   // [B, H_kv, D]; undefined without smooth_k
-  at::Tensor q_mean;   // [B, H_q, ceil(N_q / kCtaQ), D]; undefined without smooth_q
-  at::Tensor delta_s;  // q_mean · (K − k_mean)ᵀ: [B, H_q, ceil(N_q / kCtaQ), N_kv]; undefined without smooth_q
+  at::Tensor q_mean;   // [B, H_q, ceil(N_q / kQBlock), D]; undefined without smooth_q
+  at::Tensor delta_s;  // q_mean · (K − k_mean)ᵀ: [B, H_q, ceil(N_q / kQBlock), N_kv]; undefined without smooth_q
   at::Tensor v_mean;   // [B, H_kv, D]; undefined without smooth_v
   QuantizedV v;        // FP8 path: quantized (smoothed) V; FP16 path: values = fp16-rounded V, scales undefined
 };
 Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options);
 
-// The whole simulated computation: dequantized scores (+ ΔS, + bias), online softmax in base 2 over kCtaK
-// key tiles, P̃ rounded to FP8 (×448) or FP16 with the running max of its tile, fp32 accumulation, epilogue.
+// The whole simulated computation: dequantized scores (+ ΔS, + bias), online softmax in base 2 over the
+// kernel family's key tiles, P̃ rounded to FP8 (×448) or FP16 with the running max of its tile, fp32
+// accumulation, epilogue.
 Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
                  const std::optional<at::Tensor>& bias = std::nullopt);
 

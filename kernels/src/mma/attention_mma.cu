@@ -6,8 +6,9 @@
 //   3. online softmax in base 2;
 //   4. P̃·V: P̃ from the S registers straight into A fragments, FP8 (x448, V per channel) or FP16,
 //      accumulated in a fresh accumulator that is added into the FP32 output buffer every flush_tiles tiles.
-#include "sage2_kernels.h"
-#include "sage2_mma.cuh"
+#include "attention_mma.h"
+#include "mma.cuh"
+#include "../sage2_device.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
 #include <cuda_bf16.h>
@@ -16,10 +17,14 @@
 #include <cmath>
 #include <stdexcept>
 
-namespace sagevid::kernels::sage2::detail {
+namespace sagevid::kernels::sage2::mma {
 namespace {
 
+using detail::AttentionArgs;
+using detail::InputType;
+
 constexpr int kThreads = kWarps * 32;
+constexpr int kCtaK = tiling(KernelFamily::mma_sync).key_tile;
 constexpr float kNegInf = -INFINITY;
 
 template <int kHeadDim, bool kInt4, bool kFp8Pv, int kMTiles>
@@ -52,7 +57,7 @@ __device__ __forceinline__ void copy_tile(uint8_t* smem, int smem_stride, const 
   const int chunks_per_row = row_bytes / 16;
   for (int i = threadIdx.x; i < rows * chunks_per_row; i += kThreads) {
     const int r = i / chunks_per_row, c = i % chunks_per_row;
-    mma::cp_async_16(smem + r * smem_stride + c * 16, global + r * src_pitch + c * 16);
+    cp_async_16(smem + r * smem_stride + c * 16, global + r * src_pitch + c * 16);
   }
 }
 
@@ -74,8 +79,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = lane % 4;
   const int64_t q_head_index = int64_t(batch) * args.q_heads + head;
   const int64_t kv_head_index = int64_t(batch) * args.kv_heads + kv_head;
-  const int q_blocks = (args.q_len + kCtaQ - 1) / kCtaQ;  // 64-row blocks of the quantized Q layout
-  const int64_t q_padded = int64_t(q_blocks) * kCtaQ;
+  const int q_blocks = (args.q_len + kQBlock - 1) / kQBlock;  // 64-row blocks of the quantized Q layout
+  const int64_t q_padded = int64_t(q_blocks) * kQBlock;
   const int cta_row = blockIdx.x * T::kCtaRows;
   const int cta_last_row = min(cta_row + T::kCtaRows, args.q_len) - 1;
   const int k_tiles_total = (args.kv_len + kCtaK - 1) / kCtaK;
@@ -100,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   copy_tile(q_smem, T::kQkStride, q_global, T::kQkRowBytes, int(min_i64(T::kCtaRows, q_padded - cta_row)),
             T::kQkRowBytes);
   load_kv(0, 0);
-  mma::cp_async_commit();
+  cp_async_commit();
 
   // Per MMA tile m, this lane owns rows row0[m] and row0[m] + 8.
   int row0[kMTiles];
@@ -115,7 +120,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
       const int row = int(min_i64(row0[m] + 8 * half, q_padded - 1));
       q_scale[m][half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
     }
-    const int block = int(min_i64(row0[m] / kCtaQ, q_blocks - 1));
+    const int block = int(min_i64(row0[m] / kQBlock, q_blocks - 1));
     delta_s[m] = args.delta_s ? args.delta_s + (q_head_index * q_blocks + block) * int64_t(args.kv_len) : nullptr;
   }
   const int k_groups = int(k_groups_per_block(args.granularity)) * k_tiles_total;
@@ -130,8 +135,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   for (int tile = 0; tile < k_tiles; ++tile) {
     const int stage = tile & 1;
     if (tile + 1 < k_tiles) load_kv(tile + 1, stage ^ 1);
-    mma::cp_async_commit();
-    mma::cp_async_wait<1>();
+    cp_async_commit();
+    cp_async_wait<1>();
     __syncthreads();
 
     if (tile == 0) {
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 #pragma unroll
         for (int step = 0; step < T::kQkSteps; ++step) {
           const int g = lane / 8, r = (warp * kMTiles + m) * kWarpQ + lane % 8 + (g & 1) * 8;
-          mma::ldmatrix_x4(q_frag[m][step], q_smem + r * T::kQkStride + step * 32 + (g >> 1) * 16);
+          ldmatrix_x4(q_frag[m][step], q_smem + r * T::kQkStride + step * 32 + (g >> 1) * 16);
         }
     }
 
@@ -152,15 +157,15 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
       for (int pair = 0; pair < 4; ++pair) {
         uint32_t b[4];
         const int g = lane / 8, key = pair * 16 + lane % 8 + (g >> 1) * 8;
-        mma::ldmatrix_x4(b, k_smem(stage) + key * T::kQkStride + step * 32 + (g & 1) * 16);
+        ldmatrix_x4(b, k_smem(stage) + key * T::kQkStride + step * 32 + (g & 1) * 16);
 #pragma unroll
         for (int m = 0; m < kMTiles; ++m) {
           if constexpr (kInt4) {
-            mma::int4_m16n8k64(s_int[m][2 * pair], q_frag[m][step], b[0], b[1]);
-            mma::int4_m16n8k64(s_int[m][2 * pair + 1], q_frag[m][step], b[2], b[3]);
+            int4_m16n8k64(s_int[m][2 * pair], q_frag[m][step], b[0], b[1]);
+            int4_m16n8k64(s_int[m][2 * pair + 1], q_frag[m][step], b[2], b[3]);
           } else {
-            mma::int8_m16n8k32(s_int[m][2 * pair], q_frag[m][step], b[0], b[1]);
-            mma::int8_m16n8k32(s_int[m][2 * pair + 1], q_frag[m][step], b[2], b[3]);
+            int8_m16n8k32(s_int[m][2 * pair], q_frag[m][step], b[0], b[1]);
+            int8_m16n8k32(s_int[m][2 * pair + 1], q_frag[m][step], b[2], b[3]);
           }
         }
       }
@@ -234,13 +239,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * row_scale[m][half];  // scale > 0
         const float new_max = fmaxf(row_max[m][half], tile_max);
         const float reference = new_max == kNegInf ? 0.0f : new_max;  // a fully masked row so far
-        rescale[half] = mma::fast_exp2(row_max[m][half] - reference);
+        rescale[half] = fast_exp2(row_max[m][half] - reference);
         row_max[m][half] = new_max;
         float sum = 0.0f;
 #pragma unroll
         for (int n = 0; n < 8; ++n) {
-          s[m][n][2 * half] = mma::fast_exp2(fmaf(s[m][n][2 * half], row_scale[m][half], -reference));
-          s[m][n][2 * half + 1] = mma::fast_exp2(fmaf(s[m][n][2 * half + 1], row_scale[m][half], -reference));
+          s[m][n][2 * half] = fast_exp2(fmaf(s[m][n][2 * half], row_scale[m][half], -reference));
+          s[m][n][2 * half + 1] = fast_exp2(fmaf(s[m][n][2 * half + 1], row_scale[m][half], -reference));
           sum += s[m][n][2 * half] + s[m][n][2 * half + 1];
         }
         row_sum[m][half] = row_sum[m][half] * rescale[half] + sum;
@@ -265,8 +270,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const int n0 = 4 * step + (i >> 1) * 2, e = (i & 1) * 2;  // a0: row0 n0,n0+1; a1: row1; a2/a3: n0+2
-            const uint32_t lo = mma::pack_e4m3x2(s[m][n0][e] * kFp8Max, s[m][n0][e + 1] * kFp8Max);
-            const uint32_t hi = mma::pack_e4m3x2(s[m][n0 + 1][e] * kFp8Max, s[m][n0 + 1][e + 1] * kFp8Max);
+            const uint32_t lo = pack_e4m3x2(s[m][n0][e] * kFp8Max, s[m][n0][e + 1] * kFp8Max);
+            const uint32_t hi = pack_e4m3x2(s[m][n0 + 1][e] * kFp8Max, s[m][n0 + 1][e + 1] * kFp8Max);
             a[m][step][i] = lo | (hi << 16);
           }
 #pragma unroll
@@ -276,13 +281,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         for (int step = 0; step < 2; ++step) {
           uint32_t b[4];
           const int g = lane / 8, channel = pair * 16 + lane % 8 + (g >> 1) * 8;
-          mma::ldmatrix_x4(b, v_smem(stage) + channel * T::kVStride + step * 32 + (g & 1) * 16);
+          ldmatrix_x4(b, v_smem(stage) + channel * T::kVStride + step * 32 + (g & 1) * 16);
 #pragma unroll
           for (int m = 0; m < kMTiles; ++m) {
             float(&acc0)[4] = kDeferredFlush ? pv_acc[m][(2 * pair) % (kDeferredFlush ? T::kDimTiles : 1)] : fresh[m][0];
             float(&acc1)[4] = kDeferredFlush ? pv_acc[m][(2 * pair + 1) % (kDeferredFlush ? T::kDimTiles : 1)] : fresh[m][1];
-            mma::fp8_m16n8k32(acc0, a[m][step], b[0], b[1]);
-            mma::fp8_m16n8k32(acc1, a[m][step], b[2], b[3]);
+            fp8_m16n8k32(acc0, a[m][step], b[0], b[1]);
+            fp8_m16n8k32(acc1, a[m][step], b[2], b[3]);
           }
         }
         if constexpr (!kDeferredFlush) {
@@ -314,20 +319,20 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         uint32_t a[kMTiles][4];
 #pragma unroll
         for (int m = 0; m < kMTiles; ++m) {
-          a[m][0] = mma::pack_half2(s[m][2 * step][0], s[m][2 * step][1]);
-          a[m][1] = mma::pack_half2(s[m][2 * step][2], s[m][2 * step][3]);
-          a[m][2] = mma::pack_half2(s[m][2 * step + 1][0], s[m][2 * step + 1][1]);
-          a[m][3] = mma::pack_half2(s[m][2 * step + 1][2], s[m][2 * step + 1][3]);
+          a[m][0] = pack_half2(s[m][2 * step][0], s[m][2 * step][1]);
+          a[m][1] = pack_half2(s[m][2 * step][2], s[m][2 * step][3]);
+          a[m][2] = pack_half2(s[m][2 * step + 1][0], s[m][2 * step + 1][1]);
+          a[m][3] = pack_half2(s[m][2 * step + 1][2], s[m][2 * step + 1][3]);
         }
 #pragma unroll
         for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
           uint32_t b[4];
           const int g = lane / 8, key = step * 16 + lane % 8 + (g & 1) * 8, channel = pair * 16 + (g >> 1) * 8;
-          mma::ldmatrix_x4_trans(b, v_smem(stage) + key * T::kVStride + channel * 2);
+          ldmatrix_x4_trans(b, v_smem(stage) + key * T::kVStride + channel * 2);
 #pragma unroll
           for (int m = 0; m < kMTiles; ++m) {
-            mma::fp16_m16n8k16(out_acc[m][2 * pair], a[m], b[0], b[1]);
-            mma::fp16_m16n8k16(out_acc[m][2 * pair + 1], a[m], b[2], b[3]);
+            fp16_m16n8k16(out_acc[m][2 * pair], a[m], b[0], b[1]);
+            fp16_m16n8k16(out_acc[m][2 * pair + 1], a[m], b[2], b[3]);
           }
         }
       }
@@ -352,20 +357,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
 #pragma unroll
       for (int n = 0; n < T::kDimTiles; ++n) {
         const int c = n * 8 + 2 * quad_col;
-        float x0 = out_acc[m][n][2 * half] * inv_sum, x1 = out_acc[m][n][2 * half + 1] * inv_sum;
-        if (v_scale) {
-          x0 *= v_scale[c] * (1.0f / kFp8Max);
-          x1 *= v_scale[c + 1] * (1.0f / kFp8Max);
-        }
-        if (v_mean) {
-          x0 += v_mean[c];
-          x1 += v_mean[c + 1];
-        }
-        if (args.out_type == InputType::fp16)
-          *reinterpret_cast<__half2*>(static_cast<__half*>(args.out) + base + c) = __floats2half2_rn(x0, x1);
-        else
-          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(args.out) + base + c) =
-              __floats2bfloat162_rn(x0, x1);
+        store_output_pair(args, base, c, out_acc[m][n][2 * half] * inv_sum, out_acc[m][n][2 * half + 1] * inv_sum,
+                          v_scale, 1.0f / kFp8Max, v_mean);
       }
       if (args.lse && quad_col == 0)
         args.lse[q_head_index * args.q_len + row] =
@@ -413,4 +406,4 @@ void attention(const AttentionArgs& args, cudaStream_t stream) {
   }
 }
 
-}  // namespace sagevid::kernels::sage2::detail
+}  // namespace sagevid::kernels::sage2::mma

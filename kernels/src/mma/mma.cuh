@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cuda_fp16.h>
 
-namespace sagevid::kernels::sage2::detail::mma {
+namespace sagevid::kernels::sage2::mma {
 
 __device__ __forceinline__ uint32_t smem_address(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
@@ -61,27 +61,4 @@ __device__ __forceinline__ void fp16_m16n8k16(float (&d)[4], const uint32_t (&a)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two floats to two E4M3 bytes (lo in the low byte), round to nearest even, saturating.
-__device__ __forceinline__ uint16_t pack_e4m3x2(float lo, float hi) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  uint16_t packed;
-  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(packed) : "f"(hi), "f"(lo));
-  return packed;
-#else
-  __trap();
-  return 0;
-#endif
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-}  // namespace sagevid::kernels::sage2::detail::mma
+}  // namespace sagevid::kernels::sage2::mma

@@ -1,0 +1,57 @@
+#pragma once
+// Device helpers both attention kernel families share: the exponential, P's packing, and the epilogue's
+// store of one row's output channels.
+#include "sage2_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace sagevid::kernels::sage2 {
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Two floats to two E4M3 bytes (lo in the low byte), round to nearest even, saturating.
+__device__ __forceinline__ uint16_t pack_e4m3x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint16_t packed;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(packed) : "f"(hi), "f"(lo));
+  return packed;
+#else
+  __trap();
+  return 0;
+#endif
+}
+
+// Output channels c and c + 1 of the row at element offset `row_base`, from the normalized accumulator
+// values: times V's channel scale (FP8 P·V; `v_scale_factor` folds in what P's own scale left over), plus
+// V's mean (smoothing), converted to the output type.
+__device__ __forceinline__ void store_output_pair(const detail::AttentionArgs& args, int64_t row_base, int c, float x0,
+                                                  float x1, const float* v_scale, float v_scale_factor,
+                                                  const float* v_mean) {
+  if (v_scale) {
+    x0 *= v_scale[c] * v_scale_factor;
+    x1 *= v_scale[c + 1] * v_scale_factor;
+  }
+  if (v_mean) {
+    x0 += v_mean[c];
+    x1 += v_mean[c + 1];
+  }
+  if (args.out_type == detail::InputType::fp16)
+    *reinterpret_cast<__half2*>(static_cast<__half*>(args.out) + row_base + c) = __floats2half2_rn(x0, x1);
+  else
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(args.out) + row_base + c) =
+        __floats2bfloat162_rn(x0, x1);
+}
+
+}  // namespace sagevid::kernels::sage2

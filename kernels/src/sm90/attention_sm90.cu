@@ -1,0 +1,399 @@
+// The wgmma + TMA SageAttention2 kernel (sm_90a). One CTA = one warpgroup = 64 query rows, against
+// 128-key tiles that the TMA streams through a ring of shared-memory stages. Per tile:
+//   1. S = Q_int8 · K_int8ᵀ on the tensor cores (wgmma m64n128k32, s32), both operands in shared memory;
+//   2. dequantize: the k-scale multiplies each score, the row's q-scale (x sm_scale x log2 e) rides in
+//      the softmax FMA; tiles at the end of the keys or on the causal diagonal are masked;
+//   3. online softmax in base 2, the row's 128 scores spread over the 4 lanes of a quad;
+//   4. O += P · V (wgmma, P from registers): FP16, or FP8 (P x 448, V scaled per channel) into a fresh
+//      accumulator added into the FP32 output each tile (two-level accumulation).
+// Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
+// another's products are on the tensor cores.
+#include "attention_sm90.h"
+#include "../sage2_device.cuh"
+#include "tma.cuh"
+#include "wgmma.cuh"
+#include "sagevid/kernels/cuda_check.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cudaTypedefs.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace sagevid::kernels::sage2::sm90 {
+namespace {
+
+using detail::AttentionArgs;
+using detail::InputType;
+
+constexpr int kThreads = 128;  // one warpgroup
+constexpr int kStages = 2;
+constexpr float kNegInf = -INFINITY;
+constexpr int kVSwizzle = 128;  // Vᵀ tiles: 128-byte rows (128 FP8 keys, or 64 fp16 keys per half)
+
+template <int kHeadDim, bool kFp8Pv>
+struct Smem {
+  static constexpr int kQBytes = kCtaQ * kHeadDim;
+  static constexpr int kKBytes = kCtaK * kHeadDim;
+  static constexpr int kVHalfBytes = kHeadDim * kVSwizzle;  // one region of 128-byte Vᵀ rows
+  static constexpr int kVBytes = kFp8Pv ? kVHalfBytes : 2 * kVHalfBytes;
+  static constexpr int kK = kQBytes;
+  static constexpr int kV = kK + kStages * kKBytes;
+  static constexpr int kKeyScales = kV + kStages * kVBytes;  // per-token k-scales, one tile's per stage
+  static constexpr int kBarriers = kKeyScales + kStages * kCtaK * 4;
+  static constexpr int kBytes = kBarriers + (1 + 2 * kStages) * 8 + 1024;  // + slack to align the base
+  static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVHalfBytes % 1024 == 0);
+};
+
+// Four FP8 E4M3 values, `a` in the lowest byte.
+__device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float d) {
+  return uint32_t(pack_e4m3x2(a, b)) | (uint32_t(pack_e4m3x2(c, d)) << 16);
+}
+
+// Accumulator element i of a thread sits in row (i / 2) % 2 (of its two rows), column 8 (i / 4) + 2 t + i % 2
+// of the key tile (t = lane % 4): the 64 x 128 wgmma accumulator layout.
+
+// float(x) · scale in two full-rate ops (an integer add and an FMA) instead of a conversion-unit op, which
+// shares the exponential's throughput: 0x4B400000 + x is the float 1.5·2²³ + x, exact for |x| < 2²², which
+// bounds every INT8 dot product (127² · 128 < 2²¹). The FMA's offset rounds at a fraction of one unit of x.
+constexpr float kMagic = 12582912.0f;
+__device__ __forceinline__ float magic_float(int32_t x) { return __int_as_float(0x4B400000 + x); }
+__device__ __forceinline__ float scaled_score(int32_t x, float scale) { return fmaf(magic_float(x), scale, -kMagic * scale); }
+
+// One online-softmax step for the lane's two rows over scores already scaled by their k-scales (masked
+// ones −inf); the row's q-scale (positive) rides in the exponent's FMA, and so does P's own scale
+// (p_log2_scale: FP8 P is stored as 448·p). Leaves the scaled p in s, adds it into row_sum, and gives the
+// factors by which the rows' earlier output must shrink in rescale.
+__device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2], float p_log2_scale,
+                                        float (&row_max)[2], float (&row_sum)[2], float (&rescale)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float tile_max = kNegInf;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * half], s[4 * j + 2 * half + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[half];
+    const float new_max = fmaxf(row_max[half], tile_max);
+    const float reference = new_max == kNegInf ? 0.0f : new_max;  // a fully masked row so far
+    rescale[half] = fast_exp2(row_max[half] - reference);
+    row_max[half] = new_max;
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 2 * half; e < 2 * half + 2; ++e) {
+        s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], q_scale[half], p_log2_scale - reference));
+        sum += s[4 * j + e];
+      }
+    row_sum[half] = row_sum[half] * rescale[half] + sum;
+  }
+}
+
+// The same step for an unmasked tile whose k-scale is uniform over each 64-key half (every granularity but
+// per-token): the row max is taken over the integers, and each score costs one integer add, one FMA and
+// the exponential.
+__device__ __forceinline__ void softmax_uniform_key_scales(const int32_t (&x)[64], const float (&key_scale)[2],
+                                                           const float (&q_scale)[2], float p_log2_scale,
+                                                           float (&row_max)[2], float (&row_sum)[2], float (&p)[64],
+                                                           float (&rescale)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      int_max[j / 8] = max(int_max[j / 8], max(x[4 * j + 2 * half], x[4 * j + 2 * half + 1]));
+    float tile_max = fmaxf(float(int_max[0]) * key_scale[0], float(int_max[1]) * key_scale[1]);
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[half];
+    const float new_max = fmaxf(row_max[half], tile_max);
+    rescale[half] = fast_exp2(row_max[half] - new_max);
+    row_max[half] = new_max;
+    float scale[2], offset[2];
+#pragma unroll
+    for (int k = 0; k < 2; ++k)
+      scale[k] = key_scale[k] * q_scale[half], offset[k] = p_log2_scale - fmaf(kMagic, scale[k], new_max);
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 2 * half; e < 2 * half + 2; ++e) {
+        p[4 * j + e] = fast_exp2(fmaf(magic_float(x[4 * j + e]), scale[j / 8], offset[j / 8]));
+        sum += p[4 * j + e];
+      }
+    row_sum[half] = row_sum[half] * rescale[half] + sum;
+  }
+}
+
+template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+__global__ void __launch_bounds__(kThreads) attention_kernel(const __grid_constant__ CUtensorMap q_map,
+                                                              const __grid_constant__ CUtensorMap k_map,
+                                                              const __grid_constant__ CUtensorMap v_map,
+                                                              const AttentionArgs args) {
+  using L = Smem<kHeadDim, kFp8Pv>;
+  constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
+  constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint8_t* q_tile = smem;
+  const auto k_tile = [&](int stage) { return smem + L::kK + stage * L::kKBytes; };
+  const auto v_tile = [&](int stage) { return smem + L::kV + stage * L::kVBytes; };
+  const auto key_scale_tile = [&](int stage) { return reinterpret_cast<float*>(smem + L::kKeyScales) + stage * kCtaK; };
+  uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);
+  uint64_t* k_full = q_full + 1;
+  uint64_t* v_full = k_full + kStages;
+
+  // Causal: the heaviest query blocks first.
+  const int q_block = args.causal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const int head = blockIdx.y, batch = blockIdx.z;
+  const int kv_head = head / (args.q_heads / args.kv_heads);
+  const int64_t q_head_index = int64_t(batch) * args.q_heads + head;
+  const int64_t kv_head_index = int64_t(batch) * args.kv_heads + kv_head;
+  const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
+  const int first_row = q_block * kCtaQ;
+  const int last_row = min(first_row + kCtaQ, args.q_len) - 1;
+  int tiles = (args.kv_len + kCtaK - 1) / kCtaK;
+  if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = lane % 4;
+  const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
+
+  const float* k_scales = args.k_scale + kv_head_index * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
+  const auto load_kv = [&](int tile, int stage) {
+    // Per-token k-scales travel with their K tile; the last tile may hold only 64 keys' scales.
+    const uint32_t scale_bytes = kPerToken ? 4 * uint32_t(min(int64_t(kCtaK), k_padded - tile * kCtaK)) : 0;
+    barrier_expect_bytes(&k_full[stage], L::kKBytes + scale_bytes);
+    tma_load_3d(k_tile(stage), &k_map, &k_full[stage], 0, tile * kCtaK, int(kv_head_index));
+    if constexpr (kPerToken) bulk_load(key_scale_tile(stage), k_scales + tile * kCtaK, scale_bytes, &k_full[stage]);
+    barrier_expect_bytes(&v_full[stage], L::kVBytes);
+    tma_load_3d(v_tile(stage), &v_map, &v_full[stage], tile * kCtaK, 0, int(kv_head_index));
+    if constexpr (!kFp8Pv)
+      tma_load_3d(v_tile(stage) + L::kVHalfBytes, &v_map, &v_full[stage], tile * kCtaK + 64, 0, int(kv_head_index));
+  };
+  if (threadIdx.x == 0) {
+    barrier_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1);
+    fence_barrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    barrier_expect_bytes(q_full, L::kQBytes);
+    tma_load_3d(q_tile, &q_map, q_full, 0, first_row, int(q_head_index));
+    for (int s = 0; s < kStages && s < tiles; ++s) load_kv(s, s);
+  }
+
+  const int64_t q_groups = q_groups_per_block(args.granularity) * (q_padded / kQBlock);
+  float q_scale[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = min(int64_t(row0 + 8 * half), q_padded - 1);
+    q_scale[half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
+  }
+
+  float out[kOut];
+#pragma unroll
+  for (int i = 0; i < kOut; ++i) out[i] = 0.0f;
+  float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
+  barrier_wait(q_full, 0);
+
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile % kStages;
+    const uint32_t parity = (tile / kStages) & 1;
+
+    // 1. S = Q Kᵀ.
+    int32_t s_int[64];
+    barrier_wait(&k_full[stage], parity);
+    fence();
+#pragma unroll
+    for (int k = 0; k < kHeadDim / 32; ++k)
+      mma_s8_m64n128k32(s_int, kmajor_descriptor<kHeadDim>(q_tile, 32 * k),
+                        kmajor_descriptor<kHeadDim>(k_tile(stage), 32 * k), k);
+    commit_group();
+    wait_group<0>();
+    fence_registers(s_int);
+
+    // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers.
+    float s[64];
+    float rescale[2];
+    const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > first_row);
+    if (!kPerToken && !edge_tile) {
+      float key_scale[2];
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        key_scale[half] = k_scales[k_group(tile * kCtaK + 64 * half + 2 * quad_col, args.granularity)];
+      softmax_uniform_key_scales(s_int, key_scale, q_scale, kPLog2Scale, row_max, row_sum, s, rescale);
+    } else {
+      if constexpr (kPerToken) {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const float2 key_scale = *reinterpret_cast<const float2*>(key_scale_tile(stage) + 8 * j + 2 * quad_col);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[4 * j + e] = scaled_score(s_int[4 * j + e], e & 1 ? key_scale.y : key_scale.x);
+        }
+      } else {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int64_t key = min(int64_t(tile * kCtaK + 64 * half + 2 * quad_col), k_padded - 1);
+          const float key_scale = k_scales[k_group(key, args.granularity)];
+#pragma unroll
+          for (int i = 32 * half; i < 32 * half + 32; ++i) s[i] = scaled_score(s_int[i], key_scale);
+        }
+      }
+      if (edge_tile) {
+        const int tile_col = tile * kCtaK + 2 * quad_col;
+#pragma unroll
+        for (int i = 0; i < 64; ++i) {
+          const int col = tile_col + 8 * (i / 4) + (i & 1), row = row0 + 8 * ((i / 2) & 1);
+          if (col >= args.kv_len || (args.causal && col > row)) s[i] = kNegInf;
+        }
+      }
+      softmax(s, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+    }
+
+    // 4. O += P · V.
+    barrier_wait(&v_full[stage], parity);
+    if constexpr (kFp8Pv) {
+      // P's A fragment for 32 keys: positions 4t..4t+3 of each 16-key half hold keys 2t, 2t+1, 8+2t, 9+2t
+      // (kv_permuted_position), i.e. this lane's own accumulator elements.
+      uint32_t p[4][4];
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
+          p[step][r] = pack_e4m3x4(s[base], s[base + 1], s[base + 4], s[base + 5]);
+        }
+      float fresh[kOut];
+      fence();
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const uint64_t v = kmajor_descriptor<kVSwizzle>(v_tile(stage), 32 * step);
+        if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
+        else mma_e4m3_m64n128k32(fresh, p[step], v, step);
+      }
+      commit_group();
+      wait_group<0>();
+      fence_registers(fresh);
+#pragma unroll
+      for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
+    } else {
+      uint32_t p[8][4];
+#pragma unroll
+      for (int step = 0; step < 8; ++step)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) p[step][r] = pack_half2(s[8 * step + 2 * r], s[8 * step + 2 * r + 1]);
+      // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
+      if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
+#pragma unroll
+        for (int i = 0; i < kOut; ++i) out[i] *= rescale[(i / 2) & 1];
+      }
+      fence();
+#pragma unroll
+      for (int step = 0; step < 8; ++step) {
+        const uint64_t v = kmajor_descriptor<kVSwizzle>(v_tile(stage) + (step / 4) * L::kVHalfBytes, 32 * (step % 4));
+        if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
+        else mma_f16_m64n128k16(out, p[step], v, 1);
+      }
+      commit_group();
+      wait_group<0>();
+      fence_registers(out);
+    }
+
+    __syncthreads();  // every warp's products have read this stage: refill it
+    if (threadIdx.x == 0 && tile + kStages < tiles) load_kv(tile + kStages, stage);
+  }
+
+  // Epilogue: normalize, undo the V scaling, add the V mean back, store.
+  const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
+  const float* v_mean = args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float sum = row_sum[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int row = row0 + 8 * half;
+    if (row >= args.q_len) continue;
+    const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
+#pragma unroll
+    for (int j = 0; j < kHeadDim / 8; ++j) {
+      const int c = 8 * j + 2 * quad_col;
+      // FP8: row_sum summed 448·p too, so V's scale is all that is left to undo.
+      store_output_pair(args, base, c, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum, v_scale,
+                        1.0f, v_mean);
+    }
+    if (args.lse && quad_col == 0)
+      args.lse[q_head_index * args.q_len + row] =
+          (row_max[half] == kNegInf ? 0.0f : row_max[half]) + log2f(sum) - kPLog2Scale;
+  }
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    SAGEVID_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
+                                                         cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || !function)
+      throw std::runtime_error("sage2 sm90: the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
+  }();
+  return encode;
+}
+
+// A 3-D map over [heads, rows, row_elements] (row_elements contiguous), copied in boxes of
+// box_rows x box_elements with the given swizzle; boxes past the rows read zeros.
+CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_bytes, int64_t heads, int64_t rows,
+                       int64_t row_elements, int box_rows, int box_elements, int swizzle_bytes) {
+  CUtensorMap map;
+  const cuuint64_t dims[3] = {cuuint64_t(row_elements), cuuint64_t(rows), cuuint64_t(heads)};
+  const cuuint64_t strides[2] = {cuuint64_t(row_elements * element_bytes), cuuint64_t(rows * row_elements * element_bytes)};
+  const cuuint32_t box[3] = {cuuint32_t(box_elements), cuuint32_t(box_rows), 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUtensorMapSwizzle swizzle = swizzle_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const CUresult result = tensor_map_encoder()(&map, type, 3, const_cast<void*>(data), dims, strides, box,
+                                               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                                               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS)
+    throw std::runtime_error("sage2 sm90: cuTensorMapEncodeTiled failed with error " + std::to_string(int(result)));
+  return map;
+}
+
+template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+void launch(const AttentionArgs& args, cudaStream_t stream) {
+  using L = Smem<kHeadDim, kFp8Pv>;
+  const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
+  const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
+  const CUtensorMap q_map = tensor_map(args.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, q_heads, q_padded, kHeadDim, kCtaQ,
+                                       kHeadDim, kHeadDim);
+  const CUtensorMap k_map = tensor_map(args.k, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, kv_heads, k_padded, kHeadDim, kCtaK,
+                                       kHeadDim, kHeadDim);
+  const CUtensorMap v_map =
+      kFp8Pv ? tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, kv_heads, kHeadDim, k_padded, kHeadDim, kCtaK,
+                          kVSwizzle)
+             : tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, kv_heads, kHeadDim, k_padded, kHeadDim, 64,
+                          kVSwizzle);
+  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken>;
+  SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
+  const dim3 grid(unsigned((args.q_len + kCtaQ - 1) / kCtaQ), unsigned(args.q_heads), unsigned(args.batch));
+  kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args);
+  SAGEVID_CUDA_CHECK_LAUNCH();
+}
+
+template <int kHeadDim>
+void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
+  const bool per_token = args.granularity == Granularity::per_token;
+  if (args.fp8_pv)
+    per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
+  else
+    per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& args, cudaStream_t stream) {
+  args.head_dim == 64 ? launch_for_head_dim<64>(args, stream) : launch_for_head_dim<128>(args, stream);
+}
+
+}  // namespace sagevid::kernels::sage2::sm90

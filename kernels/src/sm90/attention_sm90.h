@@ -1,0 +1,15 @@
+#pragma once
+// The wgmma + TMA SageAttention2 kernel family (sm_90a): INT8 Q·Kᵀ, FP16 or FP8 P·V, 128-key tiles.
+// Reads the quantized layouts of sage2_layout.h; FP16 V comes transposed (Tiling::v_transposed).
+#include "../sage2_kernels.h"
+
+namespace sagevid::kernels::sage2::sm90 {
+
+inline constexpr int kCtaQ = 64;  // query rows per CTA (one warpgroup)
+inline constexpr int kCtaK = tiling(KernelFamily::wgmma).key_tile;
+
+// INT8 Q·Kᵀ, head dim 64 or 128, no ΔS (Q smoothing), no bias, a positive score scale
+// (detail::unsupported_reason checks).
+void attention(const detail::AttentionArgs& args, cudaStream_t stream);
+
+}  // namespace sagevid::kernels::sage2::sm90

@@ -1,0 +1,272 @@
+// Standalone check and timing of the sm_90a SageAttention2 kernel, without libtorch (seconds to build):
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ikernels/include -Ikernels/src \
+//        tools/sage2_sm90_harness.cu kernels/src/sm90/attention_sm90.cu kernels/src/cuda_check.cpp
+// `check`: small odd shapes (tails, causal, GQA, both head dims, every P·V mode and granularity) against a
+// float64 CPU attention over the same quantized values; every output element must be written.
+// `time`: kernel-only TOPS at the sage-bench shapes on random quantized data.
+#include "sm90/attention_sm90.h"
+#include "sagevid/kernels/cuda_check.h"
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace sagevid::kernels::sage2;
+using detail::AttentionArgs;
+
+struct Case {
+  int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+  bool causal, fp8, per_token;
+};
+
+template <typename T>
+struct DeviceBuffer {
+  T* data = nullptr;
+  explicit DeviceBuffer(size_t n) { SAGEVID_CUDA_CHECK(cudaMalloc(&data, std::max<size_t>(n, 1) * sizeof(T))); }
+  DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
+    SAGEVID_CUDA_CHECK(cudaMemcpy(data, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  ~DeviceBuffer() { cudaFree(data); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+};
+
+// Quantizes x [heads, len, d] (rows past len are padding: 0) to int8 [heads, padded, d] with symmetric scales
+// per group (sage2_layout.h); returns the values and fills scales [heads, groups].
+std::vector<int8_t> quantize(const std::vector<float>& x, int heads, int len, int64_t padded, int d, bool is_key,
+                             Granularity g, std::vector<float>& scales) {
+  const int64_t groups = (is_key ? k_groups_per_block(g) : q_groups_per_block(g)) * (padded / 64);
+  std::vector<float> absmax(heads * groups, 0.0f);
+  const auto group = [&](int64_t row) { return is_key ? k_group(row, g) : q_group(row, g); };
+  for (int h = 0; h < heads; ++h)
+    for (int r = 0; r < len; ++r)
+      for (int c = 0; c < d; ++c)
+        absmax[h * groups + group(r)] = std::max(absmax[h * groups + group(r)], std::fabs(x[(int64_t(h) * len + r) * d + c]));
+  scales.assign(heads * groups, 1.0f);
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = absmax[i] > 0 ? absmax[i] / kInt8Max : 1.0f;
+  std::vector<int8_t> q(int64_t(heads) * padded * d, 0);
+  for (int h = 0; h < heads; ++h)
+    for (int r = 0; r < len; ++r)
+      for (int c = 0; c < d; ++c)
+        q[(h * padded + r) * d + c] =
+            int8_t(std::nearbyint(std::clamp(x[(int64_t(h) * len + r) * d + c] / scales[h * groups + group(r)], -127.0f, 127.0f)));
+  return q;
+}
+
+struct Inputs {
+  std::vector<int8_t> q, k;
+  std::vector<float> q_scale, k_scale, v_scale;
+  std::vector<uint8_t> v_bytes;   // FP8 Vᵀ (permuted) or fp16 Vᵀ, [kv heads, d, k padded]
+  std::vector<double> v_dequant;  // [kv heads, kv_len, d]: what the kernel's V means
+};
+
+Inputs make_inputs(const Case& c, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  const int qh = c.batch * c.q_heads, kh = c.batch * c.kv_heads, d = c.head_dim;
+  const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
+  const Granularity g = c.per_token ? Granularity::per_token : Granularity::per_thread;
+  std::vector<float> q(int64_t(qh) * c.q_len * d), k(int64_t(kh) * c.kv_len * d), v(int64_t(kh) * c.kv_len * d);
+  for (float& x : q) x = normal(rng);
+  for (float& x : k) x = normal(rng) + 0.5f;  // a shared offset, as keys have
+  for (float& x : v) x = normal(rng);
+  Inputs in;
+  in.q = quantize(q, qh, c.q_len, qp, d, false, g, in.q_scale);
+  in.k = quantize(k, kh, c.kv_len, kp, d, true, g, in.k_scale);
+  in.v_dequant.assign(v.size(), 0.0);
+  if (c.fp8) {
+    in.v_bytes.assign(int64_t(kh) * d * kp, 0);
+    in.v_scale.assign(int64_t(kh) * d, 1.0f);
+    for (int h = 0; h < kh; ++h)
+      for (int ch = 0; ch < d; ++ch) {
+        float amax = 0;
+        for (int n = 0; n < c.kv_len; ++n) amax = std::max(amax, std::fabs(v[(int64_t(h) * c.kv_len + n) * d + ch]));
+        const float scale = amax > 0 ? amax / kFp8Max : 1.0f;
+        in.v_scale[h * d + ch] = scale;
+        for (int n = 0; n < c.kv_len; ++n) {
+          const __nv_fp8_e4m3 e(v[(int64_t(h) * c.kv_len + n) * d + ch] / scale);
+          const int position = (n & ~31) | kv_permuted_position(n & 31);
+          in.v_bytes[(int64_t(h) * d + ch) * kp + position] = e.__x;
+          in.v_dequant[(int64_t(h) * c.kv_len + n) * d + ch] = double(float(e)) * scale;
+        }
+      }
+  } else {
+    in.v_bytes.assign(int64_t(kh) * d * kp * 2, 0);
+    auto* vt = reinterpret_cast<__half*>(in.v_bytes.data());
+    for (int h = 0; h < kh; ++h)
+      for (int n = 0; n < c.kv_len; ++n)
+        for (int ch = 0; ch < d; ++ch) {
+          const __half x = __float2half_rn(v[(int64_t(h) * c.kv_len + n) * d + ch]);
+          vt[(int64_t(h) * d + ch) * kp + n] = x;
+          in.v_dequant[(int64_t(h) * c.kv_len + n) * d + ch] = __half2float(x);
+        }
+  }
+  return in;
+}
+
+AttentionArgs make_args(const Case& c, const int8_t* q, const float* qs, const int8_t* k, const float* ks,
+                        const void* v, const float* vs, __half* out, float* lse) {
+  AttentionArgs a{};
+  a.q = q, a.q_scale = qs, a.k = k, a.k_scale = ks, a.v = v, a.v_scale = c.fp8 ? vs : nullptr;
+  a.out = out, a.out_type = detail::InputType::fp16;
+  a.out_sh = int64_t(c.q_len) * c.head_dim, a.out_sb = a.out_sh * c.q_heads, a.out_si = c.head_dim;
+  a.lse = lse;
+  a.batch = c.batch, a.q_heads = c.q_heads, a.kv_heads = c.kv_heads, a.q_len = c.q_len, a.kv_len = c.kv_len;
+  a.head_dim = c.head_dim;
+  a.granularity = c.per_token ? Granularity::per_token : Granularity::per_thread;
+  a.fp8_pv = c.fp8, a.causal = c.causal, a.pv_flush_tiles = 1;
+  a.score_scale = float(1.0 / std::sqrt(double(c.head_dim)) * kLog2e);
+  return a;
+}
+
+// Returns true when the kernel matches the float64 reference within the mode's tolerance.
+bool check(const Case& c, std::mt19937& rng) {
+  const Inputs in = make_inputs(c, rng);
+  const int d = c.head_dim;
+  const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
+  const int64_t out_elems = int64_t(c.batch) * c.q_heads * c.q_len * d;
+  DeviceBuffer<int8_t> q(in.q), k(in.k);
+  DeviceBuffer<float> qs(in.q_scale), ks(in.k_scale), vs(in.v_scale);
+  DeviceBuffer<uint8_t> v(in.v_bytes);
+  DeviceBuffer<__half> out(out_elems);
+  DeviceBuffer<float> lse(int64_t(c.batch) * c.q_heads * c.q_len);
+  SAGEVID_CUDA_CHECK(cudaMemset(out.data, 0xFF, out_elems * sizeof(__half)));  // NaN: unwritten shows
+  SAGEVID_CUDA_CHECK(cudaMemset(lse.data, 0xFF, int64_t(c.batch) * c.q_heads * c.q_len * sizeof(float)));
+  const AttentionArgs args = make_args(c, q.data, qs.data, k.data, ks.data, v.data, vs.data, out.data, lse.data);
+  sm90::attention(args, nullptr);
+  SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<__half> got(out_elems);
+  std::vector<float> got_lse(int64_t(c.batch) * c.q_heads * c.q_len);
+  SAGEVID_CUDA_CHECK(cudaMemcpy(got.data(), out.data, got.size() * sizeof(__half), cudaMemcpyDeviceToHost));
+  SAGEVID_CUDA_CHECK(cudaMemcpy(got_lse.data(), lse.data, got_lse.size() * sizeof(float), cudaMemcpyDeviceToHost));
+
+  const Granularity g = args.granularity;
+  const int64_t qg = q_groups_per_block(g) * (qp / 64), kg = k_groups_per_block(g) * (kp / 64);
+  double err = 0, norm = 0, lse_err = 0;
+  int64_t bad = 0;
+  std::vector<double> score(c.kv_len);
+  for (int b = 0; b < c.batch; ++b)
+    for (int h = 0; h < c.q_heads; ++h) {
+      const int qh = b * c.q_heads + h, kh = b * c.kv_heads + h / (c.q_heads / c.kv_heads);
+      for (int i = 0; i < c.q_len; ++i) {
+        double mx = -INFINITY;
+        for (int j = 0; j < c.kv_len; ++j) {
+          int64_t dot = 0;
+          for (int ch = 0; ch < d; ++ch) dot += int(in.q[(qh * qp + i) * d + ch]) * int(in.k[(kh * kp + j) * d + ch]);
+          score[j] = (c.causal && j > i) ? -INFINITY
+                                         : double(dot) * in.q_scale[qh * qg + q_group(i, g)] * in.k_scale[kh * kg + k_group(j, g)] /
+                                               std::sqrt(double(d));
+          mx = std::max(mx, score[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < c.kv_len; ++j) sum += score[j] == -INFINITY ? 0.0 : std::exp(score[j] - mx);
+        for (int ch = 0; ch < d; ++ch) {
+          double o = 0;
+          for (int j = 0; j < c.kv_len; ++j)
+            if (score[j] != -INFINITY) o += std::exp(score[j] - mx) / sum * in.v_dequant[(int64_t(kh) * c.kv_len + j) * d + ch];
+          const float x = __half2float(got[((int64_t(qh)) * c.q_len + i) * d + ch]);
+          if (!std::isfinite(x)) ++bad;
+          err += std::fabs(x - o), norm += std::fabs(o);
+        }
+        const double ref_lse2 = (mx + std::log(sum)) / std::log(2.0);
+        lse_err = std::max(lse_err, std::fabs(got_lse[int64_t(qh) * c.q_len + i] - ref_lse2));
+      }
+    }
+  const double rel = err / norm, tolerance = c.fp8 ? 0.04 : 0.004;
+  const bool ok = bad == 0 && rel <= tolerance && lse_err < 0.01;
+  std::printf("%s B%d Hq%d Hkv%d Nq%d Nk%d D%d %s %s %s: rel L1 %.5f, max |LSE err| %.2e, non-finite %lld\n",
+              ok ? "ok  " : "FAIL", c.batch, c.q_heads, c.kv_heads, c.q_len, c.kv_len, d, c.causal ? "causal" : "full",
+              c.fp8 ? "fp8" : "fp16", c.per_token ? "per-token" : "per-thread", rel, lse_err, (long long)bad);
+  return ok;
+}
+
+__global__ void fill_random(uint8_t* p, int64_t n, uint32_t seed, int mask, int offset) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
+    x ^= x >> 15, x *= 2246822519u, x ^= x >> 13;
+    p[i] = uint8_t(((x >> 8) & mask) + offset);
+  }
+}
+
+void time_case(const char* name, const Case& c) {
+  const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
+  const int64_t q_bytes = int64_t(c.batch) * c.q_heads * qp * c.head_dim;
+  const int64_t k_bytes = int64_t(c.batch) * c.kv_heads * kp * c.head_dim;
+  const int64_t v_bytes = k_bytes * (c.fp8 ? 1 : 2);
+  const Granularity g = c.per_token ? Granularity::per_token : Granularity::per_thread;
+  DeviceBuffer<uint8_t> q(q_bytes), k(k_bytes), v(v_bytes);
+  const int64_t nqs = int64_t(c.batch) * c.q_heads * q_groups_per_block(g) * (qp / 64);
+  const int64_t nks = int64_t(c.batch) * c.kv_heads * k_groups_per_block(g) * (kp / 64);
+  DeviceBuffer<float> qs(std::vector<float>(nqs, 0.01f)), ks(std::vector<float>(nks, 0.01f));
+  DeviceBuffer<float> vs(std::vector<float>(int64_t(c.batch) * c.kv_heads * c.head_dim, 0.01f));
+  DeviceBuffer<__half> out(int64_t(c.batch) * c.q_heads * c.q_len * c.head_dim);
+  fill_random<<<1024, 256>>>(q.data, q_bytes, 1, 255, 0);
+  fill_random<<<1024, 256>>>(k.data, k_bytes, 2, 255, 0);
+  // FP8 bytes in ±[2^-3, 2^3) (no NaN patterns); fp16 bytes: high bytes 0x30..0x3F give values in ±[0.125, 2).
+  fill_random<<<1024, 256>>>(v.data, v_bytes, 3, c.fp8 ? 0x3F : 0x0F, c.fp8 ? 0x20 : 0x30);
+  SAGEVID_CUDA_CHECK_LAUNCH();
+  const AttentionArgs args = make_args(c, reinterpret_cast<int8_t*>(q.data), qs.data, reinterpret_cast<int8_t*>(k.data),
+                                       ks.data, v.data, vs.data, out.data, nullptr);
+  cudaEvent_t start, stop;
+  SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
+  SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) sm90::attention(args, nullptr);
+  std::vector<float> ms;
+  for (int i = 0; i < 15; ++i) {
+    SAGEVID_CUDA_CHECK(cudaEventRecord(start));
+    sm90::attention(args, nullptr);
+    SAGEVID_CUDA_CHECK(cudaEventRecord(stop));
+    SAGEVID_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t;
+    SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  const double ops = 4.0 * c.batch * c.q_heads * double(c.q_len) * c.kv_len * c.head_dim * (c.causal ? 0.5 : 1.0);
+  std::printf("| %s | %s | %s | %.3f | %.0f |\n", name, c.fp8 ? "fp8" : "fp16", c.per_token ? "per-token" : "per-thread",
+              median, ops / median / 1e9);
+  SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
+  SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string what = argc > 1 ? argv[1] : "all";
+  int failures = 0, passes = 0;
+  if (what == "check" || what == "all") {
+    std::mt19937 rng(std::random_device{}());
+    std::vector<Case> cases;
+    for (int d : {64, 128})
+      for (bool fp8 : {false, true})
+        for (bool per_token : {true, false}) {
+          cases.push_back({1, 2, 2, 200, 333, d, false, fp8, per_token});
+          cases.push_back({2, 4, 2, 130, 130, d, true, fp8, per_token});  // GQA, causal
+        }
+    cases.push_back({1, 2, 1, 64, 1000, 64, false, false, true});  // many tiles: the ring wraps
+    cases.push_back({1, 1, 1, 1, 1, 64, false, false, true});
+    cases.push_back({1, 2, 2, 513, 77, 128, true, true, false});  // more queries than keys
+    for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
+    std::printf("%d passed, %d failed\n", passes, failures);
+  }
+  if (what == "time" || what == "all") {
+    std::printf("| shape | P·V | granularity | ms | TOPS |\n|---|---|---|---|---|\n");
+    for (bool fp8 : {false, true})
+      for (bool per_token : {true, false})
+        time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, fp8, per_token});
+    time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false});
+    time_case("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
+    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
+    time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
+    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
+  }
+  return failures == 0 ? 0 : 1;
+}
