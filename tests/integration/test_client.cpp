@@ -371,7 +371,7 @@ TEST_CASE("sagevid-client exits 0 on success, 1 on a failed call, 2 on a bad com
   CHECK(result.output.find("bench") != std::string::npos);
 }
 
-TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate; a clear-text token is refused",
+TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate, and refuses a clear-text token",
           "[integration][client]") {
   const sagevid::test::TestPki pki;
   const std::string token_file = pki.file("one-token").string();

@@ -322,7 +322,7 @@ TEST_CASE("slow-header connections do not blind the scrape", "[integration][metr
   CHECK(response->body == metrics.render());
 }
 
-TEST_CASE("GET /metrics over TLS needs a listed bearer token; a client CA requires client certificates",
+TEST_CASE("GET /metrics over TLS needs a listed bearer token, and a client CA requires client certificates",
           "[integration][metrics]") {
   using sagevid::test::GetOptions;
   using sagevid::test::TlsClientFiles;

@@ -49,7 +49,7 @@ RawReply list_services(const std::shared_ptr<grpc::Channel>& channel) {
 
 }  // namespace
 
-TEST_CASE("over TLS a client trusting the CA is served; plaintext and untrusting clients are not",
+TEST_CASE("over TLS a client trusting the CA is served, plaintext and untrusting clients are not",
           "[integration][server][security]") {
   const TestPki pki;
   TestServer server(tiny_config(pki.server_overrides(false, false)), false);
@@ -71,7 +71,7 @@ TEST_CASE("with a client CA only clients with a certificate it signed are served
   CHECK(health_status(tls_channel(port, pki, {})) == -1);
 }
 
-TEST_CASE("bearer tokens: missing or wrong is UNAUTHENTICATED, a listed one is served; health stays open",
+TEST_CASE("bearer tokens: missing or wrong is UNAUTHENTICATED, a listed one is served, health stays open",
           "[integration][server][security]") {
   const TestPki pki;
   TestServer server(tiny_config([&] {
@@ -99,7 +99,7 @@ TEST_CASE("bearer tokens: missing or wrong is UNAUTHENTICATED, a listed one is s
   CHECK(health_status(tls_channel(port, pki, {})) == kNotServing);  // open: probes carry no secret
 }
 
-TEST_CASE("server reflection is off unless configured; on, it lists the generation and health services",
+TEST_CASE("server reflection is off unless configured, and on it lists the generation and health services",
           "[integration][server][security]") {
   TestServer plain(tiny_config(), false);
   CHECK(list_services(plain.channel()).status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
@@ -110,7 +110,7 @@ TEST_CASE("server reflection is off unless configured; on, it lists the generati
   CHECK_THAT(reply.bytes, ContainsSubstring("grpc.health.v1.Health"));
 }
 
-TEST_CASE("tokens come from a file and an environment variable; unreadable or empty sources are errors",
+TEST_CASE("tokens come from a file and an environment variable, unreadable or empty sources are errors",
           "[integration][server][security]") {
   const TestPki pki;
   const std::string variable = "SAGEVID_TEST_TOKEN_" + std::to_string(getpid());
