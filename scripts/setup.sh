@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
   libspdlog-dev nlohmann-json3-dev catch2 libcpp-httplib-dev
+  libssl-dev openssl
 )
 TORCH_VERSION=2.11.0
 # Test tools only (parity references, fixture writers); pinned so fixtures and parity stay reproducible.

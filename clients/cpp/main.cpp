@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,28 +28,38 @@ commands:
 global flags (before or after the command):
   --server HOST:PORT        default 127.0.0.1:50051
   --deadline SECONDS        per call; default none for generate and bench, 10 for the others
+  --tls                     TLS, trusting the system's CAs
+  --tls-ca FILE             TLS, trusting the CA certificate(s) in FILE (PEM)
+  --tls-cert FILE --tls-key FILE
+                            a client certificate, for servers that require one (implies TLS)
+  --token-file FILE         bearer token for servers that require one (default: $SAGEVID_TOKEN); needs TLS
 exit status: 0 done, 1 the call or the run failed (the gRPC status code is printed), 2 bad command line
 )";
 
 using Command = std::function<int(const Connection&, const std::vector<std::string>&)>;
 
-// Takes --server and --deadline out of the arguments wherever they stand. Any other flag without "=" that
+// Takes the global flags (connection and security) out of the arguments wherever they stand. Any other flag without "=" that
 // is not a switch takes the next argument as its value, so a value is never mistaken for a global flag.
 std::vector<std::string> take_global_flags(const std::vector<std::string>& args, Connection& connection) {
-  const auto is_switch = [](const std::string& arg) { return arg == "--dynamic-cfg" || arg == "--quiet"; };
+  const std::set<std::string> global_values = {"--server", "--deadline", "--tls-ca", "--tls-cert", "--tls-key",
+                                               "--token-file"};
+  const auto is_switch = [](const std::string& arg) {
+    return arg == "--dynamic-cfg" || arg == "--quiet" || arg == "--tls";
+  };
   std::vector<std::string> rest;
   std::vector<std::string> globals;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     const std::string name = arg.substr(0, arg.find('='));
     const bool has_value_inline = arg.find('=') != std::string::npos;
-    std::vector<std::string>& into = (name == "--server" || name == "--deadline") ? globals : rest;
+    std::vector<std::string>& into = (global_values.count(name) || name == "--tls") ? globals : rest;
     into.push_back(arg);
     if (arg.starts_with("--") && !has_value_inline && !is_switch(arg) && i + 1 < args.size()) into.push_back(args[++i]);
   }
-  const Flags flags(globals, {{"--server", "--deadline"}, {}, {}});
+  const Flags flags(globals, {global_values, {"--tls"}, {}});
   connection.server = flags.text("--server", connection.server);
   connection.deadline_seconds = flags.real("--deadline", 0, 0, 1e7);
+  read_security_flags(flags, connection);
   return rest;
 }
 

@@ -211,10 +211,47 @@ def receive(call, writer, progress):
     return completed
 
 
+def read_flag_file(flag, path, mode="rb"):
+    try:
+        with open(path, mode) as file:
+            return file.read()
+    except OSError as error:
+        raise ClientError(f"{flag}: cannot read {path}: {error.strerror}") from None
+
+
+def bearer_token(args):
+    """The token from --token-file, else $SAGEVID_TOKEN; empty: none."""
+    if not args.token_file:
+        return os.environ.get("SAGEVID_TOKEN", "").strip()
+    token = read_flag_file("--token-file", args.token_file, "r").strip()
+    if not token or "\n" in token:
+        raise ClientError(f"--token-file: {args.token_file} must hold exactly one token")
+    return token
+
+
+def open_channel(args):
+    """Plaintext, or TLS (--tls, --tls-ca, a client certificate) with the bearer token on every call."""
+    import grpc
+
+    token = bearer_token(args)
+    if not (args.tls or args.tls_ca or args.tls_cert):
+        if token:
+            raise ClientError("a token (--token-file or $SAGEVID_TOKEN) needs TLS (--tls or --tls-ca): it must not "
+                              "travel in clear text")
+        return grpc.insecure_channel(args.server)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read_flag_file("--tls-ca", args.tls_ca) if args.tls_ca else None,
+        private_key=read_flag_file("--tls-key", args.tls_key) if args.tls_cert else None,
+        certificate_chain=read_flag_file("--tls-cert", args.tls_cert) if args.tls_cert else None)
+    if token:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(args.server, credentials)
+
+
 def generate(args, pb2, pb2_grpc):
     import grpc
 
-    with grpc.insecure_channel(args.server) as channel:
+    with open_channel(args) as channel:
         stub = pb2_grpc.VideoGenerationStub(channel)
         request = build_request(args, pb2)
         try:
@@ -241,6 +278,13 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="sagevid_client.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
     parser.add_argument("--deadline", type=float, default=0, help="seconds for the whole call; 0: none")
+    parser.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    parser.add_argument("--tls-ca", metavar="FILE", help="TLS, trusting the CA certificate(s) in FILE (PEM)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM; with --tls-key), for servers "
+                        "that require one")
+    parser.add_argument("--tls-key", metavar="FILE", help="the client certificate's private key (PEM)")
+    parser.add_argument("--token-file", metavar="FILE", help="bearer token for servers that require one "
+                        "(default: $SAGEVID_TOKEN); needs TLS")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="make one video and write it to a file as it streams in")
     gen.add_argument("--prompt", required=True, help="what to generate")
@@ -259,6 +303,8 @@ def parse_args(argv):
     gen.add_argument("--format", choices=list(OUTPUT_FORMATS), default="mp4")
     gen.add_argument("--backend", default="", help="attention backend for this request, if the server allows")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     limits = {"frames": 2**31 - 1, "height": 2**31 - 1, "width": 2**31 - 1, "steps": 2**31 - 1, "fps": 2**31 - 1,
               "seed": 2**64 - 1, "guidance_scale": 1e6, "deadline": 1e7}
     for name, limit in limits.items():

@@ -60,12 +60,13 @@ class FakeServer:
     """Serves VideoGeneration from this process: streams `payload` in random-sized chunks with progress
     events, or misbehaves as told, and records the request it got."""
 
-    def __init__(self, payload, lose_a_chunk=False, abort_with=None):
+    def __init__(self, payload, lose_a_chunk=False, abort_with=None, tls=None):
         import grpc
 
         pb2, pb2_grpc = sagevid_client.load_stubs()
         self.pb2, self.payload, self.lose_a_chunk, self.abort_with = pb2, payload, lose_a_chunk, abort_with
         self.requests = []
+        self.authorization = None  # the last Generate call's authorization header
         fake = self
 
         class Servicer(pb2_grpc.VideoGenerationServicer):
@@ -74,13 +75,18 @@ class FakeServer:
 
             def Generate(self, request, context):
                 fake.requests.append(request)
+                fake.authorization = dict(context.invocation_metadata()).get("authorization")
                 if fake.abort_with:
                     context.abort(*fake.abort_with)
                 yield from fake.events(request)
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         pb2_grpc.add_VideoGenerationServicer_to_server(Servicer(), self.server)
-        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        if tls:  # (key PEM, certificate PEM)
+            port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
+        else:
+            port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{port}"
         self.server.start()
 
     def events(self, request):
@@ -165,6 +171,61 @@ class GenerateAgainstFakeServer(unittest.TestCase):
         self.assertEqual(status, 1)
         self.assertIn("Generate failed: INVALID_ARGUMENT: steps: must be in [1, 200]", err)
         self.assertEqual(list(self.output.parent.iterdir()), [])
+
+
+def make_test_pki(folder):
+    """A throwaway CA and a server certificate for 127.0.0.1 it signed, plus an unrelated CA (openssl CLI)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *new_key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+                "-subj", f"/CN=test-{ca}")
+    Path(folder, "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", *new_key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-out", "server.pem", "-extfile", "server.ext")
+
+
+class GenerateOverTls(unittest.TestCase):
+    def setUp(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="sagevid-client-tls-"))
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        make_test_pki(self.folder)
+        self.token = f"tok-{random.getrandbits(64):x}"
+        (self.folder / "token").write_text(f"  {self.token}\n")
+        self.payload = random.randbytes(random.randint(2_000, 6_000))
+        tls = ((self.folder / "server.key").read_bytes(), (self.folder / "server.pem").read_bytes())
+        self.server = FakeServer(self.payload, tls=tls)
+        self.addCleanup(self.server.stop)
+        self.output = self.folder / "video.mp4"
+
+    def generate(self, *flags):
+        return generate_in_process("--server", self.server.address, *flags, "generate", "--prompt", "a cat",
+                                   "--steps", "2", "--quiet", "--output", str(self.output))
+
+    def test_trusting_the_ca_with_a_token_file_sends_the_token(self):
+        status, _, err = self.generate("--tls-ca", str(self.folder / "ca.pem"), "--token-file",
+                                       str(self.folder / "token"))
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.output.read_bytes(), self.payload)
+        self.assertEqual(self.server.authorization, f"Bearer {self.token}")
+
+    def test_the_token_can_come_from_the_environment(self):
+        os.environ["SAGEVID_TOKEN"] = self.token
+        self.addCleanup(os.environ.pop, "SAGEVID_TOKEN")
+        status, _, err = self.generate("--tls-ca", str(self.folder / "ca.pem"))
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.server.authorization, f"Bearer {self.token}")
+
+    def test_an_untrusted_server_or_a_token_in_clear_text_fails(self):
+        status, _, err = self.generate("--tls-ca", str(self.folder / "other-ca.pem"))
+        self.assertEqual(status, 1)
+        self.assertIn("UNAVAILABLE", err)
+        status, _, err = self.generate("--token-file", str(self.folder / "token"))
+        self.assertEqual(status, 1)
+        self.assertIn("needs TLS", err)
+        self.assertEqual(self.server.requests, [])
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 // Server metrics in the Prometheus text exposition format (version 0.0.4), and a small HTTP server that
 // serves them on GET /metrics. ServerMetrics is thread-safe: the service and workers update it while the
 // HTTP thread renders it.
+#include "access_control.h"
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -53,11 +55,14 @@ class ServerMetrics {
   uint64_t gpu_memory_total_ = 0;
 };
 
-// Serves GET /metrics from a background thread until destroyed. `metrics` must outlive the server.
-// Port 0 picks a free port; port() tells which. Throws std::runtime_error if the address cannot be bound.
+// Serves GET /metrics from background threads until destroyed. `metrics` must outlive the server.
+// Port 0 picks a free port; port() tells which. Over HTTPS when `tls` is enabled; with `tokens`, every
+// request needs "Authorization: Bearer <token>" (else 401). Throws std::runtime_error if the address
+// cannot be bound or the TLS files cannot be loaded.
 class MetricsHttpServer {
  public:
-  MetricsHttpServer(const std::string& host, int port, const ServerMetrics& metrics);
+  MetricsHttpServer(const std::string& host, int port, const ServerMetrics& metrics, const TlsFiles& tls = {},
+                    std::shared_ptr<const BearerTokens> tokens = nullptr);
   ~MetricsHttpServer();
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;

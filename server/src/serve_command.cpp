@@ -1,10 +1,12 @@
 #include "serve_command.h"
 
+#include "access_control.h"
 #include "generation_service.h"
 #include "metrics.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -24,28 +26,58 @@ using Clock = std::chrono::steady_clock;
 // After the drain, how long cancelled jobs get to notice (one denoising step) before the server stops anyway.
 constexpr auto kCancelGrace = std::chrono::seconds(30);
 
-std::unique_ptr<MetricsHttpServer> start_metrics_http(const std::string& address, const ServerMetrics& metrics) {
+// Server reflection exactly when configured. Linking grpc++_reflection may already have given every
+// ServerBuilder its plugin (a static initializer does), so it is taken out or put in as needed.
+class ReflectionSwitch : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionSwitch(bool enabled) : enabled_(enabled) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const auto& plugin) {
+      return dynamic_cast<const grpc::reflection::ProtoServerReflectionPlugin*>(plugin.get()) != nullptr;
+    });
+    if (enabled_) plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+  }
+
+ private:
+  bool enabled_;
+};
+
+std::shared_ptr<const BearerTokens> load_tokens(const ServerConfig& config) {
+  return config.auth.enabled() ? BearerTokens::load(config.auth) : nullptr;
+}
+
+std::unique_ptr<MetricsHttpServer> start_metrics_http(const ServerConfig& config, const ServerMetrics& metrics,
+                                                      std::shared_ptr<const BearerTokens> tokens) {
+  const std::string& address = config.metrics_address;
   if (address.empty()) return nullptr;
   const std::size_t colon = address.rfind(':');  // the config checked the host:port form
   auto server = std::make_unique<MetricsHttpServer>(address.substr(0, colon), std::stoi(address.substr(colon + 1)),
-                                                    metrics);
-  spdlog::info("metrics on http://{}:{}/metrics", address.substr(0, colon), server->port());
+                                                    metrics, config.tls, std::move(tokens));
+  spdlog::info("metrics on {}://{}:{}/metrics", config.tls.enabled() ? "https" : "http", address.substr(0, colon),
+               server->port());
   return server;
 }
 
 }  // namespace
 
-SagevidServer::SagevidServer(const ServerConfig& config)
+SagevidServer::SagevidServer(const ServerConfig& config) : SagevidServer(config, load_tokens(config)) {}
+
+SagevidServer::SagevidServer(const ServerConfig& config, std::shared_ptr<const BearerTokens> tokens)
     : metrics_(std::make_unique<ServerMetrics>()),
-      metrics_http_(start_metrics_http(config.metrics_address, *metrics_)),
+      metrics_http_(start_metrics_http(config, *metrics_, tokens)),
       service_(std::make_unique<GenerationService>(config, metrics_.get())) {
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.address, grpc::InsecureServerCredentials(), &port_);
+  builder.SetOption(std::make_unique<ReflectionSwitch>(config.reflection));
+  // gRPC's default SO_REUSEPORT would let a second server share a port that is taken, splitting the calls.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(config.address, grpc_server_credentials(config.tls, std::move(tokens)), &port_);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
-  if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + config.address);
+  if (!server_ || port_ == 0)
+    throw std::runtime_error("cannot listen on " + config.address + " (address in use, not an address of this host" +
+                             (config.tls.enabled() ? ", or the TLS certificate and key are not valid PEM)" : ")"));
   server_->GetHealthCheckService()->SetServingStatus(false);  // until the models are loaded
 }
 

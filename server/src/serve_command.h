@@ -13,6 +13,7 @@ class Server;
 
 namespace sagevid {
 
+class BearerTokens;
 class GenerationService;
 class MetricsHttpServer;
 class ServerMetrics;
@@ -20,7 +21,8 @@ class ServerMetrics;
 class SagevidServer {
  public:
   // Starts answering on config.address (port 0: a free one) with the models not loaded yet; throws
-  // std::runtime_error when the address (or the metrics address) cannot be bound.
+  // std::runtime_error when the address (or the metrics address) cannot be bound, or the TLS files or
+  // tokens cannot be read.
   explicit SagevidServer(const ServerConfig& config);
   ~SagevidServer();  // shutdown(0) unless done
   SagevidServer(const SagevidServer&) = delete;
@@ -36,6 +38,7 @@ class SagevidServer {
   void shutdown(double drain_seconds);
 
  private:
+  SagevidServer(const ServerConfig& config, std::shared_ptr<const BearerTokens> tokens);  // tokens read once
   void drain_and_stop(double drain_seconds);
 
   std::unique_ptr<ServerMetrics> metrics_;

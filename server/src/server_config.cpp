@@ -19,12 +19,55 @@ void check_dtype(ConfigReader& reader, const std::string& dtype) {
     reader.fail("dtype", "'" + dtype + "': expected float32, float16 or bfloat16");
 }
 
+// Relative paths in a config are relative to the config file's folder.
+std::filesystem::path resolve(const std::filesystem::path& base_dir, const std::filesystem::path& path) {
+  return path.is_relative() ? (base_dir / path).lexically_normal() : path;
+}
+
+// host:port, the port in 0..65535 (0: any free port). gRPC also listens on unix:PATH sockets.
+void check_listen_address(ConfigReader& reader, const std::string& key, const std::string& address) {
+  static const std::regex host_port("(.+):([0-9]+)");
+  std::smatch match;
+  if (!std::regex_match(address, match, host_port)) reader.fail(key, "'" + address + "': expected host:port");
+  if (match[2].length() > 5 || std::stoi(match[2]) > 65535)
+    reader.fail(key, "'" + address + "': port " + match[2].str() + " is out of range (0..65535)");
+}
+
+// An optional file key: empty for none, else the resolved path of an existing file.
+std::filesystem::path read_file_key(ConfigReader& reader, const std::string& key,
+                                    const std::filesystem::path& base_dir) {
+  const std::string value = reader.get<std::string>(key, "");
+  if (value.empty()) return {};
+  const std::filesystem::path path = resolve(base_dir, value);
+  if (!std::filesystem::is_regular_file(path)) reader.fail(key, path.string() + ": no such file");
+  return path;
+}
+
+TlsFiles read_tls(ConfigReader reader, const std::filesystem::path& base_dir) {
+  TlsFiles tls;
+  tls.cert_file = read_file_key(reader, "cert_file", base_dir);
+  tls.key_file = read_file_key(reader, "key_file", base_dir);
+  tls.client_ca_file = read_file_key(reader, "client_ca_file", base_dir);
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    reader.fail(tls.cert_file.empty() ? "cert_file" : "key_file", "cert_file and key_file go together");
+  if (!tls.client_ca_file.empty() && !tls.enabled()) reader.fail("client_ca_file", "needs cert_file and key_file");
+  reader.finish();
+  return tls;
+}
+
+TokenSources read_auth(ConfigReader reader, const std::filesystem::path& base_dir) {
+  TokenSources auth;
+  auth.file = read_file_key(reader, "token_file", base_dir);
+  auth.env = reader.get<std::string>("token_env", "");
+  reader.finish();
+  return auth;
+}
+
 ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir) {
   ModelEntry model;
   model.name = reader.require<std::string>("name");
   if (model.name.empty()) reader.fail("name", "must not be empty");
-  model.path = reader.require<std::string>("path");
-  if (model.path.is_relative()) model.path = (base_dir / model.path).lexically_normal();
+  model.path = resolve(base_dir, reader.require<std::string>("path"));
   model.device = reader.get<std::string>("device", model.device);
   check_device(reader, model.device);
   model.dtype = reader.get<std::string>("dtype", model.dtype);
@@ -47,14 +90,19 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
 
   ConfigReader server = root.object("server");
   config.address = server.get<std::string>("address", config.address);
+  if (!config.address.starts_with("unix:")) check_listen_address(server, "address", config.address);
   config.queue_size = server.get<int64_t>("queue_size", config.queue_size);
   if (config.queue_size < 1 || config.queue_size > 10000) server.fail("queue_size", "must be in 1..10000");
   config.drain_seconds = server.get<double>("drain_seconds", config.drain_seconds);
   if (config.drain_seconds < 0) server.fail("drain_seconds", "must not be negative");
   config.allow_request_backend = server.get<bool>("allow_request_backend", config.allow_request_backend);
   config.metrics_address = server.get<std::string>("metrics_address", config.metrics_address);
-  if (!config.metrics_address.empty() && !std::regex_match(config.metrics_address, std::regex(".+:[0-9]+")))
-    server.fail("metrics_address", "'" + config.metrics_address + "': expected host:port, or empty for none");
+  if (!config.metrics_address.empty()) check_listen_address(server, "metrics_address", config.metrics_address);
+  config.reflection = server.get<bool>("reflection", config.reflection);
+  config.tls = read_tls(server.object("tls"), base_dir);
+  config.auth = read_auth(server.object("auth"), base_dir);
+  if (config.auth.enabled() && !config.tls.enabled())
+    server.fail("auth", "bearer tokens need server.tls (they must not travel in clear text)");
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -67,6 +115,7 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
       throw ConfigError("models: duplicate model name '" + config.models.back().name + "'");
   }
   root.finish();
+  if (config.models.empty()) throw ConfigError("models: at least one model is required");
   return config;
 }
 
@@ -91,7 +140,13 @@ nlohmann::json to_json(const ServerConfig& config) {
             {"queue_size", config.queue_size},
             {"drain_seconds", config.drain_seconds},
             {"allow_request_backend", config.allow_request_backend},
-            {"metrics_address", config.metrics_address}}},
+            {"metrics_address", config.metrics_address},
+            {"reflection", config.reflection},
+            {"tls",
+             {{"cert_file", config.tls.cert_file.string()},
+              {"key_file", config.tls.key_file.string()},
+              {"client_ca_file", config.tls.client_ca_file.string()}}},
+            {"auth", {{"token_file", config.auth.file.string()}, {"token_env", config.auth.env}}}}},
           {"attention",
            {{"backend", backend_name(attention.backend)},
             {"fallback", attention.fallback ? nlohmann::json(backend_name(*attention.fallback)) : nullptr}}},

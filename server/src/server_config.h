@@ -1,6 +1,7 @@
 #pragma once
 // The server's JSON config (configs/*.json) as typed, validated structs. Command-line "--set key=value"
 // overrides are applied to the document before validation, so they are checked like the file itself.
+#include "access_control.h"
 #include "sagevid/models/attention.h"
 
 #include <nlohmann/json.hpp>
@@ -25,6 +26,9 @@ struct ServerConfig {
   double drain_seconds = 30;          // on SIGTERM: how long running work may take before it is cancelled
   bool allow_request_backend = false; // may a request pick its own attention backend (A/B comparisons)
   std::string metrics_address;        // host:port of the Prometheus /metrics endpoint; empty: none
+  bool reflection = false;            // gRPC server reflection (needs a token when tokens are configured)
+  TlsFiles tls;                       // for gRPC and /metrics; none: plaintext
+  TokenSources auth;                  // bearer tokens for gRPC (health excepted) and /metrics; needs tls
   AttentionConfig attention;
   std::vector<ModelEntry> models;
 };

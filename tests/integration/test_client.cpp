@@ -9,15 +9,16 @@
 #include "clients/cpp/command_line.h"
 #include "clients/cpp/generate_command.h"
 #include "clients/cpp/info_commands.h"
+#include "access_control.h"
 #include "clients/cpp/progress_bar.h"
+#include "run_command.h"
+#include "test_pki.h"
 #include "test_random.h"
 
 #include "sagevid/v1/sagevid.grpc.pb.h"
 
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
-
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -58,20 +59,8 @@ std::vector<std::string> row(const std::string& table, const std::string& label)
   return {};
 }
 
-struct CommandResult {
-  int exit_status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CommandResult run_client(const std::string& args) {
-  CommandResult result;
-  FILE* pipe = popen((std::string(SAGEVID_CLIENT_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  REQUIRE(pipe);
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+sagevid::test::CommandResult run_client(const std::string& args) {
+  return sagevid::test::run_command(std::string(SAGEVID_CLIENT_BINARY) + " " + args);
 }
 
 struct TempDir {
@@ -144,10 +133,12 @@ class FakeVideoService final : public sagevid::v1::VideoGeneration::Service {
 };
 
 struct FakeServer {
-  explicit FakeServer(std::string payload) : service(std::move(payload)) {
+  explicit FakeServer(std::string payload,
+                      std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials())
+      : service(std::move(payload)) {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort("127.0.0.1:0", credentials, &port);
     builder.RegisterService(&service);
     server = builder.BuildAndStart();
     REQUIRE(server);
@@ -378,4 +369,44 @@ TEST_CASE("sagevid-client exits 0 on success, 1 on a failed call, 2 on a bad com
   result = run_client("--help");
   CHECK(result.exit_status == 0);
   CHECK(result.output.find("bench") != std::string::npos);
+}
+
+TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate, and refuses a clear-text token",
+          "[integration][client]") {
+  const sagevid::test::TestPki pki;
+  const std::string token_file = pki.file("one-token").string();
+  std::ofstream(token_file) << pki.tokens[1] << "\n";
+  const auto tokens = sagevid::BearerTokens::load({pki.token_file, ""});
+  FakeServer server("video", sagevid::grpc_server_credentials({pki.file("server.pem"), pki.file("server.key"), {}}, tokens));
+  const std::string trusting = "--server 127.0.0.1:" + std::to_string(server.port) + " --tls-ca " + pki.file("ca.pem").string();
+
+  auto result = run_client(trusting + " --token-file " + token_file + " models");
+  CHECK(result.exit_status == 0);
+  CHECK(result.output.starts_with("tiny\n"));
+  result = sagevid::test::run_command("SAGEVID_TOKEN=" + pki.tokens[0] + " " + SAGEVID_CLIENT_BINARY + " " + trusting + " models");
+  CHECK(result.exit_status == 0);
+  result = run_client(trusting + " models");
+  CHECK(result.exit_status == 1);
+  CHECK(result.output.find("ListModels failed: UNAUTHENTICATED") != std::string::npos);
+  CHECK(run_client(trusting + " health").exit_status == 0);  // health needs no token
+  result = run_client("--server 127.0.0.1:" + std::to_string(server.port) + " --tls-ca " +
+                      pki.file("other-ca.pem").string() + " --token-file " + token_file + " models");
+  CHECK(result.exit_status == 1);
+  CHECK(result.output.find("UNAVAILABLE") != std::string::npos);
+  result = run_client("--server 127.0.0.1:" + std::to_string(server.port) + " --token-file " + token_file + " models");
+  CHECK(result.exit_status == 2);
+  CHECK(result.output.find("needs TLS") != std::string::npos);
+  result = run_client(trusting + " --token-file " + pki.token_file.string() + " models");  // two tokens in it
+  CHECK(result.exit_status == 2);
+  CHECK(result.output.find("must hold exactly one token") != std::string::npos);
+
+  FakeServer strict("video", sagevid::grpc_server_credentials(
+                                 {pki.file("server.pem"), pki.file("server.key"), pki.file("ca.pem")}, nullptr));
+  const std::string at_strict = "--server 127.0.0.1:" + std::to_string(strict.port) + " --tls-ca " + pki.file("ca.pem").string();
+  CHECK(run_client(at_strict + " models").exit_status == 1);
+  CHECK(run_client(at_strict + " --tls-cert " + pki.file("client.pem").string() + " --tls-key " +
+                   pki.file("client.key").string() + " models").exit_status == 0);
+  result = run_client(at_strict + " --tls-cert " + pki.file("client.pem").string() + " models");
+  CHECK(result.exit_status == 2);
+  CHECK(result.output.find("--tls-cert and --tls-key go together") != std::string::npos);
 }

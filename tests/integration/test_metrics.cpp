@@ -4,6 +4,7 @@
 #include "integration/http_get.h"
 
 #include "metrics.h"
+#include "test_pki.h"
 #include "test_random.h"
 
 
@@ -286,4 +287,76 @@ TEST_CASE("concurrent updates are counted exactly while scrapes run", "[integrat
   CHECK(exposition.value("sagevid_phase_seconds_count", {{"phase", "denoise"}}) == threads * per_thread);
   CHECK(exposition.value("sagevid_phase_seconds_sum", {{"phase", "denoise"}}) == threads * per_thread);
   CHECK(exposition.value("sagevid_queue_depth") == (per_thread - 1) % 4);
+}
+
+TEST_CASE("slow-header connections do not blind the scrape", "[integration][metrics]") {
+  using namespace std::chrono_literals;
+  ServerMetrics metrics;
+  const MetricsHttpServer server("127.0.0.1", 0, metrics);
+  // Each sends the start of a request, then one more header byte every 200 ms: never finished, never quiet
+  // long enough for a read timeout. Bounded: they stop when told, or after 20 s.
+  constexpr int kSlowClients = 8;
+  std::atomic<bool> stop = false;
+  std::atomic<int> started = 0;
+  std::vector<std::thread> slow_clients;
+  for (int i = 0; i < kSlowClients; ++i) {
+    slow_clients.emplace_back([&] {
+      const int fd = sagevid::test::detail::connect_loopback(server.port());
+      const std::string partial = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+      if (fd >= 0) ::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL);
+      ++started;
+      for (int tick = 0; fd >= 0 && !stop && tick < 100; ++tick) {
+        std::this_thread::sleep_for(200ms);
+        ::send(fd, "x", 1, MSG_NOSIGNAL);
+      }
+      if (fd >= 0) ::close(fd);
+    });
+  }
+  while (started < kSlowClients) std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(500ms);  // the server has taken them on
+  const auto response = sagevid::test::http_get(server.port(), "/metrics");  // gives up after 5 s
+  stop = true;
+  for (auto& client : slow_clients) client.join();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  CHECK(response->body == metrics.render());
+}
+
+TEST_CASE("GET /metrics over TLS needs a listed bearer token, and a client CA requires client certificates",
+          "[integration][metrics]") {
+  using sagevid::test::GetOptions;
+  using sagevid::test::TlsClientFiles;
+  const sagevid::test::TestPki pki;
+  ServerMetrics metrics;
+  metrics.request_finished("ok");
+  const auto tokens = sagevid::BearerTokens::load({pki.token_file, ""});
+  const MetricsHttpServer server("127.0.0.1", 0, metrics, {pki.file("server.pem"), pki.file("server.key"), {}}, tokens);
+  const TlsClientFiles trusting{pki.file("ca.pem")};
+  for (const std::string& token : pki.tokens) {
+    const auto response = sagevid::test::http_get(server.port(), "/metrics", {"Bearer " + token, trusting});
+    REQUIRE(response);
+    CHECK(response->status == 200);
+    CHECK(response->body == metrics.render());
+  }
+  for (const std::string& wrong : {std::string(), std::string("Bearer "), "Bearer " + pki.tokens[0] + "x", pki.tokens[0],
+                                   "Basic " + pki.tokens[1]}) {
+    CAPTURE(wrong);
+    for (const char* path : {"/metrics", "/elsewhere"}) {
+      const auto response = sagevid::test::http_get(server.port(), path, {wrong, trusting});
+      REQUIRE(response);
+      CHECK(response->status == 401);
+      CHECK(response->body.find("sagevid_") == std::string::npos);
+    }
+  }
+  const std::string authorization = "Bearer " + pki.tokens[0];
+  CHECK_FALSE(sagevid::test::http_get(server.port(), "/metrics", {authorization}));  // plaintext
+  CHECK_FALSE(sagevid::test::http_get(server.port(), "/metrics", {authorization, TlsClientFiles{pki.file("other-ca.pem")}}));
+
+  const MetricsHttpServer strict("127.0.0.1", 0, metrics,
+                                 {pki.file("server.pem"), pki.file("server.key"), pki.file("ca.pem")}, tokens);
+  CHECK_FALSE(sagevid::test::http_get(strict.port(), "/metrics", {authorization, trusting}));
+  const auto response = sagevid::test::http_get(
+      strict.port(), "/metrics", {authorization, TlsClientFiles{pki.file("ca.pem"), pki.file("client.pem"), pki.file("client.key")}});
+  REQUIRE(response);
+  CHECK(response->status == 200);
 }

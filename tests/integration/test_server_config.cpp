@@ -4,8 +4,10 @@
 #include "build_info.h"
 #include "sagevid/models/config_reader.h"
 #include "server_config.h"
+#include "test_pki.h"
 
 #include <filesystem>
+#include <random>
 
 using sagevid::ConfigError;
 using sagevid::load_server_config;
@@ -13,8 +15,13 @@ using sagevid::load_server_config;
 namespace {
 const std::filesystem::path kConfigs = std::filesystem::path(SAGEVID_SOURCE_DIR) / "configs";
 
-sagevid::ServerConfig parse(const char* text) {
-  return sagevid::parse_server_config(nlohmann::json::parse(text), "/base");
+sagevid::ServerConfig parse(const std::string& text, const std::filesystem::path& base_dir = "/base") {
+  return sagevid::parse_server_config(nlohmann::json::parse(text), base_dir);
+}
+
+// A valid config's "server" object around `server_keys`, with one model.
+std::string with_server(const std::string& server_keys) {
+  return R"({"server": {)" + server_keys + R"(}, "models": [{"name": "a", "path": "p"}]})";
 }
 }  // namespace
 
@@ -63,6 +70,65 @@ TEST_CASE("invalid server configs name the key", "[integration][config]") {
   REQUIRE_THROWS_WITH(parse(R"({"attention": {"backend": "sage9"}})"), ContainsSubstring("attention.backend"));
   REQUIRE_THROWS_WITH(parse(R"({"modles": []})"), ContainsSubstring("modles: unknown key"));
   CHECK(parse(R"({"models": [{"name": "a", "path": "rel/dir", "device": "cuda:1"}]})").models[0].path == "/base/rel/dir");
+}
+
+TEST_CASE("the shipped GPU config serves only this host, plaintext callers cannot pick backends",
+          "[integration][config]") {
+  const auto config = load_server_config(kConfigs / "cogvideox-2b.json", {});
+  CHECK(config.address.starts_with("127.0.0.1:"));
+  CHECK(config.metrics_address.starts_with("127.0.0.1:"));
+  CHECK_FALSE(config.allow_request_backend);
+  CHECK_FALSE(config.reflection);
+}
+
+TEST_CASE("a port out of range is rejected at load, naming the key", "[integration][config]") {
+  std::mt19937_64 draw(std::random_device{}());
+  const std::string port = std::to_string(65536 + draw() % 1'000'000);
+  CAPTURE(port);
+  for (const char* key : {"address", "metrics_address"}) {
+    const std::string address = "127.0.0.1:" + port;
+    REQUIRE_THROWS_WITH(load_server_config(kConfigs / "tiny.json", {"server." + std::string(key) + "=" + address}),
+                        ContainsSubstring("tiny.json: server." + std::string(key) + ": '" + address + "': port " +
+                                          port + " is out of range (0..65535)"));
+    REQUIRE_THROWS_WITH(parse(with_server("\"" + std::string(key) + R"(": "localhost")")),
+                        ContainsSubstring("server." + std::string(key) + ": 'localhost': expected host:port"));
+  }
+  const auto config = parse(with_server(R"("address": "[::1]:65535", "metrics_address": "127.0.0.1:0")"));
+  CHECK(config.address == "[::1]:65535");
+  CHECK(config.metrics_address == "127.0.0.1:0");  // 0: any free port
+  CHECK(parse(with_server(R"("address": "unix:/run/sagevid.sock")")).address == "unix:/run/sagevid.sock");
+}
+
+TEST_CASE("a config must name at least one model", "[integration][config]") {
+  REQUIRE_THROWS_WITH(load_server_config(kConfigs / "tiny.json", {"models=[]"}),
+                      ContainsSubstring("tiny.json: models: at least one model is required"));
+  REQUIRE_THROWS_WITH(parse(R"({"server": {}})"), ContainsSubstring("models: at least one model is required"));
+}
+
+TEST_CASE("TLS and token keys: files must exist, cert and key go together, tokens need TLS", "[integration][config]") {
+  const sagevid::test::TestPki pki;
+  const auto config = parse(with_server(R"("reflection": true,
+      "tls": {"cert_file": "server.pem", "key_file": "server.key", "client_ca_file": "ca.pem"},
+      "auth": {"token_file": "tokens", "token_env": "SAGEVID_TEST_TOKEN"})"),
+                            pki.dir);
+  CHECK(config.reflection);
+  CHECK(config.tls.cert_file == pki.file("server.pem"));
+  CHECK(config.tls.client_ca_file == pki.file("ca.pem"));
+  CHECK(config.auth.file == pki.token_file);
+  CHECK(config.auth.env == "SAGEVID_TEST_TOKEN");
+  CHECK(parse(sagevid::to_json(config).dump(), "/").tls.key_file == pki.file("server.key"));
+  CHECK(sagevid::to_json(config).dump().find(pki.tokens[0]) == std::string::npos);  // names, never secrets
+
+  REQUIRE_THROWS_WITH(parse(with_server(R"("tls": {"cert_file": "server.pem", "key_file": "nope.key"})"), pki.dir),
+                      ContainsSubstring("server.tls.key_file: " + pki.file("nope.key").string() + ": no such file"));
+  REQUIRE_THROWS_WITH(parse(with_server(R"("tls": {"cert_file": "server.pem"})"), pki.dir),
+                      ContainsSubstring("server.tls.key_file: cert_file and key_file go together"));
+  REQUIRE_THROWS_WITH(parse(with_server(R"("tls": {"client_ca_file": "ca.pem"})"), pki.dir),
+                      ContainsSubstring("server.tls.client_ca_file: needs cert_file and key_file"));
+  REQUIRE_THROWS_WITH(parse(with_server(R"("auth": {"token_env": "T"})"), pki.dir),
+                      ContainsSubstring("server.auth: bearer tokens need server.tls"));
+  REQUIRE_THROWS_WITH(parse(with_server(R"("tls": {"cert": "server.pem"})"), pki.dir),
+                      ContainsSubstring("server.tls.cert: unknown key"));
 }
 
 TEST_CASE("build info names the libraries the binary runs on", "[integration]") {

@@ -2,6 +2,7 @@
 // full queue, shutdown while busy (in process and by SIGTERM to the binary), a corrupt model at start-up.
 #include "catch.h"
 #include "failing_cpu_allocator.h"
+#include "run_command.h"
 #include "test_random.h"
 #include "test_server_support.h"
 
@@ -372,4 +373,19 @@ TEST_CASE("sagevid serve drains on SIGTERM and exits 0; a model that cannot load
   const pid_t broken = spawn({binary, "serve", "--config", kTinyConfig.string(), "--set",
                               "server.address=\"127.0.0.1:0\"", "--set", "models.0.path=\"/nonexistent/model\""});
   CHECK(wait_exit(broken) == 1);
+}
+
+TEST_CASE("a second server on a port in use fails at start-up naming the address", "[integration][server]") {
+  TestServer first(tiny_config(), false);
+  const std::string address = "127.0.0.1:" + std::to_string(first.server().port());
+  const std::string on_address = "server.address=\"" + address + "\"";
+  REQUIRE_THROWS_WITH(sagevid::SagevidServer(tiny_config({on_address})), ContainsSubstring("cannot listen on " + address));
+  // The binary exits with that error instead of sharing the port; `timeout` ends one that serves after all.
+  const CommandResult second = run_command("timeout 30 " + sagevid_binary() + " serve --config " +
+                                           kTinyConfig.string() + " --set '" + on_address + "'");
+  CAPTURE(second.output);
+  CHECK(second.exit_status != 0);
+  CHECK(second.exit_status != 124);
+  CHECK(second.output.find("cannot listen on " + address) != std::string::npos);
+  CHECK(health_status(first.channel()) == kNotServing);  // the first server still answers
 }

@@ -115,23 +115,37 @@ inline GenerateResult generate(v1::VideoGeneration::Stub& stub, const v1::Genera
   return result;
 }
 
-// The standard grpc.health.v1.Health/Check for the whole server ("" service), through the generic stub so
-// the tests need no copy of health.proto. Returns the status enum: 1 SERVING, 2 NOT_SERVING; -1 on error.
-inline int health_status(const std::shared_ptr<grpc::Channel>& channel) {
+// One unary call by method path with serialized request bytes, through the generic stub, so the tests need no
+// generated code for the services gRPC brings (health, reflection). The call's deadline is 5 s.
+struct RawReply {
+  grpc::Status status;
+  std::string bytes;
+};
+
+inline RawReply raw_unary_call(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                               const std::string& request_bytes) {
   grpc::GenericStub generic(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::Slice nothing("");  // HealthCheckRequest{service: ""} encodes to no bytes
-  const grpc::ByteBuffer request(&nothing, 1);
+  grpc::Slice request_slice(request_bytes);
+  const grpc::ByteBuffer request(&request_slice, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+  generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
                     [&done](grpc::Status status) { done.set_value(std::move(status)); });
-  if (!done.get_future().get().ok()) return -1;
+  RawReply reply{done.get_future().get(), {}};
   std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return -1;
-  std::string bytes;
-  for (const auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  if (reply.status.ok() && response.Dump(&slices).ok())
+    for (const auto& slice : slices) reply.bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  return reply;
+}
+
+// The standard grpc.health.v1.Health/Check for the whole server ("" service). Returns the status enum:
+// 1 SERVING, 2 NOT_SERVING; -1 on error.
+inline int health_status(const std::shared_ptr<grpc::Channel>& channel) {
+  const RawReply reply = raw_unary_call(channel, "/grpc.health.v1.Health/Check", "");  // service "": no bytes
+  if (!reply.status.ok()) return -1;
+  const std::string& bytes = reply.bytes;
   if (bytes.empty()) return 0;                         // UNKNOWN, the proto3 default
   if (bytes.size() != 2 || bytes[0] != 0x08) return -1;  // field 1, varint
   return bytes[1];
