@@ -1,0 +1,86 @@
+#pragma once
+// The online softmax of the wgmma kernel, per thread: its two query rows' slices of a 64 x 128 score tile.
+#include "../sage2_device.cuh"
+
+#include <cmath>
+#include <cstdint>
+
+namespace sagevid::kernels::sage2::sm90 {
+
+constexpr float kNegInf = -INFINITY;
+
+// Accumulator element i of a thread sits in row (i / 2) % 2 (of its two rows), column 8 (i / 4) + 2 t + i % 2
+// of the key tile (t = lane % 4): the 64 x 128 wgmma accumulator layout.
+
+// float(x) · scale in two full-rate ops (an integer add and an FMA) instead of a conversion-unit op, which
+// shares the exponential's throughput: 0x4B400000 + x is the float 1.5·2²³ + x, exact for |x| < 2²², which
+// bounds every INT8 dot product (127² · 128 < 2²¹). The FMA's offset rounds at a fraction of one unit of x.
+constexpr float kMagic = 12582912.0f;
+__device__ __forceinline__ float magic_float(int32_t x) { return __int_as_float(0x4B400000 + x); }
+__device__ __forceinline__ float scaled_score(int32_t x, float scale) { return fmaf(magic_float(x), scale, -kMagic * scale); }
+
+// One online-softmax step for the lane's two rows over scores already scaled by their k-scales (masked
+// ones −inf); the row's q-scale (positive) rides in the exponent's FMA, and so does P's own scale
+// (p_log2_scale: FP8 P is stored as 448·p). Leaves the scaled p in s, adds it into row_sum, and gives the
+// factors by which the rows' earlier output must shrink in rescale.
+__device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2], float p_log2_scale,
+                                        float (&row_max)[2], float (&row_sum)[2], float (&rescale)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float tile_max = kNegInf;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * half], s[4 * j + 2 * half + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[half];
+    const float new_max = fmaxf(row_max[half], tile_max);
+    const float reference = new_max == kNegInf ? 0.0f : new_max;  // a fully masked row so far
+    rescale[half] = fast_exp2(row_max[half] - reference);
+    row_max[half] = new_max;
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 2 * half; e < 2 * half + 2; ++e) {
+        s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], q_scale[half], p_log2_scale - reference));
+        sum += s[4 * j + e];
+      }
+    row_sum[half] = row_sum[half] * rescale[half] + sum;
+  }
+}
+
+// The same step for an unmasked tile whose k-scale is uniform over each 64-key half (every granularity but
+// per-token): the row max is taken over the integers, and each score costs one integer add, one FMA and
+// the exponential.
+__device__ __forceinline__ void softmax_uniform_key_scales(const int32_t (&x)[64], const float (&key_scale)[2],
+                                                           const float (&q_scale)[2], float p_log2_scale,
+                                                           float (&row_max)[2], float (&row_sum)[2], float (&p)[64],
+                                                           float (&rescale)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      int_max[j / 8] = max(int_max[j / 8], max(x[4 * j + 2 * half], x[4 * j + 2 * half + 1]));
+    float tile_max = fmaxf(float(int_max[0]) * key_scale[0], float(int_max[1]) * key_scale[1]);
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[half];
+    const float new_max = fmaxf(row_max[half], tile_max);
+    rescale[half] = fast_exp2(row_max[half] - new_max);
+    row_max[half] = new_max;
+    float scale[2], offset[2];
+#pragma unroll
+    for (int k = 0; k < 2; ++k)
+      scale[k] = key_scale[k] * q_scale[half], offset[k] = p_log2_scale - fmaf(kMagic, scale[k], new_max);
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 2 * half; e < 2 * half + 2; ++e) {
+        p[4 * j + e] = fast_exp2(fmaf(magic_float(x[4 * j + e]), scale[j / 8], offset[j / 8]));
+        sum += p[4 * j + e];
+      }
+    row_sum[half] = row_sum[half] * rescale[half] + sum;
+  }
+}
+
+}  // namespace sagevid::kernels::sage2::sm90
