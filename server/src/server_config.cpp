@@ -55,6 +55,13 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
   config.metrics_address = server.get<std::string>("metrics_address", config.metrics_address);
   if (!config.metrics_address.empty() && !std::regex_match(config.metrics_address, std::regex(".+:[0-9]+")))
     server.fail("metrics_address", "'" + config.metrics_address + "': expected host:port, or empty for none");
+  config.max_streams = server.get<int64_t>("max_streams", config.max_streams);
+  if (config.max_streams < 1 || config.max_streams > 10000) server.fail("max_streams", "must be in 1..10000");
+  config.write_timeout_seconds = server.get<double>("write_timeout_seconds", config.write_timeout_seconds);
+  if (!(config.write_timeout_seconds > 0)) server.fail("write_timeout_seconds", "must be positive");
+  config.max_stream_buffer_bytes = server.get<int64_t>("max_stream_buffer_bytes", config.max_stream_buffer_bytes);
+  if (config.max_stream_buffer_bytes < (int64_t(1) << 20))  // one video chunk must fit
+    server.fail("max_stream_buffer_bytes", "must be at least 1048576 (one video chunk)");
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -91,7 +98,10 @@ nlohmann::json to_json(const ServerConfig& config) {
             {"queue_size", config.queue_size},
             {"drain_seconds", config.drain_seconds},
             {"allow_request_backend", config.allow_request_backend},
-            {"metrics_address", config.metrics_address}}},
+            {"metrics_address", config.metrics_address},
+            {"max_streams", config.max_streams},
+            {"write_timeout_seconds", config.write_timeout_seconds},
+            {"max_stream_buffer_bytes", config.max_stream_buffer_bytes}}},
           {"attention",
            {{"backend", backend_name(attention.backend)},
             {"fallback", attention.fallback ? nlohmann::json(backend_name(*attention.fallback)) : nullptr}}},

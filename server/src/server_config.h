@@ -25,6 +25,9 @@ struct ServerConfig {
   double drain_seconds = 30;          // on SIGTERM: how long running work may take before it is cancelled
   bool allow_request_backend = false; // may a request pick its own attention backend (A/B comparisons)
   std::string metrics_address;        // host:port of the Prometheus /metrics endpoint; empty: none
+  int64_t max_streams = 32;           // Generate calls open at once; more: RESOURCE_EXHAUSTED
+  double write_timeout_seconds = 30;  // a stream write the client leaves waiting longer ends the call (stalled)
+  int64_t max_stream_buffer_bytes = int64_t(256) << 20;  // video bytes waiting for one client; more ends its call
   AttentionConfig attention;
   std::vector<ModelEntry> models;
 };

@@ -2,6 +2,7 @@
 // A real sagevid server for the tests: 127.0.0.1 on a free port, the tiny model on the CPU in float32 with
 // the math backend (configs/tiny.json), and small helpers to call it.
 #include "catch.h"
+#include "integration/http_get.h"
 
 #include "serve_command.h"
 #include "server_config.h"
@@ -115,28 +116,53 @@ inline GenerateResult generate(v1::VideoGeneration::Stub& stub, const v1::Genera
   return result;
 }
 
-// The standard grpc.health.v1.Health/Check for the whole server ("" service), through the generic stub so
-// the tests need no copy of health.proto. Returns the status enum: 1 SERVING, 2 NOT_SERVING; -1 on error.
-inline int health_status(const std::shared_ptr<grpc::Channel>& channel) {
+struct RawReply {
+  grpc::Status status;
+  std::string bytes;
+};
+
+// Calls `method` with request bytes as they are, through the generic stub: no message types needed, and
+// bytes no client library would send.
+inline RawReply raw_unary_call(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                               const std::string& request_bytes) {
   grpc::GenericStub generic(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::Slice nothing("");  // HealthCheckRequest{service: ""} encodes to no bytes
-  const grpc::ByteBuffer request(&nothing, 1);
+  grpc::Slice slice(request_bytes);
+  const grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+  generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
                     [&done](grpc::Status status) { done.set_value(std::move(status)); });
-  if (!done.get_future().get().ok()) return -1;
+  RawReply reply{done.get_future().get(), {}};
   std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return -1;
-  std::string bytes;
-  for (const auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  if (reply.status.ok() && response.Dump(&slices).ok())
+    for (const auto& part : slices) reply.bytes.append(reinterpret_cast<const char*>(part.begin()), part.size());
+  return reply;
+}
+
+// The standard grpc.health.v1.Health/Check for the whole server ("" service), through the generic stub so
+// the tests need no copy of health.proto. Returns the status enum: 1 SERVING, 2 NOT_SERVING; -1 on error.
+inline int health_status(const std::shared_ptr<grpc::Channel>& channel) {
+  // HealthCheckRequest{service: ""} encodes to no bytes
+  const RawReply reply = raw_unary_call(channel, "/grpc.health.v1.Health/Check", "");
+  if (!reply.status.ok()) return -1;
+  const std::string& bytes = reply.bytes;
   if (bytes.empty()) return 0;                         // UNKNOWN, the proto3 default
   if (bytes.size() != 2 || bytes[0] != 0x08) return -1;  // field 1, varint
   return bytes[1];
 }
 
 constexpr int kServing = 1, kNotServing = 2;
+
+// sagevid_requests_total{outcome="..."} from the server's /metrics; 0 before the first such request, -1
+// when the endpoint does not answer.
+inline int requests_with_outcome(int metrics_port, const std::string& outcome) {
+  const auto response = http_get(metrics_port, "/metrics");
+  if (!response || response->status != 200) return -1;
+  const std::string series = "sagevid_requests_total{outcome=\"" + outcome + "\"} ";
+  const std::size_t at = response->body.find(series);
+  return at == std::string::npos ? 0 : std::stoi(response->body.substr(at + series.size()));
+}
 
 }  // namespace sagevid::test
