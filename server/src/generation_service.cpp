@@ -268,7 +268,8 @@ struct GenerationService::Call {
 
 GenerationService::GenerationService(ServerConfig config, ServerMetrics* metrics)
     : config_(std::move(config)), metrics_(metrics),
-      watchdog_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config_.write_timeout_seconds))) {
+      watchdog_(std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(config_.write_timeout_seconds))) {
   for (const ModelEntry& entry : config_.models)
     if (!queues_.contains(entry.device))
       queues_.emplace(entry.device, std::make_unique<JobQueue>(entry.device, std::size_t(config_.queue_size)));
