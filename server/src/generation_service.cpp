@@ -1,5 +1,6 @@
 #include "generation_service.h"
 
+#include "event_channel.h"
 #include "metrics.h"
 #include "video_chunks.h"
 #include "video_encoder.h"
@@ -9,12 +10,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <deque>
-#include <iterator>
-#include <mutex>
+#include <new>
 #include <optional>
+#include <random>
 #include <set>
+#include <string_view>
 
 namespace sagevid {
 namespace {
@@ -36,39 +36,6 @@ c10::ScalarType parse_dtype(const std::string& name) {
   if (name == "float16") return c10::kHalf;
   return c10::kBFloat16;  // the config accepts only these three
 }
-
-// Events from the worker to the handler thread, which alone writes to the stream; then the final status.
-class EventChannel {
- public:
-  void push(v1::GenerateEvent event) {
-    {
-      std::lock_guard lock(mutex_);
-      events_.push_back(std::move(event));
-    }
-    changed_.notify_all();
-  }
-  void close(grpc::Status status) {
-    {
-      std::lock_guard lock(mutex_);
-      if (!status_) status_ = std::move(status);
-    }
-    changed_.notify_all();
-  }
-  // Moves out what has arrived, waiting up to timeout for something; the status once closed and emptied.
-  std::optional<grpc::Status> take(std::vector<v1::GenerateEvent>& out, Clock::duration timeout) {
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, timeout, [this] { return !events_.empty() || status_; });
-    std::move(events_.begin(), events_.end(), std::back_inserter(out));
-    events_.clear();
-    return status_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<v1::GenerateEvent> events_;
-  std::optional<grpc::Status> status_;
-};
 
 v1::Phase proto_phase(GenerationPhase phase) {
   switch (phase) {
@@ -168,10 +135,11 @@ class StreamingRun {
   int64_t frames_reported_ = 0;
 };
 
-v1::GenerateEvent started_event(const ResolvedRequest& request) {
+v1::GenerateEvent started_event(const ResolvedRequest& request, const std::string& request_id) {
   const GenerationRequest& generation = request.generation;
   v1::GenerateEvent event;
   v1::Started* started = event.mutable_started();
+  started->set_request_id(request_id);
   started->set_seed(generation.seed);
   started->set_attention_backend(request.attention_backend);
   started->set_frames(int32_t(generation.num_frames));
@@ -180,6 +148,46 @@ v1::GenerateEvent started_event(const ResolvedRequest& request) {
   started->set_steps(generation.num_inference_steps);
   return event;
 }
+
+// Unique enough to find one request in the logs, and says nothing about the server's history.
+std::string new_request_id() {
+  thread_local std::mt19937_64 bits(std::random_device{}());
+  return fmt::format("{:016x}", bits());
+}
+
+// Out of memory of any kind: torch's (host or device), the C++ runtime's, or a CUDA call's own.
+bool out_of_memory(const std::exception& error) {
+  if (dynamic_cast<const std::bad_alloc*>(&error)) return true;
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&error);
+  return torch_error && (dynamic_cast<const c10::OutOfMemoryError*>(&error) ||
+                         std::string_view(torch_error->what_without_backtrace()).find("out of memory") !=
+                             std::string_view::npos);
+}
+
+std::string_view without_backtrace(const std::exception& error) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&error);
+  return torch_error ? torch_error->what_without_backtrace() : error.what();
+}
+
+// The server deadline runs later than the client's: by the transit time, and gRPC rounds the timeout it sends
+// up (by under 1%). A call that ends within this of its deadline ended by it, not by the client.
+std::chrono::system_clock::duration deadline_slack(const grpc::ServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return {};
+  return std::chrono::milliseconds(100) + (deadline - std::chrono::system_clock::now()) / 100;
+}
+
+// One open Generate stream, counted while it lives.
+class OpenStream {
+ public:
+  explicit OpenStream(std::atomic<int64_t>& count) : count_(count), number_(++count) {}
+  ~OpenStream() { --count_; }
+  int64_t number() const { return number_; }  // the streams open with this one
+
+ private:
+  std::atomic<int64_t>& count_;
+  const int64_t number_;
+};
 
 std::string outcome_name(grpc::StatusCode code) {
   switch (code) {
@@ -228,7 +236,9 @@ std::string describe_params(const v1::GenerateRequest& wire, const ResolvedReque
 
 // One Generate call: what the handler and the worker share.
 struct GenerationService::Call {
-  enum class Stop { none, client, deadline };  // none on a cancelled job: the server stopped it (shutdown)
+  // Why the call ended early; none on a cancelled job: the server stopped it (shutdown). stalled: the client
+  // left the stream unread past the write timeout or the buffer cap.
+  enum class Stop { none, client, deadline, stalled };
 
   std::string id;
   const LoadedModel* model = nullptr;
@@ -238,6 +248,8 @@ struct GenerationService::Call {
   Clock::time_point started;
   std::atomic<Stop> stop{Stop::none};
   EventChannel channel;
+
+  explicit Call(uint64_t max_unsent_bytes) : channel(max_unsent_bytes) {}
   // Written by the worker before it closes the channel, read by the handler after.
   v1::PhaseTimes times;
   uint64_t bytes = 0;
@@ -248,13 +260,16 @@ struct GenerationService::Call {
     switch (stop.load()) {
       case Stop::client: return {grpc::StatusCode::CANCELLED, "cancelled by the client"};
       case Stop::deadline: return {grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed"};
+      case Stop::stalled: return {grpc::StatusCode::CANCELLED, "the client stopped reading its stream"};
       default: return {grpc::StatusCode::UNAVAILABLE, "the server is shutting down; the job was cancelled"};
     }
   }
 };
 
 GenerationService::GenerationService(ServerConfig config, ServerMetrics* metrics)
-    : config_(std::move(config)), metrics_(metrics) {
+    : config_(std::move(config)), metrics_(metrics),
+      watchdog_(std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(config_.write_timeout_seconds))) {
   for (const ModelEntry& entry : config_.models)
     if (!queues_.contains(entry.device))
       queues_.emplace(entry.device, std::make_unique<JobQueue>(entry.device, std::size_t(config_.queue_size)));
@@ -331,7 +346,7 @@ void GenerationService::run_job(Job& job, Call& call) {
   call.started = Clock::now();
   call.times.set_queued_seconds(std::chrono::duration<double>(call.started - call.received).count());
   report_queue_depth();
-  call.channel.push(started_event(call.request));
+  call.channel.push(started_event(call.request, call.id));
   try {
     StreamingRun run(call.channel, call.request, call.started, metrics_);
     const GenerationResult result = call.model->pipeline.generate(call.request.generation, run.callbacks(job));
@@ -353,49 +368,65 @@ void GenerationService::run_job(Job& job, Call& call) {
     done->set_frames(int32_t(call.frames));
     done->set_bytes(call.bytes);
     done->set_mime_type(mime_type(call.request.video.format));
+    done->set_request_id(call.id);
     call.channel.push(std::move(completed));
     end_job(call, grpc::Status::OK);
   } catch (const GenerationCancelled&) {
     end_job(call, call.stopped_status());
-  } catch (const c10::OutOfMemoryError& e) {
-    spdlog::warn("request {}: out of memory on {}: {}", call.id, call.model->entry.device, e.what_without_backtrace());
-    end_job(call, {grpc::StatusCode::RESOURCE_EXHAUSTED,
-                   "out of memory on " + call.model->entry.device + "; try fewer frames or a smaller size"});
   } catch (const InvalidRequest& e) {
     end_job(call, {grpc::StatusCode::INVALID_ARGUMENT, e.what()});
   } catch (const std::exception& e) {
-    spdlog::error("request {}: {}", call.id, e.what());
-    end_job(call, {grpc::StatusCode::INTERNAL, std::string("generation failed: ") + e.what()});
+    end_job(call, failure_status(call, e));
   }
 }
 
-grpc::Status GenerationService::stream_events(grpc::ServerContext* context,
-                                              grpc::ServerWriter<v1::GenerateEvent>* writer, Call& call,
+// The whole error goes to the log; the client gets what it can act on and the id to quote, never the
+// server's paths or backtraces.
+grpc::Status GenerationService::failure_status(const Call& call, const std::exception& error) {
+  if (out_of_memory(error)) {
+    spdlog::warn("request {}: out of memory on {}: {}", call.id, call.model->entry.device, without_backtrace(error));
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED, "out of memory on " + call.model->entry.device +
+                                                      "; try fewer frames or a smaller size (request " + call.id + ")"};
+  }
+  spdlog::error("request {}: {}", call.id, error.what());
+  return {grpc::StatusCode::INTERNAL, "internal error; the server log has the details under request " + call.id};
+}
+
+grpc::Status GenerationService::stream_events(grpc::ServerContext& context, EventStream& stream, Call& call,
                                               const std::shared_ptr<Job>& job, int position) {
+  StreamWatchdog::Watch watch(watchdog_, context, [&call] { return call.channel.overflowed(); });
+  const auto slack = deadline_slack(context);
   const auto stop = [&](Call::Stop reason) {
     Call::Stop none = Call::Stop::none;
     if (call.stop.compare_exchange_strong(none, reason)) call.model->queue->cancel(job);
   };
-  // A call that ends on the client's side ended by its deadline or by the client.
+  // Why a call that ended on the client's side ended.
   const auto gone = [&] {
-    return std::chrono::system_clock::now() >= context->deadline() ? Call::Stop::deadline : Call::Stop::client;
+    if (watch.fired()) return Call::Stop::stalled;
+    return std::chrono::system_clock::now() + slack >= context.deadline() ? Call::Stop::deadline : Call::Stop::client;
   };
-  bool writable = true;
-  std::vector<v1::GenerateEvent> events;
+  bool delivered = true;  // every event so far reached the client
+  std::vector<v1::GenerateEvent> events{queued_event(position)};
   while (true) {
+    for (const v1::GenerateEvent& event : events) {
+      if (delivered && !watch.write(stream, event)) {
+        delivered = false;
+        stop(gone());
+      }
+      call.channel.sent(event);
+    }
+    events.clear();
+    if (delivered && call.channel.overflowed()) {
+      delivered = false;
+      stop(Call::Stop::stalled);
+    }
     const std::optional<grpc::Status> status = call.channel.take(events, kPollInterval);
     if (const std::optional<int> now = call.model->queue->position(job); now && *now != position) {
       position = *now;  // moved up: the job ahead finished or left
       events.insert(events.begin(), queued_event(position));
     }
-    for (const v1::GenerateEvent& event : events)
-      if (writable && !writer->Write(event)) {
-        writable = false;
-        stop(gone());
-      }
-    events.clear();
-    if (status) return *status;
-    if (std::chrono::system_clock::now() >= context->deadline() || context->IsCancelled()) stop(gone());
+    if (status && events.empty()) return delivered ? *status : call.stopped_status();
+    if (std::chrono::system_clock::now() >= context.deadline() || context.IsCancelled()) stop(gone());
   }
 }
 
@@ -416,37 +447,40 @@ grpc::Status GenerationService::admit(Call& call) {
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                                         grpc::ServerWriter<v1::GenerateEvent>* writer) {
-  auto call = std::make_shared<Call>();
-  call->id = "job-" + std::to_string(next_id_++);
-  call->wire = *request;
-  grpc::Status status = admit(*call);
-  if (!status.ok()) {
-    finish_call(*call, status);
-    return status;
-  }
-  JobQueue::Submitted submitted;
-  try {
-    submitted = call->model->queue->submit(call->id, job_functions(call));
-  } catch (const QueueFull& e) {
-    status = {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
-  } catch (const QueueClosed& e) {
-    status = {grpc::StatusCode::UNAVAILABLE, e.what()};
-  }
-  if (!status.ok()) {
-    finish_call(*call, status);
-    return status;
-  }
-  report_queue_depth();
-  writer->Write(queued_event(submitted.position));  // a failure shows as IsCancelled in stream_events
-  status = stream_events(context, writer, *call, submitted.job, submitted.position);
+grpc::Status GenerationService::StreamedGenerate(grpc::ServerContext* context, EventStream* stream) {
+  auto call = std::make_shared<Call>(uint64_t(config_.max_stream_buffer_bytes));
+  call->id = new_request_id();
+  grpc::Status status;
+  const OpenStream open(open_streams_);
+  if (open.number() > config_.max_streams)
+    status = {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "too many open streams (server.max_streams = " + std::to_string(config_.max_streams) + ")"};
+  else if (!stream->Read(&call->wire))
+    status = {grpc::StatusCode::INVALID_ARGUMENT,
+              "request: not a valid GenerateRequest (the bytes do not parse, or a string is not UTF-8)"};
+  else
+    status = generate(*context, *stream, call);
   finish_call(*call, status);
   return status;
 }
 
+grpc::Status GenerationService::generate(grpc::ServerContext& context, EventStream& stream,
+                                         const std::shared_ptr<Call>& call) {
+  if (grpc::Status refused = admit(*call); !refused.ok()) return refused;
+  JobQueue::Submitted submitted;
+  try {
+    submitted = call->model->queue->submit(call->id, job_functions(call));
+  } catch (const QueueFull& e) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
+  } catch (const QueueClosed& e) {
+    return {grpc::StatusCode::UNAVAILABLE, e.what()};
+  }
+  report_queue_depth();
+  return stream_events(context, stream, *call, submitted.job, submitted.position);
+}
+
 void GenerationService::finish_call(const Call& call, const grpc::Status& status) {
-  const std::string outcome = outcome_name(status.error_code());
+  const std::string outcome = call.stop == Call::Stop::stalled ? "stalled" : outcome_name(status.error_code());
   const v1::PhaseTimes& t = call.times;
   spdlog::info("request {} {} | queued={:.3f}s text={:.3f}s denoise={:.3f}s decode={:.3f}s encode={:.3f}s "
                "total={:.3f}s frames={} bytes={} | {}{}{}",

@@ -1,11 +1,14 @@
 #pragma once
 // The sagevid.v1.VideoGeneration gRPC service (synchronous API). Generate validates the request, puts a job
 // on its device's queue and then forwards the job's events (queued, started, progress, video chunks,
-// completed) to the stream as the worker produces them, watching for client cancel and deadline meanwhile.
+// completed) to the stream as the worker produces them, watching for client cancel, deadline and a client
+// that stopped reading meanwhile. Generate reads its request itself (split streaming), so that a request
+// that does not parse is INVALID_ARGUMENT with a message rather than gRPC's bare INTERNAL.
 // Models load after the service is registered, so the server can answer (UNAVAILABLE) while they load.
 #include "job_queue.h"
 #include "request_validation.h"
 #include "server_config.h"
+#include "stream_watchdog.h"
 
 #include "sagevid/models/pipeline.h"
 #include "sagevid/v1/sagevid.grpc.pb.h"
@@ -28,7 +31,7 @@ struct LoadedModel {
   JobQueue* queue = nullptr;  // the worker of its device
 };
 
-class GenerationService final : public v1::VideoGeneration::Service {
+class GenerationService final : public v1::VideoGeneration::SplitStreamedService {
  public:
   // metrics may be null (no metrics endpoint).
   GenerationService(ServerConfig config, ServerMetrics* metrics);
@@ -45,8 +48,8 @@ class GenerationService final : public v1::VideoGeneration::Service {
   // Stops the running jobs and drops the waiting ones (their calls end UNAVAILABLE).
   void cancel_all();
 
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                        grpc::ServerWriter<v1::GenerateEvent>* writer) override;
+  using EventStream = grpc::ServerSplitStreamer<v1::GenerateRequest, v1::GenerateEvent>;
+  grpc::Status StreamedGenerate(grpc::ServerContext* context, EventStream* stream) override;
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
@@ -59,9 +62,12 @@ class GenerationService final : public v1::VideoGeneration::Service {
   JobFunctions job_functions(const std::shared_ptr<Call>& call);
   void run_job(Job& job, Call& call);
   static void end_job(Call& call, const grpc::Status& status);
-  // Relays the worker's events until the job ends; sends a new Queued event whenever the job moves up.
-  grpc::Status stream_events(grpc::ServerContext* context, grpc::ServerWriter<v1::GenerateEvent>* writer,
-                             Call& call, const std::shared_ptr<Job>& job, int position);
+  static grpc::Status failure_status(const Call& call, const std::exception& error);
+  grpc::Status generate(grpc::ServerContext& context, EventStream& stream, const std::shared_ptr<Call>& call);
+  // Relays the worker's events, from the first Queued one, until the job ends; sends a new Queued event
+  // whenever the job moves up.
+  grpc::Status stream_events(grpc::ServerContext& context, EventStream& stream, Call& call,
+                             const std::shared_ptr<Job>& job, int position);
   void finish_call(const Call& call, const grpc::Status& status);
   void report_queue_depth();
 
@@ -71,7 +77,8 @@ class GenerationService final : public v1::VideoGeneration::Service {
   std::map<std::string, std::unique_ptr<JobQueue>> queues_;  // by device; after models_: stops first
   std::atomic<bool> ready_{false};
   std::atomic<bool> accepting_{true};
-  std::atomic<uint64_t> next_id_{1};
+  std::atomic<int64_t> open_streams_{0};
+  StreamWatchdog watchdog_;
 };
 
 }  // namespace sagevid

@@ -17,6 +17,7 @@
 #include <csignal>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <thread>
 
 namespace sagevid {
@@ -59,6 +60,15 @@ std::unique_ptr<MetricsHttpServer> start_metrics_http(const ServerConfig& config
   return server;
 }
 
+// Waits for one of the (blocked) stop signals while done() is false: the signal, or 0 once done() holds.
+int wait_for_signal(const sigset_t& signals, const std::function<bool()>& done) {
+  while (!done()) {
+    const timespec poll{0, 100'000'000};
+    if (const int signal = sigtimedwait(&signals, nullptr, &poll); signal > 0) return signal;
+  }
+  return 0;
+}
+
 }  // namespace
 
 SagevidServer::SagevidServer(const ServerConfig& config) : SagevidServer(config, load_tokens(config)) {}
@@ -93,6 +103,8 @@ void SagevidServer::load_models() {
 void SagevidServer::shutdown(double drain_seconds) {
   std::call_once(shutdown_once_, [&] { drain_and_stop(drain_seconds); });
 }
+
+void SagevidServer::cancel_all() { service_->cancel_all(); }
 
 void SagevidServer::drain_and_stop(double drain_seconds) {
   service_->stop_accepting();
@@ -132,16 +144,14 @@ int run_server(const ServerConfig& config) {
     load_done = true;
   });
 
-  int signal = -1;
   bool announced = false;
-  while (signal <= 0 && !(load_done && load_error)) {
-    const timespec poll{0, 100'000'000};
-    signal = sigtimedwait(&stop_signals, nullptr, &poll);
+  const int signal = wait_for_signal(stop_signals, [&] {
     if (load_done && !load_error && !announced) {
       spdlog::info("sagevid serving on port {}", server.port());
       announced = true;
     }
-  }
+    return load_done && load_error;
+  });
   if (signal > 0 && !load_done) spdlog::warn("{} while loading models: stopping once loading ends", strsignal(signal));
   loader.join();
   if (load_error) {
@@ -153,10 +163,21 @@ int run_server(const ServerConfig& config) {
     server.shutdown(0);
     return 1;
   }
-  spdlog::info("{}: draining (up to {} s)", strsignal(signal), config.drain_seconds);
-  server.shutdown(config.drain_seconds);
+  spdlog::info("{}: draining (up to {} s; a second signal cancels the running work)", strsignal(signal),
+               config.drain_seconds);
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    server.shutdown(config.drain_seconds);
+    drained = true;
+  });
+  const int second = wait_for_signal(stop_signals, [&] { return drained.load(); });
+  if (second > 0) {
+    spdlog::warn("{} during the drain: cancelling the running work", strsignal(second));
+    server.cancel_all();
+  }
+  drainer.join();
   spdlog::info("sagevid stopped");
-  return 0;
+  return second > 0 ? 128 + second : 0;
 }
 
 }  // namespace sagevid

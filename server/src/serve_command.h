@@ -36,6 +36,8 @@ class SagevidServer {
   // Refuses new work, waits up to drain_seconds for the queued and running jobs, cancels the rest and stops.
   // Safe to call more than once and from any thread; later calls wait for the first.
   void shutdown(double drain_seconds);
+  // Cancels the running jobs and drops the waiting ones: a drain under way ends once they have stopped.
+  void cancel_all();
 
  private:
   SagevidServer(const ServerConfig& config, std::shared_ptr<const BearerTokens> tokens);  // tokens read once
@@ -50,7 +52,8 @@ class SagevidServer {
 };
 
 // `sagevid serve`: serves until SIGTERM or SIGINT, then drains. Returns the exit code: 0 after a drain,
-// 1 when the models could not be loaded (the error is logged).
+// 1 when the models could not be loaded (the error is logged), 128 + the signal's number when a second
+// SIGTERM or SIGINT cut the drain short.
 int run_server(const ServerConfig& config);
 
 }  // namespace sagevid

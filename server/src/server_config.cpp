@@ -103,6 +103,13 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
   config.auth = read_auth(server.object("auth"), base_dir);
   if (config.auth.enabled() && !config.tls.enabled())
     server.fail("auth", "bearer tokens need server.tls (they must not travel in clear text)");
+  config.max_streams = server.get<int64_t>("max_streams", config.max_streams);
+  if (config.max_streams < 1 || config.max_streams > 10000) server.fail("max_streams", "must be in 1..10000");
+  config.write_timeout_seconds = server.get<double>("write_timeout_seconds", config.write_timeout_seconds);
+  if (!(config.write_timeout_seconds > 0)) server.fail("write_timeout_seconds", "must be positive");
+  config.max_stream_buffer_bytes = server.get<int64_t>("max_stream_buffer_bytes", config.max_stream_buffer_bytes);
+  if (config.max_stream_buffer_bytes < (int64_t(1) << 20))  // one video chunk must fit
+    server.fail("max_stream_buffer_bytes", "must be at least 1048576 (one video chunk)");
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -146,7 +153,10 @@ nlohmann::json to_json(const ServerConfig& config) {
              {{"cert_file", config.tls.cert_file.string()},
               {"key_file", config.tls.key_file.string()},
               {"client_ca_file", config.tls.client_ca_file.string()}}},
-            {"auth", {{"token_file", config.auth.file.string()}, {"token_env", config.auth.env}}}}},
+            {"auth", {{"token_file", config.auth.file.string()}, {"token_env", config.auth.env}}},
+            {"max_streams", config.max_streams},
+            {"write_timeout_seconds", config.write_timeout_seconds},
+            {"max_stream_buffer_bytes", config.max_stream_buffer_bytes}}},
           {"attention",
            {{"backend", backend_name(attention.backend)},
             {"fallback", attention.fallback ? nlohmann::json(backend_name(*attention.fallback)) : nullptr}}},

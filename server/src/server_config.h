@@ -29,6 +29,9 @@ struct ServerConfig {
   bool reflection = false;            // gRPC server reflection (needs a token when tokens are configured)
   TlsFiles tls;                       // for gRPC and /metrics; none: plaintext
   TokenSources auth;                  // bearer tokens for gRPC (health excepted) and /metrics; needs tls
+  int64_t max_streams = 32;           // Generate calls open at once; more: RESOURCE_EXHAUSTED
+  double write_timeout_seconds = 30;  // a stream write the client leaves waiting longer ends the call (stalled)
+  int64_t max_stream_buffer_bytes = int64_t(256) << 20;  // video bytes waiting for one client; more ends its call
   AttentionConfig attention;
   std::vector<ModelEntry> models;
 };

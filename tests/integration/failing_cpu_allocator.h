@@ -1,14 +1,17 @@
 #pragma once
-// Fault injection for out-of-memory paths on a machine without a GPU: while installed, torch's CPU
-// allocations go through this allocator, which throws c10::OutOfMemoryError (what the CUDA caching allocator
-// throws when the device is full) at the n-th allocation after arm(n), and passes every other one to the
-// default CPU allocator. Removed (the default restored) by the destructor.
+// Fault injection for error paths on a machine without a GPU: while installed, torch's CPU allocations go
+// through this allocator, which fails the n-th allocation after arm(n) and passes every other one to the
+// default CPU allocator. It fails with c10::OutOfMemoryError (what the CUDA caching allocator throws when the
+// device is full), std::bad_alloc (the host's), or a c10::Error that stands for any internal error (its
+// what() carries a backtrace, as torch's errors do). Removed (the default restored) by the destructor.
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
 #include <atomic>
 #include <cstdint>
+#include <new>
+#include <string>
 
 namespace sagevid::test {
 
@@ -19,13 +22,21 @@ class FailingCpuAllocator final : public c10::Allocator {
   FailingCpuAllocator(const FailingCpuAllocator&) = delete;
   FailingCpuAllocator& operator=(const FailingCpuAllocator&) = delete;
 
+  enum class Failure { out_of_memory, bad_alloc, internal_error };
+
   // The n-th allocation from now (n >= 1) fails; 0 disarms.
-  void arm(int64_t n) { countdown_ = n; }
+  void arm(int64_t n, Failure failure = Failure::out_of_memory) {
+    failure_ = failure;
+    countdown_ = n;
+  }
   bool fired() const { return fired_; }
 
   c10::DataPtr allocate(size_t bytes) override {
     if (countdown_.load() > 0 && countdown_.fetch_sub(1) == 1) {
       fired_ = true;
+      if (failure_ == Failure::bad_alloc) throw std::bad_alloc();
+      if (failure_ == Failure::internal_error)
+        TORCH_CHECK(false, "injected internal error in /opt/sagevid/src/job.cpp ", std::string(4096, '#'));
       TORCH_CHECK_WITH(OutOfMemoryError, false, "injected out of memory: tried to allocate ", bytes, " bytes");
     }
     return inner_->allocate(bytes);
@@ -39,6 +50,7 @@ class FailingCpuAllocator final : public c10::Allocator {
   c10::Allocator* inner_;
   std::atomic<int64_t> countdown_{0};
   std::atomic<bool> fired_{false};
+  std::atomic<Failure> failure_{Failure::out_of_memory};
 };
 
 }  // namespace sagevid::test

@@ -59,6 +59,11 @@ TEST_CASE("command-line overrides win and are validated like the file", "[integr
 TEST_CASE("invalid server configs name the key", "[integration][config]") {
   REQUIRE_THROWS_WITH(parse(R"({"server": {"queue_size": 0}})"), ContainsSubstring("server.queue_size: must be in"));
   REQUIRE_THROWS_WITH(parse(R"({"server": {"drain_seconds": -1}})"), ContainsSubstring("server.drain_seconds"));
+  REQUIRE_THROWS_WITH(parse(R"({"server": {"max_streams": 0}})"), ContainsSubstring("server.max_streams: must be in"));
+  REQUIRE_THROWS_WITH(parse(R"({"server": {"write_timeout_seconds": 0}})"),
+                      ContainsSubstring("server.write_timeout_seconds: must be positive"));
+  REQUIRE_THROWS_WITH(parse(R"({"server": {"max_stream_buffer_bytes": 65536}})"),
+                      ContainsSubstring("server.max_stream_buffer_bytes: must be at least 1048576"));
   REQUIRE_THROWS_WITH(parse(R"({"log_level": "loud"})"), ContainsSubstring("log_level: log level 'loud'"));
   REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "device": "gpu"}]})"),
                       ContainsSubstring("models[0].device: 'gpu': expected cpu, cuda or cuda:N"));

@@ -65,6 +65,8 @@ TEST_CASE("generate streams queued, started, progress, chunks and completed in o
   CHECK(completed.seed() == started.seed());
   CHECK(completed.attention_backend() == "math");
   CHECK(completed.mime_type() == "video/mp4");
+  CHECK(started.request_id().size() >= 8);
+  CHECK(completed.request_id() == started.request_id());
   const v1::PhaseTimes& times = completed.times();
   for (double t : {times.queued_seconds(), times.text_encode_seconds(), times.denoise_seconds(),
                    times.decode_seconds(), times.encode_seconds()})
@@ -129,7 +131,7 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
   CHECK(first_chunk < last_decode);
 }
 
-TEST_CASE("a seed reproduces its video; the raw frames format has the frames' size", "[integration][server]") {
+TEST_CASE("a seed reproduces its video and the raw frames format has the frames' size", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
@@ -248,7 +250,45 @@ TEST_CASE("each invalid field is refused before queueing, naming the field", "[i
   }
 }
 
-TEST_CASE("a backend the config forbids is refused; the configured one is accepted", "[integration][server]") {
+TEST_CASE("a request that is not a valid GenerateRequest is INVALID_ARGUMENT with a message",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  TestServer server(tiny_config());
+  const auto random_bytes = [&draw](int n, int low, int high) {
+    std::string bytes;
+    for (int i = 0; i < n; ++i) bytes += char(std::uniform_int_distribution<int>(low, high)(draw));
+    return bytes;
+  };
+  const std::string prompt = random_bytes(std::uniform_int_distribution<int>(8, 60)(draw), 'a', 'z');
+  v1::GenerateRequest request = small_request(draw);
+  request.set_prompt(prompt);
+  const std::string valid = request.SerializeAsString();
+  const std::size_t prompt_at = valid.find(prompt);
+  REQUIRE(prompt_at != std::string::npos);
+  // Field 2 (prompt), length-delimited, with bytes that are not UTF-8 in the middle of plain text.
+  const std::string bad_text = prompt + random_bytes(2, 0x80, 0xbf) + prompt;  // continuation bytes, no lead; < 128
+  const auto prefixed = [](char first, std::string rest) {
+    rest.insert(rest.begin(), first);
+    return rest;
+  };
+  const std::vector<std::pair<const char*, std::string>> cases = {
+      // Field 1 with wire type 7, which does not exist, then anything.
+      {"garbage", prefixed('\x0f', random_bytes(std::uniform_int_distribution<int>(0, 200)(draw), 0, 255))},
+      {"truncated", valid.substr(0, prompt_at + std::uniform_int_distribution<std::size_t>(0, prompt.size() - 1)(draw))},
+      {"invalid UTF-8", prefixed('\x12', prefixed(char(bad_text.size()), bad_text))},
+  };
+  for (const auto& [name, bytes] : cases) {
+    CAPTURE(name);
+    const RawReply reply = raw_unary_call(server.channel(), "/sagevid.v1.VideoGeneration/Generate", bytes);
+    CHECK(reply.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(reply.status.error_message(), ContainsSubstring("request: not a valid GenerateRequest"));
+  }
+  CHECK(generate(*server.stub(), request).status.ok());  // the same bytes, whole, are a request
+}
+
+TEST_CASE("a backend the config forbids is refused and the configured one is accepted", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);

@@ -1,5 +1,7 @@
 // The server's life with the tiny model: health while loading, cancel and deadline freeing the worker, the
-// full queue, shutdown while busy (in process and by SIGTERM to the binary), a corrupt model at start-up.
+// full queue, clients that stop reading and the cap on open streams, how each ending is counted, internal
+// errors and out of memory, shutdown while busy (in process and by SIGTERM to the binary, twice), a corrupt
+// model at start-up.
 #include "catch.h"
 #include "failing_cpu_allocator.h"
 #include "run_command.h"
@@ -12,6 +14,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <algorithm>
 #include <atomic>
@@ -208,11 +213,21 @@ TEST_CASE("a deadline ends the job with DEADLINE_EXCEEDED and frees the worker",
   CHECK(generate(*stub, small_request(draw, 1)).status.ok());
 }
 
-TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once", "[integration][server]") {
+TEST_CASE("a full queue or server.max_streams open streams answer RESOURCE_EXHAUSTED at once",
+          "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
-  TestServer server(tiny_config({"server.queue_size=1"}));
+  std::string limit, message;  // one job runs and one waits: either limit is then reached
+  SECTION("the queue") {
+    limit = "server.queue_size=1";
+    message = "full";
+  }
+  SECTION("the open streams (the queue has room)") {
+    limit = "server.max_streams=2";
+    message = "too many open streams (server.max_streams = 2)";
+  }
+  TestServer server(tiny_config({limit}));
   const auto stub = server.stub();
   const auto deadline = std::chrono::system_clock::now() + 60s;  // the slow jobs end at the server's shutdown
   Background running(*stub, slow_request(draw), deadline);
@@ -224,7 +239,7 @@ TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once", "[integration][serv
   const GenerateResult refused = generate(*stub, small_request(draw));
   CHECK(seconds(Clock::now() - start) < 1);
   CHECK(refused.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
-  CHECK_THAT(refused.status.error_message(), ContainsSubstring("full"));
+  CHECK_THAT(refused.status.error_message(), ContainsSubstring(message));
   CHECK(refused.events.empty());
 
   server.server().shutdown(0);  // cancels both: the running one at its next step, the waiting one at once
@@ -270,29 +285,156 @@ TEST_CASE("shutdown refuses new calls, lets running work finish within the drain
   }
 }
 
-TEST_CASE("out of memory in a job is RESOURCE_EXHAUSTED for that job; the server keeps serving", "[integration][server]") {
+TEST_CASE("a failing job ends alone: out of memory of any kind is RESOURCE_EXHAUSTED and an internal error "
+          "a short message with the request id",
+          "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
   TestServer server(tiny_config());
   const auto stub = server.stub();
+  using Failure = FailingCpuAllocator::Failure;
+  Failure failure = Failure::out_of_memory;
+  SECTION("torch's out of memory") {}
+  SECTION("the host's std::bad_alloc") { failure = Failure::bad_alloc; }
+  SECTION("an internal error with a backtrace") { failure = Failure::internal_error; }
   FailingCpuAllocator allocator;
   // Anywhere in the job: the tiny model's smallest request allocates thousands of tensors.
   const int64_t nth = std::uniform_int_distribution<int64_t>(1, 400)(draw);
   CAPTURE(nth);
-  allocator.arm(nth);
+  allocator.arm(nth, failure);
   const GenerateResult failed = generate(*stub, small_request(draw));
   allocator.arm(0);
   REQUIRE(allocator.fired());
-  CHECK(failed.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
-  CHECK_THAT(failed.status.error_message(), ContainsSubstring("out of memory on cpu"));
-  CHECK(failed.first(v1::GenerateEvent::kStarted) != nullptr);  // it ran, it was not refused
+  const v1::GenerateEvent* started = failed.first(v1::GenerateEvent::kStarted);
+  REQUIRE(started != nullptr);  // it ran, it was not refused
   CHECK(failed.first(v1::GenerateEvent::kCompleted) == nullptr);
+  const std::string& message = failed.status.error_message();
+  CAPTURE(message);
+  if (failure == Failure::internal_error) {
+    CHECK(failed.status.error_code() == grpc::StatusCode::INTERNAL);
+    const std::string& id = started->started().request_id();
+    REQUIRE(id.size() >= 8);
+    CHECK_THAT(message, ContainsSubstring("request " + id));
+    CHECK(message.size() < 200);
+    CHECK_THAT(message, !ContainsSubstring("injected") && !ContainsSubstring("/") && !ContainsSubstring("frame #"));
+  } else {
+    CHECK(failed.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(message, ContainsSubstring("out of memory on cpu"));
+  }
 
   CHECK(wait_until_idle(*stub, 5s));
   const GenerateResult next = generate(*stub, small_request(draw));
   CHECK(next.status.ok());
   CHECK(next.first(v1::GenerateEvent::kCompleted) != nullptr);
+}
+
+namespace {
+
+// One denoising step, raw RGB frames out: frames x side x side x 3 bytes of video, far beyond an HTTP/2
+// receive window.
+v1::GenerateRequest raw_frames_request(std::mt19937_64& draw, int frames, int side) {
+  v1::GenerateRequest request = small_request(draw, 1);
+  request.set_frames(frames);
+  request.set_height(side);
+  request.set_width(side);
+  request.set_output(v1::OUTPUT_FORMAT_RGB_FRAMES);
+  return request;
+}
+
+// A client that sends its request and never reads: with BDP probing off its receive window stays small, so
+// the server's writes block once the window is full.
+struct StalledClient {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::VideoGeneration::Stub> stub;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> reader;
+
+  StalledClient(int port, const v1::GenerateRequest& request) {
+    grpc::ChannelArguments arguments;
+    arguments.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    arguments.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
+    arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // its own connection
+    channel = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(),
+                                        arguments);
+    stub = v1::VideoGeneration::NewStub(channel);
+    reader = stub->Generate(&context, request);
+  }
+  ~StalledClient() {
+    context.TryCancel();
+    reader->Finish();
+  }
+};
+
+// Waits until the server has counted `count` requests with this outcome.
+bool wait_for_outcome(int metrics_port, const std::string& outcome, int count, Clock::duration timeout) {
+  const auto end = Clock::now() + timeout;
+  while (requests_with_outcome(metrics_port, outcome) < count && Clock::now() < end)
+    std::this_thread::sleep_for(20ms);
+  return requests_with_outcome(metrics_port, outcome) >= count;
+}
+
+}  // namespace
+
+TEST_CASE("a client that stops reading is ended at the write timeout and counted stalled while others are served",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  TestServer server(tiny_config({"server.write_timeout_seconds=1", "server.metrics_address=\"127.0.0.1:0\""}));
+  const int metrics = server.server().metrics_port();
+  const auto stub = server.stub();
+  {
+    StalledClient stalled(server.server().port(), raw_frames_request(draw, 9, 128));
+    REQUIRE(wait_for_outcome(metrics, "stalled", 1, 60s));
+    CHECK(requests_with_outcome(metrics, "ok") == 0);  // it did not get its video
+    CHECK(wait_until_idle(*stub));
+  }
+  const GenerateResult next = generate(*stub, small_request(draw));
+  CHECK(next.status.ok());
+  CHECK(requests_with_outcome(metrics, "ok") == 1);
+  CHECK(requests_with_outcome(metrics, "stalled") == 1);
+}
+
+TEST_CASE("past server.max_stream_buffer_bytes a stream that is not read ends before the write timeout",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  TestServer server(tiny_config({"server.write_timeout_seconds=600", "server.max_stream_buffer_bytes=1048576",
+                                 "server.metrics_address=\"127.0.0.1:0\""}));
+  const int metrics = server.server().metrics_port();
+  const auto stub = server.stub();
+  {
+    // 1.6 MB: beyond the cap by more than the client's receive window holds.
+    StalledClient stalled(server.server().port(), raw_frames_request(draw, 17, 176));
+    REQUIRE(wait_for_outcome(metrics, "stalled", 1, 60s));
+    CHECK(wait_until_idle(*stub));
+  }
+  // A client that reads gets as much video through the same cap.
+  const GenerateResult read = generate(*stub, raw_frames_request(draw, 17, 176));
+  CHECK(read.status.ok());
+  CHECK(read.video().size() == 17u * 176 * 176 * 3);
+}
+
+TEST_CASE("deadline expiries are counted deadline_exceeded, not cancelled", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  TestServer server(tiny_config({"server.metrics_address=\"127.0.0.1:0\""}));
+  const auto stub = server.stub();
+  // Between 10 and 100 s gRPC sends the timeout rounded up to 100 ms, so the server's deadline comes up to
+  // that much after the client's, which ends the call first: one running job and four waiting ones.
+  std::vector<std::unique_ptr<Background>> calls;
+  for (int i = 0; i < 5; ++i) {
+    const auto offset = 10s + std::chrono::milliseconds(std::uniform_int_distribution<int>(1, 90)(draw));
+    calls.push_back(std::make_unique<Background>(*stub, slow_request(draw), std::chrono::system_clock::now() + offset));
+  }
+  for (auto& call : calls) CHECK(call->result.get().status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  const int metrics = server.server().metrics_port();
+  CHECK(wait_for_outcome(metrics, "deadline_exceeded", 5, 10s));
+  CHECK(requests_with_outcome(metrics, "deadline_exceeded") == 5);
+  CHECK(requests_with_outcome(metrics, "cancelled") == 0);
 }
 
 TEST_CASE("a corrupt model folder at start-up is a clear error naming the model and file", "[integration][server]") {
@@ -340,6 +482,18 @@ pid_t spawn(const std::vector<std::string>& arguments) {
   return pid;
 }
 
+// `sagevid serve` of the tiny config on address, quiet, with this drain; returns once it says SERVING.
+pid_t serve_tiny(const std::string& address, const std::string& drain_seconds) {
+  const pid_t pid = spawn({sagevid_binary(), "serve", "--config", kTinyConfig.string(), "--set",
+                           "server.address=\"" + address + "\"", "--set", "log_level=warn", "--set",
+                           "server.drain_seconds=" + drain_seconds});
+  const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  const auto end = Clock::now() + 60s;
+  while (health_status(channel) != kServing && Clock::now() < end) std::this_thread::sleep_for(50ms);
+  REQUIRE(health_status(channel) == kServing);
+  return pid;
+}
+
 int wait_exit(pid_t pid) {
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
@@ -349,25 +503,19 @@ int wait_exit(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("sagevid serve drains on SIGTERM and exits 0; a model that cannot load exits 1", "[integration][server]") {
+TEST_CASE("sagevid serve drains on SIGTERM and exits 0 and a model that cannot load exits 1", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
   const std::string binary = sagevid_binary();
   REQUIRE(std::filesystem::exists(binary));
   const std::string address = "127.0.0.1:" + std::to_string(free_port());
-  const pid_t pid = spawn({binary, "serve", "--config", kTinyConfig.string(), "--set",
-                           "server.address=\"" + address + "\"", "--set", "log_level=warn"});
-  const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  const auto end = Clock::now() + 60s;
-  while (health_status(channel) != kServing && Clock::now() < end) std::this_thread::sleep_for(50ms);
-  REQUIRE(health_status(channel) == kServing);
-
-  const auto stub = v1::VideoGeneration::NewStub(channel);
+  const pid_t pid = serve_tiny(address, "600");  // the job finishes within the drain however slow the machine
+  const auto stub = v1::VideoGeneration::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   Background job(*stub, small_request(draw, 20));
   REQUIRE(job.wait_denoising());
   REQUIRE(kill(pid, SIGTERM) == 0);
-  CHECK(job.result.get().status.ok());  // within tiny.json's 10 s drain
+  CHECK(job.result.get().status.ok());
   CHECK(wait_exit(pid) == 0);
 
   const pid_t broken = spawn({binary, "serve", "--config", kTinyConfig.string(), "--set",
@@ -388,4 +536,37 @@ TEST_CASE("a second server on a port in use fails at start-up naming the address
   CHECK(second.exit_status != 124);
   CHECK(second.output.find("cannot listen on " + address) != std::string::npos);
   CHECK(health_status(first.channel()) == kNotServing);  // the first server still answers
+}
+
+TEST_CASE("a second SIGTERM during the drain cancels the running work at once and exits non-zero",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  const std::string address = "127.0.0.1:" + std::to_string(free_port());
+  const pid_t pid = serve_tiny(address, "600");
+  const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  const auto stub = v1::VideoGeneration::NewStub(channel);
+  Background job(*stub, slow_request(draw));
+  REQUIRE(job.wait_denoising());
+  REQUIRE(kill(pid, SIGTERM) == 0);
+  const auto end = Clock::now() + 30s;
+  while (health_status(channel) == kServing && Clock::now() < end) std::this_thread::sleep_for(10ms);
+  REQUIRE(kill(pid, SIGTERM) == 0);
+
+  const bool stopped = job.result.wait_for(30s) == std::future_status::ready;
+  int status = 0;
+  pid_t exited = 0;
+  for (const auto stop_by = Clock::now() + 30s; exited == 0 && Clock::now() < stop_by;
+       std::this_thread::sleep_for(20ms))
+    exited = waitpid(pid, &status, WNOHANG);
+  if (exited == 0) {  // the drain went on: end it so that the test does not wait 600 s
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  REQUIRE(stopped);
+  CHECK(job.result.get().status.error_code() == grpc::StatusCode::UNAVAILABLE);
+  REQUIRE(exited == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 128 + SIGTERM);
 }

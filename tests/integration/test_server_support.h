@@ -2,6 +2,7 @@
 // A real sagevid server for the tests: 127.0.0.1 on a free port, the tiny model on the CPU in float32 with
 // the math backend (configs/tiny.json), and small helpers to call it.
 #include "catch.h"
+#include "integration/http_get.h"
 
 #include "serve_command.h"
 #include "server_config.h"
@@ -152,5 +153,15 @@ inline int health_status(const std::shared_ptr<grpc::Channel>& channel) {
 }
 
 constexpr int kServing = 1, kNotServing = 2;
+
+// sagevid_requests_total{outcome="..."} from the server's /metrics; 0 before the first such request, -1
+// when the endpoint does not answer.
+inline int requests_with_outcome(int metrics_port, const std::string& outcome) {
+  const auto response = http_get(metrics_port, "/metrics");
+  if (!response || response->status != 200) return -1;
+  const std::string series = "sagevid_requests_total{outcome=\"" + outcome + "\"} ";
+  const std::size_t at = response->body.find(series);
+  return at == std::string::npos ? 0 : std::stoi(response->body.substr(at + series.size()));
+}
 
 }  // namespace sagevid::test
