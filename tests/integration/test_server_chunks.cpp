@@ -53,7 +53,7 @@ TEST_CASE("chunks are contiguous, within the limit, and only the final one is la
   CHECK(chunker.total() == written.size());
 }
 
-TEST_CASE("a full chunk goes out at once; flush sends a partial one; finish marks the end", "[integration][server]") {
+TEST_CASE("a full chunk goes out at once, flush sends a partial one, finish marks the end", "[integration][server]") {
   Collected out;
   VideoChunker chunker(4, out.sink());
   chunker.append("abc");
