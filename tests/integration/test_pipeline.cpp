@@ -3,6 +3,7 @@
 // frame streaming, progress, cancellation, validation and seeding.
 #include "catch.h"
 #include "test_random.h"
+#include "unit/safetensors_writer.h"
 
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/pipeline.h"
@@ -11,6 +12,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 #include <unistd.h>
@@ -163,6 +165,28 @@ TEST_CASE("DPM with dynamic CFG, no guidance and a 1.5-like transformer match di
                     {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
   const auto fixture = sagevid::SafetensorsModel::open(kVariants / "frames.safetensors");
   check_frames_match(at::cat(batches, 0), fixture.view(name), name);
+}
+
+TEST_CASE("NaN transformer weights fail the job naming the denoising step, with no frames", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const sagevid::testing::TempDir transformer;
+  const auto weights = sagevid::SafetensorsModel::open(kModel / "transformer");
+  sagevid::testing::SafetensorsWriter writer;
+  for (const std::string& name : weights.names()) {
+    const at::Tensor nan = at::full(weights.info(name).shape, std::numeric_limits<float>::quiet_NaN(), at::kFloat);
+    writer.add(name, "F32", nan.sizes().vec(), sagevid::testing::bytes_of(nan));
+  }
+  writer.write(transformer / "diffusion_pytorch_model.safetensors");
+  fs::copy_file(kModel / "transformer" / "config.json", transformer / "config.json");
+  const VariantModel model("nan-weights", kModel / "scheduler", transformer.path);
+  const auto pipeline = CogVideoXPipeline::load(model.dir, {});
+  const GenerationRequest request = quick_request(rng.seed);
+  size_t batches = 0;
+  REQUIRE_THROWS_WITH(pipeline.generate(request, {.on_frames = [&](const at::Tensor&) { ++batches; }}),
+                      ContainsSubstring("denoising step 1 of " + std::to_string(request.num_inference_steps)) &&
+                          ContainsSubstring("non-finite latents"));
+  CHECK(batches == 0);
 }
 
 TEST_CASE("fixed initial latents replace the seeded draw", "[pipeline]") {
