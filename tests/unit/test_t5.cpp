@@ -22,7 +22,7 @@ double max_relative_error(const at::Tensor& got, const at::Tensor& want) {
 
 }  // namespace
 
-TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding", "[t5]") {
+TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding, special tokens typed in", "[t5]") {
   const nlohmann::json cases = nlohmann::json::parse(std::ifstream(kT5 / "prompts.json"));
   const sagevid::T5Tokenizer tokenizer(kT5 / "tokenizer" / "spiece.model");
   const int64_t max_length = cases["max_length"];
@@ -32,6 +32,7 @@ TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding", "[t
     CHECK(tokenizer.encode(prompt, max_length) == cases["input_ids"][i].get<std::vector<int64_t>>());
   }
   CHECK(tokenizer.count_tokens("an astronaut riding a horse on the moon while waves crash") > max_length);
+  CHECK(tokenizer.count_tokens("</s><pad> <unk>") == 3);
   REQUIRE_THROWS_WITH(sagevid::T5Tokenizer(kT5 / "missing.model"), ContainsSubstring("missing.model"));
 }
 
