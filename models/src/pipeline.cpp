@@ -146,12 +146,12 @@ const char* phase_name(GenerationPhase phase) {
 CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
   const nlohmann::json model_index = read_model_index(model_dir);
   check_dtype(options);
+  SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
   T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
   T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", target);
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
-  SchedulerConfig scheduler = load_scheduler(model_dir, model_index);
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config());
   const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler);
   CogVideoXPipeline pipeline;
