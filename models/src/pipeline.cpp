@@ -13,17 +13,33 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void check_model_index(const fs::path& model_dir) {
+// model_index.json, checked to name a text-to-video CogVideoXPipeline.
+nlohmann::json read_model_index(const fs::path& model_dir) {
   const fs::path index = model_dir / "model_index.json";
   if (!fs::exists(index))
     throw std::runtime_error(model_dir.string() + ": not a diffusers model folder (no model_index.json)");
-  const nlohmann::json document = read_json_file(index);
+  nlohmann::json document = read_json_file(index);
   const auto name = document.find("_class_name");
   if (name == document.end() || !name->is_string())
     throw std::runtime_error(index.string() + ": _class_name missing (expected CogVideoXPipeline)");
   if (*name != "CogVideoXPipeline")
     throw std::runtime_error(index.string() + ": _class_name " + name->get<std::string>() +
                              " is not served (only the text-to-video CogVideoXPipeline)");
+  return document;
+}
+
+// diffusers builds the scheduler class model_index.json names from scheduler_config.json's values; the config's
+// own _class_name decides only when the index names no scheduler.
+SchedulerConfig load_scheduler(const fs::path& model_dir, const nlohmann::json& model_index) {
+  const fs::path config_file = model_dir / "scheduler" / "scheduler_config.json";
+  nlohmann::json config = read_json_file(config_file);
+  const auto entry = model_index.find("scheduler");
+  if (entry == model_index.end()) return SchedulerConfig::from_json(config, config_file.string());
+  if (!entry->is_array() || entry->size() != 2 || !entry->at(1).is_string())
+    throw std::runtime_error((model_dir / "model_index.json").string() +
+                             ": scheduler must be [library, class name], got " + entry->dump());
+  config["_class_name"] = entry->at(1);
+  return SchedulerConfig::from_json(config, config_file.string() + " (class from model_index.json)");
 }
 
 void check_dtype(const PipelineOptions& options) {
@@ -128,14 +144,14 @@ const char* phase_name(GenerationPhase phase) {
 }
 
 CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
-  check_model_index(model_dir);
+  const nlohmann::json model_index = read_model_index(model_dir);
   check_dtype(options);
+  SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
   T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
   T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", target);
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
-  SchedulerConfig scheduler = SchedulerConfig::from_file(model_dir / "scheduler" / "scheduler_config.json");
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config());
   const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler);
   CogVideoXPipeline pipeline;

@@ -7,6 +7,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
@@ -15,6 +16,8 @@
 #include <chrono>
 #include <cmath>
 #include <numbers>
+#include <stdexcept>
+#include <string>
 
 namespace sagevid {
 namespace {
@@ -50,6 +53,13 @@ at::Tensor encode_prompts(const T5Tokenizer& tokenizer, const T5Encoder& encoder
   }
   const at::Tensor input_ids = at::tensor(ids, at::kLong).view({int64_t(prompts.size()), max_tokens});
   return encoder.forward(input_ids, attention);
+}
+
+// Non-finite latents (NaN weights, an overflow) would otherwise run on and decode to a plausible-looking video.
+void check_finite(const at::Tensor& latents, int step, int total) {
+  if (!at::isfinite(latents).all().item<bool>())
+    throw std::runtime_error("denoising step " + std::to_string(step) + " of " + std::to_string(total) +
+                             " produced non-finite latents (NaN or infinity): damaged weights or an overflow");
 }
 
 // [1, 3, T, H, W] from the VAE -> uint8 RGB [T, H, W, 3] on the CPU: diffusers' postprocess_video (x * 0.5 +
@@ -98,6 +108,7 @@ class Generation {
         prediction = halves[0] + guidance_at(timesteps[size_t(i)], total) * (halves[1] - halves[0]);
       }
       latents = scheduler.step(prediction, i, latents, &generator_).to(options_.dtype);
+      check_finite(latents, i + 1, total);
       wait_for(options_.device);
       step_s.push_back(seconds_since(start));
       report(GenerationPhase::denoise, i + 1, total);

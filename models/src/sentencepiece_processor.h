@@ -5,6 +5,7 @@
 #include "sentencepiece_unigram.h"
 
 #include <filesystem>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -25,6 +26,8 @@ class SentencePieceProcessor {
   int bos_id() const { return bos_id_; }
   int eos_id() const { return eos_id_; }
   int pad_id() const { return pad_id_; }
+  // The piece's text, as sentencepiece's IdToPiece; id must be in the vocabulary.
+  const std::string& id_to_piece(int id) const { return model_.piece(id); }
 
  private:
   Normalizer normalizer_;

@@ -5,6 +5,7 @@
 #include "sentencepiece_model.h"
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -19,6 +20,7 @@ class UnigramModel {
   // Piece ids of the best segmentation; one unk id per character no piece covers.
   std::vector<int> segment(std::string_view normalized) const;
   int unk_id() const { return unk_id_; }
+  const std::string& piece(int id) const { return pieces_.at(size_t(id)).text; }
 
  private:
   // A byte trie over the segmentable pieces (normal, user-defined, unused).

@@ -17,6 +17,13 @@ std::string shape_string(at::IntArrayRef shape) {
   return out.str();
 }
 
+// Every weight the models load is floating point; anything else is a damaged or mislabelled checkpoint whose
+// bytes a silent conversion would turn into garbage. F64 converts faithfully (diffusers saves its float64 sincos
+// position buffers so); FP8 does not (its checkpoints need scales we would not apply).
+bool is_weight_dtype(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kDouble;
+}
+
 }  // namespace
 
 WeightLoader::WeightLoader(const std::filesystem::path& dir, const at::TensorOptions& target)
@@ -49,6 +56,9 @@ at::Tensor WeightLoader::get(const std::string& name, at::IntArrayRef expected_s
   if (at::IntArrayRef(info.shape) != expected_shape)
     throw std::runtime_error(checkpoint_->path().string() + ": tensor '" + name + "' has shape " +
                              shape_string(info.shape) + ", the config expects " + shape_string(expected_shape));
+  if (!is_weight_dtype(info.dtype))
+    throw std::runtime_error(checkpoint_->file_of(name).path().string() + ": tensor '" + name + "' is stored as " +
+                             info.dtype_name + ", expected a floating point dtype (F32, F16, BF16 or F64)");
   used_.insert(name);
   return checkpoint_->load(name, target_);
 }

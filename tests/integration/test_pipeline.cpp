@@ -1,8 +1,9 @@
 // The whole text-to-video pipeline on the tiny model (assets/tiny-cogvideox) on the CPU in fp32: parity with
 // the frames diffusers' CogVideoXPipeline made from it (tests/fixtures/pipeline, scripts/make_tiny_model.py),
-// frame streaming, progress, cancellation, validation and seeding.
+// frame streaming, progress, cancellation, validation, seeding and failing on non-finite latents.
 #include "catch.h"
 #include "test_random.h"
+#include "unit/safetensors_writer.h"
 
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/pipeline.h"
@@ -11,6 +12,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 #include <unistd.h>
@@ -56,15 +58,17 @@ GenerationRequest request_from_json(const nlohmann::json& json) {
 // The request diffusers ran for the fixture frames.
 GenerationRequest fixture_request() { return request_from_json(sagevid::read_json_file(kFixture / "request.json")); }
 
-// A model folder of symlinks: the tiny model with another scheduler and/or transformer folder. Removed at scope end.
+// A model folder of symlinks: the tiny model with another scheduler, transformer folder and/or model_index.json.
+// Removed at scope end.
 struct VariantModel {
   fs::path dir;
-  VariantModel(const std::string& name, const fs::path& scheduler, const fs::path& transformer)
+  VariantModel(const std::string& name, const fs::path& scheduler, const fs::path& transformer,
+               const fs::path& model_index = kModel / "model_index.json")
       : dir(fs::temp_directory_path() / ("sagevid-pipeline-" + name + "-" + std::to_string(::getpid()))) {
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const char* part : {"model_index.json", "tokenizer", "text_encoder", "vae"})
-      fs::create_symlink(kModel / part, dir / part);
+    for (const char* part : {"tokenizer", "text_encoder", "vae"}) fs::create_symlink(kModel / part, dir / part);
+    fs::create_symlink(model_index, dir / "model_index.json");
     fs::create_symlink(scheduler, dir / "scheduler");
     fs::create_symlink(transformer, dir / "transformer");
   }
@@ -151,18 +155,48 @@ TEST_CASE("the pipeline's frames match diffusers' CogVideoXPipeline on the tiny 
   CHECK(outcome.result.attention_backend == "math");
 }
 
-TEST_CASE("DPM with dynamic CFG, no guidance and a 1.5-like transformer match diffusers", "[pipeline]") {
-  const std::string name = GENERATE(as<std::string>{}, "dpm-dynamic-cfg", "no-guidance", "1.5-patch-t");
+TEST_CASE("DPM with dynamic CFG, no guidance, a 1.5-like transformer and the index's scheduler class match diffusers",
+          "[pipeline]") {
+  const std::string name =
+      GENERATE(as<std::string>{}, "dpm-dynamic-cfg", "no-guidance", "1.5-patch-t", "index-names-dpm");
   CAPTURE(name);
   const nlohmann::json variant = sagevid::read_json_file(kVariants / "requests.json").at(name);
+  // model_index.json names the scheduler class diffusers ran, which is the scheduler config's own except where
+  // the variant says otherwise (index-names-dpm: a CogVideoXDDIMScheduler config under an index naming DPM).
+  const std::string scheduler_class = variant.value("model_index", variant.at("scheduler").get<std::string>());
+  const fs::path model_index =
+      scheduler_class == "dpm" ? kVariants / "model-index-dpm" / "model_index.json" : kModel / "model_index.json";
   const VariantModel model(name, variant.at("scheduler") == "dpm" ? kVariants / "scheduler-dpm" : kModel / "scheduler",
-                           variant.at("transformer") == "1.5" ? kVariants / "transformer-1.5" : kModel / "transformer");
+                           variant.at("transformer") == "1.5" ? kVariants / "transformer-1.5" : kModel / "transformer",
+                           model_index);
   const auto pipeline = CogVideoXPipeline::load(model.dir, {});
   std::vector<at::Tensor> batches;
   pipeline.generate(request_from_json(variant.at("request")),
                     {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
   const auto fixture = sagevid::SafetensorsModel::open(kVariants / "frames.safetensors");
   check_frames_match(at::cat(batches, 0), fixture.view(name), name);
+}
+
+TEST_CASE("NaN transformer weights fail the job naming the denoising step, with no frames", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const sagevid::testing::TempDir transformer;
+  const auto weights = sagevid::SafetensorsModel::open(kModel / "transformer");
+  sagevid::testing::SafetensorsWriter writer;
+  for (const std::string& name : weights.names()) {
+    const at::Tensor nan = at::full(weights.info(name).shape, std::numeric_limits<float>::quiet_NaN(), at::kFloat);
+    writer.add(name, "F32", nan.sizes().vec(), sagevid::testing::bytes_of(nan));
+  }
+  writer.write(transformer / "diffusion_pytorch_model.safetensors");
+  fs::copy_file(kModel / "transformer" / "config.json", transformer / "config.json");
+  const VariantModel model("nan-weights", kModel / "scheduler", transformer.path);
+  const auto pipeline = CogVideoXPipeline::load(model.dir, {});
+  const GenerationRequest request = quick_request(rng.seed);
+  size_t batches = 0;
+  REQUIRE_THROWS_WITH(pipeline.generate(request, {.on_frames = [&](const at::Tensor&) { ++batches; }}),
+                      ContainsSubstring("denoising step 1 of " + std::to_string(request.num_inference_steps)) &&
+                          ContainsSubstring("non-finite latents"));
+  CHECK(batches == 0);
 }
 
 TEST_CASE("fixed initial latents replace the seeded draw", "[pipeline]") {
@@ -306,6 +340,16 @@ TEST_CASE("a folder that is not a CogVideoX text-to-video model is refused namin
   fs::create_directories(empty);
   CHECK_THROWS_WITH(CogVideoXPipeline::load(empty, {}), ContainsSubstring("model_index.json"));
   fs::remove_all(empty);
+}
+
+TEST_CASE("a scheduler class model_index.json names that is not served is refused naming it", "[pipeline]") {
+  nlohmann::json index = sagevid::read_json_file(kModel / "model_index.json");
+  index["scheduler"] = {"diffusers", "EulerDiscreteScheduler"};
+  const sagevid::testing::TempDir dir;
+  sagevid::testing::write_file(dir / "model_index.json", index.dump());
+  const VariantModel model("euler-index", kModel / "scheduler", kModel / "transformer", dir / "model_index.json");
+  CHECK_THROWS_WITH(CogVideoXPipeline::load(model.dir, {}),
+                    ContainsSubstring("EulerDiscreteScheduler") && ContainsSubstring("model_index.json"));
 }
 
 TEST_CASE("a request's own backend runs with the pipeline's fallback, counted on that backend", "[pipeline]") {

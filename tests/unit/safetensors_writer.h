@@ -1,6 +1,7 @@
 #pragma once
 // Test-only safetensors writer: builds valid files from (name, dtype, shape, bytes) entries, and the
 // raw pieces (length prefix, header text, data) for building deliberately corrupt ones.
+#include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -39,6 +40,12 @@ inline void write_file(const std::filesystem::path& path, const std::string& byt
 inline std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The bytes of a contiguous CPU tensor, as SafetensorsWriter::add takes them.
+inline std::string bytes_of(const at::Tensor& t) {
+  if (t.nbytes() == 0) return {};
+  return std::string(static_cast<const char*>(t.data_ptr()), t.nbytes());
 }
 
 class SafetensorsWriter {

@@ -27,6 +27,7 @@ using sagevid::SafetensorsError;
 using sagevid::SafetensorsFile;
 using sagevid::SafetensorsModel;
 using sagevid::TensorInfo;
+using sagevid::testing::bytes_of;
 using sagevid::testing::le64;
 using sagevid::testing::read_file;
 using sagevid::testing::safetensors_bytes;
@@ -66,11 +67,6 @@ std::string random_bytes(size_t n, std::mt19937_64& rng, bool booleans = false) 
   for (char& c : out) c = char(booleans ? rng() & 1 : rng());
   if (n > 0 && out.find_first_not_of('\0') == std::string::npos) out[0] = 1;
   return out;
-}
-
-std::string bytes_of(const at::Tensor& t) {
-  if (t.nbytes() == 0) return {};
-  return std::string(static_cast<const char*>(t.data_ptr()), t.nbytes());
 }
 
 std::vector<int64_t> sizes_of(const at::Tensor& t) { return t.sizes().vec(); }

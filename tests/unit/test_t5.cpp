@@ -1,5 +1,6 @@
 // T5 tokenizer and encoder against transformers (tests/fixtures/make_t5_fixtures.py wrote the fixtures).
 #include "catch.h"
+#include "safetensors_writer.h"
 #include "test_random.h"
 
 #include "sagevid/models/safetensors.h"
@@ -21,7 +22,7 @@ double max_relative_error(const at::Tensor& got, const at::Tensor& want) {
 
 }  // namespace
 
-TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding", "[t5]") {
+TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding, special tokens typed in", "[t5]") {
   const nlohmann::json cases = nlohmann::json::parse(std::ifstream(kT5 / "prompts.json"));
   const sagevid::T5Tokenizer tokenizer(kT5 / "tokenizer" / "spiece.model");
   const int64_t max_length = cases["max_length"];
@@ -31,6 +32,7 @@ TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding", "[t
     CHECK(tokenizer.encode(prompt, max_length) == cases["input_ids"][i].get<std::vector<int64_t>>());
   }
   CHECK(tokenizer.count_tokens("an astronaut riding a horse on the moon while waves crash") > max_length);
+  CHECK(tokenizer.count_tokens("</s><pad> <unk>") == 3);
   REQUIRE_THROWS_WITH(sagevid::T5Tokenizer(kT5 / "missing.model"), ContainsSubstring("missing.model"));
 }
 
@@ -75,4 +77,26 @@ TEST_CASE("a T5 config that does not fit the weights names the tensor and both s
   std::ofstream(dir / "config.json") << config.dump();
   REQUIRE_THROWS_WITH(sagevid::T5Encoder::load(dir, at::TensorOptions()), ContainsSubstring("feed_forward_proj"));
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a weight stored as I32 is refused at load naming the file, the tensor and the dtype", "[t5]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const auto weights = sagevid::SafetensorsModel::open(kT5 / "text_encoder" / "model.safetensors");
+  const std::vector<std::string> names = weights.names();
+  const std::string damaged = names[rng.seed % names.size()];
+  CAPTURE(damaged);
+  sagevid::testing::SafetensorsWriter writer;
+  for (const std::string& name : names) {
+    const bool is_damaged = name == damaged;
+    const at::Tensor stored = is_damaged ? weights.view(name).to(at::kInt) : weights.view(name).contiguous();
+    writer.add(name, is_damaged ? "I32" : weights.info(name).dtype_name, stored.sizes().vec(),
+               sagevid::testing::bytes_of(stored));
+  }
+  const sagevid::testing::TempDir dir;
+  writer.write(dir / "model.safetensors");
+  std::filesystem::copy_file(kT5 / "text_encoder" / "config.json", dir / "config.json");
+  REQUIRE_THROWS_WITH(sagevid::T5Encoder::load(dir.path, at::TensorOptions()),
+                      ContainsSubstring((dir / "model.safetensors").string()) &&
+                          ContainsSubstring("tensor '" + damaged + "' is stored as I32") && ContainsSubstring("F32"));
 }

@@ -118,7 +118,8 @@ class CogVideoXPipeline {
   const ModelLimits& limits() const;
   // Throws InvalidRequest naming the first bad field.
   void validate(const GenerationRequest& request) const;
-  // Runs the request; throws InvalidRequest, GenerationCancelled, or std::runtime_error (c10::Error for OOM).
+  // Runs the request; throws InvalidRequest, GenerationCancelled, or std::runtime_error (c10::Error for OOM; one
+  // naming the denoising step whose latents came out NaN or infinite).
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
 
   const PipelineOptions& options() const;

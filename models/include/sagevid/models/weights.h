@@ -1,6 +1,7 @@
 #pragma once
 // Loads a model's named tensors from its safetensors checkpoint straight onto the target device and dtype,
-// checking each shape, and remembers what was taken so a loader can reject tensors nobody expected.
+// checking each shape and stored dtype (F32, F16, BF16 or F64), and remembers what was taken so a loader can
+// reject tensors nobody expected.
 #include "sagevid/models/safetensors.h"
 
 #include <ATen/core/Tensor.h>
@@ -24,7 +25,8 @@ class WeightLoader {
 
   bool contains(const std::string& name) const { return !checkpoint_ || checkpoint_->contains(name); }
   // The tensor, on the target device and dtype. Missing or mis-shaped: std::runtime_error naming the
-  // checkpoint, the tensor and both shapes.
+  // checkpoint, the tensor and both shapes; stored as anything but F32/F16/BF16/F64: naming the file, the tensor
+  // and the dtype found.
   at::Tensor get(const std::string& name, at::IntArrayRef expected_shape);
   // Throws naming the tensors of the checkpoint that get() never took (a config/weights mismatch).
   void check_all_used() const;
