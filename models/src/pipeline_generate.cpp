@@ -58,7 +58,7 @@ at::Tensor encode_prompts(const T5Tokenizer& tokenizer, const T5Encoder& encoder
 // Non-finite latents (NaN weights, an overflow) would otherwise run on and decode to a plausible-looking video.
 void check_finite(const at::Tensor& latents, int step, int total) {
   if (!at::isfinite(latents).all().item<bool>())
-    throw std::runtime_error("denoising step " + std::to_string(step) + " of " + std::to_string(total) +
+    throw NonFiniteLatents("denoising step " + std::to_string(step) + " of " + std::to_string(total) +
                              " produced non-finite latents (NaN or infinity): damaged weights or an overflow");
 }
 

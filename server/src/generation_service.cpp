@@ -375,6 +375,9 @@ void GenerationService::run_job(Job& job, Call& call) {
     end_job(call, call.stopped_status());
   } catch (const InvalidRequest& e) {
     end_job(call, {grpc::StatusCode::INVALID_ARGUMENT, e.what()});
+  } catch (const NonFiniteLatents& e) {
+    spdlog::error("request {}: {}", call.id, e.what());
+    end_job(call, {grpc::StatusCode::INTERNAL, std::string(e.what()) + " (request " + call.id + ")"});
   } catch (const std::exception& e) {
     end_job(call, failure_status(call, e));
   }

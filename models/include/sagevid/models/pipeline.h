@@ -55,6 +55,12 @@ struct GenerationCancelled : std::runtime_error {
   GenerationCancelled() : std::runtime_error("generation cancelled") {}
 };
 
+// Thrown out of generate() when a denoising step leaves NaN or infinite latents (damaged weights, an
+// overflow): the message names the step and is meant for the caller.
+struct NonFiniteLatents : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 enum class GenerationPhase { text_encode, denoise, decode };
 const char* phase_name(GenerationPhase phase);
 
@@ -118,8 +124,8 @@ class CogVideoXPipeline {
   const ModelLimits& limits() const;
   // Throws InvalidRequest naming the first bad field.
   void validate(const GenerationRequest& request) const;
-  // Runs the request; throws InvalidRequest, GenerationCancelled, or std::runtime_error (c10::Error for OOM; one
-  // naming the denoising step whose latents came out NaN or infinite).
+  // Runs the request; throws InvalidRequest, GenerationCancelled, NonFiniteLatents, or std::runtime_error
+  // (c10::Error for OOM).
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
 
   const PipelineOptions& options() const;
