@@ -7,6 +7,7 @@
 #include "pipeline_parts.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace sagevid {
 namespace {
@@ -18,6 +19,8 @@ constexpr int64_t kFloatBytes = 4;
 // 4x feed-forward hidden and its GELU, the feed-forward output), in units of batch x length x inner_dim,
 // rounded up for RoPE's temporaries and the unpatchified output.
 constexpr int64_t kBlockActivations = 24;
+// The latents, the guided input, the fp32 prediction, its halves and the scheduler's fp32 state, rounded up.
+constexpr int64_t kLatentCopies = 8;
 // The math backend holds q, k, v and its output in fp32, and each chunk's scores and their softmax.
 constexpr int64_t kMathAttentionCopies = 4, kScoreCopies = 2;
 // A decoder resnet at full resolution holds its input, the normed/activated copy, the causally padded input,
@@ -66,8 +69,8 @@ int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_
   const int64_t attention = math ? kMathAttentionCopies * row * kFloatBytes +
                                        score_bytes(batch, c.num_attention_heads, length, kScoreCopies)
                                  : kMathAttentionCopies * row * element;
-  // Latents, the guided input, the fp32 prediction and the scheduler's fp32 state.
-  const int64_t latents = 8 * batch * shape.frames * shape.channels * shape.height * shape.width * kFloatBytes;
+  const int64_t latents =
+      kLatentCopies * batch * (shape.frames + shape.padding) * shape.channels * shape.height * shape.width * kFloatBytes;
   return kBlockActivations * row * element + attention + latents;
 }
 
@@ -76,6 +79,24 @@ int64_t largest_frame_batch(const CogVideoXVaeConfig& vae, int64_t latent_frames
   const int64_t first = std::min(latent_frames, batch_size + latent_frames % batch_size);
   const int64_t rest = latent_frames > first ? batch_size : 0;
   return std::max(1 + (first - 1) * vae.temporal_compression_ratio, rest * vae.temporal_compression_ratio);
+}
+
+// The decoder's causal 3x3x3 convolutions each keep the last two frames of their input between temporal batches
+// (every tile its own): their elements per latent pixel of a tile, summed over the decoder's levels (each up
+// block's resnets at 4x the pixels of the one before).
+int64_t conv_cache_elements_per_latent_pixel(const CogVideoXVaeConfig& vae) {
+  constexpr int64_t kCachedFrames = 2;
+  const std::vector<int64_t> channels(vae.block_out_channels.rbegin(), vae.block_out_channels.rend());
+  int64_t elements = vae.latent_channels + 4 * channels[0];  // conv_in, and the mid block's two resnets
+  int64_t pixels = 1;
+  for (size_t i = 0; i < channels.size(); ++i, pixels *= 4) {
+    for (int64_t j = 0; j <= vae.layers_per_block; ++j) {
+      const int64_t in = j == 0 ? channels[i > 0 ? i - 1 : 0] : channels[i];
+      elements += pixels * (in + channels[i]);  // conv1 reads the resnet's input, conv2 its own channels
+    }
+  }
+  elements += pixels / 4 * channels.back();  // conv_out, at full resolution
+  return kCachedFrames * elements;
 }
 
 // The CPU's unfolded columns of the widest full-resolution convolution, over the frames of one split.
@@ -91,12 +112,15 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
   const int64_t frames = largest_frame_batch(vae, shape.frames, options.frame_batch_size);
   const int64_t factor = vae.spatial_compression();
   const int64_t full_pixels = frames * shape.height * shape.width * factor * factor;
-  int64_t tile_frame_pixels = shape.height * shape.width * factor * factor, tiles_kept = 0;
+  int64_t tile_latent_pixels = shape.height * shape.width, tiles = 1, tiles_kept = 0;
   if (const std::optional<vae::TileGrid> grid = vae::plan_tiles(vae, options, shape.height, shape.width)) {
-    tile_frame_pixels = grid->tile_latent_height * grid->tile_latent_width * factor * factor;
-    // Every decoded tile of the batch is kept for blending (overlapping, so up to twice the frame), then blended.
+    tile_latent_pixels = grid->tile_latent_height * grid->tile_latent_width;
+    tiles = int64_t(grid->row_starts.size() * grid->col_starts.size());
+    // Every decoded tile of the batch is kept (overlapping: up to twice the frame), then blended into one.
     tiles_kept = 3 * vae.out_channels * full_pixels * element;
   }
+  const int64_t tile_frame_pixels = tile_latent_pixels * factor * factor;
+  const int64_t caches = conv_cache_elements_per_latent_pixel(vae) * tile_latent_pixels * tiles * element;
   // Full resolution holds the last up block's channels and, upsampled into it, the block before's.
   const std::vector<int64_t>& channels = vae.block_out_channels;
   const int64_t widest = std::max(channels[0], channels[std::min<size_t>(1, channels.size() - 1)]);
@@ -105,7 +129,7 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
   const int64_t activation = widest * frames * tile_frame_pixels * element;
   const int64_t workspace = cpu ? conv_columns_bytes(widest, frames, tile_frame_pixels, element)
                                 : kCudaConvWorkspace * activation;
-  return kDecoderActivations * activation + workspace + tiles_kept + delivered;
+  return kDecoderActivations * activation + workspace + caches + tiles_kept + delivered;
 }
 
 }  // namespace

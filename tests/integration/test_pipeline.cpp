@@ -299,14 +299,20 @@ TEST_CASE("the memory estimate covers the measured CPU peak of each phase, withi
   CAPTURE(rng.seed);
   std::mt19937_64 draw(rng.seed);
   auto& allocator = sagevid::test::CountingCpuAllocator::installed();
-  const CogVideoXPipeline& pipeline = tiny_pipeline();
-  for (int i = 0; i < 3; ++i) {
+  sagevid::PipelineOptions tiled_options;
+  tiled_options.vae.tiling = true;  // small tiles: every request larger than 32 x 48 decodes tile by tile
+  tiled_options.vae.tile_sample_min_height = 32;
+  tiled_options.vae.tile_sample_min_width = 48;
+  const CogVideoXPipeline tiled = CogVideoXPipeline::load(kModel, tiled_options);
+  for (int i = 0; i < 4; ++i) {
+    const CogVideoXPipeline& pipeline = i < 2 ? tiny_pipeline() : tiled;
+    CAPTURE(i);
     GenerationRequest request = quick_request(draw());
     request.num_frames = 1 + 8 * std::uniform_int_distribution<int64_t>(1, 2)(draw);
     request.height = 16 * std::uniform_int_distribution<int64_t>(1, 12)(draw);
     request.width = 16 * std::uniform_int_distribution<int64_t>(1, 12)(draw);
     request.num_inference_steps = 1;
-    request.guidance_scale = i == 0 ? 1.0 : std::uniform_real_distribution<double>(1.5, 8)(draw);
+    request.guidance_scale = i % 2 ? 1.0 : std::uniform_real_distribution<double>(1.5, 8)(draw);
     CAPTURE(request.num_frames, request.height, request.width, request.guidance_scale);
     const sagevid::MemoryEstimate estimate = pipeline.estimate_memory(request);
 

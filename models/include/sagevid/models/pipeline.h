@@ -107,7 +107,7 @@ struct PipelineOptions {
 
 // Device memory a request needs on top of the resident weights, in bytes: an upper estimate of what each phase
 // holds at its peak (activations, attention scores where the math backend runs, the VAE's full-resolution
-// layers and the frames it hands out).
+// layers, its convolutions' caches and the frames it hands out).
 struct MemoryEstimate {
   int64_t text_encode = 0, denoise = 0, decode = 0;
   int64_t peak() const { return std::max({text_encode, denoise, decode}); }
