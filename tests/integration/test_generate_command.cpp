@@ -140,6 +140,10 @@ TEST_CASE("generate reports a bad request or output path and leaves no file", "[
                                output.string()}) == 2);
   CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64",
                                "--width", "64", "--preset", "warp", "--output", output.string()}) == 2);
+  // 9 frames of 64 x 64 are 3 x 4 x 4 = 48 latent tokens: 3 steps are over a cap of 100.
+  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--set", "models.0.max_latent_token_steps=100", "--prompt", "p",
+                               "--frames", "9", "--height", "64", "--width", "64", "--steps", "3", "--output",
+                               output.string()}) == 2);
   CHECK_FALSE(std::filesystem::exists(output));
   CHECK_FALSE(std::filesystem::exists(output.string() + ".part"));
   CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64",
