@@ -112,15 +112,23 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
   const int64_t frames = largest_frame_batch(vae, shape.frames, options.frame_batch_size);
   const int64_t factor = vae.spatial_compression();
   const int64_t full_pixels = frames * shape.height * shape.width * factor * factor;
-  int64_t tile_latent_pixels = shape.height * shape.width, tiles = 1, tiles_kept = 0;
+  // The largest tile's latent pixels, and all tiles' together (edge tiles are cut at the latent's border).
+  int64_t tile_latent_pixels = shape.height * shape.width, all_tiles_latent_pixels = tile_latent_pixels;
+  int64_t tiles_kept = 0;
   if (const std::optional<vae::TileGrid> grid = vae::plan_tiles(vae, options, shape.height, shape.width)) {
-    tile_latent_pixels = grid->tile_latent_height * grid->tile_latent_width;
-    tiles = int64_t(grid->row_starts.size() * grid->col_starts.size());
+    const auto covered = [](const std::vector<int64_t>& starts, int64_t tile, int64_t size) {
+      int64_t sum = 0;
+      for (int64_t start : starts) sum += std::min(tile, size - start);
+      return sum;
+    };
+    tile_latent_pixels = std::min(grid->tile_latent_height, shape.height) * std::min(grid->tile_latent_width, shape.width);
+    all_tiles_latent_pixels = covered(grid->row_starts, grid->tile_latent_height, shape.height) *
+                              covered(grid->col_starts, grid->tile_latent_width, shape.width);
     // Every decoded tile of the batch is kept (overlapping: up to twice the frame), then blended into one.
     tiles_kept = 3 * vae.out_channels * full_pixels * element;
   }
   const int64_t tile_frame_pixels = tile_latent_pixels * factor * factor;
-  const int64_t caches = conv_cache_elements_per_latent_pixel(vae) * tile_latent_pixels * tiles * element;
+  const int64_t caches = conv_cache_elements_per_latent_pixel(vae) * all_tiles_latent_pixels * element;
   // Full resolution holds the last up block's channels and, upsampled into it, the block before's.
   const std::vector<int64_t>& channels = vae.block_out_channels;
   const int64_t widest = std::max(channels[0], channels[std::min<size_t>(1, channels.size() - 1)]);
