@@ -13,7 +13,7 @@ const char* const kRequestFlagsHelp = R"(request flags (0 or absent: the model's
   --steps N                 denoising steps
   --guidance-scale X        classifier-free guidance scale
   --dynamic-cfg             ramp the guidance scale over the steps
-  --seed N                  0: random (the seed used is reported)
+  --seed N                  the noise seed (0 is a seed too); absent: random (the seed used is reported)
   --fps N                   frame rate written into the MP4
   --format F                mp4 (H.264, default), mp4-lossless or rgb (raw frames)
   --backend NAME            attention backend for this request (sage2, flash, cudnn, math) if the server allows
@@ -54,7 +54,7 @@ sagevid::v1::GenerateRequest request_from_flags(const Flags& flags) {
   request.set_steps(static_cast<int32_t>(flags.integer("--steps", 0, 0, kInt32Max)));
   request.set_guidance_scale(static_cast<float>(flags.real("--guidance-scale", 0, 0, 1e6)));
   request.set_dynamic_cfg(flags.has("--dynamic-cfg"));
-  request.set_seed(flags.unsigned_integer("--seed", 0));
+  if (flags.has("--seed")) request.set_seed(flags.unsigned_integer("--seed", 0));
   request.set_fps(static_cast<int32_t>(flags.integer("--fps", 0, 0, kInt32Max)));
   if (flags.has("--format")) request.set_output(parse_output_format(flags.text("--format", "")));
   request.set_attention_backend(flags.text("--backend", ""));

@@ -153,7 +153,7 @@ def build_request(args, pb2):
     return pb2.GenerateRequest(
         model=args.model, prompt=args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
         height=args.height, width=args.width, steps=args.steps, guidance_scale=args.guidance_scale,
-        dynamic_cfg=args.dynamic_cfg, seed=args.seed, fps=args.fps,
+        dynamic_cfg=args.dynamic_cfg, seed=args.seed, fps=args.fps,  # seed None: absent, so random
         output=pb2.OutputFormat.Value(OUTPUT_FORMATS[args.format]), attention_backend=args.backend)
 
 
@@ -299,7 +299,8 @@ def parse_args(argv):
         gen.add_argument(f"--{name}", type=int, default=0, help=f"{meaning}; 0: the model's default")
     gen.add_argument("--guidance-scale", type=float, default=0.0, help="0: the model's default")
     gen.add_argument("--dynamic-cfg", action="store_true", help="ramp the guidance scale over the steps")
-    gen.add_argument("--seed", type=int, default=0, help="0: random (the seed used is reported)")
+    gen.add_argument("--seed", type=int, default=None,
+                     help="the noise seed (0 is a seed too); absent: random (the seed used is reported)")
     gen.add_argument("--format", choices=list(OUTPUT_FORMATS), default="mp4")
     gen.add_argument("--backend", default="", help="attention backend for this request, if the server allows")
     args = parser.parse_args(argv)
@@ -308,7 +309,7 @@ def parse_args(argv):
     limits = {"frames": 2**31 - 1, "height": 2**31 - 1, "width": 2**31 - 1, "steps": 2**31 - 1, "fps": 2**31 - 1,
               "seed": 2**64 - 1, "guidance_scale": 1e6, "deadline": 1e7}
     for name, limit in limits.items():
-        if not 0 <= getattr(args, name, 0) <= limit:
+        if not 0 <= (getattr(args, name, 0) or 0) <= limit:
             parser.error(f"--{name.replace('_', '-')} must be in [0, {limit}]")
     return args
 

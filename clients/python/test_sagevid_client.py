@@ -148,6 +148,20 @@ class GenerateAgainstFakeServer(unittest.TestCase):
         self.assertIn("denoise 1.250s", out)
         self.assertIn(f"denoise      [{'#' * 24}] {steps}/{steps}", err)
 
+    def test_seed_zero_is_sent_and_no_seed_is_absent(self):
+        server = FakeServer(self.payload)
+        try:
+            for seed_flags in (["--seed", "0"], []):
+                status, _, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                     *seed_flags, "--quiet", "--output", str(self.output))
+                self.assertEqual(status, 0, err)
+        finally:
+            server.stop()
+        with_zero, without = server.requests
+        self.assertTrue(with_zero.HasField("seed"))
+        self.assertEqual(with_zero.seed, 0)
+        self.assertFalse(without.HasField("seed"))
+
     def test_a_lost_chunk_fails_and_leaves_no_file(self):
         server = FakeServer(self.payload, lose_a_chunk=True)
         try:

@@ -30,6 +30,7 @@ std::optional<std::string> cudnn_unsupported(const AttentionCall& call);
 at::Tensor cudnn_attention(const AttentionCall& call);
 
 // score_budget_bytes bounds the fp32 score block held at once (queries are processed in chunks).
-at::Tensor math_attention(const AttentionCall& call, int64_t score_budget_bytes = int64_t(256) << 20);
+constexpr int64_t kMathScoreBudgetBytes = int64_t(256) << 20;
+at::Tensor math_attention(const AttentionCall& call, int64_t score_budget_bytes = kMathScoreBudgetBytes);
 
 }  // namespace sagevid::detail

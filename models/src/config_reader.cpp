@@ -1,5 +1,8 @@
 #include "sagevid/models/config_reader.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -43,8 +46,12 @@ template <> bool ConfigReader::convert<bool>(const std::string& key, const nlohm
 }
 
 template <> int64_t ConfigReader::convert<int64_t>(const std::string& key, const nlohmann::json& v) const {
+  // JSON numbers past 64 bits (1e20, or 20 digits) parse as floats: say what is wrong with them.
+  const bool whole = v.is_number_float() && std::isfinite(v.get<double>()) && std::trunc(v.get<double>()) == v.get<double>();
+  const bool beyond_int64 = (whole && std::fabs(v.get<double>()) >= 0x1p63) ||
+                            (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX));
+  if (beyond_int64) fail(key, v.dump() + " is too large for an integer (the limit is " + std::to_string(INT64_MAX) + ")");
   if (!v.is_number_integer()) fail(key, "expected an integer, got " + type_name(v));
-  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) fail(key, "integer out of range");
   return v.get<int64_t>();
 }
 
@@ -82,8 +89,13 @@ void ConfigReader::finish() const {
 }
 
 nlohmann::json read_json_file(const std::filesystem::path& path) {
+  std::error_code error;
+  const std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (status.type() == std::filesystem::file_type::not_found) throw ConfigError(path.string() + ": no such file");
+  if (status.type() == std::filesystem::file_type::directory)
+    throw ConfigError(path.string() + ": is a directory, not a JSON file");
   std::ifstream in(path);
-  if (!in) throw ConfigError(path.string() + ": cannot open");
+  if (!in) throw ConfigError(path.string() + ": cannot open: " + std::strerror(errno));
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::parse_error& e) {

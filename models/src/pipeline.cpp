@@ -5,6 +5,7 @@
 #include "sagevid/models/config_reader.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <sstream>
 
@@ -42,11 +43,13 @@ SchedulerConfig load_scheduler(const fs::path& model_dir, const nlohmann::json& 
   return SchedulerConfig::from_json(config, config_file.string() + " (class from model_index.json)");
 }
 
-void check_dtype(const PipelineOptions& options) {
+void check_options(const PipelineOptions& options) {
   const c10::ScalarType dtype = options.dtype;
   if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16)
     throw std::invalid_argument(std::string("pipeline dtype ") + c10::toString(dtype) +
                                 " is not served (float32, float16 or bfloat16)");
+  if (options.max_work && *options.max_work < 1)
+    throw std::invalid_argument("pipeline max_work " + std::to_string(*options.max_work) + " is not positive");
 }
 
 // The parts must fit together as a text-to-video model (image-to-video checkpoints take 2x the channels).
@@ -67,8 +70,18 @@ void check_compatible(const fs::path& model_dir, const T5Config& text, const Cog
                              std::to_string(transformer.text_embed_dim));
 }
 
+// The work of the transformer's sample size at the default steps, times the default factor.
+int64_t default_max_work(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae) {
+  GenerationRequest sample;
+  sample.num_frames = 1 + (transformer.latent_sample_frames() - 1) * vae.temporal_compression_ratio;
+  sample.height = transformer.sample_height * vae.spatial_compression();
+  sample.width = transformer.sample_width * vae.spatial_compression();
+  return ModelLimits::kDefaultWorkFactor * latent_tokens(transformer, latent_shape(transformer, vae, sample)) *
+         sample.num_inference_steps;
+}
+
 ModelLimits make_limits(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
-                        const SchedulerConfig& scheduler) {
+                        const SchedulerConfig& scheduler, std::optional<int64_t> max_work) {
   ModelLimits limits;
   limits.spatial_factor = vae.spatial_compression() * transformer.patch_size;
   limits.temporal_compression = vae.temporal_compression_ratio;
@@ -80,6 +93,7 @@ ModelLimits make_limits(const CogVideoXConfig& transformer, const CogVideoXVaeCo
   const int64_t frame_span = 2 * (transformer.sample_frames - 1);
   limits.max_frames = 1 + std::max(limits.frame_step, frame_span / limits.frame_step * limits.frame_step);
   limits.max_steps = int(scheduler.num_train_timesteps);
+  limits.max_work = max_work.value_or(default_max_work(transformer, vae));
   return limits;
 }
 
@@ -134,6 +148,10 @@ LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeC
   return shape;
 }
 
+bool is_blank(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
+}
+
 const char* phase_name(GenerationPhase phase) {
   switch (phase) {
     case GenerationPhase::text_encode: return "text_encode";
@@ -145,7 +163,7 @@ const char* phase_name(GenerationPhase phase) {
 
 CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
   const nlohmann::json model_index = read_model_index(model_dir);
-  check_dtype(options);
+  check_options(options);
   SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
   T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
@@ -153,7 +171,7 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config());
-  const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler);
+  const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler, options.max_work);
   CogVideoXPipeline pipeline;
   pipeline.parts_ = std::make_shared<const Parts>(options, limits, std::move(tokenizer), std::move(text_encoder),
                                                   std::move(transformer), std::move(vae), std::move(scheduler));
@@ -168,7 +186,7 @@ const Attention& CogVideoXPipeline::attention(std::optional<AttentionBackend> ba
 
 void CogVideoXPipeline::validate(const GenerationRequest& request) const {
   const ModelLimits& limits = parts_->limits;
-  if (request.prompt.empty()) throw InvalidRequest("prompt", "must not be empty");
+  if (is_blank(request.prompt)) throw InvalidRequest("prompt", "must not be empty or only whitespace");
   check_size("height", request.height, limits);
   check_size("width", request.width, limits);
   check_frames(request.num_frames, limits);
@@ -181,6 +199,12 @@ void CogVideoXPipeline::validate(const GenerationRequest& request) const {
                                                number_text(limits.max_guidance_scale));
   if (request.latents)
     check_latents(*request.latents, latent_shape(parts_->transformer.config(), parts_->vae.config(), request));
+  const int64_t request_work = work(request);
+  if (request_work > limits.max_work)
+    throw RequestTooLarge("the request's work, " + std::to_string(request_work / request.num_inference_steps) +
+                          " latent tokens x " + std::to_string(request.num_inference_steps) + " steps = " +
+                          std::to_string(request_work) + ", is over this model's limit of " +
+                          std::to_string(limits.max_work) + " (fewer frames, a smaller size or fewer steps)");
 }
 
 }  // namespace sagevid

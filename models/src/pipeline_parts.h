@@ -55,5 +55,7 @@ struct LatentShape {
 };
 LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
                          const GenerationRequest& request);
+// Video tokens the transformer sees for latents of this shape.
+int64_t latent_tokens(const CogVideoXConfig& transformer, const LatentShape& shape);
 
 }  // namespace sagevid

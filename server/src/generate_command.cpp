@@ -1,5 +1,7 @@
 #include "generate_command.h"
 
+#include "memory_check.h"
+#include "request_validation.h"
 #include "server_config.h"
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/logging.h"
@@ -12,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <random>
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
@@ -27,11 +28,12 @@ constexpr const char* kUsage = R"(usage: sagevid generate --prompt TEXT [options
   --prompt TEXT            what to generate (required)
   --negative-prompt TEXT   what to steer away from (with guidance > 1)
   --frames N --height H --width W --steps S --guidance G
-                           request parameters (default: the pipeline's: 49 frames, 480x720, 50 steps, 6.0)
+                           request parameters (default: the model's, as the server takes them: its sample
+                           frames and size, 50 steps, guidance 6.0)
   --dynamic-cfg            cosine-ramped guidance over the steps
-  --seed N                 0 or absent: a random seed, printed
+  --seed N                 the noise seed (0 is a seed like any other); absent: a random one, printed
   --backend NAME           attention backend for this run (sage2, flash, cudnn, math)
-  --fps F                  frames per second of the video (default 8)
+  --fps F                  frames per second of the video (default: the model's, 8)
   --format mp4|lossless|frames
                            H.264 in fragmented MP4 (default); lossless H.264 4:4:4; raw RGB frames
   --crf N --preset NAME    libx264 quality (default 23) and speed (default veryfast)
@@ -93,25 +95,18 @@ const ModelEntry& find_model(const ServerConfig& config, const std::string& name
   throw std::invalid_argument("--model: unknown model '" + name + "' (the config has: " + known + ")");
 }
 
-// A fresh seed below 2^53, so that it survives a round trip through JSON or Python unchanged.
-uint64_t draw_seed() {
-  std::random_device entropy;
-  const uint64_t bits = (uint64_t(entropy()) << 32) | entropy();
-  return 1 + bits % ((1ull << 53) - 1);
-}
-
-GenerationRequest make_request(const GenerateArgs& args) {
+// What the flags say, the model's defaults (as the server fills them in) for the rest.
+GenerationRequest make_request(const GenerateArgs& args, const ModelDefaults& defaults) {
   GenerationRequest request;
   request.prompt = args.prompt;
   request.negative_prompt = args.negative_prompt;
-  if (args.frames) request.num_frames = *args.frames;
-  if (args.height) request.height = *args.height;
-  if (args.width) request.width = *args.width;
-  if (args.steps) request.num_inference_steps = *args.steps;
-  if (args.guidance) request.guidance_scale = *args.guidance;
+  request.num_frames = args.frames.value_or(defaults.frames);
+  request.height = args.height.value_or(defaults.height);
+  request.width = args.width.value_or(defaults.width);
+  request.num_inference_steps = args.steps.value_or(defaults.steps);
+  request.guidance_scale = args.guidance.value_or(defaults.guidance_scale);
   request.dynamic_cfg = args.dynamic_cfg;
-  request.seed = args.seed;
-  if (request.seed == 0) request.seed = draw_seed();
+  request.seed = args.seed ? *args.seed : random_seed();
   if (!args.backend.empty()) request.attention_backend = parse_attention_backend(args.backend);
   return request;
 }
@@ -164,29 +159,31 @@ int generate(const GenerateArgs& args) {
   const ServerConfig config = load_server_config(args.config, args.overrides);
   set_log_level(config.log_level);
   const ModelEntry& model = find_model(config, args.model);
-  GenerationRequest request = make_request(args);
-
-  VideoEncoderOptions video;
-  video.fps = args.fps;
-  video.format = args.format;
-  video.crf = args.crf;
-  video.preset = args.preset;
-  video.width = static_cast<int>(request.width);
-  video.height = static_cast<int>(request.height);
-  check_video_options(video);
-
   OutputFile file(args.output);  // before the slow part: a path we cannot write fails at once
 
   PipelineOptions options;
   options.device = c10::Device(model.device);
   options.dtype = parse_dtype(model.dtype);
   options.attention = config.attention;
+  options.max_work = model.max_latent_token_steps;
   std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(),
                model.device.c_str(), model.dtype.c_str());
   c10::InferenceMode inference;
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(model.path, options);
   const double load_s = seconds_since(start);
+  const ModelDefaults defaults = model_defaults(model.path, pipeline.limits());
+  const GenerationRequest request = make_request(args, defaults);
   pipeline.validate(request);
+
+  VideoEncoderOptions video;
+  video.fps = args.fps.value_or(defaults.fps);
+  video.format = args.format;
+  video.crf = args.crf;
+  video.preset = args.preset;
+  video.width = static_cast<int>(request.width);
+  video.height = static_cast<int>(request.height);
+  check_video_options(video);
+  check_memory(pipeline, request);
 
   EncodeStats stats;
   const Clock::time_point generate_start = Clock::now();
@@ -259,6 +256,7 @@ GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
     else throw std::invalid_argument("unknown argument '" + flag + "'");
   }
   if (!have_prompt) throw std::invalid_argument("--prompt is required");
+  if (is_blank(parsed.prompt)) throw std::invalid_argument("--prompt: must not be empty or only whitespace");
   if (parsed.output.empty()) throw std::invalid_argument("--output: must not be empty");
   return parsed;
 }
@@ -280,6 +278,9 @@ int run_generate(const std::vector<std::string>& args) {
     return generate(parsed);
   } catch (const InvalidRequest& e) {
     std::fprintf(stderr, "sagevid generate: invalid request: %s\n", e.what());
+    return 2;
+  } catch (const RequestTooLarge& e) {
+    std::fprintf(stderr, "sagevid generate: too large: %s\n", e.what());
     return 2;
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "sagevid generate: config: %s\n", e.what());

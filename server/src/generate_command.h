@@ -16,12 +16,12 @@ struct GenerateArgs {
   std::vector<std::string> overrides;  // --set KEY=VALUE, as the server takes them
   std::string model;                   // empty: the config's first model
   std::string prompt, negative_prompt;
-  std::optional<int64_t> frames, height, width;  // unset: the pipeline's defaults
+  std::optional<int64_t> frames, height, width;  // unset: the model's defaults, as the server takes them
   std::optional<int> steps;
   std::optional<double> guidance;
   bool dynamic_cfg = false;
-  uint64_t seed = 0;  // 0: a random seed, printed
-  int fps = 8;
+  std::optional<uint64_t> seed;  // unset: a random seed, printed
+  std::optional<int> fps;        // unset: the model's default
   std::string backend;  // attention backend for this run; empty: the config's
   std::string output = "out.mp4";
   VideoFormat format = VideoFormat::mp4_h264;

@@ -1,6 +1,7 @@
 #include "generation_service.h"
 
 #include "event_channel.h"
+#include "memory_check.h"
 #include "metrics.h"
 #include "video_chunks.h"
 #include "video_encoder.h"
@@ -286,7 +287,7 @@ void GenerationService::load_models() {
     const auto start = Clock::now();
     try {
       PipelineOptions options{.device = c10::Device(entry.device), .dtype = parse_dtype(entry.dtype),
-                              .attention = config_.attention};
+                              .attention = config_.attention, .max_work = entry.max_latent_token_steps};
       CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, options);
       const ModelDefaults defaults = model_defaults(entry.path, pipeline.limits());
       models_.push_back(std::make_unique<LoadedModel>(
@@ -346,8 +347,9 @@ void GenerationService::run_job(Job& job, Call& call) {
   call.started = Clock::now();
   call.times.set_queued_seconds(std::chrono::duration<double>(call.started - call.received).count());
   report_queue_depth();
-  call.channel.push(started_event(call.request, call.id));
   try {
+    check_memory(call.model->pipeline, call.request.generation);  // now: the device runs no other job
+    call.channel.push(started_event(call.request, call.id));
     StreamingRun run(call.channel, call.request, call.started, metrics_);
     const GenerationResult result = call.model->pipeline.generate(call.request.generation, run.callbacks(job));
     run.finish();
@@ -375,6 +377,8 @@ void GenerationService::run_job(Job& job, Call& call) {
     end_job(call, call.stopped_status());
   } catch (const InvalidRequest& e) {
     end_job(call, {grpc::StatusCode::INVALID_ARGUMENT, e.what()});
+  } catch (const RequestTooLarge& e) {
+    end_job(call, {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()});
   } catch (const NonFiniteLatents& e) {
     spdlog::error("request {}: {}", call.id, e.what());
     end_job(call, {grpc::StatusCode::INTERNAL, std::string(e.what()) + " (request " + call.id + ")"});
@@ -446,6 +450,8 @@ grpc::Status GenerationService::admit(Call& call) {
     call.request = resolve_request(call.wire, call.model->pipeline, call.model->defaults, config_, call.model->entry);
   } catch (const InvalidRequest& e) {
     return {grpc::StatusCode::INVALID_ARGUMENT, e.what()};
+  } catch (const RequestTooLarge& e) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
   }
   return grpc::Status::OK;
 }

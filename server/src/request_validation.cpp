@@ -32,7 +32,7 @@ int64_t or_default(const char* field, int64_t value, int64_t fallback) {
 }
 
 void check_prompt(const char* field, const std::string& text, bool required) {
-  if (required && text.empty()) throw InvalidRequest(field, "must not be empty");
+  if (required && is_blank(text)) throw InvalidRequest(field, "must not be empty or only whitespace");
   if (text.size() > kMaxPromptBytes)
     throw InvalidRequest(field, std::to_string(text.size()) + " bytes is over the limit of " +
                                     std::to_string(kMaxPromptBytes));
@@ -46,13 +46,6 @@ VideoFormat video_format(v1::OutputFormat output) {
     case v1::OUTPUT_FORMAT_RGB_FRAMES: return VideoFormat::rgb_frames;
     default: throw InvalidRequest("output", "unknown output format " + std::to_string(int(output)));
   }
-}
-
-uint64_t random_seed() {
-  std::random_device device;
-  uint64_t seed = 0;
-  while (seed == 0) seed = (uint64_t(device()) << 32) | device();  // 0 would mean "random" when replayed
-  return seed;
 }
 
 AttentionBackend request_backend(const std::string& name, const ServerConfig& config, const ModelEntry& model) {
@@ -76,6 +69,12 @@ AttentionBackend request_backend(const std::string& name, const ServerConfig& co
 }
 
 }  // namespace
+
+uint64_t random_seed() {
+  std::random_device entropy;
+  const uint64_t bits = (uint64_t(entropy()) << 32) | entropy();
+  return bits & ((uint64_t(1) << 53) - 1);
+}
 
 ModelDefaults model_defaults(const std::filesystem::path& model_dir, const ModelLimits& limits) {
   const CogVideoXConfig transformer = CogVideoXConfig::load(model_dir / "transformer" / "config.json");
@@ -106,7 +105,7 @@ ResolvedRequest resolve_request(const v1::GenerateRequest& request, const CogVid
     throw InvalidRequest("guidance_scale", std::to_string(guidance) + " is not a finite value >= 0");
   generation.guidance_scale = guidance == 0 ? defaults.guidance_scale : guidance;
   generation.dynamic_cfg = request.dynamic_cfg();
-  generation.seed = request.seed() != 0 ? request.seed() : random_seed();
+  generation.seed = request.has_seed() ? request.seed() : random_seed();
   const AttentionBackend backend = request_backend(request.attention_backend(), config, model);
   if (backend != config.attention.backend) generation.attention_backend = backend;
   resolved.attention_backend = backend_name(backend);

@@ -1,7 +1,7 @@
 #pragma once
-// From a GenerateRequest (the wire form, 0 meaning "the default") to a checked pipeline request: defaults
-// filled in from the model, every field checked before the job is queued, each error naming the request
-// field as the proto spells it.
+// From a GenerateRequest (the wire form, 0 meaning "the default", an absent seed a random one) to a checked
+// pipeline request: defaults filled in from the model, every field checked before the job is queued, each
+// error naming the request field as the proto spells it.
 #include "server_config.h"
 #include "video_encoder.h"
 
@@ -14,6 +14,10 @@
 #include <vector>
 
 namespace sagevid {
+
+// A fresh seed for a request that names none: below 2^53, so that it survives a round trip through JSON or
+// Python floats unchanged.
+uint64_t random_seed();
 
 // A request's 0 fields take these; ListModels reports them.
 struct ModelDefaults {
@@ -30,7 +34,7 @@ constexpr std::size_t kMaxPromptBytes = 8192;  // the encoder reads max_text_tok
 constexpr int kMaxFps = 120;
 
 struct ResolvedRequest {
-  GenerationRequest generation;  // seed drawn when the request said 0
+  GenerationRequest generation;  // seed drawn when the request named none
   std::string attention_backend;  // what the request runs with
   VideoEncoderOptions video;
 };

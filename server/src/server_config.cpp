@@ -72,6 +72,9 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   check_device(reader, model.device);
   model.dtype = reader.get<std::string>("dtype", model.dtype);
   check_dtype(reader, model.dtype);
+  model.max_latent_token_steps = reader.optional<int64_t>("max_latent_token_steps");
+  if (model.max_latent_token_steps && *model.max_latent_token_steps < 1)
+    reader.fail("max_latent_token_steps", "must be positive (or null for the model's default)");
   reader.finish();
   return model;
 }
@@ -139,7 +142,9 @@ ServerConfig load_server_config(const std::filesystem::path& file, const std::ve
 nlohmann::json to_json(const ServerConfig& config) {
   nlohmann::json models = nlohmann::json::array();
   for (const ModelEntry& m : config.models)
-    models.push_back({{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", m.dtype}});
+    models.push_back({{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", m.dtype},
+                      {"max_latent_token_steps", m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps)
+                                                                          : nlohmann::json(nullptr)}});
   const auto& attention = config.attention;
   return {{"log_level", config.log_level},
           {"server",

@@ -6,7 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@ struct ModelEntry {
   std::filesystem::path path;  // diffusers-format folder; relative paths are relative to the config file
   std::string device = "cuda"; // "cpu", "cuda" or "cuda:N"
   std::string dtype = "bfloat16";  // float32, float16 or bfloat16
+  std::optional<int64_t> max_latent_token_steps;  // work cap of one request; unset: the model's default
 };
 
 struct ServerConfig {

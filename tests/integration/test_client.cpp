@@ -13,6 +13,7 @@
 #include "clients/cpp/progress_bar.h"
 #include "run_command.h"
 #include "test_pki.h"
+#include "clients/cpp/request_flags.h"
 #include "test_random.h"
 
 #include "sagevid/v1/sagevid.grpc.pb.h"
@@ -171,6 +172,15 @@ TEST_CASE("client flags: values, switches and errors that name the flag", "[inte
   REQUIRE_THROWS_WITH(Flags({"--steps", "101"}, spec).integer("--steps", 0, 0, 100),
                       ContainsSubstring("--steps: 101 is out of range [0, 100]"));
   REQUIRE_THROWS_WITH(Flags({"--scale", "nan"}, spec).real("--scale", 0, 0, 10), ContainsSubstring("--scale"));
+}
+
+TEST_CASE("the client sends --seed 0 as seed 0 and leaves the seed absent without --seed", "[integration][client]") {
+  FlagSpec spec;
+  add_request_flags(spec);
+  const auto zero = request_from_flags(Flags({"--prompt", "p", "--seed", "0"}, spec));
+  CHECK(zero.has_seed());
+  CHECK(zero.seed() == 0);
+  CHECK_FALSE(request_from_flags(Flags({"--prompt", "p"}, spec)).has_seed());
 }
 
 TEST_CASE("percentiles follow the nearest-rank definition", "[integration][client]") {

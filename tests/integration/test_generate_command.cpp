@@ -2,6 +2,7 @@
 #include "catch.h"
 
 #include "generate_command.h"
+#include "server_config.h"
 #include "video_decoding.h"
 
 #include <unistd.h>
@@ -57,7 +58,9 @@ TEST_CASE("generate parses every flag", "[integration][generate]") {
   const GenerateArgs defaults = parse_generate_args({"--prompt", "p"});
   CHECK_FALSE(defaults.frames.has_value());
   CHECK(defaults.format == sagevid::VideoFormat::mp4_h264);
-  CHECK(defaults.seed == 0);
+  CHECK_FALSE(defaults.seed.has_value());  // a random one
+  CHECK_FALSE(defaults.fps.has_value());   // the model's
+  CHECK(parse_generate_args({"--prompt", "p", "--seed", "0"}).seed == uint64_t(0));  // seed 0, not "random"
 }
 
 TEST_CASE("generate rejects bad arguments naming the flag", "[integration][generate]") {
@@ -70,6 +73,37 @@ TEST_CASE("generate rejects bad arguments naming the flag", "[integration][gener
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--format", "gif"}), ContainsSubstring("--format: 'gif'"));
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--colour"}), ContainsSubstring("unknown argument '--colour'"));
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt"}), ContainsSubstring("--prompt needs a value"));
+  REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", " \t\n "}),
+                      ContainsSubstring("--prompt: must not be empty or only whitespace"));
+  CHECK(sagevid::run_generate({"--prompt", "   "}) == 2);
+}
+
+TEST_CASE("generate with only a prompt runs the default config's model at its defaults", "[integration][generate]") {
+  const auto output = scratch_file("defaults.mp4");
+  const std::filesystem::path caller_dir = std::filesystem::current_path();
+  std::filesystem::current_path(SAGEVID_SOURCE_DIR);  // where the default configs/tiny.json is
+  const int code = sagevid::run_generate({"--prompt", "a small test", "--output", output.string()});
+  std::filesystem::current_path(caller_dir);
+  REQUIRE(code == 0);
+  const sagevid::test::DecodedVideo video = sagevid::test::decode_video(read_file(output));
+  std::filesystem::remove(output);
+  // The tiny transformer's sample: 9 frames of 8 x 12 latent pixels, 64 x 96; the server's default 8 fps.
+  CHECK(video.width == 96);
+  CHECK(video.height == 64);
+  CHECK(static_cast<int64_t>(video.rgb.size()) == 9);
+  CHECK(av_cmp_q(video.frame_rate, AVRational{8, 1}) == 0);
+}
+
+TEST_CASE("a missing or unreadable config names the file and the reason", "[integration][generate]") {
+  const auto output = scratch_file("no-config.mp4");
+  const auto folder = scratch_file("config-folder");
+  std::filesystem::create_directories(folder);
+  CHECK(sagevid::run_generate({"--config", folder.string(), "--prompt", "p", "--output", output.string()}) == 2);
+  CHECK_THROWS_WITH(sagevid::load_server_config(folder, {}), ContainsSubstring(folder.string() + ": is a directory"));
+  std::filesystem::remove(folder);
+  CHECK(sagevid::run_generate({"--config", folder.string(), "--prompt", "p", "--output", output.string()}) == 2);
+  CHECK_THROWS_WITH(sagevid::load_server_config(folder, {}), ContainsSubstring(folder.string() + ": no such file"));
+  CHECK_FALSE(std::filesystem::exists(output));
 }
 
 TEST_CASE("generate makes an MP4 of the tiny model that decodes to the requested video", "[integration][generate]") {
@@ -106,6 +140,10 @@ TEST_CASE("generate reports a bad request or output path and leaves no file", "[
                                output.string()}) == 2);
   CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64",
                                "--width", "64", "--preset", "warp", "--output", output.string()}) == 2);
+  // 9 frames of 64 x 64 are 3 x 4 x 4 = 48 latent tokens: 3 steps are over a cap of 100.
+  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--set", "models.0.max_latent_token_steps=100", "--prompt", "p",
+                               "--frames", "9", "--height", "64", "--width", "64", "--steps", "3", "--output",
+                               output.string()}) == 2);
   CHECK_FALSE(std::filesystem::exists(output));
   CHECK_FALSE(std::filesystem::exists(output.string() + ".part"));
   CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64",

@@ -9,6 +9,8 @@
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/safetensors.h"
 
+#include "counting_cpu_allocator.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
@@ -22,6 +24,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -296,6 +299,76 @@ TEST_CASE("the tiny model's limits come from its configs", "[pipeline]") {
   CHECK(limits.max_size == 192);         // twice the 12-latent-pixel sample width, in pixels
   CHECK(limits.max_frames == 17);        // twice the 9-frame sample
   CHECK(limits.max_steps == 1000);
+  CHECK(limits.max_work == 4 * 72 * 50);  // 4x the sample's 3 x 4 x 6 latent tokens at 50 steps
+}
+
+TEST_CASE("work over the cap is refused with its numbers and the model's default request fits", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  GenerationRequest request = fixture_request();  // the sample size: 72 latent tokens
+  request.num_inference_steps = 50;
+  CHECK(tiny_pipeline().work(request) == 72 * 50);
+  CHECK_NOTHROW(tiny_pipeline().validate(request));
+
+  const int64_t cap = 72 * (1 + int64_t(rng.seed % 100));
+  sagevid::PipelineOptions options;
+  options.max_work = cap;
+  const auto capped = CogVideoXPipeline::load(kModel, options);
+  request.num_inference_steps = int(cap / 72);
+  CHECK_NOTHROW(capped.validate(request));
+  request.num_inference_steps += 1;
+  CHECK_THROWS_WITH(capped.validate(request),
+                    ContainsSubstring("72 latent tokens x " + std::to_string(request.num_inference_steps) + " steps = " +
+                                      std::to_string(72 * request.num_inference_steps)) &&
+                        ContainsSubstring("limit of " + std::to_string(cap)));
+  CHECK_THROWS_AS(capped.generate(request), sagevid::RequestTooLarge);
+}
+
+// The estimate must never be below what a phase holds (the admission check would let a request run out of
+// memory), and not so far above that it refuses requests the device could run: 3x leaves room for what the
+// counts round up (temporaries, RoPE, the scheduler's state) and for other backends' buffers, while any term
+// counted wrongly by a shape factor (a missing batch or channel factor, the conv columns) would break it.
+TEST_CASE("the memory estimate covers the measured CPU peak of each phase, within 3x", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  std::mt19937_64 draw(rng.seed);
+  auto& allocator = sagevid::test::CountingCpuAllocator::installed();
+  sagevid::PipelineOptions tiled_options;
+  tiled_options.vae.tiling = true;  // small tiles: every request larger than 32 x 48 decodes tile by tile
+  tiled_options.vae.tile_sample_min_height = 32;
+  tiled_options.vae.tile_sample_min_width = 48;
+  const CogVideoXPipeline tiled = CogVideoXPipeline::load(kModel, tiled_options);
+  for (int i = 0; i < 4; ++i) {
+    const CogVideoXPipeline& pipeline = i < 2 ? tiny_pipeline() : tiled;
+    CAPTURE(i);
+    GenerationRequest request = quick_request(draw());
+    request.num_frames = 1 + 8 * std::uniform_int_distribution<int64_t>(1, 2)(draw);
+    request.height = 16 * std::uniform_int_distribution<int64_t>(1, 12)(draw);
+    request.width = 16 * std::uniform_int_distribution<int64_t>(1, 12)(draw);
+    request.num_inference_steps = 1;
+    request.guidance_scale = i % 2 ? 1.0 : std::uniform_real_distribution<double>(1.5, 8)(draw);
+    CAPTURE(request.num_frames, request.height, request.width, request.guidance_scale);
+    const sagevid::MemoryEstimate estimate = pipeline.estimate_memory(request);
+
+    // The peak up to the last denoising step is text encoding's or denoising's; after it, decoding's.
+    allocator.reset_peak();
+    const int64_t resident = allocator.live();
+    int64_t until_decode = 0;
+    sagevid::GenerationCallbacks callbacks;
+    callbacks.on_progress = [&](const sagevid::GenerationProgress& progress) {
+      if (progress.phase != GenerationPhase::denoise || progress.step != progress.total) return;
+      until_decode = allocator.peak() - resident;
+      allocator.reset_peak();
+    };
+    pipeline.generate(request, callbacks);
+    const int64_t decode = allocator.peak() - resident;
+    const int64_t text_or_denoise = std::max(estimate.text_encode, estimate.denoise);
+    CAPTURE(until_decode, decode, estimate.text_encode, estimate.denoise, estimate.decode);
+    CHECK(until_decode <= text_or_denoise);
+    CHECK(text_or_denoise <= 3 * until_decode);
+    CHECK(decode <= estimate.decode);
+    CHECK(estimate.decode <= 3 * decode);
+  }
 }
 
 TEST_CASE("invalid requests are rejected naming the field", "[pipeline]") {
@@ -307,6 +380,7 @@ TEST_CASE("invalid requests are rejected naming the field", "[pipeline]") {
     return invalid_field(request);
   };
   CHECK(with([](auto& r) { r.prompt = ""; }) == "prompt");
+  CHECK(with([](auto& r) { r.prompt = " \t\n  "; }) == "prompt");
   CHECK(with([](auto& r) { r.height = 72; }) == "height");
   CHECK(with([](auto& r) { r.height = 0; }) == "height");
   CHECK(with([](auto& r) { r.height = 208; }) == "height");

@@ -74,6 +74,12 @@ TEST_CASE("invalid server configs name the key", "[integration][config]") {
                       ContainsSubstring("duplicate model name 'a'"));
   REQUIRE_THROWS_WITH(parse(R"({"attention": {"backend": "sage9"}})"), ContainsSubstring("attention.backend"));
   REQUIRE_THROWS_WITH(parse(R"({"modles": []})"), ContainsSubstring("modles: unknown key"));
+  REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "max_latent_token_steps": 0}]})"),
+                      ContainsSubstring("models[0].max_latent_token_steps: must be positive"));
+  REQUIRE_THROWS_WITH(parse(R"({"server": {"queue_size": 1e20}})"),
+                      ContainsSubstring("server.queue_size: 1e+20 is too large for an integer"));
+  CHECK(parse(R"({"models": [{"name": "a", "path": "p", "max_latent_token_steps": 5000}]})").models[0].max_latent_token_steps == 5000);
+  CHECK_FALSE(parse(R"({"models": [{"name": "a", "path": "p"}]})").models[0].max_latent_token_steps.has_value());
   CHECK(parse(R"({"models": [{"name": "a", "path": "rel/dir", "device": "cuda:1"}]})").models[0].path == "/base/rel/dir");
 }
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 using namespace sagevid::test;
 using Kind = v1::GenerateEvent::EventCase;
@@ -22,7 +23,7 @@ TEST_CASE("generate streams queued, started, progress, chunks and completed in o
   TestServer server(tiny_config());
   const auto stub = server.stub();
   v1::GenerateRequest request = small_request(draw);
-  request.set_seed(0);  // the server draws one and reports it
+  request.clear_seed();  // the server draws one and reports it
 
   const GenerateResult result = generate(*stub, request);
   REQUIRE(result.status.ok());
@@ -33,7 +34,7 @@ TEST_CASE("generate streams queued, started, progress, chunks and completed in o
   CHECK(events.front().queued().position() == 0);
   REQUIRE(events[1].has_started());
   const v1::Started& started = events[1].started();
-  CHECK(started.seed() != 0);
+  CHECK(started.seed() == events.back().completed().seed());
   CHECK(started.attention_backend() == "math");
   CHECK(started.frames() == 9);
   CHECK(started.height() == 64);
@@ -131,7 +132,8 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
   CHECK(first_chunk < last_decode);
 }
 
-TEST_CASE("a seed reproduces its video and the raw frames format has the frames' size", "[integration][server]") {
+TEST_CASE("a seed reproduces its video (0 too), an absent seed is drawn and reported, raw frames have their size",
+          "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
@@ -139,19 +141,54 @@ TEST_CASE("a seed reproduces its video and the raw frames format has the frames'
   const auto stub = server.stub();
   v1::GenerateRequest request = small_request(draw);
   request.set_output(v1::OUTPUT_FORMAT_RGB_FRAMES);
-  request.set_seed(draw() | 1);
-
-  const GenerateResult first = generate(*stub, request);
-  const GenerateResult again = generate(*stub, request);
-  request.set_seed(request.seed() + 2);
-  const GenerateResult other = generate(*stub, request);
-  REQUIRE(first.status.ok());
-  REQUIRE(again.status.ok());
-  REQUIRE(other.status.ok());
+  const auto run = [&](std::optional<uint64_t> seed) {
+    if (seed) request.set_seed(*seed);
+    else request.clear_seed();
+    GenerateResult result = generate(*stub, request);
+    REQUIRE(result.status.ok());
+    return result;
+  };
+  const uint64_t seed = draw() | 1;
+  const GenerateResult first = run(seed), again = run(seed), other = run(seed + 2);
   CHECK(first.video().size() == size_t(9 * 64 * 96 * 3));
   CHECK(first.first(Kind::kCompleted)->completed().mime_type() != "video/mp4");
   CHECK(first.video() == again.video());
   CHECK(first.video() != other.video());
+
+  const GenerateResult zero = run(0), zero_again = run(0);
+  CHECK(zero.video() == zero_again.video());
+  for (const GenerateResult* result : {&zero, &zero_again}) {
+    CHECK(result->first(Kind::kStarted)->started().seed() == 0);
+    CHECK(result->first(Kind::kCompleted)->completed().seed() == 0);
+  }
+  // Two drawn seeds (53 random bits each) differ; the reported one reproduces its video.
+  const GenerateResult drawn = run(std::nullopt), drawn_again = run(std::nullopt);
+  const uint64_t drawn_seed = drawn.first(Kind::kCompleted)->completed().seed();
+  CHECK(drawn.first(Kind::kStarted)->started().seed() == drawn_seed);
+  CHECK(drawn_again.first(Kind::kCompleted)->completed().seed() != drawn_seed);
+  CHECK(run(drawn_seed).video() == drawn.video());
+}
+
+TEST_CASE("work over the model's cap is RESOURCE_EXHAUSTED naming the numbers", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  // 17 frames of 192 x 192 are 5 x 12 x 12 = 720 latent tokens; the default cap is 4 x 72 x 50 = 14400.
+  const std::string cap_key = "models.0.max_latent_token_steps=";
+  const int64_t cap = 720 * std::uniform_int_distribution<int64_t>(1, 30)(draw);
+  for (const auto& [setting, limit] : {std::pair{std::string("null"), int64_t(14400)}, std::pair{std::to_string(cap), cap}}) {
+    CAPTURE(setting);
+    TestServer server(tiny_config({cap_key + setting}));
+    const auto stub = server.stub();
+    v1::GenerateRequest request = slow_request(draw);
+    request.set_steps(int32_t(limit / 720 + 1));
+    const GenerateResult result = generate(*stub, request);
+    CHECK(result.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(result.status.error_message(),
+               ContainsSubstring("720 latent tokens x " + std::to_string(request.steps()) + " steps") &&
+                   ContainsSubstring("limit of " + std::to_string(limit)));
+    CHECK(result.events.empty());  // refused before it was queued
+  }
 }
 
 TEST_CASE("ListModels reports the tiny model's defaults, which 0 fields take", "[integration][server]") {
@@ -217,6 +254,7 @@ TEST_CASE("each invalid field is refused before queueing, naming the field", "[i
   const std::vector<std::tuple<const char*, Change, const char*>> cases = {
       {"unknown model", [](auto& r) { r.set_model("huge"); }, "model: unknown model 'huge'"},
       {"empty prompt", [](auto& r) { r.set_prompt(""); }, "prompt: must not be empty"},
+      {"blank prompt", [](auto& r) { r.set_prompt(" \t\r\n "); }, "prompt: must not be empty or only whitespace"},
       {"long prompt", [](auto& r) { r.set_prompt(std::string(8193, 'a')); }, "prompt: 8193 bytes is over"},
       {"long negative", [](auto& r) { r.set_negative_prompt(std::string(9000, 'b')); }, "negative_prompt: 9000 bytes"},
       {"frames form", [](auto& r) { r.set_frames(10); }, "frames: 10 is not 1 + k * 8"},

@@ -7,6 +7,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <unistd.h>
 
 using sagevid::apply_override;
 using sagevid::ConfigError;
@@ -46,10 +48,15 @@ TEST_CASE("config errors name the full key path", "[config]") {
   REQUIRE_THROWS_AS(ConfigReader(json::array(), "x"), ConfigError);
 }
 
-TEST_CASE("unsigned integers beyond int64 are rejected", "[config]") {
-  const json doc = json::parse(R"({"big": 18446744073709551615})");
+TEST_CASE("integers beyond int64 are rejected as too large", "[config]") {
+  const json doc = json::parse(R"({"big": 18446744073709551615, "huge": 1e20, "very_negative": -1e19,
+                                   "twenty_digits": 123456789012345678901, "fraction": 1.5})");
   ConfigReader root(doc, "");
-  REQUIRE_THROWS_WITH(root.get<int64_t>("big", 0), ContainsSubstring("big: integer out of range"));
+  REQUIRE_THROWS_WITH(root.get<int64_t>("big", 0), ContainsSubstring("big: 18446744073709551615 is too large for an integer"));
+  REQUIRE_THROWS_WITH(root.get<int64_t>("huge", 0), ContainsSubstring("huge: 1e+20 is too large for an integer"));
+  REQUIRE_THROWS_WITH(root.get<int64_t>("very_negative", 0), ContainsSubstring("is too large for an integer"));
+  REQUIRE_THROWS_WITH(root.get<int64_t>("twenty_digits", 0), ContainsSubstring("is too large for an integer"));
+  REQUIRE_THROWS_WITH(root.get<int64_t>("fraction", 0), ContainsSubstring("fraction: expected an integer, got number"));
 }
 
 TEST_CASE("overrides set nested keys with JSON or string values", "[config]") {
@@ -87,7 +94,14 @@ TEST_CASE("JSON files with syntax errors name the file", "[config]") {
   std::ofstream(path) << "{\"a\": 1,\n \"b\": }";
   REQUIRE_THROWS_WITH(sagevid::read_json_file(path), ContainsSubstring("sagevid_bad_config.json: invalid JSON"));
   std::filesystem::remove(path);
-  REQUIRE_THROWS_WITH(sagevid::read_json_file(path), ContainsSubstring("cannot open"));
+}
+
+TEST_CASE("a config path that is missing or a folder says which", "[config]") {
+  const auto folder = std::filesystem::temp_directory_path() / ("sagevid_config_dir_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  REQUIRE_THROWS_WITH(sagevid::read_json_file(folder), ContainsSubstring(folder.string() + ": is a directory"));
+  std::filesystem::remove(folder);
+  REQUIRE_THROWS_WITH(sagevid::read_json_file(folder), ContainsSubstring(folder.string() + ": no such file"));
 }
 
 TEST_CASE("log levels are validated", "[config]") {

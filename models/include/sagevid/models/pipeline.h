@@ -12,6 +12,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace sagevid {
 
@@ -43,11 +45,19 @@ struct GenerationRequest {
   std::optional<AttentionBackend> attention_backend;
 };
 
+// Empty or only ASCII whitespace: nothing to generate from (a prompt must have some text).
+bool is_blank(std::string_view text);
+
 // A request field the model cannot serve; field is the request's name for it ("height", "num_frames", ...).
 struct InvalidRequest : std::invalid_argument {
   InvalidRequest(std::string field_name, const std::string& message)
       : std::invalid_argument(field_name + ": " + message), field(std::move(field_name)) {}
   std::string field;
+};
+
+// A well-formed request that is more than this server takes: over the work cap, or more memory than is free.
+struct RequestTooLarge : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Thrown out of generate() when the cancel callback says so; nothing of the request is kept.
@@ -97,12 +107,24 @@ struct PipelineOptions {
   c10::ScalarType dtype = c10::kFloat;  // transformer and VAE; the T5 encoder too
   AttentionConfig attention;
   VaeDecodeOptions vae;  // tiling / frame batches for the decode
+  // The most work (latent tokens x steps) a request may ask for; unset: ModelLimits' default.
+  std::optional<int64_t> max_work;
+};
+
+// Device memory a request needs on top of the resident weights, in bytes: an upper estimate of what each phase
+// holds at its peak (activations, attention scores where the math backend runs, the VAE's full-resolution
+// layers, its convolutions' caches and the frames it hands out).
+struct MemoryEstimate {
+  int64_t text_encode = 0, denoise = 0, decode = 0;
+  int64_t peak() const { return std::max({text_encode, denoise, decode}); }
+  const char* peak_phase() const;
 };
 
 // What a model folder accepts, for request validation before queueing. From the configs: spatial_factor =
 // VAE factor x patch size; min_size = spatial_factor; max_size = twice the transformer's larger sample side
 // (pixels); max_frames = twice the sample's frames, 1 + 2 (sample_frames - 1); max_steps = the scheduler's
-// num_train_timesteps.
+// num_train_timesteps; max_work = PipelineOptions::max_work, by default kDefaultWorkFactor times the work of the
+// sample size at 50 steps (the size caps alone admit 8x the sample's tokens at 1000 steps).
 struct ModelLimits {
   int64_t spatial_factor = 16;        // height and width must be multiples (VAE factor x patch size)
   int64_t temporal_compression = 4;   // the VAE's: latent frames = (num_frames - 1) / temporal_compression + 1
@@ -114,6 +136,8 @@ struct ModelLimits {
   int64_t max_frames = 0;
   int max_steps = 1000;               // num_inference_steps in 1..max_steps
   double max_guidance_scale = 100;    // guidance_scale in [0, max_guidance_scale]
+  int64_t max_work = 0;               // latent tokens x steps
+  static constexpr int64_t kDefaultWorkFactor = 4;
 };
 
 class CogVideoXPipeline {
@@ -122,8 +146,11 @@ class CogVideoXPipeline {
   static CogVideoXPipeline load(const std::filesystem::path& model_dir, const PipelineOptions& options);
 
   const ModelLimits& limits() const;
-  // Throws InvalidRequest naming the first bad field.
+  // Throws InvalidRequest naming the first bad field, RequestTooLarge over max_work.
   void validate(const GenerationRequest& request) const;
+  // The request's latent tokens (the transformer's video sequence length) x its steps.
+  int64_t work(const GenerationRequest& request) const;
+  MemoryEstimate estimate_memory(const GenerationRequest& request) const;
   // Runs the request; throws InvalidRequest, GenerationCancelled, NonFiniteLatents, or std::runtime_error
   // (c10::Error for OOM).
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
