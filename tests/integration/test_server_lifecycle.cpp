@@ -22,6 +22,7 @@
 #include <atomic>
 #include <fstream>
 #include <thread>
+#include <utility>
 
 using namespace sagevid::test;
 using namespace std::chrono_literals;
@@ -482,16 +483,32 @@ pid_t spawn(const std::vector<std::string>& arguments) {
   return pid;
 }
 
+// A spawned `sagevid serve`, killed when the test ends if it still runs: a failed REQUIRE must not leave a
+// server behind holding ctest's output pipe open.
+struct ServerProcess {
+  pid_t pid;
+  explicit ServerProcess(pid_t process) : pid(process) {}
+  ServerProcess(ServerProcess&& other) noexcept : pid(std::exchange(other.pid, -1)) {}
+  ServerProcess& operator=(ServerProcess&&) = delete;
+  ~ServerProcess() {
+    if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
 // `sagevid serve` of the tiny config on address, quiet, with this drain; returns once it says SERVING.
-pid_t serve_tiny(const std::string& address, const std::string& drain_seconds) {
-  const pid_t pid = spawn({sagevid_binary(), "serve", "--config", kTinyConfig.string(), "--set",
+ServerProcess serve_tiny(const std::string& address, const std::string& drain_seconds) {
+  ServerProcess server{spawn({sagevid_binary(), "serve", "--config", kTinyConfig.string(), "--set",
                            "server.address=\"" + address + "\"", "--set", "log_level=warn", "--set",
-                           "server.drain_seconds=" + drain_seconds});
+                           "server.drain_seconds=" + drain_seconds, "--set",
+                           "models.0.max_latent_token_steps=720000"})};  // admits slow_request(), as tiny_config()
   const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   const auto end = Clock::now() + 60s;
   while (health_status(channel) != kServing && Clock::now() < end) std::this_thread::sleep_for(50ms);
   REQUIRE(health_status(channel) == kServing);
-  return pid;
+  return server;
 }
 
 int wait_exit(pid_t pid) {
@@ -510,7 +527,8 @@ TEST_CASE("sagevid serve drains on SIGTERM and exits 0 and a model that cannot l
   const std::string binary = sagevid_binary();
   REQUIRE(std::filesystem::exists(binary));
   const std::string address = "127.0.0.1:" + std::to_string(free_port());
-  const pid_t pid = serve_tiny(address, "600");  // the job finishes within the drain however slow the machine
+  const ServerProcess server = serve_tiny(address, "600");  // the job finishes within the drain however slow the machine
+  const pid_t pid = server.pid;
   const auto stub = v1::VideoGeneration::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   Background job(*stub, small_request(draw, 20));
   REQUIRE(job.wait_denoising());
@@ -544,7 +562,8 @@ TEST_CASE("a second SIGTERM during the drain cancels the running work at once an
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
   const std::string address = "127.0.0.1:" + std::to_string(free_port());
-  const pid_t pid = serve_tiny(address, "600");
+  const ServerProcess server = serve_tiny(address, "600");
+  const pid_t pid = server.pid;
   const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   const auto stub = v1::VideoGeneration::NewStub(channel);
   Background job(*stub, slow_request(draw));
