@@ -6,7 +6,7 @@
 # sizes, then sagevid-pipeline-bench on it). diffusers-step and pipeline need the wheels of
 # `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return
 # folder) or ./out.
-#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline]
+#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline] [profile-prep]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -40,6 +40,10 @@ for step in $steps; do
       compute-sanitizer --tool memcheck /tmp/sm90-harness check > "$out/harness-memcheck.log" 2>&1 || status=1
       tail -3 "$out/harness-memcheck.log"
       /tmp/sm90-harness time 2>&1 | tee "$out/harness-time.md" || status=1 ;;
+    profile-prep)  # each preprocessing kernel's time and memory throughput at the hd64 8k shape (ncu)
+      ncu --clock-control none --section SpeedOfLight build-gpu/tools/sage-bench --profile-preprocessing \
+        > "$out/profile-prep.log" 2>&1 || status=1
+      grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|DRAM Throughput" "$out/profile-prep.log" | tail -80 ;;
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;

@@ -80,10 +80,25 @@ void bench_modes(const Shape& s) {
   }
 }
 
+// The default mode's preprocessing alone, a few times at one shape: what to run under a profiler.
+void profile_preprocessing(const Shape& s) {
+  const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  const at::Tensor k = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  sage2::Options options;
+  options.causal = s.causal;
+  for (int i = 0; i < 2; ++i) sage2::prepare(q, k, v, options);
+  SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // only N <= 17776
+  if (argc > 1 && std::string(argv[1]) == "--profile-preprocessing") {  // at the hd64 8k shape
+    profile_preprocessing(kShapes[3]);
+    return 0;
+  }
   const auto devices = sagevid::kernels::cuda_devices();
   if (devices.empty()) {
     std::fprintf(stderr, "sage-bench: no CUDA device\n");

@@ -22,7 +22,8 @@ __device__ __forceinline__ float load_input(const void* data, InputType type, in
 // Eight consecutive channels of one row: the unit every thread loads, smooths and quantizes. Whole chunks are
 // one 16-byte load when the input is aligned for it (the host checks), else eight scalar loads.
 constexpr int kChunk = 8;
-constexpr int kMaxChunksPerThread = kQBlock * kMaxHeadDim / kChunk / kThreads;  // 4
+// 64-row tiles per quantization CTA: enough that each thread has four 16-byte loads in flight.
+SAGEVID_HD constexpr int tiles_per_cta(int head_dim) { return 128 / head_dim; }
 
 __device__ __forceinline__ void load_chunk(const StridedInput& x, int64_t index, bool vector_loads, float (&out)[kChunk]) {
   if (vector_loads) {
@@ -44,73 +45,87 @@ __device__ __forceinline__ void load_chunk(const StridedInput& x, int64_t index,
   }
 }
 
-// One CTA quantizes one 64-row tile of one (batch, head). Thread t holds chunks t, t + 256, ... of the tile
-// (row-major, so the lanes of a row are adjacent): it loads and smooths them, the row absmax is a shuffle
-// reduction over the row's lanes, each group's absmax a shared atomic max over its rows, and the thread then
-// rounds its own chunks. Reads and writes each element once.
+// One CTA quantizes kTiles 64-row tiles of one (batch, head): two at head dim 64, one at 128, so that every
+// thread holds four 8-channel chunks (t, t + 256, ... in row-major order, the lanes of a row adjacent). It
+// issues all its loads first, then smooths them; the row absmax is a shuffle reduction over the row's lanes,
+// each group's absmax a shared atomic max over its rows, and the thread then rounds its own chunks. Reads and
+// writes each element once.
+template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x, bool vector_loads, const float* mean,
                                                                  bool mean_per_block, bool is_key,
                                                                  Granularity granularity, bool int4,
                                                                  int8_t* values, float* scales) {
   constexpr int kTile = kQBlock;  // == kKBlock: Q and K tiles are both 64 rows
   static_assert(kQBlock == kKBlock, "one tile size for Q and K");
-  __shared__ unsigned group_amax_bits[kTile];  // non-negative floats order like their bit patterns
+  constexpr int kTiles = tiles_per_cta(kHeadDim);
+  constexpr int d = kHeadDim, chunks_per_row = d / kChunk;
+  constexpr int kChunksPerThread = kTiles * kTile * chunks_per_row / kThreads;
+  __shared__ unsigned group_amax_bits[kTiles][kTile];  // non-negative floats order like their bit patterns
 
-  const int block = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const int d = x.head_dim, chunks_per_row = d / kChunk, chunks = kTile * chunks_per_row;
+  const int head = blockIdx.y, batch = blockIdx.z;
+  const int first_block = blockIdx.x * kTiles, num_blocks = (x.len + kTile - 1) / kTile;
   const int64_t in_base = batch * x.stride_b + head * x.stride_h;
-  const int num_blocks = gridDim.x;
-  const float* mean_row = nullptr;
-  if (mean) mean_row = mean + (int64_t(batch) * x.heads + head) * (mean_per_block ? num_blocks : 1) * d +
-                       (mean_per_block ? int64_t(block) * d : 0);
-  if (threadIdx.x < kTile) group_amax_bits[threadIdx.x] = 0;
+  const int64_t head_index = int64_t(batch) * x.heads + head;
+  const float* head_mean = mean ? mean + head_index * (mean_per_block ? num_blocks : 1) * d : nullptr;
+  if (threadIdx.x < kTiles * kTile) group_amax_bits[threadIdx.x / kTile][threadIdx.x % kTile] = 0;
   __syncthreads();
 
-  // Load and smooth; rows past the sequence are padding (zero, so they never raise a group's absmax).
-  float v[kMaxChunksPerThread][kChunk];
+  // Load (all of the thread's chunks in flight together), then smooth; rows past the sequence are padding
+  // (zero, so they never raise a group's absmax).
+  float v[kChunksPerThread][kChunk];
 #pragma unroll
-  for (int j = 0; j < kMaxChunksPerThread; ++j) {
+  for (int j = 0; j < kChunksPerThread; ++j) {
     const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = block * kTile + r;
-    float amax = 0.0f;
-    if (chunk < chunks && row < x.len) {
+    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = first_block * kTile + r;
+    if (row < x.len) {
       load_chunk(x, in_base + row * x.stride_n + c, vector_loads, v[j]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) v[j][i] = 0.0f;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kChunksPerThread; ++j) {
+    const int chunk = threadIdx.x + j * kThreads;
+    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = first_block * kTile + r;
+    const int tile = r / kTile;
+    float amax = 0.0f;
+    if (row < x.len) {
+      const float* mean_row = head_mean ? head_mean + (mean_per_block ? int64_t(first_block + tile) * d : 0) : nullptr;
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
         if (mean_row) v[j][i] = v[j][i] - mean_row[c + i];
         amax = fmaxf(amax, fabsf(v[j][i]));
       }
-    } else {
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) v[j][i] = 0.0f;
     }
     for (int offset = 1; offset < chunks_per_row; offset <<= 1)  // the row's lanes: aligned, a power of two
       amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    if (chunk < chunks && chunk % chunks_per_row == 0) {
-      const int group = int(is_key ? k_group(r, granularity) : q_group(r, granularity));
-      atomicMax(&group_amax_bits[group], __float_as_uint(amax));
+    if (chunk % chunks_per_row == 0) {
+      const int group = int(is_key ? k_group(r % kTile, granularity) : q_group(r % kTile, granularity));
+      atomicMax(&group_amax_bits[tile][group], __float_as_uint(amax));
     }
   }
   __syncthreads();
 
   const int groups = int(is_key ? k_groups_per_block(granularity) : q_groups_per_block(granularity));
   const float qmax = int4 ? float(kInt4Max) : float(kInt8Max);
-  const int64_t head_index = int64_t(batch) * x.heads + head;
-  if (threadIdx.x < groups) {
-    const float amax = __uint_as_float(group_amax_bits[threadIdx.x]);
-    scales[(head_index * num_blocks + block) * groups + threadIdx.x] = amax > 0.0f ? amax / qmax : 1.0f;
+  if (threadIdx.x < kTiles * groups) {
+    const int tile = threadIdx.x / groups, group = threadIdx.x % groups, block = first_block + tile;
+    const float amax = __uint_as_float(group_amax_bits[tile][group]);
+    if (block < num_blocks) scales[(head_index * num_blocks + block) * groups + group] = amax > 0.0f ? amax / qmax : 1.0f;
   }
 
   // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
   const int64_t padded_len = int64_t(num_blocks) * kTile;
   const int64_t row_bytes = int4 ? d / 2 : d;
-  int8_t* out = values + (head_index * padded_len + int64_t(block) * kTile) * row_bytes;
+  int8_t* out = values + (head_index * padded_len + int64_t(first_block) * kTile) * row_bytes;
 #pragma unroll
-  for (int j = 0; j < kMaxChunksPerThread; ++j) {
+  for (int j = 0; j < kChunksPerThread; ++j) {
     const int chunk = threadIdx.x + j * kThreads;
-    if (chunk >= chunks) break;
     const int r = chunk / chunks_per_row;
-    const float amax = __uint_as_float(group_amax_bits[is_key ? k_group(r, granularity) : q_group(r, granularity)]);
+    if (first_block * kTile + r >= padded_len) break;  // the last CTA's second tile may lie past the padding
+    const int group = int(is_key ? k_group(r % kTile, granularity) : q_group(r % kTile, granularity));
+    const float amax = __uint_as_float(group_amax_bits[r / kTile][group]);
     const float inv = amax > 0.0f ? qmax / amax : 0.0f;
     int q[kChunk];
 #pragma unroll
@@ -196,10 +211,19 @@ template <bool kFp8>
 __global__ void __launch_bounds__(kThreads) transpose_v_kernel(StridedInput v, bool vector_loads, const float* mean,
                                                                const float* absmax, void* values) {
   __shared__ float tile[kKBlock][kMaxHeadDim + 1];  // +1: column reads spread over the banks
+  __shared__ float channel_mean[kMaxHeadDim], channel_scale[kMaxHeadDim];  // once per CTA, not per element
   const int tile_index = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   const int d = v.head_dim, chunks_per_row = d / kChunk;
   const int64_t head_index = int64_t(batch) * v.heads + head;
   const int64_t in_base = batch * v.stride_b + head * v.stride_h;
+  if (threadIdx.x < d) {
+    channel_mean[threadIdx.x] = mean ? mean[head_index * d + threadIdx.x] : 0.0f;
+    if constexpr (kFp8) {
+      const float amax = absmax[head_index * d + threadIdx.x];
+      channel_scale[threadIdx.x] = amax > 0.0f ? kFp8Max / amax : 0.0f;
+    }
+  }
+  __syncthreads();
   for (int chunk = threadIdx.x; chunk < kKBlock * chunks_per_row; chunk += kThreads) {
     const int key = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile_index * kKBlock + key;
     float x[kChunk] = {};
@@ -207,13 +231,8 @@ __global__ void __launch_bounds__(kThreads) transpose_v_kernel(StridedInput v, b
       load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
-        const float value = mean ? x[i] - mean[head_index * d + c + i] : x[i];
-        if constexpr (kFp8) {
-          const float amax = absmax[head_index * d + c + i];
-          x[i] = value * (amax > 0.0f ? kFp8Max / amax : 0.0f);
-        } else {
-          x[i] = value;
-        }
+        const float value = mean ? x[i] - channel_mean[c + i] : x[i];
+        x[i] = kFp8 ? value * channel_scale[c + i] : value;
       }
     }
 #pragma unroll
@@ -253,9 +272,12 @@ bool chunks_aligned(const StridedInput& x) {
 
 void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
                    Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream) {
-  const dim3 grid(unsigned((x.len + kQBlock - 1) / kQBlock), unsigned(x.heads), unsigned(x.batch));
-  quantize_rows_kernel<<<grid, kThreads, 0, stream>>>(x, chunks_aligned(x), mean, mean_per_block, is_key,
-                                                      granularity, int4, values, scales);
+  const int tiles = x.head_dim == 64 ? tiles_per_cta(64) : tiles_per_cta(128);
+  const int64_t rows_per_cta = int64_t(tiles) * kQBlock;
+  const dim3 grid(unsigned((x.len + rows_per_cta - 1) / rows_per_cta), unsigned(x.heads), unsigned(x.batch));
+  const auto kernel = x.head_dim == 64 ? quantize_rows_kernel<64> : quantize_rows_kernel<128>;
+  kernel<<<grid, kThreads, 0, stream>>>(x, chunks_aligned(x), mean, mean_per_block, is_key, granularity, int4, values,
+                                        scales);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
