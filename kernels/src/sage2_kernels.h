@@ -61,8 +61,6 @@ struct AttentionArgs {
 
 // Whether this build holds the family's kernels (the wgmma ones exist only in builds for sm_90a).
 bool built(KernelFamily family);
-// Why the family cannot run this call, or nullptr.
-const char* unsupported_reason(KernelFamily family, const AttentionArgs& args);
 void attention(KernelFamily family, const AttentionArgs& args, cudaStream_t stream);
 
 }  // namespace sagevid::kernels::sage2::detail

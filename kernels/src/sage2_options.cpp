@@ -40,6 +40,8 @@ std::string family_refusal(KernelFamily family, const Options& o, int cc, bool h
   if (o.smooth_q == true) return "the wgmma kernels take no Q smoothing";
   if (has_bias) return "the wgmma kernels take no bias";
   if (o.pv_flush_tiles != 1) return "the wgmma kernels add P·V into FP32 every tile (pv_flush_tiles 1)";
+  // The row max is taken before the (positive) scale is applied.
+  if (o.scale && !(*o.scale > 0)) return "the wgmma kernels need a positive scale";
   return "";
 }
 

@@ -241,6 +241,12 @@ TEST_CASE("sage2 resolve rejects what cannot run", "[sage2][reference]") {
   wgmma.smooth_q = true;
   REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("Q smoothing"));
   wgmma.smooth_q.reset();
+  wgmma.scale = -0.125;
+  REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("positive scale"));
+  wgmma.kernel.reset();
+  CHECK(sage2::resolve(wgmma, 90).kernel == sage2::KernelFamily::mma_sync);  // the default family takes it
+  wgmma.kernel = sage2::KernelFamily::wgmma;
+  wgmma.scale.reset();
   wgmma.qk = sage2::QkType::int4;
   REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("INT8"));
 }

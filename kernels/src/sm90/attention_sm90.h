@@ -8,8 +8,8 @@ namespace sagevid::kernels::sage2::sm90 {
 inline constexpr int kCtaQ = 64;  // query rows per CTA (one warpgroup)
 inline constexpr int kCtaK = tiling(KernelFamily::wgmma).key_tile;
 
-// INT8 Q·Kᵀ, head dim 64 or 128, no ΔS (Q smoothing), no bias, a positive score scale
-// (detail::unsupported_reason checks).
+// INT8 Q·Kᵀ, head dim 64 or 128, no ΔS (Q smoothing), no bias, a positive score scale: what resolve()
+// (sage2_options.cpp) lets through to this family.
 void attention(const detail::AttentionArgs& args, cudaStream_t stream);
 
 }  // namespace sagevid::kernels::sage2::sm90
