@@ -43,11 +43,7 @@ struct Tiles {
   static constexpr int kDimTiles = kHeadDim / 8;
 };
 
-// int32 -> float in two full-rate ALU ops instead of a conversion-unit op (which on Hopper shares the
-// exponential's throughput): exact for |x| < 2^22, which bounds every Q·Kᵀ dot product (127² · 128 < 2^21).
-__device__ __forceinline__ float exact_int_to_float(int32_t x) {
-  return __int_as_float(0x4B400000 + x) - 12582912.0f;
-}
+__device__ __forceinline__ float exact_int_to_float(int32_t x) { return magic_float(x) - kMagic; }
 
 __device__ __forceinline__ int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 

@@ -12,11 +12,8 @@ constexpr float kNegInf = -INFINITY;
 // Accumulator element i of a thread sits in row (i / 2) % 2 (of its two rows), column 8 (i / 4) + 2 t + i % 2
 // of the key tile (t = lane % 4): the 64 x 128 wgmma accumulator layout.
 
-// float(x) · scale in two full-rate ops (an integer add and an FMA) instead of a conversion-unit op, which
-// shares the exponential's throughput: 0x4B400000 + x is the float 1.5·2²³ + x, exact for |x| < 2²², which
-// bounds every INT8 dot product (127² · 128 < 2²¹). The FMA's offset rounds at a fraction of one unit of x.
-constexpr float kMagic = 12582912.0f;
-__device__ __forceinline__ float magic_float(int32_t x) { return __int_as_float(0x4B400000 + x); }
+// float(x) · scale in an integer add and an FMA (magic_float); the FMA's offset rounds at a fraction of one
+// unit of x.
 __device__ __forceinline__ float scaled_score(int32_t x, float scale) { return fmaf(magic_float(x), scale, -kMagic * scale); }
 
 // One online-softmax step for the lane's two rows over scores already scaled by their k-scales (masked
