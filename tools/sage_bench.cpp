@@ -6,6 +6,7 @@
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/models/attention.h"
 
+#include <array>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -35,6 +36,12 @@ double tops(const Shape& s, double ms) {
   return ops / (ms * 1e-3) / 1e12;
 }
 
+// Fresh random bf16 Q, K, V of the shape.
+std::array<at::Tensor, 3> random_qkv(const Shape& s) {
+  const auto draw = [&] { return sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16); };
+  return {draw(), draw(), draw()};
+}
+
 struct Mode {
   const char* name;
   sage2::KernelFamily kernel;
@@ -60,9 +67,7 @@ void bench_modes(const Shape& s) {
   };
   std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included:\n\n| mode | prep ms | ms | TOPS |\n|---|---|---|---|\n",
               s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim);
-  const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
-  const at::Tensor k = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
-  const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  const auto [q, k, v] = random_qkv(s);
   for (const Mode& mode : modes) {
     sage2::Options options;
     options.kernel = mode.kernel;
@@ -82,9 +87,7 @@ void bench_modes(const Shape& s) {
 
 // The default mode's preprocessing alone, a few times at one shape: what to run under a profiler.
 void profile_preprocessing(const Shape& s) {
-  const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
-  const at::Tensor k = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
-  const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+  const auto [q, k, v] = random_qkv(s);
   sage2::Options options;
   options.causal = s.causal;
   for (int i = 0; i < 2; ++i) sage2::prepare(q, k, v, options);
@@ -111,9 +114,7 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Shape& s : kShapes) {
     if (quick && s.len > 17776) continue;
-    const at::Tensor q = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
-    const at::Tensor k = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
-    const at::Tensor v = sagevid::tools::random_cuda({s.batch, s.heads, s.len, s.head_dim}, at::kBFloat16);
+    const auto [q, k, v] = random_qkv(s);
     sage2::Options options;
     options.causal = s.causal;
     const double prep_ms = sagevid::tools::median_ms([&] { sage2::prepare(q, k, v, options); });

@@ -6,9 +6,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace sagevid::kernels::sage2 {
+
+constexpr float kNegInf = -INFINITY;  // a masked score
 
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;

@@ -379,9 +379,6 @@ void GenerationService::run_job(Job& job, Call& call) {
     end_job(call, {grpc::StatusCode::INVALID_ARGUMENT, e.what()});
   } catch (const RequestTooLarge& e) {
     end_job(call, {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()});
-  } catch (const NonFiniteLatents& e) {
-    spdlog::error("request {}: {}", call.id, e.what());
-    end_job(call, {grpc::StatusCode::INTERNAL, std::string(e.what()) + " (request " + call.id + ")"});
   } catch (const std::exception& e) {
     end_job(call, failure_status(call, e));
   }
@@ -396,6 +393,8 @@ grpc::Status GenerationService::failure_status(const Call& call, const std::exce
                                                       "; try fewer frames or a smaller size (request " + call.id + ")"};
   }
   spdlog::error("request {}: {}", call.id, error.what());
+  if (dynamic_cast<const NonFiniteLatents*>(&error))  // names the step: something the caller can act on
+    return {grpc::StatusCode::INTERNAL, std::string(error.what()) + " (request " + call.id + ")"};
   return {grpc::StatusCode::INTERNAL, "internal error; the server log has the details under request " + call.id};
 }
 

@@ -11,9 +11,6 @@
 #include "../sage2_device.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cmath>
 #include <stdexcept>
 
@@ -21,11 +18,9 @@ namespace sagevid::kernels::sage2::mma {
 namespace {
 
 using detail::AttentionArgs;
-using detail::InputType;
 
 constexpr int kThreads = kWarps * 32;
 constexpr int kCtaK = tiling(KernelFamily::mma_sync).key_tile;
-constexpr float kNegInf = -INFINITY;
 
 template <int kHeadDim, bool kInt4, bool kFp8Pv, int kMTiles>
 struct Tiles {

@@ -15,8 +15,6 @@
 #include "wgmma.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cudaTypedefs.h>
 
 #include <cmath>
@@ -27,7 +25,6 @@ namespace sagevid::kernels::sage2::sm90 {
 namespace {
 
 using detail::AttentionArgs;
-using detail::InputType;
 
 constexpr int kThreads = 128;  // one warpgroup
 constexpr int kStages = 2;

@@ -2,12 +2,9 @@
 // The online softmax of the wgmma kernel, per thread: its two query rows' slices of a 64 x 128 score tile.
 #include "../sage2_device.cuh"
 
-#include <cmath>
 #include <cstdint>
 
 namespace sagevid::kernels::sage2::sm90 {
-
-constexpr float kNegInf = -INFINITY;
 
 // Accumulator element i of a thread sits in row (i / 2) % 2 (of its two rows), column 8 (i / 4) + 2 t + i % 2
 // of the key tile (t = lane % 4): the 64 x 128 wgmma accumulator layout.
