@@ -1,5 +1,5 @@
-// SageAttention2 host API: validates, resolves per-architecture defaults, runs the preprocessing (means with
-// the reference's own torch calls so both sides quantize identical numbers) and the attention kernel.
+// SageAttention2 host API: validates, resolves per-architecture defaults, runs the preprocessing and the
+// attention kernel.
 #include "sagevid/kernels/sage2.h"
 
 #include "sage2_kernels.h"
@@ -8,11 +8,8 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full_like.h>
 #include <ATen/ops/matmul.h>
-#include <ATen/ops/ones_like.h>
 #include <ATen/ops/repeat_interleave.h>
-#include <ATen/ops/where.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -45,47 +42,32 @@ detail::StridedInput strided(const at::Tensor& x, Layout layout) {
           int(d.head_dim)};
 }
 
-// Q or K quantized into the kernel's layout: int8 values (INT4: two per byte) and group scales.
-std::pair<at::Tensor, at::Tensor> quantize(const at::Tensor& x, const Options& o, const at::Tensor& mean,
-                                           bool mean_per_block, bool is_key, cudaStream_t stream) {
+// Q or K's quantized values (INT4: two per byte) and group scales, empty, in the kernel's layout.
+std::pair<at::Tensor, at::Tensor> empty_quantized_rows(const at::Tensor& x, const Options& o, bool is_key) {
   const Dims d = dims_of(x, o.layout);
-  const bool int4 = *o.qk == QkType::int4;
   const int64_t tile = is_key ? kKBlock : kQBlock, blocks = (d.len + tile - 1) / tile;
   const int64_t groups = blocks * (is_key ? k_groups_per_block(*o.granularity) : q_groups_per_block(*o.granularity));
-  at::Tensor values = at::empty({d.batch, d.heads, blocks * tile, int4 ? d.head_dim / 2 : d.head_dim},
-                                x.options().dtype(at::kChar));
-  at::Tensor scales = at::empty({d.batch, d.heads, groups}, x.options().dtype(at::kFloat));
-  detail::quantize_rows(strided(x, o.layout), mean.defined() ? mean.data_ptr<float>() : nullptr, mean_per_block,
-                        is_key, *o.granularity, int4, values.data_ptr<int8_t>(), scales.data_ptr<float>(), stream);
-  return {values, scales};
+  return {at::empty({d.batch, d.heads, blocks * tile, *o.qk == QkType::int4 ? d.head_dim / 2 : d.head_dim},
+                    x.options().dtype(at::kChar)),
+          at::empty({d.batch, d.heads, groups}, x.options().dtype(at::kFloat))};
 }
 
-struct PreparedV {
-  at::Tensor values, scales, mean;
-};
-
-PreparedV prepare_v(const at::Tensor& v, const Options& o, cudaStream_t stream) {
+// V's values, empty, in the layout of the P·V MMA of the kernel family.
+at::Tensor empty_v_values(const at::Tensor& v, const Options& o, detail::VFormat format) {
   const Dims d = dims_of(v, o.layout);
   const int64_t padded = round_up(d.len, kKBlock);
-  PreparedV out;
-  if (o.smooth_v) out.mean = reference::token_mean(reference::bhnd_view(v, o.layout)).contiguous();
-  const auto input = strided(v, o.layout);
-  const float* mean = out.mean.defined() ? out.mean.data_ptr<float>() : nullptr;
-  if (*o.pv == PvType::fp16) {
-    const bool transposed = tiling(*o.kernel).v_transposed;
-    out.values = transposed ? at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kHalf))
-                            : at::empty({d.batch, d.heads, padded, d.head_dim}, v.options().dtype(at::kHalf));
-    detail::convert_v_fp16(input, mean, transposed, out.values.data_ptr(), stream);
-    return out;
+  switch (format) {
+    case detail::VFormat::fp8_transposed:
+      return at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kByte));
+    case detail::VFormat::fp16_transposed:
+      return at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kHalf));
+    case detail::VFormat::fp16:
+      break;
   }
-  at::Tensor absmax = at::empty({d.batch, d.heads, d.head_dim}, v.options().dtype(at::kFloat));
-  detail::channel_absmax(input, mean, absmax.data_ptr<float>(), stream);
-  // A true division (torch turns "tensor / scalar" into a reciprocal multiply on CUDA): the reference's scale.
-  out.scales = at::where(absmax > 0, absmax.div(at::full_like(absmax, kFp8Max)), at::ones_like(absmax)).contiguous();
-  out.values = at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kByte));
-  detail::quantize_v_fp8(input, mean, absmax.data_ptr<float>(), out.values.data_ptr<uint8_t>(), stream);
-  return out;
+  return at::empty({d.batch, d.heads, padded, d.head_dim}, v.options().dtype(at::kHalf));
 }
+
+float* float_pointer(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
 // The bias as fp32 [B|1, H|1, N_q, N_kv] with a contiguous last dim; broadcast dims get stride 0.
 at::Tensor prepare_bias(const at::Tensor& bias, const Dims& q) {
@@ -125,30 +107,65 @@ std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Ten
 
 namespace {
 
-// The preprocessing for resolved options (device and stream already current).
+// The preprocessing for resolved options (device and stream already current): K's and V's token statistics
+// in one pass, then Q, K and V quantized in one more (V smoothed into FP8 needs a pass for its absmax
+// between them; Q smoothing its block means and ΔS from torch).
 Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& o) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
+  const bool fp8 = *o.pv == PvType::fp8;
+  const auto floats = [&](at::IntArrayRef sizes) { return at::empty(sizes, q.options().dtype(at::kFloat)); };
+  const auto channels = [&] { return floats({dk.batch, dk.heads, dk.head_dim}); };
+
+  const int parts = detail::statistics_chunks(int(dk.len));
+  const auto partial = [&](bool wanted) { return wanted ? floats({dk.batch, dk.heads, parts, dk.head_dim}) : at::Tensor(); };
+  const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(fp8 && !o.smooth_v);
+  if (k_sum.defined() || v_sum.defined() || v_absmax.defined()) {
+    detail::token_statistics(strided(k, o.layout), strided(v, o.layout),
+                             {float_pointer(k_sum), float_pointer(v_sum), float_pointer(v_absmax)}, stream);
+  }
+  const auto folded = [&](const at::Tensor& t, float divisor) {
+    return t.defined() ? detail::ChannelPartials{t.data_ptr<float>(), parts, divisor} : detail::ChannelPartials{};
+  };
+  const detail::ChannelPartials v_mean = folded(v_sum, float(dk.len));
+  detail::ChannelPartials v_scale_source = folded(v_absmax, 1.0f);
+  at::Tensor smoothed_absmax;
+  if (fp8 && o.smooth_v) {
+    smoothed_absmax = channels();
+    detail::channel_absmax(strided(v, o.layout), v_mean, smoothed_absmax.data_ptr<float>(), stream);
+    v_scale_source = {smoothed_absmax.data_ptr<float>(), 1, 1.0f};
+  }
 
   Quantized quantized;
   quantized.kernel = *o.kernel;
-  // Means with the reference's own calls, so both sides quantize identical bits.
-  if (o.smooth_k) quantized.k_mean = reference::token_mean(reference::bhnd_view(k, o.layout)).contiguous();
+  // Q's block means with the reference's own calls, so both sides quantize identical bits.
+  if (*o.smooth_q) quantized.q_mean = reference::block_mean(reference::to_bhnd_float(q, o.layout)).contiguous();
+  std::tie(quantized.q_values, quantized.q_scales) = empty_quantized_rows(q, o, /*is_key=*/false);
+  std::tie(quantized.k_values, quantized.k_scales) = empty_quantized_rows(k, o, /*is_key=*/true);
+  if (o.smooth_k) quantized.k_mean = channels();
+  if (o.smooth_v) quantized.v_mean = channels();
+  if (fp8) quantized.v_scales = channels();
+  const detail::VFormat v_format = fp8                                 ? detail::VFormat::fp8_transposed
+                                   : tiling(*o.kernel).v_transposed ? detail::VFormat::fp16_transposed
+                                                                     : detail::VFormat::fp16;
+  quantized.v_values = empty_v_values(v, o, v_format);
+
+  detail::RowsJob q_job{strided(q, o.layout), float_pointer(quantized.q_mean), {},
+                        quantized.q_values.data_ptr<int8_t>(), quantized.q_scales.data_ptr<float>(), nullptr};
+  detail::RowsJob k_job{strided(k, o.layout), nullptr, folded(k_sum, float(dk.len)),
+                        quantized.k_values.data_ptr<int8_t>(), quantized.k_scales.data_ptr<float>(),
+                        float_pointer(quantized.k_mean)};
+  detail::VJob v_job{strided(v, o.layout), v_format, v_mean, v_scale_source, quantized.v_values.data_ptr(),
+                     float_pointer(quantized.v_scales), float_pointer(quantized.v_mean)};
+  detail::quantize_qkv(q_job, k_job, v_job, *o.granularity, *o.qk == QkType::int4, stream);
+
   if (*o.smooth_q) {
-    quantized.q_mean = reference::block_mean(reference::to_bhnd_float(q, o.layout)).contiguous();
+    // The part of the scores that Q smoothing removes, added back per block: q̄_b · (K − k̄)ᵀ.
     at::Tensor k_smoothed = reference::to_bhnd_float(k, o.layout);
     if (quantized.k_mean.defined()) k_smoothed = k_smoothed - quantized.k_mean.unsqueeze(2);
     if (dq.heads != dk.heads) k_smoothed = at::repeat_interleave(k_smoothed, dq.heads / dk.heads, 1);
     quantized.delta_s = at::matmul(quantized.q_mean, k_smoothed.transpose(-1, -2)).contiguous();
   }
-  std::tie(quantized.q_values, quantized.q_scales) =
-      quantize(q, o, quantized.q_mean, /*mean_per_block=*/true, /*is_key=*/false, stream);
-  std::tie(quantized.k_values, quantized.k_scales) =
-      quantize(k, o, quantized.k_mean, /*mean_per_block=*/false, /*is_key=*/true, stream);
-  PreparedV pv = prepare_v(v, o, stream);
-  quantized.v_values = pv.values;
-  quantized.v_scales = pv.scales;
-  quantized.v_mean = pv.mean;
   return quantized;
 }
 

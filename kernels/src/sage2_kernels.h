@@ -19,23 +19,60 @@ struct StridedInput {
   int batch, heads, len, head_dim;
 };
 
-// Quantizes Q or K into int8 [B, H, N_pad, D] or packed int4 [B, H, N_pad, D/2] (low nibble = even
-// channel), after subtracting `mean` (optional, fp32: [B, H, D] when mean_per_block is false, else
-// [B, H, ceil(N/64), D]). Scales [B, H, groups] as in sage2_layout.h. is_key picks the K grouping.
-void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
-                   Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream);
+// A per-(batch, head) channel vector [B, H, D] given as `parts` partial results [B, H, parts, D] that each
+// reader folds in a fixed order: summed then divided by `divisor` (a token mean from partial sums), or maxed
+// (an absmax). One part with divisor 1 is a final vector. data null: no vector.
+struct ChannelPartials {
+  const float* data = nullptr;
+  int parts = 1;
+  float divisor = 1.0f;
+};
 
-// V for the FP16 P·V path: v - mean (optional, [B, H, D] fp32) as fp16 [B, H, N_pad, D], or transposed,
-// [B, H, D, N_pad]; padding keys are 0.
-void convert_v_fp16(const StridedInput& v, const float* mean, bool transposed, void* values, cudaStream_t stream);
+// The token statistics quantization needs before it can start, one pass over K and V: per chunk of
+// kStatisticsRows tokens, K's channel sums, V's channel sums and V's channel max|v|, each [B, H_kv, chunks,
+// D] fp32 (a null pointer: not wanted). Deterministic: fixed summation order.
+constexpr int kStatisticsRows = 1024;
+struct TokenStatistics {
+  float* k_sum = nullptr;
+  float* v_sum = nullptr;
+  float* v_absmax = nullptr;
+};
+int statistics_chunks(int len);
+void token_statistics(const StridedInput& k, const StridedInput& v, const TokenStatistics& out, cudaStream_t stream);
 
-// Per-channel max|v - mean| over tokens: [B, H, D] fp32 (output zeroed by the launcher).
-void channel_absmax(const StridedInput& v, const float* mean, float* absmax, cudaStream_t stream);
+// Per-channel max|v − mean| over tokens, [B, H, D] fp32 (zeroed by the launcher): the FP8 scale when V is
+// smoothed, which needs the mean first.
+void channel_absmax(const StridedInput& v, const ChannelPartials& mean, float* absmax, cudaStream_t stream);
 
-// V' = v - mean as FP8 E4M3 scaled per channel (448 / absmax), transposed to [B, H, D, N_pad] with the keys
-// of each 32-key chunk permuted (kv_permuted_position); padding keys are 0.
-void quantize_v_fp8(const StridedInput& v, const float* mean, const float* absmax, uint8_t* values,
-                    cudaStream_t stream);
+// Q or K into int8 [B, H, N_pad, D] or packed int4 [B, H, N_pad, D/2] (low nibble = even channel) after
+// subtracting a mean: per kQBlock block (Q smoothing, fp32 [B, H, ceil(N/64), D]) or per token (K smoothing).
+// Scales [B, H, groups] as in sage2_layout.h. mean_out: the folded token mean, [B, H, D] (or null).
+struct RowsJob {
+  StridedInput x;
+  const float* block_mean = nullptr;
+  ChannelPartials token_mean;
+  int8_t* values = nullptr;
+  float* scales = nullptr;
+  float* mean_out = nullptr;
+};
+
+// V for the P·V MMA after subtracting its token mean (optional): FP8 E4M3 scaled per channel (448 / absmax)
+// as Vᵀ [B, H, D, N_pad] with the keys of each 32-key chunk permuted (kv_permuted_position); fp16 Vᵀ in key
+// order; or fp16 V [B, H, N_pad, D]. Padding keys are 0. scales_out (FP8: absmax / 448, 1 for an all-zero
+// channel) and mean_out are [B, H, D] (or null).
+enum class VFormat { fp8_transposed, fp16_transposed, fp16 };
+struct VJob {
+  StridedInput v;
+  VFormat format;
+  ChannelPartials mean, absmax;
+  void* values = nullptr;
+  float* scales_out = nullptr;
+  float* mean_out = nullptr;
+};
+
+// Q, K and V quantized in one launch.
+void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
+                  cudaStream_t stream);
 
 struct AttentionArgs {
   const int8_t* q;         // quantized Q [B, H_q, Nq_pad, D or D/2]

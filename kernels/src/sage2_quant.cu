@@ -1,108 +1,105 @@
-// SageAttention2 preprocessing: Q/K smoothing + per-group INT8/INT4 quantization, V as padded fp16 for the
-// FP16 P·V MMA, and per-channel FP8 quantization of V into the transposed, key-permuted layout the FP8 P·V MMA
-// reads. Memory-bound kernels: each reads its input once (the FP8 V path twice: absmax, then quantize).
-#include "sage2_kernels.h"
+// The second preprocessing pass, one launch for Q, K and V: Q/K smoothing + per-group INT8/INT4 quantization,
+// and V for the P·V MMA (FP8 scaled per channel into the transposed, key-permuted layout; or fp16). The token
+// statistics of the first pass (sage2_statistics.cu) arrive as partials that every CTA folds itself. Each
+// element is read and written once.
+#include "sage2_preprocess.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 namespace sagevid::kernels::sage2::detail {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxHeadDim = 128;
+constexpr int kThreads = kPreprocessThreads;
 
-__device__ __forceinline__ float load_input(const void* data, InputType type, int64_t index) {
-  return type == InputType::fp16 ? __half2float(static_cast<const __half*>(data)[index])
-                                 : __bfloat162float(static_cast<const __nv_bfloat16*>(data)[index]);
-}
+// Rows per CTA: every thread holds four 8-channel chunks, all loaded before any is used.
+SAGEVID_HD constexpr int rows_per_cta(int head_dim) { return 4 * kThreads * kChunk / head_dim; }
+constexpr int kRowTiles = rows_per_cta(64) / kQBlock;  // at most; kQBlock == kKBlock
+static_assert(kQBlock == kKBlock, "one tile size for Q and K");
 
-// Eight consecutive channels of one row: the unit every thread loads, smooths and quantizes. Whole chunks are
-// one 16-byte load when the input is aligned for it (the host checks), else eight scalar loads.
-constexpr int kChunk = 8;
-// 64-row tiles per quantization CTA: enough that each thread has four 16-byte loads in flight.
-SAGEVID_HD constexpr int tiles_per_cta(int head_dim) { return 128 / head_dim; }
-
-__device__ __forceinline__ void load_chunk(const StridedInput& x, int64_t index, bool vector_loads, float (&out)[kChunk]) {
-  if (vector_loads) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(x.data) + index);
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if (x.type == InputType::fp16) {
-        const float2 pair = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
-        out[2 * i] = pair.x, out[2 * i + 1] = pair.y;
-      } else {
-        const float2 pair = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
-        out[2 * i] = pair.x, out[2 * i + 1] = pair.y;
-      }
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) out[i] = load_input(x.data, x.type, index + i);
-  }
-}
-
-// One CTA quantizes kTiles 64-row tiles of one (batch, head): two at head dim 64, one at 128, so that every
-// thread holds four 8-channel chunks (t, t + 256, ... in row-major order, the lanes of a row adjacent). It
-// issues all its loads first, then smooths them; the row absmax is a shuffle reduction over the row's lanes,
-// each group's absmax a shared atomic max over its rows, and the thread then rounds its own chunks. Reads and
-// writes each element once.
 template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x, bool vector_loads, const float* mean,
-                                                                 bool mean_per_block, bool is_key,
-                                                                 Granularity granularity, bool int4,
-                                                                 int8_t* values, float* scales) {
-  constexpr int kTile = kQBlock;  // == kKBlock: Q and K tiles are both 64 rows
-  static_assert(kQBlock == kKBlock, "one tile size for Q and K");
-  constexpr int kTiles = tiles_per_cta(kHeadDim);
-  constexpr int d = kHeadDim, chunks_per_row = d / kChunk;
-  constexpr int kChunksPerThread = kTiles * kTile * chunks_per_row / kThreads;
-  __shared__ unsigned group_amax_bits[kTiles][kTile];  // non-negative floats order like their bit patterns
+union Smem {
+  struct {
+    unsigned group_amax_bits[kRowTiles][kQBlock];  // non-negative floats order like their bit patterns
+    float mean[kHeadDim];
+  } rows;
+  struct {
+    // The CTA's keys as written out, [key][channel]: E4M3 bytes or fp16.
+    alignas(16) uint8_t tile[rows_per_cta(kHeadDim) * kHeadDim * 2];
+    float mean[kHeadDim], scale[kHeadDim];
+  } v;
+};
 
-  const int head = blockIdx.y, batch = blockIdx.z;
-  const int first_block = blockIdx.x * kTiles, num_blocks = (x.len + kTile - 1) / kTile;
-  const int64_t in_base = batch * x.stride_b + head * x.stride_h;
-  const int64_t head_index = int64_t(batch) * x.heads + head;
-  const float* head_mean = mean ? mean + head_index * (mean_per_block ? num_blocks : 1) * d : nullptr;
-  if (threadIdx.x < kTiles * kTile) group_amax_bits[threadIdx.x / kTile][threadIdx.x % kTile] = 0;
-  __syncthreads();
+// Where a CTA of one job works: its first row and its (batch, head).
+struct CtaTask {
+  int first_row;
+  int64_t head_index;
+  int batch, head;
+};
 
-  // Load (all of the thread's chunks in flight together), then smooth; rows past the sequence are padding
-  // (zero, so they never raise a group's absmax).
-  float v[kChunksPerThread][kChunk];
+__device__ __forceinline__ CtaTask task_of(int local, const StridedInput& x, int rows) {
+  const int ctas_per_head = (x.len + rows - 1) / rows;
+  const int head = (local / ctas_per_head) % x.heads, batch = local / (ctas_per_head * x.heads);
+  return {(local % ctas_per_head) * rows, int64_t(batch) * x.heads + head, batch, head};
+}
+
+// One CTA quantizes rows_per_cta rows (two 64-row tiles at head dim 64, one at 128) of one (batch, head),
+// each thread four 8-channel chunks (t, t + 256, ... in row-major order, the lanes of a row adjacent). It
+// issues all its loads first, then smooths them; the row absmax is a shuffle reduction over the row's lanes,
+// each group's absmax a shared atomic max over its rows, and the thread then rounds its own chunks.
+template <int kHeadDim>
+__device__ void quantize_rows(const RowsJob& job, bool is_key, bool vector_loads, Granularity granularity,
+                              bool int4, int local, Smem<kHeadDim>& smem) {
+  constexpr int kRows = rows_per_cta(kHeadDim), kTiles = kRows / kQBlock, d = kHeadDim;
+  constexpr int kChunksPerRow = d / kChunk, kChunksPerThread = kRows * kChunksPerRow / kThreads;
+  const StridedInput& x = job.x;
+  const CtaTask task = task_of(local, x, kRows);
+  const int first_block = task.first_row / kQBlock, num_blocks = (x.len + kQBlock - 1) / kQBlock;
+  const int64_t in_base = task.batch * x.stride_b + task.head * x.stride_h;
+
+  // Load (all of the thread's chunks in flight together); rows past the sequence are padding (zero, so they
+  // never raise a group's absmax).
+  uint4 raw[kChunksPerThread];
 #pragma unroll
   for (int j = 0; j < kChunksPerThread; ++j) {
     const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = first_block * kTile + r;
-    if (row < x.len) {
-      load_chunk(x, in_base + row * x.stride_n + c, vector_loads, v[j]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) v[j][i] = 0.0f;
-    }
+    const int r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * kChunk, row = task.first_row + r;
+    raw[j] = row < x.len ? load_chunk(x, in_base + row * x.stride_n + c, vector_loads) : make_uint4(0, 0, 0, 0);
   }
+  if (threadIdx.x < kTiles * kQBlock) smem.rows.group_amax_bits[threadIdx.x / kQBlock][threadIdx.x % kQBlock] = 0;
+  if (job.token_mean.data && threadIdx.x < d) {
+    const float mean = fold_mean(job.token_mean, task.head_index, d, threadIdx.x);
+    smem.rows.mean[threadIdx.x] = mean;
+    if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + threadIdx.x] = mean;
+  }
+  __syncthreads();  // the folded mean and the zeroed group maxima
+
+  // The chunk's smoothed values: computed twice (for the absmax, then to round), cheaper than holding them.
+  const auto smoothed = [&](int j, float (&v)[kChunk]) {
+    const int chunk = threadIdx.x + j * kThreads;
+    const int r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * kChunk;
+    const float* mean = job.block_mean ? job.block_mean + (task.head_index * num_blocks + first_block + r / kQBlock) * d
+                        : job.token_mean.data ? smem.rows.mean
+                                              : nullptr;
+    unpack_chunk(raw[j], x.type, v);
+    if (mean && task.first_row + r < x.len)  // padding rows stay 0
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) v[i] = v[i] - mean[c + i];
+  };
 #pragma unroll
   for (int j = 0; j < kChunksPerThread; ++j) {
     const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = first_block * kTile + r;
-    const int tile = r / kTile;
+    const int r = chunk / kChunksPerRow, tile = r / kQBlock;
+    float v[kChunk];
+    smoothed(j, v);
     float amax = 0.0f;
-    if (row < x.len) {
-      const float* mean_row = head_mean ? head_mean + (mean_per_block ? int64_t(first_block + tile) * d : 0) : nullptr;
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) {
-        if (mean_row) v[j][i] = v[j][i] - mean_row[c + i];
-        amax = fmaxf(amax, fabsf(v[j][i]));
-      }
-    }
-    for (int offset = 1; offset < chunks_per_row; offset <<= 1)  // the row's lanes: aligned, a power of two
+    for (int i = 0; i < kChunk; ++i) amax = fmaxf(amax, fabsf(v[i]));
+    for (int offset = 1; offset < kChunksPerRow; offset <<= 1)  // the row's lanes: aligned, a power of two
       amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    if (chunk % chunks_per_row == 0) {
-      const int group = int(is_key ? k_group(r % kTile, granularity) : q_group(r % kTile, granularity));
-      atomicMax(&group_amax_bits[tile][group], __float_as_uint(amax));
+    if (chunk % kChunksPerRow == 0) {
+      const int group = int(is_key ? k_group(r % kQBlock, granularity) : q_group(r % kQBlock, granularity));
+      atomicMax(&smem.rows.group_amax_bits[tile][group], __float_as_uint(amax));
     }
   }
   __syncthreads();
@@ -111,25 +108,28 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x,
   const float qmax = int4 ? float(kInt4Max) : float(kInt8Max);
   if (threadIdx.x < kTiles * groups) {
     const int tile = threadIdx.x / groups, group = threadIdx.x % groups, block = first_block + tile;
-    const float amax = __uint_as_float(group_amax_bits[tile][group]);
-    if (block < num_blocks) scales[(head_index * num_blocks + block) * groups + group] = amax > 0.0f ? amax / qmax : 1.0f;
+    const float amax = __uint_as_float(smem.rows.group_amax_bits[tile][group]);
+    if (block < num_blocks)
+      job.scales[(task.head_index * num_blocks + block) * groups + group] = amax > 0.0f ? amax / qmax : 1.0f;
   }
 
   // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
-  const int64_t padded_len = int64_t(num_blocks) * kTile;
+  const int64_t padded_len = int64_t(num_blocks) * kQBlock;
   const int64_t row_bytes = int4 ? d / 2 : d;
-  int8_t* out = values + (head_index * padded_len + int64_t(first_block) * kTile) * row_bytes;
+  int8_t* out = job.values + (task.head_index * padded_len + task.first_row) * row_bytes;
 #pragma unroll
   for (int j = 0; j < kChunksPerThread; ++j) {
     const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / chunks_per_row;
-    if (first_block * kTile + r >= padded_len) break;  // the last CTA's second tile may lie past the padding
-    const int group = int(is_key ? k_group(r % kTile, granularity) : q_group(r % kTile, granularity));
-    const float amax = __uint_as_float(group_amax_bits[r / kTile][group]);
+    const int r = chunk / kChunksPerRow;
+    if (task.first_row + r >= padded_len) break;  // the last CTA's second tile may lie past the padding
+    const int group = int(is_key ? k_group(r % kQBlock, granularity) : q_group(r % kQBlock, granularity));
+    const float amax = __uint_as_float(smem.rows.group_amax_bits[r / kQBlock][group]);
     const float inv = amax > 0.0f ? qmax / amax : 0.0f;
+    float v[kChunk];
+    smoothed(j, v);
     int q[kChunk];
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) q[i] = max(-int(qmax), min(int(qmax), __float2int_rn(v[j][i] * inv)));
+    for (int i = 0; i < kChunk; ++i) q[i] = max(-int(qmax), min(int(qmax), __float2int_rn(v[i] * inv)));
     if (!int4) {
       uint2 packed;
       packed.x = (q[0] & 0xFF) | (q[1] & 0xFF) << 8 | (q[2] & 0xFF) << 16 | uint32_t(q[3] & 0xFF) << 24;
@@ -144,23 +144,57 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(StridedInput x,
   }
 }
 
-// V for the FP16 P·V MMA: v - mean as fp16, [B, H, N_pad, D], padding keys 0. One CTA per 64-key tile.
-__global__ void __launch_bounds__(kThreads) convert_v_fp16_kernel(StridedInput v, bool vector_loads,
-                                                                  const float* mean, __half* values) {
-  const int tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const int d = v.head_dim, chunks_per_row = d / kChunk;
-  const int64_t head_index = int64_t(batch) * v.heads + head;
-  const int64_t in_base = batch * v.stride_b + head * v.stride_h;
-  const float* mean_row = mean ? mean + head_index * d : nullptr;
-  __half* out = values + (head_index * gridDim.x + tile) * int64_t(kKBlock) * d;
-  for (int chunk = threadIdx.x; chunk < kKBlock * chunks_per_row; chunk += kThreads) {
-    const int r = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile * kKBlock + r;
-    float x[kChunk] = {};
-    if (row < v.len) {
-      load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
-      if (mean_row)
+// One CTA prepares rows_per_cta keys of V. It loads its four chunks per thread, subtracts the mean and
+// scales (FP8), then either stores fp16 rows directly or stages the keys as written out (E4M3 bytes or fp16)
+// in shared memory and writes Vᵀ: 16-byte stores of 16 FP8 (or 8 fp16) positions of one channel,
+// consecutive threads on consecutive channels.
+template <int kHeadDim>
+__device__ void prepare_v(const VJob& job, bool vector_loads, int local, Smem<kHeadDim>& smem) {
+  constexpr int kKeys = rows_per_cta(kHeadDim), d = kHeadDim;
+  constexpr int kChunksPerRow = d / kChunk, kChunksPerThread = kKeys * kChunksPerRow / kThreads;
+  const StridedInput& v = job.v;
+  const CtaTask task = task_of(local, v, kKeys);
+  const int64_t in_base = task.batch * v.stride_b + task.head * v.stride_h;
+  const int64_t padded_len = round_up(int64_t(v.len), kKBlock);
+  const bool fp8 = job.format == VFormat::fp8_transposed;
+  uint4 raw[kChunksPerThread];
 #pragma unroll
-        for (int i = 0; i < kChunk; ++i) x[i] = x[i] - mean_row[c + i];
+  for (int j = 0; j < kChunksPerThread; ++j) {
+    const int chunk = threadIdx.x + j * kThreads, key = chunk / kChunksPerRow, row = task.first_row + key;
+    raw[j] = row < v.len ? load_chunk(v, in_base + row * v.stride_n + (chunk % kChunksPerRow) * kChunk, vector_loads)
+                         : make_uint4(0, 0, 0, 0);
+  }
+  if (threadIdx.x < d) {
+    const int c = threadIdx.x;
+    const float mean = job.mean.data ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;
+    smem.v.mean[c] = mean;
+    float scale = 1.0f;
+    if (fp8) {
+      const float amax = fold_max(job.absmax, task.head_index, d, c);
+      scale = amax > 0.0f ? kFp8Max / amax : 0.0f;
+      if (job.scales_out && task.first_row == 0) job.scales_out[task.head_index * d + c] = amax > 0.0f ? amax / kFp8Max : 1.0f;
+    }
+    smem.v.scale[c] = scale;
+    if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + c] = mean;
+  }
+  __syncthreads();  // the folded mean and scale
+
+  __half* const fp16_tile = reinterpret_cast<__half*>(smem.v.tile);
+#pragma unroll
+  for (int j = 0; j < kChunksPerThread; ++j) {
+    const int chunk = threadIdx.x + j * kThreads, key = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * kChunk;
+    float x[kChunk];
+    unpack_chunk(raw[j], v.type, x);
+    if (task.first_row + key < v.len) {  // padding keys stay 0
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) x[i] = (x[i] - smem.v.mean[c + i]) * smem.v.scale[c + i];
+    }
+    if (fp8) {
+      uint32_t words[2] = {};
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) words[i / 4] |= uint32_t(__nv_fp8_e4m3(x[i]).__x) << (8 * (i % 4));
+      *reinterpret_cast<uint2*>(smem.v.tile + key * d + c) = make_uint2(words[0], words[1]);
+      continue;
     }
     uint4 packed;
     uint32_t* words = reinterpret_cast<uint32_t*>(&packed);
@@ -169,140 +203,77 @@ __global__ void __launch_bounds__(kThreads) convert_v_fp16_kernel(StridedInput v
       const __half2 pair = __floats2half2_rn(x[2 * i], x[2 * i + 1]);
       words[i] = *reinterpret_cast<const uint32_t*>(&pair);
     }
-    reinterpret_cast<uint4*>(out)[chunk] = packed;
-  }
-}
-
-// Per-channel max|v - mean| over rows_per_cta rows: thread t reads the 8-channel chunk t % (D/8) of every
-// (256 / (D/8))-th row; the CTA's maxima meet in shared memory, then once per channel in device memory.
-// Non-negative floats order like their bit patterns, so an unsigned atomic max finds the float max.
-__global__ void __launch_bounds__(kThreads) channel_absmax_kernel(StridedInput v, bool vector_loads,
-                                                                  const float* mean, float* absmax,
-                                                                  int rows_per_cta) {
-  __shared__ unsigned channel_bits[kMaxHeadDim];
-  const int head = blockIdx.y, batch = blockIdx.z;
-  const int d = v.head_dim, chunks_per_row = d / kChunk, rows_per_pass = kThreads / chunks_per_row;
-  const int64_t head_index = int64_t(batch) * v.heads + head;
-  const int64_t in_base = batch * v.stride_b + head * v.stride_h;
-  const int c = (threadIdx.x % chunks_per_row) * kChunk;
-  if (threadIdx.x < d) channel_bits[threadIdx.x] = 0;
-  __syncthreads();
-  float m[kChunk], amax[kChunk];
-#pragma unroll
-  for (int i = 0; i < kChunk; ++i) m[i] = mean ? mean[head_index * d + c + i] : 0.0f, amax[i] = 0.0f;
-  const int first = blockIdx.x * rows_per_cta, last = min(v.len, first + rows_per_cta);
-  for (int row = first + int(threadIdx.x) / chunks_per_row; row < last; row += rows_per_pass) {
-    float x[kChunk];
-    load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) amax[i] = fmaxf(amax[i], fabsf(x[i] - m[i]));
-  }
-#pragma unroll
-  for (int i = 0; i < kChunk; ++i) atomicMax(&channel_bits[c + i], __float_as_uint(amax[i]));
-  __syncthreads();
-  if (threadIdx.x < d) atomicMax(reinterpret_cast<unsigned*>(absmax + head_index * d) + threadIdx.x, channel_bits[threadIdx.x]);
-}
-
-// One CTA writes one 64-key block of Vᵀ, [D][64 key positions]: FP8 scaled per channel with the keys of each
-// 32-key chunk permuted (kv_key_at_position names the key at a position), or fp16 in key order. The block
-// is staged through shared memory: read as 8-channel chunks of a key, written as four consecutive positions
-// of a channel per store.
-template <bool kFp8>
-__global__ void __launch_bounds__(kThreads) transpose_v_kernel(StridedInput v, bool vector_loads, const float* mean,
-                                                               const float* absmax, void* values) {
-  __shared__ float tile[kKBlock][kMaxHeadDim + 1];  // +1: column reads spread over the banks
-  __shared__ float channel_mean[kMaxHeadDim], channel_scale[kMaxHeadDim];  // once per CTA, not per element
-  const int tile_index = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const int d = v.head_dim, chunks_per_row = d / kChunk;
-  const int64_t head_index = int64_t(batch) * v.heads + head;
-  const int64_t in_base = batch * v.stride_b + head * v.stride_h;
-  if (threadIdx.x < d) {
-    channel_mean[threadIdx.x] = mean ? mean[head_index * d + threadIdx.x] : 0.0f;
-    if constexpr (kFp8) {
-      const float amax = absmax[head_index * d + threadIdx.x];
-      channel_scale[threadIdx.x] = amax > 0.0f ? kFp8Max / amax : 0.0f;
+    if (job.format == VFormat::fp16_transposed) {
+      *reinterpret_cast<uint4*>(fp16_tile + key * d + c) = packed;
+    } else if (task.first_row + key < padded_len) {
+      reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + (task.head_index * padded_len + task.first_row) * d)[chunk] =
+          packed;
     }
   }
+  if (job.format == VFormat::fp16) return;
   __syncthreads();
-  for (int chunk = threadIdx.x; chunk < kKBlock * chunks_per_row; chunk += kThreads) {
-    const int key = chunk / chunks_per_row, c = (chunk % chunks_per_row) * kChunk, row = tile_index * kKBlock + key;
-    float x[kChunk] = {};
-    if (row < v.len) {
-      load_chunk(v, in_base + row * v.stride_n + c, vector_loads, x);
+
+  // Vᵀ: thread i writes positions [first, first + 16 or 8) of channel i % D.
+  const int positions = fp8 ? 16 : 8;
+  const int64_t out_base = task.head_index * d * padded_len + task.first_row;
+  for (int i = threadIdx.x; i < d * (kKeys / positions); i += kThreads) {
+    const int c = i % d, first = (i / d) * positions;
+    if (task.first_row + first >= padded_len) break;  // the last CTA's second 64-key block may lie past the padding
+    uint32_t words[4] = {};
+    if (fp8) {
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) {
-        const float value = mean ? x[i] - channel_mean[c + i] : x[i];
-        x[i] = kFp8 ? value * channel_scale[c + i] : value;
+      for (int p = 0; p < 16; ++p) {
+        const int position = first + p, key = (position & ~31) | kv_key_at_position(position & 31);
+        words[p / 4] |= uint32_t(smem.v.tile[key * d + c]) << (8 * (p % 4));
       }
-    }
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) tile[key][c + i] = x[i];
-  }
-  __syncthreads();
-  const int64_t padded_len = int64_t(gridDim.x) * kKBlock;
-  const int64_t first = head_index * d * padded_len + int64_t(tile_index) * kKBlock;
-  constexpr int kGroups = kKBlock / 4;  // four positions per store
-  for (int i = threadIdx.x; i < d * kGroups; i += kThreads) {
-    const int c = i / kGroups, position = (i % kGroups) * 4;
-    const int64_t at = first + int64_t(c) * padded_len + position;
-    if constexpr (kFp8) {
-      uint32_t packed = 0;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int key = (position & ~31) | kv_key_at_position((position + j) & 31);
-        packed |= uint32_t(__nv_fp8_e4m3(tile[key][c]).__x) << (8 * j);
-      }
-      *reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(values) + at) = packed;
+      *reinterpret_cast<uint4*>(static_cast<uint8_t*>(job.values) + out_base + int64_t(c) * padded_len + first) =
+          make_uint4(words[0], words[1], words[2], words[3]);
     } else {
-      const __half2 lo = __floats2half2_rn(tile[position][c], tile[position + 1][c]);
-      const __half2 hi = __floats2half2_rn(tile[position + 2][c], tile[position + 3][c]);
-      *reinterpret_cast<uint2*>(static_cast<__half*>(values) + at) =
-          make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+#pragma unroll
+      for (int p = 0; p < 8; ++p)
+        words[p / 2] |= uint32_t(__half_as_ushort(fp16_tile[(first + p) * d + c])) << (16 * (p % 2));
+      *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + out_base + int64_t(c) * padded_len + first) =
+          make_uint4(words[0], words[1], words[2], words[3]);
     }
   }
 }
 
-// Whether every 8-channel chunk of x starts on a 16-byte boundary (then one vector load reads it).
-bool chunks_aligned(const StridedInput& x) {
-  const bool strides = x.stride_b % kChunk == 0 && x.stride_h % kChunk == 0 && x.stride_n % kChunk == 0;
-  return strides && reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
+int ctas_for(const StridedInput& x) {
+  const int rows = rows_per_cta(x.head_dim);
+  return (x.len + rows - 1) / rows * x.heads * x.batch;
+}
+
+// CTAs [0, q) quantize Q, [q, q + k) K, the rest prepare V.
+struct Launch {
+  RowsJob q, k;
+  VJob v;
+  int q_ctas, k_ctas;
+  bool q_vector, k_vector, v_vector;
+  Granularity granularity;
+  bool int4;
+};
+
+template <int kHeadDim>
+__global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_constant__ Launch launch) {
+  __shared__ Smem<kHeadDim> smem;
+  const int cta = blockIdx.x;
+  if (cta < launch.q_ctas)
+    quantize_rows<kHeadDim>(launch.q, false, launch.q_vector, launch.granularity, launch.int4, cta, smem);
+  else if (cta < launch.q_ctas + launch.k_ctas)
+    quantize_rows<kHeadDim>(launch.k, true, launch.k_vector, launch.granularity, launch.int4, cta - launch.q_ctas, smem);
+  else
+    prepare_v<kHeadDim>(launch.v, launch.v_vector, cta - launch.q_ctas - launch.k_ctas, smem);
 }
 
 }  // namespace
 
-void quantize_rows(const StridedInput& x, const float* mean, bool mean_per_block, bool is_key,
-                   Granularity granularity, bool int4, int8_t* values, float* scales, cudaStream_t stream) {
-  const int tiles = x.head_dim == 64 ? tiles_per_cta(64) : tiles_per_cta(128);
-  const int64_t rows_per_cta = int64_t(tiles) * kQBlock;
-  const dim3 grid(unsigned((x.len + rows_per_cta - 1) / rows_per_cta), unsigned(x.heads), unsigned(x.batch));
-  const auto kernel = x.head_dim == 64 ? quantize_rows_kernel<64> : quantize_rows_kernel<128>;
-  kernel<<<grid, kThreads, 0, stream>>>(x, chunks_aligned(x), mean, mean_per_block, is_key, granularity, int4, values,
-                                        scales);
-  SAGEVID_CUDA_CHECK_LAUNCH();
-}
-
-void convert_v_fp16(const StridedInput& v, const float* mean, bool transposed, void* values, cudaStream_t stream) {
-  const dim3 grid(unsigned((v.len + kKBlock - 1) / kKBlock), unsigned(v.heads), unsigned(v.batch));
-  if (transposed)
-    transpose_v_kernel<false><<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, nullptr, values);
-  else
-    convert_v_fp16_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, static_cast<__half*>(values));
-  SAGEVID_CUDA_CHECK_LAUNCH();
-}
-
-void channel_absmax(const StridedInput& v, const float* mean, float* absmax, cudaStream_t stream) {
-  SAGEVID_CUDA_CHECK(
-      cudaMemsetAsync(absmax, 0, sizeof(float) * size_t(v.batch) * v.heads * v.head_dim, stream));
-  constexpr int rows_per_cta = 256;
-  const dim3 grid(unsigned((v.len + rows_per_cta - 1) / rows_per_cta), unsigned(v.heads), unsigned(v.batch));
-  channel_absmax_kernel<<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, absmax, rows_per_cta);
-  SAGEVID_CUDA_CHECK_LAUNCH();
-}
-
-void quantize_v_fp8(const StridedInput& v, const float* mean, const float* absmax, uint8_t* values,
-                    cudaStream_t stream) {
-  const dim3 grid(unsigned((v.len + kKBlock - 1) / kKBlock), unsigned(v.heads), unsigned(v.batch));
-  transpose_v_kernel<true><<<grid, kThreads, 0, stream>>>(v, chunks_aligned(v), mean, absmax, values);
+void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
+                  cudaStream_t stream) {
+  const Launch launch{q, k, v, ctas_for(q.x), ctas_for(k.x), chunks_aligned(q.x), chunks_aligned(k.x),
+                      chunks_aligned(v.v), granularity, int4};
+  const unsigned ctas = unsigned(launch.q_ctas + launch.k_ctas + ctas_for(v.v));
+  const auto kernel = q.x.head_dim == 64 ? quantize_qkv_kernel<64> : quantize_qkv_kernel<128>;
+  kernel<<<ctas, kThreads, 0, stream>>>(launch);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 

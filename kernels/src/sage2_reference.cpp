@@ -141,7 +141,8 @@ QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd) {
   return {values, scales};
 }
 
-Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
+Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                        const TokenMeans& means) {
   require(options.kernel && options.qk && options.pv && options.smooth_q && options.granularity,
           "options must be resolved (sage2::resolve)");
   const at::Tensor qf = to_bhnd_float(q, options.layout);
@@ -153,7 +154,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
   Preprocessed pre;
   at::Tensor k_smooth = kf;
   if (options.smooth_k) {
-    pre.k_mean = token_mean(bhnd_view(k, options.layout));
+    pre.k_mean = means.k_mean.defined() ? means.k_mean : token_mean(bhnd_view(k, options.layout));
     k_smooth = kf - pre.k_mean.unsqueeze(2);
   }
   at::Tensor q_smooth = qf;
@@ -169,7 +170,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
 
   at::Tensor v_smooth = vf;
   if (options.smooth_v) {
-    pre.v_mean = token_mean(bhnd_view(v, options.layout));
+    pre.v_mean = means.v_mean.defined() ? means.v_mean : token_mean(bhnd_view(v, options.layout));
     v_smooth = vf - pre.v_mean.unsqueeze(2);
   }
   if (*options.pv == PvType::fp8) {

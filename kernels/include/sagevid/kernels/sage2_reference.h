@@ -10,8 +10,8 @@ namespace sagevid::kernels::sage2::reference {
 at::Tensor bhnd_view(const at::Tensor& x, Layout layout);
 at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout);
 
-// Token mean per (batch, head, channel) in fp32 from any dtype: [B, H, D]. The CUDA host API computes its
-// means with the same call on the same view of the raw input.
+// Token mean per (batch, head, channel) in fp32 from any dtype: [B, H, D]. (The CUDA preprocessing sums in
+// another order: its means agree to rounding, see TokenMeans.)
 at::Tensor token_mean(const at::Tensor& x_bhnd);
 // Mean of each kQBlock block of valid rows: [B, H, ceil(N / kQBlock), D] fp32 (the last block may be partial).
 at::Tensor block_mean(const at::Tensor& x_bhnd);
@@ -44,7 +44,13 @@ struct Preprocessed {
   at::Tensor v_mean;   // [B, H_kv, D]; undefined without smooth_v
   QuantizedV v;        // FP8 path: quantized (smoothed) V; FP16 path: values = fp16-rounded V, scales undefined
 };
-Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options);
+// The token means to smooth K and V with, e.g. the CUDA preprocessing's (a reduction's bits depend on its
+// order) to compare the rest bit for bit; token_mean() for an undefined one.
+struct TokenMeans {
+  at::Tensor k_mean, v_mean;
+};
+Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                        const TokenMeans& means = {});
 
 // The whole simulated computation: dequantized scores (+ ΔS, + bias), online softmax in base 2 over the
 // kernel family's key tiles, P̃ rounded to FP8 (×448) or FP16 with the running max of its tile, fp32
