@@ -254,6 +254,7 @@ int main(int argc, char** argv) {
     cases.push_back({1, 2, 1, 64, 1000, 64, false, false, true});  // many tiles: the ring wraps
     cases.push_back({1, 1, 1, 1, 1, 64, false, false, true});
     cases.push_back({1, 2, 2, 513, 77, 128, true, true, false});  // more queries than keys
+    cases.push_back({2, 32, 16, 700, 700, 64, true, true, false});  // more CTAs than fit the device at once
     for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
     std::printf("%d passed, %d failed\n", passes, failures);
   }
@@ -262,6 +263,8 @@ int main(int argc, char** argv) {
     for (bool fp8 : {false, true})
       for (bool per_token : {true, false})
         time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, fp8, per_token});
+    time_case("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, true, false});
+    time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false});
     time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false});
     time_case("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
