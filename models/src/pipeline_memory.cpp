@@ -62,6 +62,15 @@ int64_t text_encode_bytes(const T5Config& t5, int64_t prompts, int64_t tokens, b
   return activations + std::max(building_bias, bias + scores);
 }
 
+// An offloaded T5 holds one block's weights on the device while it runs (they are not among the resident
+// weights); a CPU pipeline's "copy" of them is the host tensor itself.
+int64_t streamed_text_block_bytes(const T5Config& t5, const PipelineOptions& options) {
+  if (options.text_encoder != TextEncoderPlacement::offload || options.device.is_cpu()) return 0;
+  const int64_t inner = t5.num_heads * t5.d_kv;
+  const int64_t elements = 4 * inner * t5.d_model + 3 * t5.d_ff * t5.d_model + 2 * t5.d_model;
+  return elements * int64_t(c10::elementSize(options.dtype));
+}
+
 int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_t batch, int64_t element,
                       bool math) {
   const int64_t tokens = latent_tokens(c, shape), length = c.max_text_seq_length + tokens;
@@ -166,8 +175,9 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   const int64_t element = int64_t(c10::elementSize(parts.options.dtype));
   const bool math = uses_math_attention(parts.options.attention, request.attention_backend);
   MemoryEstimate estimate;
-  estimate.text_encode =
-      text_encode_bytes(parts.text_encoder.config(), prompts, transformer.max_text_seq_length, math);
+  const T5Config& t5 = parts.text_encoder.config();
+  estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
+                         streamed_text_block_bytes(t5, parts.options);
   estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math);
   estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, parts.options.device.is_cpu());
   return estimate;

@@ -95,6 +95,7 @@ void check_frames_match(const at::Tensor& got, const at::Tensor& want, const std
 struct Outcome {
   std::vector<at::Tensor> batches;
   std::vector<sagevid::GenerationProgress> progress;
+  std::vector<std::string> phases;  // each phase begun, with how many progress reports came before it
   sagevid::GenerationResult result;
   at::Tensor frames() const { return at::cat(batches, 0); }
   size_t count(GenerationPhase phase) const {
@@ -108,6 +109,9 @@ Outcome run(const GenerationRequest& request, const std::function<bool(const Out
   sagevid::GenerationCallbacks callbacks;
   callbacks.on_frames = [&](const at::Tensor& frames) { outcome.batches.push_back(frames); };
   callbacks.on_progress = [&](const sagevid::GenerationProgress& p) { outcome.progress.push_back(p); };
+  callbacks.on_phase = [&](GenerationPhase phase) {
+    outcome.phases.push_back(std::string(sagevid::phase_name(phase)) + " after " + std::to_string(outcome.progress.size()));
+  };
   if (stop_after) callbacks.cancelled = [&] { return stop_after(outcome); };
   outcome.result = tiny_pipeline().generate(request, callbacks);
   return outcome;
@@ -224,7 +228,7 @@ TEST_CASE("the same seed gives the same frames, another seed others", "[pipeline
   CHECK_FALSE(at::equal(run(quick_request(rng.seed + 1)).frames(), first));
 }
 
-TEST_CASE("frames stream batch by batch, with progress in order", "[pipeline]") {
+TEST_CASE("frames stream batch by batch, with phases and progress in order", "[pipeline]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   GenerationRequest request = quick_request(rng.seed);
@@ -253,6 +257,7 @@ TEST_CASE("frames stream batch by batch, with progress in order", "[pipeline]") 
   CHECK(outcome.progress[3].step == 9);
   CHECK(outcome.progress[4].step == 17);
   CHECK(outcome.progress[4].total == 17);
+  CHECK(outcome.phases == std::vector<std::string>{"text_encode after 0", "denoise after 0", "decode after 3"});
   for (size_t i = 1; i < outcome.progress.size(); ++i)
     CHECK(outcome.progress[i].elapsed_s >= outcome.progress[i - 1].elapsed_s);
   const auto& timings = outcome.result.timings;
