@@ -92,6 +92,20 @@ TEST_CASE("the shipped GPU config serves only this host, plaintext callers canno
   CHECK_FALSE(config.reflection);
 }
 
+TEST_CASE("model entries take the memory keys, checked like the rest", "[integration][config]") {
+  const auto config = parse(R"({"models": [{"name": "a", "path": "p", "text_encoder": "offload",
+                                             "vae": {"tiling": true, "tile_height": 320}}]})");
+  CHECK(config.models[0].memory.text_encoder == sagevid::TextEncoderPlacement::offload);
+  CHECK(config.models[0].memory.vae.tiling);
+  CHECK(config.models[0].memory.vae.tile_sample_min_height == 320);
+  CHECK(sagevid::to_json(config)["models"][0]["vae"]["tile_height"] == 320);
+  REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "vae": {"frame_batch_size": 0}}]})"),
+                      ContainsSubstring("models[0].vae.frame_batch_size: must be at least 1"));
+  CHECK(load_server_config(kConfigs / "cogvideox-2b.json", {"models.0.text_encoder=offload"})
+            .models[0]
+            .memory.text_encoder == sagevid::TextEncoderPlacement::offload);
+}
+
 TEST_CASE("a port out of range is rejected at load, naming the key", "[integration][config]") {
   std::mt19937_64 draw(std::random_device{}());
   const std::string port = std::to_string(65536 + draw() % 1'000'000);
