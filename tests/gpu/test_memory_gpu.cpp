@@ -1,7 +1,11 @@
-// Device memory on CUDA: an offloaded text encoder leaves nothing of itself on the device and changes no frame.
+// Device memory on CUDA: an offloaded text encoder leaves nothing of itself on the device and changes no frame,
+// and the memory estimate's sage2 term covers what a sage2 call holds (white-box: models/src).
 #include "catch.h"
 #include "test_random.h"
 
+#include "attention_backends.h"
+#include "sagevid/kernels/device_info.h"
+#include "sagevid/kernels/sage2.h"
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/safetensors.h"
 
@@ -13,7 +17,10 @@
 
 namespace {
 
+namespace sage2 = sagevid::kernels::sage2;
+
 int64_t allocated() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; }
+int64_t peak_allocated() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak; }
 
 }  // namespace
 
@@ -53,4 +60,32 @@ TEST_CASE("an offloaded T5 leaves the device after each prompt and gives the res
   CHECK(resident.loaded - offloaded.loaded >= t5_bytes);
   // The same weights and kernels: the same frames (within a rounding step, should a library pick another kernel).
   CHECK((resident.frames - offloaded.frames).abs().max().item<int>() <= 1);
+}
+
+TEST_CASE("the estimate's sage2 workspace covers a call's preprocessing buffers, within a tenth", "[gpu][attention]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const int cc = sagevid::kernels::compute_capability(0);
+  sage2::Options options;  // the device's defaults, or the RTX 4090's (INT4 Q·Kᵀ with Q smoothing, FP8 P·V)
+  if (GENERATE(false, true) && cc >= 89) {
+    options.kernel = sage2::KernelFamily::mma_sync;
+    options.qk = sage2::QkType::int4;
+    options.pv = sage2::PvType::fp8;
+  }
+  const sage2::Options resolved = sage2::resolve(options, cc);
+  // ΔS is twice an fp32 K at 8192 tokens: the term that dominates at CogVideoX's 17,776.
+  const int64_t batch = 2, heads = 4, length = 8000, head_dim = 64;
+  CAPTURE(*resolved.qk == sage2::QkType::int4, *resolved.smooth_q);
+  const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor q = rng.normal({batch, heads, length, head_dim}, cuda), k = rng.normal(q.sizes(), cuda),
+                   v = rng.normal(q.sizes(), cuda);
+  sage2::attention(q, k, v, options);  // first: cuBLAS's workspace for ΔS's matmul is cached from then on
+  const int64_t before = allocated();
+  c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+  const at::Tensor out = sage2::attention(q, k, v, options).out;
+  const int64_t measured = peak_allocated() - before - int64_t(out.nbytes());
+  const int64_t estimated = sagevid::detail::sage2_workspace_bytes(resolved, batch, heads, length, length, head_dim);
+  CAPTURE(measured, estimated);
+  CHECK(measured <= estimated);
+  CHECK(estimated <= measured + measured / 10);
 }
