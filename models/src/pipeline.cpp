@@ -2,6 +2,8 @@
 // The run itself is in pipeline_generate.cpp.
 #include "pipeline_parts.h"
 
+#include "cogvideox_vae_layers.h"
+
 #include "sagevid/models/config_reader.h"
 
 #include <algorithm>
@@ -165,6 +167,7 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   const nlohmann::json model_index = read_model_index(model_dir);
   check_options(options);
   SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
+  vae::check_tiling(CogVideoXVaeConfig::load(model_dir / "vae" / "config.json"), options.vae);  // so do bad tiles
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
   T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
   const bool offload = options.text_encoder == TextEncoderPlacement::offload;

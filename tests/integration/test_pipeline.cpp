@@ -384,6 +384,25 @@ TEST_CASE("the memory estimate covers the measured CPU peak of each phase, withi
   }
 }
 
+TEST_CASE("VAE tiles that would not fit together are refused at load, tiles that do give the request's size",
+          "[pipeline]") {
+  sagevid::PipelineOptions options;
+  options.vae.tiling = true;
+  options.vae.tile_sample_min_height = 32;  // 4 latents, stride 3 (24 px), but 27 px kept at the default 1/6 overlap
+  options.vae.tile_sample_min_width = 48;
+  CHECK_THROWS_WITH(CogVideoXPipeline::load(kModel, options),
+                    ContainsSubstring("a tile height of 32 px") && ContainsSubstring("steps 24 px but keeps 27 px"));
+  options.vae.tile_overlap_factor_height = 0.25;
+  options.vae.tile_overlap_factor_width = 1.0 / 6;
+  const CogVideoXPipeline tiled = CogVideoXPipeline::load(kModel, options);
+  GenerationRequest request = quick_request(1);
+  request.height = 64;  // 2 x 2 tiles
+  request.width = 96;
+  std::vector<at::Tensor> batches;
+  tiled.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
+  CHECK(at::cat(batches, 0).sizes() == at::IntArrayRef({request.num_frames, 64, 96, 3}));
+}
+
 TEST_CASE("invalid requests are rejected naming the field", "[pipeline]") {
   const GenerationRequest good = fixture_request();
   REQUIRE(invalid_field(good).empty());
