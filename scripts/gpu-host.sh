@@ -59,6 +59,18 @@ for step in $steps; do
         PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1; } ||
         { tail -20 "$out/make-model.log"; status=1; continue; }
       build-gpu/tools/sagevid-pipeline-bench "$model" | tee "$out/pipeline.md" || status=1 ;;
+    pipeline-24gb)  # random CogVideoX-2B and -5B through configs/*-rtx4090.json, torch's allocator capped at 24 GiB
+      # (needs the wheels, as pipeline): peak memory per phase beside the server's estimate
+      m2=/tmp/cogvideox-2b-random m5=/tmp/cogvideox-5b-random
+      { [ -f "$m2/model_index.json" ] && [ -f "$m5/model_index.json" ]; } || { install_wheels &&
+        { [ -f "$m2/model_index.json" ] || PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m2"; } &&
+        PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m5" --model 5b --text-encoder-from "$m2"
+      } > "$out/make-models.log" 2>&1 || { tail -20 "$out/make-models.log"; status=1; continue; }
+      for size in 2b 5b; do
+        echo "## CogVideoX-${size^^} in 24 GiB" | tee -a "$out/pipeline-24gb.md"
+        build-gpu/tools/sagevid-pipeline-bench "/tmp/cogvideox-$size-random" --config "configs/cogvideox-$size-rtx4090.json" \
+          --memory-cap-gib 24 --steps 2 2>&1 | tee -a "$out/pipeline-24gb.md" || status=1
+      done ;;
     *) echo "unknown step $step"; status=1 ;;
   esac
 done

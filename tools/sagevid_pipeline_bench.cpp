@@ -1,31 +1,48 @@
 // sagevid-pipeline-bench: the whole text-to-video pipeline on a model folder (real sizes; random weights are
-// fine: tools/make_random_cogvideox.py) per attention backend: time per phase and peak GPU memory of the
-// denoising loop and of the VAE decode. Prints a markdown table (docs/PERFORMANCE.md).
+// fine: tools/make_random_cogvideox.py) per attention backend: time and peak device memory of each phase (text
+// encode, every denoising step, VAE decode) beside the memory estimate the server admits requests by. Prints
+// markdown (docs/PERFORMANCE.md).
 //
-//   sagevid-pipeline-bench MODEL_DIR [--frames 49] [--height 480] [--width 720] [--steps 3] [--no-tiling]
+//   sagevid-pipeline-bench MODEL_DIR [--config FILE [--model NAME] [--set KEY=VALUE]...] [--memory-cap-gib G]
+//                          [--backend NAME]... [--frames 49] [--height 480] [--width 720] [--steps 3] [--no-tiling]
+//
+// --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
+// section and the model entry's dtype, text encoder placement and VAE keys (the folder is MODEL_DIR, the device
+// cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its
+// per-process memory fraction), so a 24 GB card's budget can be tried on a larger one.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
+#include "sagevid/models/config_reader.h"
+#include "sagevid/models/memory_config.h"
 #include "sagevid/models/pipeline.h"
 
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/util/Exception.h>
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace {
 
 using sagevid::AttentionBackend;
-
 using sagevid::tools::gib;
+using Clock = std::chrono::steady_clock;
 
 struct Args {
-  std::string model_dir;
+  std::string model_dir, config_file, model_name;
+  std::vector<std::string> overrides;  // --set, applied to the config
   sagevid::GenerationRequest request;
   bool tiling = true;
+  double memory_cap_gib = 0;  // 0: no cap
+  std::vector<AttentionBackend> backends;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -34,15 +51,21 @@ Args parse_args(int argc, char** argv) {
   args.request.num_inference_steps = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    const auto next = [&] {
+    const auto text = [&] {
       if (i + 1 >= argc) throw std::invalid_argument(std::string(arg) + " needs a value");
-      return std::atoll(argv[++i]);
+      return std::string(argv[++i]);
     };
-    if (arg == "--frames") args.request.num_frames = next();
-    else if (arg == "--height") args.request.height = next();
-    else if (arg == "--width") args.request.width = next();
-    else if (arg == "--steps") args.request.num_inference_steps = int(next());
+    const auto number = [&] { return std::atoll(text().c_str()); };
+    if (arg == "--frames") args.request.num_frames = number();
+    else if (arg == "--height") args.request.height = number();
+    else if (arg == "--width") args.request.width = number();
+    else if (arg == "--steps") args.request.num_inference_steps = int(number());
     else if (arg == "--no-tiling") args.tiling = false;
+    else if (arg == "--config") args.config_file = text();
+    else if (arg == "--model") args.model_name = text();
+    else if (arg == "--set") args.overrides.push_back(text());
+    else if (arg == "--memory-cap-gib") args.memory_cap_gib = std::atof(text().c_str());
+    else if (arg == "--backend") args.backends.push_back(sagevid::parse_attention_backend(text()));
     else if (args.model_dir.empty() && !arg.starts_with("-")) args.model_dir = arg;
     else throw std::invalid_argument("unknown argument '" + std::string(arg) + "'");
   }
@@ -50,42 +73,200 @@ Args parse_args(int argc, char** argv) {
   return args;
 }
 
-void run(const Args& args) {
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return c10::kFloat;
+  if (name == "float16") return c10::kHalf;
+  if (name == "bfloat16") return c10::kBFloat16;
+  throw std::invalid_argument("dtype '" + name + "': expected float32, float16 or bfloat16");
+}
+
+// The pipeline options of a server config's model entry (the first, or the one named), on cuda:0.
+sagevid::PipelineOptions options_from_config(const std::string& file, const std::string& model_name,
+                                             const std::vector<std::string>& overrides) {
+  nlohmann::json document = sagevid::read_json_file(file);
+  for (const std::string& assignment : overrides) sagevid::apply_override(document, assignment);
+  sagevid::ConfigReader root(document, "");
+  sagevid::PipelineOptions options;
+  sagevid::ConfigReader attention = root.object("attention");
+  options.attention = sagevid::read_attention_config(attention);
+  for (sagevid::ConfigReader& entry : root.objects("models")) {
+    if (!model_name.empty() && entry.require<std::string>("name") != model_name) continue;
+    options.dtype = parse_dtype(entry.get<std::string>("dtype", "bfloat16"));
+    sagevid::read_memory_config(entry).apply_to(options);
+    options.device = c10::Device(c10::kCUDA, 0);
+    return options;
+  }
+  throw std::invalid_argument(file + ": no model entry" + (model_name.empty() ? "" : " named " + model_name));
+}
+
+// The benchmark's own settings: bf16, sage2 with a cuDNN fallback (T5's head dim 64 with bias is served; this is
+// a net), VAE tiling unless --no-tiling.
+sagevid::PipelineOptions default_options(bool tiling) {
   sagevid::PipelineOptions options;
   options.device = c10::Device(c10::kCUDA, 0);
   options.dtype = c10::kBFloat16;
   options.attention.backend = AttentionBackend::sage2;
-  options.attention.fallback = AttentionBackend::cudnn;  // T5's head dim 64 with bias is served; this is a net
-  options.vae.tiling = args.tiling;
-  const sagevid::CogVideoXPipeline pipeline = sagevid::CogVideoXPipeline::load(args.model_dir, options);
-  const int64_t weights = sagevid::tools::allocated_bytes();
-  const sagevid::GenerationRequest& r = args.request;
-  std::printf("%lld frames %lldx%lld, %d steps, CFG batch 2, bf16, VAE tiling %s; weights %.1f GiB\n\n",
-              (long long)r.num_frames, (long long)r.height, (long long)r.width, r.num_inference_steps,
-              args.tiling ? "on" : "off", gib(weights));
-  std::printf("| backend | text encode s | denoise s | median step s | decode s | peak GiB denoise | peak GiB decode "
-              "| fallbacks |\n|---|---|---|---|---|---|---|---|\n");
-  for (AttentionBackend backend : {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2}) {
-    sagevid::GenerationRequest request = r;
-    request.attention_backend = backend;
-    int64_t denoise_peak = 0;
-    sagevid::GenerationCallbacks callbacks;
-    callbacks.on_progress = [&](const sagevid::GenerationProgress& p) {
-      // The last step's report is the boundary: what was allocated up to it belongs to the denoising loop.
-      if (p.phase == sagevid::GenerationPhase::denoise && p.step == p.total) {
-        denoise_peak = sagevid::tools::peak_allocated_bytes();
-        c10::cuda::CUDACachingAllocator::resetPeakStats(0);
-      }
-    };
-    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
-    const auto result = pipeline.generate(request, callbacks);
-    const auto& t = result.timings;
-    const int64_t fallbacks = pipeline.attention(backend).fallback_count();
-    std::printf("| %s | %.2f | %.2f | %.3f | %.2f | %.1f | %.1f | %lld |\n",
-                std::string(sagevid::backend_name(backend)).c_str(), t.text_encode_s, t.denoise_s, t.step_s_median,
-                t.decode_s, gib(denoise_peak), gib(sagevid::tools::peak_allocated_bytes()), (long long)fallbacks);
-    std::fflush(stdout);
+  options.attention.fallback = AttentionBackend::cudnn;
+  options.vae.tiling = tiling;
+  return options;
+}
+
+// What runs the transformer's attention: the backend and, for sage2, its options as resolved on device 0.
+std::string describe_attention(const sagevid::AttentionConfig& attention) {
+  namespace sage2 = sagevid::kernels::sage2;
+  std::string text = "attention " + std::string(sagevid::backend_name(attention.backend));
+  if (attention.backend != AttentionBackend::sage2) return text;
+  const sage2::Options o = sage2::resolve(attention.sage2, sagevid::kernels::compute_capability(0));
+  return text + " (" + (*o.kernel == sage2::KernelFamily::wgmma ? "wgmma" : "mma.sync") + ", " +
+         (*o.qk == sage2::QkType::int4 ? "INT4" : "INT8") + " Q·Kᵀ, " + (*o.pv == sage2::PvType::fp8 ? "FP8" : "FP16") +
+         " P·V, Q smoothing " + (*o.smooth_q ? "on" : "off") + ")";
+}
+
+// The allocator's peaks and the time since the last mark, per phase, beside the estimate each phase is admitted
+// by (the weights resident when the request started plus the phase's own estimate).
+struct PhaseRow {
+  std::string phase;
+  double seconds = 0;
+  int64_t allocated = 0, reserved = 0, estimate = 0;
+};
+
+class PhaseRecorder {
+ public:
+  PhaseRecorder(int64_t resident, const sagevid::MemoryEstimate& estimate) : resident_(resident), estimate_(estimate) {
+    mark();
   }
+  // Ends the current phase's row; the next row starts now.
+  void close(const std::string& suffix = "") {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    rows_.push_back({name() + suffix, std::chrono::duration<double>(Clock::now() - start_).count(),
+                     stats.allocated_bytes[0].peak, stats.reserved_bytes[0].peak, resident_ + phase_estimate()});
+    mark();
+  }
+  void enter(sagevid::GenerationPhase phase, int step = 1) {
+    phase_ = phase;
+    step_ = step;
+  }
+  void mark() {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    start_ = Clock::now();
+  }
+  const std::vector<PhaseRow>& rows() const { return rows_; }
+  int64_t peak_reserved() const {
+    int64_t peak = 0;
+    for (const PhaseRow& row : rows_) peak = std::max(peak, row.reserved);
+    return peak;
+  }
+
+ private:
+  std::string name() const {
+    if (phase_ == sagevid::GenerationPhase::denoise) return "step " + std::to_string(step_);
+    return phase_ == sagevid::GenerationPhase::decode ? "decode" : "text encode";
+  }
+  int64_t phase_estimate() const {
+    if (phase_ == sagevid::GenerationPhase::denoise) return estimate_.denoise;
+    return phase_ == sagevid::GenerationPhase::decode ? estimate_.decode : estimate_.text_encode;
+  }
+
+  int64_t resident_;
+  sagevid::MemoryEstimate estimate_;
+  sagevid::GenerationPhase phase_ = sagevid::GenerationPhase::text_encode;
+  int step_ = 1;
+  Clock::time_point start_;
+  std::vector<PhaseRow> rows_;
+};
+
+void print_rows(const std::vector<PhaseRow>& rows) {
+  std::printf("| phase | s | peak allocated GiB | peak reserved GiB | estimate GiB (resident + phase) |\n"
+              "|---|---|---|---|---|\n");
+  for (const PhaseRow& row : rows)
+    std::printf("| %s | %.2f | %.2f | %.2f | %.2f |\n", row.phase.c_str(), row.seconds, gib(row.allocated),
+                gib(row.reserved), gib(row.estimate));
+}
+
+struct BackendRun {
+  bool fitted = true;  // false: out of device memory
+  int64_t peak_reserved = 0;
+};
+
+// One request on one backend, phase by phase: the text encode, each denoising step, the decode.
+BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::GenerationRequest request,
+                       AttentionBackend backend) {
+  using sagevid::GenerationPhase;
+  request.attention_backend = backend;
+  PhaseRecorder recorder(sagevid::tools::allocated_bytes(), pipeline.estimate_memory(request));
+  sagevid::GenerationCallbacks callbacks;
+  callbacks.on_phase = [&](GenerationPhase phase) {
+    if (phase == GenerationPhase::denoise) recorder.close();  // the text encode's row
+    if (phase == GenerationPhase::decode) recorder.mark();    // the last step's row is closed already
+    recorder.enter(phase);
+  };
+  callbacks.on_progress = [&](const sagevid::GenerationProgress& p) {
+    if (p.phase != GenerationPhase::denoise) return;
+    recorder.close();
+    recorder.enter(GenerationPhase::denoise, p.step + 1);
+  };
+  std::printf("\nbackend %s:\n\n", std::string(sagevid::backend_name(backend)).c_str());
+  BackendRun run;
+  try {
+    pipeline.generate(request, callbacks);
+    recorder.close();
+  } catch (const c10::OutOfMemoryError&) {
+    recorder.close(" (out of memory)");
+    run.fitted = false;
+  }
+  print_rows(recorder.rows());
+  run.peak_reserved = recorder.peak_reserved();
+  std::printf("\nfallbacks: %lld\n", (long long)pipeline.attention(backend).fallback_count());
+  std::fflush(stdout);
+  return run;
+}
+
+// Device memory this process uses outside torch's allocator (CUDA context, library kernels and handles),
+// assuming nothing else runs on the device.
+int64_t outside_allocator_bytes() {
+  size_t free_bytes = 0, total_bytes = 0;
+  SAGEVID_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  return int64_t(total_bytes - free_bytes) - stats.reserved_bytes[0].current;
+}
+
+void cap_memory(double cap_gib) {
+  size_t free_bytes = 0, total_bytes = 0;
+  SAGEVID_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const double fraction = cap_gib * double(1ull << 30) / double(total_bytes);
+  if (fraction > 1) throw std::invalid_argument("--memory-cap-gib is more than the device has");
+  c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, 0);
+  std::printf("memory cap: torch's allocator limited to %.1f GiB of %.1f GiB (fraction %.4f)\n", cap_gib,
+              gib(int64_t(total_bytes)), fraction);
+}
+
+bool run(const Args& args) {
+  if (args.memory_cap_gib > 0) cap_memory(args.memory_cap_gib);
+  const sagevid::PipelineOptions options =
+      args.config_file.empty() ? default_options(args.tiling)
+                               : options_from_config(args.config_file, args.model_name, args.overrides);
+  std::vector<AttentionBackend> backends = args.backends;
+  if (backends.empty() && !args.config_file.empty()) backends = {options.attention.backend};
+  if (backends.empty()) backends = {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
+  const sagevid::CogVideoXPipeline pipeline = sagevid::CogVideoXPipeline::load(args.model_dir, options);
+  const sagevid::GenerationRequest& r = args.request;
+  std::printf("%lld frames %lldx%lld, %d steps, CFG batch 2, %s; %s; %s\nconfig %s; resident weights %.2f GiB\n",
+              (long long)r.num_frames, (long long)r.height, (long long)r.width, r.num_inference_steps,
+              c10::toString(options.dtype), describe_attention(options.attention).c_str(),
+              sagevid::to_json(sagevid::MemoryConfig{options.text_encoder, options.vae}).dump().c_str(),
+              args.config_file.empty() ? "(none)" : args.config_file.c_str(), gib(sagevid::tools::allocated_bytes()));
+  bool fitted = true;
+  int64_t peak_reserved = 0;
+  for (AttentionBackend backend : backends) {
+    const BackendRun run = run_backend(pipeline, r, backend);
+    fitted = fitted && run.fitted;
+    peak_reserved = std::max(peak_reserved, run.peak_reserved);
+  }
+  const int64_t outside = outside_allocator_bytes();
+  std::printf("\ndevice memory outside torch's allocator: %.2f GiB (CUDA context, library kernels); largest "
+              "reserved + that: %.2f GiB%s\n",
+              gib(outside), gib(peak_reserved + outside), fitted ? "" : "; OUT OF MEMORY under the cap");
+  return fitted;
 }
 
 }  // namespace
@@ -98,8 +279,7 @@ int main(int argc, char** argv) {
     std::printf("device: %s (sm_%d); model %s\n", devices[0].name.c_str(), devices[0].compute_capability,
                 args.model_dir.c_str());
     c10::InferenceMode inference;
-    run(args);
-    return 0;
+    return run(args) ? 0 : 3;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sagevid-pipeline-bench: %s\n", e.what());
     return 1;

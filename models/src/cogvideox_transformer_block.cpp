@@ -7,7 +7,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addcmul.h>
-#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
@@ -26,15 +26,29 @@ Modulation modulation(const CogVideoXTransformer::NormZero& norm, const at::Tens
   return {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]};
 }
 
-// norm(x) * (1 + scale) + shift, in one pass over the activations.
-at::Tensor modulate(const CogVideoXTransformer::LayerNorm& norm, const at::Tensor& x, const at::Tensor& shift,
-                    const at::Tensor& scale) {
-  return at::addcmul(shift, norm(x), 1 + scale);
+// [text; video], each stream normed and modulated with its own shift and scale (norm(x) * (1 + scale) + shift,
+// one pass over the activations), written straight into one joint [B, L, D] tensor: no per-stream copies to
+// concatenate.
+at::Tensor modulated_joint(const CogVideoXTransformer::LayerNorm& norm, const at::Tensor& text,
+                           const at::Tensor& video, const Modulation& m) {
+  const int64_t text_length = text.size(1), video_length = video.size(1);
+  at::Tensor joint = at::empty({video.size(0), text_length + video_length, video.size(2)}, video.options());
+  at::Tensor text_part = joint.narrow(1, 0, text_length), video_part = joint.narrow(1, text_length, video_length);
+  at::addcmul_out(text_part, m.text_shift, norm(text), 1 + m.text_scale);
+  at::addcmul_out(video_part, m.shift, norm(video), 1 + m.scale);
+  return joint;
 }
 
 // residual += gate * update, in place (the streams are the block's own tensors).
 void add_gated(at::Tensor& residual, const at::Tensor& gate, const at::Tensor& update) {
   residual.addcmul_(gate, update);
+}
+
+// Both streams' gated residual updates from one joint [B, L, D] output.
+void add_gated_joint(at::Tensor& text, at::Tensor& video, const Modulation& m, const at::Tensor& joint) {
+  const int64_t text_length = text.size(1);
+  add_gated(video, m.gate, joint.narrow(1, text_length, video.size(1)));
+  add_gated(text, m.text_gate, joint.narrow(1, 0, text_length));
 }
 
 }  // namespace
@@ -45,45 +59,46 @@ at::Tensor CogVideoXTransformer::LayerNorm::operator()(const at::Tensor& x) cons
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
 }
 
+at::Tensor CogVideoXTransformer::joint_attention(const Block& block, at::Tensor input, int64_t text_length,
+                                                 const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
+                                                 const Attention& attention) const {
+  const int64_t batch = input.size(0), length = input.size(1);
+  const int64_t heads = config_.num_attention_heads, head_dim = config_.attention_head_dim;
+  at::Tensor out;  // [B, H, L, d]
+  {
+    // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; the QK norms return fresh tensors, which RoPE rotates in place.
+    const at::Tensor qkv = block.to_qkv(input).view({batch, length, 3, heads, head_dim});
+    input.reset();  // the modulated input is done with
+    const auto heads_of = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };
+    const at::Tensor q = block.norm_q(heads_of(0));
+    const at::Tensor k = block.norm_k(heads_of(1));
+    if (rope) {  // positions are for the video tokens only; text tokens stay unrotated
+      const auto& [cos, sin] = *rope;
+      for (const at::Tensor& t : {q, k}) cogvideox::rotate_in_place(t.narrow(2, text_length, length - text_length), cos, sin);
+    }
+    out = attention(q, k, heads_of(2));
+  }  // qkv, q and k go before the output projection
+  at::Tensor context = out.transpose(1, 2).reshape({batch, length, heads * head_dim});
+  out.reset();
+  return block.to_out(context);
+}
+
 void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::Tensor& video, const at::Tensor& temb,
                                      const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
                                      const Attention& attention) const {
-  const int64_t batch = video.size(0), text_length = text.size(1), video_length = video.size(1);
-  const int64_t length = text_length + video_length;
-  const int64_t heads = config_.num_attention_heads, head_dim = config_.attention_head_dim;
-
   // Attention over the joint sequence.
   const Modulation m1 = modulation(block.norm1, temb);
-  const at::Tensor x = at::cat({modulate(block.norm1.norm, text, m1.text_shift, m1.text_scale),
-                                modulate(block.norm1.norm, video, m1.shift, m1.scale)},
-                               1);
-  // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; the QK norms return fresh tensors, which RoPE rotates in place.
-  const at::Tensor qkv = block.to_qkv(x).view({batch, length, 3, heads, head_dim});
-  const auto heads_of = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };
-  const at::Tensor q = block.norm_q(heads_of(0));
-  const at::Tensor k = block.norm_k(heads_of(1));
-  const at::Tensor v = heads_of(2);
-  if (rope) {  // positions are for the video tokens only; text tokens stay unrotated
-    const auto& [cos, sin] = *rope;
-    for (const at::Tensor& t : {q, k}) {
-      at::Tensor video_part = t.narrow(2, text_length, video_length);
-      video_part.copy_(cogvideox::apply_rotary(video_part, cos, sin));
-    }
-  }
-  const at::Tensor context = attention(q, k, v).transpose(1, 2).reshape({batch, length, heads * head_dim});
-  const at::Tensor attended = block.to_out(context);
-  add_gated(video, m1.gate, attended.narrow(1, text_length, video_length));
-  add_gated(text, m1.text_gate, attended.narrow(1, 0, text_length));
+  add_gated_joint(text, video, m1,
+                  joint_attention(block, modulated_joint(block.norm1.norm, text, video, m1), text.size(1), rope, attention));
 
-  // Feed-forward, also over the joint sequence (one GEMM for both streams).
+  // Feed-forward, also over the joint sequence (one GEMM for both streams); GELU in place on its 4x-wide hidden.
   const Modulation m2 = modulation(block.norm2, temb);
-  const at::Tensor y = at::cat({modulate(block.norm2.norm, text, m2.text_shift, m2.text_scale),
-                                modulate(block.norm2.norm, video, m2.shift, m2.scale)},
-                               1);
+  at::Tensor hidden = block.ff_in(modulated_joint(block.norm2.norm, text, video, m2));
   const bool tanh = config_.activation_fn == "gelu-approximate";
-  const at::Tensor ff = block.ff_out(at::gelu(block.ff_in(y), tanh ? "tanh" : "none"));
-  add_gated(video, m2.gate, ff.narrow(1, text_length, video_length));
-  add_gated(text, m2.text_gate, ff.narrow(1, 0, text_length));
+  at::gelu_(hidden, tanh ? "tanh" : "none");
+  const at::Tensor ff = block.ff_out(hidden);
+  hidden.reset();
+  add_gated_joint(text, video, m2, ff);
 }
 
 }  // namespace sagevid

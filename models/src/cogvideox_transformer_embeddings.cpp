@@ -131,11 +131,15 @@ std::pair<at::Tensor, at::Tensor> rotary_tables(const CogVideoXConfig& config, i
   return {combine(cos_t, cos_h, cos_w), combine(sin_t, sin_h, sin_w)};
 }
 
-at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+void rotate_in_place(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   // (re, im) pairs -> (-im, re): multiplying by i, so x*cos + rotated*sin is x * e^(i*angle).
   const at::Tensor pairs = x.reshape({x.size(0), x.size(1), x.size(2), -1, 2});
-  const at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(3);
-  return (x.to(at::kFloat) * cos + rotated.to(at::kFloat) * sin).to(x.scalar_type());
+  at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(3).to(at::kFloat);
+  rotated.mul_(sin);
+  at::Tensor result = x.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).mul_(cos);
+  result.add_(rotated);
+  rotated.reset();
+  x.copy_(result);  // x is a view of q or k
 }
 
 }  // namespace sagevid::cogvideox

@@ -87,7 +87,11 @@ struct TileGrid {
   int64_t blend_height = 0, blend_width = 0;    // pixels
   int64_t limit_height = 0, limit_width = 0;    // pixels kept of each blended tile
 };
-// nullopt when tiling is off or the latent fits in one tile (diffusers then decodes it whole).
+// Throws std::invalid_argument when tiling is on with tiles that cannot work: no stride, or a stride that is not
+// the part of each tile kept (frames of the wrong size). The defaults always work.
+void check_tiling(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options);
+// nullopt when tiling is off or the latent fits in one tile (diffusers then decodes it whole); throws as
+// check_tiling.
 std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options,
                                    int64_t latent_height, int64_t latent_width);
 // tiles[row][col]: decoded tiles of the same frames; blended in place (in diffusers' order, so each tile blends

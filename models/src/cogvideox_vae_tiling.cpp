@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 namespace sagevid::vae {
 namespace {
@@ -32,28 +33,66 @@ void blend(const at::Tensor& a, at::Tensor& b, int64_t dim, int64_t extent) {
 
 }  // namespace
 
+namespace {
+
+// One side of the tile layout, with diffusers' double arithmetic and int(...) truncation so the grid matches to the
+// pixel: the tile and its stride in latents, the blend ramp and the part of each tile kept, in pixels.
+struct TileSide {
+  int64_t latent = 0, stride = 0, blend = 0, limit = 0;
+};
+
+// requested: pixels, 0 for the default (half the VAE's sample size). The stride must be the kept part, or the
+// blended frame comes out larger or smaller than the video (diffusers' tiled_decode does not check).
+TileSide tile_side(int64_t requested, int64_t sample_size, double overlap, int64_t factor, const char* what) {
+  const int64_t pixels = requested > 0 ? requested : sample_size / 2;
+  TileSide side;
+  side.latent = pixels / factor;
+  side.stride = int64_t(double(side.latent) * (1 - overlap));
+  side.blend = int64_t(double(pixels) * overlap);
+  side.limit = pixels - side.blend;
+  const std::string tile = std::string("a tile ") + what + " of " + std::to_string(pixels) + " px at overlap " +
+                           std::to_string(overlap);
+  if (side.stride < 1)
+    throw std::invalid_argument("CogVideoX VAE tiling: " + tile + " leaves no stride; use larger tiles");
+  if (side.stride * factor != side.limit)
+    throw std::invalid_argument("CogVideoX VAE tiling: " + tile + " steps " + std::to_string(side.stride * factor) +
+                                " px but keeps " + std::to_string(side.limit) +
+                                " px of each tile, so the tiles would not fit together (the default tiles do)");
+  return side;
+}
+
+TileSide height_side(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options) {
+  return tile_side(options.tile_sample_min_height, config.sample_height, options.tile_overlap_factor_height,
+                   config.spatial_compression(), "height");
+}
+
+TileSide width_side(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options) {
+  return tile_side(options.tile_sample_min_width, config.sample_width, options.tile_overlap_factor_width,
+                   config.spatial_compression(), "width");
+}
+
+}  // namespace
+
+void check_tiling(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options) {
+  if (!options.tiling) return;
+  height_side(config, options);
+  width_side(config, options);
+}
+
 std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options,
                                    int64_t latent_height, int64_t latent_width) {
   if (!options.tiling) return std::nullopt;
-  const int64_t sample_height = options.tile_sample_min_height > 0 ? options.tile_sample_min_height : config.sample_height / 2;
-  const int64_t sample_width = options.tile_sample_min_width > 0 ? options.tile_sample_min_width : config.sample_width / 2;
+  const TileSide height = height_side(config, options), width = width_side(config, options);
+  if (latent_height <= height.latent && latent_width <= width.latent) return std::nullopt;
   TileGrid grid;
-  grid.tile_latent_height = sample_height / config.spatial_compression();
-  grid.tile_latent_width = sample_width / config.spatial_compression();
-  if (latent_height <= grid.tile_latent_height && latent_width <= grid.tile_latent_width) return std::nullopt;
-  // Same double arithmetic and truncation as diffusers' int(...), so the grid matches to the pixel.
-  const int64_t stride_height = int64_t(double(grid.tile_latent_height) * (1 - options.tile_overlap_factor_height));
-  const int64_t stride_width = int64_t(double(grid.tile_latent_width) * (1 - options.tile_overlap_factor_width));
-  if (stride_height < 1 || stride_width < 1)
-    throw std::invalid_argument("CogVideoX VAE tiling: tiles of " + std::to_string(grid.tile_latent_height) + "x" +
-                                std::to_string(grid.tile_latent_width) +
-                                " latents leave no stride at these overlap factors; use larger tiles");
-  grid.row_starts = starts(latent_height, stride_height);
-  grid.col_starts = starts(latent_width, stride_width);
-  grid.blend_height = int64_t(double(sample_height) * options.tile_overlap_factor_height);
-  grid.blend_width = int64_t(double(sample_width) * options.tile_overlap_factor_width);
-  grid.limit_height = sample_height - grid.blend_height;
-  grid.limit_width = sample_width - grid.blend_width;
+  grid.tile_latent_height = height.latent;
+  grid.tile_latent_width = width.latent;
+  grid.row_starts = starts(latent_height, height.stride);
+  grid.col_starts = starts(latent_width, width.stride);
+  grid.blend_height = height.blend;
+  grid.blend_width = width.blend;
+  grid.limit_height = height.limit;
+  grid.limit_width = width.limit;
   return grid;
 }
 

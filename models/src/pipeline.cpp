@@ -2,6 +2,8 @@
 // The run itself is in pipeline_generate.cpp.
 #include "pipeline_parts.h"
 
+#include "cogvideox_vae_layers.h"
+
 #include "sagevid/models/config_reader.h"
 
 #include <algorithm>
@@ -165,9 +167,11 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   const nlohmann::json model_index = read_model_index(model_dir);
   check_options(options);
   SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
+  vae::check_tiling(CogVideoXVaeConfig::load(model_dir / "vae" / "config.json"), options.vae);  // so do bad tiles
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
   T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
-  T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", target);
+  const bool offload = options.text_encoder == TextEncoderPlacement::offload;
+  T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", offload ? target.device(at::kCPU) : target);
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config());

@@ -42,17 +42,17 @@ double median(std::vector<double> values) {
   return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
 }
 
-// [B, L, d_model] hidden states of the prompts, each tokenized to exactly max_tokens ids (no attention mask:
-// the pipeline uses the whole padded sequence).
+// [B, L, d_model] hidden states of the prompts on `device`, each tokenized to exactly max_tokens ids (no
+// attention mask: the pipeline uses the whole padded sequence). An offloaded encoder runs there block by block.
 at::Tensor encode_prompts(const T5Tokenizer& tokenizer, const T5Encoder& encoder, const Attention& attention,
-                          const std::vector<std::string>& prompts, int64_t max_tokens) {
+                          const std::vector<std::string>& prompts, int64_t max_tokens, const c10::Device& device) {
   std::vector<int64_t> ids;
   for (const std::string& prompt : prompts) {
     const std::vector<int64_t> prompt_ids = tokenizer.encode(prompt, max_tokens);
     ids.insert(ids.end(), prompt_ids.begin(), prompt_ids.end());
   }
   const at::Tensor input_ids = at::tensor(ids, at::kLong).view({int64_t(prompts.size()), max_tokens});
-  return encoder.forward(input_ids, attention);
+  return encoder.forward(input_ids, attention, device);
 }
 
 // Non-finite latents (NaN weights, an overflow) would otherwise run on and decode to a plausible-looking video.
@@ -79,6 +79,10 @@ class Generation {
 
   void check_cancelled() const {
     if (callbacks_.cancelled && callbacks_.cancelled()) throw GenerationCancelled();
+  }
+
+  void begin(GenerationPhase phase) const {
+    if (callbacks_.on_phase) callbacks_.on_phase(phase);
   }
 
   // diffusers' prepare_latents: randn_tensor with a CPU generator draws on the CPU in the pipeline's dtype
@@ -178,15 +182,17 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   result.attention_backend = std::string(backend_name(attention.config().backend));
   generation.check_cancelled();
 
+  generation.begin(GenerationPhase::text_encode);
   Clock::time_point phase_start = Clock::now();
   const bool guided = request.guidance_scale > 1.0;
   const std::vector<std::string> prompts =
       guided ? std::vector<std::string>{request.negative_prompt, request.prompt} : std::vector<std::string>{request.prompt};
   const at::Tensor text = encode_prompts(parts.tokenizer, parts.text_encoder, attention, prompts,
-                                         parts.transformer.config().max_text_seq_length);
+                                         parts.transformer.config().max_text_seq_length, parts.options.device);
   wait_for(parts.options.device);
   result.timings.text_encode_s = seconds_since(phase_start);
 
+  generation.begin(GenerationPhase::denoise);
   phase_start = Clock::now();
   const std::unique_ptr<Scheduler> scheduler = make_scheduler(parts.scheduler);
   scheduler->set_timesteps(request.num_inference_steps);
@@ -197,6 +203,7 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   result.timings.denoise_s = seconds_since(phase_start);
   result.timings.step_s_median = median(step_s);
 
+  generation.begin(GenerationPhase::decode);
   phase_start = Clock::now();
   result.num_frames = generation.decode(latents, shape.padding);
   result.timings.decode_s = seconds_since(phase_start);

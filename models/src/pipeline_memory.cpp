@@ -5,8 +5,11 @@
 #include "attention_backends.h"
 #include "cogvideox_vae_layers.h"
 #include "pipeline_parts.h"
+#include "sagevid/kernels/device_info.h"
 
 #include <algorithm>
+#include <optional>
+#include <stdexcept>
 #include <vector>
 
 namespace sagevid {
@@ -14,11 +17,13 @@ namespace {
 
 constexpr int64_t kFloatBytes = 4;
 
-// Joint-sequence activations of one transformer block alive at its feed-forward (streams, modulated input,
-// fused qkv, normed q and k, attention output and its reshaped copy, projection, modulated input again, the
-// 4x feed-forward hidden and its GELU, the feed-forward output), in units of batch x length x inner_dim,
-// rounded up for RoPE's temporaries and the unpatchified output.
-constexpr int64_t kBlockActivations = 24;
+// Joint-sequence tensors of one transformer block alive at once, in units of batch x length x inner_dim: while
+// attention runs, the residual streams (1), the fused QKV output (3), the normed q and k (2) and the output (1);
+// in the feed-forward, the streams, its 4x hidden (GELU in place) and its output. Everything else a block makes
+// (modulated inputs, the reshaped attention output, the projections) comes and goes below these.
+constexpr int64_t kAttentionActivations = 7, kFeedForwardActivations = 6;
+// RoPE rotates the video part of q, then of k, through two fp32 copies of it, while all but the output are alive.
+constexpr int64_t kRopeFloatCopies = 2;
 // The latents, the guided input, the fp32 prediction, its halves and the scheduler's fp32 state, rounded up.
 constexpr int64_t kLatentCopies = 8;
 // The math backend holds q, k, v and its output in fp32, and each chunk's scores and their softmax.
@@ -44,6 +49,20 @@ bool uses_math_attention(const AttentionConfig& config, std::optional<AttentionB
   return backend == AttentionBackend::math || config.fallback == AttentionBackend::math;
 }
 
+// The sage2 options a request's transformer attention resolves to on the pipeline's device, or nullopt where
+// sage2 does not run it (another backend, no CUDA device, an architecture without the kernels).
+std::optional<kernels::sage2::Options> sage2_options(const PipelineOptions& options,
+                                                     std::optional<AttentionBackend> request_backend) {
+  if (request_backend.value_or(options.attention.backend) != AttentionBackend::sage2) return std::nullopt;
+  if (!options.device.is_cuda()) return std::nullopt;
+  try {
+    const int index = options.device.has_index() ? options.device.index() : 0;
+    return kernels::sage2::resolve(options.attention.sage2, kernels::compute_capability(index));
+  } catch (const std::invalid_argument&) {
+    return std::nullopt;  // sage2 refuses these options here: the fallback runs the calls
+  }
+}
+
 // fp32 scores of a [B, H, L, L] attention, processed in query chunks of at most the math budget, copies of
 // each chunk held at once.
 int64_t score_bytes(int64_t batch, int64_t heads, int64_t length, int64_t copies) {
@@ -62,16 +81,41 @@ int64_t text_encode_bytes(const T5Config& t5, int64_t prompts, int64_t tokens, b
   return activations + std::max(building_bias, bias + scores);
 }
 
-int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_t batch, int64_t element,
-                      bool math) {
+// An offloaded T5 holds one block's weights on the device while it runs (they are not among the resident
+// weights); a CPU pipeline's "copy" of them is the host tensor itself.
+int64_t streamed_text_block_bytes(const T5Config& t5, const PipelineOptions& options) {
+  if (options.text_encoder != TextEncoderPlacement::offload || options.device.is_cpu()) return 0;
+  const int64_t inner = t5.num_heads * t5.d_kv;
+  const int64_t elements = 4 * inner * t5.d_model + 3 * t5.d_ff * t5.d_model + 2 * t5.d_model;
+  return elements * int64_t(c10::elementSize(options.dtype));
+}
+
+// What the attention backend holds beyond q, k, v and its output: the math backend's fp32 copies and score
+// chunks, or the sage2 preprocessing's buffers (none for flash and cuDNN); the larger where math is the fallback.
+int64_t attention_workspace_bytes(const CogVideoXConfig& c, int64_t batch, int64_t length, bool math,
+                                  const std::optional<kernels::sage2::Options>& sage2) {
+  const int64_t row = batch * length * c.inner_dim(), heads = c.num_attention_heads;
+  const int64_t math_bytes =
+      math ? kMathAttentionCopies * row * kFloatBytes + score_bytes(batch, heads, length, kScoreCopies) : 0;
+  const int64_t sage2_bytes =
+      sage2 ? detail::sage2_workspace_bytes(*sage2, batch, heads, length, length, c.attention_head_dim) : 0;
+  return std::max(math_bytes, sage2_bytes);
+}
+
+int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_t batch, int64_t element, bool math,
+                      const std::optional<kernels::sage2::Options>& sage2) {
   const int64_t tokens = latent_tokens(c, shape), length = c.max_text_seq_length + tokens;
   const int64_t row = batch * length * c.inner_dim();
-  const int64_t attention = math ? kMathAttentionCopies * row * kFloatBytes +
-                                       score_bytes(batch, c.num_attention_heads, length, kScoreCopies)
-                                 : kMathAttentionCopies * row * element;
+  const int64_t attention =
+      kAttentionActivations * row * element + attention_workspace_bytes(c, batch, length, math, sage2);
+  const int64_t rope = c.use_rotary_positional_embeddings
+                           ? (kAttentionActivations - 1) * row * element +
+                                 kRopeFloatCopies * batch * tokens * c.inner_dim() * kFloatBytes
+                           : 0;
+  const int64_t feed_forward = kFeedForwardActivations * row * element;
   const int64_t latents =
       kLatentCopies * batch * (shape.frames + shape.padding) * shape.channels * shape.height * shape.width * kFloatBytes;
-  return kBlockActivations * row * element + attention + latents;
+  return std::max({attention, rope, feed_forward}) + latents;
 }
 
 // Pixel frames of the largest temporal batch the VAE decodes (the first takes the remainder).
@@ -166,9 +210,11 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   const int64_t element = int64_t(c10::elementSize(parts.options.dtype));
   const bool math = uses_math_attention(parts.options.attention, request.attention_backend);
   MemoryEstimate estimate;
-  estimate.text_encode =
-      text_encode_bytes(parts.text_encoder.config(), prompts, transformer.max_text_seq_length, math);
-  estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math);
+  const T5Config& t5 = parts.text_encoder.config();
+  estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
+                         streamed_text_block_bytes(t5, parts.options);
+  estimate.denoise =
+      denoise_bytes(transformer, shape, prompts, element, math, sage2_options(parts.options, request.attention_backend));
   estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, parts.options.device.is_cpu());
   return estimate;
 }

@@ -81,10 +81,17 @@ at::Tensor T5Encoder::rms_norm(const at::Tensor& x, const at::Tensor& weight) co
   return weight * normalized.to(weight.scalar_type());
 }
 
+T5Encoder::Block T5Encoder::Block::to(const c10::Device& device) const {
+  // Asynchronous from pinned memory only; from pageable host memory the copy is done when this returns.
+  const auto copy = [&](const at::Tensor& t) { return t.to(t.options().device(device), /*non_blocking=*/true); };
+  return {copy(attention_norm), copy(q), copy(k), copy(v), copy(o), copy(feed_forward_norm), copy(wi_0), copy(wi_1),
+          copy(wo)};
+}
+
 // Bidirectional relative-position buckets: half the buckets per direction, exact for short distances,
 // logarithmic up to max_distance, then clamped.
-at::Tensor T5Encoder::position_bias(int64_t length) const {
-  const auto options = at::TensorOptions().dtype(at::kLong).device(relative_attention_bias_.device());
+at::Tensor T5Encoder::position_bias(int64_t length, const c10::Device& device) const {
+  const auto options = at::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor position = at::arange(length, options);
   const at::Tensor relative = position.unsqueeze(0) - position.unsqueeze(1);  // key - query
   const int64_t buckets = config_.relative_attention_num_buckets / 2, max_exact = buckets / 2;
@@ -94,17 +101,23 @@ at::Tensor T5Encoder::position_bias(int64_t length) const {
   const at::Tensor large = at::minimum((log_ratio * float(buckets - max_exact)).to(at::kLong) + max_exact,
                                        at::full_like(distance, buckets - 1));
   const at::Tensor bucket = (relative > 0).to(at::kLong) * buckets + at::where(distance < max_exact, distance, large);
-  return at::embedding(relative_attention_bias_, bucket).permute({2, 0, 1}).unsqueeze(0);
+  return at::embedding(relative_attention_bias_.to(device), bucket).permute({2, 0, 1}).unsqueeze(0);
 }
 
 at::Tensor T5Encoder::forward(const at::Tensor& input_ids, const Attention& attention) const {
+  return forward(input_ids, attention, embedding_.device());
+}
+
+at::Tensor T5Encoder::forward(const at::Tensor& input_ids, const Attention& attention,
+                              const c10::Device& device) const {
   if (input_ids.dim() != 2) throw std::invalid_argument("T5 encoder: input_ids must be [B, L]");
   const int64_t batch = input_ids.size(0), length = input_ids.size(1);
   const int64_t heads = config_.num_heads, head_dim = config_.d_kv;
-  at::Tensor x = at::embedding(embedding_, input_ids.to(embedding_.device()));
+  // The lookup where the table is: only the rows looked up travel, not the 32k-token table.
+  at::Tensor x = at::embedding(embedding_, input_ids.to(embedding_.device())).to(device);
   AttentionParams params;
   params.scale = 1.0;  // T5 folds the 1/sqrt(d) into its weights' initialisation
-  params.bias = position_bias(length).to(x.scalar_type());
+  params.bias = position_bias(length, device).to(x.scalar_type());
   const auto split_heads = [&](const at::Tensor& t) {
     return t.view({batch, length, heads, head_dim}).transpose(1, 2);
   };
@@ -114,7 +127,8 @@ at::Tensor T5Encoder::forward(const at::Tensor& input_ids, const Attention& atte
     const double limit = double(std::numeric_limits<c10::Half>::max()) - (t.isinf().any().item<bool>() ? 1000 : 0);
     return at::clamp(t, -limit, limit);
   };
-  for (const Block& b : blocks_) {
+  for (const Block& stored : blocks_) {
+    const Block b = stored.to(device);  // released at the end of the iteration, before the next block's copy
     const at::Tensor h = rms_norm(x, b.attention_norm);
     const at::Tensor context = attention(split_heads(at::linear(h, b.q)), split_heads(at::linear(h, b.k)),
                                          split_heads(at::linear(h, b.v)), params);
@@ -122,7 +136,7 @@ at::Tensor T5Encoder::forward(const at::Tensor& input_ids, const Attention& atte
     const at::Tensor f = rms_norm(x, b.feed_forward_norm);
     x = clamp_half(x + at::linear(at::gelu(at::linear(f, b.wi_0), "tanh") * at::linear(f, b.wi_1), b.wo));
   }
-  return rms_norm(x, final_norm_);
+  return rms_norm(x, final_norm_.to(device));
 }
 
 }  // namespace sagevid

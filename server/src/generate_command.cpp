@@ -166,6 +166,7 @@ int generate(const GenerateArgs& args) {
   options.dtype = parse_dtype(model.dtype);
   options.attention = config.attention;
   options.max_work = model.max_latent_token_steps;
+  model.memory.apply_to(options);
   std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(),
                model.device.c_str(), model.dtype.c_str());
   c10::InferenceMode inference;

@@ -288,6 +288,7 @@ void GenerationService::load_models() {
     try {
       PipelineOptions options{.device = c10::Device(entry.device), .dtype = parse_dtype(entry.dtype),
                               .attention = config_.attention, .max_work = entry.max_latent_token_steps};
+      entry.memory.apply_to(options);
       CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, options);
       const ModelDefaults defaults = model_defaults(entry.path, pipeline.limits());
       models_.push_back(std::make_unique<LoadedModel>(

@@ -75,6 +75,7 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   model.max_latent_token_steps = reader.optional<int64_t>("max_latent_token_steps");
   if (model.max_latent_token_steps && *model.max_latent_token_steps < 1)
     reader.fail("max_latent_token_steps", "must be positive (or null for the model's default)");
+  model.memory = read_memory_config(reader);
   reader.finish();
   return model;
 }
@@ -141,10 +142,13 @@ ServerConfig load_server_config(const std::filesystem::path& file, const std::ve
 
 nlohmann::json to_json(const ServerConfig& config) {
   nlohmann::json models = nlohmann::json::array();
-  for (const ModelEntry& m : config.models)
-    models.push_back({{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", m.dtype},
-                      {"max_latent_token_steps", m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps)
-                                                                          : nlohmann::json(nullptr)}});
+  for (const ModelEntry& m : config.models) {
+    nlohmann::json model = {{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", m.dtype},
+                            {"max_latent_token_steps", m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps)
+                                                                                : nlohmann::json(nullptr)}};
+    model.update(to_json(m.memory));
+    models.push_back(model);
+  }
   const auto& attention = config.attention;
   return {{"log_level", config.log_level},
           {"server",

@@ -3,6 +3,7 @@
 // overrides are applied to the document before validation, so they are checked like the file itself.
 #include "access_control.h"
 #include "sagevid/models/attention.h"
+#include "sagevid/models/memory_config.h"
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@ struct ModelEntry {
   std::string device = "cuda"; // "cpu", "cuda" or "cuda:N"
   std::string dtype = "bfloat16";  // float32, float16 or bfloat16
   std::optional<int64_t> max_latent_token_steps;  // work cap of one request; unset: the model's default
+  MemoryConfig memory;  // "text_encoder" and "vae": where T5 stays, how the VAE decodes
 };
 
 struct ServerConfig {

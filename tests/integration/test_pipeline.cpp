@@ -95,6 +95,7 @@ void check_frames_match(const at::Tensor& got, const at::Tensor& want, const std
 struct Outcome {
   std::vector<at::Tensor> batches;
   std::vector<sagevid::GenerationProgress> progress;
+  std::vector<std::string> phases;  // each phase begun, with how many progress reports came before it
   sagevid::GenerationResult result;
   at::Tensor frames() const { return at::cat(batches, 0); }
   size_t count(GenerationPhase phase) const {
@@ -108,6 +109,9 @@ Outcome run(const GenerationRequest& request, const std::function<bool(const Out
   sagevid::GenerationCallbacks callbacks;
   callbacks.on_frames = [&](const at::Tensor& frames) { outcome.batches.push_back(frames); };
   callbacks.on_progress = [&](const sagevid::GenerationProgress& p) { outcome.progress.push_back(p); };
+  callbacks.on_phase = [&](GenerationPhase phase) {
+    outcome.phases.push_back(std::string(sagevid::phase_name(phase)) + " after " + std::to_string(outcome.progress.size()));
+  };
   if (stop_after) callbacks.cancelled = [&] { return stop_after(outcome); };
   outcome.result = tiny_pipeline().generate(request, callbacks);
   return outcome;
@@ -224,7 +228,7 @@ TEST_CASE("the same seed gives the same frames, another seed others", "[pipeline
   CHECK_FALSE(at::equal(run(quick_request(rng.seed + 1)).frames(), first));
 }
 
-TEST_CASE("frames stream batch by batch, with progress in order", "[pipeline]") {
+TEST_CASE("frames stream batch by batch, with phases and progress in order", "[pipeline]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   GenerationRequest request = quick_request(rng.seed);
@@ -253,6 +257,7 @@ TEST_CASE("frames stream batch by batch, with progress in order", "[pipeline]") 
   CHECK(outcome.progress[3].step == 9);
   CHECK(outcome.progress[4].step == 17);
   CHECK(outcome.progress[4].total == 17);
+  CHECK(outcome.phases == std::vector<std::string>{"text_encode after 0", "denoise after 0", "decode after 3"});
   for (size_t i = 1; i < outcome.progress.size(); ++i)
     CHECK(outcome.progress[i].elapsed_s >= outcome.progress[i - 1].elapsed_s);
   const auto& timings = outcome.result.timings;
@@ -326,8 +331,9 @@ TEST_CASE("work over the cap is refused with its numbers and the model's default
 
 // The estimate must never be below what a phase holds (the admission check would let a request run out of
 // memory), and not so far above that it refuses requests the device could run: 3x leaves room for what the
-// counts round up (temporaries, RoPE, the scheduler's state) and for other backends' buffers, while any term
+// counts round up (temporaries, the scheduler's state) and for other backends' buffers, while any term
 // counted wrongly by a shape factor (a missing batch or channel factor, the conv columns) would break it.
+// Phases are told apart by GenerationCallbacks::on_phase; the RoPE transformer (1.5-like) has its own term.
 TEST_CASE("the memory estimate covers the measured CPU peak of each phase, within 3x", "[pipeline]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
@@ -337,9 +343,13 @@ TEST_CASE("the memory estimate covers the measured CPU peak of each phase, withi
   tiled_options.vae.tiling = true;  // small tiles: every request larger than 32 x 48 decodes tile by tile
   tiled_options.vae.tile_sample_min_height = 32;
   tiled_options.vae.tile_sample_min_width = 48;
+  tiled_options.vae.tile_overlap_factor_height = 0.25;  // whole latents of overlap, so the tiles fit together
+  tiled_options.vae.tile_overlap_factor_width = 1.0 / 6;
   const CogVideoXPipeline tiled = CogVideoXPipeline::load(kModel, tiled_options);
-  for (int i = 0; i < 4; ++i) {
-    const CogVideoXPipeline& pipeline = i < 2 ? tiny_pipeline() : tiled;
+  const VariantModel rope_model("estimate-rope", kModel / "scheduler", kVariants / "transformer-1.5");
+  const CogVideoXPipeline rope = CogVideoXPipeline::load(rope_model.dir, {});
+  for (int i = 0; i < 6; ++i) {
+    const CogVideoXPipeline& pipeline = i < 2 ? tiny_pipeline() : i < 4 ? tiled : rope;
     CAPTURE(i);
     GenerationRequest request = quick_request(draw());
     request.num_frames = 1 + 8 * std::uniform_int_distribution<int64_t>(1, 2)(draw);
@@ -350,25 +360,47 @@ TEST_CASE("the memory estimate covers the measured CPU peak of each phase, withi
     CAPTURE(request.num_frames, request.height, request.width, request.guidance_scale);
     const sagevid::MemoryEstimate estimate = pipeline.estimate_memory(request);
 
-    // The peak up to the last denoising step is text encoding's or denoising's; after it, decoding's.
+    // Each phase's peak above what was live when the request started.
     allocator.reset_peak();
     const int64_t resident = allocator.live();
-    int64_t until_decode = 0;
-    sagevid::GenerationCallbacks callbacks;
-    callbacks.on_progress = [&](const sagevid::GenerationProgress& progress) {
-      if (progress.phase != GenerationPhase::denoise || progress.step != progress.total) return;
-      until_decode = allocator.peak() - resident;
+    std::vector<int64_t> peaks;
+    const auto close_phase = [&] {
+      peaks.push_back(allocator.peak() - resident);
       allocator.reset_peak();
     };
+    sagevid::GenerationCallbacks callbacks;
+    callbacks.on_phase = [&](GenerationPhase phase) {
+      if (phase != GenerationPhase::text_encode) close_phase();
+    };
     pipeline.generate(request, callbacks);
-    const int64_t decode = allocator.peak() - resident;
-    const int64_t text_or_denoise = std::max(estimate.text_encode, estimate.denoise);
-    CAPTURE(until_decode, decode, estimate.text_encode, estimate.denoise, estimate.decode);
-    CHECK(until_decode <= text_or_denoise);
-    CHECK(text_or_denoise <= 3 * until_decode);
-    CHECK(decode <= estimate.decode);
-    CHECK(estimate.decode <= 3 * decode);
+    close_phase();
+    REQUIRE(peaks.size() == 3);
+    const std::vector<int64_t> estimated{estimate.text_encode, estimate.denoise, estimate.decode};
+    for (size_t phase = 0; phase < 3; ++phase) {
+      CAPTURE(phase, peaks[phase], estimated[phase]);
+      CHECK(peaks[phase] <= estimated[phase]);
+      CHECK(estimated[phase] <= 3 * peaks[phase]);
+    }
   }
+}
+
+TEST_CASE("VAE tiles that would not fit together are refused at load, tiles that do give the request's size",
+          "[pipeline]") {
+  sagevid::PipelineOptions options;
+  options.vae.tiling = true;
+  options.vae.tile_sample_min_height = 32;  // 4 latents, stride 3 (24 px), but 27 px kept at the default 1/6 overlap
+  options.vae.tile_sample_min_width = 48;
+  CHECK_THROWS_WITH(CogVideoXPipeline::load(kModel, options),
+                    ContainsSubstring("a tile height of 32 px") && ContainsSubstring("steps 24 px but keeps 27 px"));
+  options.vae.tile_overlap_factor_height = 0.25;
+  options.vae.tile_overlap_factor_width = 1.0 / 6;
+  const CogVideoXPipeline tiled = CogVideoXPipeline::load(kModel, options);
+  GenerationRequest request = quick_request(1);
+  request.height = 64;  // 2 x 2 tiles
+  request.width = 96;
+  std::vector<at::Tensor> batches;
+  tiled.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
+  CHECK(at::cat(batches, 0).sizes() == at::IntArrayRef({request.num_frames, 64, 96, 3}));
 }
 
 TEST_CASE("invalid requests are rejected naming the field", "[pipeline]") {

@@ -92,6 +92,44 @@ TEST_CASE("the shipped GPU config serves only this host, plaintext callers canno
   CHECK_FALSE(config.reflection);
 }
 
+TEST_CASE("model entries take the memory keys, checked like the rest", "[integration][config]") {
+  const auto config = parse(R"({"models": [{"name": "a", "path": "p", "text_encoder": "offload",
+                                             "vae": {"tiling": true, "tile_height": 320}}]})");
+  CHECK(config.models[0].memory.text_encoder == sagevid::TextEncoderPlacement::offload);
+  CHECK(config.models[0].memory.vae.tiling);
+  CHECK(config.models[0].memory.vae.tile_sample_min_height == 320);
+  CHECK(sagevid::to_json(config)["models"][0]["vae"]["tile_height"] == 320);
+  REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "vae": {"frame_batch_size": 0}}]})"),
+                      ContainsSubstring("models[0].vae.frame_batch_size: must be at least 1"));
+  CHECK(load_server_config(kConfigs / "cogvideox-2b.json", {"models.0.text_encoder=offload"})
+            .models[0]
+            .memory.text_encoder == sagevid::TextEncoderPlacement::offload);
+}
+
+TEST_CASE("the RTX 4090 configs run the sm_89 sage2 path with a tiled decode, CogVideoX-5B with T5 offloaded",
+          "[integration][config]") {
+  namespace sage2 = sagevid::kernels::sage2;
+  for (const char* name : {"cogvideox-2b-rtx4090.json", "cogvideox-5b-rtx4090.json"}) {
+    CAPTURE(name);
+    const auto config = load_server_config(kConfigs / name, {});
+    // Set explicitly (a 4090 resolves "auto" to the same), so the H200 runs the 4090's path under a memory cap.
+    CHECK(config.attention.backend == sagevid::AttentionBackend::sage2);
+    CHECK(config.attention.sage2.kernel == sage2::KernelFamily::mma_sync);
+    CHECK(config.attention.sage2.qk == sage2::QkType::int4);
+    CHECK(config.attention.sage2.pv == sage2::PvType::fp8);
+    const sage2::Options on_4090 = sage2::resolve(config.attention.sage2, 89), defaults = sage2::resolve({}, 89);
+    CHECK(on_4090.kernel == defaults.kernel);
+    CHECK(on_4090.qk == defaults.qk);
+    CHECK(on_4090.pv == defaults.pv);
+    CHECK(on_4090.granularity == defaults.granularity);
+    CHECK(on_4090.smooth_q == defaults.smooth_q);
+    CHECK(config.models[0].memory.vae.tiling);
+    CHECK(config.address.starts_with("127.0.0.1:"));
+  }
+  CHECK(load_server_config(kConfigs / "cogvideox-5b-rtx4090.json", {}).models[0].memory.text_encoder ==
+        sagevid::TextEncoderPlacement::offload);
+}
+
 TEST_CASE("a port out of range is rejected at load, naming the key", "[integration][config]") {
   std::mt19937_64 draw(std::random_device{}());
   const std::string port = std::to_string(65536 + draw() % 1'000'000);

@@ -94,7 +94,10 @@ TEST_CASE("tiled decoding matches diffusers' tiled_decode", "[vae]") {
   // Tiling on but the latent fits in one tile: the plain decode.
   sagevid::VaeDecodeOptions big_tiles = fixture_tiling();
   big_tiles.tile_sample_min_height = big_tiles.tile_sample_min_width = 64;
+  big_tiles.tile_overlap_factor_height = big_tiles.tile_overlap_factor_width = 0.25;  // tiles that fit together
   CHECK(at::equal(decoder.decode(io.view("latents_one"), big_tiles), decoder.decode(io.view("latents_one"))));
+  big_tiles.tile_overlap_factor_height = 1.0 / 3;  // 8 latents step 5 (40 px) but keep 43 px: refused
+  CHECK_THROWS_WITH(decoder.decode(io.view("latents_one"), big_tiles), ContainsSubstring("would not fit together"));
 }
 
 TEST_CASE("a VAE config that does not fit the weights names the tensor", "[vae]") {

@@ -77,8 +77,15 @@ class CogVideoXTransformer {
   // The position table added to [text; video] (sin-cos or learned), or undefined when the model uses RoPE only.
   at::Tensor positional_table(int64_t frames, int64_t height, int64_t width) const;
   // One block, updating the text [B, L, D] and video [B, N, D] residual streams. rope: cos, sin [N, head_dim].
+  // Each half holds its temporaries only while it runs: the fused QKV output, q and k are gone before the output
+  // projection, and all of them before the feed-forward.
   void run_block(const Block& block, at::Tensor& text, at::Tensor& video, const at::Tensor& temb,
                  const std::optional<std::pair<at::Tensor, at::Tensor>>& rope, const Attention& attention) const;
+  // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v);
+  // returns the output projection [B, L, D].
+  at::Tensor joint_attention(const Block& block, at::Tensor input, int64_t text_length,
+                             const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
+                             const Attention& attention) const;
   at::Tensor unpatchify(const at::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;
 
   CogVideoXConfig config_;

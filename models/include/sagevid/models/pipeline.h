@@ -84,6 +84,8 @@ struct GenerationProgress {
 
 struct GenerationCallbacks {
   std::function<void(const GenerationProgress&)> on_progress;
+  // Called as each phase begins (text_encode, denoise, decode), for measuring phases (the benchmarks).
+  std::function<void(GenerationPhase phase)> on_phase;
   // Each decoded temporal batch as uint8 RGB [frames, height, width, 3], contiguous, on the CPU.
   std::function<void(const at::Tensor& frames)> on_frames;
   // Polled before each denoising step and each decoded batch; true stops with GenerationCancelled.
@@ -102,11 +104,19 @@ struct GenerationResult {
   PhaseTimings timings;
 };
 
+// Where the T5 text encoder's weights stay between prompts.
+enum class TextEncoderPlacement {
+  device,   // on the pipeline's device with the other models (T5-XXL: ~9 GiB in bf16)
+  offload,  // in host memory; each prompt encoding copies them to the device block by block (one block there
+            // at a time), so the device holds T5 only while it runs: what lets CogVideoX-5B fit in 24 GB
+};
+
 struct PipelineOptions {
   c10::Device device = c10::kCPU;
   c10::ScalarType dtype = c10::kFloat;  // transformer and VAE; the T5 encoder too
   AttentionConfig attention;
   VaeDecodeOptions vae;  // tiling / frame batches for the decode
+  TextEncoderPlacement text_encoder = TextEncoderPlacement::device;
   // The most work (latent tokens x steps) a request may ask for; unset: ModelLimits' default.
   std::optional<int64_t> max_work;
 };

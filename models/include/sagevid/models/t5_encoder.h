@@ -31,16 +31,23 @@ class T5Encoder {
   // dir: the text_encoder/ folder (config.json and the safetensors checkpoint).
   static T5Encoder load(const std::filesystem::path& dir, const at::TensorOptions& target);
 
-  // input_ids [B, L] (int64, any device) -> last hidden state [B, L, d_model] in the weights' dtype.
+  // input_ids [B, L] (int64, any device) -> last hidden state [B, L, d_model] in the weights' dtype, on the
+  // weights' device.
   at::Tensor forward(const at::Tensor& input_ids, const Attention& attention) const;
+  // The same computed on `device` with the weights wherever they were loaded: weights elsewhere (an encoder
+  // kept in host memory) are copied there one block at a time, each freed before the next arrives, so the
+  // device holds one block's weights (~0.4 GB for T5-XXL in bf16) instead of the whole encoder. The token
+  // lookup stays where the embedding table is. Returns the hidden state on `device`.
+  at::Tensor forward(const at::Tensor& input_ids, const Attention& attention, const c10::Device& device) const;
   const T5Config& config() const { return config_; }
 
  private:
   struct Block {
     at::Tensor attention_norm, q, k, v, o;
     at::Tensor feed_forward_norm, wi_0, wi_1, wo;
+    Block to(const c10::Device& device) const;  // the same tensors where they are there, else copies
   };
-  at::Tensor position_bias(int64_t length) const;  // [1, H, L, L]
+  at::Tensor position_bias(int64_t length, const c10::Device& device) const;  // [1, H, L, L]
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) const;
 
   T5Config config_;
