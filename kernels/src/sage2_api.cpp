@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -170,6 +171,32 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
 }
 
 }  // namespace
+
+int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                        int64_t head_dim) {
+  constexpr int64_t kFloatBytes = 4;
+  const bool fp8 = *o.pv == PvType::fp8;
+  const int64_t heads_total = batch * heads;
+  const int64_t q_blocks = (q_len + kQBlock - 1) / kQBlock, kv_blocks = (kv_len + kKBlock - 1) / kKBlock;
+  // The token statistics' partials and the per-channel vectors: K's mean, V's mean and FP8 scales, smoothed V's
+  // absmax.
+  const int64_t partials = detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(fp8 && !o.smooth_v));
+  const int64_t vectors = int(o.smooth_k) + int(o.smooth_v) + int(fp8) + int(fp8 && o.smooth_v);
+  const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes;
+  // Quantized Q and K (INT4: two values a byte) with their group scales, and V (FP8 a byte, fp16 two).
+  const int64_t q_rows = heads_total * q_blocks * kQBlock, kv_rows = heads_total * kv_blocks * kKBlock;
+  const int64_t scales = heads_total * (q_blocks * q_groups_per_block(*o.granularity) +
+                                        kv_blocks * k_groups_per_block(*o.granularity));
+  const int64_t quantized = (q_rows + kv_rows) * head_dim / (*o.qk == QkType::int4 ? 2 : 1) +
+                            kv_rows * head_dim * (fp8 ? 1 : 2) + scales * kFloatBytes;
+  if (!*o.smooth_q) return per_channel + quantized;
+  // Q smoothing: Q's block means, then after the quantization an fp32 K, its smoothed copy and ΔS = q̄·K'ᵀ,
+  // [B, H, N_q/64, N_kv] fp32, which stays until the kernel has run.
+  const int64_t q_means = heads_total * q_blocks * head_dim * kFloatBytes;
+  const int64_t float_k = heads_total * kv_len * head_dim * kFloatBytes;
+  const int64_t delta_s = heads_total * q_blocks * kv_len * kFloatBytes;
+  return per_channel + quantized + q_means + std::max(2 * float_k, float_k + delta_s);
+}
 
 Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
   if (auto reason = unsupported_reason(q, k, v, options)) throw std::invalid_argument("sage2: " + *reason);

@@ -22,11 +22,6 @@ std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, i
 
 std::optional<std::string> sage2_unsupported(const AttentionCall& call);
 at::Tensor sage2_attention(const AttentionCall& call);
-// Device bytes a sage2 call holds at its peak beyond q, k, v and its output, for resolved options and no bias:
-// the preprocessing's buffers (kernels/src/sage2_api.cpp), for the memory estimate.
-int64_t sage2_workspace_bytes(const kernels::sage2::Options& resolved, int64_t batch, int64_t heads, int64_t q_len,
-                              int64_t kv_len, int64_t head_dim);
-
 std::optional<std::string> flash_unsupported(const AttentionCall& call);
 at::Tensor flash_attention(const AttentionCall& call);
 

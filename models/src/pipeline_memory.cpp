@@ -98,7 +98,7 @@ int64_t attention_workspace_bytes(const CogVideoXConfig& c, int64_t batch, int64
   const int64_t math_bytes =
       math ? kMathAttentionCopies * row * kFloatBytes + score_bytes(batch, heads, length, kScoreCopies) : 0;
   const int64_t sage2_bytes =
-      sage2 ? detail::sage2_workspace_bytes(*sage2, batch, heads, length, length, c.attention_head_dim) : 0;
+      sage2 ? kernels::sage2::workspace_bytes(*sage2, batch, heads, length, length, c.attention_head_dim) : 0;
   return std::max(math_bytes, sage2_bytes);
 }
 

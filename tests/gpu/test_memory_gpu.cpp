@@ -3,7 +3,6 @@
 #include "catch.h"
 #include "test_random.h"
 
-#include "attention_backends.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/models/pipeline.h"
@@ -62,7 +61,7 @@ TEST_CASE("an offloaded T5 leaves the device after each prompt and gives the res
   CHECK((resident.frames - offloaded.frames).abs().max().item<int>() <= 1);
 }
 
-TEST_CASE("the estimate's sage2 workspace covers a call's preprocessing buffers, within a tenth", "[gpu][attention]") {
+TEST_CASE("sage2 workspace_bytes covers a call's preprocessing buffers, within a tenth", "[gpu][attention]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const int cc = sagevid::kernels::compute_capability(0);
@@ -84,7 +83,7 @@ TEST_CASE("the estimate's sage2 workspace covers a call's preprocessing buffers,
   c10::cuda::CUDACachingAllocator::resetPeakStats(0);
   const at::Tensor out = sage2::attention(q, k, v, options).out;
   const int64_t measured = peak_allocated() - before - int64_t(out.nbytes());
-  const int64_t estimated = sagevid::detail::sage2_workspace_bytes(resolved, batch, heads, length, length, head_dim);
+  const int64_t estimated = sage2::workspace_bytes(resolved, batch, heads, length, length, head_dim);
   CAPTURE(measured, estimated);
   CHECK(measured <= estimated);
   CHECK(estimated <= measured + measured / 10);

@@ -57,6 +57,11 @@ struct Quantized {
   at::Tensor v_scales;            // FP8: [B, H_kv, D]
 };
 
+// Device bytes a call without bias holds at its peak beyond q, k, v and its output (the preprocessing's
+// buffers), for resolved options and H_q = H_kv = heads: what a caller budgets for.
+int64_t workspace_bytes(const Options& resolved, int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                        int64_t head_dim);
+
 // The preprocessing alone (options resolved here, as for a call without bias), for tests and for measuring it.
 Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options);
 
