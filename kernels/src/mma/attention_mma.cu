@@ -1,11 +1,14 @@
 // The mma.sync SageAttention2 kernel (sm_80/86/89, also runs on sm_90). One CTA = 4 warps x 16 query rows
-// against 64-key tiles, K/V double-buffered through cp.async. Per tile, a warp:
+// (x kMTiles) against 64-key tiles, K/V double-buffered through cp.async. Per tile, a warp:
 //   1. S = Q_int · K_intᵀ (INT8 m16n8k32 or INT4 m16n8k64) into int32 registers;
 //   2. dequantizes: one k-scale multiply per element; the row's q-scale (x sm_scale x log2 e) is deferred
 //      into the softmax's FMA; edge tiles and ΔS/bias calls scale fully, add and mask;
-//   3. online softmax in base 2;
-//   4. P̃·V: P̃ from the S registers straight into A fragments, FP8 (x448, V per channel) or FP16,
-//      accumulated in a fresh accumulator that is added into the FP32 output buffer every flush_tiles tiles.
+//   3. online softmax in base 2, P̃ packed into the P·V MMA's A fragments as soon as a tile's rows are done;
+//   4. P̃·V: FP8 (x448, V per channel) or FP16, accumulated in a fresh accumulator that is added into the
+//      FP32 output buffer every flush_tiles tiles.
+// Registers are the limit (255 per thread, two CTAs per SM): the output accumulator and a tile's scores take
+// 64 each at head dim 64 with two MMA tiles, so the kernel keeps little else across the tile loop (see
+// kernels/CMakeLists.txt: a spill fails the build).
 #include "attention_mma.h"
 #include "mma.cuh"
 #include "../sage2_device.cuh"
@@ -21,6 +24,7 @@ using detail::AttentionArgs;
 
 constexpr int kThreads = kWarps * 32;
 constexpr int kCtaK = tiling(KernelFamily::mma_sync).key_tile;
+constexpr int kSlices = kCtaK / 8;  // 8-key accumulator slices per key tile
 
 template <int kHeadDim, bool kInt4, bool kFp8Pv, int kMTiles>
 struct Tiles {
@@ -36,11 +40,39 @@ struct Tiles {
   static constexpr int kVBytes = kVRows * kVStride;
   static constexpr int kSmemBytes = kQBytes + 2 * (kKBytes + kVBytes);
   static constexpr int kDimTiles = kHeadDim / 8;
+  // P̃ as A fragments: FP8 takes 32 keys per MMA step, FP16 16.
+  static constexpr int kPvSteps = kFp8Pv ? kCtaK / 32 : kCtaK / 16;
 };
 
 __device__ __forceinline__ float exact_int_to_float(int32_t x) { return magic_float(x) - kMagic; }
 
 __device__ __forceinline__ int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// x, as a value the compiler cannot see through: what is derived from it is computed where it is used rather
+// than hoisted out of the tile loop or shared with the prologue, and held in registers across the loop.
+__device__ __forceinline__ int opaque(int x) {
+  asm volatile("" : "+r"(x));
+  return x;
+}
+
+// Where a thread works: its CTA's (batch, head, kv head) and first query row, its warp and lane. Read through
+// opaque() by each part of the kernel that needs them (prologue, edge tiles, epilogue), which recomputes them
+// in a few integer ops instead of holding them and what derives from them across the tile loop.
+template <int kCtaRows>
+struct Position {
+  int head, batch, kv_head, cta_row, warp, lane;
+  int64_t q_head_index, kv_head_index;
+
+  __device__ __forceinline__ explicit Position(const AttentionArgs& args)
+      : head(opaque(blockIdx.y)),
+        batch(opaque(blockIdx.z)),
+        kv_head(head / (args.q_heads / args.kv_heads)),
+        cta_row(opaque(blockIdx.x) * kCtaRows),
+        warp(opaque(threadIdx.x) / 32),
+        lane(opaque(threadIdx.x) % 32),
+        q_head_index(int64_t(batch) * args.q_heads + head),
+        kv_head_index(int64_t(batch) * args.kv_heads + kv_head) {}
+};
 
 // Copies rows x row_bytes from global (row pitch src_pitch bytes) into padded shared rows.
 __device__ __forceinline__ void copy_tile(uint8_t* smem, int smem_stride, const uint8_t* global, int64_t src_pitch,
@@ -52,27 +84,291 @@ __device__ __forceinline__ void copy_tile(uint8_t* smem, int smem_stride, const 
   }
 }
 
+// The copy of a whole kRows x kRowBytes tile (K or V) that every key tile repeats: the thread's first 16-byte
+// chunk is fixed once (row and column of threadIdx), its others lie kThreads chunks = kRowStep rows further on.
+// What the tile loop keeps is one shared and one global offset per thread.
+template <int kRows, int kRowBytes, int kSmemStride>
+struct TileCopy {
+  static constexpr int kChunksPerRow = kRowBytes / 16;
+  static constexpr int kRowStep = kThreads / kChunksPerRow;
+  static constexpr int kChunks = kRows / kRowStep;
+  static_assert(kThreads % kChunksPerRow == 0 && kRows % kRowStep == 0, "whole chunks for every thread");
+  int smem_offset;
+  int64_t global_offset;
+
+  __device__ __forceinline__ TileCopy(int64_t pitch) {
+    const int row = threadIdx.x / kChunksPerRow, column = threadIdx.x % kChunksPerRow * 16;
+    smem_offset = row * kSmemStride + column;
+    global_offset = row * pitch + column;
+  }
+  __device__ __forceinline__ void issue(uint8_t* smem, const uint8_t* global, int64_t pitch) const {
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j)
+      cp_async_16(smem + smem_offset + j * kRowStep * kSmemStride, global + global_offset + j * kRowStep * pitch);
+  }
+};
+
+// 1. S = Q·Kᵀ for kM MMA tiles (the 16-row tiles starting at q_rows) against one key tile: each K fragment
+//    feeds all kM tiles. Q fragments are read from shared memory at every k-step rather than held across the
+//    tile loop, where they would cost 4 registers per MMA tile and k-step.
+template <class T, bool kInt4, int kM>
+__device__ __forceinline__ void qk_scores(int32_t (&s)[kM][kSlices][4], const uint8_t* q_rows, const uint8_t* k_tile,
+                                          int lane) {
+#pragma unroll
+  for (int m = 0; m < kM; ++m)
+#pragma unroll
+    for (int n = 0; n < kSlices; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0;
+  const int g = lane / 8;
+#pragma unroll
+  for (int step = 0; step < T::kQkSteps; ++step) {
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; ++m)
+      ldmatrix_x4(a[m], q_rows + (m * kWarpQ + lane % 8 + (g & 1) * 8) * T::kQkStride + step * 32 + (g >> 1) * 16);
+#pragma unroll
+    for (int pair = 0; pair < kSlices / 2; ++pair) {
+      uint32_t b[4];
+      ldmatrix_x4(b, k_tile + (pair * 16 + lane % 8 + (g >> 1) * 8) * T::kQkStride + step * 32 + (g & 1) * 16);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        if constexpr (kInt4) {
+          int4_m16n8k64(s[m][2 * pair], a[m], b[0], b[1]);
+          int4_m16n8k64(s[m][2 * pair + 1], a[m], b[2], b[3]);
+        } else {
+          int8_m16n8k32(s[m][2 * pair], a[m], b[0], b[1]);
+          int8_m16n8k32(s[m][2 * pair + 1], a[m], b[2], b[3]);
+        }
+      }
+    }
+  }
+}
+
+// 2. Dequantize with the k-scale (it differs between the lanes of a row's quad: per-thread groups, per-token
+//    columns); the row's q-scale is left to the softmax. k_scale: this key tile's first scale for this lane.
+template <int kM>
+__device__ __forceinline__ void dequantize(float (&s)[kM][kSlices][4], const int32_t (&s_int)[kM][kSlices][4],
+                                           const AttentionArgs& args, const float* k_scale) {
+  if (args.granularity == Granularity::per_token) {
+    // The scales of the two key columns this lane holds in slice n, loaded as they are used so that they
+    // take two registers, not sixteen.
+#pragma unroll
+    for (int n = 0; n < kSlices; ++n) {
+      const float2 key_scale = *reinterpret_cast<const float2*>(k_scale + n * 8);
+#pragma unroll
+      for (int m = 0; m < kM; ++m)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * ((e & 1) ? key_scale.y : key_scale.x);
+    }
+  } else {
+    const float scale = *k_scale;
+#pragma unroll
+    for (int m = 0; m < kM; ++m)
+#pragma unroll
+      for (int n = 0; n < kSlices; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * scale;
+  }
+}
+
+// Where the key tile ends past the keys or crosses the causal diagonal, or the call adds ΔS or a bias, or
+// the scale is not positive (which would flip the max): the scores are scaled fully here, added to and
+// masked, and row_scale becomes 1. m0: the first of the warp's kM MMA tiles (a warp's tiles never straddle
+// a 64-row Q block, so one ΔS row serves them all).
+template <int kCtaRows, int kM>
+__device__ __forceinline__ void full_scores(float (&s)[kM][kSlices][4], float (&row_scale)[kM][2],
+                                            const AttentionArgs& args, int m0, int tile) {
+  const Position<kCtaRows> at(args);
+  const int warp_row = at.cta_row + at.warp * (kCtaRows / kWarps), quad_col = at.lane % 4;
+  const int first_row = warp_row + m0 * kWarpQ + at.lane / 4;
+  const int q_blocks = (args.q_len + kQBlock - 1) / kQBlock, q_block = min(warp_row / kQBlock, q_blocks - 1);
+  const float* delta_s =
+      args.delta_s ? args.delta_s + (at.q_head_index * q_blocks + q_block) * args.kv_len : nullptr;
+  const float* bias = args.bias ? args.bias + at.batch * args.bias_sb + at.head * args.bias_sh : nullptr;
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+#pragma unroll
+    for (int n = 0; n < kSlices; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = first_row + m * kWarpQ + (e < 2 ? 0 : 8), col = tile * kCtaK + n * 8 + 2 * quad_col + (e & 1);
+        s[m][n][e] *= row_scale[m][e / 2];
+        if (col < args.kv_len) {
+          if (delta_s) s[m][n][e] += delta_s[col] * args.score_scale;
+          if (bias && row < args.q_len) s[m][n][e] += bias[row * args.bias_si + col] * float(M_LOG2E);
+        }
+        if (col >= args.kv_len || (args.causal && col > row)) s[m][n][e] = kNegInf;
+      }
+    }
+    row_scale[m][0] = row_scale[m][1] = 1.0f;
+  }
+}
+
+// 3. Online softmax of one MMA tile's rows (each row's 64 scores live in the 4 lanes of a quad): P̃ =
+//    exp2(s · row_scale − max) in place; rescale gets the factor the row's earlier output must be scaled by.
+__device__ __forceinline__ void online_softmax(float (&s)[kSlices][4], const float (&row_scale)[2], float (&row_max)[2],
+                                               float (&row_sum)[2], float (&rescale)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float tile_max = kNegInf;
+#pragma unroll
+    for (int n = 0; n < kSlices; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * half], s[n][2 * half + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * row_scale[half];  // scale > 0
+    const float new_max = fmaxf(row_max[half], tile_max);
+    const float reference = new_max == kNegInf ? 0.0f : new_max;  // a fully masked row so far
+    rescale[half] = fast_exp2(row_max[half] - reference);
+    row_max[half] = new_max;
+    float sum = 0.0f;
+#pragma unroll
+    for (int n = 0; n < kSlices; ++n) {
+      s[n][2 * half] = fast_exp2(fmaf(s[n][2 * half], row_scale[half], -reference));
+      s[n][2 * half + 1] = fast_exp2(fmaf(s[n][2 * half + 1], row_scale[half], -reference));
+      sum += s[n][2 * half] + s[n][2 * half + 1];
+    }
+    row_sum[half] = row_sum[half] * rescale[half] + sum;
+  }
+}
+
+// P̃ of one MMA tile as the A fragments of the P·V MMA. FP8 (x448): the keys of V are permuted
+// (kv_permuted_position) so that a lane's accumulator values are its own A fragment bytes.
+template <bool kFp8Pv>
+__device__ __forceinline__ void pack_p(uint32_t (&a)[kFp8Pv ? 2 : 4][4], const float (&p)[kSlices][4]) {
+  if constexpr (kFp8Pv) {
+#pragma unroll
+    for (int step = 0; step < 2; ++step)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int n0 = 4 * step + (i >> 1) * 2, e = (i & 1) * 2;  // a0: row0 n0,n0+1; a1: row1; a2/a3: n0+2
+        const uint32_t lo = pack_e4m3x2(p[n0][e] * kFp8Max, p[n0][e + 1] * kFp8Max);
+        const uint32_t hi = pack_e4m3x2(p[n0 + 1][e] * kFp8Max, p[n0 + 1][e + 1] * kFp8Max);
+        a[step][i] = lo | (hi << 16);
+      }
+  } else {
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {
+      a[step][0] = pack_half2(p[2 * step][0], p[2 * step][1]);
+      a[step][1] = pack_half2(p[2 * step][2], p[2 * step][3]);
+      a[step][2] = pack_half2(p[2 * step + 1][0], p[2 * step + 1][1]);
+      a[step][3] = pack_half2(p[2 * step + 1][2], p[2 * step + 1][3]);
+    }
+  }
+}
+
+// 4. P̃·V in FP8, each V fragment feeding every MMA tile of the warp. Deferred: into pv_acc, which the caller
+//    adds into out_acc every pv_flush_tiles tiles; else a fresh accumulator per pair of dim tiles, added at
+//    once (8 registers instead of D/2).
+template <class T, bool kDeferredFlush, int kM>
+__device__ __forceinline__ void pv_fp8(float (&out_acc)[kM][T::kDimTiles][4],
+                                       float (&pv_acc)[kM][kDeferredFlush ? T::kDimTiles : 1][4],
+                                       const uint32_t (&a)[kM][2][4], const uint8_t* v_tile, int lane) {
+  const int g = lane / 8;
+#pragma unroll
+  for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
+    float fresh[kM][2][4] = {};
+#pragma unroll
+    for (int step = 0; step < 2; ++step) {
+      uint32_t b[4];
+      ldmatrix_x4(b, v_tile + (pair * 16 + lane % 8 + (g >> 1) * 8) * T::kVStride + step * 32 + (g & 1) * 16);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        if constexpr (kDeferredFlush) {
+          fp8_m16n8k32(pv_acc[m][2 * pair], a[m][step], b[0], b[1]);
+          fp8_m16n8k32(pv_acc[m][2 * pair + 1], a[m][step], b[2], b[3]);
+        } else {
+          fp8_m16n8k32(fresh[m][0], a[m][step], b[0], b[1]);
+          fp8_m16n8k32(fresh[m][1], a[m][step], b[2], b[3]);
+        }
+      }
+    }
+    if constexpr (!kDeferredFlush) {
+#pragma unroll
+      for (int m = 0; m < kM; ++m)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          out_acc[m][2 * pair][e] += fresh[m][0][e];
+          out_acc[m][2 * pair + 1][e] += fresh[m][1][e];
+        }
+    }
+  }
+}
+
+// 4. P̃·V in FP16 (V as it is, keys as rows: transposing ldmatrix), straight into the FP32 output.
+template <class T, int kM>
+__device__ __forceinline__ void pv_fp16(float (&out_acc)[kM][T::kDimTiles][4], const uint32_t (&a)[kM][4][4],
+                                        const uint8_t* v_tile, int lane) {
+  const int g = lane / 8;
+#pragma unroll
+  for (int step = 0; step < 4; ++step) {
+#pragma unroll
+    for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
+      uint32_t b[4];
+      const int key = step * 16 + lane % 8 + (g & 1) * 8, channel = pair * 16 + (g >> 1) * 8;
+      ldmatrix_x4_trans(b, v_tile + key * T::kVStride + channel * 2);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        fp16_m16n8k16(out_acc[m][2 * pair], a[m][step], b[0], b[1]);
+        fp16_m16n8k16(out_acc[m][2 * pair + 1], a[m][step], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Epilogue: normalize, undo the V scaling, add the V mean back, store; the LSE (base 2) if asked for.
+template <class T, int kMTiles>
+__device__ __forceinline__ void store_output(const AttentionArgs& args, const float (&out_acc)[kMTiles][T::kDimTiles][4],
+                                             const float (&row_max)[kMTiles][2], const float (&row_sum)[kMTiles][2]) {
+  const Position<T::kCtaRows> at(args);
+  const int quad_col = at.lane % 4, first_row = at.cta_row + at.warp * kMTiles * kWarpQ + at.lane / 4;
+  constexpr int kHeadDim = T::kDimTiles * 8;
+  const float* v_scale = args.v_scale ? args.v_scale + at.kv_head_index * kHeadDim : nullptr;
+  const float* v_mean = args.v_mean ? args.v_mean + at.kv_head_index * kHeadDim : nullptr;
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float sum = row_sum[m][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = first_row + m * kWarpQ + 8 * half;
+      if (row >= args.q_len) continue;
+      const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const int64_t base = at.batch * args.out_sb + at.head * args.out_sh + row * args.out_si;
+#pragma unroll
+      for (int n = 0; n < T::kDimTiles; ++n) {
+        const int c = n * 8 + 2 * quad_col;
+        store_output_pair(args, base, c, out_acc[m][n][2 * half] * inv_sum, out_acc[m][n][2 * half + 1] * inv_sum,
+                          v_scale, 1.0f / kFp8Max, v_mean);
+      }
+      if (args.lse && quad_col == 0)
+        args.lse[at.q_head_index * args.q_len + row] =
+            (row_max[m][half] == kNegInf ? 0.0f : row_max[m][half]) + log2f(sum);
+    }
+  }
+}
+
 // kMTiles: 16-row MMA tiles per warp. Two tiles (head dim 64) reuse every K and V fragment loaded from shared
 // memory twice and give each warp two independent dependency chains to interleave.
 // kDeferredFlush (FP8 only): keep each tile's P̃·V in a second register accumulator for pv_flush_tiles tiles
-// before adding it into the FP32 buffer. Without it every tile's product goes straight into the buffer, one
-// pair of dim tiles at a time, which needs only 8 extra registers instead of D/2.
+// before adding it into the FP32 buffer. That accumulator takes D/2 registers per MMA tile, so with two MMA
+// tiles the scores are computed one MMA tile at a time (K fragments read twice): 32 score registers live
+// instead of 64.
+// Two CTAs per SM is the design point (255 registers each); without saying so, ptxas trims some variants to
+// 168 registers for a third CTA that shared memory cannot host, and spills to get there.
 template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush, int kMTiles>
-__global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs args) {
+__global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionArgs args) {
   using T = Tiles<kHeadDim, kInt4, kFp8Pv, kMTiles>;
+  constexpr int kQkGroup = kDeferredFlush ? 1 : kMTiles;  // MMA tiles whose scores are live at once
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* q_smem = smem;
   const auto k_smem = [&](int stage) { return smem + T::kQBytes + stage * T::kKBytes; };
   const auto v_smem = [&](int stage) { return smem + T::kQBytes + 2 * T::kKBytes + stage * T::kVBytes; };
 
-  const int head = blockIdx.y, batch = blockIdx.z;
-  const int kv_head = head / (args.q_heads / args.kv_heads);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = lane % 4;
-  const int64_t q_head_index = int64_t(batch) * args.q_heads + head;
-  const int64_t kv_head_index = int64_t(batch) * args.kv_heads + kv_head;
+  const Position<T::kCtaRows> at(args);
+  const int lane = at.lane, quad_col = lane % 4, cta_row = at.cta_row;
+  const int64_t q_head_index = at.q_head_index, kv_head_index = at.kv_head_index;
   const int q_blocks = (args.q_len + kQBlock - 1) / kQBlock;  // 64-row blocks of the quantized Q layout
   const int64_t q_padded = int64_t(q_blocks) * kQBlock;
-  const int cta_row = blockIdx.x * T::kCtaRows;
   const int cta_last_row = min(cta_row + T::kCtaRows, args.q_len) - 1;
   const int k_tiles_total = (args.kv_len + kCtaK - 1) / kCtaK;
   const int64_t k_padded = int64_t(k_tiles_total) * kCtaK;
@@ -82,14 +378,14 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   const uint8_t* k_global = reinterpret_cast<const uint8_t*>(args.k) + kv_head_index * k_padded * T::kQkRowBytes;
   const uint8_t* v_global = static_cast<const uint8_t*>(args.v) +
                             (kFp8Pv ? kv_head_index * kHeadDim * k_padded : kv_head_index * k_padded * kHeadDim * 2);
+  // K tiles are contiguous [64 keys, row bytes]; FP8 Vᵀ tiles are 64-key column blocks of [D, N_pad]; FP16 V
+  // tiles contiguous [64 keys, D].
+  const int64_t v_pitch = kFp8Pv ? k_padded : kHeadDim * 2, v_tile_bytes = kFp8Pv ? kCtaK : kCtaK * kHeadDim * 2;
+  const TileCopy<kCtaK, T::kQkRowBytes, T::kQkStride> k_copy(T::kQkRowBytes);
+  const TileCopy<T::kVRows, T::kVRowBytes, T::kVStride> v_copy(v_pitch);
   const auto load_kv = [&](int tile, int stage) {
-    copy_tile(k_smem(stage), T::kQkStride, k_global + int64_t(tile) * kCtaK * T::kQkRowBytes, T::kQkRowBytes, kCtaK,
-              T::kQkRowBytes);
-    if constexpr (kFp8Pv)
-      copy_tile(v_smem(stage), T::kVStride, v_global + int64_t(tile) * kCtaK, k_padded, kHeadDim, kCtaK);
-    else
-      copy_tile(v_smem(stage), T::kVStride, v_global + int64_t(tile) * kCtaK * kHeadDim * 2, kHeadDim * 2, kCtaK,
-                kHeadDim * 2);
+    k_copy.issue(k_smem(stage), k_global + int64_t(tile) * kCtaK * T::kQkRowBytes, T::kQkRowBytes);
+    v_copy.issue(v_smem(stage), v_global + tile * v_tile_bytes, v_pitch);
   };
 
   // Rows past the padded Q (the last CTA when the 64-row blocks are odd) are never stored: not loaded either.
@@ -98,25 +394,22 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   load_kv(0, 0);
   cp_async_commit();
 
-  // Per MMA tile m, this lane owns rows row0[m] and row0[m] + 8.
-  int row0[kMTiles];
+  // This lane owns rows first_row + 16m and first_row + 16m + 8 of the warp's MMA tiles m.
+  const int warp_row = at.warp * kMTiles * kWarpQ, first_row = cta_row + warp_row + lane / 4;
   float q_scale[kMTiles][2];
-  const float* delta_s[kMTiles];
   const int q_groups = int(q_groups_per_block(args.granularity)) * q_blocks;
 #pragma unroll
-  for (int m = 0; m < kMTiles; ++m) {
-    row0[m] = cta_row + (warp * kMTiles + m) * kWarpQ + lane / 4;
+  for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int row = int(min_i64(row0[m] + 8 * half, q_padded - 1));
+      const int row = int(min_i64(first_row + m * kWarpQ + 8 * half, q_padded - 1));
       q_scale[m][half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
     }
-    const int block = int(min_i64(row0[m] / kQBlock, q_blocks - 1));
-    delta_s[m] = args.delta_s ? args.delta_s + (q_head_index * q_blocks + block) * int64_t(args.kv_len) : nullptr;
-  }
-  const int k_groups = int(k_groups_per_block(args.granularity)) * k_tiles_total;
+  // The k-scales of key tile t for this lane: k_scale + t * k_scale_step (per-token: + 8 n for slice n).
+  const int k_scale_step = int(k_groups_per_block(args.granularity));
+  const float* k_scale = args.k_scale + kv_head_index * k_scale_step * k_tiles_total +
+                         k_group(2 * quad_col, args.granularity);
 
-  uint32_t q_frag[kMTiles][T::kQkSteps][4];
   float out_acc[kMTiles][T::kDimTiles][4] = {};
   float pv_acc[kMTiles][kDeferredFlush ? T::kDimTiles : 1][4] = {};
   float row_max[kMTiles][2], row_sum[kMTiles][2];
@@ -130,167 +423,38 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
     cp_async_wait<1>();
     __syncthreads();
 
-    if (tile == 0) {
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int step = 0; step < T::kQkSteps; ++step) {
-          const int g = lane / 8, r = (warp * kMTiles + m) * kWarpQ + lane % 8 + (g & 1) * 8;
-          ldmatrix_x4(q_frag[m][step], q_smem + r * T::kQkStride + step * 32 + (g >> 1) * 16);
-        }
-    }
-
-    // 1. S = Q Kᵀ: each K fragment feeds every MMA tile of the warp.
-    int32_t s_int[kMTiles][8][4] = {};
-#pragma unroll
-    for (int step = 0; step < T::kQkSteps; ++step) {
-#pragma unroll
-      for (int pair = 0; pair < 4; ++pair) {
-        uint32_t b[4];
-        const int g = lane / 8, key = pair * 16 + lane % 8 + (g >> 1) * 8;
-        ldmatrix_x4(b, k_smem(stage) + key * T::kQkStride + step * 32 + (g & 1) * 16);
-#pragma unroll
-        for (int m = 0; m < kMTiles; ++m) {
-          if constexpr (kInt4) {
-            int4_m16n8k64(s_int[m][2 * pair], q_frag[m][step], b[0], b[1]);
-            int4_m16n8k64(s_int[m][2 * pair + 1], q_frag[m][step], b[2], b[3]);
-          } else {
-            int8_m16n8k32(s_int[m][2 * pair], q_frag[m][step], b[0], b[1]);
-            int8_m16n8k32(s_int[m][2 * pair + 1], q_frag[m][step], b[2], b[3]);
-          }
-        }
-      }
-    }
-
-    // 2. Dequantize: the k-scale multiplies here (it differs between the lanes of a row's quad: per-thread
-    //    groups, per-token columns); the row's q-scale is deferred into the softmax, exp2(s · q_scale − max)
-    //    as one FMA, and into the row max (one multiply per row). Tiles at the end of the keys or on the
-    //    causal diagonal, calls with ΔS or a bias, and a non-positive scale (which would flip the max) scale
-    //    fully here, add, mask, and defer nothing.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);
-    const bool full_scores = edge_tile || args.delta_s || args.bias || !(args.score_scale > 0.0f);
-    float s[kMTiles][8][4];
-    float row_scale[kMTiles][2];
+    const bool full = edge_tile || args.delta_s || args.bias || !(args.score_scale > 0.0f);
+    uint32_t p[kMTiles][T::kPvSteps][4];
+    float rescale[kMTiles][2];
 #pragma unroll
-    for (int m = 0; m < kMTiles; ++m) row_scale[m][0] = q_scale[m][0], row_scale[m][1] = q_scale[m][1];
-    if (args.granularity == Granularity::per_token) {
-      // The scales of the two key columns this lane holds in slice n, loaded as they are used so that they
-      // take two registers, not sixteen (the FP8 kernels are at the register limit).
+    for (int m0 = 0; m0 < kMTiles; m0 += kQkGroup) {
+      int32_t s_int[kQkGroup][kSlices][4];
+      qk_scores<T, kInt4, kQkGroup>(s_int, q_smem + (warp_row + m0 * kWarpQ) * T::kQkStride, k_smem(stage), lane);
+      float s[kQkGroup][kSlices][4];
+      dequantize<kQkGroup>(s, s_int, args, k_scale + tile * k_scale_step);
+      float row_scale[kQkGroup][2];
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const float2 key_scale = *reinterpret_cast<const float2*>(args.k_scale + kv_head_index * k_groups +
-                                                                  tile * kCtaK + n * 8 + 2 * quad_col);
+      for (int m = 0; m < kQkGroup; ++m) row_scale[m][0] = q_scale[m0 + m][0], row_scale[m][1] = q_scale[m0 + m][1];
+      if (full) full_scores<T::kCtaRows, kQkGroup>(s, row_scale, args, m0, tile);
 #pragma unroll
-        for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * ((e & 1) ? key_scale.y : key_scale.x);
-      }
-    } else {
-      const float k_scale =
-          args.k_scale[kv_head_index * k_groups + k_group(int64_t(tile) * kCtaK + 2 * quad_col, args.granularity)];
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int n = 0; n < 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * k_scale;
-    }
-    if (full_scores) {
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = row0[m] + (e < 2 ? 0 : 8), col = tile * kCtaK + n * 8 + 2 * quad_col + (e & 1);
-            s[m][n][e] *= row_scale[m][e / 2];
-            if (col < args.kv_len) {
-              if (delta_s[m]) s[m][n][e] += delta_s[m][col] * args.score_scale;
-              if (args.bias && row < args.q_len)
-                s[m][n][e] += args.bias[batch * args.bias_sb + head * args.bias_sh + row * args.bias_si + col] * float(M_LOG2E);
-            }
-            if (col >= args.kv_len || (args.causal && col > row)) s[m][n][e] = kNegInf;
-          }
-        }
-        row_scale[m][0] = row_scale[m][1] = 1.0f;
+      for (int m = 0; m < kQkGroup; ++m) {
+        online_softmax(s[m], row_scale[m], row_max[m0 + m], row_sum[m0 + m], rescale[m0 + m]);
+        pack_p<kFp8Pv>(p[m0 + m], s[m]);
       }
     }
-
-    // 3. Online softmax: each row's 64 scores live in the 4 lanes of a quad.
 #pragma unroll
-    for (int m = 0; m < kMTiles; ++m) {
-      float rescale[2];
+    for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float tile_max = kNegInf;
-#pragma unroll
-        for (int n = 0; n < 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[m][n][2 * half], s[m][n][2 * half + 1]));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * row_scale[m][half];  // scale > 0
-        const float new_max = fmaxf(row_max[m][half], tile_max);
-        const float reference = new_max == kNegInf ? 0.0f : new_max;  // a fully masked row so far
-        rescale[half] = fast_exp2(row_max[m][half] - reference);
-        row_max[m][half] = new_max;
-        float sum = 0.0f;
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          s[m][n][2 * half] = fast_exp2(fmaf(s[m][n][2 * half], row_scale[m][half], -reference));
-          s[m][n][2 * half + 1] = fast_exp2(fmaf(s[m][n][2 * half + 1], row_scale[m][half], -reference));
-          sum += s[m][n][2 * half] + s[m][n][2 * half + 1];
-        }
-        row_sum[m][half] = row_sum[m][half] * rescale[half] + sum;
-      }
-#pragma unroll
-      for (int n = 0; n < T::kDimTiles; ++n) {
+      for (int n = 0; n < T::kDimTiles; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          out_acc[m][n][e] *= rescale[e / 2];
-          if constexpr (kDeferredFlush) pv_acc[m][n][e] *= rescale[e / 2];
+          out_acc[m][n][e] *= rescale[m][e / 2];
+          if constexpr (kDeferredFlush) pv_acc[m][n][e] *= rescale[m][e / 2];
         }
-      }
-    }
 
-    // 4. P̃ · V: each V fragment feeds every MMA tile of the warp.
     if constexpr (kFp8Pv) {
-      uint32_t a[kMTiles][2][4];
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int step = 0; step < 2; ++step)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int n0 = 4 * step + (i >> 1) * 2, e = (i & 1) * 2;  // a0: row0 n0,n0+1; a1: row1; a2/a3: n0+2
-            const uint32_t lo = pack_e4m3x2(s[m][n0][e] * kFp8Max, s[m][n0][e + 1] * kFp8Max);
-            const uint32_t hi = pack_e4m3x2(s[m][n0 + 1][e] * kFp8Max, s[m][n0 + 1][e + 1] * kFp8Max);
-            a[m][step][i] = lo | (hi << 16);
-          }
-#pragma unroll
-      for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
-        float fresh[kMTiles][2][4] = {};
-#pragma unroll
-        for (int step = 0; step < 2; ++step) {
-          uint32_t b[4];
-          const int g = lane / 8, channel = pair * 16 + lane % 8 + (g >> 1) * 8;
-          ldmatrix_x4(b, v_smem(stage) + channel * T::kVStride + step * 32 + (g & 1) * 16);
-#pragma unroll
-          for (int m = 0; m < kMTiles; ++m) {
-            float(&acc0)[4] = kDeferredFlush ? pv_acc[m][(2 * pair) % (kDeferredFlush ? T::kDimTiles : 1)] : fresh[m][0];
-            float(&acc1)[4] = kDeferredFlush ? pv_acc[m][(2 * pair + 1) % (kDeferredFlush ? T::kDimTiles : 1)] : fresh[m][1];
-            fp8_m16n8k32(acc0, a[m][step], b[0], b[1]);
-            fp8_m16n8k32(acc1, a[m][step], b[2], b[3]);
-          }
-        }
-        if constexpr (!kDeferredFlush) {
-#pragma unroll
-          for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              out_acc[m][2 * pair][e] += fresh[m][0][e];
-              out_acc[m][2 * pair + 1][e] += fresh[m][1][e];
-            }
-        }
-      }
+      pv_fp8<T, kDeferredFlush, kMTiles>(out_acc, pv_acc, p, v_smem(stage), lane);
       if constexpr (kDeferredFlush) {
         if ((tile + 1) % args.pv_flush_tiles == 0 || tile + 1 == k_tiles) {
 #pragma unroll
@@ -305,57 +469,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
         }
       }
     } else {
-#pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        uint32_t a[kMTiles][4];
-#pragma unroll
-        for (int m = 0; m < kMTiles; ++m) {
-          a[m][0] = pack_half2(s[m][2 * step][0], s[m][2 * step][1]);
-          a[m][1] = pack_half2(s[m][2 * step][2], s[m][2 * step][3]);
-          a[m][2] = pack_half2(s[m][2 * step + 1][0], s[m][2 * step + 1][1]);
-          a[m][3] = pack_half2(s[m][2 * step + 1][2], s[m][2 * step + 1][3]);
-        }
-#pragma unroll
-        for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
-          uint32_t b[4];
-          const int g = lane / 8, key = step * 16 + lane % 8 + (g & 1) * 8, channel = pair * 16 + (g >> 1) * 8;
-          ldmatrix_x4_trans(b, v_smem(stage) + key * T::kVStride + channel * 2);
-#pragma unroll
-          for (int m = 0; m < kMTiles; ++m) {
-            fp16_m16n8k16(out_acc[m][2 * pair], a[m], b[0], b[1]);
-            fp16_m16n8k16(out_acc[m][2 * pair + 1], a[m], b[2], b[3]);
-          }
-        }
-      }
+      pv_fp16<T, kMTiles>(out_acc, p, v_smem(stage), lane);
     }
     __syncthreads();  // the next iteration's copy overwrites this stage
   }
 
-  // Epilogue: normalize, undo the V scaling, add the V mean back, store.
-  const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
-  const float* v_mean = args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr;
-#pragma unroll
-  for (int m = 0; m < kMTiles; ++m) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float sum = row_sum[m][half];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int row = row0[m] + 8 * half;
-      if (row >= args.q_len) continue;
-      const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
-      const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
-#pragma unroll
-      for (int n = 0; n < T::kDimTiles; ++n) {
-        const int c = n * 8 + 2 * quad_col;
-        store_output_pair(args, base, c, out_acc[m][n][2 * half] * inv_sum, out_acc[m][n][2 * half + 1] * inv_sum,
-                          v_scale, 1.0f / kFp8Max, v_mean);
-      }
-      if (args.lse && quad_col == 0)
-        args.lse[q_head_index * args.q_len + row] =
-            (row_max[m][half] == kNegInf ? 0.0f : row_max[m][half]) + log2f(sum);
-    }
-  }
+  store_output<T, kMTiles>(args, out_acc, row_max, row_sum);
 }
 
 template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush, int kMTiles>
