@@ -64,7 +64,6 @@ unpack() {
   [ -d "$root/lib" ] && cp -a "$root/lib/." "$stage/lib/"
   rm -rf "$stage/share/doc" "$stage/share/man" "$stage/share/lintian" "$stage/share/bug"
   find "$stage" -name '*.a' -delete
-  find "$stage/bin" -name 'grpc_*_plugin' ! -name grpc_cpp_plugin -delete  # the other languages' generators
   rm -rf "$stage/lib/$multiarch/engines-3" "$stage/lib/$multiarch/ossl-modules"  # OpenSSL plugins we never load
   # Links that point at /usr/lib or /lib (zlib's libz.so) would leave the bundle: make them relative.
   find "$stage" -type l -lname '/*' | while read -r link; do
