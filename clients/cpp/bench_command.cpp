@@ -111,8 +111,8 @@ int bench_command(const Connection& connection, const std::vector<std::string>& 
     runs.push_back(run_bench(*stub, connection, plan));
   }
   const TableStyle style = flags.has("--markdown") ? TableStyle::markdown : TableStyle::text;
-  std::printf("model %s, %d requests at concurrency %d per backend\n%s", plan.request.model().c_str(), plan.requests,
-              plan.concurrency, format_bench_table(runs, style).c_str());
+  std::printf("model %s, %d requests at concurrency %d per backend\n%s%s", plan.request.model().c_str(), plan.requests,
+              plan.concurrency, style == TableStyle::markdown ? "\n" : "", format_bench_table(runs, style).c_str());
   bool failed = false;
   for (const BenchRun& run : runs)
     for (const auto& [code, message] : run.error_examples) {
