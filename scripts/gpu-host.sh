@@ -22,21 +22,17 @@ git log -1 --format='%H %s' > "$out/commit.txt" 2>/dev/null || true
 deps_archive=.carry/sagevid-deps.tar.xz
 deps=build-gpu-deps/sagevid-deps
 unpack_deps() {
-  [ -f "$deps_archive" ] || return 1
+  [ -f "$deps_archive" ] || { echo "no $deps_archive: building without the server and clients"; return 1; }
   local sum
   sum=$(sha256sum "$deps_archive" | cut -d' ' -f1)
   [ "$(cat build-gpu-deps/archive.sha256 2>/dev/null)" = "$sum" ] && return 0
   rm -rf build-gpu-deps && mkdir -p build-gpu-deps && tar -C build-gpu-deps -xJf "$deps_archive" &&
-    echo "$sum" > build-gpu-deps/archive.sha256
+    echo "$sum" > build-gpu-deps/archive.sha256 || { echo "cannot unpack $deps_archive"; exit 1; }
 }
 build_all() {
   [ -n "${built:-}" ] && return 0
-  local server=(-DSAGEVID_BUILD_SERVER=OFF)
-  if unpack_deps; then
-    server=(-DSAGEVID_BUILD_SERVER=ON -DSAGEVID_DEPS_PREFIX="$PWD/$deps")
-  else
-    echo "no $deps_archive: building without the server and clients"
-  fi
+  local server=(-DSAGEVID_BUILD_SERVER=OFF -DSAGEVID_DEPS_PREFIX=)
+  unpack_deps && server=(-DSAGEVID_BUILD_SERVER=ON -DSAGEVID_DEPS_PREFIX="$PWD/$deps")
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
     -DCMAKE_CUDA_COMPILER="$(which nvcc)" "${server[@]}" -DCMAKE_CUDA_ARCHITECTURES="$archs" \
     > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
