@@ -40,6 +40,7 @@ find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
 get_target_property(fmt_include_dirs fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
 find_path(system_fmt_dir fmt/core.h PATHS ${fmt_include_dirs} NO_DEFAULT_PATH REQUIRED)
+unset(system_protobuf_dir CACHE)  # found again each time: the offline bundle may have come or gone since
 find_path(system_protobuf_dir google/protobuf/message.h PATHS ${sagevid_deps_include_dir} /usr/include /usr/local/include
           NO_DEFAULT_PATH)
 set(sagevid_shadow_fix ${CMAKE_BINARY_DIR}/system-headers)
