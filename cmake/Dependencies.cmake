@@ -1,4 +1,5 @@
 # Third-party packages. libtorch comes from the torch wheel (scripts/setup.sh puts it in .venv/).
+include(${CMAKE_CURRENT_LIST_DIR}/OfflineDeps.cmake)
 find_program(CCACHE_PROGRAM ccache)
 if(CCACHE_PROGRAM)
   foreach(lang CXX CUDA)
@@ -33,13 +34,15 @@ find_package(CUDAToolkit REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(spdlog REQUIRED)
 
-# libtorch's include dir carries its own fmt and protobuf headers, which would shadow the system ones that
-# spdlog and gRPC were built against. A folder holding only links to the system copies, searched before
-# torch's, restores them (none of the torch headers we include use either).
+# libtorch's include dir carries its own fmt and protobuf headers, which would shadow the system ones (or the
+# offline bundle's) that spdlog and gRPC were built against. A folder holding only links to the system copies,
+# searched before torch's, restores them (none of the torch headers we include use either).
 find_package(fmt REQUIRED)
 get_target_property(fmt_include_dirs fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
 find_path(system_fmt_dir fmt/core.h PATHS ${fmt_include_dirs} NO_DEFAULT_PATH REQUIRED)
-find_path(system_protobuf_dir google/protobuf/message.h PATHS /usr/include /usr/local/include NO_DEFAULT_PATH)
+unset(system_protobuf_dir CACHE)  # found again each time: the offline bundle may have come or gone since
+find_path(system_protobuf_dir google/protobuf/message.h PATHS ${sagevid_deps_include_dir} /usr/include /usr/local/include
+          NO_DEFAULT_PATH)
 set(sagevid_shadow_fix ${CMAKE_BINARY_DIR}/system-headers)
 file(MAKE_DIRECTORY ${sagevid_shadow_fix})
 file(CREATE_LINK ${system_fmt_dir}/fmt ${sagevid_shadow_fix}/fmt SYMBOLIC)

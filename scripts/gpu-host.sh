@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Everything we do on the GPU host in one call: build kernels, models, tests and tools there (no gRPC/FFmpeg
-# on that machine, so the server is off), then run what is asked: tests (gpu|unit suites), accuracy
-# (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
+# Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites),
+# accuracy (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
 # backend), diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real
-# sizes, then sagevid-pipeline-bench on it). diffusers-step and pipeline need the wheels of
-# `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return
-# folder) or ./out.
-#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline] [profile-prep]
+# sizes, then sagevid-pipeline-bench on it), server (`sagevid serve` on that folder, driven per backend by
+# `sagevid-client bench`: scripts/bench-server.sh). The host has no gRPC or FFmpeg: the server and clients build
+# only from the offline bundle of `scripts/make-offline-deps.sh`, carried as .carry/sagevid-deps.tar.xz
+# (without it: kernels, models, tests and tools). diffusers-step, pipeline and server need the wheels of
+# `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs and tables go to
+# $OUT (the device tool's return folder) or ./out.
+#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [diffusers-step] [pipeline] [server] [profile-prep]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -16,16 +18,35 @@ torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 git log -1 --format='%H %s' > "$out/commit.txt" 2>/dev/null || true
+# The carried bundle, unpacked once per version of it (a fresh unpack would rebuild everything that includes it).
+deps_archive=.carry/sagevid-deps.tar.xz
+deps=build-gpu-deps/sagevid-deps
+unpack_deps() {
+  [ -f "$deps_archive" ] || { echo "no $deps_archive: building without the server and clients"; return 1; }
+  local sum
+  sum=$(sha256sum "$deps_archive" | cut -d' ' -f1)
+  [ "$(cat build-gpu-deps/archive.sha256 2>/dev/null)" = "$sum" ] && return 0
+  rm -rf build-gpu-deps && mkdir -p build-gpu-deps && tar -C build-gpu-deps -xJf "$deps_archive" &&
+    echo "$sum" > build-gpu-deps/archive.sha256 || { echo "cannot unpack $deps_archive"; exit 1; }
+}
 build_all() {
   [ -n "${built:-}" ] && return 0
+  local server=(-DSAGEVID_BUILD_SERVER=OFF -DSAGEVID_DEPS_PREFIX=)
+  unpack_deps && server=(-DSAGEVID_BUILD_SERVER=ON -DSAGEVID_DEPS_PREFIX="$PWD/$deps")
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
-    -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" \
+    -DCMAKE_CUDA_COMPILER="$(which nvcc)" "${server[@]}" -DCMAKE_CUDA_ARCHITECTURES="$archs" \
     > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
   time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
   built=1
 }
 install_wheels() {
   python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1
+}
+model=/tmp/cogvideox-2b-random
+random_model() {  # CogVideoX-2B at its real sizes with random weights, written once per machine
+  [ -f "$model/model_index.json" ] && return 0
+  install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1 ||
+    { tail -20 "$out/make-model.log"; return 1; }
 }
 steps=${*:-tests accuracy bench}
 status=0
@@ -54,10 +75,7 @@ for step in $steps; do
       install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/diffusers_step_bench.py | tee "$out/diffusers-step.md" ||
         status=1 ;;
     pipeline)
-      model=/tmp/cogvideox-2b-random
-      [ -f "$model/model_index.json" ] || { install_wheels &&
-        PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1; } ||
-        { tail -20 "$out/make-model.log"; status=1; continue; }
+      random_model || { status=1; continue; }
       build-gpu/tools/sagevid-pipeline-bench "$model" | tee "$out/pipeline.md" || status=1 ;;
     pipeline-24gb)  # random CogVideoX-2B and -5B through configs/*-rtx4090.json, torch's allocator capped at 24 GiB
       # (needs the wheels, as pipeline): peak memory per phase beside the server's estimate
@@ -71,6 +89,10 @@ for step in $steps; do
         build-gpu/tools/sagevid-pipeline-bench "/tmp/cogvideox-$size-random" --config "configs/cogvideox-$size-rtx4090.json" \
           --memory-cap-gib 24 --steps 2 2>&1 | tee -a "$out/pipeline-24gb.md" || status=1
       done ;;
+    server)
+      [ -x build-gpu/server/sagevid ] || { echo "server: not built (carry $deps_archive)"; status=1; continue; }
+      random_model || { status=1; continue; }
+      scripts/bench-server.sh build-gpu "$model" "$out" || status=1 ;;
     *) echo "unknown step $step"; status=1 ;;
   esac
 done

@@ -3,6 +3,7 @@
 #include "bench_stats.h"
 #include "generate_call.h"
 #include "request_flags.h"
+#include "request_timing.h"
 
 #include <atomic>
 #include <chrono>
@@ -17,7 +18,11 @@ const char* const kBenchHelp = R"(bench: measure latency and throughput of Gener
   --concurrency C           requests in flight at once (default 1)
   --warmup N                unmeasured requests first, one at a time, per backend (default 0)
   --backend NAME            repeat to compare backends: --backend sage2 --backend flash
+  --markdown                print the table as Markdown
   --prompt TEXT             default: a fixed test prompt; the other request flags apply as for generate
+Reports latency percentiles; means of the time to the first video byte (from the call, and from the end of
+denoising), of the server's phases and of its overhead (latency minus text encode, denoise, decode and encode);
+the 50-step latency extrapolated from the median step; with flash among the backends, each one's speedup.
 )";
 
 namespace {
@@ -34,20 +39,19 @@ struct BenchPlan {
 // One request, timed from the call to the end of its stream; the video bytes are only counted.
 void measure_one(sagevid::v1::VideoGeneration::StubInterface& stub, const Connection& connection,
                  const sagevid::v1::GenerateRequest& request, BenchRun& run, std::mutex& mutex) {
-  const auto start = Clock::now();
+  RequestTimer timer(Clock::now());
   try {
     grpc::ClientContext context;
     set_deadline(context, connection);
-    const auto completed = run_generate_call(stub, context, request, [](const sagevid::v1::GenerateEvent&) {});
-    const double latency = std::chrono::duration<double>(Clock::now() - start).count();
+    const auto completed = run_generate_call(stub, context, request, [&timer](const sagevid::v1::GenerateEvent& event) {
+      timer.on_event(event, Clock::now());
+    });
+    const RequestSample sample = timer.finish(completed, Clock::now());
     const std::lock_guard lock(mutex);
-    run.latencies.push_back(latency);
-    run.denoise_seconds.push_back(completed.times().denoise_seconds());
-    run.bytes += completed.bytes();
-    run.frames += completed.frames();
+    run.samples.push_back(sample);
     run.backend_used = completed.attention_backend();
-    std::fprintf(stderr, "bench [%s] %zu/%d: %.3fs\n", request.attention_backend().c_str(), run.latencies.size(),
-                 run.requests, latency);
+    std::fprintf(stderr, "bench [%s] %zu/%d: %.3fs\n", request.attention_backend().c_str(), run.samples.size(),
+                 run.requests, sample.latency);
   } catch (const RpcError& error) {
     const std::lock_guard lock(mutex);
     const std::string code = status_code_name(error.code);
@@ -87,7 +91,7 @@ BenchRun run_bench(sagevid::v1::VideoGeneration::StubInterface& stub, const Conn
 }  // namespace
 
 int bench_command(const Connection& connection, const std::vector<std::string>& args) {
-  FlagSpec spec{{"--requests", "--concurrency", "--warmup"}, {}, {"--backend"}};
+  FlagSpec spec{{"--requests", "--concurrency", "--warmup"}, {"--markdown"}, {"--backend"}};
   add_request_flags(spec);
   const Flags flags(args, spec);
   BenchPlan plan;
@@ -106,8 +110,9 @@ int bench_command(const Connection& connection, const std::vector<std::string>& 
     plan.request.set_attention_backend(backend);
     runs.push_back(run_bench(*stub, connection, plan));
   }
-  std::printf("model %s, %d requests at concurrency %d per backend\n%s", plan.request.model().c_str(), plan.requests,
-              plan.concurrency, format_bench_table(runs).c_str());
+  const TableStyle style = flags.has("--markdown") ? TableStyle::markdown : TableStyle::text;
+  std::printf("model %s, %d requests at concurrency %d per backend\n%s%s", plan.request.model().c_str(), plan.requests,
+              plan.concurrency, style == TableStyle::markdown ? "\n" : "", format_bench_table(runs, style).c_str());
   bool failed = false;
   for (const BenchRun& run : runs)
     for (const auto& [code, message] : run.error_examples) {

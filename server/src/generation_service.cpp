@@ -356,6 +356,7 @@ void GenerationService::run_job(Job& job, Call& call) {
     run.finish();
     call.times.set_text_encode_seconds(result.timings.text_encode_s);
     call.times.set_denoise_seconds(result.timings.denoise_s);
+    call.times.set_denoise_step_seconds(result.timings.step_s_median);
     // The pipeline's decode time includes the encoding done in on_frames; each phase is reported on its own.
     call.times.set_decode_seconds(std::max(0.0, result.timings.decode_s - run.encode_seconds_in_decode()));
     call.times.set_encode_seconds(run.encode_seconds());

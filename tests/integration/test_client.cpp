@@ -90,6 +90,8 @@ class FakeVideoService final : public sagevid::v1::VideoGeneration::Service {
     }
     if (request->steps() > 1000) return {grpc::StatusCode::INVALID_ARGUMENT, "steps: must be in [1, 1000]"};
     sagevid::v1::GenerateEvent event;
+    event.mutable_started()->set_steps(request->steps());
+    writer->Write(event);
     for (int step = 1; step <= request->steps(); ++step) {
       auto* progress = event.mutable_progress();
       progress->set_phase(sagevid::v1::PHASE_DENOISE);
@@ -117,6 +119,7 @@ class FakeVideoService final : public sagevid::v1::VideoGeneration::Service {
     completed->set_frames(9);
     completed->set_attention_backend(request->attention_backend().empty() ? "math" : request->attention_backend());
     completed->mutable_times()->set_denoise_seconds(0.5);
+    completed->mutable_times()->set_denoise_step_seconds(0.5 / std::max(1, request->steps()));
     writer->Write(event);
     return grpc::Status::OK;
   }
@@ -203,25 +206,140 @@ TEST_CASE("percentiles follow the nearest-rank definition", "[integration][clien
   REQUIRE_THROWS_WITH(percentile({}, 50), ContainsSubstring("no samples"));
 }
 
+namespace {
+
+// A request that took `latency` s over `steps` steps of `step` s each, its phases the given times.
+RequestSample sample(double latency, int steps, double step, double text, double decode, double encode,
+                     uint64_t bytes = 100, int64_t frames = 9) {
+  RequestSample s;
+  s.latency = latency;
+  s.steps = steps;
+  s.times.set_text_encode_seconds(text);
+  s.times.set_denoise_seconds(steps * step);
+  s.times.set_denoise_step_seconds(step);
+  s.times.set_decode_seconds(decode);
+  s.times.set_encode_seconds(encode);
+  s.bytes = bytes;
+  s.frames = frames;
+  return s;
+}
+
+sagevid::v1::GenerateEvent progress_event(sagevid::v1::Phase phase, int step, int total) {
+  sagevid::v1::GenerateEvent event;
+  event.mutable_progress()->set_phase(phase);
+  event.mutable_progress()->set_step(step);
+  event.mutable_progress()->set_total(total);
+  return event;
+}
+
+sagevid::v1::GenerateEvent chunk_event(const std::string& data) {
+  sagevid::v1::GenerateEvent event;
+  event.mutable_chunk()->set_data(data);
+  return event;
+}
+
+}  // namespace
+
+TEST_CASE("a request's first video byte is timed from the call and from the last denoising step",
+          "[integration][client]") {
+  using std::chrono::milliseconds;
+  const RequestTimer::Clock::time_point t0{};
+  RequestTimer timer(t0);
+  sagevid::v1::GenerateEvent started;
+  started.mutable_started()->set_steps(3);
+  timer.on_event(started, t0 + milliseconds(10));
+  for (int step = 1; step <= 3; ++step)
+    timer.on_event(progress_event(sagevid::v1::PHASE_DENOISE, step, 3), t0 + milliseconds(1000 * step));
+  timer.on_event(progress_event(sagevid::v1::PHASE_DECODE, 4, 9), t0 + milliseconds(3400));
+  timer.on_event(chunk_event(""), t0 + milliseconds(3450));  // no video byte in it
+  timer.on_event(chunk_event("moov"), t0 + milliseconds(3500));
+  timer.on_event(chunk_event("mdat"), t0 + milliseconds(3900));
+  sagevid::v1::Completed completed;
+  completed.mutable_times()->set_denoise_step_seconds(0.9);
+  completed.set_bytes(8);
+  completed.set_frames(9);
+  const RequestSample s = timer.finish(completed, t0 + milliseconds(4000));
+  CHECK(s.latency == 4.0);
+  REQUIRE(s.first_byte);
+  CHECK(*s.first_byte == 3.5);
+  REQUIRE(s.denoise_end_to_first_byte);
+  CHECK(*s.denoise_end_to_first_byte == 0.5);  // from step 3 of 3, not an earlier step
+  CHECK(s.steps == 3);
+  CHECK(s.times.denoise_step_seconds() == 0.9);
+  CHECK(s.bytes == 8);
+  CHECK(s.frames == 9);
+
+  // A stream without video (say, RGB frames that never came) has no first byte.
+  const RequestSample none = RequestTimer(t0).finish(completed, t0 + milliseconds(100));
+  CHECK_FALSE(none.first_byte);
+  CHECK_FALSE(none.denoise_end_to_first_byte);
+}
+
+TEST_CASE("server overhead is the latency the phases leave over and 50 steps extrapolate from the median step",
+          "[integration][client]") {
+  const RequestSample s = sample(10.0, 4, 1.5, 0.5, 2.0, 0.25);  // phases: 0.5 + 6 + 2 + 0.25 = 8.75 s
+  CHECK(s.overhead() == 1.25);
+  CHECK(extrapolated_latency(s, 50) == 10.0 + 46 * 1.5);
+  CHECK(extrapolated_latency(s, 4) == 10.0);
+  CHECK(extrapolated_latency(s, 2) == 7.0);
+}
+
 TEST_CASE("the bench table puts runs side by side", "[integration][client]") {
-  BenchRun a{"sage2", "sage2", 4, 2, {1, 2, 3, 4}, {0.5, 0.5, 0.5, 0.5}, {}, {}, 5, 100, 36};
-  BenchRun b{"flash", "flash", 4, 2, {2, 4}, {1, 1}, {{"RESOURCE_EXHAUSTED", 2}}, {}, 8, 50, 18};
+  BenchRun a{"sage2", "sage2", 4, 2, {sample(1, 4, 0.1, 0.1, 0.2, 0.1), sample(2, 4, 0.1, 0.1, 0.2, 0.1),
+                                      sample(3, 4, 0.1, 0.1, 0.2, 0.1), sample(4, 4, 0.2, 0.1, 0.2, 0.1)}, {}, {}, 5};
+  a.samples[0].first_byte = 0.5;  // only one request saw video: the mean is over that one
+  a.samples[0].denoise_end_to_first_byte = 0.25;
+  BenchRun b{"flash", "flash", 4, 2, {sample(2, 4, 0.3, 0.1, 0.2, 0.1, 50), sample(4, 4, 0.3, 0.1, 0.2, 0.1, 50)},
+             {{"RESOURCE_EXHAUSTED", 2}}, {}, 8};
   const std::string table = format_bench_table({a, b});
   CAPTURE(table);
   CHECK(row(table, "backend") == std::vector<std::string>{"sage2", "flash"});  // columns in run order
   CHECK(row(table, "succeeded") == std::vector<std::string>{"4", "2"});
   CHECK(row(table, "errors") == std::vector<std::string>{"0", "RESOURCE_EXHAUSTED=2"});
+  CHECK(row(table, "steps") == std::vector<std::string>{"4", "4"});
   CHECK(row(table, "latency p50 (s)") == std::vector<std::string>{"2.000", "2.000"});
   CHECK(row(table, "latency p99 (s)") == std::vector<std::string>{"4.000", "4.000"});
   CHECK(row(table, "latency mean (s)") == std::vector<std::string>{"2.500", "3.000"});
+  CHECK(row(table, "first video byte (s)") == std::vector<std::string>{"0.500", "-"});
+  CHECK(row(table, "denoise end to first byte (s)") == std::vector<std::string>{"0.250", "-"});
+  CHECK(row(table, "denoise (s)") == std::vector<std::string>{"0.500", "1.200"});
+  CHECK(row(table, "denoise step, median (s)") == std::vector<std::string>{"0.125", "0.300"});
+  // sage2: 2.5 - (0.1 + 0.5 + 0.2 + 0.1) = 1.6 s of 2.5; flash: 3 - 1.6 = 1.4 s of 3.
+  CHECK(row(table, "server overhead (s)") == std::vector<std::string>{"1.600", "1.400"});
+  CHECK(row(table, "server overhead (% of latency)") == std::vector<std::string>{"64.00", "46.67"});
+  CHECK(row(table, "video bytes") == std::vector<std::string>{"100", "50"});
   CHECK(row(table, "throughput (req/s)") == std::vector<std::string>{"0.800", "0.250"});
   CHECK(row(table, "frames/s") == std::vector<std::string>{"7.200", "2.250"});
+  // 50 steps: sage2 2.5 + 46 * 0.125 = 8.25; flash 3 + 46 * 0.3 = 16.8.
+  CHECK(row(table, "50-step latency, extrapolated (s)") == std::vector<std::string>{"8.250", "16.800"});
+  CHECK(row(table, "speedup over flash") == std::vector<std::string>{"1.200", "1.000"});
+  CHECK(row(table, "speedup over flash, 50 steps extrapolated") == std::vector<std::string>{"2.036", "1.000"});
   // Columns line up: every line is as long as the first.
   std::istringstream lines(table);
   std::string line;
   std::getline(lines, line);
   const size_t width = line.size();
   while (std::getline(lines, line)) CHECK(line.size() == width);
+
+  // Without a flash run there is nothing to compare with.
+  CHECK(format_bench_table({a}).find("speedup") == std::string::npos);
+}
+
+TEST_CASE("the bench table as Markdown: backends in the header, one row per measure", "[integration][client]") {
+  const BenchRun a{"sage2", "sage2", 1, 1, {sample(2, 4, 0.1, 0.1, 0.2, 0.1)}, {}, {}, 2};
+  const BenchRun b{"cudnn", "cudnn", 1, 1, {}, {{"INTERNAL", 1}}, {}, 1};
+  const std::string markdown = format_bench_table({a, b}, TableStyle::markdown);
+  CAPTURE(markdown);
+  std::istringstream lines(markdown);
+  std::string line;
+  std::vector<std::string> all;
+  while (std::getline(lines, line)) all.push_back(line);
+  REQUIRE(all.size() == 26);  // the backends, the alignment row, 24 measures
+  CHECK(all[0] == "| backend | sage2 | cudnn |");
+  CHECK(all[1] == "| --- | ---: | ---: |");
+  CHECK(std::find(all.begin(), all.end(), "| latency mean (s) | 2.000 | - |") != all.end());
+  CHECK(std::find(all.begin(), all.end(), "| errors | 0 | INTERNAL=1 |") != all.end());
+  for (const std::string& l : all) CHECK(std::count(l.begin(), l.end(), '|') == 4);
 }
 
 TEST_CASE("the chunk writer checks offsets and only leaves complete files", "[integration][client]") {
@@ -354,6 +472,15 @@ TEST_CASE("bench runs every backend, all requests, at the asked concurrency", "[
     CHECK(received[i].attention_backend() == (i < requests ? "sage2" : "flash"));  // one backend after the other
   // A failing request is reported and makes the run fail.
   CHECK(bench_command(server.connection(), {"--requests", "2", "--steps", "5000"}) == 1);
+  // The Markdown table: the steps come from the Started event, the speedup from the flash run.
+  const auto result = run_client("--server 127.0.0.1:" + std::to_string(server.port) +
+                                 " bench --requests 2 --backend sage2 --backend flash --steps 2 --markdown");
+  CHECK(result.exit_status == 0);
+  CAPTURE(result.output);
+  CHECK(result.output.find("| backend | sage2 | flash |") != std::string::npos);
+  CHECK(result.output.find("| steps | 2 | 2 |") != std::string::npos);
+  CHECK(result.output.find("| denoise step, median (s) | 0.250 | 0.250 |") != std::string::npos);
+  CHECK(result.output.find("| speedup over flash |") != std::string::npos);
 }
 
 TEST_CASE("sagevid-client exits 0 on success, 1 on a failed call, 2 on a bad command line", "[integration][client]") {

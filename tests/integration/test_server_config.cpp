@@ -130,6 +130,17 @@ TEST_CASE("the RTX 4090 configs run the sm_89 sage2 path with a tiled decode, Co
         sagevid::TextEncoderPlacement::offload);
 }
 
+TEST_CASE("the GPU bench config serves bf16 on CUDA to this host only, the backend chosen per request",
+          "[integration][config]") {
+  const auto config = load_server_config(kConfigs / "cogvideox-2b-bench.json", {});
+  CHECK(config.allow_request_backend);  // so loopback only, as it has no TLS or tokens
+  CHECK(config.address.starts_with("127.0.0.1:"));
+  CHECK(config.metrics_address.starts_with("127.0.0.1:"));
+  REQUIRE(config.models.size() == 1);
+  CHECK(config.models[0].device == "cuda");
+  CHECK(config.models[0].dtype == "bfloat16");
+}
+
 TEST_CASE("a port out of range is rejected at load, naming the key", "[integration][config]") {
   std::mt19937_64 draw(std::random_device{}());
   const std::string port = std::to_string(65536 + draw() % 1'000'000);

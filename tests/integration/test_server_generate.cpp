@@ -74,6 +74,9 @@ TEST_CASE("generate streams queued, started, progress, chunks and completed in o
     CHECK(t >= 0);
   CHECK(times.denoise_seconds() > 0);
   CHECK(times.encode_seconds() > 0);
+  // The median denoising step is a part of the denoising phase.
+  CHECK(times.denoise_step_seconds() > 0);
+  CHECK(times.denoise_step_seconds() <= times.denoise_seconds());
   const double parts = times.queued_seconds() + times.text_encode_seconds() + times.denoise_seconds() +
                        times.decode_seconds() + times.encode_seconds();
   CHECK(times.total_seconds() >= parts * 0.99);

@@ -5,14 +5,11 @@
 #include "catch.h"
 #include "failing_cpu_allocator.h"
 #include "run_command.h"
+#include "server_process.h"
 #include "test_random.h"
 #include "test_server_support.h"
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
@@ -456,66 +453,10 @@ TEST_CASE("a corrupt model folder at start-up is a clear error naming the model 
 
 namespace {
 
-// The sagevid binary of this build (server/sagevid next to tests/), or $SAGEVID_BINARY.
-std::string sagevid_binary() {
-  if (const char* path = std::getenv("SAGEVID_BINARY")) return path;
-  return (std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "server" / "sagevid").string();
-}
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
-}
-
-pid_t spawn(const std::vector<std::string>& arguments) {
-  std::vector<char*> argv;
-  for (const auto& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) == 0);
-  return pid;
-}
-
-// A spawned `sagevid serve`, killed when the test ends if it still runs: a failed REQUIRE must not leave a
-// server behind holding ctest's output pipe open.
-struct ServerProcess {
-  pid_t pid;
-  explicit ServerProcess(pid_t process) : pid(process) {}
-  ServerProcess(ServerProcess&& other) noexcept : pid(std::exchange(other.pid, -1)) {}
-  ServerProcess& operator=(ServerProcess&&) = delete;
-  ~ServerProcess() {
-    if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
-// `sagevid serve` of the tiny config on address, quiet, with this drain; returns once it says SERVING.
-ServerProcess serve_tiny(const std::string& address, const std::string& drain_seconds) {
-  ServerProcess server{spawn({sagevid_binary(), "serve", "--config", kTinyConfig.string(), "--set",
-                           "server.address=\"" + address + "\"", "--set", "log_level=warn", "--set",
-                           "server.drain_seconds=" + drain_seconds, "--set",
-                           "models.0.max_latent_token_steps=720000"})};  // admits slow_request(), as tiny_config()
-  const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  const auto end = Clock::now() + 60s;
-  while (health_status(channel) != kServing && Clock::now() < end) std::this_thread::sleep_for(50ms);
-  REQUIRE(health_status(channel) == kServing);
-  return server;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  return WEXITSTATUS(status);
+// `sagevid serve` of the tiny config with this drain; its work cap admits slow_request(), as tiny_config()'s.
+ServerProcess serve_tiny_draining(const std::string& address, const std::string& drain_seconds) {
+  return sagevid::test::serve_tiny(address, {"server.drain_seconds=" + drain_seconds,
+                                             "models.0.max_latent_token_steps=720000"});
 }
 
 }  // namespace
@@ -527,7 +468,8 @@ TEST_CASE("sagevid serve drains on SIGTERM and exits 0 and a model that cannot l
   const std::string binary = sagevid_binary();
   REQUIRE(std::filesystem::exists(binary));
   const std::string address = "127.0.0.1:" + std::to_string(free_port());
-  const ServerProcess server = serve_tiny(address, "600");  // the job finishes within the drain however slow the machine
+  // The job finishes within the drain however slow the machine.
+  const ServerProcess server = serve_tiny_draining(address, "600");
   const pid_t pid = server.pid;
   const auto stub = v1::VideoGeneration::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   Background job(*stub, small_request(draw, 20));
@@ -562,7 +504,7 @@ TEST_CASE("a second SIGTERM during the drain cancels the running work at once an
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
   const std::string address = "127.0.0.1:" + std::to_string(free_port());
-  const ServerProcess server = serve_tiny(address, "600");
+  const ServerProcess server = serve_tiny_draining(address, "600");
   const pid_t pid = server.pid;
   const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   const auto stub = v1::VideoGeneration::NewStub(channel);
