@@ -16,6 +16,7 @@
 #include "sagevid/models/memory_config.h"
 #include "sagevid/models/pipeline.h"
 
+#include <ATen/ops/empty.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/util/Exception.h>
@@ -231,6 +232,7 @@ int64_t outside_allocator_bytes() {
 }
 
 void cap_memory(double cap_gib) {
+  at::empty({1}, at::kCUDA);  // torch sets its CUDA allocator up on first use: the cap needs it
   size_t free_bytes = 0, total_bytes = 0;
   SAGEVID_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const double fraction = cap_gib * double(1ull << 30) / double(total_bytes);

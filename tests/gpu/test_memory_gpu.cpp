@@ -9,6 +9,7 @@
 #include "sagevid/models/safetensors.h"
 
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
 #include <filesystem>
@@ -18,8 +19,14 @@ namespace {
 
 namespace sage2 = sagevid::kernels::sage2;
 
-int64_t allocated() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; }
-int64_t peak_allocated() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak; }
+// Bytes asked of torch's caching allocator (its blocks can be larger), now and at the peak. Torch sets the
+// allocator up on a process's first CUDA tensor: its statistics need one first.
+c10::CachingDeviceAllocator::Stat requested_stat() {
+  static const at::Tensor first = at::empty({1}, at::kCUDA);
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(0).requested_bytes[0];
+}
+int64_t requested() { return requested_stat().current; }
+int64_t peak_requested() { return requested_stat().peak; }
 
 }  // namespace
 
@@ -38,13 +45,13 @@ TEST_CASE("an offloaded T5 leaves the device after each prompt and gives the res
     at::Tensor frames;
   };
   const auto run = [&](sagevid::TextEncoderPlacement placement) {
-    const int64_t before = allocated();
+    const int64_t before = requested();
     const auto pipeline = sagevid::CogVideoXPipeline::load(
         model, {.device = at::kCUDA, .dtype = at::kBFloat16, .text_encoder = placement});
-    const int64_t loaded = allocated();
+    const int64_t loaded = requested();
     std::vector<at::Tensor> batches;
     pipeline.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
-    return Run{loaded - before, allocated() - loaded, at::cat(batches, 0).to(at::kInt)};
+    return Run{loaded - before, requested() - loaded, at::cat(batches, 0).to(at::kInt)};
   };
   run(sagevid::TextEncoderPlacement::device);  // first: the libraries' workspaces, which stay, are in place
   const Run resident = run(sagevid::TextEncoderPlacement::device);
@@ -79,10 +86,10 @@ TEST_CASE("sage2 workspace_bytes covers a call's preprocessing buffers, within a
   const at::Tensor q = rng.normal({batch, heads, length, head_dim}, cuda), k = rng.normal(q.sizes(), cuda),
                    v = rng.normal(q.sizes(), cuda);
   sage2::attention(q, k, v, options);  // first: cuBLAS's workspace for ΔS's matmul is cached from then on
-  const int64_t before = allocated();
+  const int64_t before = requested();
   c10::cuda::CUDACachingAllocator::resetPeakStats(0);
   const at::Tensor out = sage2::attention(q, k, v, options).out;
-  const int64_t measured = peak_allocated() - before - int64_t(out.nbytes());
+  const int64_t measured = peak_requested() - before - int64_t(out.nbytes());
   const int64_t estimated = sage2::workspace_bytes(resolved, batch, heads, length, length, head_dim);
   CAPTURE(measured, estimated);
   CHECK(measured <= estimated);
