@@ -13,6 +13,7 @@
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/dtype.h"
 #include "sagevid/models/memory_config.h"
 #include "sagevid/models/pipeline.h"
 
@@ -75,10 +76,8 @@ Args parse_args(int argc, char** argv) {
 }
 
 c10::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32") return c10::kFloat;
-  if (name == "float16") return c10::kHalf;
-  if (name == "bfloat16") return c10::kBFloat16;
-  throw std::invalid_argument("dtype '" + name + "': expected float32, float16 or bfloat16");
+  if (auto dtype = sagevid::dtype_from_name(name)) return *dtype;
+  throw std::invalid_argument("dtype '" + name + "': expected " + std::string(sagevid::kDtypeChoices));
 }
 
 // The pipeline options of a server config's model entry (the first, or the one named), on cuda:0.

@@ -31,4 +31,15 @@ int compute_capability(int device_index) {
   return major * 10 + minor;
 }
 
+DeviceMemory device_memory(int device_index) {
+  int current = 0;
+  SAGEVID_CUDA_CHECK(cudaGetDevice(&current));
+  SAGEVID_CUDA_CHECK(cudaSetDevice(device_index));
+  DeviceMemory memory;
+  const cudaError_t read = cudaMemGetInfo(&memory.free_bytes, &memory.total_bytes);
+  SAGEVID_CUDA_CHECK(cudaSetDevice(current));
+  SAGEVID_CUDA_CHECK(read);
+  return memory;
+}
+
 }  // namespace sagevid::kernels

@@ -15,9 +15,6 @@
 namespace sagevid {
 namespace {
 
-constexpr AttentionBackend kAllBackends[] = {AttentionBackend::sage2, AttentionBackend::flash,
-                                             AttentionBackend::cudnn, AttentionBackend::math};
-
 std::string shape_string(const at::Tensor& t) {
   std::ostringstream out;
   out << t.sizes();

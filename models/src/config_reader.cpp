@@ -91,7 +91,13 @@ void ConfigReader::finish() const {
 nlohmann::json read_json_file(const std::filesystem::path& path) {
   std::error_code error;
   const std::filesystem::file_status status = std::filesystem::status(path, error);
-  if (status.type() == std::filesystem::file_type::not_found) throw ConfigError(path.string() + ": no such file");
+  if (status.type() == std::filesystem::file_type::not_found) {
+    // A default such as configs/tiny.json names a file under the checkout: say where it was looked for.
+    const std::string where = path.is_relative()
+                                  ? " (relative to the working directory, " + std::filesystem::current_path().string() + ")"
+                                  : "";
+    throw ConfigError(path.string() + ": no such file" + where);
+  }
   if (status.type() == std::filesystem::file_type::directory)
     throw ConfigError(path.string() + ": is a directory, not a JSON file");
   std::ifstream in(path);

@@ -22,8 +22,7 @@ struct CogVideoXPipeline::Parts {
       : options(std::move(options_)), limits(limits_), tokenizer(std::move(tokenizer_)),
         text_encoder(std::move(text_encoder_)), transformer(std::move(transformer_)), vae(std::move(vae_)),
         scheduler(std::move(scheduler_)) {
-    for (AttentionBackend backend : {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn,
-                                     AttentionBackend::math}) {
+    for (AttentionBackend backend : kAllBackends) {
       AttentionConfig config = options.attention;
       config.backend = backend;
       attention[size_t(backend)] = std::make_unique<Attention>(config);
@@ -43,7 +42,7 @@ struct CogVideoXPipeline::Parts {
   SchedulerConfig scheduler;  // each request gets its own scheduler: the DPM one keeps state between steps
   // One Attention per backend with the pipeline's fallback and sage2 options, so the fallbacks of requests that
   // pick their own backend are counted (and logged once) like the default's.
-  std::array<std::unique_ptr<Attention>, 4> attention;
+  std::array<std::unique_ptr<Attention>, kAllBackends.size()> attention;
 };
 
 // The initial latents' shape for a request, [1, frames + padding, channels, height, width], as diffusers'

@@ -4,6 +4,7 @@
 #include "request_validation.h"
 #include "server_config.h"
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/dtype.h"
 #include "sagevid/models/logging.h"
 #include "sagevid/models/pipeline.h"
 
@@ -75,13 +76,6 @@ VideoFormat parse_format(const std::string& name) {
   if (name == "lossless") return VideoFormat::mp4_h264_lossless;
   if (name == "frames") return VideoFormat::rgb_frames;
   throw std::invalid_argument("--format: '" + name + "': expected mp4, lossless or frames");
-}
-
-c10::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32") return c10::kFloat;
-  if (name == "float16") return c10::kHalf;
-  if (name == "bfloat16") return c10::kBFloat16;
-  throw std::invalid_argument("dtype '" + name + "': expected float32, float16 or bfloat16");
 }
 
 const ModelEntry& find_model(const ServerConfig& config, const std::string& name) {
@@ -161,14 +155,9 @@ int generate(const GenerateArgs& args) {
   const ModelEntry& model = find_model(config, args.model);
   OutputFile file(args.output);  // before the slow part: a path we cannot write fails at once
 
-  PipelineOptions options;
-  options.device = c10::Device(model.device);
-  options.dtype = parse_dtype(model.dtype);
-  options.attention = config.attention;
-  options.max_work = model.max_latent_token_steps;
-  model.memory.apply_to(options);
+  const PipelineOptions options = pipeline_options(model, config);
   std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(),
-               model.device.c_str(), model.dtype.c_str());
+               model.device.c_str(), std::string(dtype_name(model.dtype)).c_str());
   c10::InferenceMode inference;
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(model.path, options);
   const double load_s = seconds_since(start);

@@ -6,8 +6,10 @@
 #include "video_chunks.h"
 #include "video_encoder.h"
 
+#include "sagevid/kernels/device_info.h"
+#include "sagevid/models/dtype.h"
+
 #include <c10/util/Exception.h>
-#include <cuda_runtime_api.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -31,12 +33,6 @@ v1::GenerateEvent queued_event(int position) {
 }
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-c10::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32") return c10::kFloat;
-  if (name == "float16") return c10::kHalf;
-  return c10::kBFloat16;  // the config accepts only these three
-}
 
 v1::Phase proto_phase(GenerationPhase phase) {
   switch (phase) {
@@ -209,11 +205,13 @@ std::pair<uint64_t, uint64_t> gpu_memory(const std::vector<std::unique_ptr<Loade
     if (model->pipeline.options().device.is_cuda()) devices.insert(model->pipeline.options().device.index());
   uint64_t used = 0, total = 0;
   for (int index : devices) {
-    std::size_t free_bytes = 0, total_bytes = 0;
-    if (cudaSetDevice(std::max(index, 0)) != cudaSuccess || cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
-      continue;
-    used += total_bytes - free_bytes;
-    total += total_bytes;
+    try {
+      const kernels::DeviceMemory memory = kernels::device_memory(std::max(index, 0));
+      used += memory.total_bytes - memory.free_bytes;
+      total += memory.total_bytes;
+    } catch (const std::exception& error) {
+      spdlog::warn("GPU memory of cuda:{} unknown: {}", index, error.what());
+    }
   }
   return {used, total};
 }
@@ -283,13 +281,11 @@ GenerationService::~GenerationService() {
 
 void GenerationService::load_models() {
   for (const ModelEntry& entry : config_.models) {
-    spdlog::info("loading model '{}' from {} onto {} ({})", entry.name, entry.path.string(), entry.device, entry.dtype);
+    spdlog::info("loading model '{}' from {} onto {} ({})", entry.name, entry.path.string(), entry.device,
+                 dtype_name(entry.dtype));
     const auto start = Clock::now();
     try {
-      PipelineOptions options{.device = c10::Device(entry.device), .dtype = parse_dtype(entry.dtype),
-                              .attention = config_.attention, .max_work = entry.max_latent_token_steps};
-      entry.memory.apply_to(options);
-      CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, options);
+      CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, pipeline_options(entry, config_));
       const ModelDefaults defaults = model_defaults(entry.path, pipeline.limits());
       models_.push_back(std::make_unique<LoadedModel>(
           LoadedModel{entry, std::move(pipeline), defaults, queues_.at(entry.device).get()}));
@@ -519,7 +515,7 @@ grpc::Status GenerationService::ListModels(grpc::ServerContext*, const v1::ListM
     const ModelLimits& limits = model->pipeline.limits();
     info->set_name(model->entry.name);
     info->set_device(model->entry.device);
-    info->set_dtype(model->entry.dtype);
+    info->set_dtype(std::string(dtype_name(model->entry.dtype)));
     info->set_default_frames(int32_t(defaults.frames));
     info->set_default_height(int32_t(defaults.height));
     info->set_default_width(int32_t(defaults.width));

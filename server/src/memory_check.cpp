@@ -1,7 +1,8 @@
 #include "memory_check.h"
 
+#include "sagevid/kernels/device_info.h"
+
 #include <c10/cuda/CUDACachingAllocator.h>
-#include <cuda_runtime_api.h>
 
 #include <cstdio>
 #include <fstream>
@@ -22,12 +23,10 @@ int64_t cpu_available_bytes() {
 }
 
 int64_t cuda_free_bytes(c10::DeviceIndex index) {
-  std::size_t free_bytes = 0, total_bytes = 0;
-  if (cudaSetDevice(index) != cudaSuccess || cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
-    throw std::runtime_error("cannot read the free memory of cuda:" + std::to_string(index));
+  const kernels::DeviceMemory memory = kernels::device_memory(index);
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
   const int64_t cached_unused = stats.reserved_bytes[0].current - stats.allocated_bytes[0].current;
-  return int64_t(free_bytes) + cached_unused;
+  return int64_t(memory.free_bytes) + cached_unused;
 }
 
 std::string mib(int64_t bytes) {

@@ -2,15 +2,13 @@
 
 #include "sagevid/models/cogvideox_config.h"
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/dtype.h"
 
 #include <cmath>
 #include <random>
 
 namespace sagevid {
 namespace {
-
-constexpr AttentionBackend kAllBackends[] = {AttentionBackend::sage2, AttentionBackend::flash,
-                                             AttentionBackend::cudnn, AttentionBackend::math};
 
 // The pipeline names fields as GenerationRequest does; clients know the proto's names.
 std::string proto_field(const std::string& pipeline_field) {
@@ -61,10 +59,10 @@ AttentionBackend request_backend(const std::string& name, const ServerConfig& co
                                                   std::string(backend_name(config.attention.backend)) +
                                                   " only (server.allow_request_backend is off)");
   // Only math runs on the CPU and in float32; without a fallback any other backend would fail mid-run.
-  const bool gpu_half = model.device.starts_with("cuda") && model.dtype != "float32";
+  const bool gpu_half = model.device.starts_with("cuda") && model.dtype != c10::kFloat;
   if (backend != AttentionBackend::math && !gpu_half && !config.attention.fallback)
     throw InvalidRequest("attention_backend", "'" + name + "' cannot run model '" + model.name + "' on " +
-                                                  model.device + " in " + model.dtype + " (only math can)");
+                                                  model.device + " in " + std::string(dtype_name(model.dtype)) + " (only math can)");
   return backend;
 }
 

@@ -1,6 +1,7 @@
 #include "server_config.h"
 
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/dtype.h"
 #include "sagevid/models/logging.h"
 
 #include <regex>
@@ -14,9 +15,10 @@ void check_device(ConfigReader& reader, const std::string& device) {
   if (!std::regex_match(device, pattern)) reader.fail("device", "'" + device + "': expected cpu, cuda or cuda:N");
 }
 
-void check_dtype(ConfigReader& reader, const std::string& dtype) {
-  if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16")
-    reader.fail("dtype", "'" + dtype + "': expected float32, float16 or bfloat16");
+c10::ScalarType read_dtype(ConfigReader& reader, c10::ScalarType default_value) {
+  const std::string name = reader.get<std::string>("dtype", std::string(dtype_name(default_value)));
+  if (auto dtype = dtype_from_name(name)) return *dtype;
+  reader.fail("dtype", "'" + name + "': expected " + std::string(kDtypeChoices));
 }
 
 // Relative paths in a config are relative to the config file's folder.
@@ -70,8 +72,7 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   model.path = resolve(base_dir, reader.require<std::string>("path"));
   model.device = reader.get<std::string>("device", model.device);
   check_device(reader, model.device);
-  model.dtype = reader.get<std::string>("dtype", model.dtype);
-  check_dtype(reader, model.dtype);
+  model.dtype = read_dtype(reader, model.dtype);
   model.max_latent_token_steps = reader.optional<int64_t>("max_latent_token_steps");
   if (model.max_latent_token_steps && *model.max_latent_token_steps < 1)
     reader.fail("max_latent_token_steps", "must be positive (or null for the model's default)");
@@ -140,10 +141,17 @@ ServerConfig load_server_config(const std::filesystem::path& file, const std::ve
   }
 }
 
+PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config) {
+  PipelineOptions options{.device = c10::Device(model.device), .dtype = model.dtype, .attention = config.attention,
+                          .max_work = model.max_latent_token_steps};
+  model.memory.apply_to(options);
+  return options;
+}
+
 nlohmann::json to_json(const ServerConfig& config) {
   nlohmann::json models = nlohmann::json::array();
   for (const ModelEntry& m : config.models) {
-    nlohmann::json model = {{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", m.dtype},
+    nlohmann::json model = {{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", dtype_name(m.dtype)},
                             {"max_latent_token_steps", m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps)
                                                                                 : nlohmann::json(nullptr)}};
     model.update(to_json(m.memory));

@@ -4,6 +4,9 @@
 #include "access_control.h"
 #include "sagevid/models/attention.h"
 #include "sagevid/models/memory_config.h"
+#include "sagevid/models/pipeline.h"
+
+#include <c10/core/ScalarType.h>
 
 #include <nlohmann/json.hpp>
 
@@ -19,7 +22,7 @@ struct ModelEntry {
   std::string name;
   std::filesystem::path path;  // diffusers-format folder; relative paths are relative to the config file
   std::string device = "cuda"; // "cpu", "cuda" or "cuda:N"
-  std::string dtype = "bfloat16";  // float32, float16 or bfloat16
+  c10::ScalarType dtype = c10::kBFloat16;  // "dtype": float32, float16 or bfloat16
   std::optional<int64_t> max_latent_token_steps;  // work cap of one request; unset: the model's default
   MemoryConfig memory;  // "text_encoder" and "vae": where T5 stays, how the VAE decodes
 };
@@ -42,6 +45,9 @@ struct ServerConfig {
 };
 
 ServerConfig parse_server_config(const nlohmann::json& document, const std::filesystem::path& base_dir);
+// How the pipeline of one model entry loads and runs under this config.
+PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config);
+
 ServerConfig load_server_config(const std::filesystem::path& file, const std::vector<std::string>& overrides);
 nlohmann::json to_json(const ServerConfig& config);
 

@@ -138,7 +138,7 @@ TEST_CASE("the GPU bench config serves bf16 on CUDA to this host only, the backe
   CHECK(config.metrics_address.starts_with("127.0.0.1:"));
   REQUIRE(config.models.size() == 1);
   CHECK(config.models[0].device == "cuda");
-  CHECK(config.models[0].dtype == "bfloat16");
+  CHECK(config.models[0].dtype == c10::kBFloat16);
 }
 
 TEST_CASE("a port out of range is rejected at load, naming the key", "[integration][config]") {

@@ -102,6 +102,10 @@ TEST_CASE("a config path that is missing or a folder says which", "[config]") {
   REQUIRE_THROWS_WITH(sagevid::read_json_file(folder), ContainsSubstring(folder.string() + ": is a directory"));
   std::filesystem::remove(folder);
   REQUIRE_THROWS_WITH(sagevid::read_json_file(folder), ContainsSubstring(folder.string() + ": no such file"));
+  // A relative path (the commands' default configs/tiny.json) says where it was looked for.
+  REQUIRE_THROWS_WITH(sagevid::read_json_file("no-such-folder/tiny.json"),
+                      ContainsSubstring("no-such-folder/tiny.json: no such file (relative to the working directory, " +
+                                        std::filesystem::current_path().string() + ")"));
 }
 
 TEST_CASE("log levels are validated", "[config]") {

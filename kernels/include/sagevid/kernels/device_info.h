@@ -20,4 +20,11 @@ std::vector<DeviceInfo> cuda_devices();
 // major * 10 + minor of one device; throws if it does not exist.
 int compute_capability(int device_index);
 
+struct DeviceMemory {
+  std::size_t free_bytes = 0, total_bytes = 0;
+};
+// One device's free and total memory, read without changing the calling thread's current device; throws if
+// the device does not exist.
+DeviceMemory device_memory(int device_index);
+
 }  // namespace sagevid::kernels

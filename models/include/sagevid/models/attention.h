@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -23,6 +24,10 @@ enum class AttentionBackend {
   cudnn,  // cuDNN fused attention through PyTorch (CUDA, fp16/bf16, takes a bias)
   math,   // portable: any device, fp32 accumulation, takes everything; the reference for the others
 };
+
+// Every backend, in the enum's order: a table indexed by backend has kAllBackends.size() entries.
+inline constexpr std::array kAllBackends = {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn,
+                                            AttentionBackend::math};
 
 std::string_view backend_name(AttentionBackend backend);
 AttentionBackend parse_attention_backend(std::string_view name);  // ConfigError listing the choices
