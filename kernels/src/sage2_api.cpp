@@ -128,23 +128,28 @@ namespace {
 // The preprocessing for resolved options (device and stream already current).
 Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& o) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
 
   Quantized quantized;
   quantized.kernel = *o.kernel;
   // Means with the reference's own calls, so both sides quantize identical bits.
   if (o.smooth_k) quantized.k_mean = reference::token_mean(reference::bhnd_view(k, o.layout)).contiguous();
   if (*o.smooth_q) {
+    // The kernel adds ΔS = q̄·K'ᵀ back from the INT8 block means and INT8 K' (sage2_reference.h).
     quantized.q_mean = reference::block_mean(reference::to_bhnd_float(q, o.layout)).contiguous();
-    at::Tensor k_smoothed = reference::to_bhnd_float(k, o.layout);
-    if (quantized.k_mean.defined()) k_smoothed = k_smoothed - quantized.k_mean.unsqueeze(2);
-    if (dq.heads != dk.heads) k_smoothed = at::repeat_interleave(k_smoothed, dq.heads / dk.heads, 1);
-    quantized.delta_s = at::matmul(quantized.q_mean, k_smoothed.transpose(-1, -2)).contiguous();
+    const reference::QuantizedRows means = reference::quantize_q(quantized.q_mean, Granularity::per_token, kInt8Max);
+    quantized.q_mean_values = means.values.contiguous();
+    quantized.q_mean_scales = means.scales.contiguous();
   }
   std::tie(quantized.q_values, quantized.q_scales) =
       quantize(q, o, quantized.q_mean, /*mean_per_block=*/true, /*is_key=*/false, stream);
   std::tie(quantized.k_values, quantized.k_scales) =
       quantize(k, o, quantized.k_mean, /*mean_per_block=*/false, /*is_key=*/true, stream);
+  if (*o.smooth_q && *o.qk == QkType::int4) {
+    Options int8 = o;
+    int8.qk = QkType::int8;
+    std::tie(quantized.k_int8_values, quantized.k_int8_scales) =
+        quantize(k, int8, quantized.k_mean, /*mean_per_block=*/false, /*is_key=*/true, stream);
+  }
   PreparedV pv = prepare_v(v, o, stream);
   quantized.v_values = pv.values;
   quantized.v_scales = pv.scales;
@@ -192,7 +197,11 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.v = quantized.v_values.data_ptr();
   args.v_scale = pointer(quantized.v_scales);
   args.v_mean = pointer(quantized.v_mean);
-  args.delta_s = pointer(quantized.delta_s);
+  const auto int8_pointer = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<int8_t>() : nullptr; };
+  args.q_mean = int8_pointer(quantized.q_mean_values);
+  args.q_mean_scale = pointer(quantized.q_mean_scales);
+  args.k_int8 = int8_pointer(quantized.k_int8_values);
+  args.k_int8_scale = pointer(quantized.k_int8_scales);
   if (bias_f.defined()) {
     args.bias = bias_f.data_ptr<float>();
     args.bias_sb = bias_f.stride(0);
