@@ -6,6 +6,8 @@
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/models/attention.h"
 
+#include <ATen/ops/empty_like.h>
+
 #include <array>
 #include <cstdio>
 #include <string>
@@ -65,7 +67,8 @@ void bench_modes(const Shape& s) {
       {"mma.sync int8 per-token + fp16 PV", mma, QkType::int8, PvType::fp16, G::per_token},
       {"mma.sync int4 per-thread + fp8 PV (INT4 emulated on sm_90)", mma, QkType::int4, PvType::fp8, G::per_thread},
   };
-  std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included:\n\n| mode | prep ms | ms | TOPS |\n|---|---|---|---|\n",
+  std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included; call MiB: the most memory one call holds "
+              "beyond its inputs and output:\n\n| mode | prep ms | ms | TOPS | call MiB |\n|---|---|---|---|---|\n",
               s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim);
   const auto [q, k, v] = random_qkv(s);
   for (const Mode& mode : modes) {
@@ -80,7 +83,12 @@ void bench_modes(const Shape& s) {
     }
     const double prep_ms = sagevid::tools::median_ms([&] { sage2::prepare(q, k, v, options); });
     const double ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, options); });
-    std::printf("| %s | %.3f | %.3f | %.0f |\n", mode.name, prep_ms, ms, tops(s, ms));
+    const at::Tensor out = at::empty_like(q);
+    const int64_t before = sagevid::tools::allocated_bytes();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    sage2::attention(q, k, v, options, std::nullopt, out);
+    const double call_mib = double(sagevid::tools::peak_allocated_bytes() - before) / (1 << 20);
+    std::printf("| %s | %.3f | %.3f | %.0f | %.0f |\n", mode.name, prep_ms, ms, tops(s, ms), call_mib);
     std::fflush(stdout);
   }
 }

@@ -110,10 +110,10 @@ namespace {
 
 // The preprocessing for resolved options (device and stream already current): K's and V's token statistics
 // in one pass, then Q, K and V quantized in one more (V smoothed into FP8 needs a pass for its absmax
-// between them; Q smoothing its block means and ΔS from torch).
+// between them; Q smoothing its block means from torch, and with INT4 an INT8 K' for ΔS).
 Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& o) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
+  const Dims dk = dims_of(k, o.layout);
   const bool fp8 = *o.pv == PvType::fp8;
   const auto floats = [&](at::IntArrayRef sizes) { return at::empty(sizes, q.options().dtype(at::kFloat)); };
   const auto channels = [&] { return floats({dk.batch, dk.heads, dk.head_dim}); };
@@ -161,11 +161,20 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   detail::quantize_qkv(q_job, k_job, v_job, *o.granularity, *o.qk == QkType::int4, stream);
 
   if (*o.smooth_q) {
-    // The part of the scores that Q smoothing removes, added back per block: q̄_b · (K − k̄)ᵀ.
-    at::Tensor k_smoothed = reference::to_bhnd_float(k, o.layout);
-    if (quantized.k_mean.defined()) k_smoothed = k_smoothed - quantized.k_mean.unsqueeze(2);
-    if (dq.heads != dk.heads) k_smoothed = at::repeat_interleave(k_smoothed, dq.heads / dk.heads, 1);
-    quantized.delta_s = at::matmul(quantized.q_mean, k_smoothed.transpose(-1, -2)).contiguous();
+    // The kernel adds ΔS = q̄·K'ᵀ back from the INT8 block means and INT8 K' (sage2_reference.h); with INT4
+    // Q·Kᵀ, K' is quantized a second time, to INT8, with the same mean.
+    const reference::QuantizedRows means = reference::quantize_q(quantized.q_mean, Granularity::per_token, kInt8Max);
+    quantized.q_mean_values = means.values.contiguous();
+    quantized.q_mean_scales = means.scales.contiguous();
+    if (*o.qk == QkType::int4) {
+      Options int8 = o;
+      int8.qk = QkType::int8;
+      std::tie(quantized.k_int8_values, quantized.k_int8_scales) = empty_quantized_rows(k, int8, /*is_key=*/true);
+      const detail::RowsJob k_int8_job{strided(k, o.layout), nullptr, folded(k_sum, float(dk.len)),
+                                       quantized.k_int8_values.data_ptr<int8_t>(),
+                                       quantized.k_int8_scales.data_ptr<float>(), nullptr};
+      detail::quantize_qkv({}, k_int8_job, {}, *o.granularity, /*int4=*/false, stream);
+    }
   }
   return quantized;
 }
@@ -190,12 +199,17 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   const int64_t quantized = (q_rows + kv_rows) * head_dim / (*o.qk == QkType::int4 ? 2 : 1) +
                             kv_rows * head_dim * (fp8 ? 1 : 2) + scales * kFloatBytes;
   if (!*o.smooth_q) return per_channel + quantized;
-  // Q smoothing: Q's block means, then after the quantization an fp32 K, its smoothed copy and ΔS = q̄·K'ᵀ,
-  // [B, H, N_q/64, N_kv] fp32, which stays until the kernel has run.
+  // Q smoothing. First its block means (reference::block_mean): an fp32 copy of Q, a second one of its whole
+  // blocks when N_q is not a multiple of 64 (the reshape), the means and their concatenation. Then, with the
+  // quantized tensors, the means, their INT8 copy and, with INT4 Q·Kᵀ, an INT8 K' for ΔS.
+  const int64_t float_q = heads_total * q_len * head_dim * kFloatBytes;
   const int64_t q_means = heads_total * q_blocks * head_dim * kFloatBytes;
-  const int64_t float_k = heads_total * kv_len * head_dim * kFloatBytes;
-  const int64_t delta_s = heads_total * q_blocks * kv_len * kFloatBytes;
-  return per_channel + quantized + q_means + std::max(2 * float_k, float_k + delta_s);
+  const int64_t means_int8 = heads_total * round_up(q_blocks, kQBlock) * (head_dim + kFloatBytes);
+  const int64_t k_int8 = *o.qk == QkType::int4 ? kv_rows * head_dim + heads_total * kv_blocks *
+                                                                         k_groups_per_block(*o.granularity) * kFloatBytes
+                                               : 0;
+  const int64_t block_means = float_q * (q_len % kQBlock == 0 ? 1 : 2) + 2 * q_means;
+  return per_channel + std::max(block_means, quantized + q_means + means_int8 + k_int8);
 }
 
 Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
@@ -236,7 +250,11 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.v = quantized.v_values.data_ptr();
   args.v_scale = pointer(quantized.v_scales);
   args.v_mean = pointer(quantized.v_mean);
-  args.delta_s = pointer(quantized.delta_s);
+  const auto int8_pointer = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<int8_t>() : nullptr; };
+  args.q_mean = int8_pointer(quantized.q_mean_values);
+  args.q_mean_scale = pointer(quantized.q_mean_scales);
+  args.k_int8 = int8_pointer(quantized.k_int8_values);
+  args.k_int8_scale = pointer(quantized.k_int8_scales);
   if (bias_f.defined()) {
     args.bias = bias_f.data_ptr<float>();
     args.bias_sb = bias_f.stride(0);

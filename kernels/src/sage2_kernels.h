@@ -70,7 +70,7 @@ struct VJob {
   float* mean_out = nullptr;
 };
 
-// Q, K and V quantized in one launch.
+// Q, K and V quantized in one launch (K's head dim for all; a job without values is skipped).
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream);
 
@@ -82,7 +82,13 @@ struct AttentionArgs {
   const void* v;           // FP8 Vᵀ [B, H_kv, D, Nk_pad], fp16 V [B, H_kv, Nk_pad, D] or fp16 Vᵀ (sage2_layout.h)
   const float* v_scale;    // [B, H_kv, D] (FP8 path) or null
   const float* v_mean;     // [B, H_kv, D] or null
-  const float* delta_s;    // [B, H_q, ceil(Nq/64), N_kv] or null
+  // Q smoothing (mma.sync only; null: none). Each 64-row Q block's mean in INT8, [B, H_q, Q blocks padded to a
+  // multiple of 64, D], one scale per block; the kernel adds ΔS = q̄·K'ᵀ from it and K' in INT8: k itself in
+  // INT8 mode, else k_int8 [B, H_kv, Nk_pad, D] with scales grouped like k_scale.
+  const int8_t* q_mean;
+  const float* q_mean_scale;
+  const int8_t* k_int8;
+  const float* k_int8_scale;
   const float* bias;       // fp32, element (b, h, i, j) at b*bias_sb + h*bias_sh + i*bias_si + j
   int64_t bias_sb, bias_sh, bias_si;
   void* out;               // fp16/bf16, element (b, h, i, c) at b*out_sb + h*out_sh + i*out_si + c

@@ -238,7 +238,9 @@ __device__ void prepare_v(const VJob& job, bool vector_loads, int local, Smem<kH
   }
 }
 
-int ctas_for(const StridedInput& x) {
+// A job without values (a launch for K alone) has no CTAs.
+int ctas_for(const StridedInput& x, const void* values) {
+  if (!values) return 0;
   const int rows = rows_per_cta(x.head_dim);
   return (x.len + rows - 1) / rows * x.heads * x.batch;
 }
@@ -269,10 +271,11 @@ __global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_
 
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream) {
-  const Launch launch{q, k, v, ctas_for(q.x), ctas_for(k.x), chunks_aligned(q.x), chunks_aligned(k.x),
-                      chunks_aligned(v.v), granularity, int4};
-  const unsigned ctas = unsigned(launch.q_ctas + launch.k_ctas + ctas_for(v.v));
-  const auto kernel = q.x.head_dim == 64 ? quantize_qkv_kernel<64> : quantize_qkv_kernel<128>;
+  const Launch launch{q, k, v, ctas_for(q.x, q.values), ctas_for(k.x, k.values), chunks_aligned(q.x),
+                      chunks_aligned(k.x), chunks_aligned(v.v), granularity, int4};
+  const unsigned ctas = unsigned(launch.q_ctas + launch.k_ctas + ctas_for(v.v, v.values));
+  if (ctas == 0) return;
+  const auto kernel = k.x.head_dim == 64 ? quantize_qkv_kernel<64> : quantize_qkv_kernel<128>;
   kernel<<<ctas, kThreads, 0, stream>>>(launch);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }

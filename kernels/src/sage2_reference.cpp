@@ -90,6 +90,19 @@ QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_pe
   return {values, scales};
 }
 
+// ΔS = q̄ · K'ᵀ per query block [B, H_q, blocks, N_kv] from the INT8 means and INT8 K' (GQA: query head h
+// reads kv head h / group): integer dot products (exact in fp32: |sum| <= 127² · 128 < 2^24), then one
+// factor per element, the mean's scale times the key's k-scale (as the kernel multiplies them).
+at::Tensor delta_scores(const QuantizedRows& means, const QuantizedRows& k, Granularity granularity, int64_t blocks,
+                        int64_t kv_len, int64_t group) {
+  const at::Tensor mean_values = means.values.narrow(2, 0, blocks).to(at::kFloat);
+  const at::Tensor mean_scales = means.scales.narrow(2, 0, blocks).unsqueeze(-1);  // [B, H_q, blocks, 1]
+  const at::Tensor key_values = expand_heads(k.values.narrow(2, 0, kv_len).to(at::kFloat), group);
+  const at::Tensor key_group = index_tensor(kv_len, k.scales, [&](int64_t key) { return k_group(key, granularity); });
+  const at::Tensor key_scales = expand_heads(k.scales, group).index_select(2, key_group).unsqueeze(2);  // [.., 1, N_kv]
+  return at::matmul(mean_values, key_values.transpose(2, 3)) * (mean_scales * key_scales);
+}
+
 }  // namespace
 
 at::Tensor bhnd_view(const at::Tensor& x, Layout layout) {
@@ -162,11 +175,16 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
     pre.q_mean = block_mean(qf);
     const at::Tensor row_block = index_tensor(qf.size(2), qf, [](int64_t row) { return row / kQBlock; });
     q_smooth = qf - pre.q_mean.index_select(2, row_block);
-    // The part of the scores that smoothing removed: q̄_b · K'ᵀ, added back per block before the softmax.
-    pre.delta_s = at::matmul(pre.q_mean, expand_heads(k_smooth, group).transpose(2, 3));
   }
   pre.q = quantize_q(q_smooth, *options.granularity, qmax);
   pre.k = quantize_k(k_smooth, *options.granularity, qmax);
+  if (*options.smooth_q) {
+    // The part of the scores that smoothing removed, added back per block before the softmax.
+    pre.q_mean_int8 = quantize_q(pre.q_mean, Granularity::per_token, kInt8Max);
+    pre.k_int8 = qmax == kInt8Max ? pre.k : quantize_k(k_smooth, *options.granularity, kInt8Max);
+    pre.delta_s =
+        delta_scores(pre.q_mean_int8, pre.k_int8, *options.granularity, pre.q_mean.size(2), kf.size(2), group);
+  }
 
   at::Tensor v_smooth = vf;
   if (options.smooth_v) {

@@ -137,6 +137,15 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
     CHECK(at::allclose(got.k_mean, torch_mean(in.k), 1e-5, 1e-5));
     CHECK(at::allclose(got.v_mean, torch_mean(in.v), 1e-5, 1e-5));
     CHECK(got.q_mean.equal(want.q_mean));
+    // What the kernel computes ΔS from: the INT8 block means, and K' in INT8 where Q·Kᵀ is INT4.
+    CHECK(got.q_mean_values.equal(want.q_mean_int8.values));
+    CHECK(got.q_mean_scales.equal(want.q_mean_int8.scales));
+    if (qk == sage2::QkType::int4) {
+      CHECK(got.k_int8_values.equal(want.k_int8.values));
+      CHECK(got.k_int8_scales.equal(want.k_int8.scales));
+    } else {
+      CHECK_FALSE(got.k_int8_values.defined());
+    }
   }
 }
 
@@ -215,11 +224,12 @@ TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][
   const Case c{2, 8, 8, 226, 226, 64};
   const Inputs in = make_inputs(rng, c, sage2::Layout::bhnd, at::kBFloat16);
   const int rank = GENERATE(2, 3, 4);
-  CAPTURE(rank);
+  const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);  // INT4: with Q smoothing (its default)
+  CAPTURE(rank, int(qk));
   at::Tensor bias = rank == 2 ? rng.normal({226, 226}) : rank == 3 ? rng.normal({8, 226, 226}) : rng.normal({1, 8, 226, 226});
   bias = (bias * 3).to(at::kCUDA);
   sage2::Options options;
-  options.qk = sage2::QkType::int8;
+  options.qk = qk;
   options.scale = 1.0;
   const sage2::Result got = sage2::attention(in.q * 0.125, in.k, in.v, options, bias);
   const sage2::Result want =
@@ -227,7 +237,7 @@ TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][
   CHECK(compare(got.out, want.out).cosine > 0.99999);
   const Errors vs_exact = compare(got.out, full_precision({in.q * 0.125, in.k, in.v}, sage2::Layout::bhnd, false, 1.0, bias));
   CAPTURE(vs_exact.cosine, vs_exact.relative_l1);
-  CHECK(vs_exact.cosine > 0.999);
+  CHECK(vs_exact.cosine > (qk == sage2::QkType::int4 ? 0.975 : 0.999));
 }
 
 TEST_CASE("K smoothing absorbs huge per-channel offsets", "[gpu][sage2]") {
@@ -274,7 +284,8 @@ TEST_CASE("the sage2 backend serves the attention layer, GQA and bias included",
   CHECK(with_fallback.fallback_count() == 1);
 }
 
-TEST_CASE("sage2 options: granularity, smoothing and deferred FP8 flushes at CogVideoX length", "[gpu][sage2]") {
+TEST_CASE("sage2 options: INT8 and INT4, granularity, smoothing and deferred FP8 flushes at CogVideoX length",
+          "[gpu][sage2]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const Case c{1, 2, 2, 17776, 17776, 64};
@@ -284,9 +295,14 @@ TEST_CASE("sage2 options: granularity, smoothing and deferred FP8 flushes at Cog
   const bool smooth_q = GENERATE(false, true);
   const bool smooth_v = GENERATE(false, true);
   const int flush = GENERATE(1, 4);
-  CAPTURE(int(granularity), smooth_q, smooth_v, flush);
+  const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);
+  // INT4 (its ΔS from an INT8 copy of K) with the per-thread and per-token k-scales only: the others share code.
+  if (qk == sage2::QkType::int4 && granularity != sage2::Granularity::per_thread &&
+      granularity != sage2::Granularity::per_token)
+    return;
+  CAPTURE(int(granularity), smooth_q, smooth_v, flush, int(qk));
   sage2::Options options;
-  options.qk = sage2::QkType::int8;
+  options.qk = qk;
   options.pv = sage2::PvType::fp8;
   options.granularity = granularity;
   options.smooth_q = smooth_q;
@@ -300,6 +316,7 @@ TEST_CASE("sage2 options: granularity, smoothing and deferred FP8 flushes at Cog
   CAPTURE(vs_reference.cosine, vs_reference.relative_l1);
   CHECK(vs_reference.cosine > 0.99999);
   CHECK(vs_reference.relative_l1 < 4e-3);
-  // Per-block scales at this length measured 0.9988 on Gaussian inputs; per-thread ones about 0.9993.
-  CHECK(compare(out, full_precision(in, sage2::Layout::bhnd, false)).cosine > 0.998);
+  // INT8: per-block scales at this length measured 0.9988 on Gaussian inputs, per-thread ones about 0.9993.
+  const double min_cosine = qk == sage2::QkType::int4 ? 0.975 : 0.998;
+  CHECK(compare(out, full_precision(in, sage2::Layout::bhnd, false)).cosine > min_cosine);
 }

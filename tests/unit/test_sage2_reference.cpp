@@ -386,10 +386,29 @@ TEST_CASE("sage2 reference preprocess: smoothing means and delta S", "[sage2][re
   const at::Tensor q_smooth = qf - pre.q_mean.index_select(2, row_block);
   CHECK(at::equal(pre.q.values, ref::quantize_q(q_smooth, *options.granularity, 7).values));
   CHECK(at::equal(pre.v.values, ref::quantize_v_fp8(vf - pre.v_mean.unsqueeze(2)).values));
-  // ΔS of query head h uses kv head h / 2.
+  // ΔS, as the kernel computes it: INT8 block means (one scale per block) times INT8 K' (the K granularity);
+  // query head h uses kv head h / 2.
+  const ref::QuantizedRows means = ref::quantize_q(pre.q_mean, sage2::Granularity::per_token, 127);
+  CHECK(at::equal(pre.q_mean_int8.values, means.values));
+  CHECK(at::equal(pre.q_mean_int8.scales, means.scales));
+  const ref::QuantizedRows k8 = ref::quantize_k(k_smooth, *options.granularity, 127);
+  CHECK(at::equal(pre.k_int8.values, k8.values));
+  CHECK(at::equal(pre.k_int8.scales, k8.scales));
+  std::vector<int64_t> key_groups;
+  for (int64_t key = 0; key < 70; ++key) key_groups.push_back(sage2::k_group(key, *options.granularity));
+  const at::Tensor key_scales = k8.scales.index_select(2, at::tensor(at::ArrayRef<int64_t>(key_groups), at::kLong));
+  const at::Tensor mean = means.values.narrow(2, 0, 2).to(at::kFloat) * means.scales.narrow(2, 0, 2).unsqueeze(-1);
+  const at::Tensor key = k8.values.narrow(2, 0, 70).to(at::kFloat) * key_scales.unsqueeze(-1);
   REQUIRE(pre.delta_s.sizes() == at::IntArrayRef{1, 4, 2, 70});
-  const at::Tensor expected = at::matmul(pre.q_mean, k_smooth.repeat_interleave(2, 1).transpose(2, 3));
-  CHECK(max_abs_diff(pre.delta_s, expected) < 1e-5);
+  CHECK(max_abs_diff(pre.delta_s, at::matmul(mean, key.repeat_interleave(2, 1).transpose(2, 3))) < 1e-5);
+  // Against the exact q̄ · K'ᵀ it carries the two INT8 roundings only: each factor off by at most half a step
+  // (max / 254) per channel, so at most D · max|q̄| · max|K'| · (2 / 254 + 1 / 254²).
+  const at::Tensor exact = at::matmul(pre.q_mean, k_smooth.repeat_interleave(2, 1).transpose(2, 3));
+  const double bound = 32 * pre.q_mean.abs().max().item<double>() * k_smooth.abs().max().item<double>() *
+                       (2.0 / 254 + 1.0 / (254 * 254));
+  CAPTURE(max_abs_diff(pre.delta_s, exact), bound);
+  CHECK(max_abs_diff(pre.delta_s, exact) <= bound);
+  CHECK(max_abs_diff(pre.delta_s, exact) > 0);  // quantized: not the exact product
 
   options.smooth_k = false;
   options.smooth_q = false;
@@ -399,6 +418,8 @@ TEST_CASE("sage2 reference preprocess: smoothing means and delta S", "[sage2][re
   CHECK_FALSE(plain.k_mean.defined());
   CHECK_FALSE(plain.q_mean.defined());
   CHECK_FALSE(plain.delta_s.defined());
+  CHECK_FALSE(plain.q_mean_int8.values.defined());
+  CHECK_FALSE(plain.k_int8.values.defined());
   CHECK_FALSE(plain.v_mean.defined());
   CHECK_FALSE(plain.v.scales.defined());
   CHECK(at::equal(plain.v.values, vf));  // fp16 inputs are already fp16 values

@@ -2,7 +2,8 @@
 // (x kMTiles) against 64-key tiles, K/V double-buffered through cp.async. Per tile, a warp:
 //   1. S = Q_int · K_intᵀ (INT8 m16n8k32 or INT4 m16n8k64) into int32 registers;
 //   2. dequantizes: one k-scale multiply per element; the row's q-scale (x sm_scale x log2 e) is deferred
-//      into the softmax's FMA; edge tiles and ΔS/bias calls scale fully, add and mask;
+//      into the softmax's FMA, or with Q smoothing applied in one FMA with ΔS (delta_scores.cuh); edge tiles
+//      and bias calls scale fully, add and mask;
 //   3. online softmax in base 2, P̃ packed into the P·V MMA's A fragments as soon as a tile's rows are done;
 //   4. P̃·V: FP8 (x448, V per channel) or FP16, accumulated in a fresh accumulator that is added into the
 //      FP32 output buffer every flush_tiles tiles.
@@ -10,6 +11,7 @@
 // 64 each at head dim 64 with two MMA tiles, so the kernel keeps little else across the tile loop (see
 // kernels/CMakeLists.txt: a spill fails the build).
 #include "attention_mma.h"
+#include "delta_scores.cuh"
 #include "mma.cuh"
 #include "../sage2_device.cuh"
 #include "sagevid/kernels/cuda_check.h"
@@ -26,7 +28,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kCtaK = tiling(KernelFamily::mma_sync).key_tile;
 constexpr int kSlices = kCtaK / 8;  // 8-key accumulator slices per key tile
 
-template <int kHeadDim, bool kInt4, bool kFp8Pv, int kMTiles>
+template <int kHeadDim, bool kInt4, bool kFp8Pv, int kMTiles, bool kSmoothQ, bool kSerial>
 struct Tiles {
   static constexpr int kCtaRows = kWarps * kWarpQ * kMTiles;  // a multiple of the 64-row quantization block
   static constexpr int kQkRowBytes = kInt4 ? kHeadDim / 2 : kHeadDim;
@@ -38,7 +40,16 @@ struct Tiles {
   static constexpr int kQBytes = kCtaRows * kQkStride;
   static constexpr int kKBytes = kCtaK * kQkStride;
   static constexpr int kVBytes = kVRows * kVStride;
-  static constexpr int kSmemBytes = kQBytes + 2 * (kKBytes + kVBytes);
+  // Q smoothing with INT4 Q·Kᵀ: the key tile in INT8 too, for ΔS (delta_scores.cuh).
+  static constexpr int kK8Stride = kHeadDim + 16;
+  static constexpr int kK8Bytes = kInt4 && kSmoothQ ? kCtaK * kK8Stride : 0;
+  // Q smoothing: each warp's block mean (D INT8 values, then its fp32 scale), read every tile; with MMA tiles
+  // taken one at a time, the tile's ΔS too (16 floats per lane) for the tiles after the first, and the CTA's
+  // k-scale offset (that variant is one register short of holding it).
+  static constexpr int kMeanStride = kHeadDim + 16;
+  static constexpr int kDsStride = kSerial && kSmoothQ ? 32 * 16 * 4 + 16 : 0;  // + the k-scale offset
+  static constexpr int kMeanBytes = kSmoothQ ? kWarps * (kMeanStride + kDsStride) : 0;
+  static constexpr int kSmemBytes = kQBytes + 2 * (kKBytes + kVBytes + kK8Bytes) + kMeanBytes;
   static constexpr int kDimTiles = kHeadDim / 8;
   // P̃ as A fragments: FP8 takes 32 keys per MMA step, FP16 16.
   static constexpr int kPvSteps = kFp8Pv ? kCtaK / 32 : kCtaK / 16;
@@ -144,10 +155,23 @@ __device__ __forceinline__ void qk_scores(int32_t (&s)[kM][kSlices][4], const ui
 }
 
 // 2. Dequantize with the k-scale (it differs between the lanes of a row's quad: per-thread groups, per-token
-//    columns); the row's q-scale is left to the softmax. k_scale: this key tile's first scale for this lane.
-template <int kM>
-__device__ __forceinline__ void dequantize(float (&s)[kM][kSlices][4], const int32_t (&s_int)[kM][kSlices][4],
-                                           const AttentionArgs& args, const float* k_scale) {
+//    columns). k_scale: this key tile's first scale for this lane; q_scale: each row's q-scale x the score
+//    scale. Without Q smoothing the q-scale is left to the softmax's FMA (row_scale); with it, ΔS (ds, in
+//    score units) joins here in the same FMA, the q-scale with it, and row_scale is 1.
+template <int kM, bool kSmoothQ>
+__device__ __forceinline__ void dequantize(float (&s)[kM][kSlices][4], float (&row_scale)[kM][2],
+                                           const int32_t (&s_int)[kM][kSlices][4], const AttentionArgs& args,
+                                           const float* k_scale, const float (&q_scale)[kM][2],
+                                           const float (&ds)[kSlices][2]) {
+  // One score: x · k-scale, or x · k-scale · q-scale + ΔS.
+  const auto scale = [&](int32_t x, float key_scale, int m, int n, int e) {
+    if constexpr (kSmoothQ) return fmaf(exact_int_to_float(x), key_scale * q_scale[m][e / 2], ds[n][e & 1]);
+    else return exact_int_to_float(x) * key_scale;
+  };
+#pragma unroll
+  for (int m = 0; m < kM; ++m)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) row_scale[m][half] = kSmoothQ ? 1.0f : q_scale[m][half];
   if (args.granularity == Granularity::per_token) {
     // The scales of the two key columns this lane holds in slice n, loaded as they are used so that they
     // take two registers, not sixteen.
@@ -157,50 +181,49 @@ __device__ __forceinline__ void dequantize(float (&s)[kM][kSlices][4], const int
 #pragma unroll
       for (int m = 0; m < kM; ++m)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * ((e & 1) ? key_scale.y : key_scale.x);
+        for (int e = 0; e < 4; ++e) s[m][n][e] = scale(s_int[m][n][e], (e & 1) ? key_scale.y : key_scale.x, m, n, e);
     }
   } else {
-    const float scale = *k_scale;
+    const float key_scale = *k_scale;
 #pragma unroll
     for (int m = 0; m < kM; ++m)
 #pragma unroll
       for (int n = 0; n < kSlices; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[m][n][e] = exact_int_to_float(s_int[m][n][e]) * scale;
+        for (int e = 0; e < 4; ++e) s[m][n][e] = scale(s_int[m][n][e], key_scale, m, n, e);
   }
 }
 
-// Where the key tile ends past the keys or crosses the causal diagonal, or the call adds ΔS or a bias, or
-// the scale is not positive (which would flip the max): the scores are scaled fully here, added to and
-// masked, and row_scale becomes 1. m0: the first of the warp's kM MMA tiles (a warp's tiles never straddle
-// a 64-row Q block, so one ΔS row serves them all).
+// Where the key tile ends past the keys or crosses the causal diagonal, or the call adds a bias, or the
+// scale is not positive (which would flip the max): the scores are scaled fully here, added to and masked,
+// and row_scale becomes 1. m0: the first of the warp's kM MMA tiles.
 template <int kCtaRows, int kM>
 __device__ __forceinline__ void full_scores(float (&s)[kM][kSlices][4], float (&row_scale)[kM][2],
                                             const AttentionArgs& args, int m0, int tile) {
   const Position<kCtaRows> at(args);
-  const int warp_row = at.cta_row + at.warp * (kCtaRows / kWarps), quad_col = at.lane % 4;
-  const int first_row = warp_row + m0 * kWarpQ + at.lane / 4;
-  const int q_blocks = (args.q_len + kQBlock - 1) / kQBlock, q_block = min(warp_row / kQBlock, q_blocks - 1);
-  const float* delta_s =
-      args.delta_s ? args.delta_s + (at.q_head_index * q_blocks + q_block) * args.kv_len : nullptr;
-  const float* bias = args.bias ? args.bias + at.batch * args.bias_sb + at.head * args.bias_sh : nullptr;
+  const int quad_col = at.lane % 4, first_col = tile * kCtaK + 2 * quad_col;
+  const int first_row = at.cta_row + at.warp * (kCtaRows / kWarps) + m0 * kWarpQ + at.lane / 4;
+  const float* bias = args.bias ? args.bias + at.batch * args.bias_sb + at.head * args.bias_sh + first_col : nullptr;
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
 #pragma unroll
-    for (int n = 0; n < kSlices; ++n) {
+    for (int half = 0; half < 2; ++half) {
+      // One row's bias, read at constant offsets from its first column: one pointer per row, not per score.
+      const int row = first_row + m * kWarpQ + 8 * half;
+      const float* bias_row = bias && row < args.q_len ? bias + row * args.bias_si : nullptr;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = first_row + m * kWarpQ + (e < 2 ? 0 : 8), col = tile * kCtaK + n * 8 + 2 * quad_col + (e & 1);
-        s[m][n][e] *= row_scale[m][e / 2];
-        if (col < args.kv_len) {
-          if (delta_s) s[m][n][e] += delta_s[col] * args.score_scale;
-          if (bias && row < args.q_len) s[m][n][e] += bias[row * args.bias_si + col] * float(M_LOG2E);
+      for (int n = 0; n < kSlices; ++n) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          float& x = s[m][n][2 * half + c];
+          const int col = first_col + n * 8 + c;
+          x *= row_scale[m][half];
+          if (bias_row && col < args.kv_len) x += bias_row[n * 8 + c] * float(M_LOG2E);
+          if (col >= args.kv_len || (args.causal && col > row)) x = kNegInf;
         }
-        if (col >= args.kv_len || (args.causal && col > row)) s[m][n][e] = kNegInf;
       }
+      row_scale[m][half] = 1.0f;
     }
-    row_scale[m][0] = row_scale[m][1] = 1.0f;
   }
 }
 
@@ -255,48 +278,48 @@ __device__ __forceinline__ void pack_p(uint32_t (&a)[kFp8Pv ? 2 : 4][4], const f
   }
 }
 
-// 4. P̃·V in FP8, each V fragment feeding every MMA tile of the warp. Deferred: into pv_acc, which the caller
-//    adds into out_acc every pv_flush_tiles tiles; else a fresh accumulator per pair of dim tiles, added at
-//    once (8 registers instead of D/2).
-template <class T, bool kDeferredFlush, int kM>
+// 4. P̃·V in FP8 for the kCount MMA tiles from m0, each V fragment feeding all of them (a: their P̃).
+//    Deferred: into pv_acc, which the caller adds into out_acc every pv_flush_tiles tiles; else a fresh
+//    accumulator per pair of dim tiles, added at once (8 registers instead of D/2).
+template <class T, bool kDeferredFlush, int kCount, int kM>
 __device__ __forceinline__ void pv_fp8(float (&out_acc)[kM][T::kDimTiles][4],
                                        float (&pv_acc)[kM][kDeferredFlush ? T::kDimTiles : 1][4],
-                                       const uint32_t (&a)[kM][2][4], const uint8_t* v_tile, int lane) {
+                                       const uint32_t (&a)[kCount][2][4], int m0, const uint8_t* v_tile, int lane) {
   const int g = lane / 8;
 #pragma unroll
   for (int pair = 0; pair < T::kDimTiles / 2; ++pair) {
-    float fresh[kM][2][4] = {};
+    float fresh[kCount][2][4] = {};
 #pragma unroll
     for (int step = 0; step < 2; ++step) {
       uint32_t b[4];
       ldmatrix_x4(b, v_tile + (pair * 16 + lane % 8 + (g >> 1) * 8) * T::kVStride + step * 32 + (g & 1) * 16);
 #pragma unroll
-      for (int m = 0; m < kM; ++m) {
+      for (int i = 0; i < kCount; ++i) {
         if constexpr (kDeferredFlush) {
-          fp8_m16n8k32(pv_acc[m][2 * pair], a[m][step], b[0], b[1]);
-          fp8_m16n8k32(pv_acc[m][2 * pair + 1], a[m][step], b[2], b[3]);
+          fp8_m16n8k32(pv_acc[m0 + i][2 * pair], a[i][step], b[0], b[1]);
+          fp8_m16n8k32(pv_acc[m0 + i][2 * pair + 1], a[i][step], b[2], b[3]);
         } else {
-          fp8_m16n8k32(fresh[m][0], a[m][step], b[0], b[1]);
-          fp8_m16n8k32(fresh[m][1], a[m][step], b[2], b[3]);
+          fp8_m16n8k32(fresh[i][0], a[i][step], b[0], b[1]);
+          fp8_m16n8k32(fresh[i][1], a[i][step], b[2], b[3]);
         }
       }
     }
     if constexpr (!kDeferredFlush) {
 #pragma unroll
-      for (int m = 0; m < kM; ++m)
+      for (int i = 0; i < kCount; ++i)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          out_acc[m][2 * pair][e] += fresh[m][0][e];
-          out_acc[m][2 * pair + 1][e] += fresh[m][1][e];
+          out_acc[m0 + i][2 * pair][e] += fresh[i][0][e];
+          out_acc[m0 + i][2 * pair + 1][e] += fresh[i][1][e];
         }
     }
   }
 }
 
 // 4. P̃·V in FP16 (V as it is, keys as rows: transposing ldmatrix), straight into the FP32 output.
-template <class T, int kM>
-__device__ __forceinline__ void pv_fp16(float (&out_acc)[kM][T::kDimTiles][4], const uint32_t (&a)[kM][4][4],
-                                        const uint8_t* v_tile, int lane) {
+template <class T, int kCount, int kM>
+__device__ __forceinline__ void pv_fp16(float (&out_acc)[kM][T::kDimTiles][4], const uint32_t (&a)[kCount][4][4],
+                                        int m0, const uint8_t* v_tile, int lane) {
   const int g = lane / 8;
 #pragma unroll
   for (int step = 0; step < 4; ++step) {
@@ -306,9 +329,9 @@ __device__ __forceinline__ void pv_fp16(float (&out_acc)[kM][T::kDimTiles][4], c
       const int key = step * 16 + lane % 8 + (g & 1) * 8, channel = pair * 16 + (g >> 1) * 8;
       ldmatrix_x4_trans(b, v_tile + key * T::kVStride + channel * 2);
 #pragma unroll
-      for (int m = 0; m < kM; ++m) {
-        fp16_m16n8k16(out_acc[m][2 * pair], a[m][step], b[0], b[1]);
-        fp16_m16n8k16(out_acc[m][2 * pair + 1], a[m][step], b[2], b[3]);
+      for (int i = 0; i < kCount; ++i) {
+        fp16_m16n8k16(out_acc[m0 + i][2 * pair], a[i][step], b[0], b[1]);
+        fp16_m16n8k16(out_acc[m0 + i][2 * pair + 1], a[i][step], b[2], b[3]);
       }
     }
   }
@@ -347,22 +370,42 @@ __device__ __forceinline__ void store_output(const AttentionArgs& args, const fl
   }
 }
 
+// Q smoothing: the INT8 mean of this warp's 64-row Q block (its MMA tiles never straddle one) and its scale.
+template <int kCtaRows>
+__device__ __forceinline__ const int8_t* block_mean(const AttentionArgs& args, float& scale) {
+  const Position<kCtaRows> at(args);
+  const int q_blocks = (args.q_len + kQBlock - 1) / kQBlock;
+  const int block = min((at.cta_row + at.warp * (kCtaRows / kWarps)) / kQBlock, q_blocks - 1);
+  const int64_t index = at.q_head_index * round_up(q_blocks, kQBlock) + block;  // means padded like Q rows
+  scale = args.q_mean_scale[index];
+  return args.q_mean + index * args.head_dim;
+}
+
 // kMTiles: 16-row MMA tiles per warp. Two tiles (head dim 64) reuse every K and V fragment loaded from shared
 // memory twice and give each warp two independent dependency chains to interleave.
 // kDeferredFlush (FP8 only): keep each tile's P̃·V in a second register accumulator for pv_flush_tiles tiles
 // before adding it into the FP32 buffer. That accumulator takes D/2 registers per MMA tile, so with two MMA
 // tiles the scores are computed one MMA tile at a time (K fragments read twice): 32 score registers live
 // instead of 64.
+// kSmoothQ: Q was smoothed (each 64-row block's mean subtracted); ΔS = q̄·K'ᵀ is added back per key tile
+// (delta_scores.cuh), from the INT8 key tile or, with INT4 Q·Kᵀ, an INT8 copy of it loaded alongside.
 // Two CTAs per SM is the design point (255 registers each); without saying so, ptxas trims some variants to
 // 168 registers for a third CTA that shared memory cannot host, and spills to get there.
-template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush, int kMTiles>
+template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush, int kMTiles, bool kSmoothQ>
 __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionArgs args) {
-  using T = Tiles<kHeadDim, kInt4, kFp8Pv, kMTiles>;
   constexpr int kQkGroup = kDeferredFlush ? 1 : kMTiles;  // MMA tiles whose scores are live at once
+  using T = Tiles<kHeadDim, kInt4, kFp8Pv, kMTiles, kSmoothQ, (kQkGroup < kMTiles)>;
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* q_smem = smem;
   const auto k_smem = [&](int stage) { return smem + T::kQBytes + stage * T::kKBytes; };
   const auto v_smem = [&](int stage) { return smem + T::kQBytes + 2 * T::kKBytes + stage * T::kVBytes; };
+  const auto k8_smem = [&](int stage) {  // the INT8 key tile ΔS reads: the K tile itself in INT8 mode
+    return kInt4 ? smem + T::kQBytes + 2 * (T::kKBytes + T::kVBytes) + stage * T::kK8Bytes : k_smem(stage);
+  };
+  const auto mean_smem = [&] {  // this warp's; recomputed where used, not held across the tile loop
+    return smem + T::kQBytes + 2 * (T::kKBytes + T::kVBytes + T::kK8Bytes) +
+           opaque(threadIdx.x) / 32 * (T::kMeanStride + T::kDsStride);
+  };
 
   const Position<T::kCtaRows> at(args);
   const int lane = at.lane, quad_col = lane % 4, cta_row = at.cta_row;
@@ -383,9 +426,14 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
   const int64_t v_pitch = kFp8Pv ? k_padded : kHeadDim * 2, v_tile_bytes = kFp8Pv ? kCtaK : kCtaK * kHeadDim * 2;
   const TileCopy<kCtaK, T::kQkRowBytes, T::kQkStride> k_copy(T::kQkRowBytes);
   const TileCopy<T::kVRows, T::kVRowBytes, T::kVStride> v_copy(v_pitch);
+  const TileCopy<kCtaK, kHeadDim, T::kK8Stride> k8_copy(kHeadDim);
   const auto load_kv = [&](int tile, int stage) {
     k_copy.issue(k_smem(stage), k_global + int64_t(tile) * kCtaK * T::kQkRowBytes, T::kQkRowBytes);
     v_copy.issue(v_smem(stage), v_global + tile * v_tile_bytes, v_pitch);
+    if constexpr (T::kK8Bytes > 0) {
+      const uint8_t* k8_global = reinterpret_cast<const uint8_t*>(args.k_int8) + kv_head_index * k_padded * kHeadDim;
+      k8_copy.issue(k8_smem(stage), k8_global + int64_t(tile) * kCtaK * kHeadDim, kHeadDim);
+    }
   };
 
   // Rows past the padded Q (the last CTA when the 64-row blocks are odd) are never stored: not loaded either.
@@ -393,6 +441,14 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
             T::kQkRowBytes);
   load_kv(0, 0);
   cp_async_commit();
+  if constexpr (kSmoothQ) {  // this warp's block mean into shared memory (the first tile's barrier publishes it)
+    float mean_scale;
+    const int8_t* mean = block_mean<T::kCtaRows>(args, mean_scale);
+    uint8_t* mean_row = mean_smem();
+    if (lane < kHeadDim / 16)
+      *reinterpret_cast<uint4*>(mean_row + 16 * lane) = *reinterpret_cast<const uint4*>(mean + 16 * lane);
+    if (lane == 0) *reinterpret_cast<float*>(mean_row + kHeadDim) = mean_scale;
+  }
 
   // This lane owns rows first_row + 16m and first_row + 16m + 8 of the warp's MMA tiles m.
   const int warp_row = at.warp * kMTiles * kWarpQ, first_row = cta_row + warp_row + lane / 4;
@@ -405,10 +461,21 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
       const int row = int(min_i64(first_row + m * kWarpQ + 8 * half, q_padded - 1));
       q_scale[m][half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
     }
-  // The k-scales of key tile t for this lane: k_scale + t * k_scale_step (per-token: + 8 n for slice n).
+  // The k-scales of key tile t for this lane start at element k_scale + t * k_scale_step (per-token: + 8 n for
+  // slice n) of args.k_scale (and of args.k_int8_scale). An element offset: scale arrays hold a few per key.
+  // The MMA-tile-at-a-time smoothing variant is one register short of holding it: it keeps the CTA's part in
+  // shared memory and recomputes the lane's per tile.
   const int k_scale_step = int(k_groups_per_block(args.granularity));
-  const float* k_scale = args.k_scale + kv_head_index * k_scale_step * k_tiles_total +
-                         k_group(2 * quad_col, args.granularity);
+  const int cta_k_scale = int(kv_head_index * k_scale_step * k_tiles_total);
+  const int k_scale = cta_k_scale + int(k_group(2 * quad_col, args.granularity));
+  const auto stashed_k_scale = [&] { return reinterpret_cast<int*>(mean_smem() + T::kMeanStride + T::kDsStride) - 4; };
+  if constexpr (T::kDsStride > 0) *stashed_k_scale() = cta_k_scale;  // the same in every lane of the warp
+  const auto tile_k_scale_of = [&](int tile) {
+    if constexpr (T::kDsStride > 0)
+      return *stashed_k_scale() + int(k_group(2 * (opaque(threadIdx.x) % 4), args.granularity)) + tile * k_scale_step;
+    else
+      return k_scale + tile * k_scale_step;
+  };
 
   float out_acc[kMTiles][T::kDimTiles][4] = {};
   float pv_acc[kMTiles][kDeferredFlush ? T::kDimTiles : 1][4] = {};
@@ -424,52 +491,74 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
     __syncthreads();
 
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);
-    const bool full = edge_tile || args.delta_s || args.bias || !(args.score_scale > 0.0f);
-    uint32_t p[kMTiles][T::kPvSteps][4];
-    float rescale[kMTiles][2];
+    const bool full = edge_tile || args.bias || !(args.score_scale > 0.0f);
+    const int tile_k_scale = tile_k_scale_of(tile);
+    float ds[kSlices][2];  // Q smoothing: this tile's ΔS at this lane's key columns, in score units
 #pragma unroll
     for (int m0 = 0; m0 < kMTiles; m0 += kQkGroup) {
       int32_t s_int[kQkGroup][kSlices][4];
       qk_scores<T, kInt4, kQkGroup>(s_int, q_smem + (warp_row + m0 * kWarpQ) * T::kQkStride, k_smem(stage), lane);
+      if constexpr (kSmoothQ) {
+        uint8_t* mean_row = mean_smem();
+        float4* ds_stash = reinterpret_cast<float4*>(mean_row + T::kMeanStride) + lane;  // [4][32 lanes] float4
+        if (m0 == 0) {
+          const float mean_scale = *reinterpret_cast<const float*>(mean_row + kHeadDim) * args.score_scale;
+          const float* k8_scale = (kInt4 ? args.k_int8_scale : args.k_scale) + tile_k_scale;
+          delta_scores<kHeadDim>(ds, k8_smem(stage), T::kK8Stride, reinterpret_cast<const int8_t*>(mean_row),
+                                 mean_scale, k8_scale, args.granularity == Granularity::per_token, lane);
+          if constexpr (T::kDsStride > 0)  // kept for the next MMA tiles in shared memory, not in registers
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+              ds_stash[32 * i] = make_float4(ds[2 * i][0], ds[2 * i][1], ds[2 * i + 1][0], ds[2 * i + 1][1]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float4 x = ds_stash[32 * i];
+            ds[2 * i][0] = x.x, ds[2 * i][1] = x.y, ds[2 * i + 1][0] = x.z, ds[2 * i + 1][1] = x.w;
+          }
+        }
+      }
+      float group_q_scale[kQkGroup][2];
+#pragma unroll
+      for (int m = 0; m < kQkGroup; ++m)
+        group_q_scale[m][0] = q_scale[m0 + m][0], group_q_scale[m][1] = q_scale[m0 + m][1];
       float s[kQkGroup][kSlices][4];
-      dequantize<kQkGroup>(s, s_int, args, k_scale + tile * k_scale_step);
       float row_scale[kQkGroup][2];
-#pragma unroll
-      for (int m = 0; m < kQkGroup; ++m) row_scale[m][0] = q_scale[m0 + m][0], row_scale[m][1] = q_scale[m0 + m][1];
+      dequantize<kQkGroup, kSmoothQ>(s, row_scale, s_int, args, args.k_scale + tile_k_scale, group_q_scale, ds);
       if (full) full_scores<T::kCtaRows, kQkGroup>(s, row_scale, args, m0, tile);
-#pragma unroll
-      for (int m = 0; m < kQkGroup; ++m) {
-        online_softmax(s[m], row_scale[m], row_max[m0 + m], row_sum[m0 + m], rescale[m0 + m]);
-        pack_p<kFp8Pv>(p[m0 + m], s[m]);
-      }
-    }
-#pragma unroll
-    for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-      for (int n = 0; n < T::kDimTiles; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          out_acc[m][n][e] *= rescale[m][e / 2];
-          if constexpr (kDeferredFlush) pv_acc[m][n][e] *= rescale[m][e / 2];
-        }
 
-    if constexpr (kFp8Pv) {
-      pv_fp8<T, kDeferredFlush, kMTiles>(out_acc, pv_acc, p, v_smem(stage), lane);
-      if constexpr (kDeferredFlush) {
-        if ((tile + 1) % args.pv_flush_tiles == 0 || tile + 1 == k_tiles) {
+      uint32_t p[kQkGroup][T::kPvSteps][4];
 #pragma unroll
-          for (int m = 0; m < kMTiles; ++m)
+      for (int i = 0; i < kQkGroup; ++i) {
+        const int m = m0 + i;
+        float rescale[2];
+        online_softmax(s[i], row_scale[i], row_max[m], row_sum[m], rescale);
+        pack_p<kFp8Pv>(p[i], s[i]);
 #pragma unroll
-            for (int n = 0; n < T::kDimTiles; ++n)
+        for (int n = 0; n < T::kDimTiles; ++n)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                out_acc[m][n][e] += pv_acc[m][n][e];
-                pv_acc[m][n][e] = 0.0f;
-              }
-        }
+          for (int e = 0; e < 4; ++e) {
+            out_acc[m][n][e] *= rescale[e / 2];
+            if constexpr (kDeferredFlush) pv_acc[m][n][e] *= rescale[e / 2];
+          }
       }
-    } else {
-      pv_fp16<T, kMTiles>(out_acc, p, v_smem(stage), lane);
+      if constexpr (kFp8Pv)
+        pv_fp8<T, kDeferredFlush, kQkGroup>(out_acc, pv_acc, p, m0, v_smem(stage), lane);
+      else
+        pv_fp16<T, kQkGroup>(out_acc, p, m0, v_smem(stage), lane);
+    }
+    if constexpr (kDeferredFlush) {
+      if ((tile + 1) % args.pv_flush_tiles == 0 || tile + 1 == k_tiles) {
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+          for (int n = 0; n < T::kDimTiles; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              out_acc[m][n][e] += pv_acc[m][n][e];
+              pv_acc[m][n][e] = 0.0f;
+            }
+      }
     }
     __syncthreads();  // the next iteration's copy overwrites this stage
   }
@@ -477,10 +566,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
   store_output<T, kMTiles>(args, out_acc, row_max, row_sum);
 }
 
-template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush, int kMTiles>
+template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush, int kMTiles, bool kSmoothQ>
 void launch_tiles(const AttentionArgs& args, cudaStream_t stream) {
-  using T = Tiles<kHeadDim, kInt4, kFp8Pv, kMTiles>;
-  const auto kernel = attention_kernel<kHeadDim, kInt4, kFp8Pv, kDeferredFlush, kMTiles>;
+  using T = Tiles<kHeadDim, kInt4, kFp8Pv, kMTiles, kSmoothQ, (kDeferredFlush && kMTiles > 1)>;
+  const auto kernel = attention_kernel<kHeadDim, kInt4, kFp8Pv, kDeferredFlush, kMTiles, kSmoothQ>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes));
   const dim3 grid(unsigned((args.q_len + T::kCtaRows - 1) / T::kCtaRows), unsigned(args.q_heads), unsigned(args.batch));
   kernel<<<grid, kThreads, T::kSmemBytes, stream>>>(args);
@@ -491,7 +580,9 @@ template <int kHeadDim, bool kInt4, bool kFp8Pv, bool kDeferredFlush = false>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
   // Two MMA tiles per warp where the registers allow it: head dim 64 (measured on H100 at the CogVideoX-2B
   // shape: 238 TOPS with two, 214 with one); head dim 128 would spill.
-  launch_tiles<kHeadDim, kInt4, kFp8Pv, kDeferredFlush, kHeadDim <= 64 ? 2 : 1>(args, stream);
+  constexpr int kMTiles = kHeadDim <= 64 ? 2 : 1;
+  if (args.q_mean) return launch_tiles<kHeadDim, kInt4, kFp8Pv, kDeferredFlush, kMTiles, true>(args, stream);
+  launch_tiles<kHeadDim, kInt4, kFp8Pv, kDeferredFlush, kMTiles, false>(args, stream);
 }
 
 template <int kHeadDim>

@@ -22,7 +22,8 @@
 //   Q and K, per-token: one scale per row (query or key); cuts the INT8 Q·Kᵀ error by about a sixth on
 //                   Gaussian inputs, which is what FP16 P·V (whose own error is small) is limited by.
 //                   Group: r.
-// Q smoothing subtracts the mean of each kQBlock block.
+// Q smoothing subtracts the mean of each kQBlock block; the mma.sync kernels add ΔS = mean · K'ᵀ back from the
+// means quantized to INT8 (per-token groups over the means' rows) and K' in INT8 (sage2_reference.h).
 //
 // V for an FP8 P·V MMA is stored transposed, [B, H_kv, D, N_kv padded to kKBlock], FP8 E4M3 with one scale
 // per channel, and with the keys of every 32-key chunk permuted (kv_permuted_position) so that the
