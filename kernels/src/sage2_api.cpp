@@ -209,7 +209,9 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
                                                                          k_groups_per_block(*o.granularity) * kFloatBytes
                                                : 0;
   const int64_t block_means = float_q * (q_len % kQBlock == 0 ? 1 : 2) + 2 * q_means;
-  return per_channel + std::max(block_means, quantized + q_means + means_int8 + k_int8);
+  // The output (fp16/bf16) is allocated after the preprocessing: the block means' phase counts against it.
+  const int64_t output = heads_total * q_len * head_dim * 2;
+  return per_channel + std::max(block_means - output, quantized + q_means + means_int8 + k_int8);
 }
 
 Quantized prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options) {
