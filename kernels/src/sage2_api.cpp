@@ -4,7 +4,7 @@
 
 #include "sage2_kernels.h"
 #include "sagevid/kernels/device_info.h"
-#include "sagevid/kernels/sage2_reference.h"
+#include "sagevid/kernels/sage2_smoothing.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
@@ -139,8 +139,8 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
 
   Quantized quantized;
   quantized.kernel = *o.kernel;
-  // Q's block means with the reference's own calls, so both sides quantize identical bits.
-  if (*o.smooth_q) quantized.q_mean = reference::block_mean(reference::to_bhnd_float(q, o.layout)).contiguous();
+  // Q's block means from sage2_smoothing.h, as the reference computes them: both sides quantize identical bits.
+  if (*o.smooth_q) quantized.q_mean = block_mean(to_bhnd_float(q, o.layout)).contiguous();
   std::tie(quantized.q_values, quantized.q_scales) = empty_quantized_rows(q, o, /*is_key=*/false);
   std::tie(quantized.k_values, quantized.k_scales) = empty_quantized_rows(k, o, /*is_key=*/true);
   if (o.smooth_k) quantized.k_mean = channels();
@@ -162,7 +162,7 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
 
   if (*o.smooth_q) {
     // The part of the scores that Q smoothing removes, added back per block: q̄_b · (K − k̄)ᵀ.
-    at::Tensor k_smoothed = reference::to_bhnd_float(k, o.layout);
+    at::Tensor k_smoothed = to_bhnd_float(k, o.layout);
     if (quantized.k_mean.defined()) k_smoothed = k_smoothed - quantized.k_mean.unsqueeze(2);
     if (dq.heads != dk.heads) k_smoothed = at::repeat_interleave(k_smoothed, dq.heads / dk.heads, 1);
     quantized.delta_s = at::matmul(quantized.q_mean, k_smoothed.transpose(-1, -2)).contiguous();
@@ -271,7 +271,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     if (quantized.k_mean.defined()) {
       const at::Tensor& k_mean = quantized.k_mean;
       const at::Tensor mean = dq.heads != dk.heads ? at::repeat_interleave(k_mean, dq.heads / dk.heads, 1) : k_mean;
-      result.lse = result.lse + at::matmul(reference::to_bhnd_float(q, o.layout), mean.unsqueeze(-1)).squeeze(-1) *
+      result.lse = result.lse + at::matmul(to_bhnd_float(q, o.layout), mean.unsqueeze(-1)).squeeze(-1) *
                                     float(sm_scale);
     }
   }
