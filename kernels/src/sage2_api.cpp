@@ -5,6 +5,7 @@
 #include "sage2_kernels.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/kernels/sage2_reference.h"
+#include "sagevid/kernels/sage2_smoothing.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
@@ -139,8 +140,8 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
 
   Quantized quantized;
   quantized.kernel = *o.kernel;
-  // Q's block means with the reference's own calls, so both sides quantize identical bits.
-  if (*o.smooth_q) quantized.q_mean = reference::block_mean(reference::to_bhnd_float(q, o.layout)).contiguous();
+  // Q's block means from sage2_smoothing.h, as the reference computes them: both sides quantize identical bits.
+  if (*o.smooth_q) quantized.q_mean = block_mean(to_bhnd_float(q, o.layout)).contiguous();
   std::tie(quantized.q_values, quantized.q_scales) = empty_quantized_rows(q, o, /*is_key=*/false);
   std::tie(quantized.k_values, quantized.k_scales) = empty_quantized_rows(k, o, /*is_key=*/true);
   if (o.smooth_k) quantized.k_mean = channels();
@@ -199,7 +200,7 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   const int64_t quantized = (q_rows + kv_rows) * head_dim / (*o.qk == QkType::int4 ? 2 : 1) +
                             kv_rows * head_dim * (fp8 ? 1 : 2) + scales * kFloatBytes;
   if (!*o.smooth_q) return per_channel + quantized;
-  // Q smoothing. First its block means (reference::block_mean): an fp32 copy of Q, a second one of its whole
+  // Q smoothing. First its block means (block_mean): an fp32 copy of Q, a second one of its whole
   // blocks when N_q is not a multiple of 64 (the reshape), the means and their concatenation. Then, with the
   // quantized tensors, the means, their INT8 copy and, with INT4 Q·Kᵀ, an INT8 K' for ΔS.
   const int64_t float_q = heads_total * q_len * head_dim * kFloatBytes;
@@ -291,7 +292,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     if (quantized.k_mean.defined()) {
       const at::Tensor& k_mean = quantized.k_mean;
       const at::Tensor mean = dq.heads != dk.heads ? at::repeat_interleave(k_mean, dq.heads / dk.heads, 1) : k_mean;
-      result.lse = result.lse + at::matmul(reference::to_bhnd_float(q, o.layout), mean.unsqueeze(-1)).squeeze(-1) *
+      result.lse = result.lse + at::matmul(to_bhnd_float(q, o.layout), mean.unsqueeze(-1)).squeeze(-1) *
                                     float(sm_scale);
     }
   }

@@ -105,35 +105,6 @@ at::Tensor delta_scores(const QuantizedRows& means, const QuantizedRows& k, Gran
 
 }  // namespace
 
-at::Tensor bhnd_view(const at::Tensor& x, Layout layout) {
-  require(x.dim() == 4, "inputs must be 4-D, got " + std::to_string(x.dim()) + "-D");
-  return layout == Layout::bnhd ? x.permute({0, 2, 1, 3}) : x;
-}
-
-at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout) {
-  require(x.dim() == 4, "inputs must be 4-D, got " + std::to_string(x.dim()) + "-D");
-  const at::Tensor bhnd = layout == Layout::bnhd ? x.permute({0, 2, 1, 3}) : x;
-  // Contiguous, so that reductions sum in the same order whatever the input layout: a [B, N, H, D] input
-  // then gives bit for bit the result of its [B, H, N, D] copy.
-  return bhnd.to(at::kFloat, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
-}
-
-// Reduces in fp32 straight from the input's dtype: no fp32 copy of a whole K or V (the host API calls this on
-// the raw inputs, so its means are these bits too).
-at::Tensor token_mean(const at::Tensor& x_bhnd) { return at::mean(x_bhnd, {2}, /*keepdim=*/false, at::kFloat); }
-
-at::Tensor block_mean(const at::Tensor& x_bhnd) {
-  const at::Tensor x = x_bhnd.to(at::kFloat);
-  const int64_t len = x.size(2), full_blocks = len / kQBlock, full_len = full_blocks * kQBlock;
-  std::vector<at::Tensor> parts;
-  if (full_blocks > 0) {
-    parts.push_back(
-        x.narrow(2, 0, full_len).reshape({x.size(0), x.size(1), full_blocks, kQBlock, x.size(3)}).mean({3}));
-  }
-  if (len > full_len) parts.push_back(x.narrow(2, full_len, len - full_len).mean({2}, /*keepdim=*/true));
-  return at::cat(parts, 2);
-}
-
 QuantizedRows quantize_q(const at::Tensor& x_bhnd, Granularity granularity, int qmax) {
   return quantize_rows(x_bhnd, kQBlock, q_groups_per_block(granularity), qmax,
                        [granularity](int64_t row) { return q_group(row, granularity); });

@@ -3,7 +3,7 @@
 #include "catch.h"
 #include "test_random.h"
 
-#include "attention_backends.h"  // white-box: the chunk budget of the math backend
+#include "attention/attention_backends.h"  // white-box: the chunk budget of the math backend
 #include "sagevid/models/attention.h"
 
 #include <ATen/ops/matmul.h>

@@ -4,7 +4,7 @@
 #include "test_random.h"
 #include "unit/safetensors_writer.h"
 
-#include "cogvideox_transformer_parts.h"
+#include "transformer/cogvideox_transformer_parts.h"
 #include "sagevid/models/cogvideox_config.h"
 #include "sagevid/models/cogvideox_transformer.h"
 #include "sagevid/models/config_reader.h"

@@ -3,7 +3,7 @@
 // videos and diffusers' encode output).
 #include "catch.h"
 
-#include "cogvideox_vae_layers.h"  // white-box: the chunked convolution
+#include "vae/cogvideox_vae_layers.h"  // white-box: the chunked convolution
 #include "test_random.h"
 
 #include "sagevid/models/cogvideox_vae.h"

@@ -2,8 +2,8 @@
 // (tests/fixtures/make_sentencepiece_fixtures.py wrote the fixtures), and its refusals.
 #include "catch.h"
 
-#include "sentencepiece_model.h"
-#include "sentencepiece_processor.h"
+#include "text_encoder/sentencepiece_model.h"
+#include "text_encoder/sentencepiece_processor.h"
 
 #include <nlohmann/json.hpp>
 #include <unistd.h>

@@ -3,18 +3,15 @@
 // and FP8 rounding as the CUDA kernels, step by step, so tests can compare the kernels tightly with it and
 // loosely with full-precision attention. Options must be resolved (sage2::resolve) before the call.
 #include "sagevid/kernels/sage2.h"
+#include "sagevid/kernels/sage2_smoothing.h"
 
 namespace sagevid::kernels::sage2::reference {
 
-// An input seen as [B, H, N, D] (a view, no copy), and the same as a contiguous fp32 tensor.
-at::Tensor bhnd_view(const at::Tensor& x, Layout layout);
-at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout);
-
-// Token mean per (batch, head, channel) in fp32 from any dtype: [B, H, D]. (The CUDA preprocessing sums in
-// another order: its means agree to rounding, see TokenMeans.)
-at::Tensor token_mean(const at::Tensor& x_bhnd);
-// Mean of each kQBlock block of valid rows: [B, H, ceil(N / kQBlock), D] fp32 (the last block may be partial).
-at::Tensor block_mean(const at::Tensor& x_bhnd);
+// The smoothing math lives in sage2_smoothing.h (the host API uses it too); the reference names it here.
+using sage2::bhnd_view;
+using sage2::block_mean;
+using sage2::to_bhnd_float;
+using sage2::token_mean;
 
 // Symmetric per-group quantization of x [B, H, N, D] fp32 (N any; rows past N are padding and excluded),
 // grouped as in sage2_layout.h. values: int8 [B, H, round_up(N, tile), D] holding integers in [-qmax, qmax]

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -42,33 +43,9 @@ class CogVideoXTransformer {
   const CogVideoXConfig& config() const { return config_; }
   const at::TensorOptions& options() const { return options_; }
 
-  // Layers as plain weight structs (undefined tensors where the config has no bias/affine).
-  struct Linear {
-    at::Tensor weight, bias;
-    at::Tensor operator()(const at::Tensor& x) const;
-  };
-  struct LayerNorm {
-    at::Tensor weight, bias;
-    double eps = 1e-5;
-    at::Tensor operator()(const at::Tensor& x) const;
-  };
-  // CogVideoXLayerNormZero: SiLU(temb) -> linear -> shift/scale/gate for video and for text tokens.
-  struct NormZero {
-    Linear linear;
-    LayerNorm norm;
-  };
-  struct Block {
-    NormZero norm1, norm2;
-    Linear to_qkv;  // to_q, to_k, to_v stacked: [3D, D]
-    Linear to_out;
-    LayerNorm norm_q, norm_k;  // per head, over attention_head_dim
-    Linear ff_in, ff_out;
-  };
-  // A sinusoidal projection followed by linear -> SiLU -> linear (diffusers' Timesteps + TimestepEmbedding).
-  struct TimestepMlp {
-    int64_t channels = 0;
-    Linear linear_1, linear_2;
-  };
+  // The layers as plain weight structs, private to sagevid_models (transformer/cogvideox_transformer_weights.h).
+  struct Block;
+  struct Weights;
 
  private:
   static CogVideoXTransformer build(const CogVideoXConfig& config, WeightLoader& weights);
@@ -90,15 +67,7 @@ class CogVideoXTransformer {
 
   CogVideoXConfig config_;
   at::TensorOptions options_;
-  Linear patch_proj_;  // conv weight [D, C, p, p] for 1.0, linear [D, C*p_t*p*p] for 1.5
-  Linear text_proj_;
-  at::Tensor learned_positions_;  // [1, max_text + sample tokens, D] when learned
-  TimestepMlp time_, ofs_;
-  std::vector<Block> blocks_;
-  LayerNorm norm_final_;
-  Linear norm_out_linear_;  // AdaLayerNorm: SiLU(temb) -> shift, scale
-  LayerNorm norm_out_norm_;
-  Linear proj_out_;
+  std::shared_ptr<const Weights> weights_;
 };
 
 }  // namespace sagevid

@@ -5,9 +5,9 @@
 // exactly, before SentencePiece sees the text, and become their ids; the text around them is encoded chunk by
 // chunk, so the whitespace next to them is dropped as at the ends of a prompt.
 //
-// The pieces come from our own SentencePiece unigram encoder (models/src/sentencepiece_*), not from
-// libsentencepiece: Debian's and Ubuntu's builds of it bundle and export protobuf-lite 3.14, which clashes
-// with the system protobuf that gRPC links, aborting the server.
+// The pieces come from our own SentencePiece unigram encoder (models/src/text_encoder/sentencepiece_*),
+// not from libsentencepiece: Debian's and Ubuntu's builds of it bundle and export protobuf-lite 3.14, which
+// clashes with the system protobuf that gRPC links, aborting the server.
 #include <cstdint>
 #include <filesystem>
 #include <memory>

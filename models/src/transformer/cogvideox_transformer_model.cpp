@@ -3,6 +3,7 @@
 #include "sagevid/models/cogvideox_transformer.h"
 
 #include "cogvideox_transformer_parts.h"
+#include "cogvideox_transformer_weights.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -19,8 +20,9 @@
 namespace sagevid {
 namespace {
 
-using Linear = CogVideoXTransformer::Linear;
-using LayerNorm = CogVideoXTransformer::LayerNorm;
+using cogvideox::LayerNorm;
+using cogvideox::Linear;
+using cogvideox::TimestepMlp;
 
 Linear load_linear(WeightLoader& weights, const std::string& name, int64_t out, int64_t in, bool bias) {
   Linear linear;
@@ -50,9 +52,8 @@ Linear fuse_linears(const std::vector<Linear>& parts) {
   return {at::cat(weights), biases.empty() ? at::Tensor() : at::cat(biases)};
 }
 
-CogVideoXTransformer::TimestepMlp load_timestep_mlp(WeightLoader& weights, const std::string& name, int64_t channels,
-                                                    int64_t dim) {
-  CogVideoXTransformer::TimestepMlp mlp;
+TimestepMlp load_timestep_mlp(WeightLoader& weights, const std::string& name, int64_t channels, int64_t dim) {
+  TimestepMlp mlp;
   mlp.channels = channels;
   mlp.linear_1 = load_linear(weights, name + ".linear_1", dim, channels, true);
   mlp.linear_2 = load_linear(weights, name + ".linear_2", dim, dim, true);
@@ -84,6 +85,7 @@ CogVideoXTransformer CogVideoXTransformer::random(const CogVideoXConfig& config,
 CogVideoXTransformer CogVideoXTransformer::build(const CogVideoXConfig& config, WeightLoader& weights) {
   CogVideoXTransformer model;
   model.config_ = config;
+  auto layers = std::make_shared<Weights>();
   const CogVideoXConfig& c = model.config_;
   const int64_t dim = c.inner_dim(), time_dim = c.time_embed_dim, p = c.patch_size;
   const bool affine = c.norm_elementwise_affine;
@@ -91,19 +93,19 @@ CogVideoXTransformer CogVideoXTransformer::build(const CogVideoXConfig& config, 
   // Patch embedding: a strided conv over 2D patches (1.0), or a linear over (C, p_t, p, p) patches (1.5),
   // which diffusers builds with a bias whatever patch_bias says.
   if (!c.patch_size_t) {
-    model.patch_proj_.weight = weights.get("patch_embed.proj.weight", {dim, c.in_channels, p, p});
-    if (c.patch_bias) model.patch_proj_.bias = weights.get("patch_embed.proj.bias", {dim});
+    layers->patch_proj.weight = weights.get("patch_embed.proj.weight", {dim, c.in_channels, p, p});
+    if (c.patch_bias) layers->patch_proj.bias = weights.get("patch_embed.proj.bias", {dim});
   } else {
-    model.patch_proj_ = load_linear(weights, "patch_embed.proj", dim, c.in_channels * c.patch_volume(), true);
+    layers->patch_proj = load_linear(weights, "patch_embed.proj", dim, c.in_channels * c.patch_volume(), true);
   }
-  model.text_proj_ = load_linear(weights, "patch_embed.text_proj", dim, c.text_embed_dim, true);
+  layers->text_proj = load_linear(weights, "patch_embed.text_proj", dim, c.text_embed_dim, true);
   if (c.use_learned_positional_embeddings) {
     const int64_t tokens = (c.sample_height / p) * (c.sample_width / p) * c.latent_sample_frames();
-    model.learned_positions_ = weights.get("patch_embed.pos_embedding", {1, c.max_text_seq_length + tokens, dim});
+    layers->learned_positions = weights.get("patch_embed.pos_embedding", {1, c.max_text_seq_length + tokens, dim});
   }
 
-  model.time_ = load_timestep_mlp(weights, "time_embedding", dim, time_dim);
-  if (c.has_ofs()) model.ofs_ = load_timestep_mlp(weights, "ofs_embedding", *c.ofs_embed_dim, *c.ofs_embed_dim);
+  layers->time = load_timestep_mlp(weights, "time_embedding", dim, time_dim);
+  if (c.has_ofs()) layers->ofs = load_timestep_mlp(weights, "ofs_embedding", *c.ofs_embed_dim, *c.ofs_embed_dim);
 
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string prefix = "transformer_blocks." + std::to_string(i) + ".";
@@ -121,15 +123,16 @@ CogVideoXTransformer CogVideoXTransformer::build(const CogVideoXConfig& config, 
     b.to_out = load_linear(weights, prefix + "attn1.to_out.0", dim, dim, true);
     b.ff_in = load_linear(weights, prefix + "ff.net.0.proj", 4 * dim, dim, true);
     b.ff_out = load_linear(weights, prefix + "ff.net.2", dim, 4 * dim, true);
-    model.blocks_.push_back(std::move(b));
+    layers->blocks.push_back(std::move(b));
   }
 
-  model.norm_final_ = load_norm(weights, "norm_final", dim, c.norm_eps, affine);
-  model.norm_out_linear_ = load_linear(weights, "norm_out.linear", 2 * dim, time_dim, true);
-  model.norm_out_norm_ = load_norm(weights, "norm_out.norm", dim, c.norm_eps, affine);
-  model.proj_out_ = load_linear(weights, "proj_out", c.patch_volume() * c.out_channels, dim, true);
+  layers->norm_final = load_norm(weights, "norm_final", dim, c.norm_eps, affine);
+  layers->norm_out_linear = load_linear(weights, "norm_out.linear", 2 * dim, time_dim, true);
+  layers->norm_out_norm = load_norm(weights, "norm_out.norm", dim, c.norm_eps, affine);
+  layers->proj_out = load_linear(weights, "proj_out", c.patch_volume() * c.out_channels, dim, true);
   weights.check_all_used();
-  model.options_ = model.proj_out_.weight.options();
+  model.options_ = layers->proj_out.weight.options();
+  model.weights_ = std::move(layers);
   return model;
 }
 
@@ -143,10 +146,10 @@ at::Tensor CogVideoXTransformer::embed_time(const at::Tensor& timestep, const st
                                                                 config_.flip_sin_to_cos, double(config_.freq_shift));
     return m.linear_2(at::silu(m.linear_1(projected.to(options_.dtype()))));
   };
-  at::Tensor temb = mlp(time_, timestep, "timestep");
+  at::Tensor temb = mlp(weights_->time, timestep, "timestep");
   if (config_.has_ofs()) {
     if (!ofs) bad_input("this model has an ofs embedding: pass ofs (the I2V pipeline's 2.0)");
-    temb = temb + mlp(ofs_, *ofs, "ofs");
+    temb = temb + mlp(weights_->ofs, *ofs, "ofs");
   }
   return temb;
 }
@@ -158,7 +161,7 @@ at::Tensor CogVideoXTransformer::embed_patches(const at::Tensor& latents) const 
   if (!config_.patch_size_t) {
     // Each frame alone: [B*F, C, H, W] -> [B*F, D, h, w] -> tokens in (f, h, w) order.
     const at::Tensor patches = at::conv2d(latents.reshape({batch * frames, channels, height, width}),
-                                          patch_proj_.weight, patch_proj_.bias, {p, p});
+                                          weights_->patch_proj.weight, weights_->patch_proj.bias, {p, p});
     return patches.view({batch, frames, -1, grid_h * grid_w}).transpose(2, 3).reshape({batch, frames * grid_h * grid_w, -1});
   }
   // 1.5: a patch spans p_t frames; its values are ordered (C, p_t, p, p), tokens (f / p_t, h, w).
@@ -166,7 +169,7 @@ at::Tensor CogVideoXTransformer::embed_patches(const at::Tensor& latents) const 
   const at::Tensor patches = latents.reshape({batch, frames / pt, pt, channels, grid_h, p, grid_w, p})
                                  .permute({0, 1, 4, 6, 3, 2, 5, 7})
                                  .reshape({batch, frames / pt * grid_h * grid_w, channels * pt * p * p});
-  return patch_proj_(patches);
+  return weights_->patch_proj(patches);
 }
 
 at::Tensor CogVideoXTransformer::positional_table(int64_t frames, int64_t height, int64_t width) const {
@@ -180,7 +183,7 @@ at::Tensor CogVideoXTransformer::positional_table(int64_t frames, int64_t height
       bad_input("learned positional embeddings only exist for the sample size " + std::to_string(c.sample_height) +
                 "x" + std::to_string(c.sample_width) + " (latent pixels), got " + std::to_string(height) + "x" +
                 std::to_string(width));
-    if (pixel_frames == c.sample_frames) return learned_positions_;
+    if (pixel_frames == c.sample_frames) return weights_->learned_positions;
     // At another frame count diffusers falls back to the sin-cos table, text rows zero: so do we.
   }
   const at::Tensor video = cogvideox::sincos_positions_3d(c.inner_dim(), frames, height / p, width / p,
@@ -228,7 +231,7 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   const int64_t text_length = text_embeddings.size(1);
 
   const at::Tensor temb = embed_time(timestep, ofs, batch);
-  at::Tensor text = text_proj_(text_embeddings.to(options_));
+  at::Tensor text = weights_->text_proj(text_embeddings.to(options_));
   at::Tensor video = embed_patches(latents.to(options_));
   if (const at::Tensor table = positional_table(frames, height, width); table.defined()) {
     if (text_length != c.max_text_seq_length)
@@ -240,13 +243,13 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   std::optional<std::pair<at::Tensor, at::Tensor>> rope;
   if (c.use_rotary_positional_embeddings) rope = cogvideox::rotary_tables(c, frames, height, width, options_.device());
 
-  for (const Block& block : blocks_) run_block(block, text, video, temb, rope, attention);
+  for (const Block& block : weights_->blocks) run_block(block, text, video, temb, rope, attention);
 
-  video = norm_final_(video);
+  video = weights_->norm_final(video);
   // AdaLayerNorm (chunk_dim 1): shift first, then scale.
-  const std::vector<at::Tensor> shift_scale = norm_out_linear_(at::silu(temb)).unsqueeze(1).chunk(2, -1);
-  video = norm_out_norm_(video) * (1 + shift_scale[1]) + shift_scale[0];
-  return unpatchify(proj_out_(video), frames, height, width);
+  const std::vector<at::Tensor> shift_scale = weights_->norm_out_linear(at::silu(temb)).unsqueeze(1).chunk(2, -1);
+  video = weights_->norm_out_norm(video) * (1 + shift_scale[1]) + shift_scale[0];
+  return unpatchify(weights_->proj_out(video), frames, height, width);
 }
 
 }  // namespace sagevid

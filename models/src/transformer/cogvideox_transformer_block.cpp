@@ -4,6 +4,7 @@
 #include "sagevid/models/cogvideox_transformer.h"
 
 #include "cogvideox_transformer_parts.h"
+#include "cogvideox_transformer_weights.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addcmul.h>
@@ -21,7 +22,7 @@ struct Modulation {
   at::Tensor shift, scale, gate, text_shift, text_scale, text_gate;
 };
 
-Modulation modulation(const CogVideoXTransformer::NormZero& norm, const at::Tensor& temb) {
+Modulation modulation(const cogvideox::NormZero& norm, const at::Tensor& temb) {
   const std::vector<at::Tensor> parts = norm.linear(at::silu(temb)).unsqueeze(1).chunk(6, -1);
   return {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]};
 }
@@ -29,7 +30,7 @@ Modulation modulation(const CogVideoXTransformer::NormZero& norm, const at::Tens
 // [text; video], each stream normed and modulated with its own shift and scale (norm(x) * (1 + scale) + shift,
 // one pass over the activations), written straight into one joint [B, L, D] tensor: no per-stream copies to
 // concatenate.
-at::Tensor modulated_joint(const CogVideoXTransformer::LayerNorm& norm, const at::Tensor& text,
+at::Tensor modulated_joint(const cogvideox::LayerNorm& norm, const at::Tensor& text,
                            const at::Tensor& video, const Modulation& m) {
   const int64_t text_length = text.size(1), video_length = video.size(1);
   at::Tensor joint = at::empty({video.size(0), text_length + video_length, video.size(2)}, video.options());
@@ -53,9 +54,9 @@ void add_gated_joint(at::Tensor& text, at::Tensor& video, const Modulation& m, c
 
 }  // namespace
 
-at::Tensor CogVideoXTransformer::Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+at::Tensor cogvideox::Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
-at::Tensor CogVideoXTransformer::LayerNorm::operator()(const at::Tensor& x) const {
+at::Tensor cogvideox::LayerNorm::operator()(const at::Tensor& x) const {
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
 }
 

@@ -2,8 +2,8 @@
 // memory it needs on top of the resident weights, phase by phase, from the shapes each phase holds at its peak.
 // The counts follow the code of each phase (which tensors are alive at once); tests/integration/test_pipeline
 // compares the estimate with the peak the CPU allocator sees on the tiny model.
-#include "attention_backends.h"
-#include "cogvideox_vae_layers.h"
+#include "attention/attention_backends.h"
+#include "vae/cogvideox_vae_layers.h"
 #include "pipeline_parts.h"
 #include "sagevid/kernels/device_info.h"
 

@@ -2,7 +2,7 @@
 // The run itself is in pipeline_generate.cpp.
 #include "pipeline_parts.h"
 
-#include "cogvideox_vae_layers.h"
+#include "vae/cogvideox_vae_layers.h"
 
 #include "sagevid/models/config_reader.h"
 

@@ -1,0 +1,92 @@
+// The attention section of the config: backend names, the backend and fallback choice and the sage2 options.
+#include "sagevid/models/attention.h"
+
+#include "sagevid/models/config_reader.h"
+
+#include <string>
+#include <utility>
+
+namespace sagevid {
+namespace {
+
+template <class Enum, size_t N>
+Enum read_choice(ConfigReader& reader, const std::string& key, const std::pair<const char*, Enum> (&choices)[N],
+                 Enum default_value) {
+  const std::string name = reader.get<std::string>(key, "");
+  if (name.empty()) return default_value;
+  std::string listed;
+  for (const auto& [choice, value] : choices) {
+    if (name == choice) return value;
+    listed += (listed.empty() ? "" : ", ") + std::string(choice);
+  }
+  reader.fail(key, "'" + name + "': expected one of " + listed);
+}
+
+kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
+  using namespace kernels::sage2;
+  using QkChoice = std::optional<QkType>;
+  using PvChoice = std::optional<PvType>;
+  static const std::pair<const char*, QkChoice> qk[] = {{"auto", std::nullopt}, {"int8", QkType::int8},
+                                                        {"int4", QkType::int4}};
+  static const std::pair<const char*, PvChoice> pv[] = {{"auto", std::nullopt}, {"fp8", PvType::fp8},
+                                                        {"fp16", PvType::fp16}};
+  using KernelChoice = std::optional<KernelFamily>;
+  static const std::pair<const char*, KernelChoice> kernel[] = {
+      {"auto", std::nullopt}, {"mma_sync", KernelFamily::mma_sync}, {"wgmma", KernelFamily::wgmma}};
+  using GranularityChoice = std::optional<Granularity>;
+  static const std::pair<const char*, GranularityChoice> granularity[] = {
+      {"auto", std::nullopt}, {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
+      {"per_block", Granularity::per_block}, {"per_token", Granularity::per_token}};
+  Options options;
+  options.kernel = read_choice(reader, "kernel", kernel, KernelChoice());
+  options.qk = read_choice(reader, "qk", qk, QkChoice());
+  options.pv = read_choice(reader, "pv", pv, PvChoice());
+  options.granularity = read_choice(reader, "granularity", granularity, GranularityChoice());
+  options.smooth_k = reader.get<bool>("smooth_k", options.smooth_k);
+  options.smooth_q = reader.optional<bool>("smooth_q");  // null or absent: the kernels' default
+  options.smooth_v = reader.get<bool>("smooth_v", options.smooth_v);
+  options.pv_flush_tiles = int(reader.get<int64_t>("pv_flush_tiles", options.pv_flush_tiles));
+  if (options.pv_flush_tiles < 1 || options.pv_flush_tiles > 1024) reader.fail("pv_flush_tiles", "must be in 1..1024");
+  reader.finish();
+  return options;
+}
+
+}  // namespace
+
+std::string_view backend_name(AttentionBackend backend) {
+  switch (backend) {
+    case AttentionBackend::sage2: return "sage2";
+    case AttentionBackend::flash: return "flash";
+    case AttentionBackend::cudnn: return "cudnn";
+    case AttentionBackend::math: return "math";
+  }
+  return "?";
+}
+
+AttentionBackend parse_attention_backend(std::string_view name) {
+  std::string choices;
+  for (AttentionBackend backend : kAllBackends) {
+    if (name == backend_name(backend)) return backend;
+    choices += (choices.empty() ? "" : ", ") + std::string(backend_name(backend));
+  }
+  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " + choices + ")");
+}
+
+AttentionConfig read_attention_config(ConfigReader& reader) {
+  const auto parse = [&](const std::string& key, const std::string& name) {
+    try {
+      return parse_attention_backend(name);
+    } catch (const ConfigError& e) {
+      reader.fail(key, e.what());
+    }
+  };
+  AttentionConfig config;
+  config.backend = parse("backend", reader.get<std::string>("backend", "math"));
+  if (auto fallback = reader.optional<std::string>("fallback")) config.fallback = parse("fallback", *fallback);
+  ConfigReader sage2 = reader.object("sage2");
+  config.sage2 = read_sage2_options(sage2);
+  reader.finish();
+  return config;
+}
+
+}  // namespace sagevid

@@ -1,0 +1,57 @@
+#pragma once
+// The CogVideoX transformer's layers as plain weight structs (undefined tensors where the config has no
+// bias/affine), private to its source files and white-box tests; the public face is
+// sagevid/models/cogvideox_transformer.h.
+#include "sagevid/models/cogvideox_transformer.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace sagevid {
+namespace cogvideox {
+
+struct Linear {
+  at::Tensor weight, bias;
+  at::Tensor operator()(const at::Tensor& x) const;
+};
+struct LayerNorm {
+  at::Tensor weight, bias;
+  double eps = 1e-5;
+  at::Tensor operator()(const at::Tensor& x) const;
+};
+// CogVideoXLayerNormZero: SiLU(temb) -> linear -> shift/scale/gate for video and for text tokens.
+struct NormZero {
+  Linear linear;
+  LayerNorm norm;
+};
+// A sinusoidal projection followed by linear -> SiLU -> linear (diffusers' Timesteps + TimestepEmbedding).
+struct TimestepMlp {
+  int64_t channels = 0;
+  Linear linear_1, linear_2;
+};
+
+}  // namespace cogvideox
+
+struct CogVideoXTransformer::Block {
+  cogvideox::NormZero norm1, norm2;
+  cogvideox::Linear to_qkv;  // to_q, to_k, to_v stacked: [3D, D]
+  cogvideox::Linear to_out;
+  cogvideox::LayerNorm norm_q, norm_k;  // per head, over attention_head_dim
+  cogvideox::Linear ff_in, ff_out;
+};
+
+struct CogVideoXTransformer::Weights {
+  cogvideox::Linear patch_proj;  // conv weight [D, C, p, p] for 1.0, linear [D, C*p_t*p*p] for 1.5
+  cogvideox::Linear text_proj;
+  at::Tensor learned_positions;  // [1, max_text + sample tokens, D] when learned
+  cogvideox::TimestepMlp time, ofs;
+  std::vector<Block> blocks;
+  cogvideox::LayerNorm norm_final;
+  cogvideox::Linear norm_out_linear;  // AdaLayerNorm: SiLU(temb) -> shift, scale
+  cogvideox::LayerNorm norm_out_norm;
+  cogvideox::Linear proj_out;
+};
+
+}  // namespace sagevid
