@@ -7,6 +7,7 @@
 #include "sagevid/models/dtype.h"
 #include "sagevid/models/logging.h"
 #include "sagevid/models/pipeline.h"
+#include "sagevid/models/seconds_since.h"
 
 #include <c10/core/InferenceMode.h>
 
@@ -40,12 +41,6 @@ constexpr const char* kUsage = R"(usage: sagevid generate --prompt TEXT [options
   --crf N --preset NAME    libx264 quality (default 23) and speed (default veryfast)
   --output FILE            default out.mp4
 )";
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 template <typename T>
 T parse_number(std::string_view flag, const std::string& text) {

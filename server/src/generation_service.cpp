@@ -1,13 +1,14 @@
 #include "generation_service.h"
 
 #include "event_channel.h"
+#include "generate_events.h"
 #include "memory_check.h"
 #include "metrics.h"
-#include "video_chunks.h"
-#include "video_encoder.h"
+#include "streaming_run.h"
 
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/dtype.h"
+#include "sagevid/models/seconds_since.h"
 
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
@@ -22,129 +23,7 @@
 namespace sagevid {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-constexpr std::size_t kChunkBytes = std::size_t(1) << 20;  // VideoChunk.data limit, well under gRPC's 4 MiB
 constexpr auto kPollInterval = std::chrono::milliseconds(20);  // how often the handler checks cancel/deadline
-
-v1::GenerateEvent queued_event(int position) {
-  v1::GenerateEvent event;
-  event.mutable_queued()->set_position(position);
-  return event;
-}
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-v1::Phase proto_phase(GenerationPhase phase) {
-  switch (phase) {
-    case GenerationPhase::text_encode: return v1::PHASE_TEXT_ENCODE;
-    case GenerationPhase::denoise: return v1::PHASE_DENOISE;
-    case GenerationPhase::decode: return v1::PHASE_DECODE;
-  }
-  return v1::PHASE_UNSPECIFIED;
-}
-
-v1::GenerateEvent progress_event(v1::Phase phase, int64_t step, int64_t total, double elapsed) {
-  v1::GenerateEvent event;
-  v1::Progress* progress = event.mutable_progress();
-  progress->set_phase(phase);
-  progress->set_step(int32_t(step));
-  progress->set_total(int32_t(total));
-  progress->set_elapsed_seconds(elapsed);
-  return event;
-}
-
-// One job's run: the pipeline's callbacks become events, each decoded batch goes through the encoder at
-// once and its bytes out as chunks, after that batch's decode progress (decode k, chunks, encode k).
-class StreamingRun {
- public:
-  StreamingRun(EventChannel& channel, const ResolvedRequest& request, Clock::time_point started,
-               ServerMetrics* metrics)
-      : channel_(channel), request_(request), started_(started), metrics_(metrics),
-        chunks_(kChunkBytes, [&channel](v1::VideoChunk chunk) {
-          v1::GenerateEvent event;
-          *event.mutable_chunk() = std::move(chunk);
-          channel.push(std::move(event));
-        }),
-        encoder_(request.video, [this](std::string_view bytes) { chunks_.append(bytes); }) {
-    channel_.push(progress_event(v1::PHASE_TEXT_ENCODE, 0, 1, elapsed()));  // the pipeline reports no start
-  }
-
-  GenerationCallbacks callbacks(const Job& job) {
-    return {.on_progress = [this](const GenerationProgress& progress) { on_progress(progress); },
-            .on_frames = [this](const at::Tensor& frames) { on_frames(frames); },
-            .cancelled = [&job] { return job.cancel_requested(); }};
-  }
-
-  // After generate(): the encoder's tail and the last chunk.
-  void finish() {
-    const auto start = Clock::now();
-    if (encoder_.frames_written() > frames_reported_) report_encoded();
-    encoder_.finish();
-    chunks_.finish();
-    encode_s_ += seconds_since(start);
-  }
-
-  double encode_seconds() const { return encode_s_; }
-  double encode_seconds_in_decode() const { return encode_in_decode_s_; }
-  uint64_t bytes() const { return chunks_.total(); }
-  int64_t frames() const { return encoder_.frames_written(); }
-
- private:
-  double elapsed() const { return seconds_since(started_); }
-
-  void on_progress(const GenerationProgress& progress) {
-    const double now = elapsed();
-    if (!text_encoded_ && progress.phase != GenerationPhase::text_encode) {
-      channel_.push(progress_event(v1::PHASE_TEXT_ENCODE, 1, 1, now));
-      text_encoded_ = true;
-    }
-    if (progress.phase == GenerationPhase::denoise) {
-      if (metrics_ && progress.step > 1) metrics_->observe_step(now - last_step_s_);  // step 1 includes text
-      last_step_s_ = now;
-    }
-    channel_.push(progress_event(proto_phase(progress.phase), progress.step, progress.total, now));
-    if (progress.phase == GenerationPhase::decode && encoder_.frames_written() > frames_reported_) report_encoded();
-  }
-
-  void on_frames(const at::Tensor& frames) {
-    const auto start = Clock::now();
-    encoder_.add_frames(frames);
-    const double spent = seconds_since(start);
-    encode_s_ += spent;
-    encode_in_decode_s_ += spent;
-  }
-
-  void report_encoded() {
-    chunks_.flush();
-    channel_.push(progress_event(v1::PHASE_ENCODE, encoder_.frames_written(), request_.generation.num_frames, elapsed()));
-    frames_reported_ = encoder_.frames_written();
-  }
-
-  EventChannel& channel_;
-  const ResolvedRequest& request_;
-  const Clock::time_point started_;
-  ServerMetrics* const metrics_;
-  VideoChunker chunks_;
-  StreamingVideoEncoder encoder_;  // after chunks_, which it writes to
-  bool text_encoded_ = false;
-  double last_step_s_ = 0;
-  double encode_s_ = 0, encode_in_decode_s_ = 0;
-  int64_t frames_reported_ = 0;
-};
-
-v1::GenerateEvent started_event(const ResolvedRequest& request, const std::string& request_id) {
-  const GenerationRequest& generation = request.generation;
-  v1::GenerateEvent event;
-  v1::Started* started = event.mutable_started();
-  started->set_request_id(request_id);
-  started->set_seed(generation.seed);
-  started->set_attention_backend(request.attention_backend);
-  started->set_frames(int32_t(generation.num_frames));
-  started->set_height(int32_t(generation.height));
-  started->set_width(int32_t(generation.width));
-  started->set_steps(generation.num_inference_steps);
-  return event;
-}
 
 // Unique enough to find one request in the logs, and says nothing about the server's history.
 std::string new_request_id() {

@@ -2,6 +2,8 @@
 // [negative; positive], seeded latents, the guided denoising loop, VAE decode batch by batch, uint8 frames.
 #include "pipeline_parts.h"
 
+#include "sagevid/models/seconds_since.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
@@ -21,12 +23,6 @@
 
 namespace sagevid {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Device work is queued asynchronously: wait for it so a phase's time is its work, not its queueing.
 void wait_for(const c10::Device& device) {
