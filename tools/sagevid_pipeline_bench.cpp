@@ -75,11 +75,6 @@ Args parse_args(int argc, char** argv) {
   return args;
 }
 
-c10::ScalarType parse_dtype(const std::string& name) {
-  if (auto dtype = sagevid::dtype_from_name(name)) return *dtype;
-  throw std::invalid_argument("dtype '" + name + "': expected " + std::string(sagevid::kDtypeChoices));
-}
-
 // The pipeline options of a server config's model entry (the first, or the one named), on cuda:0.
 sagevid::PipelineOptions options_from_config(const std::string& file, const std::string& model_name,
                                              const std::vector<std::string>& overrides) {
@@ -91,7 +86,7 @@ sagevid::PipelineOptions options_from_config(const std::string& file, const std:
   options.attention = sagevid::read_attention_config(attention);
   for (sagevid::ConfigReader& entry : root.objects("models")) {
     if (!model_name.empty() && entry.require<std::string>("name") != model_name) continue;
-    options.dtype = parse_dtype(entry.get<std::string>("dtype", "bfloat16"));
+    options.dtype = sagevid::read_dtype(entry, c10::kBFloat16);
     sagevid::read_memory_config(entry).apply_to(options);
     options.device = c10::Device(c10::kCUDA, 0);
     return options;

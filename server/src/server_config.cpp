@@ -15,12 +15,6 @@ void check_device(ConfigReader& reader, const std::string& device) {
   if (!std::regex_match(device, pattern)) reader.fail("device", "'" + device + "': expected cpu, cuda or cuda:N");
 }
 
-c10::ScalarType read_dtype(ConfigReader& reader, c10::ScalarType default_value) {
-  const std::string name = reader.get<std::string>("dtype", std::string(dtype_name(default_value)));
-  if (auto dtype = dtype_from_name(name)) return *dtype;
-  reader.fail("dtype", "'" + name + "': expected " + std::string(kDtypeChoices));
-}
-
 // Relative paths in a config are relative to the config file's folder.
 std::filesystem::path resolve(const std::filesystem::path& base_dir, const std::filesystem::path& path) {
   return path.is_relative() ? (base_dir / path).lexically_normal() : path;

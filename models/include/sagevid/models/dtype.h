@@ -7,10 +7,12 @@
 
 namespace sagevid {
 
-inline constexpr std::string_view kDtypeChoices = "float32, float16 or bfloat16";
+class ConfigReader;
 
 std::optional<c10::ScalarType> dtype_from_name(std::string_view name);
 // The name of float32, float16 or bfloat16; throws std::invalid_argument for another type.
 std::string_view dtype_name(c10::ScalarType dtype);
+// The config key "dtype" (default_value when absent); another name fails naming the key.
+c10::ScalarType read_dtype(ConfigReader& reader, c10::ScalarType default_value);
 
 }  // namespace sagevid
