@@ -61,10 +61,12 @@ for step in $steps; do
       compute-sanitizer --tool memcheck /tmp/sm90-harness check > "$out/harness-memcheck.log" 2>&1 || status=1
       tail -3 "$out/harness-memcheck.log"
       /tmp/sm90-harness time 2>&1 | tee "$out/harness-time.md" || status=1 ;;
-    profile-prep)  # each preprocessing kernel's time and memory throughput at the hd64 8k shape (ncu)
-      ncu --clock-control none --section SpeedOfLight build-gpu/tools/sage-bench --profile-preprocessing \
-        > "$out/profile-prep.log" 2>&1 || status=1
-      grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|DRAM Throughput" "$out/profile-prep.log" | tail -80 ;;
+    profile-prep)  # each preprocessing kernel at the hd64 8k shape (ncu): time, throughput, occupancy, stalls
+      ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+        build-gpu/tools/sage-bench --profile-preprocessing > "$out/profile-prep.log" 2>&1 || status=1
+      grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Issued Warp|No Eligible" \
+        "$out/profile-prep.log" | tail -80 ;;
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;

@@ -16,21 +16,39 @@ constexpr int kMaxHeadDim = 128;
 // 16-byte load when the input is aligned for it (chunks_aligned), else eight 2-byte loads.
 constexpr int kChunk = 8;
 
-__device__ __forceinline__ uint4 load_chunk(const StridedInput& x, int64_t index, bool vector_loads) {
-  const uint16_t* p = static_cast<const uint16_t*>(x.data) + index;
+__device__ __forceinline__ uint4 load_chunk(const uint16_t* p, bool vector_loads) {
   if (vector_loads) return *reinterpret_cast<const uint4*>(p);
   return make_uint4(p[0] | uint32_t(p[1]) << 16, p[2] | uint32_t(p[3]) << 16, p[4] | uint32_t(p[5]) << 16,
                     p[6] | uint32_t(p[7]) << 16);
 }
 
-__device__ __forceinline__ void unpack_chunk(uint4 raw, InputType type, float (&out)[kChunk]) {
+__device__ __forceinline__ uint4 load_chunk(const StridedInput& x, int64_t index, bool vector_loads) {
+  return load_chunk(static_cast<const uint16_t*>(x.data) + index, vector_loads);
+}
+
+// The same with the element type and alignment fixed at compile time (no code for the other cases in the way).
+template <bool kVector>
+__device__ __forceinline__ uint4 load_chunk(const uint16_t* p) {
+  if constexpr (kVector) return *reinterpret_cast<const uint4*>(p);
+  return load_chunk(p, false);
+}
+
+template <InputType kType>
+__device__ __forceinline__ void unpack_chunk(uint4 raw, float (&out)[kChunk]) {
   const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 pair = type == InputType::fp16 ? __half22float2(*reinterpret_cast<const __half2*>(&words[i]))
-                                                : __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
-    out[2 * i] = pair.x, out[2 * i + 1] = pair.y;
+    if constexpr (kType == InputType::bf16) {  // a bf16 is the high half of its float
+      out[2 * i] = __uint_as_float(words[i] << 16), out[2 * i + 1] = __uint_as_float(words[i] & 0xFFFF0000u);
+    } else {
+      const float2 pair = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+      out[2 * i] = pair.x, out[2 * i + 1] = pair.y;
+    }
   }
+}
+
+__device__ __forceinline__ void unpack_chunk(uint4 raw, InputType type, float (&out)[kChunk]) {
+  type == InputType::bf16 ? unpack_chunk<InputType::bf16>(raw, out) : unpack_chunk<InputType::fp16>(raw, out);
 }
 
 // Whether every 8-channel chunk of x starts on a 16-byte boundary (then one vector load reads it).

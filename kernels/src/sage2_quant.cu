@@ -12,20 +12,23 @@ namespace {
 
 constexpr int kThreads = kPreprocessThreads;
 
-// Rows per CTA: every thread holds four 8-channel chunks, all loaded before any is used.
-SAGEVID_HD constexpr int rows_per_cta(int head_dim) { return 4 * kThreads * kChunk / head_dim; }
-constexpr int kRowTiles = rows_per_cta(64) / kQBlock;  // at most; kQBlock == kKBlock
+// A slice: the rows every thread of a CTA holds at once, four 8-channel chunks each, all loaded before any is
+// used. A CTA works through kSlices consecutive slices of one (batch, head), so that what it sets up once (its
+// task, the folded statistics, its chunks' channels and groups) is shared by many rows.
+SAGEVID_HD constexpr int slice_rows(int head_dim) { return 4 * kThreads * kChunk / head_dim; }
+constexpr int kSlices = 8;
+constexpr int kRowTiles = slice_rows(64) / kQBlock;  // at most; kQBlock == kKBlock
 static_assert(kQBlock == kKBlock, "one tile size for Q and K");
 
 template <int kHeadDim>
 union Smem {
-  struct {
-    unsigned group_amax_bits[kRowTiles][kQBlock];  // non-negative floats order like their bit patterns
-    float mean[kHeadDim];
+  struct {  // both by slice parity
+    unsigned group_amax_bits[2][kRowTiles][kQBlock];  // non-negative floats order like their bit patterns
+    alignas(16) float mean[2][kRowTiles][kHeadDim];   // what each 64-row block of the slice subtracts
   } rows;
   struct {
-    // The CTA's keys as written out, [key][channel]: E4M3 bytes or fp16.
-    alignas(16) uint8_t tile[rows_per_cta(kHeadDim) * kHeadDim * 2];
+    // A slice's keys as written out, [key][channel]: E4M3 bytes or fp16.
+    alignas(16) uint8_t tile[slice_rows(kHeadDim) * kHeadDim * 2];
     float mean[kHeadDim], scale[kHeadDim];
   } v;
 };
@@ -43,127 +46,149 @@ __device__ __forceinline__ CtaTask task_of(int local, const StridedInput& x, int
   return {(local % ctas_per_head) * rows, int64_t(batch) * x.heads + head, batch, head};
 }
 
-// One CTA quantizes rows_per_cta rows (two 64-row tiles at head dim 64, one at 128) of one (batch, head),
-// each thread four 8-channel chunks (t, t + 256, ... in row-major order, the lanes of a row adjacent). It
-// issues all its loads first, then smooths them; the row absmax is a shuffle reduction over the row's lanes,
-// each group's absmax a shared atomic max over its rows, and the thread then rounds its own chunks.
+// The chunks of a slice a thread holds: rows r0, r0 + kRowStride, ... of the slice, channels [c, c + 8) in
+// each (the lanes of a row adjacent, so every thread keeps its channels in every slice).
 template <int kHeadDim>
-__device__ void quantize_rows(const RowsJob& job, bool is_key, bool vector_loads, Granularity granularity,
-                              bool int4, int local, Smem<kHeadDim>& smem) {
-  constexpr int kRows = rows_per_cta(kHeadDim), kTiles = kRows / kQBlock, d = kHeadDim;
-  constexpr int kChunksPerRow = d / kChunk, kChunksPerThread = kRows * kChunksPerRow / kThreads;
+struct ThreadChunks {
+  static constexpr int kPerRow = kHeadDim / kChunk, kRowStride = kThreads / kPerRow;
+  static constexpr int kCount = slice_rows(kHeadDim) / kRowStride;
+  int r0 = int(threadIdx.x) / kPerRow, c = int(threadIdx.x) % kPerRow * kChunk;
+
+  // All of the thread's chunks of the slice at first_row, in flight together; rows past the sequence read zero.
+  template <bool kVector>
+  __device__ void load(const StridedInput& x, const uint16_t* head_base, int first_row, uint4 (&raw)[kCount]) const {
+    const uint16_t* p = head_base + int64_t(first_row + r0) * x.stride_n + c;
+    const int64_t step = int64_t(kRowStride) * x.stride_n;
+#pragma unroll
+    for (int j = 0; j < kCount; ++j)
+      raw[j] = first_row + r0 + j * kRowStride < x.len ? load_chunk<kVector>(p + j * step) : make_uint4(0, 0, 0, 0);
+  }
+};
+
+// One CTA quantizes kSlices slices of rows of one (batch, head). Per slice: the row absmax is a shuffle
+// reduction over the row's lanes, each group's absmax a shared atomic max over its rows, and every thread then
+// rounds its own chunks.
+template <int kHeadDim, InputType kType, bool kVector>
+__device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granularity, bool int4, int local,
+                              Smem<kHeadDim>& smem) {
+  using Chunks = ThreadChunks<kHeadDim>;
+  constexpr int d = kHeadDim, kRows = slice_rows(d), kTiles = kRows / kQBlock;
+  const Chunks chunks;
   const StridedInput& x = job.x;
-  const CtaTask task = task_of(local, x, kRows);
-  const int first_block = task.first_row / kQBlock, num_blocks = (x.len + kQBlock - 1) / kQBlock;
-  const int64_t in_base = task.batch * x.stride_b + task.head * x.stride_h;
-
-  // Load (all of the thread's chunks in flight together); rows past the sequence are padding (zero, so they
-  // never raise a group's absmax).
-  uint4 raw[kChunksPerThread];
-#pragma unroll
-  for (int j = 0; j < kChunksPerThread; ++j) {
-    const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * kChunk, row = task.first_row + r;
-    raw[j] = row < x.len ? load_chunk(x, in_base + row * x.stride_n + c, vector_loads) : make_uint4(0, 0, 0, 0);
-  }
-  if (threadIdx.x < kTiles * kQBlock) smem.rows.group_amax_bits[threadIdx.x / kQBlock][threadIdx.x % kQBlock] = 0;
-  if (job.token_mean.data && threadIdx.x < d) {
-    const float mean = fold_mean(job.token_mean, task.head_index, d, threadIdx.x);
-    smem.rows.mean[threadIdx.x] = mean;
-    if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + threadIdx.x] = mean;
-  }
-  __syncthreads();  // the folded mean and the zeroed group maxima
-
-  // The chunk's smoothed values: computed twice (for the absmax, then to round), cheaper than holding them.
-  const auto smoothed = [&](int j, float (&v)[kChunk]) {
-    const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * kChunk;
-    const float* mean = job.block_mean ? job.block_mean + (task.head_index * num_blocks + first_block + r / kQBlock) * d
-                        : job.token_mean.data ? smem.rows.mean
-                                              : nullptr;
-    unpack_chunk(raw[j], x.type, v);
-    if (mean && task.first_row + r < x.len)  // padding rows stay 0
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) v[i] = v[i] - mean[c + i];
-  };
-#pragma unroll
-  for (int j = 0; j < kChunksPerThread; ++j) {
-    const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / kChunksPerRow, tile = r / kQBlock;
-    float v[kChunk];
-    smoothed(j, v);
-    float amax = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) amax = fmaxf(amax, fabsf(v[i]));
-    for (int offset = 1; offset < kChunksPerRow; offset <<= 1)  // the row's lanes: aligned, a power of two
-      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    if (chunk % kChunksPerRow == 0) {
-      const int group = int(is_key ? k_group(r % kQBlock, granularity) : q_group(r % kQBlock, granularity));
-      atomicMax(&smem.rows.group_amax_bits[tile][group], __float_as_uint(amax));
-    }
-  }
-  __syncthreads();
-
+  const CtaTask task = task_of(local, x, kRows * kSlices);
+  const int num_blocks = (x.len + kQBlock - 1) / kQBlock, padded_len = num_blocks * kQBlock;
+  const uint16_t* head_base = static_cast<const uint16_t*>(x.data) + task.batch * x.stride_b + task.head * x.stride_h;
+  const int row_bytes = int4 ? d / 2 : d;
+  int8_t* head_out = job.values + task.head_index * padded_len * row_bytes;
   const int groups = int(is_key ? k_groups_per_block(granularity) : q_groups_per_block(granularity));
   const float qmax = int4 ? float(kInt4Max) : float(kInt8Max);
-  if (threadIdx.x < kTiles * groups) {
-    const int tile = threadIdx.x / groups, group = threadIdx.x % groups, block = first_block + tile;
-    const float amax = __uint_as_float(smem.rows.group_amax_bits[tile][group]);
-    if (block < num_blocks)
-      job.scales[(task.head_index * num_blocks + block) * groups + group] = amax > 0.0f ? amax / qmax : 1.0f;
+
+  // What every slice shares: the token mean (folded once, in every block's place; zero without one), and each
+  // chunk's group in its block. Block means (Q smoothing) replace it slice by slice.
+  if (!job.block_mean && threadIdx.x < d) {
+    const float mean = job.token_mean.data ? fold_mean(job.token_mean, task.head_index, d, threadIdx.x) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < 2 * kTiles; ++i) smem.rows.mean[i / kTiles][i % kTiles][threadIdx.x] = mean;
+    if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + threadIdx.x] = mean;
+  }
+  int group[Chunks::kCount];
+#pragma unroll
+  for (int j = 0; j < Chunks::kCount; ++j) {
+    const int r = (chunks.r0 + j * Chunks::kRowStride) % kQBlock;
+    group[j] = int(is_key ? k_group(r, granularity) : q_group(r, granularity));
   }
 
-  // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
-  const int64_t padded_len = int64_t(num_blocks) * kQBlock;
-  const int64_t row_bytes = int4 ? d / 2 : d;
-  int8_t* out = job.values + (task.head_index * padded_len + task.first_row) * row_bytes;
+  for (int slice = 0; slice < kSlices; ++slice) {
+    const int first_row = task.first_row + slice * kRows;
+    if (first_row >= padded_len) break;
+    uint4 raw[Chunks::kCount];
+    chunks.template load<kVector>(x, head_base, first_row, raw);
+    // Zeroing this parity's maxima is safe: the last slice that read them ended before the previous slice's
+    // first barrier.
+    unsigned (*group_amax_bits)[kQBlock] = smem.rows.group_amax_bits[slice & 1];
+    float (*block_mean)[d] = smem.rows.mean[slice & 1];
+    if (threadIdx.x < kTiles * kQBlock) group_amax_bits[threadIdx.x / kQBlock][threadIdx.x % kQBlock] = 0;
+    if (job.block_mean && threadIdx.x < kTiles * d) {
+      const int tile = threadIdx.x / d, block = min(first_row / kQBlock + tile, num_blocks - 1);
+      block_mean[tile][threadIdx.x % d] = job.block_mean[(task.head_index * num_blocks + block) * d + threadIdx.x % d];
+    }
+    __syncthreads();
+
+    // A chunk's smoothed values: computed twice (for the absmax, then to round), cheaper than holding them.
+    const auto smoothed = [&](int j, float (&v)[kChunk]) {
+      const int row = first_row + chunks.r0 + j * Chunks::kRowStride;
+      unpack_chunk<kType>(raw[j], v);
+      if (row >= x.len) return;  // padding rows stay 0
+      const float* mean = block_mean[(row - first_row) / kQBlock] + chunks.c;
 #pragma unroll
-  for (int j = 0; j < kChunksPerThread; ++j) {
-    const int chunk = threadIdx.x + j * kThreads;
-    const int r = chunk / kChunksPerRow;
-    if (task.first_row + r >= padded_len) break;  // the last CTA's second tile may lie past the padding
-    const int group = int(is_key ? k_group(r % kQBlock, granularity) : q_group(r % kQBlock, granularity));
-    const float amax = __uint_as_float(smem.rows.group_amax_bits[r / kQBlock][group]);
-    const float inv = amax > 0.0f ? qmax / amax : 0.0f;
-    float v[kChunk];
-    smoothed(j, v);
-    int q[kChunk];
+      for (int i = 0; i < kChunk; ++i) v[i] = v[i] - mean[i];
+    };
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) q[i] = max(-int(qmax), min(int(qmax), __float2int_rn(v[i] * inv)));
-    if (!int4) {
-      uint2 packed;
-      packed.x = (q[0] & 0xFF) | (q[1] & 0xFF) << 8 | (q[2] & 0xFF) << 16 | uint32_t(q[3] & 0xFF) << 24;
-      packed.y = (q[4] & 0xFF) | (q[5] & 0xFF) << 8 | (q[6] & 0xFF) << 16 | uint32_t(q[7] & 0xFF) << 24;
-      reinterpret_cast<uint2*>(out)[chunk] = packed;
-    } else {
-      uint32_t packed = 0;
+    for (int j = 0; j < Chunks::kCount; ++j) {
+      float v[kChunk];
+      smoothed(j, v);
+      float amax = 0.0f;
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) packed |= uint32_t(q[i] & 0xF) << (4 * i);  // low nibble = even channel
-      reinterpret_cast<uint32_t*>(out)[chunk] = packed;
+      for (int i = 0; i < kChunk; ++i) amax = fmaxf(amax, fabsf(v[i]));
+      for (int offset = 1; offset < Chunks::kPerRow; offset <<= 1)  // the row's lanes: aligned, a power of two
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+      const int r = chunks.r0 + j * Chunks::kRowStride;
+      if (chunks.c == 0) atomicMax(&group_amax_bits[r / kQBlock][group[j]], __float_as_uint(amax));
+    }
+    __syncthreads();
+
+    if (threadIdx.x < kTiles * groups) {
+      const int tile = threadIdx.x / groups, block = first_row / kQBlock + tile;
+      const float amax = __uint_as_float(group_amax_bits[tile][threadIdx.x % groups]);
+      if (block < num_blocks)
+        job.scales[(task.head_index * num_blocks + block) * groups + threadIdx.x % groups] = amax > 0.0f ? amax / qmax : 1.0f;
+    }
+
+    // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
+#pragma unroll
+    for (int j = 0; j < Chunks::kCount; ++j) {
+      const int r = chunks.r0 + j * Chunks::kRowStride;
+      if (first_row + r >= padded_len) break;  // the last slice may end past the padding
+      const float amax = __uint_as_float(group_amax_bits[r / kQBlock][group[j]]);
+      const float inv = amax > 0.0f ? qmax / amax : 0.0f;
+      float v[kChunk];
+      smoothed(j, v);
+      int8_t* out = head_out + int64_t(first_row + r) * row_bytes + (int4 ? chunks.c / 2 : chunks.c);
+      if (!int4) {
+        // v · inv lies within ±127 (|v| <= amax). Adding 1.5 · 2^23 rounds it to an integer (to nearest even, as
+        // __float2int_rn) in the low mantissa bits, whose low byte is the int8 in two's complement.
+        uint32_t bits[kChunk];
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) bits[i] = __float_as_uint(__fadd_rn(__fmul_rn(v[i], inv), 12582912.0f));
+        const auto pack4 = [](const uint32_t* b) {
+          return __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
+        };
+        *reinterpret_cast<uint2*>(out) = make_uint2(pack4(bits), pack4(bits + 4));
+      } else {
+        uint32_t packed = 0;
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i)  // low nibble = even channel
+          packed |= uint32_t(max(-int(qmax), min(int(qmax), __float2int_rn(v[i] * inv))) & 0xF) << (4 * i);
+        *reinterpret_cast<uint32_t*>(out) = packed;
+      }
     }
   }
 }
 
-// One CTA prepares rows_per_cta keys of V. It loads its four chunks per thread, subtracts the mean and
-// scales (FP8), then either stores fp16 rows directly or stages the keys as written out (E4M3 bytes or fp16)
-// in shared memory and writes Vᵀ: 16-byte stores of 16 FP8 (or 8 fp16) positions of one channel,
-// consecutive threads on consecutive channels.
-template <int kHeadDim>
-__device__ void prepare_v(const VJob& job, bool vector_loads, int local, Smem<kHeadDim>& smem) {
-  constexpr int kKeys = rows_per_cta(kHeadDim), d = kHeadDim;
-  constexpr int kChunksPerRow = d / kChunk, kChunksPerThread = kKeys * kChunksPerRow / kThreads;
+// One CTA prepares kSlices slices of keys of V. Per slice it loads its chunks, subtracts the mean and scales
+// (FP8), then either stores fp16 rows directly or stages the keys as written out (E4M3 bytes or fp16) in
+// shared memory and writes Vᵀ: 16-byte stores of 16 FP8 (or 8 fp16) positions of one channel, consecutive
+// threads on consecutive channels.
+template <int kHeadDim, InputType kType, bool kVector>
+__device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
+  using Chunks = ThreadChunks<kHeadDim>;
+  constexpr int kKeys = slice_rows(kHeadDim), d = kHeadDim;
+  const Chunks chunks;
   const StridedInput& v = job.v;
-  const CtaTask task = task_of(local, v, kKeys);
-  const int64_t in_base = task.batch * v.stride_b + task.head * v.stride_h;
-  const int64_t padded_len = round_up(int64_t(v.len), kKBlock);
+  const CtaTask task = task_of(local, v, kKeys * kSlices);
+  const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + task.batch * v.stride_b + task.head * v.stride_h;
+  const int padded_len = round_up(v.len, kKBlock);
   const bool fp8 = job.format == VFormat::fp8_transposed;
-  uint4 raw[kChunksPerThread];
-#pragma unroll
-  for (int j = 0; j < kChunksPerThread; ++j) {
-    const int chunk = threadIdx.x + j * kThreads, key = chunk / kChunksPerRow, row = task.first_row + key;
-    raw[j] = row < v.len ? load_chunk(v, in_base + row * v.stride_n + (chunk % kChunksPerRow) * kChunk, vector_loads)
-                         : make_uint4(0, 0, 0, 0);
-  }
   if (threadIdx.x < d) {
     const int c = threadIdx.x;
     const float mean = job.mean.data ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;
@@ -178,62 +203,71 @@ __device__ void prepare_v(const VJob& job, bool vector_loads, int local, Smem<kH
     if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + c] = mean;
   }
   __syncthreads();  // the folded mean and scale
+  float mean[kChunk], scale[kChunk];
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) mean[i] = smem.v.mean[chunks.c + i], scale[i] = smem.v.scale[chunks.c + i];
 
   __half* const fp16_tile = reinterpret_cast<__half*>(smem.v.tile);
+  for (int slice = 0; slice < kSlices; ++slice) {
+    const int first_row = task.first_row + slice * kKeys;
+    if (first_row >= padded_len) break;
+    uint4 raw[Chunks::kCount];
+    chunks.template load<kVector>(v, head_base, first_row, raw);
+    if (slice > 0 && job.format != VFormat::fp16) __syncthreads();  // the previous slice's Vᵀ is out of the tile
 #pragma unroll
-  for (int j = 0; j < kChunksPerThread; ++j) {
-    const int chunk = threadIdx.x + j * kThreads, key = chunk / kChunksPerRow, c = (chunk % kChunksPerRow) * kChunk;
-    float x[kChunk];
-    unpack_chunk(raw[j], v.type, x);
-    if (task.first_row + key < v.len) {  // padding keys stay 0
+    for (int j = 0; j < Chunks::kCount; ++j) {
+      const int key = chunks.r0 + j * Chunks::kRowStride;
+      float x[kChunk];
+      unpack_chunk<kType>(raw[j], x);
+      if (first_row + key < v.len) {  // padding keys stay 0
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) x[i] = (x[i] - smem.v.mean[c + i]) * smem.v.scale[c + i];
-    }
-    if (fp8) {
-      uint32_t words[2] = {};
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) words[i / 4] |= uint32_t(__nv_fp8_e4m3(x[i]).__x) << (8 * (i % 4));
-      *reinterpret_cast<uint2*>(smem.v.tile + key * d + c) = make_uint2(words[0], words[1]);
-      continue;
-    }
-    uint4 packed;
-    uint32_t* words = reinterpret_cast<uint32_t*>(&packed);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const __half2 pair = __floats2half2_rn(x[2 * i], x[2 * i + 1]);
-      words[i] = *reinterpret_cast<const uint32_t*>(&pair);
-    }
-    if (job.format == VFormat::fp16_transposed) {
-      *reinterpret_cast<uint4*>(fp16_tile + key * d + c) = packed;
-    } else if (task.first_row + key < padded_len) {
-      reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + (task.head_index * padded_len + task.first_row) * d)[chunk] =
-          packed;
-    }
-  }
-  if (job.format == VFormat::fp16) return;
-  __syncthreads();
-
-  // Vᵀ: thread i writes positions [first, first + 16 or 8) of channel i % D.
-  const int positions = fp8 ? 16 : 8;
-  const int64_t out_base = task.head_index * d * padded_len + task.first_row;
-  for (int i = threadIdx.x; i < d * (kKeys / positions); i += kThreads) {
-    const int c = i % d, first = (i / d) * positions;
-    if (task.first_row + first >= padded_len) break;  // the last CTA's second 64-key block may lie past the padding
-    uint32_t words[4] = {};
-    if (fp8) {
-#pragma unroll
-      for (int p = 0; p < 16; ++p) {
-        const int position = first + p, key = (position & ~31) | kv_key_at_position(position & 31);
-        words[p / 4] |= uint32_t(smem.v.tile[key * d + c]) << (8 * (p % 4));
+        for (int i = 0; i < kChunk; ++i) x[i] = (x[i] - mean[i]) * scale[i];
       }
-      *reinterpret_cast<uint4*>(static_cast<uint8_t*>(job.values) + out_base + int64_t(c) * padded_len + first) =
-          make_uint4(words[0], words[1], words[2], words[3]);
-    } else {
+      if (fp8) {
+        uint32_t words[2] = {};
 #pragma unroll
-      for (int p = 0; p < 8; ++p)
-        words[p / 2] |= uint32_t(__half_as_ushort(fp16_tile[(first + p) * d + c])) << (16 * (p % 2));
-      *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + out_base + int64_t(c) * padded_len + first) =
-          make_uint4(words[0], words[1], words[2], words[3]);
+        for (int i = 0; i < kChunk; ++i) words[i / 4] |= uint32_t(__nv_fp8_e4m3(x[i]).__x) << (8 * (i % 4));
+        *reinterpret_cast<uint2*>(smem.v.tile + key * d + chunks.c) = make_uint2(words[0], words[1]);
+        continue;
+      }
+      uint4 packed;
+      uint32_t* words = reinterpret_cast<uint32_t*>(&packed);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const __half2 pair = __floats2half2_rn(x[2 * i], x[2 * i + 1]);
+        words[i] = *reinterpret_cast<const uint32_t*>(&pair);
+      }
+      if (job.format == VFormat::fp16_transposed)
+        *reinterpret_cast<uint4*>(fp16_tile + key * d + chunks.c) = packed;
+      else if (first_row + key < padded_len)
+        *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + (task.head_index * padded_len + first_row + key) * d +
+                                  chunks.c) = packed;
+    }
+    if (job.format == VFormat::fp16) continue;
+    __syncthreads();
+
+    // Vᵀ: thread i writes positions [first, first + 16 or 8) of channel i % D.
+    const int positions = fp8 ? 16 : 8;
+    const int64_t out_base = task.head_index * d * padded_len + first_row;
+    for (int i = threadIdx.x; i < d * (kKeys / positions); i += kThreads) {
+      const int c = i % d, first = (i / d) * positions;
+      if (first_row + first >= padded_len) break;  // the last slice's second 64-key block may lie past the padding
+      uint32_t words[4] = {};
+      if (fp8) {
+#pragma unroll
+        for (int p = 0; p < 16; ++p) {
+          const int position = first + p, key = (position & ~31) | kv_key_at_position(position & 31);
+          words[p / 4] |= uint32_t(smem.v.tile[key * d + c]) << (8 * (p % 4));
+        }
+        *reinterpret_cast<uint4*>(static_cast<uint8_t*>(job.values) + out_base + int64_t(c) * padded_len + first) =
+            make_uint4(words[0], words[1], words[2], words[3]);
+      } else {
+#pragma unroll
+        for (int p = 0; p < 8; ++p)
+          words[p / 2] |= uint32_t(__half_as_ushort(fp16_tile[(first + p) * d + c])) << (16 * (p % 2));
+        *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + out_base + int64_t(c) * padded_len + first) =
+            make_uint4(words[0], words[1], words[2], words[3]);
+      }
     }
   }
 }
@@ -241,42 +275,56 @@ __device__ void prepare_v(const VJob& job, bool vector_loads, int local, Smem<kH
 // A job without values (a launch for K alone) has no CTAs.
 int ctas_for(const StridedInput& x, const void* values) {
   if (!values) return 0;
-  const int rows = rows_per_cta(x.head_dim);
+  const int rows = slice_rows(x.head_dim) * kSlices;
   return (x.len + rows - 1) / rows * x.heads * x.batch;
 }
 
-// CTAs [0, q) quantize Q, [q, q + k) K, the rest prepare V.
+// CTAs [0, q) quantize Q, [q, q + k) K, the rest prepare V. Q, K and V share their element type.
 struct Launch {
   RowsJob q, k;
   VJob v;
   int q_ctas, k_ctas;
-  bool q_vector, k_vector, v_vector;
   Granularity granularity;
   bool int4;
 };
 
-template <int kHeadDim>
+// kVector: every chunk of Q, K and V is one aligned 16-byte load.
+template <int kHeadDim, InputType kType, bool kVector>
 __global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_constant__ Launch launch) {
   __shared__ Smem<kHeadDim> smem;
   const int cta = blockIdx.x;
   if (cta < launch.q_ctas)
-    quantize_rows<kHeadDim>(launch.q, false, launch.q_vector, launch.granularity, launch.int4, cta, smem);
+    quantize_rows<kHeadDim, kType, kVector>(launch.q, false, launch.granularity, launch.int4, cta, smem);
   else if (cta < launch.q_ctas + launch.k_ctas)
-    quantize_rows<kHeadDim>(launch.k, true, launch.k_vector, launch.granularity, launch.int4, cta - launch.q_ctas, smem);
+    quantize_rows<kHeadDim, kType, kVector>(launch.k, true, launch.granularity, launch.int4, cta - launch.q_ctas, smem);
   else
-    prepare_v<kHeadDim>(launch.v, launch.v_vector, cta - launch.q_ctas - launch.k_ctas, smem);
+    prepare_v<kHeadDim, kType, kVector>(launch.v, cta - launch.q_ctas - launch.k_ctas, smem);
+}
+
+template <int kHeadDim>
+void launch_for_head_dim(const Launch& launch, bool vector, InputType type, unsigned ctas, cudaStream_t stream) {
+  const auto kernel = type == InputType::bf16
+                          ? (vector ? quantize_qkv_kernel<kHeadDim, InputType::bf16, true>
+                                    : quantize_qkv_kernel<kHeadDim, InputType::bf16, false>)
+                          : (vector ? quantize_qkv_kernel<kHeadDim, InputType::fp16, true>
+                                    : quantize_qkv_kernel<kHeadDim, InputType::fp16, false>);
+  kernel<<<ctas, kThreads, 0, stream>>>(launch);
 }
 
 }  // namespace
 
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream) {
-  const Launch launch{q, k, v, ctas_for(q.x, q.values), ctas_for(k.x, k.values), chunks_aligned(q.x),
-                      chunks_aligned(k.x), chunks_aligned(v.v), granularity, int4};
+  const Launch launch{q, k, v, ctas_for(q.x, q.values), ctas_for(k.x, k.values), granularity, int4};
   const unsigned ctas = unsigned(launch.q_ctas + launch.k_ctas + ctas_for(v.v, v.values));
   if (ctas == 0) return;
-  const auto kernel = k.x.head_dim == 64 ? quantize_qkv_kernel<64> : quantize_qkv_kernel<128>;
-  kernel<<<ctas, kThreads, 0, stream>>>(launch);
+  const auto aligned = [](const StridedInput& x, const void* values) { return !values || chunks_aligned(x); };
+  const bool vector = aligned(q.x, q.values) && aligned(k.x, k.values) && aligned(v.v, v.values);
+  const InputType type = (q.values ? q.x : k.values ? k.x : v.v).type;
+  if (k.x.head_dim == 64)
+    launch_for_head_dim<64>(launch, vector, type, ctas, stream);
+  else
+    launch_for_head_dim<128>(launch, vector, type, ctas, stream);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 

@@ -11,6 +11,7 @@
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
 #include "softmax.cuh"
+#include "tile_order.cuh"
 #include "tma.cuh"
 #include "wgmma.cuh"
 #include "sagevid/kernels/cuda_check.h"
@@ -29,6 +30,12 @@ using detail::AttentionArgs;
 constexpr int kThreads = 128;  // one warpgroup
 constexpr int kStages = 2;
 constexpr int kVSwizzle = 128;  // Vᵀ tiles: 128-byte rows (128 FP8 keys, or 64 fp16 keys per half)
+// CTAs per multiprocessor the register budget is held to, where ptxas would otherwise take a few registers too
+// many for them (a few bytes then spill outside the key-tile loop): the overlap of one CTA's softmax with
+// another's products needs them. 0: no bound (head dim 64 per-thread fits four CTAs by itself, and its code is
+// faster unbounded).
+template <int kHeadDim, bool kPerToken>
+constexpr int kResidentCtas = kHeadDim == 128 ? 3 : kPerToken ? 4 : 0;
 
 template <int kHeadDim, bool kFp8Pv>
 struct Smem {
@@ -50,10 +57,9 @@ __device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float
 }
 
 template <int kHeadDim, bool kFp8Pv, bool kPerToken>
-__global__ void __launch_bounds__(kThreads) attention_kernel(const __grid_constant__ CUtensorMap q_map,
-                                                              const __grid_constant__ CUtensorMap k_map,
-                                                              const __grid_constant__ CUtensorMap v_map,
-                                                              const AttentionArgs args) {
+__global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
+    attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
+                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
   using L = Smem<kHeadDim, kFp8Pv>;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
   constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
@@ -67,12 +73,10 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const __grid_consta
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
 
-  // Causal: the heaviest query blocks first.
-  const int q_block = args.causal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
-  const int head = blockIdx.y, batch = blockIdx.z;
-  const int kv_head = head / (args.q_heads / args.kv_heads);
-  const int64_t q_head_index = int64_t(batch) * args.q_heads + head;
-  const int64_t kv_head_index = int64_t(batch) * args.kv_heads + kv_head;
+  const WorkTile work = work_tile(args.causal);
+  const int q_block = work.q_block;
+  const int64_t q_head_index = work.flat_head;
+  const int64_t kv_head_index = work.flat_head / (args.q_heads / args.kv_heads);  // = batch * kv_heads + kv_head
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int first_row = q_block * kCtaQ;
   const int last_row = min(first_row + kCtaQ, args.q_len) - 1;
@@ -238,6 +242,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const __grid_consta
     const int row = row0 + 8 * half;
     if (row >= args.q_len) continue;
     const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const int batch = work.flat_head / args.q_heads, head = work.flat_head % args.q_heads;
     const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
 #pragma unroll
     for (int j = 0; j < kHeadDim / 8; ++j) {
@@ -299,7 +304,10 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
                           kVSwizzle);
   const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
-  const dim3 grid(unsigned((args.q_len + kCtaQ - 1) / kCtaQ), unsigned(args.q_heads), unsigned(args.batch));
+  // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
+  const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
+  const dim3 grid =
+      attention_grid((args.q_len + kCtaQ - 1) / kCtaQ, args.q_heads, args.batch, args.causal, kv_bytes_per_head);
   kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }

@@ -1,0 +1,42 @@
+// Which query block of which head a CTA of the sm_90 attention grid computes, and the grid that orders them.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
+namespace sagevid::kernels::sage2::sm90 {
+
+struct WorkTile {
+  int q_block;
+  int flat_head;  // batch * q_heads + head
+};
+
+// The causal order's sections hold at most this many heads, and at most this many bytes of their K and V
+// (quantized) between them: the CTAs of a section run together and read every head's K and V from L2.
+constexpr int kCausalSectionHeads = 16;
+constexpr int64_t kCausalSectionBytes = int64_t(32) << 20;
+
+// Non-causal: grid (query blocks, heads, batch), (batch, head)-major, so that the CTAs resident together share
+// one head's K and V in L2. Causal: a query block's work grows with its index, so the grid takes the heads in
+// sections, (heads of the section, query blocks, sections), and runs the heaviest query blocks of a whole
+// section first. The grid then ends on the lightest blocks of its last section, not on heavy ones started late.
+inline dim3 attention_grid(int q_blocks, int q_heads, int batch, bool causal, int64_t kv_bytes_per_head) {
+  if (!causal) return dim3(unsigned(q_blocks), unsigned(q_heads), unsigned(batch));
+  const int flat_heads = batch * q_heads;
+  // The most heads within both limits that divide the heads, so that every section is full.
+  int section = int(std::clamp<int64_t>(kCausalSectionBytes / std::max<int64_t>(kv_bytes_per_head, 1), 1,
+                                        kCausalSectionHeads));
+  while (flat_heads % section != 0) --section;
+  if (q_blocks > 65535 || flat_heads / section > 65535)
+    throw std::invalid_argument("sage2 sm90: causal attention over more than 65535 query blocks of 64 rows");
+  return dim3(unsigned(section), unsigned(q_blocks), unsigned(flat_heads / section));
+}
+
+__device__ __forceinline__ WorkTile work_tile(bool causal) {
+  if (!causal) return {int(blockIdx.x), int(blockIdx.y + gridDim.y * blockIdx.z)};
+  return {int(gridDim.y - 1 - blockIdx.y), int(blockIdx.x + gridDim.x * blockIdx.z)};
+}
+
+}  // namespace sagevid::kernels::sage2::sm90
