@@ -70,7 +70,7 @@ struct VJob {
   float* mean_out = nullptr;
 };
 
-// Q, K and V quantized in one launch (K's head dim for all; a job without values is skipped).
+// Q, K and V quantized in one launch (one head dim and element type for all; a job without values is skipped).
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream);
 

@@ -320,11 +320,11 @@ void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity
   if (ctas == 0) return;
   const auto aligned = [](const StridedInput& x, const void* values) { return !values || chunks_aligned(x); };
   const bool vector = aligned(q.x, q.values) && aligned(k.x, k.values) && aligned(v.v, v.values);
-  const InputType type = (q.values ? q.x : k.values ? k.x : v.v).type;
-  if (k.x.head_dim == 64)
-    launch_for_head_dim<64>(launch, vector, type, ctas, stream);
+  const StridedInput& first = q.values ? q.x : k.values ? k.x : v.v;  // all share the type and head dim
+  if (first.head_dim == 64)
+    launch_for_head_dim<64>(launch, vector, first.type, ctas, stream);
   else
-    launch_for_head_dim<128>(launch, vector, type, ctas, stream);
+    launch_for_head_dim<128>(launch, vector, first.type, ctas, stream);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
