@@ -4,10 +4,15 @@
 //
 // The attention share is measured, not modelled: the same step with the attention calls timed on their own
 // (num_layers x one attention call of the step's shape, median) over the step's median.
+//
+// --breakdown: instead, the sage2 step's GPU time per region of the blocks (StepProfile), each against its
+// floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's one read and one write of its
+// activations at the HBM rate.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/attention.h"
 #include "sagevid/models/cogvideox_transformer.h"
+#include "sagevid/models/step_profile.h"
 
 #include <ATen/ops/full.h>
 #include <c10/core/InferenceMode.h>
@@ -15,6 +20,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -66,9 +73,75 @@ StepResult measure(const CogVideoXTransformer& model, AttentionBackend backend) 
   return r;
 }
 
+// The H200's rates the floors use: dense bf16 tensor-core FLOP/s, HBM bytes/s.
+constexpr double kGemmFlops = 760e12, kMemoryBytes = 4.8e12;
+
+// Each region's floor in ms per step (regions we have no floor for are absent).
+std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t tokens) {
+  const double t = double(kBatch * tokens), d = double(c.inner_dim()), f = 4 * d, layers = double(c.num_layers);
+  const auto gemm = [&](double n, double k) { return layers * 2 * t * n * k / kGemmFlops * 1e3; };
+  const auto bytes = [&](double b) { return layers * b / kMemoryBytes * 1e3; };
+  const double activation = t * d * 2;  // one bf16 [tokens, D] tensor
+  return {{"QKV GEMM", gemm(3 * d, d)},
+          {"output GEMM", gemm(d, d)},
+          {"FF in GEMM", gemm(f, d)},
+          {"FF out GEMM", gemm(d, f)},
+          {"LayerNorm + modulate", bytes(2 * 2 * activation)},      // twice a block: x in, joint out
+          {"QK LayerNorm", bytes(2 * 2 * activation)},              // q and k, in and out
+          {"RoPE", bytes(2 * 2 * activation)},                      // q and k, in place
+          {"heads -> tokens copy", bytes(2 * activation)},          // in, out
+          {"gated residual add", bytes(2 * 3 * activation)},        // twice a block: residual, update in; out
+          {"GELU", bytes(2 * activation * f / d)},                  // the 4D-wide hidden, in place
+          {"modulation (SiLU, linear)", bytes(2 * 6 * d * c.time_embed_dim * 2)}};  // twice a block: its weights
+}
+
+// The sage2 step's regions for one model: ms per step, share, floor.
+void print_breakdown(const CogVideoXTransformer& model, const char* name) {
+  const CogVideoXConfig& c = model.config();
+  const auto random = [](at::IntArrayRef sizes) { return sagevid::tools::random_cuda(sizes, at::kBFloat16); };
+  const at::Tensor latents = random({kBatch, kLatentFrames, c.in_channels, kLatentHeight, kLatentWidth});
+  const at::Tensor text = random({kBatch, c.max_text_seq_length, c.text_embed_dim});
+  const at::Tensor timestep = at::full({kBatch}, 999, at::TensorOptions().device(at::kCUDA).dtype(at::kLong));
+  const sagevid::Attention attention(sagevid::AttentionConfig{AttentionBackend::sage2, std::nullopt, {}});
+  const auto step = [&] { model.forward(latents, text, timestep, std::nullopt, attention); };
+  const double step_ms = sagevid::tools::median_ms(step, 2, 5);
+
+  constexpr int kSteps = 3;
+  sagevid::StepProfile profile;
+  for (int i = 0; i < kSteps; ++i) step();
+  const auto totals = profile.totals();
+  const int64_t tokens =
+      c.max_text_seq_length + kLatentFrames * (kLatentHeight / c.patch_size) * (kLatentWidth / c.patch_size);
+  const auto floors = region_floors_ms(c, tokens);
+
+  std::printf("\n%s, sage2, step %.1f ms (unprofiled median):\n\n", name, step_ms);
+  std::printf("| region | ms per step | share of step | floor ms | x floor |\n|---|---|---|---|---|\n");
+  double regions_ms = 0, floor_sum = 0, outside_attention_ms = 0;
+  for (const auto& [region, total] : totals) {
+    const double ms = total / kSteps;
+    regions_ms += ms;
+    if (region != "attention") outside_attention_ms += ms;
+    const auto floor = floors.find(region);
+    if (floor == floors.end()) {
+      std::printf("| %s | %.2f | %.1f%% | — | — |\n", region.c_str(), ms, 100 * ms / step_ms);
+      continue;
+    }
+    floor_sum += floor->second;
+    std::printf("| %s | %.2f | %.1f%% | %.2f | %.2f |\n", region.c_str(), ms, 100 * ms / step_ms, floor->second,
+                ms / floor->second);
+  }
+  const double rest = step_ms - regions_ms;
+  std::printf("| rest (embeddings, final norm and projection, gaps between regions) | %.2f | %.1f%% | — | — |\n", rest,
+              100 * rest / step_ms);
+  std::printf("| **outside attention** | %.2f | %.1f%% | %.2f | %.2f |\n", outside_attention_ms + rest,
+              100 * (outside_attention_ms + rest) / step_ms, floor_sum, (outside_attention_ms + rest) / floor_sum);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  const bool breakdown = argc > 1 && std::strcmp(argv[1], "--breakdown") == 0;
   const auto devices = sagevid::kernels::cuda_devices();
   if (devices.empty()) {
     std::fprintf(stderr, "sagevid-bench: no CUDA device\n");
@@ -78,6 +151,17 @@ int main() {
   std::printf("device: %s (sm_%d); one transformer step, 49x480x720 (17,776 tokens), CFG batch 2, bf16, random "
               "weights; median of 5 steps after 2 warm-ups\n\n",
               devices[0].name.c_str(), devices[0].compute_capability);
+  if (breakdown) {
+    std::printf("Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
+                "TFLOP/s, elementwise regions one read and one write at %.1f TB/s.\n",
+                kGemmFlops / 1e12, kMemoryBytes / 1e12);
+    for (const ModelShape& shape : model_shapes()) {
+      const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
+      print_breakdown(CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0),
+                      shape.name);
+    }
+    return 0;
+  }
   std::printf("| model | backend | step ms | attention ms (layers x call) | attention share | vs flash | peak GiB |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const ModelShape& shape : model_shapes()) {

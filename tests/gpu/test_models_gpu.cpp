@@ -6,9 +6,11 @@
 #include "sagevid/models/cogvideox_vae.h"
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/safetensors.h"
+#include "sagevid/models/step_profile.h"
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/matmul.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
 #include <filesystem>
@@ -107,4 +109,26 @@ TEST_CASE("CUDA out of memory in generate is c10::OutOfMemoryError and leaves th
   frames = 0;
   pipeline.generate(request, count_frames);
   CHECK(frames == 17);
+}
+
+TEST_CASE("a StepProfile times the regions its thread runs, and nothing runs without one", "[gpu][profile]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const at::Tensor a = rng.normal({2048, 2048}, at::TensorOptions().device(at::kCUDA));
+  const auto matmul_region = [&] {
+    const sagevid::ProfileRegion region("matmul");
+    return at::matmul(a, a);
+  };
+  matmul_region();  // no profile alive: the region records nothing (and must not fail)
+  sagevid::StepProfile profile;
+  for (int i = 0; i < 3; ++i) matmul_region();
+  { const sagevid::ProfileRegion empty("empty"); }
+  const auto totals = profile.totals();
+  REQUIRE(totals.size() == 2);
+  CHECK(totals[0].first == "matmul");
+  CHECK(totals[0].second > 0.0);
+  CHECK(totals[1].first == "empty");
+  CHECK(totals[1].second < totals[0].second);
+  profile.clear();
+  CHECK(profile.totals().empty());
 }

@@ -5,6 +5,7 @@
 
 #include "cogvideox_transformer_parts.h"
 #include "cogvideox_transformer_weights.h"
+#include "sagevid/models/step_profile.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addcmul.h>
@@ -23,6 +24,7 @@ struct Modulation {
 };
 
 Modulation modulation(const cogvideox::NormZero& norm, const at::Tensor& temb) {
+  const ProfileRegion region("modulation (SiLU, linear)");
   const std::vector<at::Tensor> parts = norm.linear(at::silu(temb)).unsqueeze(1).chunk(6, -1);
   return {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]};
 }
@@ -32,12 +34,20 @@ Modulation modulation(const cogvideox::NormZero& norm, const at::Tensor& temb) {
 // concatenate.
 at::Tensor modulated_joint(const cogvideox::LayerNorm& norm, const at::Tensor& text,
                            const at::Tensor& video, const Modulation& m) {
+  const ProfileRegion region("LayerNorm + modulate");
   const int64_t text_length = text.size(1), video_length = video.size(1);
   at::Tensor joint = at::empty({video.size(0), text_length + video_length, video.size(2)}, video.options());
   at::Tensor text_part = joint.narrow(1, 0, text_length), video_part = joint.narrow(1, text_length, video_length);
   at::addcmul_out(text_part, m.text_shift, norm(text), 1 + m.text_scale);
   at::addcmul_out(video_part, m.shift, norm(video), 1 + m.scale);
   return joint;
+}
+
+// fn(), timed as the region `name` of a StepProfile.
+template <typename Fn>
+auto profiled(const char* name, Fn&& fn) {
+  const ProfileRegion region(name);
+  return fn();
 }
 
 // residual += gate * update, in place (the streams are the block's own tensors).
@@ -47,6 +57,7 @@ void add_gated(at::Tensor& residual, const at::Tensor& gate, const at::Tensor& u
 
 // Both streams' gated residual updates from one joint [B, L, D] output.
 void add_gated_joint(at::Tensor& text, at::Tensor& video, const Modulation& m, const at::Tensor& joint) {
+  const ProfileRegion region("gated residual add");
   const int64_t text_length = text.size(1);
   add_gated(video, m.gate, joint.narrow(1, text_length, video.size(1)));
   add_gated(text, m.text_gate, joint.narrow(1, 0, text_length));
@@ -68,20 +79,23 @@ at::Tensor CogVideoXTransformer::joint_attention(const Block& block, at::Tensor 
   at::Tensor out;  // [B, H, L, d]
   {
     // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; the QK norms return fresh tensors, which RoPE rotates in place.
-    const at::Tensor qkv = block.to_qkv(input).view({batch, length, 3, heads, head_dim});
+    const at::Tensor qkv =
+        profiled("QKV GEMM", [&] { return block.to_qkv(input); }).view({batch, length, 3, heads, head_dim});
     input.reset();  // the modulated input is done with
     const auto heads_of = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };
-    const at::Tensor q = block.norm_q(heads_of(0));
-    const at::Tensor k = block.norm_k(heads_of(1));
+    const at::Tensor q = profiled("QK LayerNorm", [&] { return block.norm_q(heads_of(0)); });
+    const at::Tensor k = profiled("QK LayerNorm", [&] { return block.norm_k(heads_of(1)); });
     if (rope) {  // positions are for the video tokens only; text tokens stay unrotated
+      const ProfileRegion region("RoPE");
       const auto& [cos, sin] = *rope;
       for (const at::Tensor& t : {q, k}) cogvideox::rotate_in_place(t.narrow(2, text_length, length - text_length), cos, sin);
     }
-    out = attention(q, k, heads_of(2));
+    out = profiled("attention", [&] { return attention(q, k, heads_of(2)); });
   }  // qkv, q and k go before the output projection
-  at::Tensor context = out.transpose(1, 2).reshape({batch, length, heads * head_dim});
+  at::Tensor context =
+      profiled("heads -> tokens copy", [&] { return out.transpose(1, 2).reshape({batch, length, heads * head_dim}); });
   out.reset();
-  return block.to_out(context);
+  return profiled("output GEMM", [&] { return block.to_out(context); });
 }
 
 void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::Tensor& video, const at::Tensor& temb,
@@ -94,10 +108,12 @@ void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::T
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams); GELU in place on its 4x-wide hidden.
   const Modulation m2 = modulation(block.norm2, temb);
-  at::Tensor hidden = block.ff_in(modulated_joint(block.norm2.norm, text, video, m2));
+  at::Tensor joint = modulated_joint(block.norm2.norm, text, video, m2);
+  at::Tensor hidden = profiled("FF in GEMM", [&] { return block.ff_in(joint); });
+  joint.reset();
   const bool tanh = config_.activation_fn == "gelu-approximate";
-  at::gelu_(hidden, tanh ? "tanh" : "none");
-  const at::Tensor ff = block.ff_out(hidden);
+  profiled("GELU", [&] { return at::gelu_(hidden, tanh ? "tanh" : "none"); });
+  const at::Tensor ff = profiled("FF out GEMM", [&] { return block.ff_out(hidden); });
   hidden.reset();
   add_gated_joint(text, video, m2, ff);
 }
