@@ -2,7 +2,9 @@
 #include "sagevid/models/attention.h"
 
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/join.h"
 
+#include <ranges>
 #include <string>
 #include <utility>
 
@@ -14,12 +16,9 @@ Enum read_choice(ConfigReader& reader, const std::string& key, const std::pair<c
                  Enum default_value) {
   const std::string name = reader.get<std::string>(key, "");
   if (name.empty()) return default_value;
-  std::string listed;
-  for (const auto& [choice, value] : choices) {
+  for (const auto& [choice, value] : choices)
     if (name == choice) return value;
-    listed += (listed.empty() ? "" : ", ") + std::string(choice);
-  }
-  reader.fail(key, "'" + name + "': expected one of " + listed);
+  reader.fail(key, "'" + name + "': expected one of " + join(choices | std::views::keys));
 }
 
 kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
@@ -64,12 +63,10 @@ std::string_view backend_name(AttentionBackend backend) {
 }
 
 AttentionBackend parse_attention_backend(std::string_view name) {
-  std::string choices;
-  for (AttentionBackend backend : kAllBackends) {
+  for (AttentionBackend backend : kAllBackends)
     if (name == backend_name(backend)) return backend;
-    choices += (choices.empty() ? "" : ", ") + std::string(backend_name(backend));
-  }
-  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " + choices + ")");
+  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " +
+                    join(kAllBackends | std::views::transform(backend_name)) + ")");
 }
 
 AttentionConfig read_attention_config(ConfigReader& reader) {

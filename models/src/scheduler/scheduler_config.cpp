@@ -1,6 +1,7 @@
 // The schedule a diffusers scheduler_config.json defines: the config itself, alphas_cumprod, the timesteps
 // for a step count, the per-step table both schedulers read, and the factory that picks DDIM or DPM.
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/join.h"
 #include "sagevid/models/scheduler.h"
 
 #include <ATen/TensorOperators.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <ranges>
 #include <stdexcept>
 #include <utility>
 
@@ -25,12 +27,9 @@ E read_enum(ConfigReader& reader, const std::string& key, E fallback,
             std::initializer_list<std::pair<const char*, E>> names) {
   if (!reader.has(key)) return fallback;
   const std::string value = reader.require<std::string>(key);
-  std::string expected;
-  for (const auto& [name, e] : names) {
+  for (const auto& [name, e] : names)
     if (value == name) return e;
-    expected += (expected.empty() ? "" : ", ") + std::string(name);
-  }
-  reader.fail(key, "unknown value \"" + value + "\" (expected one of: " + expected + ")");
+  reader.fail(key, "unknown value \"" + value + "\" (expected one of: " + join(names | std::views::keys) + ")");
 }
 
 // trained_betas is a list (or null); ConfigReader has no list type, so read the JSON directly.

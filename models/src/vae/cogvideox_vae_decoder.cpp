@@ -1,5 +1,6 @@
 #include "cogvideox_vae_layers.h"
 
+#include "sagevid/models/join.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -102,12 +103,9 @@ CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_d
   // The checkpoint also holds the encoder, so WeightLoader::check_all_used does not apply: check the decoder's
   // own tensors instead (an extra one means the config describes a smaller decoder than the weights).
   const std::vector<std::string> extra = loader.weights.unused({"decoder."});
-  if (!extra.empty()) {
-    std::string listed;
-    for (size_t i = 0; i < extra.size() && i < 5; ++i) listed += (i ? ", " : "") + extra[i];
+  if (!extra.empty())
     throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(extra.size()) +
-                             " decoder tensor(s): " + listed);
-  }
+                             " decoder tensor(s): " + join(extra, ", ", 5));
   decoder.weights_ = std::move(w);
   return decoder;
 }

@@ -1,7 +1,9 @@
 // CogVideoX VAE encoder: loading, diffusers' temporal frame batches and tiles, and the latent distribution.
 #include "cogvideox_vae_layers.h"
 
+#include "sagevid/kernels/shape_string.h"
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/join.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -11,7 +13,6 @@
 #include <ATen/ops/randn.h>
 
 #include <algorithm>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -71,12 +72,11 @@ int64_t time_halvings(const CogVideoXVaeConfig& c) {
 
 void check_video(const CogVideoXVaeConfig& c, const at::Tensor& video, const VaeEncodeOptions& options) {
   const int64_t ratio = int64_t(1) << time_halvings(c), scale = c.spatial_compression();
-  std::ostringstream shape;
-  shape << video.sizes();
   const auto fail = [&](const std::string& what) {
     throw std::invalid_argument("CogVideoX VAE encoder: " + what + " must fit [B, " + std::to_string(c.in_channels) +
                                 ", T, H, W] with T = 1, " + std::to_string(ratio) + "k or " + std::to_string(ratio) +
-                                "k + 1 and H, W multiples of " + std::to_string(scale) + "; got " + shape.str());
+                                "k + 1 and H, W multiples of " + std::to_string(scale) + "; got " +
+                                kernels::shape_string(video.sizes()));
   };
   if (video.dim() != 5 || video.size(1) != c.in_channels) fail("video");
   const int64_t frames = video.size(2), height = video.size(3), width = video.size(4);
@@ -150,12 +150,9 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
   // The checkpoint also holds the decoder: check the encoder's own tensors (an extra one means the config
   // describes a smaller encoder than the weights, or quant_conv weights the config does not use).
   const std::vector<std::string> extra = loader.weights.unused({"encoder.", "quant_conv."});
-  if (!extra.empty()) {
-    std::string listed;
-    for (size_t i = 0; i < extra.size() && i < 5; ++i) listed += (i ? ", " : "") + extra[i];
+  if (!extra.empty())
     throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(extra.size()) +
-                             " encoder tensor(s): " + listed);
-  }
+                             " encoder tensor(s): " + join(extra, ", ", 5));
   encoder.weights_ = std::move(w);
   return encoder;
 }
