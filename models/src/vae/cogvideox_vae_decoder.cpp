@@ -57,16 +57,6 @@ void check_latents(const CogVideoXVaeConfig& c, const at::Tensor& latents) {
                                 ", F, h, w] with F >= 1");
 }
 
-// diffusers' temporal batches: frame_batch_size latent frames each, the first taking the remainder too
-// (13 latent frames: 3, 2, 2, 2, 2, 2), so the first batch decodes to 1 + 4k frames.
-std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size) {
-  if (batch_size < 1) throw std::invalid_argument("CogVideoX VAE decoder: frame_batch_size must be >= 1");
-  const int64_t count = std::max<int64_t>(frames / batch_size, 1), remainder = frames % batch_size;
-  std::vector<std::pair<int64_t, int64_t>> batches;  // [begin, end)
-  for (int64_t i = 0; i < count; ++i)
-    batches.emplace_back(batch_size * i + (i == 0 ? 0 : remainder), std::min(batch_size * (i + 1) + remainder, frames));
-  return batches;
-}
 
 }  // namespace
 
@@ -129,7 +119,9 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
   check_latents(config_, latents);
   const at::Tensor& reference = weights_->conv_in.weight;
   const at::Tensor z = latents.to(reference.device(), reference.scalar_type());
-  const auto batches = frame_batches(z.size(2), options.frame_batch_size);
+  // The first batch takes the remainder of the latent frames, so it decodes to 1 + 4k frames.
+  if (options.frame_batch_size < 1) throw std::invalid_argument("CogVideoX VAE decoder: frame_batch_size must be >= 1");
+  const auto batches = vae::frame_batches(z.size(2), options.frame_batch_size);
   const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
   if (!grid) {
     ConvCache cache{std::vector<at::Tensor>(size_t(weights_->cache_slots))};

@@ -87,21 +87,12 @@ void check_video(const CogVideoXVaeConfig& c, const at::Tensor& video, const Vae
                                 std::to_string(ratio) + ", got " + std::to_string(options.frame_batch_size));
 }
 
-// diffusers' temporal batches of input frames: batch_size each, the first taking the remainder too (49 frames:
-// 9, 8, 8, 8, 8, 8), so every batch but an odd first one is a whole number of latent frames.
-std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size) {
-  const int64_t count = std::max<int64_t>(frames / batch_size, 1), remainder = frames % batch_size;
-  std::vector<std::pair<int64_t, int64_t>> batches;  // [begin, end)
-  for (int64_t i = 0; i < count; ++i)
-    batches.emplace_back(batch_size * i + (i == 0 ? 0 : remainder), std::min(batch_size * (i + 1) + remainder, frames));
-  return batches;
-}
-
 // The encoder over all frame batches of x, one conv cache carried through them.
 at::Tensor encode_frames(const CogVideoXVaeEncoder::Weights& weights, const at::Tensor& x, int64_t frame_batch_size) {
   vae::ConvCache cache{std::vector<at::Tensor>(size_t(weights.cache_slots))};
   std::vector<at::Tensor> parts;
-  for (const auto& [begin, end] : frame_batches(x.size(2), frame_batch_size))
+  // Every batch but an odd first one is a whole number of latent frames.
+  for (const auto& [begin, end] : vae::frame_batches(x.size(2), frame_batch_size))
     parts.push_back(vae::encode_batch(weights, x.narrow(2, begin, end - begin), cache));
   return parts.size() == 1 ? parts.front() : at::cat(parts, 2);
 }

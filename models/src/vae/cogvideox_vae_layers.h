@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace sagevid {
@@ -141,6 +142,13 @@ struct CogVideoXVaeEncoder::Weights {
 };
 
 namespace vae {
+
+// How the decoder and the encoder split their work as diffusers does (cogvideox_vae_work_split.cpp).
+// Temporal batches of `frames` frames, batch_size each, the first taking the remainder too (13 latent frames
+// by 2: 3, 2, 2, 2, 2, 2; 49 input frames by 8: 9, 8, 8, 8, 8, 8), as [begin, end) pairs; batch_size >= 1.
+std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size);
+// Where the tiles along one axis of `size` start: 0, stride, 2·stride, ... below size.
+std::vector<int64_t> tile_starts(int64_t size, int64_t stride);
 
 // The encoder (and quant_conv) on one temporal batch of input frames x [B, 3, t, H, W], continuing from cache;
 // returns the 2C moments of that batch's latent frames.
