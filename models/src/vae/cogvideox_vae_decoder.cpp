@@ -13,19 +13,8 @@
 namespace sagevid {
 namespace {
 
-// WeightLoader plus the decoder's layer shapes and conv-cache slot numbering.
-struct DecoderLoader {
-  WeightLoader weights;
-  int slots = 0;
-
-  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
-  vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel) {
-    vae::CausalConv3d conv;
-    conv.weight = get(prefix + ".conv.weight", {out, in, kernel, kernel, kernel});
-    conv.bias = get(prefix + ".conv.bias", {out});
-    if (kernel > 1) conv.slot = slots++;
-    return conv;
-  }
+// The decoder's layer shapes.
+struct DecoderLoader : vae::LayerLoader {
   vae::SpatialNorm spatial_norm(const std::string& prefix, int64_t channels, int64_t latent, int64_t groups) {
     vae::SpatialNorm norm;
     norm.groups = groups;
@@ -64,7 +53,7 @@ CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_d
   CogVideoXVaeDecoder decoder;
   decoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
   const CogVideoXVaeConfig& c = decoder.config_;
-  DecoderLoader loader{WeightLoader(vae_dir, target), 0};
+  DecoderLoader loader{{WeightLoader(vae_dir, target)}};
   auto w = std::make_shared<Weights>();
   const std::vector<int64_t> channels(c.block_out_channels.rbegin(), c.block_out_channels.rend());
   w->conv_in = loader.causal_conv("decoder.conv_in", c.latent_channels, channels[0], 3);

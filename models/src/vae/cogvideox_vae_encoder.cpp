@@ -19,18 +19,10 @@
 namespace sagevid {
 namespace {
 
-// WeightLoader plus the encoder's layer shapes and conv-cache slot numbering.
-struct EncoderLoader {
-  WeightLoader weights;
-  int slots = 0;
-
-  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
+// The encoder's layer shapes: every causal convolution of the encoder has a 3x3x3 kernel.
+struct EncoderLoader : vae::LayerLoader {
   vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out) {
-    vae::CausalConv3d conv;
-    conv.weight = get(prefix + ".conv.weight", {out, in, 3, 3, 3});
-    conv.bias = get(prefix + ".conv.bias", {out});
-    conv.slot = slots++;
-    return conv;
+    return LayerLoader::causal_conv(prefix, in, out, 3);
   }
   vae::GroupNorm group_norm(const std::string& prefix, int64_t channels, int64_t groups, double eps) {
     return {get(prefix + ".weight", {channels}), get(prefix + ".bias", {channels}), groups, eps};
@@ -104,7 +96,7 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
   encoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
   const CogVideoXVaeConfig& c = encoder.config_;
   encoder.invert_scale_latents_ = read_encoder_keys(vae_dir / "config.json", c);
-  EncoderLoader loader{WeightLoader(vae_dir, target), 0};
+  EncoderLoader loader{{WeightLoader(vae_dir, target)}};
   auto w = std::make_shared<Weights>();
   const std::vector<int64_t>& channels = c.block_out_channels;
   w->conv_in = loader.causal_conv("encoder.conv_in", c.in_channels, channels[0]);

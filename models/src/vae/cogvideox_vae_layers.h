@@ -2,10 +2,12 @@
 // The CogVideoX VAE decoder's layers as plain structs of weights plus free forward functions (private to
 // sagevid_models; the public face is sagevid/models/cogvideox_vae.h).
 #include "sagevid/models/cogvideox_vae.h"
+#include "sagevid/models/weights.h"
 
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -28,6 +30,22 @@ struct CausalConv3d {
   int slot = -1;            // its ConvCache slot, -1 for k == 1
 };
 at::Tensor causal_conv3d(const CausalConv3d& conv, const at::Tensor& x, ConvCache& cache);
+
+// WeightLoader plus the conv-cache slot numbering: what the decoder's and the encoder's loaders share.
+struct LayerLoader {
+  WeightLoader weights;
+  int slots = 0;
+
+  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
+  // A causal convolution's weights; one with a temporal kernel > 1 takes the next cache slot.
+  CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel) {
+    CausalConv3d conv;
+    conv.weight = get(prefix + ".conv.weight", {out, in, kernel, kernel, kernel});
+    conv.bias = get(prefix + ".conv.bias", {out});
+    if (kernel > 1) conv.slot = slots++;
+    return conv;
+  }
+};
 
 // conv3d without padding in time, run in temporal chunks when the input is large (diffusers'
 // CogVideoXSafeConv3d: same result, bounded workspace). limit_gib: its 2 GiB threshold, lowered by tests.
