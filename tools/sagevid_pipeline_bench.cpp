@@ -16,6 +16,7 @@
 #include "sagevid/models/dtype.h"
 #include "sagevid/models/memory_config.h"
 #include "sagevid/models/pipeline.h"
+#include "sagevid/models/seconds_since.h"
 
 #include <ATen/ops/empty.h>
 #include <c10/core/InferenceMode.h>
@@ -24,7 +25,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -36,7 +36,7 @@ namespace {
 
 using sagevid::AttentionBackend;
 using sagevid::tools::gib;
-using Clock = std::chrono::steady_clock;
+using sagevid::Clock;
 
 struct Args {
   std::string model_dir, config_file, model_name;
@@ -133,7 +133,7 @@ class PhaseRecorder {
   // Ends the current phase's row; the next row starts now.
   void close(const std::string& suffix = "") {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-    rows_.push_back({name() + suffix, std::chrono::duration<double>(Clock::now() - start_).count(),
+    rows_.push_back({name() + suffix, sagevid::seconds_since(start_),
                      stats.allocated_bytes[0].peak, stats.reserved_bytes[0].peak, resident_ + phase_estimate()});
     mark();
   }

@@ -4,6 +4,7 @@
 
 #include "sage2_kernels.h"
 #include "sagevid/kernels/device_info.h"
+#include "sagevid/kernels/sage2_inputs.h"
 #include "sagevid/kernels/sage2_reference.h"
 #include "sagevid/kernels/sage2_smoothing.h"
 
@@ -20,15 +21,6 @@
 
 namespace sagevid::kernels::sage2 {
 namespace {
-
-struct Dims {
-  int64_t batch, heads, len, head_dim;
-};
-
-Dims dims_of(const at::Tensor& x, Layout layout) {
-  return layout == Layout::bhnd ? Dims{x.size(0), x.size(1), x.size(2), x.size(3)}
-                                : Dims{x.size(0), x.size(2), x.size(1), x.size(3)};
-}
 
 detail::StridedInput strided(const at::Tensor& x, Layout layout) {
   const Dims d = dims_of(x, layout);
@@ -71,33 +63,28 @@ at::Tensor empty_v_values(const at::Tensor& v, const Options& o, detail::VFormat
 
 float* float_pointer(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
-// The bias as fp32 [B|1, H|1, N_q, N_kv] with a contiguous last dim; broadcast dims get stride 0.
-at::Tensor prepare_bias(const at::Tensor& bias, const Dims& q) {
-  at::Tensor b = bias.to(at::kFloat).contiguous();
-  while (b.dim() < 4) b = b.unsqueeze(0);
-  return b.expand({q.batch, q.heads, b.size(2), b.size(3)});
-}
-
 }  // namespace
+
+std::optional<std::string> device_unsupported_reason(const at::Device& device, at::ScalarType dtype) {
+  if (!device.is_cuda()) return "tensors must be on a CUDA device, not " + device.str();
+  if (dtype != at::kHalf && dtype != at::kBFloat16)
+    return std::string("q, k and v must all be float16 or all bfloat16, not ") + c10::toString(dtype);
+  if (compute_capability(device.has_index() ? device.index() : 0) < 80) return "needs sm_80 or newer";
+  return std::nullopt;
+}
 
 std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                               const Options& options, bool has_bias) {
-  if (!q.is_cuda() || !k.is_cuda() || !v.is_cuda()) return "tensors must be on a CUDA device";
   if (k.device() != q.device() || v.device() != q.device()) return "q, k and v must be on one device";
   const auto dtype = q.scalar_type();
-  if ((dtype != at::kHalf && dtype != at::kBFloat16) || k.scalar_type() != dtype || v.scalar_type() != dtype)
-    return "q, k and v must all be float16 or all bfloat16";
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return "q, k and v must be 4-D";
+  if (k.scalar_type() != dtype || v.scalar_type() != dtype) return "q, k and v must share one dtype";
+  if (auto reason = device_unsupported_reason(q.device(), dtype)) return reason;
+  if (auto problem = qkv_shape_problem(q, k, v, options.layout)) return problem;
   if (q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1) return "the head dim must be contiguous";
-  const Dims dq = dims_of(q, options.layout), dk = dims_of(k, options.layout);
-  if (k.sizes() != v.sizes()) return "k and v shapes differ";
-  if (dq.head_dim != 64 && dq.head_dim != 128)
-    return "head dim " + std::to_string(dq.head_dim) + " (kernels exist for 64 and 128)";
-  if (dk.head_dim != dq.head_dim || dk.batch != dq.batch) return "q and k differ in batch or head dim";
-  if (dk.heads == 0 || dq.heads % dk.heads != 0) return "query heads must be a multiple of key/value heads";
-  if (dk.len == 0) return "no keys";
+  const int64_t head_dim = q.size(3);
+  if (head_dim != 64 && head_dim != 128)
+    return "head dim " + std::to_string(head_dim) + " (kernels exist for 64 and 128)";
   const int cc = compute_capability(q.device().index());
-  if (cc < 80) return "needs sm_80 or newer";
   if (options.pv == PvType::fp8 && cc < 89) return "FP8 P·V needs sm_89 or newer";
   try {
     resolve(options, cc, has_bias);
@@ -230,6 +217,8 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const Options o = resolve(options, compute_capability(q.device().index()), bias.has_value());
   const Quantized quantized = prepare_resolved(q, k, v, o);
   const Dims dq = dims_of(q, o.layout), dk = dims_of(k, o.layout);
+  if (bias)
+    if (auto problem = bias_problem(*bias, q, dq, dk.len)) throw std::invalid_argument("sage2: " + *problem);
   const double sm_scale = o.scale.value_or(1.0 / std::sqrt(double(dq.head_dim)));
 
   Result result;
@@ -242,7 +231,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     result.out = at::empty(q.sizes(), q.options());
   }
   if (o.return_lse) result.lse = at::empty({dq.batch, dq.heads, dq.len}, q.options().dtype(at::kFloat));
-  const at::Tensor bias_f = bias ? prepare_bias(*bias, dq) : at::Tensor();
+  const at::Tensor bias_f = bias ? broadcast_bias(*bias, at::kFloat, dq, dk.len) : at::Tensor();
   const auto pointer = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
 
   detail::AttentionArgs args{};

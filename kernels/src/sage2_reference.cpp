@@ -7,6 +7,8 @@
 // and the integer operands survive even TF32 rounding).
 #include "sagevid/kernels/sage2_reference.h"
 
+#include "sagevid/kernels/sage2_inputs.h"
+
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
@@ -173,20 +175,14 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
 namespace {
 
 void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, Layout layout) {
-  require(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k and v must be 4-D");
-  require(k.sizes() == v.sizes(), "k and v must have the same shape");
-  const int head_dim = 3, heads = layout == Layout::bhnd ? 1 : 2;
-  require(q.size(0) == k.size(0), "q and k must have the same batch size");
-  require(q.size(head_dim) == k.size(head_dim), "q and k must have the same head dim");
-  require(k.size(heads) > 0 && q.size(heads) % k.size(heads) == 0,
-          "query heads (" + std::to_string(q.size(heads)) + ") must be a multiple of kv heads (" +
-              std::to_string(k.size(heads)) + ")");
+  const auto problem = qkv_shape_problem(q, k, v, layout);
+  require(!problem, problem.value_or(""));
 }
 
-// The bias as fp32 [.., N_q, N_kv] with at most 4 dims, broadcastable to [B, H_q, N_q, N_kv].
-at::Tensor bias_float(const at::Tensor& bias, int64_t q_len, int64_t kv_len) {
-  require(bias.dim() >= 2 && bias.dim() <= 4, "bias must be 2-D, 3-D or 4-D");
-  require(bias.size(-2) == q_len && bias.size(-1) == kv_len, "bias must end in [N_q, N_kv]");
+// The bias as fp32, broadcastable to [B, H_q, N_q, N_kv] (checked by the rules the host API checks).
+at::Tensor bias_float(const at::Tensor& bias, const at::Tensor& q, Layout layout, int64_t kv_len) {
+  const auto problem = bias_problem(bias, q, dims_of(q, layout), kv_len);
+  require(!problem, problem.value_or(""));
   return bias.to(at::kFloat);
 }
 
@@ -210,7 +206,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const int64_t kv_len = pre.v.values.size(2), group = heads / pre.v.values.size(1);
   const double sm_scale = options.scale.value_or(1.0 / std::sqrt(double(head_dim)));
   const bool fp8 = *options.pv == PvType::fp8;
-  const at::Tensor bias_f = bias ? bias_float(*bias, q_len, kv_len) : at::Tensor();
+  const at::Tensor bias_f = bias ? bias_float(*bias, q, options.layout, kv_len) : at::Tensor();
 
   // Per query row: its quantization scale and its smoothing block.
   const at::Tensor q_values = pre.q.values.narrow(2, 0, q_len).to(at::kFloat);

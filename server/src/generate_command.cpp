@@ -73,15 +73,12 @@ VideoFormat parse_format(const std::string& name) {
   throw std::invalid_argument("--format: '" + name + "': expected mp4, lossless or frames");
 }
 
-const ModelEntry& find_model(const ServerConfig& config, const std::string& name) {
+// --model, or else the config's first model.
+const ModelEntry& chosen_model(const ServerConfig& config, const std::string& name) {
   if (config.models.empty()) throw std::invalid_argument("the config names no models");
   if (name.empty()) return config.models.front();
-  std::string known;
-  for (const ModelEntry& model : config.models) {
-    if (model.name == name) return model;
-    known += (known.empty() ? "" : ", ") + model.name;
-  }
-  throw std::invalid_argument("--model: unknown model '" + name + "' (the config has: " + known + ")");
+  if (const auto index = find_model(config, name)) return config.models[*index];
+  throw std::invalid_argument("--model: unknown model '" + name + "' (the config has: " + model_names(config) + ")");
 }
 
 // What the flags say, the model's defaults (as the server fills them in) for the rest.
@@ -147,7 +144,7 @@ int generate(const GenerateArgs& args) {
   const Clock::time_point start = Clock::now();
   const ServerConfig config = load_server_config(args.config, args.overrides);
   set_log_level(config.log_level);
-  const ModelEntry& model = find_model(config, args.model);
+  const ModelEntry& model = chosen_model(config, args.model);
   OutputFile file(args.output);  // before the slow part: a path we cannot write fails at once
 
   const PipelineOptions options = pipeline_options(model, config);

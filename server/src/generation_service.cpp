@@ -8,6 +8,7 @@
 
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/dtype.h"
+#include "sagevid/models/join.h"
 #include "sagevid/models/seconds_since.h"
 
 #include <c10/util/Exception.h>
@@ -193,9 +194,8 @@ void GenerationService::cancel_all() {
 
 const LoadedModel* GenerationService::find_model(const std::string& name) const {
   if (name.empty() && models_.size() == 1) return models_.front().get();  // one model: naming it is optional
-  for (const auto& model : models_)
-    if (model->entry.name == name) return model.get();
-  return nullptr;
+  const auto index = sagevid::find_model(config_, name);
+  return index ? models_[*index].get() : nullptr;  // models_ follows config_.models once ready_
 }
 
 void GenerationService::report_queue_depth() {
@@ -317,11 +317,9 @@ grpc::Status GenerationService::admit(Call& call) {
   if (!ready_) return {grpc::StatusCode::UNAVAILABLE, "the server is still loading its models"};
   if (!accepting_) return {grpc::StatusCode::UNAVAILABLE, "the server is shutting down"};
   call.model = find_model(call.wire.model());
-  if (!call.model) {
-    std::string names;
-    for (const auto& model : models_) names += (names.empty() ? "" : ", ") + model->entry.name;
-    return {grpc::StatusCode::INVALID_ARGUMENT, "model: unknown model '" + call.wire.model() + "' (served: " + names + ")"};
-  }
+  if (!call.model)
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "model: unknown model '" + call.wire.model() + "' (served: " + model_names(config_) + ")"};
   try {
     call.request = resolve_request(call.wire, call.model->pipeline, call.model->defaults, config_, call.model->entry);
   } catch (const InvalidRequest& e) {
@@ -410,18 +408,18 @@ grpc::Status GenerationService::ListModels(grpc::ServerContext*, const v1::ListM
 grpc::Status GenerationService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
                                           v1::ServerStatus* response) {
   std::size_t depth = 0, capacity = 0;
-  std::string running, devices;
+  std::vector<std::string> running, devices;
   for (const auto& [device, queue] : queues_) {
     depth += queue->waiting();
     capacity += queue->capacity();
     const std::string job = queue->running_job();
-    if (!job.empty()) running += (running.empty() ? "" : ",") + job;
-    devices += (devices.empty() ? "" : ",") + device;
+    if (!job.empty()) running.push_back(job);
+    devices.push_back(device);
   }
   response->set_queue_depth(int32_t(depth));
   response->set_queue_capacity(int32_t(capacity));
-  response->set_running_job(running);
-  response->set_device(devices);
+  response->set_running_job(join(running, ","));
+  response->set_device(join(devices, ","));
   if (ready_) {
     const auto [used, total] = gpu_memory(models_);
     response->set_gpu_memory_used_bytes(used);

@@ -46,7 +46,21 @@ VideoFormat video_format(v1::OutputFormat output) {
   }
 }
 
-AttentionBackend request_backend(const std::string& name, const ServerConfig& config, const ModelEntry& model) {
+// The attention layer says which backends run on the model's device and dtype; a backend that cannot is
+// refused unless the configured fallback can, as it would fail mid-run otherwise.
+void check_backend_runs(AttentionBackend backend, const std::string& name, const ServerConfig& config,
+                        const ModelEntry& model, const PipelineOptions& options) {
+  const auto reason = attention_unsupported_on(backend, options.device, options.dtype);
+  if (!reason) return;
+  const auto& fallback = config.attention.fallback;
+  if (fallback && !attention_unsupported_on(*fallback, options.device, options.dtype)) return;
+  throw InvalidRequest("attention_backend", "'" + name + "' cannot run model '" + model.name + "' on " +
+                                                model.device + " in " + std::string(dtype_name(model.dtype)) +
+                                                " (" + *reason + ")");
+}
+
+AttentionBackend request_backend(const std::string& name, const ServerConfig& config, const ModelEntry& model,
+                                 const PipelineOptions& options) {
   if (name.empty()) return config.attention.backend;
   AttentionBackend backend;
   try {
@@ -58,11 +72,7 @@ AttentionBackend request_backend(const std::string& name, const ServerConfig& co
     throw InvalidRequest("attention_backend", "'" + name + "' not allowed: this server runs " +
                                                   std::string(backend_name(config.attention.backend)) +
                                                   " only (server.allow_request_backend is off)");
-  // Only math runs on the CPU and in float32; without a fallback any other backend would fail mid-run.
-  const bool gpu_half = model.device.starts_with("cuda") && model.dtype != c10::kFloat;
-  if (backend != AttentionBackend::math && !gpu_half && !config.attention.fallback)
-    throw InvalidRequest("attention_backend", "'" + name + "' cannot run model '" + model.name + "' on " +
-                                                  model.device + " in " + std::string(dtype_name(model.dtype)) + " (only math can)");
+  check_backend_runs(backend, name, config, model, options);
   return backend;
 }
 
@@ -104,7 +114,7 @@ ResolvedRequest resolve_request(const v1::GenerateRequest& request, const CogVid
   generation.guidance_scale = guidance == 0 ? defaults.guidance_scale : guidance;
   generation.dynamic_cfg = request.dynamic_cfg();
   generation.seed = request.has_seed() ? request.seed() : random_seed();
-  const AttentionBackend backend = request_backend(request.attention_backend(), config, model);
+  const AttentionBackend backend = request_backend(request.attention_backend(), config, model, pipeline.options());
   if (backend != config.attention.backend) generation.attention_backend = backend;
   resolved.attention_backend = backend_name(backend);
 

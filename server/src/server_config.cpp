@@ -2,8 +2,10 @@
 
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/dtype.h"
+#include "sagevid/models/join.h"
 #include "sagevid/models/logging.h"
 
+#include <ranges>
 #include <regex>
 #include <set>
 
@@ -140,6 +142,16 @@ PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& co
                           .max_work = model.max_latent_token_steps};
   model.memory.apply_to(options);
   return options;
+}
+
+std::optional<std::size_t> find_model(const ServerConfig& config, std::string_view name) {
+  for (std::size_t i = 0; i < config.models.size(); ++i)
+    if (config.models[i].name == name) return i;
+  return std::nullopt;
+}
+
+std::string model_names(const ServerConfig& config) {
+  return join(config.models | std::views::transform(&ModelEntry::name));
 }
 
 nlohmann::json to_json(const ServerConfig& config) {

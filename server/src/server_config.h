@@ -10,10 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sagevid {
@@ -47,6 +49,10 @@ struct ServerConfig {
 ServerConfig parse_server_config(const nlohmann::json& document, const std::filesystem::path& base_dir);
 // How the pipeline of one model entry loads and runs under this config.
 PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config);
+// The position in config.models of the model called `name`, or nullopt; what an empty name means is the
+// caller's choice. model_names lists them all ("a, b") for the error that follows a miss.
+std::optional<std::size_t> find_model(const ServerConfig& config, std::string_view name);
+std::string model_names(const ServerConfig& config);
 
 ServerConfig load_server_config(const std::filesystem::path& file, const std::vector<std::string>& overrides);
 nlohmann::json to_json(const ServerConfig& config);

@@ -18,6 +18,8 @@
 #include <ATen/ops/tensor.h>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace sage2 = sagevid::kernels::sage2;
 
@@ -238,6 +240,20 @@ TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][
   const Errors vs_exact = compare(got.out, full_precision({in.q * 0.125, in.k, in.v}, sage2::Layout::bhnd, false, 1.0, bias));
   CAPTURE(vs_exact.cosine, vs_exact.relative_l1);
   CHECK(vs_exact.cosine > (qk == sage2::QkType::int4 ? 0.975 : 0.999));
+}
+
+TEST_CASE("sage2 refuses a bias that does not fit the call instead of reading past it", "[gpu][sage2]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const Inputs in = make_inputs(rng, Case{1, 8, 8, 130, 130, 64}, sage2::Layout::bhnd, at::kBFloat16);
+  const auto refuses = [&](const at::Tensor& bias, const std::string& message) {
+    CAPTURE(message);
+    REQUIRE_THROWS_AS(sage2::attention(in.q, in.k, in.v, {}, bias), std::invalid_argument);
+    REQUIRE_THROWS_WITH(sage2::attention(in.q, in.k, in.v, {}, bias), ContainsSubstring(message));
+  };
+  refuses(rng.normal({130, 129}).to(at::kCUDA), "does not broadcast to [1, 8, 130, 130]");
+  refuses(rng.normal({4, 130, 130}).to(at::kCUDA), "does not broadcast");
+  refuses(rng.normal({130, 130}), "bias is on cpu");
 }
 
 TEST_CASE("K smoothing absorbs huge per-channel offsets", "[gpu][sage2]") {

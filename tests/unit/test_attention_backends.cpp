@@ -117,6 +117,22 @@ TEST_CASE("unsupported reasons are reported without running anything", "[attenti
   CHECK_THAT(*reason, ContainsSubstring("needs CUDA"));
 }
 
+TEST_CASE("which backends run on a device and dtype is answered without tensors", "[attention]") {
+  const at::Device cpu(at::kCPU), cuda(at::kCUDA, 0);
+  for (const at::Device& device : {cpu, cuda})
+    CHECK_FALSE(sagevid::attention_unsupported_on(AttentionBackend::math, device, at::kFloat));
+  for (AttentionBackend backend : {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn}) {
+    CAPTURE(sagevid::backend_name(backend));
+    const auto on_cpu = sagevid::attention_unsupported_on(backend, cpu, at::kBFloat16);
+    REQUIRE(on_cpu.has_value());
+    CHECK_THAT(*on_cpu, ContainsSubstring("CUDA"));
+    // The dtype is refused before the device is asked anything, so this holds on a machine without a GPU.
+    const auto in_float = sagevid::attention_unsupported_on(backend, cuda, at::kFloat);
+    REQUIRE(in_float.has_value());
+    CHECK_THAT(*in_float, ContainsSubstring("bfloat16"));
+  }
+}
+
 TEST_CASE("malformed inputs are invalid_argument, never a fallback", "[attention]") {
   sagevid::test::Random rng;
   const Inputs in = cpu_inputs(rng);

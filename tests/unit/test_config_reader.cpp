@@ -48,6 +48,20 @@ TEST_CASE("config errors name the full key path", "[config]") {
   REQUIRE_THROWS_AS(ConfigReader(json::array(), "x"), ConfigError);
 }
 
+TEST_CASE("a choice key names one of a table's values or fails listing them", "[config]") {
+  enum class Mode { slow, fast };
+  const json doc = json::parse(R"({"mode": "fast", "typo": "fsat", "number": 3})");
+  ConfigReader reader(doc, "section");
+  const auto choose = [&](const std::string& key) {
+    return reader.choice(key, Mode::slow, {{"slow", Mode::slow}, {"fast", Mode::fast}});
+  };
+  CHECK(choose("mode") == Mode::fast);
+  CHECK(choose("absent") == Mode::slow);
+  REQUIRE_THROWS_WITH(choose("typo"),
+                      ContainsSubstring("section.typo: unknown value \"fsat\" (expected one of: slow, fast)"));
+  REQUIRE_THROWS_WITH(choose("number"), ContainsSubstring("section.number: expected a string"));
+}
+
 TEST_CASE("integers beyond int64 are rejected as too large", "[config]") {
   const json doc = json::parse(R"({"big": 18446744073709551615, "huge": 1e20, "very_negative": -1e19,
                                    "twenty_digits": 123456789012345678901, "fraction": 1.5})");

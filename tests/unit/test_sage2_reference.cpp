@@ -607,8 +607,8 @@ TEST_CASE("sage2 reference rejects unresolved options and mismatched inputs", "[
   const at::Tensor q = rng.normal({1, 3, 8, 64}), k = rng.normal({1, 2, 8, 64}), v = rng.normal({1, 2, 8, 64});
   REQUIRE_THROWS_WITH(ref::attention(q, k.narrow(1, 0, 1), v.narrow(1, 0, 1), {}), ContainsSubstring("resolve"));
   const sage2::Options options = resolved(sage2::QkType::int8, sage2::PvType::fp16, false);
-  REQUIRE_THROWS_WITH(ref::attention(q, k, v, options), ContainsSubstring("multiple of kv heads"));
+  REQUIRE_THROWS_WITH(ref::attention(q, k, v, options), ContainsSubstring("multiple of key/value heads"));
   REQUIRE_THROWS_WITH(ref::attention(q.narrow(1, 0, 2), k, v.narrow(2, 0, 4), options),
-                      ContainsSubstring("same shape"));
+                      ContainsSubstring("and v [1, 2, 4, 64] differ"));
   REQUIRE_THROWS_WITH(ref::attention(q.narrow(1, 0, 2), k, v, options, rng.normal({8})), ContainsSubstring("bias"));
 }

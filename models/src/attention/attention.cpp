@@ -4,59 +4,35 @@
 
 #include "attention_backends.h"
 #include "sagevid/kernels/device_info.h"
+#include "sagevid/kernels/sage2_inputs.h"
 
 #include <ATen/ops/repeat_interleave.h>
 
 #include <spdlog/spdlog.h>
 
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 
 namespace sagevid {
 namespace {
 
-std::string shape_string(const at::Tensor& t) {
-  std::ostringstream out;
-  out << t.sizes();
-  return out.str();
-}
-
 [[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument("attention: " + message); }
 
-void validate_bias(const at::Tensor& bias, const at::Tensor& q, int64_t kv_len) {
-  const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2);
-  const int64_t dims = bias.dim();
-  const bool fits = dims >= 2 && dims <= 4 && bias.size(-2) == q_len && bias.size(-1) == kv_len &&
-                    (dims < 3 || bias.size(-3) == heads || bias.size(-3) == 1) &&
-                    (dims < 4 || bias.size(0) == batch || bias.size(0) == 1);
-  if (!fits)
-    invalid("bias " + shape_string(bias) + " does not broadcast to [" + std::to_string(batch) + ", " +
-            std::to_string(heads) + ", " + std::to_string(q_len) + ", " + std::to_string(kv_len) + "]");
-  if (!at::isFloatingType(bias.scalar_type())) invalid("bias must be floating point");
-  if (bias.device() != q.device()) invalid("bias is on " + bias.device().str() + ", q on " + q.device().str());
-}
-
+// The shape and bias rules are the kernels' (sage2_inputs.h), so every backend and the kernels agree on them;
+// dtype and device rules are this layer's: float32 is allowed here for the math backend.
 void validate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& params) {
+  namespace sage2 = kernels::sage2;
   if (!q.defined() || !k.defined() || !v.defined()) invalid("q, k and v must be defined");
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-    invalid("q, k, v must be [B, H, N, D]; got " + shape_string(q) + ", " + shape_string(k) + ", " +
-            shape_string(v));
+  if (auto problem = sage2::qkv_shape_problem(q, k, v, sage2::Layout::bhnd)) invalid(*problem);
   const auto dtype = q.scalar_type();
   if (dtype != at::kHalf && dtype != at::kBFloat16 && dtype != at::kFloat)
     invalid(std::string("dtype ") + c10::toString(dtype) + " is not float16, bfloat16 or float32");
   if (k.scalar_type() != dtype || v.scalar_type() != dtype) invalid("q, k and v must share one dtype");
   if (k.device() != q.device() || v.device() != q.device()) invalid("q, k and v must be on one device");
-  if (k.sizes() != v.sizes()) invalid("k " + shape_string(k) + " and v " + shape_string(v) + " differ");
-  if (k.size(0) != q.size(0)) invalid("batch of q and k differ");
-  if (k.size(3) != q.size(3)) invalid("head dim of q and k differ");
-  if (k.size(1) == 0 || q.size(1) % k.size(1) != 0)
-    invalid("query heads (" + std::to_string(q.size(1)) + ") must be a multiple of key/value heads (" +
-            std::to_string(k.size(1)) + ")");
-  if (k.size(2) == 0) invalid("no keys: N_kv is 0");
-  if (q.size(3) == 0) invalid("head dim is 0");
   if (params.scale && !std::isfinite(*params.scale)) invalid("scale must be finite");
-  if (params.bias) validate_bias(*params.bias, q, k.size(2));
+  if (params.bias)
+    if (auto problem = sage2::bias_problem(*params.bias, q, sage2::dims_of(q, sage2::Layout::bhnd), k.size(2)))
+      invalid(*problem);
 }
 
 std::optional<std::string> unsupported_reason(AttentionBackend backend, const detail::AttentionCall& call) {
@@ -91,6 +67,17 @@ std::optional<std::string> attention_unsupported_reason(AttentionBackend backend
   validate(q, k, v, params);
   static const AttentionConfig defaults;
   return unsupported_reason(backend, {defaults, q, k, v, params, resolved_scale(q, params)});
+}
+
+std::optional<std::string> attention_unsupported_on(AttentionBackend backend, const at::Device& device,
+                                                    at::ScalarType dtype) {
+  switch (backend) {
+    case AttentionBackend::sage2: return kernels::sage2::device_unsupported_reason(device, dtype);
+    case AttentionBackend::flash:
+    case AttentionBackend::cudnn: return detail::fused_device_unsupported(device, dtype);
+    case AttentionBackend::math: return std::nullopt;
+  }
+  return "unknown backend";
 }
 
 Attention::Attention(AttentionConfig config) : config_(config) {}
@@ -138,10 +125,8 @@ int64_t Attention::fallback_count() const {
 namespace detail {
 
 at::Tensor expanded_bias(const AttentionCall& call, at::ScalarType dtype) {
-  // Contiguous before broadcasting: cuDNN faults on a permuted bias (T5's comes from a permute).
-  at::Tensor bias = call.params.bias->to(dtype).contiguous();
-  while (bias.dim() < 4) bias = bias.unsqueeze(0);
-  return bias.expand({call.q.size(0), call.q.size(1), call.q.size(2), call.k.size(2)});
+  namespace sage2 = kernels::sage2;
+  return sage2::broadcast_bias(*call.params.bias, dtype, sage2::dims_of(call.q, sage2::Layout::bhnd), call.k.size(2));
 }
 
 at::Tensor repeat_kv_heads(const at::Tensor& kv, int64_t query_heads) {
@@ -149,16 +134,20 @@ at::Tensor repeat_kv_heads(const at::Tensor& kv, int64_t query_heads) {
   return repeats == 1 ? kv : at::repeat_interleave(kv, repeats, 1);
 }
 
-std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, int64_t max_head_dim) {
-  if (!call.q.is_cuda()) return "tensors are on " + call.q.device().str() + ", it needs CUDA";
-  const auto dtype = call.q.scalar_type();
+std::optional<std::string> fused_device_unsupported(const at::Device& device, at::ScalarType dtype) {
+  if (!device.is_cuda()) return "tensors are on " + device.str() + ", it needs CUDA";
   if (dtype != at::kHalf && dtype != at::kBFloat16)
     return std::string("dtype ") + c10::toString(dtype) + ", it needs float16 or bfloat16";
+  if (kernels::compute_capability(device.has_index() ? device.index() : 0) < 80) return "it needs sm_80 or newer";
+  return std::nullopt;
+}
+
+std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, int64_t max_head_dim) {
+  if (auto reason = fused_device_unsupported(call.q.device(), call.q.scalar_type())) return reason;
   const int64_t head_dim = call.q.size(3);
   if (head_dim % 8 != 0 || head_dim > max_head_dim)
     return "head dim " + std::to_string(head_dim) + ", it needs a multiple of 8 up to " +
            std::to_string(max_head_dim);
-  if (kernels::compute_capability(call.q.device().index()) < 80) return "it needs sm_80 or newer";
   // Both kernels align a causal mask bottom-right when N_q != N_kv; our convention is top-left.
   if (call.params.causal && call.q.size(2) != call.k.size(2)) return "causal with N_q != N_kv";
   return std::nullopt;

@@ -17,7 +17,9 @@ struct AttentionCall {
 at::Tensor expanded_bias(const AttentionCall& call, at::ScalarType dtype);
 // k or v with its heads repeated to H_q, for kernels that lack grouped-query support (copies).
 at::Tensor repeat_kv_heads(const at::Tensor& kv, int64_t query_heads);
-// Shared checks of the fused CUDA kernels (flash, cudnn): CUDA device, fp16/bf16, head dim limit.
+// What the fused CUDA kernels (flash, cudnn) need of the device and dtype: CUDA sm_80+, fp16/bf16.
+std::optional<std::string> fused_device_unsupported(const at::Device& device, at::ScalarType dtype);
+// Shared checks of the fused CUDA kernels: the device and dtype above, head dim limit, causal alignment.
 std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, int64_t max_head_dim);
 
 std::optional<std::string> sage2_unsupported(const AttentionCall& call);

@@ -2,46 +2,29 @@
 #include "sagevid/models/attention.h"
 
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/join.h"
 
+#include <ranges>
 #include <string>
-#include <utility>
 
 namespace sagevid {
 namespace {
 
-template <class Enum, size_t N>
-Enum read_choice(ConfigReader& reader, const std::string& key, const std::pair<const char*, Enum> (&choices)[N],
-                 Enum default_value) {
-  const std::string name = reader.get<std::string>(key, "");
-  if (name.empty()) return default_value;
-  std::string listed;
-  for (const auto& [choice, value] : choices) {
-    if (name == choice) return value;
-    listed += (listed.empty() ? "" : ", ") + std::string(choice);
-  }
-  reader.fail(key, "'" + name + "': expected one of " + listed);
-}
-
 kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
   using namespace kernels::sage2;
-  using QkChoice = std::optional<QkType>;
-  using PvChoice = std::optional<PvType>;
-  static const std::pair<const char*, QkChoice> qk[] = {{"auto", std::nullopt}, {"int8", QkType::int8},
-                                                        {"int4", QkType::int4}};
-  static const std::pair<const char*, PvChoice> pv[] = {{"auto", std::nullopt}, {"fp8", PvType::fp8},
-                                                        {"fp16", PvType::fp16}};
-  using KernelChoice = std::optional<KernelFamily>;
-  static const std::pair<const char*, KernelChoice> kernel[] = {
-      {"auto", std::nullopt}, {"mma_sync", KernelFamily::mma_sync}, {"wgmma", KernelFamily::wgmma}};
-  using GranularityChoice = std::optional<Granularity>;
-  static const std::pair<const char*, GranularityChoice> granularity[] = {
-      {"auto", std::nullopt}, {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
-      {"per_block", Granularity::per_block}, {"per_token", Granularity::per_token}};
+  // "auto" (or no key): the kernels' default for the device.
   Options options;
-  options.kernel = read_choice(reader, "kernel", kernel, KernelChoice());
-  options.qk = read_choice(reader, "qk", qk, QkChoice());
-  options.pv = read_choice(reader, "pv", pv, PvChoice());
-  options.granularity = read_choice(reader, "granularity", granularity, GranularityChoice());
+  options.kernel = reader.choice<std::optional<KernelFamily>>(
+      "kernel", std::nullopt,
+      {{"auto", std::nullopt}, {"mma_sync", KernelFamily::mma_sync}, {"wgmma", KernelFamily::wgmma}});
+  options.qk = reader.choice<std::optional<QkType>>(
+      "qk", std::nullopt, {{"auto", std::nullopt}, {"int8", QkType::int8}, {"int4", QkType::int4}});
+  options.pv = reader.choice<std::optional<PvType>>(
+      "pv", std::nullopt, {{"auto", std::nullopt}, {"fp8", PvType::fp8}, {"fp16", PvType::fp16}});
+  options.granularity = reader.choice<std::optional<Granularity>>(
+      "granularity", std::nullopt,
+      {{"auto", std::nullopt}, {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
+       {"per_block", Granularity::per_block}, {"per_token", Granularity::per_token}});
   options.smooth_k = reader.get<bool>("smooth_k", options.smooth_k);
   options.smooth_q = reader.optional<bool>("smooth_q");  // null or absent: the kernels' default
   options.smooth_v = reader.get<bool>("smooth_v", options.smooth_v);
@@ -64,12 +47,10 @@ std::string_view backend_name(AttentionBackend backend) {
 }
 
 AttentionBackend parse_attention_backend(std::string_view name) {
-  std::string choices;
-  for (AttentionBackend backend : kAllBackends) {
+  for (AttentionBackend backend : kAllBackends)
     if (name == backend_name(backend)) return backend;
-    choices += (choices.empty() ? "" : ", ") + std::string(backend_name(backend));
-  }
-  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " + choices + ")");
+  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " +
+                    join(kAllBackends | std::views::transform(backend_name)) + ")");
 }
 
 AttentionConfig read_attention_config(ConfigReader& reader) {

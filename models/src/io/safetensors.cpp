@@ -1,5 +1,7 @@
 #include "sagevid/models/safetensors.h"
 
+#include "sagevid/models/join.h"
+
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/core/ScalarType.h>
@@ -332,9 +334,8 @@ fs::path find_in_directory(const fs::path& dir) {
 
   std::sort(indexes.begin(), indexes.end());
   std::sort(files.begin(), files.end());
-  std::string found;
-  for (const auto& n : indexes) found += (found.empty() ? "" : ", ") + n;
-  for (const auto& n : files) found += (found.empty() ? "" : ", ") + n;
+  indexes.insert(indexes.end(), files.begin(), files.end());  // the listing: indexes first
+  const std::string found = join(indexes);
   fail_checkpoint(
       dir, "expected exactly one *.safetensors.index.json, or else exactly one *.safetensors file; found " +
                (found.empty() ? std::string("neither") : found));

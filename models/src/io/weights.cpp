@@ -1,21 +1,17 @@
 #include "sagevid/models/weights.h"
 
+#include "sagevid/kernels/shape_string.h"
+#include "sagevid/models/join.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 
-#include <sstream>
 #include <stdexcept>
 
 namespace sagevid {
 namespace {
-
-std::string shape_string(at::IntArrayRef shape) {
-  std::ostringstream out;
-  out << shape;
-  return out.str();
-}
 
 // Every weight the models load is floating point; anything else is a damaged or mislabelled checkpoint whose
 // bytes a silent conversion would turn into garbage. F64 converts faithfully (diffusers saves its float64 sincos
@@ -51,11 +47,12 @@ at::Tensor WeightLoader::get(const std::string& name, at::IntArrayRef expected_s
   }
   if (!checkpoint_->contains(name))
     throw std::runtime_error(checkpoint_->path().string() + ": missing tensor '" + name + "' (expected shape " +
-                             shape_string(expected_shape) + ")");
+                             kernels::shape_string(expected_shape) + ")");
   const TensorInfo& info = checkpoint_->info(name);
   if (at::IntArrayRef(info.shape) != expected_shape)
     throw std::runtime_error(checkpoint_->path().string() + ": tensor '" + name + "' has shape " +
-                             shape_string(info.shape) + ", the config expects " + shape_string(expected_shape));
+                             kernels::shape_string(info.shape) + ", the config expects " +
+                             kernels::shape_string(expected_shape));
   if (!is_weight_dtype(info.dtype))
     throw std::runtime_error(checkpoint_->file_of(name).path().string() + ": tensor '" + name + "' is stored as " +
                              info.dtype_name + ", expected a floating point dtype (F32, F16, BF16 or F64)");
@@ -79,11 +76,9 @@ std::vector<std::string> WeightLoader::unused(const std::vector<std::string>& pr
 
 void WeightLoader::check_all_used() const {
   const std::vector<std::string> names = unused();
-  std::string listed;
-  for (size_t i = 0; i < names.size() && i < 5; ++i) listed += (i ? ", " : "") + names[i];
   if (!names.empty())
     throw std::runtime_error(checkpoint_->path().string() + ": " + std::to_string(names.size()) +
-                             " tensor(s) the config has no place for: " + listed + (names.size() > 5 ? ", ..." : ""));
+                             " tensor(s) the config has no place for: " + join(names, ", ", 5));
 }
 
 }  // namespace sagevid

@@ -4,6 +4,7 @@
 
 #include "vae/cogvideox_vae_layers.h"
 
+#include "sagevid/kernels/shape_string.h"
 #include "sagevid/models/config_reader.h"
 
 #include <algorithm>
@@ -122,18 +123,13 @@ std::string number_text(double value) {
   return text.str();
 }
 
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream text;
-  text << sizes;
-  return text.str();
-}
-
 void check_latents(const at::Tensor& latents, const LatentShape& shape) {
   if (!latents.defined()) throw InvalidRequest("latents", "undefined tensor");
   if (!at::isFloatingType(latents.scalar_type()))
     throw InvalidRequest("latents", std::string("dtype ") + c10::toString(latents.scalar_type()) + " is not a float type");
   if (latents.sizes() != at::IntArrayRef(shape.sizes()))
-    throw InvalidRequest("latents", "shape " + shape_text(latents.sizes()) + ", expected " + shape_text(shape.sizes()));
+    throw InvalidRequest("latents", "shape " + kernels::shape_string(latents.sizes()) + ", expected " +
+                                        kernels::shape_string(shape.sizes()));
 }
 
 }  // namespace

@@ -15,23 +15,9 @@
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
-#include <utility>
 
 namespace sagevid {
 namespace {
-
-template <class E>
-E read_enum(ConfigReader& reader, const std::string& key, E fallback,
-            std::initializer_list<std::pair<const char*, E>> names) {
-  if (!reader.has(key)) return fallback;
-  const std::string value = reader.require<std::string>(key);
-  std::string expected;
-  for (const auto& [name, e] : names) {
-    if (value == name) return e;
-    expected += (expected.empty() ? "" : ", ") + std::string(name);
-  }
-  reader.fail(key, "unknown value \"" + value + "\" (expected one of: " + expected + ")");
-}
 
 // trained_betas is a list (or null); ConfigReader has no list type, so read the JSON directly.
 std::vector<double> read_trained_betas(const nlohmann::json& document, ConfigReader& reader) {
@@ -51,28 +37,28 @@ SchedulerConfig read_config(const nlohmann::json& document) {
   SchedulerConfig c;
   if (!reader.has("_class_name"))
     reader.fail("_class_name", "missing (expected CogVideoXDDIMScheduler or CogVideoXDPMScheduler)");
-  c.kind = read_enum(reader, "_class_name", c.kind,
-                     {{"CogVideoXDDIMScheduler", SchedulerKind::ddim}, {"CogVideoXDPMScheduler", SchedulerKind::dpm}});
+  c.kind = reader.choice("_class_name", c.kind,
+                         {{"CogVideoXDDIMScheduler", SchedulerKind::ddim}, {"CogVideoXDPMScheduler", SchedulerKind::dpm}});
   c.num_train_timesteps = reader.get<int64_t>("num_train_timesteps", c.num_train_timesteps);
   if (c.num_train_timesteps < 1) reader.fail("num_train_timesteps", "must be at least 1");
   c.beta_start = reader.get<double>("beta_start", c.beta_start);
   c.beta_end = reader.get<double>("beta_end", c.beta_end);
-  c.beta_schedule = read_enum(reader, "beta_schedule", c.beta_schedule,
-                              {{"linear", BetaSchedule::linear},
-                               {"scaled_linear", BetaSchedule::scaled_linear},
-                               {"squaredcos_cap_v2", BetaSchedule::squaredcos_cap_v2}});
+  c.beta_schedule = reader.choice("beta_schedule", c.beta_schedule,
+                                  {{"linear", BetaSchedule::linear},
+                                   {"scaled_linear", BetaSchedule::scaled_linear},
+                                   {"squaredcos_cap_v2", BetaSchedule::squaredcos_cap_v2}});
   c.trained_betas = read_trained_betas(document, reader);
   if (!c.trained_betas.empty() && int64_t(c.trained_betas.size()) != c.num_train_timesteps)
     reader.fail("trained_betas", "expected num_train_timesteps (" + std::to_string(c.num_train_timesteps) +
                                      ") values, got " + std::to_string(c.trained_betas.size()));
-  c.prediction_type = read_enum(reader, "prediction_type", c.prediction_type,
-                                {{"epsilon", PredictionType::epsilon},
-                                 {"v_prediction", PredictionType::v_prediction},
-                                 {"sample", PredictionType::sample}});
-  c.timestep_spacing = read_enum(reader, "timestep_spacing", c.timestep_spacing,
-                                 {{"leading", TimestepSpacing::leading},
-                                  {"trailing", TimestepSpacing::trailing},
-                                  {"linspace", TimestepSpacing::linspace}});
+  c.prediction_type = reader.choice("prediction_type", c.prediction_type,
+                                    {{"epsilon", PredictionType::epsilon},
+                                     {"v_prediction", PredictionType::v_prediction},
+                                     {"sample", PredictionType::sample}});
+  c.timestep_spacing = reader.choice("timestep_spacing", c.timestep_spacing,
+                                     {{"leading", TimestepSpacing::leading},
+                                      {"trailing", TimestepSpacing::trailing},
+                                      {"linspace", TimestepSpacing::linspace}});
   c.steps_offset = reader.get<int64_t>("steps_offset", c.steps_offset);
   c.set_alpha_to_one = reader.get<bool>("set_alpha_to_one", c.set_alpha_to_one);
   c.rescale_betas_zero_snr = reader.get<bool>("rescale_betas_zero_snr", c.rescale_betas_zero_snr);

@@ -4,6 +4,7 @@
 
 #include "cogvideox_transformer_parts.h"
 #include "cogvideox_transformer_weights.h"
+#include "sagevid/kernels/shape_string.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -12,7 +13,6 @@
 #include <ATen/ops/silu.h>
 #include <ATen/ops/zeros.h>
 
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,12 +58,6 @@ TimestepMlp load_timestep_mlp(WeightLoader& weights, const std::string& name, in
   mlp.linear_1 = load_linear(weights, name + ".linear_1", dim, channels, true);
   mlp.linear_2 = load_linear(weights, name + ".linear_2", dim, dim, true);
   return mlp;
-}
-
-std::string shape_string(at::IntArrayRef shape) {
-  std::ostringstream out;
-  out << shape;
-  return out.str();
 }
 
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("CogVideoX transformer: " + what); }
@@ -141,7 +135,7 @@ at::Tensor CogVideoXTransformer::embed_time(const at::Tensor& timestep, const st
   const auto mlp = [&](const TimestepMlp& m, const at::Tensor& t, const char* what) {
     if (t.dim() != 1 || (t.size(0) != 1 && t.size(0) != batch))
       bad_input(std::string(what) + " must be [1] or [B] = [" + std::to_string(batch) + "], got " +
-                shape_string(t.sizes()));
+                kernels::shape_string(t.sizes()));
     const at::Tensor projected = cogvideox::timestep_projection(t.to(options_.device()), m.channels,
                                                                 config_.flip_sin_to_cos, double(config_.freq_shift));
     return m.linear_2(at::silu(m.linear_1(projected.to(options_.dtype()))));
@@ -217,17 +211,17 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   const CogVideoXConfig& c = config_;
   if (latents.dim() != 5 || latents.size(2) != c.in_channels)
     bad_input("latents must be [B, F, " + std::to_string(c.in_channels) + ", H, W], got " +
-              shape_string(latents.sizes()));
+              kernels::shape_string(latents.sizes()));
   const int64_t batch = latents.size(0), frames = latents.size(1), height = latents.size(3), width = latents.size(4);
   if (height % c.patch_size || width % c.patch_size)
     bad_input("latent height and width must be multiples of patch_size " + std::to_string(c.patch_size) + ", got " +
-              shape_string(latents.sizes()));
+              kernels::shape_string(latents.sizes()));
   if (c.patch_size_t && frames % *c.patch_size_t)
     bad_input("latent frames must be a multiple of patch_size_t " + std::to_string(*c.patch_size_t) +
               " (the pipeline pads them), got " + std::to_string(frames));
   if (text_embeddings.dim() != 3 || text_embeddings.size(0) != batch || text_embeddings.size(2) != c.text_embed_dim)
     bad_input("text_embeddings must be [" + std::to_string(batch) + ", L, " + std::to_string(c.text_embed_dim) +
-              "], got " + shape_string(text_embeddings.sizes()));
+              "], got " + kernels::shape_string(text_embeddings.sizes()));
   const int64_t text_length = text_embeddings.size(1);
 
   const at::Tensor temb = embed_time(timestep, ofs, batch);

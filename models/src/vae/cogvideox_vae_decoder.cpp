@@ -1,5 +1,6 @@
 #include "cogvideox_vae_layers.h"
 
+#include "sagevid/models/join.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -12,19 +13,8 @@
 namespace sagevid {
 namespace {
 
-// WeightLoader plus the decoder's layer shapes and conv-cache slot numbering.
-struct DecoderLoader {
-  WeightLoader weights;
-  int slots = 0;
-
-  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
-  vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel) {
-    vae::CausalConv3d conv;
-    conv.weight = get(prefix + ".conv.weight", {out, in, kernel, kernel, kernel});
-    conv.bias = get(prefix + ".conv.bias", {out});
-    if (kernel > 1) conv.slot = slots++;
-    return conv;
-  }
+// The decoder's layer shapes.
+struct DecoderLoader : vae::LayerLoader {
   vae::SpatialNorm spatial_norm(const std::string& prefix, int64_t channels, int64_t latent, int64_t groups) {
     vae::SpatialNorm norm;
     norm.groups = groups;
@@ -56,16 +46,6 @@ void check_latents(const CogVideoXVaeConfig& c, const at::Tensor& latents) {
                                 ", F, h, w] with F >= 1");
 }
 
-// diffusers' temporal batches: frame_batch_size latent frames each, the first taking the remainder too
-// (13 latent frames: 3, 2, 2, 2, 2, 2), so the first batch decodes to 1 + 4k frames.
-std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size) {
-  if (batch_size < 1) throw std::invalid_argument("CogVideoX VAE decoder: frame_batch_size must be >= 1");
-  const int64_t count = std::max<int64_t>(frames / batch_size, 1), remainder = frames % batch_size;
-  std::vector<std::pair<int64_t, int64_t>> batches;  // [begin, end)
-  for (int64_t i = 0; i < count; ++i)
-    batches.emplace_back(batch_size * i + (i == 0 ? 0 : remainder), std::min(batch_size * (i + 1) + remainder, frames));
-  return batches;
-}
 
 }  // namespace
 
@@ -73,7 +53,7 @@ CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_d
   CogVideoXVaeDecoder decoder;
   decoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
   const CogVideoXVaeConfig& c = decoder.config_;
-  DecoderLoader loader{WeightLoader(vae_dir, target), 0};
+  DecoderLoader loader{{WeightLoader(vae_dir, target)}};
   auto w = std::make_shared<Weights>();
   const std::vector<int64_t> channels(c.block_out_channels.rbegin(), c.block_out_channels.rend());
   w->conv_in = loader.causal_conv("decoder.conv_in", c.latent_channels, channels[0], 3);
@@ -102,12 +82,9 @@ CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_d
   // The checkpoint also holds the encoder, so WeightLoader::check_all_used does not apply: check the decoder's
   // own tensors instead (an extra one means the config describes a smaller decoder than the weights).
   const std::vector<std::string> extra = loader.weights.unused({"decoder."});
-  if (!extra.empty()) {
-    std::string listed;
-    for (size_t i = 0; i < extra.size() && i < 5; ++i) listed += (i ? ", " : "") + extra[i];
+  if (!extra.empty())
     throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(extra.size()) +
-                             " decoder tensor(s): " + listed);
-  }
+                             " decoder tensor(s): " + join(extra, ", ", 5));
   decoder.weights_ = std::move(w);
   return decoder;
 }
@@ -131,7 +108,9 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
   check_latents(config_, latents);
   const at::Tensor& reference = weights_->conv_in.weight;
   const at::Tensor z = latents.to(reference.device(), reference.scalar_type());
-  const auto batches = frame_batches(z.size(2), options.frame_batch_size);
+  // The first batch takes the remainder of the latent frames, so it decodes to 1 + 4k frames.
+  if (options.frame_batch_size < 1) throw std::invalid_argument("CogVideoX VAE decoder: frame_batch_size must be >= 1");
+  const auto batches = vae::frame_batches(z.size(2), options.frame_batch_size);
   const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
   if (!grid) {
     ConvCache cache{std::vector<at::Tensor>(size_t(weights_->cache_slots))};

@@ -1,7 +1,9 @@
 // CogVideoX VAE encoder: loading, diffusers' temporal frame batches and tiles, and the latent distribution.
 #include "cogvideox_vae_layers.h"
 
+#include "sagevid/kernels/shape_string.h"
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/join.h"
 #include "sagevid/models/weights.h"
 
 #include <ATen/TensorOperators.h>
@@ -11,25 +13,16 @@
 #include <ATen/ops/randn.h>
 
 #include <algorithm>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
 namespace sagevid {
 namespace {
 
-// WeightLoader plus the encoder's layer shapes and conv-cache slot numbering.
-struct EncoderLoader {
-  WeightLoader weights;
-  int slots = 0;
-
-  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
+// The encoder's layer shapes: every causal convolution of the encoder has a 3x3x3 kernel.
+struct EncoderLoader : vae::LayerLoader {
   vae::CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out) {
-    vae::CausalConv3d conv;
-    conv.weight = get(prefix + ".conv.weight", {out, in, 3, 3, 3});
-    conv.bias = get(prefix + ".conv.bias", {out});
-    conv.slot = slots++;
-    return conv;
+    return LayerLoader::causal_conv(prefix, in, out, 3);
   }
   vae::GroupNorm group_norm(const std::string& prefix, int64_t channels, int64_t groups, double eps) {
     return {get(prefix + ".weight", {channels}), get(prefix + ".bias", {channels}), groups, eps};
@@ -71,12 +64,11 @@ int64_t time_halvings(const CogVideoXVaeConfig& c) {
 
 void check_video(const CogVideoXVaeConfig& c, const at::Tensor& video, const VaeEncodeOptions& options) {
   const int64_t ratio = int64_t(1) << time_halvings(c), scale = c.spatial_compression();
-  std::ostringstream shape;
-  shape << video.sizes();
   const auto fail = [&](const std::string& what) {
     throw std::invalid_argument("CogVideoX VAE encoder: " + what + " must fit [B, " + std::to_string(c.in_channels) +
                                 ", T, H, W] with T = 1, " + std::to_string(ratio) + "k or " + std::to_string(ratio) +
-                                "k + 1 and H, W multiples of " + std::to_string(scale) + "; got " + shape.str());
+                                "k + 1 and H, W multiples of " + std::to_string(scale) + "; got " +
+                                kernels::shape_string(video.sizes()));
   };
   if (video.dim() != 5 || video.size(1) != c.in_channels) fail("video");
   const int64_t frames = video.size(2), height = video.size(3), width = video.size(4);
@@ -87,21 +79,12 @@ void check_video(const CogVideoXVaeConfig& c, const at::Tensor& video, const Vae
                                 std::to_string(ratio) + ", got " + std::to_string(options.frame_batch_size));
 }
 
-// diffusers' temporal batches of input frames: batch_size each, the first taking the remainder too (49 frames:
-// 9, 8, 8, 8, 8, 8), so every batch but an odd first one is a whole number of latent frames.
-std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size) {
-  const int64_t count = std::max<int64_t>(frames / batch_size, 1), remainder = frames % batch_size;
-  std::vector<std::pair<int64_t, int64_t>> batches;  // [begin, end)
-  for (int64_t i = 0; i < count; ++i)
-    batches.emplace_back(batch_size * i + (i == 0 ? 0 : remainder), std::min(batch_size * (i + 1) + remainder, frames));
-  return batches;
-}
-
 // The encoder over all frame batches of x, one conv cache carried through them.
 at::Tensor encode_frames(const CogVideoXVaeEncoder::Weights& weights, const at::Tensor& x, int64_t frame_batch_size) {
   vae::ConvCache cache{std::vector<at::Tensor>(size_t(weights.cache_slots))};
   std::vector<at::Tensor> parts;
-  for (const auto& [begin, end] : frame_batches(x.size(2), frame_batch_size))
+  // Every batch but an odd first one is a whole number of latent frames.
+  for (const auto& [begin, end] : vae::frame_batches(x.size(2), frame_batch_size))
     parts.push_back(vae::encode_batch(weights, x.narrow(2, begin, end - begin), cache));
   return parts.size() == 1 ? parts.front() : at::cat(parts, 2);
 }
@@ -113,7 +96,7 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
   encoder.config_ = CogVideoXVaeConfig::load(vae_dir / "config.json");
   const CogVideoXVaeConfig& c = encoder.config_;
   encoder.invert_scale_latents_ = read_encoder_keys(vae_dir / "config.json", c);
-  EncoderLoader loader{WeightLoader(vae_dir, target), 0};
+  EncoderLoader loader{{WeightLoader(vae_dir, target)}};
   auto w = std::make_shared<Weights>();
   const std::vector<int64_t>& channels = c.block_out_channels;
   w->conv_in = loader.causal_conv("encoder.conv_in", c.in_channels, channels[0]);
@@ -150,12 +133,9 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
   // The checkpoint also holds the decoder: check the encoder's own tensors (an extra one means the config
   // describes a smaller encoder than the weights, or quant_conv weights the config does not use).
   const std::vector<std::string> extra = loader.weights.unused({"encoder.", "quant_conv."});
-  if (!extra.empty()) {
-    std::string listed;
-    for (size_t i = 0; i < extra.size() && i < 5; ++i) listed += (i ? ", " : "") + extra[i];
+  if (!extra.empty())
     throw std::runtime_error(vae_dir.string() + ": the config has no place for " + std::to_string(extra.size()) +
-                             " encoder tensor(s): " + listed);
-  }
+                             " encoder tensor(s): " + join(extra, ", ", 5));
   encoder.weights_ = std::move(w);
   return encoder;
 }

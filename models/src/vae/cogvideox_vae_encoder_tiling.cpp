@@ -5,15 +5,6 @@
 #include <string>
 
 namespace sagevid::vae {
-namespace {
-
-std::vector<int64_t> starts(int64_t size, int64_t stride) {
-  std::vector<int64_t> values;
-  for (int64_t start = 0; start < size; start += stride) values.push_back(start);
-  return values;
-}
-
-}  // namespace
 
 std::optional<EncodeTileGrid> plan_encode_tiles(const CogVideoXVaeConfig& config, const VaeEncodeOptions& options,
                                                 int64_t height, int64_t width) {
@@ -32,8 +23,8 @@ std::optional<EncodeTileGrid> plan_encode_tiles(const CogVideoXVaeConfig& config
                                 std::to_string(grid.tile_width) +
                                 " pixels are smaller than a latent or leave no stride at these overlap factors; "
                                 "use larger tiles");
-  grid.row_starts = starts(height, stride_height);
-  grid.col_starts = starts(width, stride_width);
+  grid.row_starts = tile_starts(height, stride_height);
+  grid.col_starts = tile_starts(width, stride_width);
   TileGrid& blending = grid.blending;
   blending.tile_latent_height = grid.tile_height / config.spatial_compression();
   blending.tile_latent_width = grid.tile_width / config.spatial_compression();

@@ -2,10 +2,13 @@
 // The CogVideoX VAE decoder's layers as plain structs of weights plus free forward functions (private to
 // sagevid_models; the public face is sagevid/models/cogvideox_vae.h).
 #include "sagevid/models/cogvideox_vae.h"
+#include "sagevid/models/weights.h"
 
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace sagevid {
@@ -27,6 +30,22 @@ struct CausalConv3d {
   int slot = -1;            // its ConvCache slot, -1 for k == 1
 };
 at::Tensor causal_conv3d(const CausalConv3d& conv, const at::Tensor& x, ConvCache& cache);
+
+// WeightLoader plus the conv-cache slot numbering: what the decoder's and the encoder's loaders share.
+struct LayerLoader {
+  WeightLoader weights;
+  int slots = 0;
+
+  at::Tensor get(const std::string& name, at::IntArrayRef shape) { return weights.get(name, shape); }
+  // A causal convolution's weights; one with a temporal kernel > 1 takes the next cache slot.
+  CausalConv3d causal_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel) {
+    CausalConv3d conv;
+    conv.weight = get(prefix + ".conv.weight", {out, in, kernel, kernel, kernel});
+    conv.bias = get(prefix + ".conv.bias", {out});
+    if (kernel > 1) conv.slot = slots++;
+    return conv;
+  }
+};
 
 // conv3d without padding in time, run in temporal chunks when the input is large (diffusers'
 // CogVideoXSafeConv3d: same result, bounded workspace). limit_gib: its 2 GiB threshold, lowered by tests.
@@ -141,6 +160,13 @@ struct CogVideoXVaeEncoder::Weights {
 };
 
 namespace vae {
+
+// How the decoder and the encoder split their work as diffusers does (cogvideox_vae_work_split.cpp).
+// Temporal batches of `frames` frames, batch_size each, the first taking the remainder too (13 latent frames
+// by 2: 3, 2, 2, 2, 2, 2; 49 input frames by 8: 9, 8, 8, 8, 8, 8), as [begin, end) pairs; batch_size >= 1.
+std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t batch_size);
+// Where the tiles along one axis of `size` start: 0, stride, 2·stride, ... below size.
+std::vector<int64_t> tile_starts(int64_t size, int64_t stride);
 
 // The encoder (and quant_conv) on one temporal batch of input frames x [B, 3, t, H, W], continuing from cache;
 // returns the 2C moments of that batch's latent frames.

@@ -12,12 +12,6 @@
 namespace sagevid::vae {
 namespace {
 
-std::vector<int64_t> starts(int64_t size, int64_t stride) {
-  std::vector<int64_t> values;
-  for (int64_t start = 0; start < size; start += stride) values.push_back(start);
-  return values;
-}
-
 // b's first `extent` rows/columns along dim become a linear ramp from a's last ones (weight 1 - k/extent on a,
 // k/extent on b for k = 0..extent-1), written into b in place.
 void blend(const at::Tensor& a, at::Tensor& b, int64_t dim, int64_t extent) {
@@ -87,8 +81,8 @@ std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDe
   TileGrid grid;
   grid.tile_latent_height = height.latent;
   grid.tile_latent_width = width.latent;
-  grid.row_starts = starts(latent_height, height.stride);
-  grid.col_starts = starts(latent_width, width.stride);
+  grid.row_starts = tile_starts(latent_height, height.stride);
+  grid.col_starts = tile_starts(latent_width, width.stride);
   grid.blend_height = height.blend;
   grid.blend_width = width.blend;
   grid.limit_height = height.limit;

@@ -77,5 +77,8 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
 // does not take), or nullopt.
 std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                               const Options& options, bool has_bias = false);
+// The part of unsupported_reason that needs no tensors: why the kernels cannot run on `device` in `dtype` at
+// all (not CUDA, not fp16/bf16, older than sm_80), or nullopt. A cuda device without an index means device 0.
+std::optional<std::string> device_unsupported_reason(const at::Device& device, at::ScalarType dtype);
 
 }  // namespace sagevid::kernels::sage2

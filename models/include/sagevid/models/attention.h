@@ -56,6 +56,12 @@ std::optional<std::string> attention_unsupported_reason(AttentionBackend backend
                                                         const at::Tensor& k, const at::Tensor& v,
                                                         const AttentionParams& params);
 
+// Why `backend` cannot run any call on `device` in `dtype` (the device kind, the dtype, the GPU's generation;
+// sage2 with default options), or nullopt if it may: calls can still be refused for their shapes or options.
+// A cuda device without an index means device 0.
+std::optional<std::string> attention_unsupported_on(AttentionBackend backend, const at::Device& device,
+                                                    at::ScalarType dtype);
+
 class Attention {
  public:
   explicit Attention(AttentionConfig config = {});

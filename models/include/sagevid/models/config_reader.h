@@ -2,14 +2,20 @@
 // Typed, validated reading of JSON config objects. Every key read is recorded, so finish() can reject keys
 // nobody asked for (a typo in a config is an error, not a silently ignored setting). Errors name the full
 // dotted key path, e.g. "server.queue_size: expected an integer, got string".
+#include "sagevid/models/join.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <optional>
+#include <ranges>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sagevid {
@@ -27,6 +33,10 @@ class ConfigReader {
   template <class T> T get(const std::string& key, T default_value);  // optional key
   template <class T> T require(const std::string& key);               // mandatory key
   template <class T> std::optional<T> optional(const std::string& key);  // absent or null: nullopt
+  // A string naming one of `choices`; absent: default_value. Any other string fails, listing the names.
+  template <class Value>
+  Value choice(const std::string& key, Value default_value,
+               std::initializer_list<std::pair<std::string_view, Value>> choices);
   ConfigReader object(const std::string& key);                        // nested object ({} if absent)
   std::vector<ConfigReader> objects(const std::string& key);          // array of objects ([] if absent)
 
@@ -68,6 +78,17 @@ template <class T> std::optional<T> ConfigReader::optional(const std::string& ke
   const nlohmann::json* value = lookup(key);
   if (!value || value->is_null()) return std::nullopt;
   return convert<T>(key, *value);
+}
+
+template <class Value>
+Value ConfigReader::choice(const std::string& key, Value default_value,
+                           std::initializer_list<std::pair<std::string_view, Value>> choices) {
+  const nlohmann::json* value = lookup(key);
+  if (!value) return default_value;
+  const std::string name = convert<std::string>(key, *value);
+  for (const auto& [choice_name, choice_value] : choices)
+    if (name == choice_name) return choice_value;
+  fail(key, "unknown value \"" + name + "\" (expected one of: " + join(choices | std::views::keys) + ")");
 }
 
 template <class T> T ConfigReader::require(const std::string& key) {
