@@ -1,6 +1,7 @@
-// sagevid-bench: one denoising step of the CogVideoX transformer at the real 2B and 5B configs (random
-// weights), 49 frames at 480x720, CFG batch 2, bf16, per attention backend in one run: median step time,
-// the attention share of the step, and peak GPU memory. Prints a markdown table (docs/PERFORMANCE.md).
+// sagevid-bench: one denoising step of the CogVideoX transformer at the real 2B and 5B configs, 49 frames at
+// 480x720, and CogVideoX1.5-5B, 81 frames at 768x1360 (random weights), CFG batch 2, bf16, per attention
+// backend in one run: median step time, the attention share of the step, and peak GPU memory. Prints a
+// markdown table (docs/PERFORMANCE.md).
 //
 // The attention share is measured, not modelled: the same step with the attention calls timed on their own
 // (num_layers x one attention call of the step's shape, median) over the step's median.
@@ -34,27 +35,47 @@ using sagevid::CogVideoXTransformer;
 struct ModelShape {
   const char* name;
   nlohmann::json config;  // diffusers' transformer/config.json keys that differ from the 2b defaults
+  int64_t latent_frames, latent_height, latent_width;  // the request's latents (VAE: 4x in time, 8x in space)
 };
 
 const std::vector<ModelShape>& model_shapes() {
   static const std::vector<ModelShape> shapes = {
-      {"CogVideoX-2B", {{"num_attention_heads", 30}, {"num_layers", 30}}},
+      {"CogVideoX-2B", {{"num_attention_heads", 30}, {"num_layers", 30}}, 13, 60, 90},  // 49 x 480 x 720
       {"CogVideoX-5B",
-       {{"num_attention_heads", 48}, {"num_layers", 42}, {"use_rotary_positional_embeddings", true}}},
+       {{"num_attention_heads", 48}, {"num_layers", 42}, {"use_rotary_positional_embeddings", true}},
+       13, 60, 90},
+      // 81 x 768 x 1360: 21 latent frames, padded to 22 for frame pairs as diffusers' 1.5 pipeline does.
+      {"CogVideoX1.5-5B",
+       {{"num_attention_heads", 48}, {"num_layers", 42}, {"use_rotary_positional_embeddings", true},
+        {"patch_size_t", 2}, {"patch_bias", false}, {"sample_frames", 81}, {"sample_height", 96},
+        {"sample_width", 170}},
+       22, 96, 170},
   };
   return shapes;
 }
 
-constexpr int64_t kBatch = 2, kLatentFrames = 13, kLatentHeight = 60, kLatentWidth = 90;  // 49 x 480 x 720
+constexpr int64_t kBatch = 2;
 
 struct StepResult {
   double step_ms = 0, attention_ms = 0, peak_gib = 0;
 };
 
-StepResult measure(const CogVideoXTransformer& model, AttentionBackend backend) {
+// The step's sequence: text tokens, then one per latent patch (frames in pairs where patch_size_t is 2).
+int64_t step_tokens(const ModelShape& shape, const CogVideoXConfig& c) {
+  return c.max_text_seq_length + shape.latent_frames / c.patch_size_t.value_or(1) *
+                                     (shape.latent_height / c.patch_size) * (shape.latent_width / c.patch_size);
+}
+
+at::Tensor random_bf16(at::IntArrayRef sizes) { return sagevid::tools::random_cuda(sizes, at::kBFloat16); }
+
+at::Tensor random_latents(const ModelShape& shape, const CogVideoXConfig& c) {
+  return random_bf16({kBatch, shape.latent_frames, c.in_channels, shape.latent_height, shape.latent_width});
+}
+
+StepResult measure(const CogVideoXTransformer& model, const ModelShape& shape, AttentionBackend backend) {
   const CogVideoXConfig& c = model.config();
-  const auto random = [](at::IntArrayRef sizes) { return sagevid::tools::random_cuda(sizes, at::kBFloat16); };
-  const at::Tensor latents = random({kBatch, kLatentFrames, c.in_channels, kLatentHeight, kLatentWidth});
+  const auto random = random_bf16;
+  const at::Tensor latents = random_latents(shape, c);
   const at::Tensor text = random({kBatch, c.max_text_seq_length, c.text_embed_dim});
   const at::Tensor timestep = at::full({kBatch}, 999, at::TensorOptions().device(at::kCUDA).dtype(at::kLong));
   const sagevid::Attention attention(sagevid::AttentionConfig{backend, std::nullopt, {}});
@@ -65,8 +86,7 @@ StepResult measure(const CogVideoXTransformer& model, AttentionBackend backend) 
       sagevid::tools::median_ms([&] { model.forward(latents, text, timestep, std::nullopt, attention); }, 2, 5);
   r.peak_gib = sagevid::tools::gib(sagevid::tools::peak_allocated_bytes());
 
-  const int64_t video_tokens = kLatentFrames * (kLatentHeight / c.patch_size) * (kLatentWidth / c.patch_size);
-  const int64_t tokens = c.max_text_seq_length + video_tokens;
+  const int64_t tokens = step_tokens(shape, c);
   const at::Tensor q = random({kBatch, c.num_attention_heads, tokens, c.attention_head_dim});
   const at::Tensor k = random(q.sizes()), v = random(q.sizes());
   r.attention_ms = c.num_layers * sagevid::tools::median_ms([&] { attention(q, k, v); }, 3, 10);
@@ -96,10 +116,10 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
 }
 
 // The sage2 step's regions for one model: ms per step, share, floor.
-void print_breakdown(const CogVideoXTransformer& model, const char* name) {
+void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape) {
   const CogVideoXConfig& c = model.config();
-  const auto random = [](at::IntArrayRef sizes) { return sagevid::tools::random_cuda(sizes, at::kBFloat16); };
-  const at::Tensor latents = random({kBatch, kLatentFrames, c.in_channels, kLatentHeight, kLatentWidth});
+  const auto random = random_bf16;
+  const at::Tensor latents = random_latents(shape, c);
   const at::Tensor text = random({kBatch, c.max_text_seq_length, c.text_embed_dim});
   const at::Tensor timestep = at::full({kBatch}, 999, at::TensorOptions().device(at::kCUDA).dtype(at::kLong));
   const sagevid::Attention attention(sagevid::AttentionConfig{AttentionBackend::sage2, std::nullopt, {}});
@@ -110,11 +130,9 @@ void print_breakdown(const CogVideoXTransformer& model, const char* name) {
   sagevid::StepProfile profile;
   for (int i = 0; i < kSteps; ++i) step();
   const auto totals = profile.totals();
-  const int64_t tokens =
-      c.max_text_seq_length + kLatentFrames * (kLatentHeight / c.patch_size) * (kLatentWidth / c.patch_size);
-  const auto floors = region_floors_ms(c, tokens);
+  const auto floors = region_floors_ms(c, step_tokens(shape, c));
 
-  std::printf("\n%s, sage2, step %.1f ms (unprofiled median):\n\n", name, step_ms);
+  std::printf("\n%s, sage2, step %.1f ms (unprofiled median):\n\n", shape.name, step_ms);
   std::printf("| region | ms per step | share of step | floor ms | x floor |\n|---|---|---|---|---|\n");
   double regions_ms = 0, floor_sum = 0, outside_attention_ms = 0;
   for (const auto& [region, total] : totals) {
@@ -148,7 +166,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   c10::InferenceMode inference;
-  std::printf("device: %s (sm_%d); one transformer step, 49x480x720 (17,776 tokens), CFG batch 2, bf16, random "
+  std::printf("device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
+              "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
               "weights; median of 5 steps after 2 warm-ups\n\n",
               devices[0].name.c_str(), devices[0].compute_capability);
   if (breakdown) {
@@ -158,7 +177,7 @@ int main(int argc, char** argv) {
     for (const ModelShape& shape : model_shapes()) {
       const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
       print_breakdown(CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0),
-                      shape.name);
+                      shape);
     }
     return 0;
   }
@@ -170,7 +189,7 @@ int main(int argc, char** argv) {
         CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
     double flash_ms = 0;
     for (AttentionBackend backend : {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2}) {
-      const StepResult r = measure(model, backend);
+      const StepResult r = measure(model, shape, backend);
       if (backend == AttentionBackend::flash) flash_ms = r.step_ms;
       std::printf("| %s | %s | %.1f | %.1f | %.0f%% | %.2fx | %.1f |\n", shape.name,
                   std::string(sagevid::backend_name(backend)).c_str(), r.step_ms, r.attention_ms,
