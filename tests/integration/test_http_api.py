@@ -2,7 +2,8 @@
 """The HTTP video API of `sagevid serve` with a real HTTP client (requests) against the tiny model on the CPU:
 the whole cycle (create, poll, download, delete), the content streamed while it is made, multipart forms,
 the errors (bad JSON, unknown field, wrong type, unknown model, image, oversized body, unknown id), cancel,
-a full queue, the metrics the HTTP requests share with gRPC, and retention expiry.
+a full queue, the metrics the HTTP requests share with gRPC, SIGTERM with a job running, HTTPS with tokens, and
+retention expiry.
 
 The binary is $SAGEVID_BINARY (ctest sets it), else build/server/sagevid of this checkout."""
 import json
@@ -18,6 +19,9 @@ import unittest
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
+from test_sagevid_client import make_test_pki  # noqa: E402  (the Python client's throwaway CA and certificate)
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("SAGEVID_BINARY", str(ROOT / "build" / "server" / "sagevid"))
@@ -35,8 +39,19 @@ class Server:
     """`sagevid serve` of the tiny config with the HTTP API (and /metrics) on free ports; videos in a folder of
     its own."""
 
-    def __init__(self, *overrides):
+    def __init__(self, *overrides, tls_folder=None, token=None):
+        """With tls_folder (make_test_pki's files) the API is HTTPS; with a token, both endpoints want it."""
         self.storage = tempfile.mkdtemp(prefix="sagevid-http-test-")
+        self.session = requests.Session()
+        self.session.trust_env = False  # $REQUESTS_CA_BUNDLE would override verify; no proxy for 127.0.0.1
+        scheme = "https" if tls_folder else "http"
+        if tls_folder:
+            self.session.verify = str(Path(tls_folder, "ca.pem"))
+            overrides += (f"server.tls.cert_file={tls_folder}/server.pem", f"server.tls.key_file={tls_folder}/server.key")
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+            Path(self.storage, "tokens").write_text(token + "\n")
+            overrides += (f"server.auth.token_file={self.storage}/tokens",)
         self.http_port, self.metrics_port = free_port(), free_port()
         settings = [f'server.address="127.0.0.1:{free_port()}"', f'server.http.address="127.0.0.1:{self.http_port}"',
                     f'server.metrics_address="127.0.0.1:{self.metrics_port}"', f"server.http.storage_dir={self.storage}",
@@ -46,11 +61,12 @@ class Server:
         for setting in settings:
             command += ["--set", setting]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # its build report
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.url = f"{scheme}://127.0.0.1:{self.http_port}"
+        self.metrics_url = f"{scheme}://127.0.0.1:{self.metrics_port}/metrics"
         end = time.monotonic() + 60
-        while time.monotonic() < end:
+        while time.monotonic() < end and self.process.poll() is None:
             try:
-                if requests.get(self.url + "/v1/models", timeout=2).status_code == 200:
+                if self.session.get(self.url + "/v1/models", timeout=2).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
@@ -59,18 +75,19 @@ class Server:
         raise RuntimeError("sagevid serve did not come up")
 
     def stop(self):
+        """SIGTERM, as an operator stops it; its exit status."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=30)
+            return self.process.wait(timeout=30)
         finally:
             self.process.kill()
             shutil.rmtree(self.storage, True)
 
     def create(self, **fields):
-        return requests.post(self.url + "/v1/videos", json=fields, timeout=10)
+        return self.session.post(self.url + "/v1/videos", json=fields, timeout=10)
 
     def video(self, video_id):
-        return requests.get(f"{self.url}/v1/videos/{video_id}", timeout=10)
+        return self.session.get(f"{self.url}/v1/videos/{video_id}", timeout=10)
 
     def wait(self, video_id, until=("completed", "failed"), timeout=60):
         """Polls the video until its status is one of `until`; returns every state seen."""
@@ -86,7 +103,7 @@ class Server:
         raise AssertionError(f"video {video_id} still {seen[-1]['status']} after {timeout} s")
 
     def requests_with_outcome(self, outcome):
-        metrics = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        metrics = self.session.get(self.metrics_url, timeout=5).text
         series = f'sagevid_requests_total{{outcome="{outcome}"}} '
         return next((int(line[len(series):]) for line in metrics.splitlines() if line.startswith(series)), 0)
 
@@ -147,7 +164,7 @@ class HttpApi(unittest.TestCase):
         self.assertGreaterEqual(done["completed_at"], done["created_at"])
         self.assertEqual(done["expires_at"] - done["completed_at"], 3600)  # retention_seconds' default
 
-        content = requests.get(f"{self.server.url}/v1/videos/{created['id']}/content", timeout=10)
+        content = self.server.session.get(f"{self.server.url}/v1/videos/{created['id']}/content", timeout=10)
         self.assertEqual(content.status_code, 200)
         self.assertEqual(content.headers["Content-Type"], "video/mp4")
         self.assertEqual(int(content.headers["Content-Length"]), len(content.content))
@@ -158,44 +175,44 @@ class HttpApi(unittest.TestCase):
         again = self.server.create(**small(seed=seed, steps=4, negative_prompt="blurry", guidance_scale=5.5,
                                            prompt=created["prompt"])).json()
         self.assertEqual(self.server.wait(again["id"])[-1]["status"], "completed")
-        self.assertEqual(requests.get(f"{self.server.url}/v1/videos/{again['id']}/content").content, content.content)
+        self.assertEqual(self.server.session.get(f"{self.server.url}/v1/videos/{again['id']}/content").content, content.content)
 
-        deleted = requests.delete(f"{self.server.url}/v1/videos/{created['id']}", timeout=10)
+        deleted = self.server.session.delete(f"{self.server.url}/v1/videos/{created['id']}", timeout=10)
         self.assertEqual(deleted.json(), {"id": created["id"], "object": "video.deleted", "deleted": True})
         self.assert_error(self.server.video(created["id"]), 404, "video_id")
         self.assertEqual(self.server.stored_files(), [again["id"] + ".mp4"])
-        requests.delete(f"{self.server.url}/v1/videos/{again['id']}", timeout=10)
+        self.server.session.delete(f"{self.server.url}/v1/videos/{again['id']}", timeout=10)
 
     def test_content_streams_while_the_video_is_made(self):
         created = self.server.create(**small(steps=40, seconds="2")).json()
-        with requests.get(f"{self.server.url}/v1/videos/{created['id']}/content", stream=True, timeout=60) as live:
+        with self.server.session.get(f"{self.server.url}/v1/videos/{created['id']}/content", stream=True, timeout=60) as live:
             self.assertEqual(live.status_code, 200)
             self.assertEqual(live.headers.get("Transfer-Encoding"), "chunked")
             streamed = b"".join(live.iter_content(None))
         self.assertEqual(self.server.video(created["id"]).json()["status"], "completed")
-        whole = requests.get(f"{self.server.url}/v1/videos/{created['id']}/content", timeout=10).content
+        whole = self.server.session.get(f"{self.server.url}/v1/videos/{created['id']}/content", timeout=10).content
         self.assertEqual(streamed, whole)
-        requests.delete(f"{self.server.url}/v1/videos/{created['id']}", timeout=10)
+        self.server.session.delete(f"{self.server.url}/v1/videos/{created['id']}", timeout=10)
 
     def test_multipart_form(self):
         fields = {"model": "tiny", "prompt": "a cat", "size": "96x64", "frames": "9", "steps": "2", "seed": "0"}
-        reply = requests.post(self.server.url + "/v1/videos", files={k: (None, v) for k, v in fields.items()})
+        reply = self.server.session.post(self.server.url + "/v1/videos", files={k: (None, v) for k, v in fields.items()})
         self.assertEqual(reply.status_code, 200, reply.text)
         done = self.server.wait(reply.json()["id"])[-1]
         self.assertEqual((done["status"], done["seed"]), ("completed", 0))
-        steps = requests.post(self.server.url + "/v1/videos", files={"prompt": (None, "x"), "steps": (None, "two")})
+        steps = self.server.session.post(self.server.url + "/v1/videos", files={"prompt": (None, "x"), "steps": (None, "two")})
         self.assert_error(steps, 400, "steps", "expected an integer, got string")
-        image = requests.post(self.server.url + "/v1/videos",
+        image = self.server.session.post(self.server.url + "/v1/videos",
                               files={"prompt": (None, "x"), "input_reference": ("cat.png", b"\x89PNG", "image/png")})
         self.assert_error(image, 400, "input_reference", "model 'tiny' takes no image")
-        requests.delete(f"{self.server.url}/v1/videos/{done['id']}", timeout=10)
+        self.server.session.delete(f"{self.server.url}/v1/videos/{done['id']}", timeout=10)
 
     def test_bad_requests_name_the_field(self):
         posted = []
 
         def post(body, **headers):
             posted.append(body)
-            return requests.post(self.server.url + "/v1/videos", data=body, timeout=10,
+            return self.server.session.post(self.server.url + "/v1/videos", data=body, timeout=10,
                                  headers={"Content-Type": "application/json", **headers})
 
         invalid_before = self.server.requests_with_outcome("invalid_argument")
@@ -222,7 +239,7 @@ class HttpApi(unittest.TestCase):
 
     def test_oversized_body_is_refused_before_it_is_read(self):
         body = json.dumps({"prompt": "a" * BODY_LIMIT})
-        reply = requests.post(self.server.url + "/v1/videos", data=body, timeout=10,
+        reply = self.server.session.post(self.server.url + "/v1/videos", data=body, timeout=10,
                               headers={"Content-Type": "application/json"})
         self.assert_error(reply, 413, None, "max_body_bytes")
         # A length far over the limit and no body at all: the answer comes without waiting for the bytes.
@@ -235,12 +252,12 @@ class HttpApi(unittest.TestCase):
     def test_unknown_ids_and_routes(self):
         for method, path in [("GET", "/v1/videos/video_0000"), ("GET", "/v1/videos/video_0000/content"),
                              ("DELETE", "/v1/videos/video_0000")]:
-            error = self.assert_error(requests.request(method, self.server.url + path, timeout=10), 404, "video_id")
+            error = self.assert_error(self.server.session.request(method, self.server.url + path, timeout=10), 404, "video_id")
             self.assertEqual(error["code"], "not_found")
-        self.assert_error(requests.get(self.server.url + "/v1/images", timeout=10), 404, None, "no route")
+        self.assert_error(self.server.session.get(self.server.url + "/v1/images", timeout=10), 404, None, "no route")
 
     def test_models(self):
-        reply = requests.get(self.server.url + "/v1/models", timeout=10).json()
+        reply = self.server.session.get(self.server.url + "/v1/models", timeout=10).json()
         self.assertEqual(reply["object"], "list")
         [model] = reply["data"]
         self.assertEqual((model["id"], model["object"], model["owned_by"]), ("tiny", "model", "sagevid"))
@@ -255,7 +272,7 @@ class HttpApi(unittest.TestCase):
         self.assertEqual(self.server.video(waiting["id"]).json()["status"], "queued")
         self.assert_error(self.server.create(**small()), 429, None, "full")
         for video in (waiting, running):  # a queued one is dropped, the running one stops within a step
-            self.assertTrue(requests.delete(f"{self.server.url}/v1/videos/{video['id']}", timeout=10).json()["deleted"])
+            self.assertTrue(self.server.session.delete(f"{self.server.url}/v1/videos/{video['id']}", timeout=10).json()["deleted"])
             self.assert_error(self.server.video(video["id"]), 404, "video_id")
         end = time.monotonic() + 30
         while self.server.requests_with_outcome("cancelled") < cancelled_before + 2 and time.monotonic() < end:
@@ -263,7 +280,47 @@ class HttpApi(unittest.TestCase):
         self.assertEqual(self.server.requests_with_outcome("cancelled"), cancelled_before + 2)
         after = self.server.create(**small()).json()  # the worker is free again
         self.assertEqual(self.server.wait(after["id"], timeout=30)[-1]["status"], "completed")
-        requests.delete(f"{self.server.url}/v1/videos/{after['id']}", timeout=10)
+        self.server.session.delete(f"{self.server.url}/v1/videos/{after['id']}", timeout=10)
+
+
+class Lifecycle(unittest.TestCase):
+    def test_sigterm_drains_then_cancels_http_jobs_and_removes_the_videos(self):
+        server = Server("server.drain_seconds=0.5")
+        try:
+            running = server.create(**slow()).json()
+            server.wait(running["id"], until=("in_progress",))
+            storage = Path(server.storage)
+            [folder] = list(storage.glob("sagevid-videos-*"))
+            started = time.monotonic()
+            server.process.terminate()
+            self.assertEqual(server.process.wait(timeout=30), 0)
+            self.assertLess(time.monotonic() - started, 15)  # cancelled after the drain, within a step
+            self.assertFalse(folder.exists())
+        finally:
+            server.stop()
+
+
+class Security(unittest.TestCase):
+    def test_https_and_tokens_as_for_grpc(self):
+        folder = tempfile.mkdtemp(prefix="sagevid-http-tls-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        make_test_pki(folder)
+        token = f"tok-{random.getrandbits(64):x}"
+        server = Server(tls_folder=folder, token=token)
+        try:
+            done = server.wait(server.create(**small()).json()["id"])[-1]
+            self.assertEqual(done["status"], "completed")
+            content = server.session.get(f"{server.url}/v1/videos/{done['id']}/content", timeout=10)
+            self.assertEqual(content.content[4:8], b"ftyp")
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                refused = requests.get(f"{server.url}/v1/videos/{done['id']}", headers=headers,
+                                       verify=server.session.verify, timeout=10)
+                self.assertEqual(refused.status_code, 401)
+                self.assertEqual(refused.json()["error"]["code"], "invalid_api_key")
+            with self.assertRaises(requests.ConnectionError):  # no plain HTTP on the port
+                requests.get(f"http://127.0.0.1:{server.http_port}/v1/models", timeout=10)
+        finally:
+            server.stop()
 
 
 class Retention(unittest.TestCase):
