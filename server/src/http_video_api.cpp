@@ -222,7 +222,9 @@ void HttpVideoApi::Impl::content(const httplib::Request& request, const std::str
   if (!video) return send_error(response, 404, "no video '" + id + "' (never made, deleted, or expired)", "video_id", "not_found");
   if (video->status == VideoState::Status::failed)
     return send_error(response, 409, "video '" + id + "' failed: " + video->error_message, "video_id", "video_failed");
-  auto file = std::make_shared<std::ifstream>();  // opened at the first read: the file may not exist yet
+  // Opened now, so that a deletion during the download does not cut it; a video not begun yet has no file, and
+  // its download opens it at the first read.
+  auto file = std::make_shared<std::ifstream>(store.file(id), std::ios::binary);
   const auto read = [this, id, file](std::size_t offset, httplib::DataSink& sink, std::size_t length) {
     if (!file->is_open()) file->open(store.file(id), std::ios::binary);
     std::string buffer(std::min(length, kReadBytes), '\0');
