@@ -59,6 +59,10 @@ void send_refusal(httplib::Response& response, const grpc::Status& status) {
   }
 }
 
+void send_unknown(httplib::Response& response, const std::string& id) {
+  send_error(response, 404, "no video '" + id + "' (never made, deleted, or expired)", "video_id", "not_found");
+}
+
 const char* status_name(VideoState::Status status) {
   switch (status) {
     case VideoState::Status::queued: return "queued";
@@ -84,6 +88,7 @@ json video_json(const VideoState& video) {
           {"size", video.size},
           {"seconds", video.seconds},
           {"seed", video.seed ? json(*video.seed) : json(nullptr)},
+          {"preview_step", video.preview_step ? json(video.preview_step) : json(nullptr)},
           {"remixed_from_video_id", nullptr},
           {"error", video.error_message.empty()
                         ? json(nullptr)
@@ -108,6 +113,7 @@ struct HttpVideoApi::Impl {
   void retrieve(const std::string& id, httplib::Response& response);
   void content(const httplib::Request& request, const std::string& id, httplib::Response& response);
   void remove(const std::string& id, httplib::Response& response);
+  void preview(const std::string& id, httplib::Response& response);
   void models(httplib::Response& response);
   void route();
   // The video as the request made it: the model's defaults where it left fields out.
@@ -145,6 +151,9 @@ void HttpVideoApi::Impl::route() {
   });
   server.Get(R"(/v1/videos/([^/]+)/content)", [this](const httplib::Request& request, httplib::Response& response) {
     content(request, request.matches[1], response);
+  });
+  server.Get(R"(/v1/videos/([^/]+)/preview)", [this](const httplib::Request& request, httplib::Response& response) {
+    preview(request.matches[1], response);
   });
   server.Delete(R"(/v1/videos/([^/]+))", [this](const httplib::Request& request, httplib::Response& response) {
     remove(request.matches[1], response);
@@ -209,7 +218,7 @@ VideoState HttpVideoApi::Impl::new_video(const v1::GenerateRequest& request, con
 
 void HttpVideoApi::Impl::retrieve(const std::string& id, httplib::Response& response) {
   const std::optional<VideoState> video = store.find(id);
-  if (!video) return send_error(response, 404, "no video '" + id + "' (never made, deleted, or expired)", "video_id", "not_found");
+  if (!video) return send_unknown(response, id);
   send_json(response, 200, video_json(*video));
 }
 
@@ -219,7 +228,7 @@ void HttpVideoApi::Impl::content(const httplib::Request& request, const std::str
   if (request.has_param("variant") && request.get_param_value("variant") != "video")
     return send_error(response, 400, "variant: only 'video' is served", "variant", "invalid_field");
   const std::optional<VideoState> video = store.find(id);
-  if (!video) return send_error(response, 404, "no video '" + id + "' (never made, deleted, or expired)", "video_id", "not_found");
+  if (!video) return send_unknown(response, id);
   if (video->status == VideoState::Status::failed)
     return send_error(response, 409, "video '" + id + "' failed: " + video->error_message, "video_id", "video_failed");
   // Opened now, so that a deletion during the download does not cut it; a video not begun yet has no file, and
@@ -249,10 +258,19 @@ void HttpVideoApi::Impl::content(const httplib::Request& request, const std::str
   });
 }
 
+// The latest preview of a video made with preview_every, as a PNG.
+void HttpVideoApi::Impl::preview(const std::string& id, httplib::Response& response) {
+  if (!store.find(id)) return send_unknown(response, id);
+  const std::optional<std::string> png = store.preview(id);
+  if (!png) return send_error(response, 404, "video '" + id + "' has no preview yet (previews come with preview_every)",
+                              "video_id", "no_preview");
+  response.set_content(*png, "image/png");
+}
+
 // OpenAI's delete; for a video still queued or running it is the cancel, which the job obeys within a step.
 void HttpVideoApi::Impl::remove(const std::string& id, httplib::Response& response) {
   relay.cancel(id);
-  if (!store.remove(id)) return send_error(response, 404, "no video '" + id + "' (never made, deleted, or expired)", "video_id", "not_found");
+  if (!store.remove(id)) return send_unknown(response, id);
   send_json(response, 200, {{"id", id}, {"object", "video.deleted"}, {"deleted", true}});
 }
 

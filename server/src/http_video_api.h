@@ -3,6 +3,7 @@
 //   POST /v1/videos                 start a video (JSON or multipart form; video_request_json.h)
 //   GET /v1/videos/{id}             its state: queued, in_progress (progress by denoising step), completed, failed
 //   GET /v1/videos/{id}/content     its MP4; while it is being made, streamed as it grows
+//   GET /v1/videos/{id}/preview     the latest preview (PNG) of a video made with preview_every
 //   DELETE /v1/videos/{id}          cancel it (queued or running) or delete it (finished)
 //   GET /v1/models                  the models served
 // Jobs go through the generation service's start_detached(): the same checks, queue, limits, cancellation and

@@ -92,6 +92,8 @@ bool VideoRelay::relay_once() {
 void VideoRelay::apply(const std::string& id, const v1::GenerateEvent& event) {
   if (event.has_chunk()) {
     store_.append(id, event.chunk().data());
+  } else if (event.has_preview()) {
+    store_.set_preview(id, event.preview().step(), event.preview().png());
   } else if (event.has_started()) {
     store_.update(id, [&](VideoState& state) {
       state.status = VideoState::Status::in_progress;

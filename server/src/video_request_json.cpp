@@ -23,7 +23,7 @@ const std::map<std::string, Kind>& fields() {
       {"seconds", Kind::seconds},     {"frames", Kind::integer},   {"size", Kind::text},
       {"fps", Kind::integer},         {"seed", Kind::seed},        {"steps", Kind::integer},
       {"guidance_scale", Kind::number}, {"dynamic_cfg", Kind::boolean}, {"attention_backend", Kind::text},
-      {"image", Kind::image},         {"input_reference", Kind::image}};
+      {"preview_every", Kind::integer}, {"image", Kind::image},    {"input_reference", Kind::image}};
   return table;
 }
 
@@ -122,6 +122,7 @@ void set_field(const std::string& field, Kind kind, const nlohmann::json& value,
       const int32_t number = integer(field, value);
       if (field == "frames") request.set_frames(number);
       else if (field == "fps") request.set_fps(number);
+      else if (field == "preview_every") request.set_preview_every(number);
       else request.set_steps(number);
       return;
     }

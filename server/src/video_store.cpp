@@ -97,6 +97,21 @@ void VideoStore::finish(const std::string& id, const std::string& error_code, co
   changed_.notify_all();
 }
 
+void VideoStore::set_preview(const std::string& id, int step, std::string png) {
+  std::lock_guard lock(mutex_);
+  const auto entry = videos_.find(id);
+  if (entry == videos_.end() || entry->second.state.ended()) return;
+  entry->second.preview = std::move(png);
+  entry->second.state.preview_step = step;
+}
+
+std::optional<std::string> VideoStore::preview(const std::string& id) const {
+  std::lock_guard lock(mutex_);
+  const auto entry = videos_.find(id);
+  if (entry == videos_.end() || entry->second.preview.empty()) return std::nullopt;
+  return entry->second.preview;
+}
+
 bool VideoStore::remove(const std::string& id) {
   {
     std::lock_guard lock(mutex_);

@@ -29,6 +29,7 @@ struct VideoState {
   std::optional<uint64_t> seed;
   std::string error_code, error_message;
   uint64_t bytes = 0;  // of the MP4 so far
+  int preview_step = 0;  // the denoising step of the latest preview; 0: none yet
   bool ended() const { return status == Status::completed || status == Status::failed; }
 };
 
@@ -49,6 +50,9 @@ class VideoStore {
   void append(const std::string& id, std::string_view bytes);
   // Completed (error_message empty) or failed; its retention starts now.
   void finish(const std::string& id, const std::string& error_code, const std::string& error_message);
+  // The latest preview (a PNG) replaces the one before.
+  void set_preview(const std::string& id, int step, std::string png);
+  std::optional<std::string> preview(const std::string& id) const;  // nullopt: no such video or no preview yet
   bool remove(const std::string& id);  // false: no such video
   // Deletes what has expired or is over the bounds.
   void sweep();
@@ -63,6 +67,7 @@ class VideoStore {
   struct Entry {
     VideoState state;
     Clock::time_point ended;  // for retention
+    std::string preview;      // kept apart from state, which find() copies
   };
   void remove_locked(std::map<std::string, Entry>::iterator entry);
   void sweep_locked();

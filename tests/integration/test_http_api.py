@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The HTTP video API of `sagevid serve` with a real HTTP client (requests) against the tiny model on the CPU:
-the whole cycle (create, poll, download, delete), the content streamed while it is made, multipart forms,
+the whole cycle (create, poll, download, delete), the content streamed while it is made, previews, multipart forms,
 the errors (bad JSON, unknown field, wrong type, unknown model, image, oversized body, unknown id), cancel,
 a full queue, the metrics the HTTP requests share with gRPC, SIGTERM with a job running, HTTPS with tokens, and
 retention expiry.
@@ -11,11 +11,13 @@ import os
 import random
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+import zlib
 from pathlib import Path
 
 import requests
@@ -111,6 +113,24 @@ class Server:
         return sorted(p.name for p in Path(self.storage).rglob("*.mp4"))
 
 
+def png_size(png):
+    """(width, height) of an RGB PNG, after checking its signature, every chunk's CRC, the zlib stream (its
+    checksum too) and that the rows add up."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    at, chunks = 8, {}
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at:at + 4])
+        kind, body = png[at + 4:at + 8], png[at + 8:at + 8 + length]
+        assert struct.unpack(">I", png[at + 8 + length:at + 12 + length])[0] == zlib.crc32(kind + body), kind
+        chunks[kind] = chunks.get(kind, b"") + body
+        at += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour) == (8, 2)  # 8-bit RGB
+    assert len(zlib.decompress(chunks[b"IDAT"])) == height * (1 + 3 * width)
+    assert b"IEND" in chunks
+    return width, height
+
+
 def small(**fields):
     """A quick request for the tiny model: 9 frames of 96 x 64, a few steps."""
     return {"model": "tiny", "prompt": random.choice(["a red fox", "snow at dawn", "a city"]), "size": "96x64",
@@ -193,6 +213,21 @@ class HttpApi(unittest.TestCase):
         whole = self.server.session.get(f"{self.server.url}/v1/videos/{created['id']}/content", timeout=10).content
         self.assertEqual(streamed, whole)
         self.server.session.delete(f"{self.server.url}/v1/videos/{created['id']}", timeout=10)
+
+    def test_previews(self):
+        plain = self.server.create(**small()).json()
+        created = self.server.create(**small(size="192x128", steps=2, preview_every=1)).json()
+        done = self.server.wait(created["id"])[-1]
+        self.assertEqual((done["status"], done["preview_step"]), ("completed", 2))
+        preview = self.server.session.get(f"{self.server.url}/v1/videos/{created['id']}/preview", timeout=10)
+        self.assertEqual(preview.status_code, 200)
+        self.assertEqual(preview.headers["Content-Type"], "image/png")
+        self.assertEqual(png_size(preview.content), (192, 128))  # over 64 KiB of rows: two stored blocks
+        self.assertIsNone(self.server.wait(plain["id"])[-1]["preview_step"])
+        missing = self.server.session.get(f"{self.server.url}/v1/videos/{plain['id']}/preview", timeout=10)
+        self.assertEqual(self.assert_error(missing, 404, "video_id", "no preview")["code"], "no_preview")
+        for video in (plain, created):
+            self.server.session.delete(f"{self.server.url}/v1/videos/{video['id']}", timeout=10)
 
     def test_multipart_form(self):
         fields = {"model": "tiny", "prompt": "a cat", "size": "96x64", "frames": "9", "steps": "2", "seed": "0"}
