@@ -421,10 +421,7 @@ TEST_CASE("generate writes the streamed video and sends every request flag", "[i
 }
 
 TEST_CASE("generate writes each preview to --preview-dir, which needs --preview-every", "[integration][client]") {
-  sagevid::test::Random rng;
-  CAPTURE(rng.seed);
-  std::mt19937_64 generator(rng.seed);
-  FakeServer server(random_bytes(generator, 1000 + generator() % 4000));
+  FakeServer server("the video's bytes");
   const TempDir dir;
   const fs::path previews = dir.path / "previews";
   CHECK(generate_command(server.connection(), {"--prompt", "a red fox", "--steps", "7", "--preview-every", "3",
