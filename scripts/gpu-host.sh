@@ -2,14 +2,16 @@
 # Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites),
 # accuracy (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
 # backend), diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real
-# sizes, then sagevid-pipeline-bench on it), server (`sagevid serve` on that folder, driven per backend by
-# `sagevid-client bench`: scripts/bench-server.sh), step-breakdown (the sage2 step's GPU time per region of the
-# blocks against each region's floor). The host has no gRPC or FFmpeg: the server and clients build
+# sizes, then sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
+# (`sagevid serve` on that folder, driven per backend by `sagevid-client bench`: scripts/bench-server.sh),
+# step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor). The host has
+# no gRPC or FFmpeg: the server and clients build
 # only from the offline bundle of `scripts/make-offline-deps.sh`, carried as .carry/sagevid-deps.tar.xz
 # (without it: kernels, models, tests and tools). diffusers-step, pipeline and server need the wheels of
 # `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs and tables go to
 # $OUT (the device tool's return folder) or ./out.
-#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [diffusers-step] [pipeline] [server] [profile-prep]
+#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [diffusers-step] [pipeline]
+#                       [preview] [server] [profile-prep]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -81,6 +83,10 @@ for step in $steps; do
     pipeline)
       random_model || { status=1; continue; }
       build-gpu/tools/sagevid-pipeline-bench "$model" | tee "$out/pipeline.md" || status=1 ;;
+    preview)  # the cost of a preview (preview_every) against a denoising step at 49x480x720, on the pipeline's folder
+      random_model || { status=1; continue; }
+      build-gpu/tools/sagevid-pipeline-bench "$model" --backend sage2 --steps 20 --preview-every 10 |
+        tee "$out/preview.md" || status=1 ;;
     pipeline-24gb)  # random CogVideoX-2B and -5B through configs/*-rtx4090.json, torch's allocator capped at 24 GiB
       # (needs the wheels, as pipeline): peak memory per phase beside the server's estimate
       m2=/tmp/cogvideox-2b-random m5=/tmp/cogvideox-5b-random

@@ -5,11 +5,13 @@
 //
 //   sagevid-pipeline-bench MODEL_DIR [--config FILE [--model NAME] [--set KEY=VALUE]...] [--memory-cap-gib G]
 //                          [--backend NAME]... [--frames 49] [--height 480] [--width 720] [--steps 3] [--no-tiling]
+//                          [--preview-every N]
 //
 // --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
 // section and the model entry's dtype, text encoder placement and VAE keys (the folder is MODEL_DIR, the device
 // cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its
-// per-process memory fraction), so a 24 GB card's budget can be tried on a larger one.
+// per-process memory fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
+// previews as a request's preview_every does: each gets its own row, and their cost is set against a step's.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/config_reader.h"
@@ -63,6 +65,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--width") args.request.width = number();
     else if (arg == "--steps") args.request.num_inference_steps = int(number());
     else if (arg == "--no-tiling") args.tiling = false;
+    else if (arg == "--preview-every") args.request.preview_every = int(number());
     else if (arg == "--config") args.config_file = text();
     else if (arg == "--model") args.model_name = text();
     else if (arg == "--set") args.overrides.push_back(text());
@@ -130,10 +133,11 @@ class PhaseRecorder {
   PhaseRecorder(int64_t resident, const sagevid::MemoryEstimate& estimate) : resident_(resident), estimate_(estimate) {
     mark();
   }
-  // Ends the current phase's row; the next row starts now.
-  void close(const std::string& suffix = "") {
+  // Ends the current phase's row (or a row of its own, named so); the next row starts now.
+  void close(const std::string& suffix = "") { close_as(name() + suffix); }
+  void close_as(const std::string& row_name) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-    rows_.push_back({name() + suffix, sagevid::seconds_since(start_),
+    rows_.push_back({row_name, sagevid::seconds_since(start_),
                      stats.allocated_bytes[0].peak, stats.reserved_bytes[0].peak, resident_ + phase_estimate()});
     mark();
   }
@@ -178,6 +182,15 @@ void print_rows(const std::vector<PhaseRow>& rows) {
                 gib(row.reserved), gib(row.estimate));
 }
 
+// A preview's time against a step's: issue 18's target is under 5% of a step's time at preview_every 10.
+void print_preview_cost(const sagevid::PhaseTimings& t, int preview_every) {
+  if (t.previews == 0 || t.step_s_median <= 0) return;
+  const double each = t.preview_s / t.previews;
+  std::printf("\npreviews: %d, %.3f s each = %.1f%% of the median step (%.3f s); every %d steps: %.2f%% per step\n",
+              t.previews, each, 100 * each / t.step_s_median, t.step_s_median, preview_every,
+              100 * each / (preview_every * t.step_s_median));
+}
+
 struct BackendRun {
   bool fitted = true;  // false: out of device memory
   int64_t peak_reserved = 0;
@@ -200,16 +213,21 @@ BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::Gene
     recorder.close();
     recorder.enter(GenerationPhase::denoise, p.step + 1);
   };
+  callbacks.on_preview = [&](const sagevid::GenerationPreview& p) {
+    recorder.close_as("preview after step " + std::to_string(p.step));  // the next step's row goes on after it
+  };
   std::printf("\nbackend %s:\n\n", std::string(sagevid::backend_name(backend)).c_str());
   BackendRun run;
+  sagevid::GenerationResult result;
   try {
-    pipeline.generate(request, callbacks);
+    result = pipeline.generate(request, callbacks);
     recorder.close();
   } catch (const c10::OutOfMemoryError&) {
     recorder.close(" (out of memory)");
     run.fitted = false;
   }
   print_rows(recorder.rows());
+  print_preview_cost(result.timings, request.preview_every);
   run.peak_reserved = recorder.peak_reserved();
   std::printf("\nfallbacks: %lld\n", (long long)pipeline.attention(backend).fallback_count());
   std::fflush(stdout);

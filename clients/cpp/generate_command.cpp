@@ -11,6 +11,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 namespace sagevid::client {
@@ -18,6 +20,7 @@ namespace sagevid::client {
 const char* const kGenerateHelp = R"(generate: make one video and write it to a file as it streams in
   --output FILE             where the video goes (default sagevid.mp4); written as FILE.part until complete
   --quiet                   no progress on stderr
+  --preview-dir DIR         write each preview (--preview-every) to DIR/preview-<step>.png
 )";
 
 namespace {
@@ -62,6 +65,16 @@ void show_event(const sagevid::v1::GenerateEvent& event, ProgressBar& bar) {
   }
 }
 
+// preview-<step>.png in `folder`, the step zero-padded so that the files sort in order.
+void write_preview(const std::string& folder, const sagevid::v1::Preview& preview) {
+  char name[32];
+  std::snprintf(name, sizeof name, "preview-%05d.png", preview.step());
+  const std::filesystem::path path = std::filesystem::path(folder) / name;
+  std::ofstream out(path, std::ios::binary);
+  out.write(preview.png().data(), std::streamsize(preview.png().size()));
+  if (!out.flush()) throw std::runtime_error("cannot write " + path.string());
+}
+
 void print_completed(const std::string& output, const sagevid::v1::Completed& done) {
   const auto& t = done.times();
   std::printf("wrote %s: %llu bytes, %d frames, %s\n", output.c_str(), static_cast<unsigned long long>(done.bytes()),
@@ -76,12 +89,15 @@ void print_completed(const std::string& output, const sagevid::v1::Completed& do
 }  // namespace
 
 int generate_command(const Connection& connection, const std::vector<std::string>& args) {
-  FlagSpec spec{{"--output"}, {"--quiet"}, {}};
+  FlagSpec spec{{"--output", "--preview-dir"}, {"--quiet"}, {}};
   add_request_flags(spec);
   const Flags flags(args, spec);
   sagevid::v1::GenerateRequest request = request_from_flags(flags);
   if (!flags.has("--prompt")) throw UsageError("generate needs --prompt");
   const std::string output = flags.text("--output", "sagevid.mp4");
+  const std::string preview_dir = flags.text("--preview-dir", "");
+  if (!preview_dir.empty() && request.preview_every() == 0) throw UsageError("--preview-dir needs --preview-every");
+  if (!preview_dir.empty()) std::filesystem::create_directories(preview_dir);
 
   const auto stub = sagevid::v1::VideoGeneration::NewStub(open_channel(connection));
   fill_default_model(*stub, connection, request);
@@ -94,6 +110,7 @@ int generate_command(const Connection& connection, const std::vector<std::string
     const CancelOnInterrupt cancel_on_interrupt(context);
     completed = run_generate_call(*stub, context, request, [&](const sagevid::v1::GenerateEvent& event) {
       if (event.has_chunk()) writer.write(event.chunk().offset(), event.chunk().data(), event.chunk().last());
+      else if (event.has_preview() && !preview_dir.empty()) write_preview(preview_dir, event.preview());
       else if (!flags.has("--quiet")) show_event(event, bar);
     });
   }

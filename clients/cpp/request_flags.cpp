@@ -17,11 +17,12 @@ const char* const kRequestFlagsHelp = R"(request flags (0 or absent: the model's
   --fps N                   frame rate written into the MP4
   --format F                mp4 (H.264, default), mp4-lossless or rgb (raw frames)
   --backend NAME            attention backend for this request (sage2, flash, cudnn, math) if the server allows
+  --preview-every N         a preview of the denoised estimate every N steps (with generate's --preview-dir)
 )";
 
 void add_request_flags(FlagSpec& spec) {
   spec.values.insert({"--model", "--prompt", "--negative-prompt", "--frames", "--height", "--width", "--steps",
-                      "--guidance-scale", "--seed", "--fps", "--format", "--backend"});
+                      "--guidance-scale", "--seed", "--fps", "--format", "--backend", "--preview-every"});
   spec.switches.insert("--dynamic-cfg");
 }
 
@@ -58,6 +59,7 @@ sagevid::v1::GenerateRequest request_from_flags(const Flags& flags) {
   request.set_fps(static_cast<int32_t>(flags.integer("--fps", 0, 0, kInt32Max)));
   if (flags.has("--format")) request.set_output(parse_output_format(flags.text("--format", "")));
   request.set_attention_backend(flags.text("--backend", ""));
+  request.set_preview_every(static_cast<int32_t>(flags.integer("--preview-every", 0, 0, kInt32Max)));
   return request;
 }
 

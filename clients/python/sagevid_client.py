@@ -154,7 +154,8 @@ def build_request(args, pb2):
         model=args.model, prompt=args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
         height=args.height, width=args.width, steps=args.steps, guidance_scale=args.guidance_scale,
         dynamic_cfg=args.dynamic_cfg, seed=args.seed, fps=args.fps,  # seed None: absent, so random
-        output=pb2.OutputFormat.Value(OUTPUT_FORMATS[args.format]), attention_backend=args.backend)
+        output=pb2.OutputFormat.Value(OUTPUT_FORMATS[args.format]), attention_backend=args.backend,
+        preview_every=args.preview_every)
 
 
 def fill_default_model(stub, pb2, request):
@@ -189,14 +190,25 @@ def print_completed(output, done):
           f"total {t.total_seconds:.3f}s")
 
 
-def receive(call, writer, progress):
-    """Reads the event stream to its end; returns the Completed event. Ctrl-C cancels the job on the server."""
+def save_preview(folder, preview):
+    """Writes a Preview event's PNG to FOLDER/preview-<step>.png (the step zero-padded: the files sort in order)."""
+    path = Path(folder) / f"preview-{preview.step:05d}.png"
+    path.write_bytes(preview.png)
+    return path
+
+
+def receive(call, writer, progress, on_preview=None):
+    """Reads the event stream to its end; returns the Completed event. Ctrl-C cancels the job on the server.
+    on_preview, when given, gets each Preview event (PNG bytes, step, total, width, height) as it arrives."""
     completed = None
     try:
         for event in call:
             kind = event.WhichOneof("event")
             if kind == "chunk":
                 writer.write(event.chunk.offset, event.chunk.data, event.chunk.last)
+            elif kind == "preview":
+                if on_preview:
+                    on_preview(event.preview)
             elif kind == "completed":
                 completed = event.completed
             else:
@@ -260,8 +272,12 @@ def generate(args, pb2, pb2_grpc):
             raise ClientError(f"ListModels failed: {error.code().name}: {error.details()}") from None
         writer = ChunkWriter(args.output)
         progress = Progress(sys.stderr, sys.stderr.isatty(), not args.quiet)
+        on_preview = None
+        if args.preview_dir:
+            Path(args.preview_dir).mkdir(parents=True, exist_ok=True)
+            on_preview = lambda preview: save_preview(args.preview_dir, preview)  # noqa: E731
         try:
-            completed = receive(stub.Generate(request, timeout=args.deadline or None), writer, progress)
+            completed = receive(stub.Generate(request, timeout=args.deadline or None), writer, progress, on_preview)
             if completed.bytes != writer.bytes_written:
                 raise ClientError(f"Completed reports {completed.bytes} bytes but {writer.bytes_written} arrived")
             writer.finish()
@@ -303,10 +319,15 @@ def parse_args(argv):
                      help="the noise seed (0 is a seed too); absent: random (the seed used is reported)")
     gen.add_argument("--format", choices=list(OUTPUT_FORMATS), default="mp4")
     gen.add_argument("--backend", default="", help="attention backend for this request, if the server allows")
+    gen.add_argument("--preview-every", type=int, default=0, help="a preview of the denoised estimate every N "
+                     "steps; 0: none")
+    gen.add_argument("--preview-dir", help="write each preview to PREVIEW_DIR/preview-<step>.png")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    limits = {"frames": 2**31 - 1, "height": 2**31 - 1, "width": 2**31 - 1, "steps": 2**31 - 1, "fps": 2**31 - 1,
+    if args.command == "generate" and args.preview_dir and not args.preview_every:
+        parser.error("--preview-dir needs --preview-every")
+    limits = {"preview_every": 2**31 - 1, "frames": 2**31 - 1, "height": 2**31 - 1, "width": 2**31 - 1, "steps": 2**31 - 1, "fps": 2**31 - 1,
               "seed": 2**64 - 1, "guidance_scale": 1e6, "deadline": 1e7}
     for name, limit in limits.items():
         if not 0 <= (getattr(args, name, 0) or 0) <= limit:

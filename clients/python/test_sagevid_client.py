@@ -96,6 +96,9 @@ class FakeServer:
         for step in range(1, request.steps + 1):
             yield pb2.GenerateEvent(progress=pb2.Progress(phase=pb2.PHASE_DENOISE, step=step, total=request.steps,
                                                           elapsed_seconds=0.1 * step))
+            if request.preview_every and step % request.preview_every == 0:
+                yield pb2.GenerateEvent(preview=pb2.Preview(png=f"png of step {step}".encode(), step=step,
+                                                            total=request.steps, width=2, height=1))
         offset, chunks = 0, []
         while offset < len(self.payload):
             size = random.randint(1, 4096)
@@ -147,6 +150,20 @@ class GenerateAgainstFakeServer(unittest.TestCase):
         self.assertIn(f"{len(self.payload)} bytes, 9 frames", out)
         self.assertIn("denoise 1.250s", out)
         self.assertIn(f"denoise      [{'#' * 24}] {steps}/{steps}", err)
+
+    def test_previews_go_to_the_preview_folder(self):
+        server = FakeServer(self.payload)
+        previews = self.output.parent / "previews"
+        try:
+            status, _, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                 "--steps", "5", "--preview-every", "2", "--preview-dir",
+                                                 str(previews), "--quiet", "--output", str(self.output))
+        finally:
+            server.stop()
+        self.assertEqual(status, 0, err)
+        self.assertEqual(sorted(p.name for p in previews.iterdir()), ["preview-00002.png", "preview-00004.png"])
+        self.assertEqual((previews / "preview-00004.png").read_bytes(), b"png of step 4")
+        self.assertEqual(run_client("generate", "--prompt", "x", "--preview-dir", str(previews)).returncode, 2)
 
     def test_seed_zero_is_sent_and_no_seed_is_absent(self):
         server = FakeServer(self.payload)

@@ -1,5 +1,7 @@
 #include "generate_events.h"
 
+#include "png_image.h"
+
 namespace sagevid {
 
 v1::GenerateEvent queued_event(int position) {
@@ -38,6 +40,19 @@ v1::GenerateEvent progress_event(v1::Phase phase, int64_t step, int64_t total, d
   progress->set_step(int32_t(step));
   progress->set_total(int32_t(total));
   progress->set_elapsed_seconds(elapsed);
+  return event;
+}
+
+v1::GenerateEvent preview_event(const GenerationPreview& preview, double elapsed) {
+  const at::Tensor& rgb = preview.rgb;  // uint8 [height, width, 3], contiguous
+  v1::GenerateEvent event;
+  v1::Preview* out = event.mutable_preview();
+  out->set_png(png_image(rgb.data_ptr<uint8_t>(), rgb.size(1), rgb.size(0)));
+  out->set_step(preview.step);
+  out->set_total(preview.total);
+  out->set_width(int32_t(rgb.size(1)));
+  out->set_height(int32_t(rgb.size(0)));
+  out->set_elapsed_seconds(elapsed);
   return event;
 }
 

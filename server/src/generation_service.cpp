@@ -347,10 +347,8 @@ grpc::Status GenerationService::StreamedGenerate(grpc::ServerContext* context, E
   return status;
 }
 
-grpc::Status GenerationService::generate(grpc::ServerContext& context, EventStream& stream,
-                                         const std::shared_ptr<Call>& call) {
+grpc::Status GenerationService::submit(const std::shared_ptr<Call>& call, JobQueue::Submitted& submitted) {
   if (grpc::Status refused = admit(*call); !refused.ok()) return refused;
-  JobQueue::Submitted submitted;
   try {
     submitted = call->model->queue->submit(call->id, job_functions(call));
   } catch (const QueueFull& e) {
@@ -359,7 +357,58 @@ grpc::Status GenerationService::generate(grpc::ServerContext& context, EventStre
     return {grpc::StatusCode::UNAVAILABLE, e.what()};
   }
   report_queue_depth();
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::generate(grpc::ServerContext& context, EventStream& stream,
+                                         const std::shared_ptr<Call>& call) {
+  JobQueue::Submitted submitted;
+  if (grpc::Status refused = submit(call, submitted); !refused.ok()) return refused;
   return stream_events(context, stream, *call, submitted.job, submitted.position);
+}
+
+GenerationService::Detached GenerationService::start_detached(const v1::GenerateRequest& request) {
+  // The front-end takes events as they come and keeps no backlog, so the channel's cap is the stream's.
+  auto call = std::make_shared<Call>(uint64_t(config_.max_stream_buffer_bytes));
+  call->id = new_request_id();
+  call->wire = request;
+  JobQueue::Submitted submitted;
+  if (grpc::Status refused = submit(call, submitted); !refused.ok()) {
+    finish_call(*call, refused);
+    return {refused, nullptr};
+  }
+  return {grpc::Status::OK, std::shared_ptr<DetachedJob>(new DetachedJob(*this, call, submitted.job))};
+}
+
+grpc::Status GenerationService::refuse_detached(grpc::Status status) {
+  Call call(0);
+  call.id = new_request_id();
+  finish_call(call, status);
+  return status;
+}
+
+GenerationService::DetachedJob::DetachedJob(GenerationService& service, std::shared_ptr<Call> call,
+                                            std::shared_ptr<Job> job)
+    : service_(service), call_(std::move(call)), job_(std::move(job)), position_(-1) {}
+
+const std::string& GenerationService::DetachedJob::request_id() const { return call_->id; }
+
+std::optional<grpc::Status> GenerationService::DetachedJob::take(std::vector<v1::GenerateEvent>& out,
+                                                                Clock::duration timeout) {
+  const std::size_t before = out.size();
+  const std::optional<int> position = call_->model->queue->position(job_);
+  if (position && *position != position_) out.push_back(queued_event(position_ = *position));
+  const std::optional<grpc::Status> status = call_->channel.take(out, out.size() > before ? Clock::duration() : timeout);
+  for (std::size_t i = before; i < out.size(); ++i) call_->channel.sent(out[i]);
+  if (!status || out.size() > before) return std::nullopt;  // the status comes on a call that takes no events
+  if (!finished_) service_.finish_call(*call_, *status);
+  finished_ = true;
+  return status;
+}
+
+void GenerationService::DetachedJob::cancel() {
+  Call::Stop none = Call::Stop::none;
+  if (call_->stop.compare_exchange_strong(none, Call::Stop::client)) call_->model->queue->cancel(job_);
 }
 
 void GenerationService::finish_call(const Call& call, const grpc::Status& status) {

@@ -1,15 +1,12 @@
 #include "metrics.h"
 
-#include <httplib.h>
-#include <sys/socket.h>
+#include "http_listener.h"
 
 #include <algorithm>
-#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
-#include <thread>
 
 namespace sagevid {
 
@@ -164,79 +161,30 @@ namespace {
 // Scrapes are rare and quick; the pool and the timeouts are for clients that are not. A stalled connection
 // (headers never finished, a response never read) holds a thread until a timeout, and a handful of slow ones
 // (headers sent a byte at a time) still leave threads for the scraper.
-constexpr size_t kHttpThreads = 16;
-constexpr auto kHttpReadTimeout = std::chrono::seconds(2);
-constexpr auto kHttpWriteTimeout = std::chrono::seconds(5);
-constexpr time_t kHttpKeepAliveSeconds = 2;
-
-std::unique_ptr<httplib::Server> make_http_server(const TlsFiles& tls) {
-  if (!tls.enabled()) return std::make_unique<httplib::Server>();
-  const std::string client_ca = tls.client_ca_file.string();
-  auto server = std::make_unique<httplib::SSLServer>(tls.cert_file.c_str(), tls.key_file.c_str(),
-                                                     client_ca.empty() ? nullptr : client_ca.c_str());
-  if (!server->is_valid())
-    throw std::runtime_error("metrics: cannot load the TLS certificate " + tls.cert_file.string() + ", key " +
-                             tls.key_file.string() + (client_ca.empty() ? "" : " or client CA " + client_ca));
-  return server;
-}
-
-void require_token(httplib::Server& server, std::shared_ptr<const BearerTokens> tokens) {
-  server.set_pre_routing_handler([tokens](const httplib::Request& request, httplib::Response& response) {
-    if (tokens->accepts(request.get_header_value("Authorization"))) return httplib::Server::HandlerResponse::Unhandled;
-    response.status = 401;
-    response.set_header("WWW-Authenticate", "Bearer");
-    response.set_content("a valid 'Authorization: Bearer <token>' header is required\n", "text/plain");
-    return httplib::Server::HandlerResponse::Handled;
-  });
+HttpListenerOptions metrics_listener_options() {
+  return {.name = "metrics", .threads = 16, .read_timeout = std::chrono::seconds(2),
+          .write_timeout = std::chrono::seconds(5), .keep_alive_seconds = 2};
 }
 
 }  // namespace
 
 struct MetricsHttpServer::Impl {
-  std::unique_ptr<httplib::Server> server;
-  std::thread thread;
-  std::atomic<bool> listen_returned = false;
-  int port = 0;
+  Impl(const TlsFiles& tls, std::shared_ptr<const BearerTokens> tokens)
+      : listener(metrics_listener_options(), tls, std::move(tokens)) {}
+  HttpListener listener;
 };
 
 MetricsHttpServer::MetricsHttpServer(const std::string& host, int port, const ServerMetrics& metrics,
                                      const TlsFiles& tls, std::shared_ptr<const BearerTokens> tokens)
-    : impl_(std::make_unique<Impl>()) {
-  if (port < 0 || port > 65535)
-    throw std::invalid_argument("metrics: port must be in [0, 65535], got " + std::to_string(port));
-  impl_->server = make_http_server(tls);
-  httplib::Server& server = *impl_->server;
-  server.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
-  server.set_read_timeout(kHttpReadTimeout);
-  server.set_write_timeout(kHttpWriteTimeout);
-  server.set_keep_alive_timeout(kHttpKeepAliveSeconds);
-  // httplib's default SO_REUSEPORT would let a second server share a port that is taken; plain SO_REUSEADDR
-  // still allows a quick restart while the old socket sits in TIME_WAIT.
-  server.set_socket_options([](socket_t socket) {
-    const int yes = 1;
-    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  if (tokens) require_token(server, std::move(tokens));
-  server.Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& response) {
+    : impl_(std::make_unique<Impl>(tls, std::move(tokens))) {
+  impl_->listener.server().Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& response) {
     response.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  impl_->port = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-  if (impl_->port < 0)
-    throw std::runtime_error("metrics: cannot listen on " + host + ":" + std::to_string(port) +
-                             " (address in use or not local?)");
-  impl_->thread = std::thread([impl = impl_.get()] {
-    impl->server->listen_after_bind();
-    impl->listen_returned = true;
-  });
-  // stop() only takes effect once the accept loop runs; wait for it so the destructor cannot miss it.
-  while (!server.is_running() && !impl_->listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->listener.start(host, port);
 }
 
-MetricsHttpServer::~MetricsHttpServer() {
-  impl_->server->stop();
-  impl_->thread.join();
-}
+MetricsHttpServer::~MetricsHttpServer() = default;
 
-int MetricsHttpServer::port() const { return impl_->port; }
+int MetricsHttpServer::port() const { return impl_->listener.port(); }
 
 }  // namespace sagevid

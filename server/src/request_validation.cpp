@@ -114,6 +114,7 @@ ResolvedRequest resolve_request(const v1::GenerateRequest& request, const CogVid
   generation.guidance_scale = guidance == 0 ? defaults.guidance_scale : guidance;
   generation.dynamic_cfg = request.dynamic_cfg();
   generation.seed = request.has_seed() ? request.seed() : random_seed();
+  generation.preview_every = request.preview_every();
   const AttentionBackend backend = request_backend(request.attention_backend(), config, model, pipeline.options());
   if (backend != config.attention.backend) generation.attention_backend = backend;
   resolved.attention_backend = backend_name(backend);

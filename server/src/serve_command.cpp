@@ -2,6 +2,7 @@
 
 #include "access_control.h"
 #include "generation_service.h"
+#include "http_video_api.h"
 #include "metrics.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -69,6 +70,15 @@ int wait_for_signal(const sigset_t& signals, const std::function<bool()>& done) 
   return 0;
 }
 
+std::unique_ptr<HttpVideoApi> start_http_api(const ServerConfig& config, GenerationService& service,
+                                             std::shared_ptr<const BearerTokens> tokens) {
+  if (!config.http.enabled()) return nullptr;
+  auto api = std::make_unique<HttpVideoApi>(config, service, std::move(tokens));
+  const std::string host = config.http.address.substr(0, config.http.address.rfind(':'));
+  spdlog::info("video API on {}://{}:{}/v1/videos", config.tls.enabled() ? "https" : "http", host, api->port());
+  return api;
+}
+
 }  // namespace
 
 SagevidServer::SagevidServer(const ServerConfig& config) : SagevidServer(config, load_tokens(config)) {}
@@ -76,7 +86,8 @@ SagevidServer::SagevidServer(const ServerConfig& config) : SagevidServer(config,
 SagevidServer::SagevidServer(const ServerConfig& config, std::shared_ptr<const BearerTokens> tokens)
     : metrics_(std::make_unique<ServerMetrics>()),
       metrics_http_(start_metrics_http(config, *metrics_, tokens)),
-      service_(std::make_unique<GenerationService>(config, metrics_.get())) {
+      service_(std::make_unique<GenerationService>(config, metrics_.get())),
+      http_api_(start_http_api(config, *service_, tokens)) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.SetOption(std::make_unique<ReflectionSwitch>(config.reflection));
@@ -94,6 +105,8 @@ SagevidServer::SagevidServer(const ServerConfig& config, std::shared_ptr<const B
 SagevidServer::~SagevidServer() { shutdown(0); }
 
 int SagevidServer::metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+
+int SagevidServer::http_port() const { return http_api_ ? http_api_->port() : 0; }
 
 void SagevidServer::load_models() {
   service_->load_models();
@@ -120,6 +133,7 @@ void SagevidServer::drain_and_stop(double drain_seconds) {
   // The handlers end once their jobs have; the deadline only guards against a stuck client connection.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server_->Wait();
+  http_api_.reset();
   metrics_http_.reset();
 }
 

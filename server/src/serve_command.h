@@ -1,7 +1,8 @@
 #pragma once
 // The server's life: bind the address (health NOT_SERVING), load the models (then SERVING), serve until
 // asked to stop, then drain: new calls get UNAVAILABLE, queued and running work gets server.drain_seconds,
-// whatever is left is cancelled, and the gRPC server shuts down.
+// whatever is left is cancelled, and the gRPC server shuts down. The HTTP video API, when configured, starts
+// its jobs through the same service, so the drain covers them too.
 #include "server_config.h"
 
 #include <memory>
@@ -15,6 +16,7 @@ namespace sagevid {
 
 class BearerTokens;
 class GenerationService;
+class HttpVideoApi;
 class MetricsHttpServer;
 class ServerMetrics;
 
@@ -30,6 +32,7 @@ class SagevidServer {
 
   int port() const { return port_; }
   int metrics_port() const;  // 0 without a metrics endpoint
+  int http_port() const;     // 0 without the HTTP video API
 
   // Loads the configured models; throws std::runtime_error naming the model that failed. SERVING after.
   void load_models();
@@ -46,6 +49,7 @@ class SagevidServer {
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<HttpVideoApi> http_api_;  // after service_, whose jobs it starts
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::once_flag shutdown_once_;

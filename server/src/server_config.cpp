@@ -61,6 +61,24 @@ TokenSources read_auth(ConfigReader reader, const std::filesystem::path& base_di
   return auth;
 }
 
+HttpApiConfig read_http(ConfigReader reader, const std::filesystem::path& base_dir) {
+  HttpApiConfig http;
+  http.address = reader.get<std::string>("address", http.address);
+  if (!http.address.empty()) check_listen_address(reader, "address", http.address);
+  http.max_body_bytes = reader.get<int64_t>("max_body_bytes", http.max_body_bytes);
+  if (http.max_body_bytes < 1024) reader.fail("max_body_bytes", "must be at least 1024");
+  http.retention_seconds = reader.get<double>("retention_seconds", http.retention_seconds);
+  if (!(http.retention_seconds > 0)) reader.fail("retention_seconds", "must be positive");
+  http.max_stored_bytes = reader.get<int64_t>("max_stored_bytes", http.max_stored_bytes);
+  if (http.max_stored_bytes < 1) reader.fail("max_stored_bytes", "must be positive");
+  const std::string storage = reader.get<std::string>("storage_dir", "");
+  if (!storage.empty()) http.storage_dir = resolve(base_dir, storage);
+  if (!storage.empty() && !std::filesystem::is_directory(http.storage_dir))
+    reader.fail("storage_dir", http.storage_dir.string() + ": no such folder");
+  reader.finish();
+  return http;
+}
+
 ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir) {
   ModelEntry model;
   model.name = reader.require<std::string>("name");
@@ -111,6 +129,7 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
   config.max_stream_buffer_bytes = server.get<int64_t>("max_stream_buffer_bytes", config.max_stream_buffer_bytes);
   if (config.max_stream_buffer_bytes < (int64_t(1) << 20))  // one video chunk must fit
     server.fail("max_stream_buffer_bytes", "must be at least 1048576 (one video chunk)");
+  config.http = read_http(server.object("http"), base_dir);
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -179,7 +198,13 @@ nlohmann::json to_json(const ServerConfig& config) {
             {"auth", {{"token_file", config.auth.file.string()}, {"token_env", config.auth.env}}},
             {"max_streams", config.max_streams},
             {"write_timeout_seconds", config.write_timeout_seconds},
-            {"max_stream_buffer_bytes", config.max_stream_buffer_bytes}}},
+            {"max_stream_buffer_bytes", config.max_stream_buffer_bytes},
+            {"http",
+             {{"address", config.http.address},
+              {"max_body_bytes", config.http.max_body_bytes},
+              {"retention_seconds", config.http.retention_seconds},
+              {"max_stored_bytes", config.http.max_stored_bytes},
+              {"storage_dir", config.http.storage_dir.string()}}}}},
           {"attention",
            {{"backend", backend_name(attention.backend)},
             {"fallback", attention.fallback ? nlohmann::json(backend_name(*attention.fallback)) : nullptr}}},

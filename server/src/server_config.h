@@ -29,6 +29,16 @@ struct ModelEntry {
   MemoryConfig memory;  // "text_encoder" and "vae": where T5 stays, how the VAE decodes
 };
 
+// The OpenAI-style HTTP video API (server.http), beside gRPC on its own port; off while address is empty.
+struct HttpApiConfig {
+  std::string address;                              // host:port; empty: no HTTP API
+  int64_t max_body_bytes = int64_t(8) << 20;        // a larger POST body is refused before it is read
+  double retention_seconds = 3600;                  // a finished video is deleted this long after it ended
+  int64_t max_stored_bytes = int64_t(1) << 30;      // videos kept on disk; past it the oldest finished go first
+  std::filesystem::path storage_dir;                // where the videos' private folder goes; empty: the temp dir
+  bool enabled() const { return !address.empty(); }
+};
+
 struct ServerConfig {
   std::string log_level = "info";
   std::string address = "127.0.0.1:50051";
@@ -42,6 +52,7 @@ struct ServerConfig {
   int64_t max_streams = 32;           // Generate calls open at once; more: RESOURCE_EXHAUSTED
   double write_timeout_seconds = 30;  // a stream write the client leaves waiting longer ends the call (stalled)
   int64_t max_stream_buffer_bytes = int64_t(256) << 20;  // video bytes waiting for one client; more ends its call
+  HttpApiConfig http;
   AttentionConfig attention;
   std::vector<ModelEntry> models;
 };

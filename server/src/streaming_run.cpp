@@ -22,6 +22,7 @@ StreamingRun::StreamingRun(EventChannel& channel, const ResolvedRequest& request
 GenerationCallbacks StreamingRun::callbacks(const Job& job) {
   return {.on_progress = [this](const GenerationProgress& progress) { on_progress(progress); },
           .on_frames = [this](const at::Tensor& frames) { on_frames(frames); },
+          .on_preview = [this](const GenerationPreview& preview) { channel_.push(preview_event(preview, elapsed())); },
           .cancelled = [&job] { return job.cancel_requested(); }};
 }
 

@@ -98,6 +98,11 @@ class FakeVideoService final : public sagevid::v1::VideoGeneration::Service {
       progress->set_step(step);
       progress->set_total(request->steps());
       writer->Write(event);
+      if (request->preview_every() == 0 || step % request->preview_every() != 0) continue;
+      sagevid::v1::GenerateEvent preview;
+      preview.mutable_preview()->set_png("png of step " + std::to_string(step));
+      preview.mutable_preview()->set_step(step);
+      writer->Write(preview);
     }
     std::mt19937_64 generator(request->seed());
     std::vector<std::pair<uint64_t, std::string>> chunks;
@@ -413,6 +418,23 @@ TEST_CASE("generate writes the streamed video and sends every request flag", "[i
   CHECK(r.attention_backend() == "flash");
   CHECK(read_file(output) == server.service.payload());
   CHECK_FALSE(fs::exists(output.string() + ".part"));
+}
+
+TEST_CASE("generate writes each preview to --preview-dir, which needs --preview-every", "[integration][client]") {
+  FakeServer server("the video's bytes");
+  const TempDir dir;
+  const fs::path previews = dir.path / "previews";
+  CHECK(generate_command(server.connection(), {"--prompt", "a red fox", "--steps", "7", "--preview-every", "3",
+                                               "--preview-dir", previews.string(), "--output",
+                                               (dir.path / "out.mp4").string(), "--quiet"}) == 0);
+  CHECK(server.service.requests().at(0).preview_every() == 3);
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(previews)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"preview-00003.png", "preview-00006.png"});
+  CHECK(read_file(previews / "preview-00006.png") == "png of step 6");
+  CHECK_THROWS_WITH(generate_command(server.connection(), {"--prompt", "x", "--preview-dir", previews.string()}),
+                    ContainsSubstring("--preview-dir needs --preview-every"));
 }
 
 TEST_CASE("generate fails cleanly on a lost chunk and on an RPC error", "[integration][client]") {

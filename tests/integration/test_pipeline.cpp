@@ -476,3 +476,50 @@ TEST_CASE("a request's own backend runs with the pipeline's fallback, counted on
   CHECK(pipeline.attention().fallback_count() == 0);
   CHECK(at::equal(at::cat(flash_frames, 0), at::cat(math_frames, 0)));  // every call fell back to math
 }
+
+TEST_CASE("previews come every preview_every steps after their progress; the last is the first frame", "[pipeline]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  GenerationRequest request = quick_request(rng.seed);
+  request.num_inference_steps = 6;
+  request.preview_every = 2;
+  std::vector<std::string> order;
+  std::vector<sagevid::GenerationPreview> previews;
+  std::vector<at::Tensor> batches;
+  const auto result = tiny_pipeline().generate(
+      request, {.on_progress = [&](const sagevid::GenerationProgress& p) {
+                  if (p.phase == GenerationPhase::denoise) order.push_back("step " + std::to_string(p.step));
+                },
+                .on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); },
+                .on_preview = [&](const sagevid::GenerationPreview& preview) {
+                  order.push_back("preview " + std::to_string(preview.step));
+                  previews.push_back(preview);
+                }});
+  CHECK(order == std::vector<std::string>{"step 1", "step 2", "preview 2", "step 3", "step 4", "preview 4",
+                                          "step 5", "step 6", "preview 6"});
+  REQUIRE(previews.size() == 3);
+  CHECK(result.timings.previews == 3);
+  CHECK(result.timings.preview_s > 0);
+  for (const auto& preview : previews) {
+    CHECK(preview.total == 6);
+    CHECK(preview.rgb.sizes() == at::IntArrayRef{32, 48, 3});  // 48 x 32 is under kPreviewLongSide: full size
+    CHECK(preview.rgb.scalar_type() == at::kByte);
+  }
+  // DDIM's last step lands on its x0: the last preview shows the video's first frame, decoded alone (the VAE's
+  // norms and temporal upsampling see one latent frame instead of a batch, so not bit for bit).
+  const at::Tensor first_frame = at::cat(batches, 0)[0].to(at::kFloat);
+  const auto distance = [&](const sagevid::GenerationPreview& p) {
+    return (p.rgb.to(at::kFloat) - first_frame).abs().mean().item<double>();
+  };
+  CAPTURE(distance(previews[0]), distance(previews[1]), distance(previews[2]));
+  CHECK(distance(previews[0]) > distance(previews[1]));  // each estimate closer to where the video lands
+  CHECK(distance(previews[1]) > distance(previews[2]));
+  CHECK(distance(previews[2]) < 16);  // of 255
+
+  request.preview_every = -1;
+  CHECK_THROWS_WITH(tiny_pipeline().generate(request, {}), ContainsSubstring("preview_every: -1 is negative"));
+  request.preview_every = 0;
+  bool any = false;
+  tiny_pipeline().generate(request, {.on_preview = [&](const sagevid::GenerationPreview&) { any = true; }});
+  CHECK_FALSE(any);
+}

@@ -135,6 +135,36 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
   CHECK(first_chunk < last_decode);
 }
 
+TEST_CASE("preview_every sends a PNG preview after the progress of every n-th step", "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  TestServer server(tiny_config());
+  const auto stub = server.stub();
+  v1::GenerateRequest request = small_request(draw, 5);
+  request.set_preview_every(2);
+  const GenerateResult result = generate(*stub, request);
+  REQUIRE(result.status.ok());
+  std::vector<int> steps;
+  int last_step = 0;  // of the progress events so far
+  for (const v1::GenerateEvent& event : result.events) {
+    if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE) last_step = event.progress().step();
+    if (!event.has_preview()) continue;
+    const v1::Preview& preview = event.preview();
+    steps.push_back(preview.step());
+    CHECK(preview.step() == last_step);
+    CHECK(preview.total() == 5);
+    CHECK((preview.width() == 96 && preview.height() == 64));
+    REQUIRE(preview.png().size() > 33);
+    CHECK(preview.png().substr(0, 8) == "\x89PNG\r\n\x1a\n");
+    CHECK(preview.png().substr(12, 4) == "IHDR");
+    CHECK(preview.png().substr(16, 8) == std::string("\0\0\0\x60\0\0\0\x40", 8));  // 96 x 64
+  }
+  CHECK(steps == std::vector<int>{2, 4});
+  request.clear_preview_every();
+  CHECK_FALSE(generate(*stub, request).first(v1::GenerateEvent::kPreview));
+}
+
 TEST_CASE("a seed reproduces its video (0 too), an absent seed is drawn and reported, raw frames have their size",
           "[integration][server]") {
   Random rng;
@@ -273,6 +303,7 @@ TEST_CASE("each invalid field is refused before queueing, naming the field", "[i
       {"guidance negative", [](auto& r) { r.set_guidance_scale(-2); }, "guidance_scale: -2"},
       {"guidance range", [](auto& r) { r.set_guidance_scale(250); }, "guidance_scale: 250"},
       {"fps negative", [](auto& r) { r.set_fps(-8); }, "fps: -8 is negative"},
+      {"preview negative", [](auto& r) { r.set_preview_every(-2); }, "preview_every: -2 is negative"},
       {"fps range", [](auto& r) { r.set_fps(500); }, "fps: 500 is over 120"},
       {"output", [](auto& r) { r.set_output(v1::OutputFormat(42)); }, "output: unknown output format 42"},
       {"backend name", [](auto& r) { r.set_attention_backend("warp"); }, "attention_backend: "},

@@ -197,6 +197,8 @@ void CogVideoXPipeline::validate(const GenerationRequest& request) const {
   if (!std::isfinite(guidance) || guidance < 0 || guidance > limits.max_guidance_scale)
     throw InvalidRequest("guidance_scale", number_text(guidance) + " is outside 0.." +
                                                number_text(limits.max_guidance_scale));
+  if (request.preview_every < 0)
+    throw InvalidRequest("preview_every", std::to_string(request.preview_every) + " is negative (0: no previews)");
   if (request.latents)
     check_latents(*request.latents, latent_shape(parts_->transformer.config(), parts_->vae.config(), request));
   const int64_t request_work = work(request);

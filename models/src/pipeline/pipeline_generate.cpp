@@ -8,6 +8,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/adaptive_avg_pool2d.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/randn.h>
@@ -92,7 +93,9 @@ class Generation {
   }
 
   // Runs every step of the scheduler on latents [1, F, C, h, w]; text is [negative; positive] when guided.
-  at::Tensor denoise(at::Tensor latents, const at::Tensor& text, Scheduler& scheduler, std::vector<double>& step_s) {
+  // padding_frames lead the latents (patch_size_t); previews skip them.
+  at::Tensor denoise(at::Tensor latents, const at::Tensor& text, Scheduler& scheduler, int64_t padding_frames,
+                     std::vector<double>& step_s) {
     const std::vector<int64_t>& timesteps = scheduler.timesteps();
     const int total = int(timesteps.size());
     const bool guided = request_.guidance_scale > 1.0;
@@ -107,14 +110,38 @@ class Generation {
         const std::vector<at::Tensor> halves = prediction.chunk(2);  // unconditional, conditional
         prediction = halves[0] + guidance_at(timesteps[size_t(i)], total) * (halves[1] - halves[0]);
       }
+      const bool preview = request_.preview_every > 0 && (i + 1) % request_.preview_every == 0 && callbacks_.on_preview;
+      const at::Tensor x0 = preview ? scheduler.original_sample(prediction, i, latents) : at::Tensor();
       latents = scheduler.step(prediction, i, latents, &generator_).to(options_.dtype);
       check_finite(latents, i + 1, total);
       wait_for(options_.device);
       step_s.push_back(seconds_since(start));
       report(GenerationPhase::denoise, i + 1, total);
+      if (preview) send_preview(x0, padding_frames, i + 1, total);
     }
     return latents;
   }
+
+  // The first frame of x0 [1, F, C, h, w], pooled to the preview's size and decoded on its own.
+  void send_preview(const at::Tensor& x0, int64_t padding_frames, int step, int total) {
+    const Clock::time_point start = Clock::now();
+    const int64_t h = x0.size(3), w = x0.size(4);
+    const int64_t pixels_per_latent = vae_.config().spatial_compression();
+    const int64_t shrink = std::max<int64_t>(1, (std::max(h, w) * pixels_per_latent + kPreviewLongSide - 1) / kPreviewLongSide);
+    const at::Tensor frame = x0.select(1, padding_frames).to(options_.dtype);  // [1, C, h, w]
+    const at::Tensor pooled = shrink > 1 ? at::adaptive_avg_pool2d(frame, {std::max<int64_t>(1, h / shrink),
+                                                                           std::max<int64_t>(1, w / shrink)})
+                                         : frame;
+    at::Tensor rgb;
+    vae_.decode_batches(pooled.unsqueeze(2) * (1.0 / vae_.config().scaling_factor),
+                        [&](const at::Tensor& video) { rgb = to_rgb8(video).select(0, 0).contiguous(); }, options_.vae);
+    preview_s_ += seconds_since(start);
+    ++previews_;
+    callbacks_.on_preview({step, total, rgb});
+  }
+
+  double preview_seconds() const { return preview_s_; }
+  int previews() const { return previews_; }
 
   // Drops the patch_size_t padding frames (diffusers drops them from the front), unscales and decodes batch by
   // batch, handing each batch's frames out. Returns the number of frames delivered.
@@ -159,6 +186,8 @@ class Generation {
   const GenerationCallbacks& callbacks_;
   at::Generator generator_;
   Clock::time_point start_ = Clock::now();
+  double preview_s_ = 0;
+  int previews_ = 0;
 };
 
 }  // namespace
@@ -195,8 +224,11 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   const LatentShape shape = latent_shape(parts.transformer.config(), parts.vae.config(), request);
   std::vector<double> step_s;
   const at::Tensor latents =
-      generation.denoise(generation.initial_latents(shape, scheduler->init_noise_sigma()), text, *scheduler, step_s);
+      generation.denoise(generation.initial_latents(shape, scheduler->init_noise_sigma()), text, *scheduler,
+                         shape.padding, step_s);
   result.timings.denoise_s = seconds_since(phase_start);
+  result.timings.preview_s = generation.preview_seconds();
+  result.timings.previews = generation.previews();
   result.timings.step_s_median = median(step_s);
 
   generation.begin(GenerationPhase::decode);

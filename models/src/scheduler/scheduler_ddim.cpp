@@ -30,6 +30,9 @@ class DdimScheduler final : public Scheduler {
   const std::vector<int64_t>& timesteps() const override { return table_.timesteps(); }
   double init_noise_sigma() const override { return 1.0; }
   const at::Tensor& alphas_cumprod() const override { return table_.alphas_cumprod(); }
+  at::Tensor original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const override {
+    return predict_original_sample(table_.config().prediction_type, model_output, sample, table_.at(step_index).alpha);
+  }
 
   // x_prev = c x_t + (sqrt(a_prev) - sqrt(a) c) x0 with c = sqrt((1 - a_prev) / (1 - a)): DDIM with eta = 0,
   // the noise direction carried by x_t's own coefficient.

@@ -58,6 +58,9 @@ class DpmScheduler final : public Scheduler {
   const std::vector<int64_t>& timesteps() const override { return table_.timesteps(); }
   double init_noise_sigma() const override { return 1.0; }
   const at::Tensor& alphas_cumprod() const override { return table_.alphas_cumprod(); }
+  at::Tensor original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const override {
+    return predict_original_sample(table_.config().prediction_type, model_output, sample, table_.at(step_index).alpha);
+  }
 
   at::Tensor step(const at::Tensor& model_output, int step_index, const at::Tensor& sample,
                   at::Generator* noise) override {

@@ -43,6 +43,8 @@ struct GenerationRequest {
   std::optional<at::Tensor> latents;
   // Another attention backend for this request only (A/B comparisons); the pipeline's fallback still applies.
   std::optional<AttentionBackend> attention_backend;
+  // Every this many denoising steps a preview goes to on_preview (0: none).
+  int preview_every = 0;
 };
 
 // Empty or only ASCII whitespace: nothing to generate from (a prompt must have some text).
@@ -82,12 +84,23 @@ struct GenerationProgress {
   double elapsed_s = 0;  // since generate() started
 };
 
+// Where the denoising is heading after `step` of `total` steps: the first frame of the current estimate of
+// the clean latents (the scheduler's x0), decoded by the VAE from latents pooled down so that the picture's
+// longer side is at most kPreviewLongSide pixels. uint8 RGB [height, width, 3], contiguous, on the CPU.
+struct GenerationPreview {
+  int step = 0, total = 0;
+  at::Tensor rgb;
+};
+constexpr int64_t kPreviewLongSide = 256;
+
 struct GenerationCallbacks {
   std::function<void(const GenerationProgress&)> on_progress;
   // Called as each phase begins (text_encode, denoise, decode), for measuring phases (the benchmarks).
   std::function<void(GenerationPhase phase)> on_phase;
   // Each decoded temporal batch as uint8 RGB [frames, height, width, 3], contiguous, on the CPU.
   std::function<void(const at::Tensor& frames)> on_frames;
+  // Every request.preview_every steps, after the step's progress.
+  std::function<void(const GenerationPreview&)> on_preview;
   // Polled before each denoising step and each decoded batch; true stops with GenerationCancelled.
   std::function<bool()> cancelled;
 };
@@ -95,6 +108,8 @@ struct GenerationCallbacks {
 struct PhaseTimings {
   double text_encode_s = 0, denoise_s = 0, decode_s = 0;
   double step_s_median = 0;  // median denoising-step time
+  double preview_s = 0;      // all previews together (part of denoise_s, not of any step's time)
+  int previews = 0;
 };
 
 struct GenerationResult {

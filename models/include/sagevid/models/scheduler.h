@@ -100,6 +100,8 @@ class Scheduler {  // abstract
   // (bf16 for 5b), and DPM draws its noise in sample's dtype, so pass the same to reproduce its draws.
   virtual at::Tensor step(const at::Tensor& model_output, int step_index, const at::Tensor& sample,
                           at::Generator* noise = nullptr) = 0;
+  // The clean sample x0 that the model output at step_index predicts (what step() moves toward), for previews.
+  virtual at::Tensor original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const = 0;
   virtual ~Scheduler() = default;
 };
 

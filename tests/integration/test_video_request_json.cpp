@@ -1,0 +1,84 @@
+// The HTTP API's POST /v1/videos bodies as GenerateRequests: seconds to frames, every field, null as absent,
+// refusals naming the field, multipart form fields taking their JSON types.
+#include "catch.h"
+
+#include "video_request_json.h"
+
+#include "sagevid/models/pipeline.h"
+
+#include <string>
+
+namespace {
+
+sagevid::v1::ListModelsResponse one_model(int fps, int temporal_factor) {
+  sagevid::v1::ListModelsResponse models;
+  sagevid::v1::ModelInfo* model = models.add_models();
+  model->set_name("m");
+  model->set_default_fps(fps);
+  model->set_temporal_factor(temporal_factor);
+  return models;
+}
+
+sagevid::v1::GenerateRequest from_json(const std::string& body, const sagevid::v1::ListModelsResponse& models) {
+  return sagevid::video_request_from_json(nlohmann::json::parse(body), models);
+}
+
+std::string refusal(const std::string& body) {
+  try {
+    from_json(body, one_model(8, 4));
+  } catch (const sagevid::InvalidRequest& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+}  // namespace
+
+TEST_CASE("video request JSON: seconds become the fewest frames that last that long", "[video_request_json]") {
+  // CogVideoX: 8 fps, 4 frames per latent frame; 6 s is its 49 frames.
+  REQUIRE(from_json(R"({"prompt": "x", "seconds": "6"})", one_model(8, 4)).frames() == 49);
+  REQUIRE(from_json(R"({"prompt": "x", "seconds": 6.1})", one_model(8, 4)).frames() == 53);
+  REQUIRE(from_json(R"({"prompt": "x", "seconds": "0.1"})", one_model(8, 4)).frames() == 5);
+  REQUIRE(from_json(R"({"prompt": "x", "seconds": "2", "fps": 16})", one_model(8, 4)).frames() == 33);
+  REQUIRE(from_json(R"({"prompt": "x", "model": "other", "seconds": "2"})", one_model(8, 4)).frames() == 0);
+  REQUIRE(sagevid::clip_seconds(49, 8) == "6");
+  REQUIRE(sagevid::clip_seconds(53, 8) == "6.5");
+}
+
+TEST_CASE("video request JSON: fields map to the GenerateRequest, null is absent", "[video_request_json]") {
+  const auto request = from_json(R"({"model": "m", "prompt": "a fox", "negative_prompt": "blur", "size": "720x480",
+      "frames": 9, "fps": 12, "seed": 18446744073709551615, "steps": 7, "guidance_scale": 4.5, "dynamic_cfg": true,
+      "attention_backend": "math", "image": null})", one_model(8, 4));
+  REQUIRE(request.model() == "m");
+  REQUIRE(request.prompt() == "a fox");
+  REQUIRE(request.negative_prompt() == "blur");
+  REQUIRE((request.width() == 720 && request.height() == 480));
+  REQUIRE((request.frames() == 9 && request.fps() == 12 && request.steps() == 7));
+  REQUIRE(request.seed() == 18446744073709551615ull);
+  REQUIRE(request.guidance_scale() == 4.5f);
+  REQUIRE(request.dynamic_cfg());
+  REQUIRE(request.attention_backend() == "math");
+  REQUIRE(request.output() == sagevid::v1::OUTPUT_FORMAT_MP4_H264);
+  REQUIRE_FALSE(from_json(R"({"prompt": "x", "seed": null})", one_model(8, 4)).has_seed());
+}
+
+TEST_CASE("video request JSON: refusals name the field", "[video_request_json]") {
+  REQUIRE(refusal(R"({"prompt": "x", "steps": 4294967296})") == "steps: 4294967296 is out of range");
+  REQUIRE(refusal(R"({"prompt": "x", "frames": true})") == "frames: expected an integer, got boolean");
+  REQUIRE(refusal(R"({"prompt": "x", "seed": -3})").starts_with("seed: -3 is negative"));
+  REQUIRE(refusal(R"({"prompt": "x", "size": "0x480"})").starts_with("size: '0x480': expected WIDTHxHEIGHT"));
+  REQUIRE(refusal(R"({"prompt": "x", "seconds": "-1"})") == "seconds: -1 is not in (0, 3600]");
+  REQUIRE(refusal(R"({"prompt": "x", "dynamic_cfg": 1})") == "dynamic_cfg: expected true or false, got number");
+  REQUIRE(refusal(R"({"prompt": "x", "Prompt": "y"})").starts_with("Prompt: unknown field (the fields are: "));
+  REQUIRE(refusal(R"({"prompt": "x", "image": "aGk="})") == "image: model 'm' takes no image: it generates video "
+                                                               "from text only");
+  REQUIRE(refusal(R"("x")") == "request: expected a JSON object, got string");
+}
+
+TEST_CASE("video request JSON: form fields take their JSON types", "[video_request_json]") {
+  REQUIRE(sagevid::form_field_value("steps", "8") == nlohmann::json(8));
+  REQUIRE(sagevid::form_field_value("dynamic_cfg", "true") == nlohmann::json(true));
+  REQUIRE(sagevid::form_field_value("steps", "eight") == nlohmann::json("eight"));
+  REQUIRE(sagevid::form_field_value("prompt", "42") == nlohmann::json("42"));
+  REQUIRE(sagevid::form_field_value("seconds", "4") == nlohmann::json(4));
+}
