@@ -111,6 +111,11 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
   config.max_stream_buffer_bytes = server.get<int64_t>("max_stream_buffer_bytes", config.max_stream_buffer_bytes);
   if (config.max_stream_buffer_bytes < (int64_t(1) << 20))  // one video chunk must fit
     server.fail("max_stream_buffer_bytes", "must be at least 1048576 (one video chunk)");
+  config.image.max_bytes = server.get<int64_t>("max_image_bytes", config.image.max_bytes);
+  if (config.image.max_bytes < 1 || config.image.max_bytes > kMaxImageBytes)  // a gRPC message is at most 2 GiB
+    server.fail("max_image_bytes", "must be in 1.." + std::to_string(kMaxImageBytes));
+  config.image.max_pixels = server.get<int64_t>("max_image_pixels", config.image.max_pixels);
+  if (config.image.max_pixels < 1) server.fail("max_image_pixels", "must be at least 1");
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -179,7 +184,9 @@ nlohmann::json to_json(const ServerConfig& config) {
             {"auth", {{"token_file", config.auth.file.string()}, {"token_env", config.auth.env}}},
             {"max_streams", config.max_streams},
             {"write_timeout_seconds", config.write_timeout_seconds},
-            {"max_stream_buffer_bytes", config.max_stream_buffer_bytes}}},
+            {"max_stream_buffer_bytes", config.max_stream_buffer_bytes},
+            {"max_image_bytes", config.image.max_bytes},
+            {"max_image_pixels", config.image.max_pixels}}},
           {"attention",
            {{"backend", backend_name(attention.backend)},
             {"fallback", attention.fallback ? nlohmann::json(backend_name(*attention.fallback)) : nullptr}}},

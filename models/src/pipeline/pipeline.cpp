@@ -161,7 +161,7 @@ void check_latents(const at::Tensor& latents, const LatentShape& shape) {
 
 void check_image(const std::optional<at::Tensor>& image, bool takes_image) {
   if (!takes_image && image)
-    throw InvalidRequest("image", "this model is text-to-video and takes no image (ListModels says which take one)");
+    throw InvalidRequest("image", "this model is text-to-video and takes no image");
   if (takes_image && !image) throw InvalidRequest("image", "this image-to-video model needs an image");
   if (!image) return;
   try {
