@@ -154,7 +154,8 @@ def build_request(args, pb2):
         model=args.model, prompt=args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
         height=args.height, width=args.width, steps=args.steps, guidance_scale=args.guidance_scale,
         dynamic_cfg=args.dynamic_cfg, seed=args.seed, fps=args.fps,  # seed None: absent, so random
-        output=pb2.OutputFormat.Value(OUTPUT_FORMATS[args.format]), attention_backend=args.backend)
+        output=pb2.OutputFormat.Value(OUTPUT_FORMATS[args.format]), attention_backend=args.backend,
+        image=read_flag_file("--image", args.image) if args.image else b"")
 
 
 def fill_default_model(stub, pb2, request):
@@ -303,6 +304,7 @@ def parse_args(argv):
                      help="the noise seed (0 is a seed too); absent: random (the seed used is reported)")
     gen.add_argument("--format", choices=list(OUTPUT_FORMATS), default="mp4")
     gen.add_argument("--backend", default="", help="attention backend for this request, if the server allows")
+    gen.add_argument("--image", metavar="FILE", help="the first frame (PNG or JPEG) for image-to-video models")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
