@@ -100,17 +100,18 @@ at::Tensor resample_axis(const at::Tensor& image, int axis, int64_t out_size) {
 
 }  // namespace
 
-void check_rgb_image(const at::Tensor& image) {
-  if (!image.defined()) throw std::invalid_argument("image: undefined tensor");
+std::string rgb_image_problem(const at::Tensor& image) {
+  if (!image.defined()) return "undefined tensor";
   if (image.scalar_type() != at::kByte || image.dim() != 3 || image.size(2) != 3 || image.size(0) < 1 ||
       image.size(1) < 1)
-    throw std::invalid_argument("image: expected uint8 RGB [height, width, 3], got " +
-                                std::string(c10::toString(image.scalar_type())) + " of " + std::to_string(image.dim()) +
-                                " dimensions");
+    return "expected uint8 RGB [height, width, 3], got " + std::string(c10::toString(image.scalar_type())) + " of " +
+           std::to_string(image.dim()) + " dimensions";
+  return "";
 }
 
 at::Tensor resize_lanczos(const at::Tensor& image, int64_t height, int64_t width) {
-  check_rgb_image(image);
+  if (const std::string problem = rgb_image_problem(image); !problem.empty())
+    throw std::invalid_argument("image: " + problem);
   if (height < 1 || width < 1)
     throw std::invalid_argument("resize to " + std::to_string(height) + "x" + std::to_string(width));
   at::Tensor result = image.to(at::kCPU).contiguous();

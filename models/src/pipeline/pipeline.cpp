@@ -164,11 +164,7 @@ void check_image(const std::optional<at::Tensor>& image, bool takes_image) {
     throw InvalidRequest("image", "this model is text-to-video and takes no image");
   if (takes_image && !image) throw InvalidRequest("image", "this image-to-video model needs an image");
   if (!image) return;
-  try {
-    check_rgb_image(*image);
-  } catch (const std::invalid_argument& e) {
-    throw InvalidRequest("image", std::string(e.what()).substr(std::string_view("image: ").size()));
-  }
+  if (const std::string problem = rgb_image_problem(*image); !problem.empty()) throw InvalidRequest("image", problem);
 }
 
 }  // namespace

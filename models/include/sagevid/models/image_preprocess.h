@@ -9,14 +9,16 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <string>
 
 namespace sagevid {
 
-// Throws std::invalid_argument unless image is a uint8 [height >= 1, width >= 1, 3] tensor.
-void check_rgb_image(const at::Tensor& image);
+// What keeps image from being a uint8 RGB [height >= 1, width >= 1, 3] tensor, or "" when it is one.
+std::string rgb_image_problem(const at::Tensor& image);
 
 // PIL's 8-bit Lanczos resampling, bit for bit: separable, horizontal pass first, each pass with PIL's
-// fixed-point coefficients and rounding to uint8. Returns uint8 [height, width, 3], contiguous, on the CPU.
+// fixed-point coefficients and rounding to uint8. Returns uint8 [height, width, 3], contiguous, on the CPU;
+// std::invalid_argument for an image rgb_image_problem refuses or a size below 1.
 at::Tensor resize_lanczos(const at::Tensor& image, int64_t height, int64_t width);
 
 // resize_lanczos, then x / 255 * 2 - 1 in fp32 (diffusers' pil_to_numpy and normalize), as [1, 3, height,
