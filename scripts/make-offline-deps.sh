@@ -5,9 +5,10 @@
 #     config, protobuf with protoc (gRPC's own, so the two always match), Abseil, re2, c-ares, OpenSSL, zlib,
 #     cpp-httplib with brotli, libx264, and pkgconf (the host may have no pkg-config);
 #   - FFmpeg's libav* (5.1, Debian's source package with its patches), built here with only what sagevid uses:
-#     the libx264 encoder, the MP4 muxer, swscale, and the H.264 decoder and MP4 demuxer the tests read videos
-#     back with. Debian's own libavcodec59 links every codec Debian has (x265, aom, codec2, rsvg, cairo, ICU,
-#     X11...), a closure far too large to carry (README: air-gapped install).
+#     the libx264 encoder, the MP4 muxer, swscale, the PNG (with the bundle's zlib) and JPEG decoders for
+#     image-to-video requests, and the H.264 decoder and MP4 demuxer the tests read videos back with. Debian's
+#     own libavcodec59 links every codec Debian has (x265, aom, codec2, rsvg, cairo, ICU, X11...), a closure
+#     far too large to carry (README: air-gapped install).
 # Every library the bundle's programs and libraries need is in the bundle (found through RUNPATH $ORIGIN)
 # or in docker/runtime-base-libraries.txt, the minimal Ubuntu 24.04 + CUDA system; scripts/check-offline-deps.sh
 # enforces it here and again when CMake configures against the bundle. Build with
@@ -95,12 +96,15 @@ build_ffmpeg() {
     return
   fi
   echo "make-offline-deps: building FFmpeg (the parts sagevid uses; a few minutes)"
-  # --disable-autodetect: nothing this machine happens to have (VAAPI, X11, zlib...) gets linked in.
+  # --disable-autodetect: nothing this machine happens to have (VAAPI, X11...) gets linked in; zlib (the PNG
+  # decoder's inflate) is asked for, and found in the stage like x264.
   (cd "$src" && export PATH="$work/tools/usr/bin:$PATH" PKG_CONFIG_LIBDIR="$stage/lib/$multiarch/pkgconfig" &&
    ./configure --prefix="$stage" --libdir="$stage/lib/$multiarch" --incdir="$stage/include" \
      --enable-shared --disable-static --enable-gpl --enable-libx264 --disable-autodetect \
      --disable-programs --disable-doc --disable-avdevice --disable-avfilter --disable-postproc --disable-network \
-     --disable-debug --disable-everything --enable-encoder=libx264 --enable-decoder=h264 --enable-parser=h264 \
+     --extra-cflags="-I$stage/include" --extra-ldflags="-L$stage/lib/$multiarch" --enable-zlib \
+     --disable-debug --disable-everything --enable-encoder=libx264 --enable-decoder=h264,png,mjpeg \
+     --enable-parser=h264 \
      --enable-muxer=mp4,mov --enable-demuxer=mov --enable-protocol=file &&
    make -j "${SAGEVID_JOBS:-2}" && make install && touch .built) > "$work/ffmpeg-build.log" 2>&1 ||
     { tail -30 "$work/ffmpeg-build.log"; exit 1; }

@@ -1,5 +1,7 @@
 #include "request_flags.h"
 
+#include <fstream>
+#include <iterator>
 #include <limits>
 
 namespace sagevid::client {
@@ -18,13 +20,27 @@ const char* const kRequestFlagsHelp = R"(request flags (0 or absent: the model's
   --format F                mp4 (H.264, default), mp4-lossless or rgb (raw frames)
   --backend NAME            attention backend for this request (sage2, flash, cudnn, math) if the server allows
   --preview-every N         a preview of the denoised estimate every N steps (with generate's --preview-dir)
+  --image FILE              the first frame, PNG or JPEG, for image-to-video models (`models`: takes image)
 )";
 
 void add_request_flags(FlagSpec& spec) {
   spec.values.insert({"--model", "--prompt", "--negative-prompt", "--frames", "--height", "--width", "--steps",
-                      "--guidance-scale", "--seed", "--fps", "--format", "--backend", "--preview-every"});
+                      "--guidance-scale", "--seed", "--fps", "--format", "--backend", "--preview-every", "--image"});
   spec.switches.insert("--dynamic-cfg");
 }
+
+namespace {
+
+// The file's bytes as they are: the server checks that they are an image it takes.
+std::string image_file_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw UsageError("--image: cannot open '" + path + "'");
+  std::string bytes{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  if (file.bad()) throw UsageError("--image: reading '" + path + "' failed");
+  return bytes;
+}
+
+}  // namespace
 
 sagevid::v1::OutputFormat parse_output_format(const std::string& name) {
   if (name == "mp4") return sagevid::v1::OUTPUT_FORMAT_MP4_H264;
@@ -60,6 +76,7 @@ sagevid::v1::GenerateRequest request_from_flags(const Flags& flags) {
   if (flags.has("--format")) request.set_output(parse_output_format(flags.text("--format", "")));
   request.set_attention_backend(flags.text("--backend", ""));
   request.set_preview_every(static_cast<int32_t>(flags.integer("--preview-every", 0, 0, kInt32Max)));
+  if (flags.has("--image")) request.set_image(image_file_bytes(flags.text("--image", "")));
   return request;
 }
 

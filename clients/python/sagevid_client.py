@@ -155,7 +155,8 @@ def build_request(args, pb2):
         height=args.height, width=args.width, steps=args.steps, guidance_scale=args.guidance_scale,
         dynamic_cfg=args.dynamic_cfg, seed=args.seed, fps=args.fps,  # seed None: absent, so random
         output=pb2.OutputFormat.Value(OUTPUT_FORMATS[args.format]), attention_backend=args.backend,
-        preview_every=args.preview_every)
+        preview_every=args.preview_every,
+        image=read_flag_file("--image", args.image) if args.image else b"")
 
 
 def fill_default_model(stub, pb2, request):
@@ -322,6 +323,7 @@ def parse_args(argv):
     gen.add_argument("--preview-every", type=int, default=0, help="a preview of the denoised estimate every N "
                      "steps; 0: none")
     gen.add_argument("--preview-dir", help="write each preview to PREVIEW_DIR/preview-<step>.png")
+    gen.add_argument("--image", metavar="FILE", help="the first frame (PNG or JPEG) for image-to-video models")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")

@@ -179,6 +179,23 @@ class GenerateAgainstFakeServer(unittest.TestCase):
         self.assertEqual(with_zero.seed, 0)
         self.assertFalse(without.HasField("seed"))
 
+    def test_the_image_file_is_sent_as_it_is_and_a_missing_one_is_an_error(self):
+        image = self.output.parent / "first.png"
+        image.write_bytes(random.randbytes(random.randint(1, 5000)))
+        server = FakeServer(self.payload)
+        try:
+            status, _, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                 "--image", str(image), "--quiet", "--output", str(self.output))
+            self.assertEqual(status, 0, err)
+            status, _, err = generate_in_process("--server", server.address, "generate", "--prompt", "a cat",
+                                                 "--image", str(image) + ".absent", "--output", str(self.output))
+        finally:
+            server.stop()
+        self.assertEqual(server.requests[0].image, image.read_bytes())
+        self.assertEqual(len(server.requests), 1)
+        self.assertEqual(status, 1)
+        self.assertIn("--image: cannot read", err)
+
     def test_a_lost_chunk_fails_and_leaves_no_file(self):
         server = FakeServer(self.payload, lose_a_chunk=True)
         try:

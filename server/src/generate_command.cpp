@@ -1,5 +1,6 @@
 #include "generate_command.h"
 
+#include "image_decoding.h"
 #include "memory_check.h"
 #include "request_validation.h"
 #include "server_config.h"
@@ -16,6 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
@@ -35,6 +38,7 @@ constexpr const char* kUsage = R"(usage: sagevid generate --prompt TEXT [options
   --dynamic-cfg            cosine-ramped guidance over the steps
   --seed N                 the noise seed (0 is a seed like any other); absent: a random one, printed
   --backend NAME           attention backend for this run (sage2, flash, cudnn, math)
+  --image FILE             the first frame, PNG or JPEG, for image-to-video models (required there)
   --fps F                  frames per second of the video (default: the model's, 8)
   --format mp4|lossless|frames
                            H.264 in fragmented MP4 (default); lossless H.264 4:4:4; raw RGB frames
@@ -73,6 +77,14 @@ VideoFormat parse_format(const std::string& name) {
   throw std::invalid_argument("--format: '" + name + "': expected mp4, lossless or frames");
 }
 
+std::string read_image_file(const std::filesystem::path& path) {
+  std::ifstream stream(path, std::ios::binary);
+  if (!stream) throw std::invalid_argument("--image: cannot open " + path.string());
+  std::ostringstream bytes;
+  bytes << stream.rdbuf();
+  return bytes.str();
+}
+
 // --model, or else the config's first model.
 const ModelEntry& chosen_model(const ServerConfig& config, const std::string& name) {
   if (config.models.empty()) throw std::invalid_argument("the config names no models");
@@ -82,7 +94,8 @@ const ModelEntry& chosen_model(const ServerConfig& config, const std::string& na
 }
 
 // What the flags say, the model's defaults (as the server fills them in) for the rest.
-GenerationRequest make_request(const GenerateArgs& args, const ModelDefaults& defaults) {
+GenerationRequest make_request(const GenerateArgs& args, const ModelDefaults& defaults,
+                               std::optional<at::Tensor> image) {
   GenerationRequest request;
   request.prompt = args.prompt;
   request.negative_prompt = args.negative_prompt;
@@ -94,6 +107,7 @@ GenerationRequest make_request(const GenerateArgs& args, const ModelDefaults& de
   request.dynamic_cfg = args.dynamic_cfg;
   request.seed = args.seed ? *args.seed : random_seed();
   if (!args.backend.empty()) request.attention_backend = parse_attention_backend(args.backend);
+  request.image = std::move(image);
   return request;
 }
 
@@ -146,6 +160,14 @@ int generate(const GenerateArgs& args) {
   set_log_level(config.log_level);
   const ModelEntry& model = chosen_model(config, args.model);
   OutputFile file(args.output);  // before the slow part: a path we cannot write fails at once
+  std::optional<at::Tensor> image;  // decoded as the server decodes a request's, also before the slow part
+  if (!args.image.empty()) {
+    try {
+      image = decode_image(read_image_file(args.image), config.image);
+    } catch (const ImageError& e) {
+      throw std::invalid_argument("--image: " + args.image + ": " + e.what());
+    }
+  }
 
   const PipelineOptions options = pipeline_options(model, config);
   std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(),
@@ -154,7 +176,7 @@ int generate(const GenerateArgs& args) {
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(model.path, options);
   const double load_s = seconds_since(start);
   const ModelDefaults defaults = model_defaults(model.path, pipeline.limits());
-  const GenerationRequest request = make_request(args, defaults);
+  const GenerationRequest request = make_request(args, defaults, std::move(image));
   pipeline.validate(request);
 
   VideoEncoderOptions video;
@@ -231,6 +253,7 @@ GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
     else if (flag == "--seed") parsed.seed = parse_number<uint64_t>(flag, value());
     else if (flag == "--fps") parsed.fps = parse_number<int>(flag, value());
     else if (flag == "--backend") parsed.backend = value();
+    else if (flag == "--image") parsed.image = value();
     else if (flag == "--output" || flag == "-o") parsed.output = value();
     else if (flag == "--format") parsed.format = parse_format(value());
     else if (flag == "--crf") parsed.crf = parse_number<int>(flag, value());

@@ -23,6 +23,7 @@ struct GenerateArgs {
   std::optional<uint64_t> seed;  // unset: a random seed, printed
   std::optional<int> fps;        // unset: the model's default
   std::string backend;  // attention backend for this run; empty: the config's
+  std::string image;    // --image FILE: PNG or JPEG for image-to-video models; empty: none
   std::string output = "out.mp4";
   VideoFormat format = VideoFormat::mp4_h264;
   int crf = 23;

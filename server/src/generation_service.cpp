@@ -450,6 +450,7 @@ grpc::Status GenerationService::ListModels(grpc::ServerContext*, const v1::ListM
     info->set_default_fps(defaults.fps);
     info->set_spatial_factor(int32_t(limits.spatial_factor));
     info->set_temporal_factor(int32_t(limits.frame_step));
+    info->set_takes_image(limits.takes_image);
   }
   return grpc::Status::OK;
 }

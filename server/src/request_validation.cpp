@@ -1,5 +1,7 @@
 #include "request_validation.h"
 
+#include "image_decoding.h"
+
 #include "sagevid/models/cogvideox_config.h"
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/dtype.h"
@@ -76,6 +78,20 @@ AttentionBackend request_backend(const std::string& name, const ServerConfig& co
   return backend;
 }
 
+// The request's image decoded, for models that take one; a text-to-video model is told off before any decoding.
+std::optional<at::Tensor> request_image(const std::string& bytes, const ModelLimits& limits,
+                                        const ImageLimits& image_limits, const ModelEntry& model) {
+  if (bytes.empty()) return std::nullopt;  // the pipeline says whether the model needs one
+  if (!limits.takes_image)
+    throw InvalidRequest("image", "model '" + model.name + "' is text-to-video and takes no image (ListModels: "
+                                  "takes_image)");
+  try {
+    return decode_image(bytes, image_limits);
+  } catch (const ImageError& e) {
+    throw InvalidRequest("image", e.what());
+  }
+}
+
 }  // namespace
 
 uint64_t random_seed() {
@@ -118,6 +134,8 @@ ResolvedRequest resolve_request(const v1::GenerateRequest& request, const CogVid
   const AttentionBackend backend = request_backend(request.attention_backend(), config, model, pipeline.options());
   if (backend != config.attention.backend) generation.attention_backend = backend;
   resolved.attention_backend = backend_name(backend);
+
+  generation.image = request_image(request.image(), pipeline.limits(), config.image, model);
 
   const int fps = int(or_default("fps", request.fps(), defaults.fps));
   if (fps > kMaxFps) throw InvalidRequest("fps", std::to_string(fps) + " is over " + std::to_string(kMaxFps));

@@ -13,6 +13,7 @@
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -95,6 +96,10 @@ SagevidServer::SagevidServer(const ServerConfig& config, std::shared_ptr<const B
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config.address, grpc_server_credentials(config.tls, std::move(tokens)), &port_);
   builder.RegisterService(service_.get());
+  // A request carrying an image of server.max_image_bytes must arrive, so that a larger one gets our error naming
+  // the limit rather than gRPC's; the other fields (prompts of at most 8 KiB each) fit in the headroom.
+  constexpr int64_t kRequestHeadroom = int64_t(64) << 10, kGrpcDefault = int64_t(4) << 20;
+  builder.SetMaxReceiveMessageSize(int(std::max(kGrpcDefault, config.image.max_bytes + kRequestHeadroom)));
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0)
     throw std::runtime_error("cannot listen on " + config.address + " (address in use, not an address of this host" +

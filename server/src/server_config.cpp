@@ -130,6 +130,11 @@ ServerConfig parse_server_config(const nlohmann::json& document, const std::file
   if (config.max_stream_buffer_bytes < (int64_t(1) << 20))  // one video chunk must fit
     server.fail("max_stream_buffer_bytes", "must be at least 1048576 (one video chunk)");
   config.http = read_http(server.object("http"), base_dir);
+  config.image.max_bytes = server.get<int64_t>("max_image_bytes", config.image.max_bytes);
+  if (config.image.max_bytes < 1 || config.image.max_bytes > kMaxImageBytes)  // a gRPC message is at most 2 GiB
+    server.fail("max_image_bytes", "must be in 1.." + std::to_string(kMaxImageBytes));
+  config.image.max_pixels = server.get<int64_t>("max_image_pixels", config.image.max_pixels);
+  if (config.image.max_pixels < 1) server.fail("max_image_pixels", "must be at least 1");
   server.finish();
 
   ConfigReader attention = root.object("attention");
@@ -199,6 +204,8 @@ nlohmann::json to_json(const ServerConfig& config) {
             {"max_streams", config.max_streams},
             {"write_timeout_seconds", config.write_timeout_seconds},
             {"max_stream_buffer_bytes", config.max_stream_buffer_bytes},
+            {"max_image_bytes", config.image.max_bytes},
+            {"max_image_pixels", config.image.max_pixels},
             {"http",
              {{"address", config.http.address},
               {"max_body_bytes", config.http.max_body_bytes},

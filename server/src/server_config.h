@@ -2,6 +2,7 @@
 // The server's JSON config (configs/*.json) as typed, validated structs. Command-line "--set key=value"
 // overrides are applied to the document before validation, so they are checked like the file itself.
 #include "access_control.h"
+#include "image_decoding.h"
 #include "sagevid/models/attention.h"
 #include "sagevid/models/memory_config.h"
 #include "sagevid/models/pipeline.h"
@@ -53,9 +54,12 @@ struct ServerConfig {
   double write_timeout_seconds = 30;  // a stream write the client leaves waiting longer ends the call (stalled)
   int64_t max_stream_buffer_bytes = int64_t(256) << 20;  // video bytes waiting for one client; more ends its call
   HttpApiConfig http;
+  ImageLimits image;  // "max_image_bytes", "max_image_pixels": an image-to-video request's image
   AttentionConfig attention;
   std::vector<ModelEntry> models;
 };
+
+constexpr int64_t kMaxImageBytes = int64_t(1) << 30;  // server.max_image_bytes at most: a request must fit gRPC's
 
 ServerConfig parse_server_config(const nlohmann::json& document, const std::filesystem::path& base_dir);
 // How the pipeline of one model entry loads and runs under this config.

@@ -1,5 +1,7 @@
 #include "video_encoder.h"
 
+#include "ffmpeg_support.h"
+
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -35,12 +37,6 @@ constexpr int kIoBufferSize = 64 * 1024;
 constexpr std::array<const char*, 10> kX264Presets = {"ultrafast", "superfast", "veryfast", "faster", "fast",
                                                       "medium",    "slow",      "slower",   "veryslow", "placebo"};
 
-std::string ffmpeg_error(int code) {
-  char text[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(code, text, sizeof(text));
-  return text;
-}
-
 // Throws std::runtime_error naming the FFmpeg call when it returned an error code.
 int check(int result, const char* call) {
   if (result < 0) throw std::runtime_error(std::string(call) + " failed: " + ffmpeg_error(result));
@@ -62,40 +58,6 @@ struct IoContextFree {
     avio_context_free(&io);
   }
 };
-struct CodecContextFree {
-  void operator()(AVCodecContext* context) const { avcodec_free_context(&context); }
-};
-struct FrameFree {
-  void operator()(AVFrame* frame) const { av_frame_free(&frame); }
-};
-struct PacketFree {
-  void operator()(AVPacket* packet) const { av_packet_free(&packet); }
-};
-struct ScalerFree {
-  void operator()(SwsContext* scaler) const { sws_freeContext(scaler); }
-};
-
-// FFmpeg's own messages go to our log, warnings and worse only: libx264 reports its settings at info level
-// on every open, which would be noise in the server's one-line-per-request log.
-void log_ffmpeg_message(void* context, int level, const char* format, va_list arguments) {
-  if (level > AV_LOG_WARNING) return;
-  char line[1024];
-  int print_prefix = 1;
-  av_log_format_line2(context, level, format, arguments, line, sizeof(line), &print_prefix);
-  std::string_view text(line);
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
-  if (text.empty()) return;
-  const auto spd_level = level <= AV_LOG_FATAL ? spdlog::level::critical
-                         : level <= AV_LOG_ERROR ? spdlog::level::err
-                                                 : spdlog::level::warn;
-  spdlog::log(spd_level, "ffmpeg: {}", text);
-}
-
-void route_ffmpeg_log() {
-  static std::once_flag once;
-  std::call_once(once, [] { av_log_set_callback(&log_ffmpeg_message); });
-}
-
 }  // namespace
 
 void check_video_options(const VideoEncoderOptions& options) {

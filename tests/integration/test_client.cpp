@@ -2,6 +2,7 @@
 // stand-in for the server, which also runs gRPC's built-in grpc.health.v1 service: that checks the client's
 // hand-written health.proto against the real wire format. (Against the real server: the service's tests.)
 #include "catch.h"
+#include "unit/safetensors_writer.h"
 
 #include "clients/cpp/bench_command.h"
 #include "clients/cpp/bench_stats.h"
@@ -189,6 +190,19 @@ TEST_CASE("the client sends --seed 0 as seed 0 and leaves the seed absent withou
   CHECK(zero.has_seed());
   CHECK(zero.seed() == 0);
   CHECK_FALSE(request_from_flags(Flags({"--prompt", "p"}, spec)).has_seed());
+}
+
+TEST_CASE("the client sends the --image file's bytes as they are, and a missing file names the flag",
+          "[integration][client]") {
+  FlagSpec spec;
+  add_request_flags(spec);
+  const std::string png = std::string(SAGEVID_FIXTURES_DIR) + "/i2v/images/gradient.png";
+  const std::string bytes = sagevid::testing::read_file(png);
+  REQUIRE(bytes.size() > 100);
+  CHECK(request_from_flags(Flags({"--prompt", "p", "--image", png}, spec)).image() == bytes);
+  CHECK(request_from_flags(Flags({"--prompt", "p"}, spec)).image().empty());
+  CHECK_THROWS_WITH(request_from_flags(Flags({"--prompt", "p", "--image", png + ".absent"}, spec)),
+                    ContainsSubstring("--image: cannot open"));
 }
 
 TEST_CASE("percentiles follow the nearest-rank definition", "[integration][client]") {

@@ -10,6 +10,7 @@
 #include "sagevid/models/safetensors.h"
 
 #include "counting_cpu_allocator.h"
+#include "pipeline_parity.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/cat.h>
@@ -34,6 +35,8 @@ namespace fs = std::filesystem;
 using sagevid::CogVideoXPipeline;
 using sagevid::GenerationPhase;
 using sagevid::GenerationRequest;
+using sagevid::test::check_frames_match;
+using sagevid::test::request_from_json;
 
 const fs::path kModel = fs::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
 const fs::path kFixture = fs::path(SAGEVID_FIXTURES_DIR) / "pipeline";
@@ -42,20 +45,6 @@ const fs::path kVariants = kFixture / "variants";  // tests/fixtures/make_pipeli
 const CogVideoXPipeline& tiny_pipeline() {
   static const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, {});
   return pipeline;
-}
-
-GenerationRequest request_from_json(const nlohmann::json& json) {
-  GenerationRequest request;
-  request.prompt = json.at("prompt");
-  request.negative_prompt = json.at("negative_prompt");
-  request.num_frames = json.at("num_frames");
-  request.height = json.at("height");
-  request.width = json.at("width");
-  request.num_inference_steps = json.at("num_inference_steps");
-  request.guidance_scale = json.at("guidance_scale");
-  request.seed = json.at("seed");
-  request.dynamic_cfg = json.value("dynamic_cfg", false);
-  return request;
 }
 
 // The request diffusers ran for the fixture frames.
@@ -77,19 +66,6 @@ struct VariantModel {
   }
   ~VariantModel() { fs::remove_all(dir); }
 };
-
-// How closely generated uint8 frames follow diffusers': the bar is >= 99.9% within 1/255.
-void check_frames_match(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
-  REQUIRE(got.scalar_type() == at::kByte);
-  REQUIRE(got.sizes() == want.sizes());
-  const at::Tensor difference = (got.to(at::kInt) - want.to(at::kInt)).abs();
-  const int max_difference = difference.max().item<int>();
-  const double within_one = (difference <= 1).to(at::kDouble).mean().item<double>();
-  const double exact = (difference == 0).to(at::kDouble).mean().item<double>();
-  WARN(what << " vs diffusers frames: max difference " << max_difference << "/255, " << within_one * 100
-            << "% within 1/255, " << exact * 100 << "% equal");
-  CHECK(within_one >= 0.999);
-}
 
 // Everything one generate() call handed out.
 struct Outcome {

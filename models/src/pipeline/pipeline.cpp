@@ -6,6 +6,7 @@
 
 #include "sagevid/kernels/shape_string.h"
 #include "sagevid/models/config_reader.h"
+#include "sagevid/models/image_preprocess.h"
 
 #include <algorithm>
 #include <cctype>
@@ -17,7 +18,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// model_index.json, checked to name a text-to-video CogVideoXPipeline.
+constexpr const char* kTextToVideo = "CogVideoXPipeline";
+constexpr const char* kImageToVideo = "CogVideoXImageToVideoPipeline";
+
+// model_index.json, checked to name a pipeline we serve: text-to-video or image-to-video.
 nlohmann::json read_model_index(const fs::path& model_dir) {
   const fs::path index = model_dir / "model_index.json";
   if (!fs::exists(index))
@@ -25,12 +29,15 @@ nlohmann::json read_model_index(const fs::path& model_dir) {
   nlohmann::json document = read_json_file(index);
   const auto name = document.find("_class_name");
   if (name == document.end() || !name->is_string())
-    throw std::runtime_error(index.string() + ": _class_name missing (expected CogVideoXPipeline)");
-  if (*name != "CogVideoXPipeline")
-    throw std::runtime_error(index.string() + ": _class_name " + name->get<std::string>() +
-                             " is not served (only the text-to-video CogVideoXPipeline)");
+    throw std::runtime_error(index.string() + ": _class_name missing (expected " + kTextToVideo + " or " +
+                             kImageToVideo + ")");
+  if (*name != kTextToVideo && *name != kImageToVideo)
+    throw std::runtime_error(index.string() + ": _class_name " + name->get<std::string>() + " is not served (only " +
+                             kTextToVideo + " and " + kImageToVideo + ")");
   return document;
 }
+
+bool is_image_to_video(const nlohmann::json& model_index) { return model_index.at("_class_name") == kImageToVideo; }
 
 // diffusers builds the scheduler class model_index.json names from scheduler_config.json's values; the config's
 // own _class_name decides only when the index names no scheduler.
@@ -55,18 +62,26 @@ void check_options(const PipelineOptions& options) {
     throw std::invalid_argument("pipeline max_work " + std::to_string(*options.max_work) + " is not positive");
 }
 
-// The parts must fit together as a text-to-video model (image-to-video checkpoints take 2x the channels).
+// The parts must fit together as the model model_index.json names: image-to-video transformers take the image
+// latents beside the noisy ones (2x the VAE's latent channels); the ofs embedding and learned positions exist only
+// in image-to-video checkpoints.
 void check_compatible(const fs::path& model_dir, const T5Config& text, const CogVideoXConfig& transformer,
-                      const CogVideoXVaeConfig& vae) {
+                      const CogVideoXVaeConfig& vae, bool image_to_video) {
   const std::string where = model_dir.string() + ": ";
-  if (transformer.in_channels != vae.latent_channels || transformer.out_channels != vae.latent_channels)
+  const std::string kind = image_to_video ? "an image-to-video" : "a text-to-video";
+  const int64_t in_channels = (image_to_video ? 2 : 1) * vae.latent_channels;
+  if (transformer.in_channels != in_channels || transformer.out_channels != vae.latent_channels)
     throw std::runtime_error(where + "transformer in/out channels " + std::to_string(transformer.in_channels) + "/" +
-                             std::to_string(transformer.out_channels) + " do not match the VAE's " +
-                             std::to_string(vae.latent_channels) + " latent channels (an image-to-video model?)");
-  if (transformer.has_ofs())
-    throw std::runtime_error(where + "the transformer has an ofs embedding (image-to-video), not served here");
-  if (transformer.use_learned_positional_embeddings)
-    throw std::runtime_error(where + "learned positional embeddings (image-to-video) are not served here");
+                             std::to_string(transformer.out_channels) + " do not fit " + kind + " model with the VAE's " +
+                             std::to_string(vae.latent_channels) + " latent channels (expected " +
+                             std::to_string(in_channels) + "/" + std::to_string(vae.latent_channels) +
+                             "; model_index.json names the pipeline)");
+  if (!image_to_video && transformer.has_ofs())
+    throw std::runtime_error(where + "the transformer has an ofs embedding (image-to-video) but model_index.json "
+                                     "names the text-to-video pipeline");
+  if (!image_to_video && transformer.use_learned_positional_embeddings)
+    throw std::runtime_error(where + "learned positional embeddings (image-to-video) but model_index.json names the "
+                                     "text-to-video pipeline");
   if (text.d_model != transformer.text_embed_dim)
     throw std::runtime_error(where + "text encoder width " + std::to_string(text.d_model) +
                              " differs from the transformer's text_embed_dim " +
@@ -84,8 +99,13 @@ int64_t default_max_work(const CogVideoXConfig& transformer, const CogVideoXVaeC
 }
 
 ModelLimits make_limits(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
-                        const SchedulerConfig& scheduler, std::optional<int64_t> max_work) {
+                        const SchedulerConfig& scheduler, std::optional<int64_t> max_work, bool image_to_video) {
   ModelLimits limits;
+  limits.takes_image = image_to_video;
+  if (transformer.use_learned_positional_embeddings) {
+    limits.only_height = transformer.sample_height * vae.spatial_compression();
+    limits.only_width = transformer.sample_width * vae.spatial_compression();
+  }
   limits.spatial_factor = vae.spatial_compression() * transformer.patch_size;
   limits.temporal_compression = vae.temporal_compression_ratio;
   limits.frame_step = 2 * vae.temporal_compression_ratio;
@@ -106,6 +126,13 @@ void check_size(const char* field, int64_t value, const ModelLimits& limits) {
   if (value < limits.min_size || value > limits.max_size)
     throw InvalidRequest(field, std::to_string(value) + " is outside " + std::to_string(limits.min_size) + ".." +
                                     std::to_string(limits.max_size));
+}
+
+// A model with learned positional embeddings serves the size they were learned at, and no other.
+void check_only_size(const char* field, int64_t value, int64_t only) {
+  if (only != 0 && value != only)
+    throw InvalidRequest(field, std::to_string(value) + " is not served: this model's learned positional embeddings "
+                                "exist for " + std::to_string(only) + " only");
 }
 
 void check_frames(int64_t frames, const ModelLimits& limits) {
@@ -132,6 +159,14 @@ void check_latents(const at::Tensor& latents, const LatentShape& shape) {
                                         kernels::shape_string(shape.sizes()));
 }
 
+void check_image(const std::optional<at::Tensor>& image, bool takes_image) {
+  if (!takes_image && image)
+    throw InvalidRequest("image", "this model is text-to-video and takes no image");
+  if (takes_image && !image) throw InvalidRequest("image", "this image-to-video model needs an image");
+  if (!image) return;
+  if (const std::string problem = rgb_image_problem(*image); !problem.empty()) throw InvalidRequest("image", problem);
+}
+
 }  // namespace
 
 LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeConfig& vae,
@@ -140,7 +175,7 @@ LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeC
   shape.frames = (request.num_frames - 1) / vae.temporal_compression_ratio + 1;
   const int64_t patch_t = transformer.patch_size_t.value_or(1);
   shape.padding = shape.frames % patch_t == 0 ? 0 : patch_t - shape.frames % patch_t;
-  shape.channels = transformer.in_channels;
+  shape.channels = vae.latent_channels;  // the noisy latents; image-to-video joins as many image channels
   shape.height = request.height / vae.spatial_compression();
   shape.width = request.width / vae.spatial_compression();
   return shape;
@@ -161,6 +196,7 @@ const char* phase_name(GenerationPhase phase) {
 
 CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
   const nlohmann::json model_index = read_model_index(model_dir);
+  const bool image_to_video = is_image_to_video(model_index);
   check_options(options);
   SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
   vae::check_tiling(CogVideoXVaeConfig::load(model_dir / "vae" / "config.json"), options.vae);  // so do bad tiles
@@ -170,11 +206,14 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", offload ? target.device(at::kCPU) : target);
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
-  check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config());
-  const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler, options.max_work);
+  check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config(), image_to_video);
+  std::optional<CogVideoXVaeEncoder> image_encoder;
+  if (image_to_video) image_encoder = CogVideoXVaeEncoder::load(model_dir / "vae", target);
+  const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler, options.max_work, image_to_video);
   CogVideoXPipeline pipeline;
   pipeline.parts_ = std::make_shared<const Parts>(options, limits, std::move(tokenizer), std::move(text_encoder),
-                                                  std::move(transformer), std::move(vae), std::move(scheduler));
+                                                  std::move(transformer), std::move(vae), std::move(image_encoder),
+                                                  std::move(scheduler));
   return pipeline;
 }
 
@@ -189,6 +228,8 @@ void CogVideoXPipeline::validate(const GenerationRequest& request) const {
   if (is_blank(request.prompt)) throw InvalidRequest("prompt", "must not be empty or only whitespace");
   check_size("height", request.height, limits);
   check_size("width", request.width, limits);
+  check_only_size("height", request.height, limits.only_height);
+  check_only_size("width", request.width, limits.only_width);
   check_frames(request.num_frames, limits);
   if (request.num_inference_steps < 1 || request.num_inference_steps > limits.max_steps)
     throw InvalidRequest("num_inference_steps", std::to_string(request.num_inference_steps) + " is outside 1.." +
@@ -199,6 +240,7 @@ void CogVideoXPipeline::validate(const GenerationRequest& request) const {
                                                number_text(limits.max_guidance_scale));
   if (request.preview_every < 0)
     throw InvalidRequest("preview_every", std::to_string(request.preview_every) + " is negative (0: no previews)");
+  check_image(request.image, limits.takes_image);
   if (request.latents)
     check_latents(*request.latents, latent_shape(parts_->transformer.config(), parts_->vae.config(), request));
   const int64_t request_work = work(request);

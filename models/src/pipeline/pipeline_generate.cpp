@@ -1,7 +1,9 @@
-// One request through the pipeline, as diffusers' CogVideoXPipeline.__call__ runs it: T5 embeddings of
-// [negative; positive], seeded latents, the guided denoising loop, VAE decode batch by batch, uint8 frames.
+// One request through the pipeline, as diffusers' CogVideoXPipeline.__call__ (or, for image-to-video,
+// CogVideoXImageToVideoPipeline.__call__) runs it: T5 embeddings of [negative; positive], the image's latents,
+// seeded latents, the guided denoising loop, VAE decode batch by batch, uint8 frames.
 #include "pipeline_parts.h"
 
+#include "sagevid/models/image_preprocess.h"
 #include "sagevid/models/seconds_since.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -13,6 +15,7 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
@@ -92,20 +95,45 @@ class Generation {
     return noise * init_noise_sigma;
   }
 
-  // Runs every step of the scheduler on latents [1, F, C, h, w]; text is [negative; positive] when guided.
-  // padding_frames lead the latents (patch_size_t); previews skip them.
-  at::Tensor denoise(at::Tensor latents, const at::Tensor& text, Scheduler& scheduler, int64_t padding_frames,
+  // diffusers' image-to-video prepare_latents: the image's latent distribution sampled with the request's
+  // generator (before the initial noise is drawn, as diffusers draws them), scaled by the VAE's scaling factor
+  // (divided where its config sets invert_scale_latents, as CogVideoX 1.5 was trained), then zero frames up to
+  // the latents' count, padding included: [1, F + padding, C, h, w]. (diffusers would also repeat the first
+  // count % patch_size_t frames in front; the count is always a multiple of patch_size_t, so none are.)
+  at::Tensor image_latents(const CogVideoXVaeEncoder& encoder, const LatentShape& shape) {
+    const at::Tensor pixels =
+        preprocess_image(*request_.image, request_.height, request_.width, options_.dtype).unsqueeze(2);
+    at::Tensor latents = encoder.encode(pixels.to(options_.device)).sample(generator_).to(options_.dtype);
+    const double scale = encoder.config().scaling_factor;
+    latents = (encoder.invert_scale_latents() ? latents * (1.0 / scale) : latents * scale).permute({0, 2, 1, 3, 4});
+    const at::Tensor padding = at::zeros({1, shape.frames + shape.padding - 1, shape.channels, shape.height, shape.width},
+                                         latents.options());
+    return at::cat({latents, padding}, 1);
+  }
+
+  // Runs every step of the scheduler on latents [1, F, C, h, w]; text is [negative; positive] when guided. An
+  // image-to-video model gets image_latents (same shape) beside the latents on the channels, and ofs 2.0 where it
+  // has the ofs embedding (CogVideoX 1.5), as diffusers passes them. padding_frames lead the latents
+  // (patch_size_t); previews skip them.
+  at::Tensor denoise(at::Tensor latents, const at::Tensor& text, const at::Tensor& image_latents, Scheduler& scheduler,
+                     int64_t padding_frames,
                      std::vector<double>& step_s) {
     const std::vector<int64_t>& timesteps = scheduler.timesteps();
     const int total = int(timesteps.size());
     const bool guided = request_.guidance_scale > 1.0;
+    const at::Tensor image_input =
+        !image_latents.defined() ? at::Tensor() : guided ? at::cat({image_latents, image_latents}) : image_latents;
+    std::optional<at::Tensor> ofs;
+    if (transformer_.config().has_ofs())
+      ofs = at::full({1}, 2.0, at::TensorOptions().dtype(options_.dtype).device(options_.device));
     for (int i = 0; i < total; ++i) {
       check_cancelled();
       const Clock::time_point start = Clock::now();
-      const at::Tensor input = guided ? at::cat({latents, latents}) : latents;
+      at::Tensor input = guided ? at::cat({latents, latents}) : latents;
+      if (image_input.defined()) input = at::cat({input, image_input}, 2);
       const at::Tensor timestep =
           at::full({input.size(0)}, timesteps[size_t(i)], at::TensorOptions().dtype(at::kLong).device(options_.device));
-      at::Tensor prediction = transformer_.forward(input, text, timestep, std::nullopt, attention_).to(at::kFloat);
+      at::Tensor prediction = transformer_.forward(input, text, timestep, ofs, attention_).to(at::kFloat);
       if (guided) {
         const std::vector<at::Tensor> halves = prediction.chunk(2);  // unconditional, conditional
         prediction = halves[0] + guidance_at(timesteps[size_t(i)], total) * (halves[1] - halves[0]);
@@ -214,6 +242,10 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
       guided ? std::vector<std::string>{request.negative_prompt, request.prompt} : std::vector<std::string>{request.prompt};
   const at::Tensor text = encode_prompts(parts.tokenizer, parts.text_encoder, attention, prompts,
                                          parts.transformer.config().max_text_seq_length, parts.options.device);
+  // The image's VAE encode counts as conditioning, with the text's.
+  const LatentShape shape = latent_shape(parts.transformer.config(), parts.vae.config(), request);
+  const at::Tensor image_latents =
+      parts.image_encoder ? generation.image_latents(*parts.image_encoder, shape) : at::Tensor();
   wait_for(parts.options.device);
   result.timings.text_encode_s = seconds_since(phase_start);
 
@@ -221,11 +253,9 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   phase_start = Clock::now();
   const std::unique_ptr<Scheduler> scheduler = make_scheduler(parts.scheduler);
   scheduler->set_timesteps(request.num_inference_steps);
-  const LatentShape shape = latent_shape(parts.transformer.config(), parts.vae.config(), request);
   std::vector<double> step_s;
-  const at::Tensor latents =
-      generation.denoise(generation.initial_latents(shape, scheduler->init_noise_sigma()), text, *scheduler,
-                         shape.padding, step_s);
+  const at::Tensor latents = generation.denoise(generation.initial_latents(shape, scheduler->init_noise_sigma()), text,
+                                                image_latents, *scheduler, shape.padding, step_s);
   result.timings.denoise_s = seconds_since(phase_start);
   result.timings.preview_s = generation.preview_seconds();
   result.timings.previews = generation.previews();

@@ -184,6 +184,20 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
   return kDecoderActivations * activation + workspace + caches + tiles_kept + delivered;
 }
 
+// The image's VAE encode (image-to-video): one frame through the encoder. Its full-resolution resnets hold as many
+// activations of the first block's channels as the decoder's do, plus the causal padding's two extra frames of
+// a convolution's input and the two frames each full-resolution convolution caches for a next batch, and a
+// convolution's workspace; before it, the preprocessing's fp32 copies of the image (resized, scaled, permuted).
+int64_t image_encode_bytes(const CogVideoXVaeConfig& vae, int64_t height, int64_t width, int64_t element, bool cpu) {
+  constexpr int64_t kPaddingFrames = 2, kCachedFrames = 2, kImageCopies = 4;
+  const int64_t pixels = height * width, channels = vae.block_out_channels.front();
+  const int64_t activation = channels * pixels * element;
+  const int64_t convolutions = 2 * vae.layers_per_block;  // two per resnet of the first block
+  const int64_t activations = kDecoderActivations + kPaddingFrames + kCachedFrames * convolutions;
+  const int64_t workspace = cpu ? conv_columns_bytes(channels, 1, pixels, element) : kCudaConvWorkspace * activation;
+  return activations * activation + workspace + kImageCopies * vae.in_channels * pixels * kFloatBytes;
+}
+
 }  // namespace
 
 int64_t latent_tokens(const CogVideoXConfig& transformer, const LatentShape& shape) {
@@ -213,6 +227,10 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   const T5Config& t5 = parts.text_encoder.config();
   estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
                          streamed_text_block_bytes(t5, parts.options);
+  if (parts.image_encoder)  // after the text encode, in the same phase
+    estimate.text_encode = std::max(estimate.text_encode, image_encode_bytes(parts.vae.config(), request.height,
+                                                                             request.width, element,
+                                                                             parts.options.device.is_cpu()));
   estimate.denoise =
       denoise_bytes(transformer, shape, prompts, element, math, sage2_options(parts.options, request.attention_backend));
   estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, parts.options.device.is_cpu());

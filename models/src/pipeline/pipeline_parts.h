@@ -18,10 +18,11 @@ namespace sagevid {
 
 struct CogVideoXPipeline::Parts {
   Parts(PipelineOptions options_, ModelLimits limits_, T5Tokenizer tokenizer_, T5Encoder text_encoder_,
-        CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_, SchedulerConfig scheduler_)
+        CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_, std::optional<CogVideoXVaeEncoder> image_encoder_,
+        SchedulerConfig scheduler_)
       : options(std::move(options_)), limits(limits_), tokenizer(std::move(tokenizer_)),
         text_encoder(std::move(text_encoder_)), transformer(std::move(transformer_)), vae(std::move(vae_)),
-        scheduler(std::move(scheduler_)) {
+        image_encoder(std::move(image_encoder_)), scheduler(std::move(scheduler_)) {
     for (AttentionBackend backend : kAllBackends) {
       AttentionConfig config = options.attention;
       config.backend = backend;
@@ -39,6 +40,7 @@ struct CogVideoXPipeline::Parts {
   T5Encoder text_encoder;
   CogVideoXTransformer transformer;
   CogVideoXVaeDecoder vae;
+  std::optional<CogVideoXVaeEncoder> image_encoder;  // image-to-video models only
   SchedulerConfig scheduler;  // each request gets its own scheduler: the DPM one keeps state between steps
   // One Attention per backend with the pipeline's fallback and sage2 options, so the fallbacks of requests that
   // pick their own backend are counted (and logged once) like the default's.

@@ -1,7 +1,9 @@
 #pragma once
-// The CogVideoX text-to-video pipeline (diffusers' CogVideoXPipeline): prompt -> T5 embeddings (with the
-// negative prompt for classifier-free guidance) -> seeded latents -> denoising loop -> VAE decode -> uint8
-// RGB frames, handed out batch by batch as the VAE decodes them (the server streams them).
+// The CogVideoX pipeline, text-to-video (diffusers' CogVideoXPipeline) or image-to-video
+// (CogVideoXImageToVideoPipeline, as model_index.json says): prompt -> T5 embeddings (with the negative prompt
+// for classifier-free guidance) -> seeded latents (joined on the channels by the image's VAE latents for
+// image-to-video) -> denoising loop -> VAE decode -> uint8 RGB frames, handed out batch by batch as the VAE
+// decodes them (the server streams them).
 //
 //   auto pipeline = CogVideoXPipeline::load("assets/tiny-cogvideox", {.device = at::kCPU, .dtype = at::kFloat});
 //   GenerationResult result = pipeline.generate(request, {.on_frames = write_frames});
@@ -45,6 +47,9 @@ struct GenerationRequest {
   std::optional<AttentionBackend> attention_backend;
   // Every this many denoising steps a preview goes to on_preview (0: none).
   int preview_every = 0;
+  // Image-to-video models only (required there): the first frame's image as decoded, uint8 RGB [H, W, 3] on the
+  // CPU, any size; the pipeline resizes it to height x width as diffusers does (image_preprocess.h).
+  std::optional<at::Tensor> image;
 };
 
 // Empty or only ASCII whitespace: nothing to generate from (a prompt must have some text).
@@ -140,6 +145,7 @@ struct PipelineOptions {
 // holds at its peak (activations, attention scores where the math backend runs, the VAE's full-resolution
 // layers, its convolutions' caches and the frames it hands out).
 struct MemoryEstimate {
+  // text_encode: the larger of T5's and, for image-to-video, the image's VAE encode (they run one after the other)
   int64_t text_encode = 0, denoise = 0, decode = 0;
   int64_t peak() const { return std::max({text_encode, denoise, decode}); }
   const char* peak_phase() const;
@@ -162,12 +168,17 @@ struct ModelLimits {
   int max_steps = 1000;               // num_inference_steps in 1..max_steps
   double max_guidance_scale = 100;    // guidance_scale in [0, max_guidance_scale]
   int64_t max_work = 0;               // latent tokens x steps
+  bool takes_image = false;           // image-to-video: a request must carry an image, else must not
+  // Learned positional embeddings (CogVideoX-5B-I2V) exist for the sample size only: nonzero, the one height
+  // and width served.
+  int64_t only_height = 0, only_width = 0;
   static constexpr int64_t kDefaultWorkFactor = 4;
 };
 
 class CogVideoXPipeline {
  public:
-  // model_dir: a diffusers folder with tokenizer/, text_encoder/, transformer/, vae/, scheduler/.
+  // model_dir: a diffusers folder with tokenizer/, text_encoder/, transformer/, vae/, scheduler/, whose
+  // model_index.json names CogVideoXPipeline or CogVideoXImageToVideoPipeline.
   static CogVideoXPipeline load(const std::filesystem::path& model_dir, const PipelineOptions& options);
 
   const ModelLimits& limits() const;
