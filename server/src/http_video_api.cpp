@@ -100,7 +100,7 @@ json request_json(const httplib::Request& request) {
   if (!request.is_multipart_form_data()) return json::parse(request.body);
   json body = json::object();
   for (const auto& [name, part] : request.files)
-    body[name] = part.filename.empty() ? form_field_value(name, part.content) : json(part.content);
+    body[name] = part.filename.empty() ? form_field_value(name, part.content) : form_file_value(name, part.content);
   return body;
 }
 
@@ -286,7 +286,7 @@ void HttpVideoApi::Impl::models(httplib::Response& response) {
                     {"default_frames", model.default_frames()}, {"default_fps", model.default_fps()},
                     {"default_steps", model.default_steps()}, {"default_guidance_scale", model.default_guidance_scale()},
                     {"spatial_factor", model.spatial_factor()}, {"temporal_factor", model.temporal_factor()},
-                    {"takes_image", false}});
+                    {"takes_image", model.takes_image()}});
   send_json(response, 200, {{"object", "list"}, {"data", data}});
 }
 

@@ -1,5 +1,7 @@
 #include "video_request_json.h"
 
+#include "base64.h"
+
 #include "sagevid/models/pipeline.h"
 
 #include <fmt/format.h>
@@ -92,13 +94,33 @@ const v1::ModelInfo* find_model(const v1::ListModelsResponse& models, const std:
   return nullptr;
 }
 
-// The one place an image enters a request. No model served yet takes one (image-to-video will pass the bytes on
-// from here), so any image is refused, naming the field it came in.
-void attach_image(const std::string& field, const nlohmann::json&, const v1::GenerateRequest& request,
+// An image field's bytes: base64 or a data: URL in JSON (also as OpenAI's {"image_url": ...}), or a multipart
+// file part (form_file_value wraps its bytes as {"file": ...}). What the bytes hold is checked where gRPC's are.
+std::string image_bytes(const std::string& field, const nlohmann::json& value) {
+  if (value.is_object() && value.contains("file") && value["file"].is_string()) return value["file"];
+  const nlohmann::json& text = value.is_object() && value.contains("image_url") ? value["image_url"] : value;
+  if (!text.is_string()) throw InvalidRequest(field, "expected base64 image bytes, a data: URL or a file part");
+  std::string_view payload = text.get_ref<const std::string&>();
+  if (payload.starts_with("data:")) {
+    const size_t comma = payload.find(',');
+    if (comma == std::string_view::npos || !payload.substr(0, comma).ends_with(";base64"))
+      throw InvalidRequest(field, "a data: URL must be base64 (data:image/png;base64,...)");
+    payload.remove_prefix(comma + 1);
+  }
+  std::optional<std::string> bytes = decode_base64(payload);
+  if (!bytes) throw InvalidRequest(field, "not base64");
+  return std::move(*bytes);
+}
+
+// The one place an image enters a request. A model that takes no image is refused here, naming the field the
+// image came in; an image-to-video model gets the bytes as a gRPC request would carry them.
+void attach_image(const std::string& field, const nlohmann::json& value, v1::GenerateRequest& request,
                   const v1::ListModelsResponse& models) {
   const v1::ModelInfo* model = find_model(models, request.model());
-  if (!model) return;  // admission refuses the request, naming the unknown model
-  throw InvalidRequest(field, "model '" + model->name() + "' takes no image: it generates video from text only");
+  if (model && !model->takes_image())
+    throw InvalidRequest(field, "model '" + model->name() + "' takes no image: it generates video from text only");
+  if (!request.image().empty()) throw InvalidRequest(field, "give image or input_reference, not both");
+  request.set_image(image_bytes(field, value));
 }
 
 // The fewest frames that last `length` seconds at fps, as the model takes them: temporal_factor * k + 1.
@@ -161,6 +183,12 @@ v1::GenerateRequest video_request_from_json(const nlohmann::json& body, const v1
                                     std::max(1, model->temporal_factor())));
   }
   return request;
+}
+
+nlohmann::json form_file_value(const std::string& field, const std::string& content) {
+  const auto known = fields().find(field);
+  if (known != fields().end() && known->second == Kind::image) return {{"file", content}};
+  return content;
 }
 
 nlohmann::json form_field_value(const std::string& field, const std::string& text) {

@@ -6,6 +6,7 @@ a full queue, the metrics the HTTP requests share with gRPC, SIGTERM with a job 
 retention expiry.
 
 The binary is $SAGEVID_BINARY (ctest sets it), else build/server/sagevid of this checkout."""
+import base64
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from test_sagevid_client import make_test_pki  # noqa: E402  (the Python client'
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("SAGEVID_BINARY", str(ROOT / "build" / "server" / "sagevid"))
 TINY = ROOT / "configs" / "tiny.json"
+TINY_I2V = ROOT / "configs" / "tiny-i2v.json"  # two tiny image-to-video models and the tiny text-to-video one
 BODY_LIMIT = 65536  # server.http.max_body_bytes of the test servers: oversized bodies stay cheap to send
 
 
@@ -41,7 +43,7 @@ class Server:
     """`sagevid serve` of the tiny config with the HTTP API (and /metrics) on free ports; videos in a folder of
     its own."""
 
-    def __init__(self, *overrides, tls_folder=None, token=None):
+    def __init__(self, *overrides, tls_folder=None, token=None, config=TINY):
         """With tls_folder (make_test_pki's files) the API is HTTPS; with a token, both endpoints want it."""
         self.storage = tempfile.mkdtemp(prefix="sagevid-http-test-")
         self.session = requests.Session()
@@ -59,7 +61,7 @@ class Server:
                     f'server.metrics_address="127.0.0.1:{self.metrics_port}"', f"server.http.storage_dir={self.storage}",
                     f"server.http.max_body_bytes={BODY_LIMIT}", "log_level=warn",
                     "models.0.max_latent_token_steps=720000", *overrides]  # the work cap lets slow() through
-        command = [BINARY, "serve", "--config", str(TINY)]
+        command = [BINARY, "serve", "--config", str(config)]
         for setting in settings:
             command += ["--set", setting]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # its build report
@@ -375,6 +377,42 @@ class Retention(unittest.TestCase):
             self.assertEqual(server.stored_files(), [])
         finally:
             server.stop()
+
+
+class ImageToVideo(unittest.TestCase):
+    """input_reference for an image-to-video model, as a multipart file and as a data: URL in JSON; the server's
+    text-to-video model refuses one, naming the field."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(config=TINY_I2V)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_file_part_and_data_url_make_videos(self):
+        png = (ROOT / "tests" / "fixtures" / "i2v" / "images" / "gradient.png").read_bytes()
+        models = {m["id"]: m for m in self.server.session.get(self.server.url + "/v1/models", timeout=10).json()["data"]}
+        self.assertTrue(models["tiny-i2v-1.5"]["takes_image"])
+        self.assertFalse(models["tiny"]["takes_image"])
+        form = self.server.session.post(self.server.url + "/v1/videos", timeout=10, files={
+            "model": (None, "tiny-i2v-1.5"), "prompt": (None, "a cat"), "steps": (None, "2"),
+            "input_reference": ("gradient.png", png, "image/png")})
+        self.assertEqual(form.status_code, 200, form.text)
+        data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+        from_json = self.server.create(model="tiny-i2v-1.5", prompt="a cat", steps=2,
+                                       input_reference={"image_url": data_url})
+        self.assertEqual(from_json.status_code, 200, from_json.text)
+        for reply in (form, from_json):
+            done = self.server.wait(reply.json()["id"], timeout=180)[-1]
+            self.assertEqual(done["status"], "completed", done)
+        refused = self.server.create(model="tiny", prompt="a cat", input_reference={"image_url": data_url})
+        self.assertEqual(refused.status_code, 400, refused.text)
+        self.assertIn("input_reference", refused.text)
+        missing = self.server.create(model="tiny-i2v-1.5", prompt="a cat", steps=2)
+        self.assertEqual(missing.status_code, 400, missing.text)
+        self.assertIn("image", missing.text)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 // refusals naming the field, multipart form fields taking their JSON types.
 #include "catch.h"
 
+#include "base64.h"
 #include "video_request_json.h"
 
 #include "sagevid/models/pipeline.h"
@@ -81,4 +82,45 @@ TEST_CASE("video request JSON: form fields take their JSON types", "[video_reque
   REQUIRE(sagevid::form_field_value("steps", "eight") == nlohmann::json("eight"));
   REQUIRE(sagevid::form_field_value("prompt", "42") == nlohmann::json("42"));
   REQUIRE(sagevid::form_field_value("seconds", "4") == nlohmann::json(4));
+}
+
+using Catch::Matchers::ContainsSubstring;
+
+TEST_CASE("video request JSON: an image-to-video model takes base64, data: URLs and file parts", "[video_request_json]") {
+  sagevid::v1::ListModelsResponse models = one_model(8, 4);
+  models.mutable_models(0)->set_takes_image(true);
+  const std::string png = "\x89PNG\r\n\x1a\n";  // "iVBORw0KGgo=" in base64
+  CHECK(from_json(R"({"prompt": "x", "image": "iVBORw0KGgo="})", models).image() == png);
+  CHECK(from_json(R"({"prompt": "x", "image": "data:image/png;base64,iVBORw0KGgo="})", models).image() == png);
+  CHECK(from_json(R"({"prompt": "x", "input_reference": {"image_url": "data:image/png;base64,iVBORw0KGgo="}})", models)
+            .image() == png);
+  nlohmann::json form = {{"prompt", "x"}, {"input_reference", sagevid::form_file_value("input_reference", png)}};
+  CHECK(sagevid::video_request_from_json(form, models).image() == png);
+  CHECK(sagevid::form_file_value("prompt", "text") == "text");  // other fields' file parts stay text
+  const auto refusal_with = [&](const std::string& body) {
+    try {
+      from_json(body, models);
+    } catch (const sagevid::InvalidRequest& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "not base64!"})"), ContainsSubstring("image: not base64"));
+  CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "data:image/png,rawtext"})"), ContainsSubstring("must be base64"));
+  CHECK_THAT(refusal_with(R"({"prompt": "x", "image": 7})"), ContainsSubstring("expected base64"));
+  CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "iVBORw0KGgo=", "input_reference": "iVBORw0KGgo="})"),
+             ContainsSubstring("not both"));
+}
+
+TEST_CASE("base64 decodes RFC 4648 text and refuses anything else", "[video_request_json]") {
+  CHECK(sagevid::decode_base64("") == std::string());
+  CHECK(sagevid::decode_base64("Zg==") == std::string("f"));
+  CHECK(sagevid::decode_base64("Zm8") == std::string("fo"));  // padding optional
+  CHECK(sagevid::decode_base64("Zm9v") == std::string("foo"));
+  CHECK(sagevid::decode_base64("Zm9vYmFy") == std::string("foobar"));
+  CHECK(sagevid::decode_base64("/+8=") == std::string("\xff\xef"));
+  CHECK_FALSE(sagevid::decode_base64("Zm9v!"));  // not the alphabet
+  CHECK_FALSE(sagevid::decode_base64("Z"));      // 6 bits are no byte
+  CHECK_FALSE(sagevid::decode_base64("Zh=="));   // nonzero unused bits
+  CHECK_FALSE(sagevid::decode_base64("Zg=a"));
 }
