@@ -30,7 +30,8 @@ inline dim3 attention_grid(int q_blocks, int q_heads, int batch, bool causal, in
                                         kCausalSectionHeads));
   while (flat_heads % section != 0) --section;
   if (q_blocks > 65535 || flat_heads / section > 65535)
-    throw std::invalid_argument("sage2 sm90: causal attention over more than 65535 query blocks of 64 rows");
+    throw std::invalid_argument("sage2 sm90: causal attention takes at most 65535 query blocks of 64 rows and "
+                                "65535 sections of heads");
   return dim3(unsigned(section), unsigned(q_blocks), unsigned(flat_heads / section));
 }
 
