@@ -105,6 +105,7 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
   return {{"QKV GEMM", gemm(3 * d, d)},
           {"output GEMM", gemm(d, d)},
           {"FF in GEMM", gemm(f, d)},
+          {"FF in GEMM + GELU", gemm(f, d)},  // the GELU in the GEMM's epilogue
           {"FF out GEMM", gemm(d, f)},
           {"LayerNorm + modulate", bytes(2 * 2 * activation)},      // twice a block: x in, joint out
           {"QK LayerNorm", bytes(2 * 2 * activation)},              // q and k, in and out
