@@ -68,27 +68,31 @@ int64_t step_tokens(const ModelShape& shape, const CogVideoXConfig& c) {
 
 at::Tensor random_bf16(at::IntArrayRef sizes) { return sagevid::tools::random_cuda(sizes, at::kBFloat16); }
 
-at::Tensor random_latents(const ModelShape& shape, const CogVideoXConfig& c) {
-  return random_bf16({kBatch, shape.latent_frames, c.in_channels, shape.latent_height, shape.latent_width});
+// One step's inputs: random latents and text embeddings of the shape, the first timestep.
+struct StepInputs {
+  at::Tensor latents, text, timestep;
+};
+
+StepInputs step_inputs(const ModelShape& shape, const CogVideoXConfig& c) {
+  return {random_bf16({kBatch, shape.latent_frames, c.in_channels, shape.latent_height, shape.latent_width}),
+          random_bf16({kBatch, c.max_text_seq_length, c.text_embed_dim}),
+          at::full({kBatch}, 999, at::TensorOptions().device(at::kCUDA).dtype(at::kLong))};
 }
 
 StepResult measure(const CogVideoXTransformer& model, const ModelShape& shape, AttentionBackend backend) {
   const CogVideoXConfig& c = model.config();
-  const auto random = random_bf16;
-  const at::Tensor latents = random_latents(shape, c);
-  const at::Tensor text = random({kBatch, c.max_text_seq_length, c.text_embed_dim});
-  const at::Tensor timestep = at::full({kBatch}, 999, at::TensorOptions().device(at::kCUDA).dtype(at::kLong));
+  const StepInputs in = step_inputs(shape, c);
   const sagevid::Attention attention(sagevid::AttentionConfig{backend, std::nullopt, {}});
 
   StepResult r;
   c10::cuda::CUDACachingAllocator::resetPeakStats(0);
-  r.step_ms =
-      sagevid::tools::median_ms([&] { model.forward(latents, text, timestep, std::nullopt, attention); }, 2, 5);
+  r.step_ms = sagevid::tools::median_ms(
+      [&] { model.forward(in.latents, in.text, in.timestep, std::nullopt, attention); }, 2, 5);
   r.peak_gib = sagevid::tools::gib(sagevid::tools::peak_allocated_bytes());
 
   const int64_t tokens = step_tokens(shape, c);
-  const at::Tensor q = random({kBatch, c.num_attention_heads, tokens, c.attention_head_dim});
-  const at::Tensor k = random(q.sizes()), v = random(q.sizes());
+  const at::Tensor q = random_bf16({kBatch, c.num_attention_heads, tokens, c.attention_head_dim});
+  const at::Tensor k = random_bf16(q.sizes()), v = random_bf16(q.sizes());
   r.attention_ms = c.num_layers * sagevid::tools::median_ms([&] { attention(q, k, v); }, 3, 10);
   return r;
 }
@@ -119,12 +123,9 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
 // The sage2 step's regions for one model: ms per step, share, floor.
 void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape) {
   const CogVideoXConfig& c = model.config();
-  const auto random = random_bf16;
-  const at::Tensor latents = random_latents(shape, c);
-  const at::Tensor text = random({kBatch, c.max_text_seq_length, c.text_embed_dim});
-  const at::Tensor timestep = at::full({kBatch}, 999, at::TensorOptions().device(at::kCUDA).dtype(at::kLong));
+  const StepInputs in = step_inputs(shape, c);
   const sagevid::Attention attention(sagevid::AttentionConfig{AttentionBackend::sage2, std::nullopt, {}});
-  const auto step = [&] { model.forward(latents, text, timestep, std::nullopt, attention); };
+  const auto step = [&] { model.forward(in.latents, in.text, in.timestep, std::nullopt, attention); };
   const double step_ms = sagevid::tools::median_ms(step, 2, 5);
 
   constexpr int kSteps = 3;

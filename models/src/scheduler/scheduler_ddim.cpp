@@ -41,7 +41,7 @@ class DdimScheduler final : public Scheduler {
     const ScheduleTable::Step s = table_.at(step_index);
     const at::Tensor to_sample = ((1 - s.alpha_prev) / (1 - s.alpha)).pow(0.5);
     const at::Tensor to_x0 = s.alpha_prev.pow(0.5) - s.alpha.pow(0.5) * to_sample;
-    const at::Tensor x0 = predict_original_sample(table_.config().prediction_type, model_output, sample, s.alpha);
+    const at::Tensor x0 = original_sample(model_output, step_index, sample);
     return sample * to_sample.item<double>() + x0 * to_x0.item<double>();
   }
 

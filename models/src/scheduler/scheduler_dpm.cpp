@@ -74,7 +74,7 @@ class DpmScheduler final : public Scheduler {
     const at::Tensor alpha_back = second_order ? table_.alpha(table_.timesteps()[size_t(step_index - 1)]) : at::Tensor();
     const DpmCoefficients c = dpm_coefficients(s, alpha_back);
 
-    const at::Tensor x0 = predict_original_sample(table_.config().prediction_type, model_output, sample, s.alpha);
+    const at::Tensor x0 = original_sample(model_output, step_index, sample);
     at::Tensor z = draw_noise(sample, noise);
     at::Tensor prev;
     if (second_order) {
