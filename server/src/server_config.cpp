@@ -90,6 +90,9 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   model.max_latent_token_steps = reader.optional<int64_t>("max_latent_token_steps");
   if (model.max_latent_token_steps && *model.max_latent_token_steps < 1)
     reader.fail("max_latent_token_steps", "must be positive (or null for the model's default)");
+  const std::string linear = reader.get<std::string>("linear", "native");
+  if (linear != "native" && linear != "fp8") reader.fail("linear", "must be \"native\" or \"fp8\"");
+  model.linear = linear == "fp8" ? LinearPrecision::fp8 : LinearPrecision::native;
   model.memory = read_memory_config(reader);
   reader.finish();
   return model;
@@ -163,7 +166,7 @@ ServerConfig load_server_config(const std::filesystem::path& file, const std::ve
 
 PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config) {
   PipelineOptions options{.device = c10::Device(model.device), .dtype = model.dtype, .attention = config.attention,
-                          .max_work = model.max_latent_token_steps};
+                          .linear = model.linear, .max_work = model.max_latent_token_steps};
   model.memory.apply_to(options);
   return options;
 }
@@ -184,6 +187,7 @@ nlohmann::json to_json(const ServerConfig& config) {
     nlohmann::json model = {{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", dtype_name(m.dtype)},
                             {"max_latent_token_steps", m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps)
                                                                                 : nlohmann::json(nullptr)}};
+    model["linear"] = m.linear == LinearPrecision::fp8 ? "fp8" : "native";
     model.update(to_json(m.memory));
     models.push_back(model);
   }

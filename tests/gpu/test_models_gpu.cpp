@@ -6,10 +6,13 @@
 #include "sagevid/models/cogvideox_vae.h"
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/safetensors.h"
+#include "sagevid/kernels/fp8_rows.h"
+#include "transformer/cogvideox_transformer_weights.h"
 #include "sagevid/models/step_profile.h"
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/matmul.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
@@ -131,4 +134,26 @@ TEST_CASE("a StepProfile times the regions its thread runs, and nothing runs wit
   CHECK(totals[1].second < totals[0].second);
   profile.clear();
   CHECK(profile.totals().empty());
+}
+
+TEST_CASE("FP8 rows on CUDA are the reference's bits, and an FP8 linear there is the CPU one's product",
+          "[gpu][fp8]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const at::Tensor x = rng.normal({300, 1024}, at::TensorOptions().dtype(at::kBFloat16)) * 3;
+  const auto got = sagevid::kernels::quantize_rows_fp8(x.to(at::kCUDA));
+  const auto want = sagevid::kernels::quantize_rows_fp8_reference(x);
+  CHECK(at::equal(got.scales.cpu(), want.scales));
+  CHECK(at::equal(got.values.cpu().view(at::kByte), want.values.view(at::kByte)));
+
+  const sagevid::cogvideox::Linear linear{rng.normal({512, 1024}) * 0.05, rng.normal({512}) * 0.1, {}};
+  const sagevid::cogvideox::Linear cpu = sagevid::cogvideox::to_fp8(linear);
+  const sagevid::cogvideox::Linear cuda{cpu.weight.to(at::kCUDA), cpu.bias.to(at::kCUDA, at::kBFloat16),
+                                        cpu.weight_scale.to(at::kCUDA)};
+  const at::Tensor input = rng.normal({2, 77, 1024}, at::TensorOptions().dtype(at::kBFloat16));
+  const at::Tensor on_cuda = cuda(input.to(at::kCUDA)).cpu().to(at::kFloat);
+  const at::Tensor on_cpu = cpu(input.to(at::kFloat));
+  const double relative = ((on_cuda - on_cpu).norm() / on_cpu.norm()).item<double>();
+  CAPTURE(relative);
+  CHECK(relative < 1e-2);  // the same FP8 operands; bf16 output and the accumulation order differ
 }

@@ -205,6 +205,7 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   const bool offload = options.text_encoder == TextEncoderPlacement::offload;
   T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", offload ? target.device(at::kCPU) : target);
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
+  if (options.linear == LinearPrecision::fp8) transformer = transformer.with_fp8_linears();
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config(), image_to_video);
   std::optional<CogVideoXVaeEncoder> image_encoder;

@@ -82,7 +82,9 @@ void add_gated_joint(at::Tensor& text, at::Tensor& video, const Modulation& m, c
 
 }  // namespace
 
-at::Tensor cogvideox::Linear::operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+at::Tensor cogvideox::Linear::operator()(const at::Tensor& x) const {
+  return weight_scale.defined() ? fp8_linear(*this, x) : at::linear(x, weight, bias);
+}
 
 at::Tensor cogvideox::LayerNorm::operator()(const at::Tensor& x) const {
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);

@@ -14,8 +14,12 @@ namespace cogvideox {
 
 struct Linear {
   at::Tensor weight, bias;
+  at::Tensor weight_scale;  // defined: weight is FP8 E4M3 [out, in], times weight_scale [out] fp32 (fp8_linear.cpp)
   at::Tensor operator()(const at::Tensor& x) const;
 };
+// `linear` with its weight quantized to FP8 E4M3 per output channel, and its product on FP8 operands.
+Linear to_fp8(const Linear& linear);
+at::Tensor fp8_linear(const Linear& linear, const at::Tensor& x);
 struct LayerNorm {
   at::Tensor weight, bias;
   double eps = 1e-5;

@@ -40,6 +40,11 @@ class CogVideoXTransformer {
   at::Tensor forward(const at::Tensor& latents, const at::Tensor& text_embeddings, const at::Tensor& timestep,
                      const std::optional<at::Tensor>& ofs, const Attention& attention) const;
 
+  // The same model with the blocks' big linears (QKV, attention output, feed-forward) in FP8 E4M3: weights
+  // quantized per output channel here, activations per token at each call (cuBLASLt FP8 GEMMs through
+  // at::_scaled_mm on CUDA; the same arithmetic in fp32 elsewhere). Other layers keep their dtype.
+  CogVideoXTransformer with_fp8_linears() const;
+
   const CogVideoXConfig& config() const { return config_; }
   const at::TensorOptions& options() const { return options_; }
 

@@ -131,10 +131,17 @@ enum class TextEncoderPlacement {
             // at a time), so the device holds T5 only while it runs: what lets CogVideoX-5B fit in 24 GB
 };
 
+// The precision of the transformer blocks' big linear layers (QKV, attention output, feed-forward).
+enum class LinearPrecision {
+  native,  // the pipeline's dtype
+  fp8,     // FP8 E4M3 weights per output channel, activations per token (CogVideoXTransformer::with_fp8_linears)
+};
+
 struct PipelineOptions {
   c10::Device device = c10::kCPU;
   c10::ScalarType dtype = c10::kFloat;  // transformer and VAE; the T5 encoder too
   AttentionConfig attention;
+  LinearPrecision linear = LinearPrecision::native;
   VaeDecodeOptions vae;  // tiling / frame batches for the decode
   TextEncoderPlacement text_encoder = TextEncoderPlacement::device;
   // The most work (latent tokens x steps) a request may ask for; unset: ModelLimits' default.

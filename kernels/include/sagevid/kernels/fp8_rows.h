@@ -1,0 +1,20 @@
+#pragma once
+// Rows quantized to FP8 E4M3 with one fp32 scale each (absmax / 448; 1 for an all-zero row): the activations
+// of an FP8 linear layer, per token. values * scales gives back the rows within E4M3's rounding.
+#include <ATen/core/Tensor.h>
+
+namespace sagevid::kernels {
+
+struct Fp8Rows {
+  at::Tensor values;  // [M, K] at::kFloat8_e4m3fn
+  at::Tensor scales;  // [M, 1] fp32
+};
+
+// x: [M, K] fp32, fp16 or bf16, last dim contiguous. On a CUDA device one kernel reads x once; on the CPU,
+// torch ops compute the same bits.
+Fp8Rows quantize_rows_fp8(const at::Tensor& x);
+
+// The same with torch ops on any device: the definition the kernel matches bit for bit.
+Fp8Rows quantize_rows_fp8_reference(const at::Tensor& x);
+
+}  // namespace sagevid::kernels

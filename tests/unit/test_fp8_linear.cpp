@@ -1,0 +1,50 @@
+// FP8 linear layers on the CPU: the per-row E4M3 quantization of kernels/fp8_rows.h, and the transformer's
+// FP8 linear against its fp32 one (the CUDA path, at::_scaled_mm, is tests/gpu/test_models_gpu.cpp's).
+#include "catch.h"
+#include "test_random.h"
+
+#include "transformer/cogvideox_transformer_weights.h"
+#include "sagevid/kernels/fp8_rows.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/zeros.h>
+
+TEST_CASE("rows quantize to E4M3 with their absmax at 448 and come back within E4M3's rounding", "[fp8]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  at::Tensor x = rng.normal({33, 200}) * 3;
+  x[5].fill_(0);  // an all-zero row keeps scale 1 and zeros
+  const sagevid::kernels::Fp8Rows q = sagevid::kernels::quantize_rows_fp8(x);
+  REQUIRE(q.values.scalar_type() == at::kFloat8_e4m3fn);
+  REQUIRE(q.scales.sizes() == at::IntArrayRef{33, 1});
+  const at::Tensor values = q.values.to(at::kFloat);
+  CHECK(q.scales[5].item<float>() == 1.0f);
+  CHECK(values[5].abs().max().item<float>() == 0.0f);
+  const at::Tensor amax = x.abs().amax(-1, true);
+  CHECK((q.scales.narrow(0, 0, 5) - amax.narrow(0, 0, 5) / 448).abs().max().item<float>() == 0.0f);
+  CHECK(values.abs().amax(-1).narrow(0, 0, 5).eq(448).all().item<bool>());
+  // E4M3 keeps 3 mantissa bits: half an ulp is 1/16 of the value; below 2^-6 it is subnormal, 2^-10 apart.
+  const at::Tensor back = values * q.scales;
+  const at::Tensor error = (back - x).abs(), bound = x.abs() / 16 + q.scales * std::ldexp(1.0, -10);
+  CHECK((error <= bound).all().item<bool>());
+  CHECK_THROWS_AS(sagevid::kernels::quantize_rows_fp8(x.to(at::kInt)), std::invalid_argument);
+  CHECK_THROWS_AS(sagevid::kernels::quantize_rows_fp8(x.unsqueeze(0)), std::invalid_argument);
+}
+
+TEST_CASE("an FP8 linear stays within a few percent of its fp32 product", "[fp8]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const sagevid::cogvideox::Linear linear{rng.normal({96, 64}) * 0.1, rng.normal({96}) * 0.1, {}};
+  const sagevid::cogvideox::Linear fp8 = sagevid::cogvideox::to_fp8(linear);
+  REQUIRE(fp8.weight.scalar_type() == at::kFloat8_e4m3fn);
+  REQUIRE(fp8.weight_scale.sizes() == at::IntArrayRef{96});
+  const at::Tensor x = rng.normal({2, 7, 64});
+  const at::Tensor want = at::linear(x, linear.weight, linear.bias), got = fp8(x);
+  REQUIRE(got.sizes() == want.sizes());
+  REQUIRE(got.scalar_type() == at::kFloat);
+  const double relative = ((got - want).norm() / want.norm()).item<double>();
+  CAPTURE(relative);
+  CHECK(relative < 0.05);
+  CHECK(relative > 0.0);  // the product did go through FP8
+}
