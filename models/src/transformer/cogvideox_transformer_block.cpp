@@ -53,9 +53,9 @@ auto profiled(const char* name, Fn&& fn) {
 
 // The feed-forward's first GEMM and its GELU. The tanh GELU (every CogVideoX checkpoint's) rides in the GEMM's
 // epilogue (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA), saving a pass over the 4x-wide hidden; the
-// exact GELU (or a linear without bias) runs in place after the GEMM.
+// exact GELU (or a linear without bias, or an FP8 one) runs in place after the GEMM.
 at::Tensor feed_forward_in(const cogvideox::Linear& linear, const at::Tensor& x, bool tanh_gelu) {
-  if (!tanh_gelu || !linear.bias.defined()) {
+  if (!tanh_gelu || !linear.bias.defined() || linear.weight_scale.defined()) {  // FP8 weights: no epilogue GELU
     at::Tensor hidden = profiled("FF in GEMM", [&] { return linear(x); });
     profiled("GELU", [&] { return at::gelu_(hidden, tanh_gelu ? "tanh" : "none"); });
     return hidden;
