@@ -1,7 +1,7 @@
 // sagevid-bench: one denoising step of the CogVideoX transformer at the real 2B and 5B configs, 49 frames at
 // 480x720, and CogVideoX1.5-5B, 81 frames at 768x1360 (random weights), CFG batch 2, bf16, per attention
-// backend in one run: median step time, the attention share of the step, and peak GPU memory. Prints a
-// markdown table (docs/PERFORMANCE.md).
+// backend in one run, and sage2 with the blocks' linears in FP8 (models[].linear: fp8): median step time, the
+// attention share of the step, and peak GPU memory. Prints a markdown table (docs/PERFORMANCE.md).
 //
 // The attention share is measured, not modelled: the same step with the attention calls timed on their own
 // (num_layers x one attention call of the step's shape, median) over the step's median.
@@ -112,8 +112,7 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
           {"FF in GEMM + GELU", gemm(f, d)},  // the GELU in the GEMM's epilogue
           {"FF out GEMM", gemm(d, f)},
           {"LayerNorm + modulate", bytes(2 * 2 * activation)},      // twice a block: x in, joint out
-          {"QK LayerNorm", bytes(2 * 2 * activation)},              // q and k, in and out
-          {"RoPE", bytes(2 * 2 * activation)},                      // q and k, in place
+          {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},       // q and k, in and out
           {"heads -> tokens copy", bytes(2 * activation)},          // in, out
           {"gated residual add", bytes(2 * 3 * activation)},        // twice a block: residual, update in; out
           {"GELU", bytes(2 * activation * f / d)},                  // the 4D-wide hidden, in place
@@ -190,14 +189,17 @@ int main(int argc, char** argv) {
     const CogVideoXTransformer model =
         CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
     double flash_ms = 0;
+    const auto print_row = [&](const std::string& backend, const StepResult& r) {
+      std::printf("| %s | %s | %.1f | %.1f | %.0f%% | %.2fx | %.1f |\n", shape.name, backend.c_str(), r.step_ms,
+                  r.attention_ms, 100.0 * r.attention_ms / r.step_ms, flash_ms / r.step_ms, r.peak_gib);
+      std::fflush(stdout);
+    };
     for (AttentionBackend backend : {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2}) {
       const StepResult r = measure(model, shape, backend);
       if (backend == AttentionBackend::flash) flash_ms = r.step_ms;
-      std::printf("| %s | %s | %.1f | %.1f | %.0f%% | %.2fx | %.1f |\n", shape.name,
-                  std::string(sagevid::backend_name(backend)).c_str(), r.step_ms, r.attention_ms,
-                  100.0 * r.attention_ms / r.step_ms, flash_ms / r.step_ms, r.peak_gib);
-      std::fflush(stdout);
+      print_row(std::string(sagevid::backend_name(backend)), r);
     }
+    print_row("sage2, FP8 linears", measure(model.with_fp8_linears(), shape, AttentionBackend::sage2));
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "cogvideox_transformer_parts.h"
 #include "cogvideox_transformer_weights.h"
+#include "sagevid/kernels/head_norm.h"
 #include "sagevid/models/step_profile.h"
 
 #include <ATen/TensorOperators.h>
@@ -97,18 +98,18 @@ at::Tensor CogVideoXTransformer::joint_attention(const Block& block, at::Tensor 
   const int64_t heads = config_.num_attention_heads, head_dim = config_.attention_head_dim;
   at::Tensor out;  // [B, H, L, d]
   {
-    // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; the QK norms return fresh tensors, which RoPE rotates in place.
+    // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; q and k normed and rotated into fresh tensors, v a view.
     const at::Tensor qkv =
         profiled("QKV GEMM", [&] { return block.to_qkv(input); }).view({batch, length, 3, heads, head_dim});
     input.reset();  // the modulated input is done with
     const auto heads_of = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };
-    const at::Tensor q = profiled("QK LayerNorm", [&] { return block.norm_q(heads_of(0)); });
-    const at::Tensor k = profiled("QK LayerNorm", [&] { return block.norm_k(heads_of(1)); });
-    if (rope) {  // positions are for the video tokens only; text tokens stay unrotated
-      const ProfileRegion region("RoPE");
-      const auto& [cos, sin] = *rope;
-      for (const at::Tensor& t : {q, k}) cogvideox::rotate_in_place(t.narrow(2, text_length, length - text_length), cos, sin);
-    }
+    std::optional<kernels::Rotary> rotary;  // positions are for the video tokens only; text tokens stay unrotated
+    if (rope) rotary = kernels::Rotary{rope->first, rope->second, text_length};
+    const auto normed = [&](const cogvideox::LayerNorm& norm, int64_t i) {
+      return profiled("QK LayerNorm + RoPE",
+                      [&] { return kernels::layer_norm_heads(heads_of(i), norm.weight, norm.bias, norm.eps, rotary); });
+    };
+    const at::Tensor q = normed(block.norm_q, 0), k = normed(block.norm_k, 1);
     out = profiled("attention", [&] { return attention(q, k, heads_of(2)); });
   }  // qkv, q and k go before the output projection
   at::Tensor context =

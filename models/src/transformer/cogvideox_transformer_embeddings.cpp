@@ -15,7 +15,6 @@
 #include <ATen/ops/reciprocal.h>
 #include <ATen/ops/repeat_interleave.h>
 #include <ATen/ops/sin.h>
-#include <ATen/ops/stack.h>
 
 #include <cmath>
 #include <stdexcept>
@@ -129,17 +128,6 @@ std::pair<at::Tensor, at::Tensor> rotary_tables(const CogVideoXConfig& config, i
         .reshape({token_frames * grid_h * grid_w, head_dim});
   };
   return {combine(cos_t, cos_h, cos_w), combine(sin_t, sin_h, sin_w)};
-}
-
-void rotate_in_place(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  // (re, im) pairs -> (-im, re): multiplying by i, so x*cos + rotated*sin is x * e^(i*angle).
-  const at::Tensor pairs = x.reshape({x.size(0), x.size(1), x.size(2), -1, 2});
-  at::Tensor rotated = at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(3).to(at::kFloat);
-  rotated.mul_(sin);
-  at::Tensor result = x.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).mul_(cos);
-  result.add_(rotated);
-  rotated.reset();
-  x.copy_(result);  // x is a view of q or k
 }
 
 }  // namespace sagevid::cogvideox

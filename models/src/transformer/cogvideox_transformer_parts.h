@@ -33,9 +33,4 @@ CropRegion resize_crop_region(int64_t grid_height, int64_t grid_width, int64_t b
 std::pair<at::Tensor, at::Tensor> rotary_tables(const CogVideoXConfig& config, int64_t frames, int64_t height,
                                                 int64_t width, const at::Device& device);
 
-// apply_rotary_emb on x [B, H, N, D] (a view: written in place), pairs (2i, 2i+1) rotated as complex numbers;
-// computed in fp32 (x * cos + rotated * sin, diffusers' operations in its order, so the same bits) and stored
-// in x's dtype. cos/sin [N, D] fp32 on x's device. Holds two fp32 copies of x at most.
-void rotate_in_place(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
-
 }  // namespace sagevid::cogvideox
