@@ -6,6 +6,7 @@
 // The attention share is measured, not modelled: the same step with the attention calls timed on their own
 // (num_layers x one attention call of the step's shape, median) over the step's median.
 //
+// --backend NAME: that backend's rows only (sage2's include the FP8-linear row).
 // --breakdown: instead, the sage2 step's GPU time per region of the blocks (StepProfile), each against its
 // floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's one read and one write of its
 // activations at the HBM rate.
@@ -111,6 +112,7 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
           {"FF in GEMM", gemm(f, d)},
           {"FF in GEMM + GELU", gemm(f, d)},  // the GELU in the GEMM's epilogue
           {"FF out GEMM", gemm(d, f)},
+          {"GELU + FF out GEMM", gemm(d, f)},  // FP8: the GELU in the input's quantization
           {"LayerNorm + modulate", bytes(2 * 2 * activation)},      // twice a block: x in, joint out
           {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},       // q and k, in and out
           {"heads -> tokens copy", bytes(2 * activation)},          // in, out
@@ -161,6 +163,8 @@ void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape)
 
 int main(int argc, char** argv) {
   const bool breakdown = argc > 1 && std::strcmp(argv[1], "--breakdown") == 0;
+  std::vector<AttentionBackend> backends{AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
+  if (argc > 2 && std::strcmp(argv[1], "--backend") == 0) backends = {sagevid::parse_attention_backend(argv[2])};
   const auto devices = sagevid::kernels::cuda_devices();
   if (devices.empty()) {
     std::fprintf(stderr, "sagevid-bench: no CUDA device\n");
@@ -190,16 +194,19 @@ int main(int argc, char** argv) {
         CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
     double flash_ms = 0;
     const auto print_row = [&](const std::string& backend, const StepResult& r) {
-      std::printf("| %s | %s | %.1f | %.1f | %.0f%% | %.2fx | %.1f |\n", shape.name, backend.c_str(), r.step_ms,
-                  r.attention_ms, 100.0 * r.attention_ms / r.step_ms, flash_ms / r.step_ms, r.peak_gib);
+      char vs_flash[16] = "—";  // no flash row with --backend
+      if (flash_ms > 0) std::snprintf(vs_flash, sizeof vs_flash, "%.2fx", flash_ms / r.step_ms);
+      std::printf("| %s | %s | %.1f | %.1f | %.0f%% | %s | %.1f |\n", shape.name, backend.c_str(), r.step_ms,
+                  r.attention_ms, 100.0 * r.attention_ms / r.step_ms, vs_flash, r.peak_gib);
       std::fflush(stdout);
     };
-    for (AttentionBackend backend : {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2}) {
+    for (AttentionBackend backend : backends) {
       const StepResult r = measure(model, shape, backend);
       if (backend == AttentionBackend::flash) flash_ms = r.step_ms;
       print_row(std::string(sagevid::backend_name(backend)), r);
+      if (backend == AttentionBackend::sage2)
+        print_row("sage2, FP8 linears", measure(model.with_fp8_linears(), shape, AttentionBackend::sage2));
     }
-    print_row("sage2, FP8 linears", measure(model.with_fp8_linears(), shape, AttentionBackend::sage2));
   }
   return 0;
 }

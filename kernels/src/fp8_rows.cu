@@ -1,5 +1,6 @@
-// Per-row FP8 quantization of activations: one CTA per row reads it twice (the absmax, then the values; the
-// second read hits the cache).
+// Per-row FP8 quantization of activations, one CTA per row. Rows of fp16/bf16 in 16-byte pieces that fit the
+// CTA's registers are read once and kept there between the absmax and the rounding; other rows are read twice
+// (the second read hits the cache).
 #include "fp8_rows_kernel.h"
 #include "sagevid/kernels/cuda_check.h"
 
@@ -13,6 +14,8 @@ namespace sagevid::kernels::detail {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kPieceElements = 8;   // 16 bytes of fp16/bf16
+constexpr int kPiecesPerThread = 8;  // rows up to kThreads * 64 elements stay in registers
 constexpr float kFp8Max = 448.0f;
 
 template <typename T>
@@ -23,11 +26,23 @@ __device__ __forceinline__ float to_float(T x) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int64_t row_stride, int cols,
-                                                                  __nv_fp8_e4m3* values, float* scales) {
-  const T* row = x + blockIdx.x * row_stride;
-  float amax = 0.0f;
-  for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(to_float(row[c])));
+__device__ __forceinline__ T from_float(float x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
+  else return __float2bfloat16_rn(x);
+}
+
+// torch's tanh GELU in fp32 (0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))), rounded to T as torch stores it.
+template <typename T>
+__device__ __forceinline__ float activated(T x, bool gelu) {
+  const float v = to_float(x);
+  if (!gelu) return v;
+  const float inner = 0.7978845608028654f * (v + 0.044715f * (v * v * v));
+  return to_float(from_float<T>(0.5f * v * (1.0f + tanhf(inner))));
+}
+
+// The CTA's largest value of `amax`, in every thread.
+__device__ __forceinline__ float cta_max(float amax) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
   __shared__ float warp_amax[kThreads / 32];
@@ -36,30 +51,89 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int
   amax = 0.0f;
 #pragma unroll
   for (int w = 0; w < kThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
-  const float scale = amax > 0.0f ? amax / kFp8Max : 1.0f;
+  return amax;
+}
+
+__device__ __forceinline__ float row_scale(float amax) { return amax > 0.0f ? amax / kFp8Max : 1.0f; }
+
+// Any element type and alignment: the row read twice.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int64_t row_stride, int cols, bool gelu,
+                                                                  __nv_fp8_e4m3* values, float* scales) {
+  const T* row = x + blockIdx.x * row_stride;
+  float amax = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated(row[c], gelu)));
+  const float scale = row_scale(cta_max(amax));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
   // x / scale lies within ±448 up to rounding, and E4M3 rounds that to its largest value.
-  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = __nv_fp8_e4m3(to_float(row[c]) / scale);
+  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = __nv_fp8_e4m3(activated(row[c], gelu) / scale);
+}
+
+// fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) quantize_rows_in_registers_kernel(const T* x, int64_t row_stride,
+                                                                               int cols, bool gelu,
+                                                                               __nv_fp8_e4m3* values, float* scales) {
+  const int pieces = cols / kPieceElements;
+  const T* row = x + blockIdx.x * row_stride;
+  float v[kPiecesPerThread][kPieceElements];
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPiecesPerThread; ++i) {
+    const int piece = threadIdx.x + i * kThreads;
+    if (piece >= pieces) break;
+    const uint4 raw = *reinterpret_cast<const uint4*>(row + piece * kPieceElements);
+    const T* elements = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kPieceElements; ++e) {
+      v[i][e] = activated(elements[e], gelu);
+      amax = fmaxf(amax, fabsf(v[i][e]));
+    }
+  }
+  const float scale = row_scale(cta_max(amax));
+  if (threadIdx.x == 0) scales[blockIdx.x] = scale;
+  __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
+#pragma unroll
+  for (int i = 0; i < kPiecesPerThread; ++i) {
+    const int piece = threadIdx.x + i * kThreads;
+    if (piece >= pieces) break;
+    __nv_fp8_e4m3 bytes[kPieceElements];
+#pragma unroll
+    for (int e = 0; e < kPieceElements; ++e) bytes[e] = __nv_fp8_e4m3(v[i][e] / scale);
+    *reinterpret_cast<uint2*>(out + piece * kPieceElements) = *reinterpret_cast<const uint2*>(bytes);
+  }
 }
 
 template <typename T>
-void launch(const void* x, int rows, int64_t row_stride, int cols, uint8_t* values, float* scales,
+void launch(const void* x, int rows, int64_t row_stride, int cols, bool gelu, uint8_t* values, float* scales,
             cudaStream_t stream) {
-  quantize_rows_kernel<<<unsigned(rows), kThreads, 0, stream>>>(static_cast<const T*>(x), row_stride, cols,
-                                                                reinterpret_cast<__nv_fp8_e4m3*>(values), scales);
+  const T* typed = static_cast<const T*>(x);
+  auto* out = reinterpret_cast<__nv_fp8_e4m3*>(values);
+  if constexpr (!std::is_same_v<T, float>) {
+    const bool in_pieces = cols % kPieceElements == 0 && row_stride % kPieceElements == 0 &&
+                           reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                           cols <= kThreads * kPiecesPerThread * kPieceElements;
+    if (in_pieces) {
+      quantize_rows_in_registers_kernel<T>
+          <<<unsigned(rows), kThreads, 0, stream>>>(typed, row_stride, cols, gelu, out, scales);
+      SAGEVID_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
+  quantize_rows_kernel<T><<<unsigned(rows), kThreads, 0, stream>>>(typed, row_stride, cols, gelu, out, scales);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void quantize_rows_fp8(const void* x, RowElement element, int rows, int64_t row_stride, int cols, uint8_t* values,
-                       float* scales, cudaStream_t stream) {
+void quantize_rows_fp8(const void* x, RowElement element, int rows, int64_t row_stride, int cols, bool gelu,
+                       uint8_t* values, float* scales, cudaStream_t stream) {
   if (rows == 0 || cols == 0) return;
   switch (element) {
-    case RowElement::fp32: return launch<float>(x, rows, row_stride, cols, values, scales, stream);
-    case RowElement::fp16: return launch<__half>(x, rows, row_stride, cols, values, scales, stream);
-    case RowElement::bf16: return launch<__nv_bfloat16>(x, rows, row_stride, cols, values, scales, stream);
+    case RowElement::fp32: return launch<float>(x, rows, row_stride, cols, gelu, values, scales, stream);
+    case RowElement::fp16: return launch<__half>(x, rows, row_stride, cols, gelu, values, scales, stream);
+    case RowElement::bf16: return launch<__nv_bfloat16>(x, rows, row_stride, cols, gelu, values, scales, stream);
   }
 }
 

@@ -7,6 +7,7 @@
 #include "sagevid/kernels/fp8_rows.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/gelu.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/zeros.h>
 
@@ -47,4 +48,19 @@ TEST_CASE("an FP8 linear stays within a few percent of its fp32 product", "[fp8]
   CAPTURE(relative);
   CHECK(relative < 0.05);
   CHECK(relative > 0.0);  // the product did go through FP8
+}
+
+TEST_CASE("an FP8 linear with the GELU fused into its input's quantization is the linear of the GELU", "[fp8]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const sagevid::cogvideox::Linear linear{rng.normal({48, 128}) * 0.1, rng.normal({48}) * 0.1, {}};
+  const sagevid::cogvideox::Linear fp8 = sagevid::cogvideox::to_fp8(linear);
+  const at::Tensor x = rng.normal({3, 5, 128}) * 2;
+  const at::Tensor want = at::linear(at::gelu(x, "tanh"), linear.weight, linear.bias);
+  const at::Tensor got = sagevid::cogvideox::fp8_linear(fp8, x, sagevid::kernels::RowActivation::gelu_tanh);
+  const double relative = ((got - want).norm() / want.norm()).item<double>();
+  CAPTURE(relative);
+  CHECK(relative < 0.05);
+  // Not the linear of x itself: the GELU was applied.
+  CHECK(((fp8(x) - want).norm() / want.norm()).item<double>() > 10 * relative);
 }

@@ -52,20 +52,30 @@ auto profiled(const char* name, Fn&& fn) {
   return fn();
 }
 
-// The feed-forward's first GEMM and its GELU. The tanh GELU (every CogVideoX checkpoint's) rides in the GEMM's
-// epilogue (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA), saving a pass over the 4x-wide hidden; the
-// exact GELU (or a linear without bias, or an FP8 one) runs in place after the GEMM.
-at::Tensor feed_forward_in(const cogvideox::Linear& linear, const at::Tensor& x, bool tanh_gelu) {
-  if (!tanh_gelu || !linear.bias.defined() || linear.weight_scale.defined()) {  // FP8 weights: no epilogue GELU
-    at::Tensor hidden = profiled("FF in GEMM", [&] { return linear(x); });
-    profiled("GELU", [&] { return at::gelu_(hidden, tanh_gelu ? "tanh" : "none"); });
-    return hidden;
+// The feed-forward: GEMM, GELU, GEMM. The tanh GELU (every CogVideoX checkpoint's) rides in a pass that is
+// there anyway: the second GEMM's input quantization where that linear is FP8, else the first GEMM's epilogue
+// (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA). The exact GELU runs in place between the GEMMs.
+// x is let go once the hidden exists.
+at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& out, at::Tensor x, bool tanh_gelu) {
+  if (tanh_gelu && out.weight_scale.defined()) {
+    const at::Tensor hidden = profiled("FF in GEMM", [&] { return in(x); });
+    x.reset();
+    return profiled("GELU + FF out GEMM",
+                    [&] { return cogvideox::fp8_linear(out, hidden, kernels::RowActivation::gelu_tanh); });
   }
-  const ProfileRegion region("FF in GEMM + GELU");
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
-  shape.push_back(linear.weight.size(0));
-  return at::_addmm_activation(linear.bias, x.reshape({-1, x.size(-1)}), linear.weight.t(), 1, 1, /*use_gelu=*/true)
-      .view(shape);
+  at::Tensor hidden;
+  if (tanh_gelu && in.bias.defined() && !in.weight_scale.defined()) {
+    const ProfileRegion region("FF in GEMM + GELU");
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
+    shape.push_back(in.weight.size(0));
+    hidden = at::_addmm_activation(in.bias, x.reshape({-1, x.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true)
+                 .view(shape);
+  } else {
+    hidden = profiled("FF in GEMM", [&] { return in(x); });
+    profiled("GELU", [&] { return at::gelu_(hidden, tanh_gelu ? "tanh" : "none"); });
+  }
+  x.reset();
+  return profiled("FF out GEMM", [&] { return out(hidden); });
 }
 
 // residual += gate * update, in place (the streams are the block's own tensors).
@@ -128,11 +138,8 @@ void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::T
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams).
   const Modulation m2 = modulation(block.norm2, temb);
-  at::Tensor joint = modulated_joint(block.norm2.norm, text, video, m2);
-  at::Tensor hidden = feed_forward_in(block.ff_in, joint, config_.activation_fn == "gelu-approximate");
-  joint.reset();
-  const at::Tensor ff = profiled("FF out GEMM", [&] { return block.ff_out(hidden); });
-  hidden.reset();
+  const at::Tensor ff = feed_forward(block.ff_in, block.ff_out, modulated_joint(block.norm2.norm, text, video, m2),
+                                     config_.activation_fn == "gelu-approximate");
   add_gated_joint(text, video, m2, ff);
 }
 

@@ -2,6 +2,7 @@
 // The CogVideoX transformer's layers as plain weight structs (undefined tensors where the config has no
 // bias/affine), private to its source files and white-box tests; the public face is
 // sagevid/models/cogvideox_transformer.h.
+#include "sagevid/kernels/fp8_rows.h"
 #include "sagevid/models/cogvideox_transformer.h"
 
 #include <ATen/core/Tensor.h>
@@ -17,9 +18,11 @@ struct Linear {
   at::Tensor weight_scale;  // defined: weight is FP8 E4M3 [out, in], times weight_scale [out] fp32 (fp8_linear.cpp)
   at::Tensor operator()(const at::Tensor& x) const;
 };
-// `linear` with its weight quantized to FP8 E4M3 per output channel, and its product on FP8 operands.
+// `linear` with its weight quantized to FP8 E4M3 per output channel, and its product on FP8 operands (of
+// activation(x) where one is given: fused into x's quantization).
 Linear to_fp8(const Linear& linear);
-at::Tensor fp8_linear(const Linear& linear, const at::Tensor& x);
+at::Tensor fp8_linear(const Linear& linear, const at::Tensor& x,
+                      kernels::RowActivation activation = kernels::RowActivation::none);
 struct LayerNorm {
   at::Tensor weight, bias;
   double eps = 1e-5;

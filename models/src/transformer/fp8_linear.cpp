@@ -1,5 +1,6 @@
 // FP8 linear layers: E4M3 weights scaled per output channel, E4M3 activations scaled per token (quantized at
-// each call, sagevid/kernels/fp8_rows.h), one FP8 GEMM with both scales applied to its fp32 accumulator.
+// each call, with the activation before the layer where there is one: sagevid/kernels/fp8_rows.h), one FP8
+// GEMM with both scales and the bias applied to its fp32 accumulator.
 #include "cogvideox_transformer_weights.h"
 
 #include "sagevid/kernels/fp8_rows.h"
@@ -15,17 +16,19 @@ cogvideox::Linear cogvideox::to_fp8(const Linear& linear) {
   return {rows.values, linear.bias, rows.scales.squeeze(1)};
 }
 
-at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x) {
+at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x, kernels::RowActivation activation) {
   const int64_t out_features = linear.weight.size(0);
   const at::Tensor rows = x.reshape({-1, x.size(-1)});
-  const kernels::Fp8Rows activations = kernels::quantize_rows_fp8(rows.contiguous());
+  const kernels::Fp8Rows activations = kernels::quantize_rows_fp8(rows.contiguous(), activation);
   at::Tensor out;
   if (x.is_cuda()) {
     // weight [out, in] row-major is the column-major [in, out] operand cuBLASLt wants; scales per row of the
-    // activations [M, 1] and per column of the product [1, out].
-    out = at::_scaled_mm(activations.values, linear.weight.t(), activations.scales,
-                         linear.weight_scale.unsqueeze(0), std::nullopt, std::nullopt, x.scalar_type());
-    if (linear.bias.defined()) out.add_(linear.bias);
+    // activations [M, 1] and per column of the product [1, out]; a bias of the output's dtype in the epilogue.
+    const bool bias_in_gemm = linear.bias.defined() && linear.bias.scalar_type() == x.scalar_type();
+    out = at::_scaled_mm(activations.values, linear.weight.t(), activations.scales, linear.weight_scale.unsqueeze(0),
+                         bias_in_gemm ? std::optional<at::Tensor>(linear.bias) : std::nullopt, std::nullopt,
+                         x.scalar_type());
+    if (linear.bias.defined() && !bias_in_gemm) out.add_(linear.bias);
   } else {
     const at::Tensor a = activations.values.to(at::kFloat) * activations.scales;
     const at::Tensor w = linear.weight.to(at::kFloat) * linear.weight_scale.unsqueeze(1);

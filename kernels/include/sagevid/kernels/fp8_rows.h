@@ -10,11 +10,16 @@ struct Fp8Rows {
   at::Tensor scales;  // [M, 1] fp32
 };
 
-// x: [M, K] fp32, fp16 or bf16, last dim contiguous. On a CUDA device one kernel reads x once; on the CPU,
-// torch ops compute the same bits.
-Fp8Rows quantize_rows_fp8(const at::Tensor& x);
+// What is applied to x, rounded back to x's dtype, before the rows are quantized: the activation between two
+// linears, done in the quantization's pass instead of one of its own.
+enum class RowActivation { none, gelu_tanh };
 
-// The same with torch ops on any device: the definition the kernel matches bit for bit.
-Fp8Rows quantize_rows_fp8_reference(const at::Tensor& x);
+// x: [M, K] fp32, fp16 or bf16, last dim contiguous. On a CUDA device one kernel reads x once; on the CPU,
+// torch ops compute the same values.
+Fp8Rows quantize_rows_fp8(const at::Tensor& x, RowActivation activation = RowActivation::none);
+
+// The same with torch ops on any device: the definition the kernel matches (bit for bit without an activation;
+// with one, up to the last bit of the activation's fp32 arithmetic).
+Fp8Rows quantize_rows_fp8_reference(const at::Tensor& x, RowActivation activation = RowActivation::none);
 
 }  // namespace sagevid::kernels
