@@ -113,10 +113,10 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
           {"FF in GEMM + GELU", gemm(f, d)},  // the GELU in the GEMM's epilogue
           {"FF out GEMM", gemm(d, f)},
           {"GELU + FF out GEMM", gemm(d, f)},  // FP8: the GELU in the input's quantization
-          {"LayerNorm + modulate", bytes(2 * 2 * activation)},      // twice a block: x in, joint out
+          // twice a block: residual and update in, residual and joint out
+          {"gated residual add + LayerNorm + modulate", bytes(2 * 4 * activation)},
           {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},       // q and k, in and out
           {"heads -> tokens copy", bytes(2 * activation)},          // in, out
-          {"gated residual add", bytes(2 * 3 * activation)},        // twice a block: residual, update in; out
           {"GELU", bytes(2 * activation * f / d)},                  // the 4D-wide hidden, in place
           {"modulation (SiLU, linear)", bytes(2 * 6 * d * c.time_embed_dim * 2)}};  // twice a block: its weights
 }

@@ -2,10 +2,9 @@
 // CTA's registers are read once and kept there between the absmax and the rounding; other rows are read twice
 // (the second read hits the cache).
 #include "fp8_rows_kernel.h"
+#include "row_math.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 #include <type_traits>
@@ -14,44 +13,15 @@ namespace sagevid::kernels::detail {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPieceElements = 8;   // 16 bytes of fp16/bf16
 constexpr int kPiecesPerThread = 8;  // rows up to kThreads * 64 elements stay in registers
 constexpr float kFp8Max = 448.0f;
 
-template <typename T>
-__device__ __forceinline__ float to_float(T x) {
-  if constexpr (std::is_same_v<T, float>) return x;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(x);
-  else return __bfloat162float(x);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, float>) return x;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
-  else return __float2bfloat16_rn(x);
-}
-
 // torch's tanh GELU in fp32 (0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))), rounded to T as torch stores it.
 template <typename T>
-__device__ __forceinline__ float activated(T x, bool gelu) {
-  const float v = to_float(x);
+__device__ __forceinline__ float activated(float v, bool gelu) {
   if (!gelu) return v;
   const float inner = 0.7978845608028654f * (v + 0.044715f * (v * v * v));
-  return to_float(from_float<T>(0.5f * v * (1.0f + tanhf(inner))));
-}
-
-// The CTA's largest value of `amax`, in every thread.
-__device__ __forceinline__ float cta_max(float amax) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-  __shared__ float warp_amax[kThreads / 32];
-  if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
-  __syncthreads();
-  amax = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
-  return amax;
+  return rounded<T>(0.5f * v * (1.0f + tanhf(inner)));
 }
 
 __device__ __forceinline__ float row_scale(float amax) { return amax > 0.0f ? amax / kFp8Max : 1.0f; }
@@ -62,12 +32,12 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int
                                                                   __nv_fp8_e4m3* values, float* scales) {
   const T* row = x + blockIdx.x * row_stride;
   float amax = 0.0f;
-  for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated(row[c], gelu)));
-  const float scale = row_scale(cta_max(amax));
+  for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated<T>(to_float(row[c]), gelu)));
+  const float scale = row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
   // x / scale lies within ±448 up to rounding, and E4M3 rounds that to its largest value.
-  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = __nv_fp8_e4m3(activated(row[c], gelu) / scale);
+  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = __nv_fp8_e4m3(activated<T>(to_float(row[c]), gelu) / scale);
 }
 
 // fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
@@ -83,15 +53,14 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_in_registers_kernel(co
   for (int i = 0; i < kPiecesPerThread; ++i) {
     const int piece = threadIdx.x + i * kThreads;
     if (piece >= pieces) break;
-    const uint4 raw = *reinterpret_cast<const uint4*>(row + piece * kPieceElements);
-    const T* elements = reinterpret_cast<const T*>(&raw);
+    load_piece(row + piece * kPieceElements, v[i]);
 #pragma unroll
     for (int e = 0; e < kPieceElements; ++e) {
-      v[i][e] = activated(elements[e], gelu);
+      v[i][e] = activated<T>(v[i][e], gelu);
       amax = fmaxf(amax, fabsf(v[i][e]));
     }
   }
-  const float scale = row_scale(cta_max(amax));
+  const float scale = row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
 #pragma unroll

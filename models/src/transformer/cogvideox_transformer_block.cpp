@@ -6,12 +6,11 @@
 #include "cogvideox_transformer_parts.h"
 #include "cogvideox_transformer_weights.h"
 #include "sagevid/kernels/head_norm.h"
+#include "sagevid/kernels/residual_norm.h"
 #include "sagevid/models/step_profile.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_addmm_activation.h>
-#include <ATen/ops/addcmul.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
@@ -31,18 +30,23 @@ Modulation modulation(const cogvideox::NormZero& norm, const at::Tensor& temb) {
   return {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]};
 }
 
-// [text; video], each stream normed and modulated with its own shift and scale (norm(x) * (1 + scale) + shift,
-// one pass over the activations), written straight into one joint [B, L, D] tensor: no per-stream copies to
-// concatenate.
-at::Tensor modulated_joint(const cogvideox::LayerNorm& norm, const at::Tensor& text,
-                           const at::Tensor& video, const Modulation& m) {
-  const ProfileRegion region("LayerNorm + modulate");
-  const int64_t text_length = text.size(1), video_length = video.size(1);
-  at::Tensor joint = at::empty({video.size(0), text_length + video_length, video.size(2)}, video.options());
-  at::Tensor text_part = joint.narrow(1, 0, text_length), video_part = joint.narrow(1, text_length, video_length);
-  at::addcmul_out(text_part, m.text_shift, norm(text), 1 + m.text_scale);
-  at::addcmul_out(video_part, m.shift, norm(video), 1 + m.scale);
-  return joint;
+// [text; video] as a half block's input: each residual stream first takes its gated update (where one is
+// pending), then is normed and modulated with its own shift and scale (norm(x) * (1 + scale) + shift) into one
+// joint [B, L, D] tensor, in one pass over the activations (kernels/residual_norm.h).
+// update: [B, L, D] (text rows, then video rows) with each stream's gate, or undefined: none pending.
+at::Tensor updated_joint(const cogvideox::LayerNorm& norm, at::Tensor& text, at::Tensor& video, const Modulation& m,
+                         const at::Tensor& update = {}, const at::Tensor& gate = {}, const at::Tensor& text_gate = {}) {
+  const ProfileRegion region("gated residual add + LayerNorm + modulate");
+  kernels::NormStream text_stream{text, {}, {}, m.text_shift, m.text_scale};
+  kernels::NormStream video_stream{video, {}, {}, m.shift, m.scale};
+  if (update.defined()) {
+    const int64_t text_length = text.size(1);
+    text_stream.update = update.narrow(1, 0, text_length);
+    text_stream.gate = text_gate;
+    video_stream.update = update.narrow(1, text_length, video.size(1));
+    video_stream.gate = gate;
+  }
+  return kernels::residual_norm_modulate({text_stream, video_stream}, norm.weight, norm.bias, norm.eps);
 }
 
 // fn(), timed as the region `name` of a StepProfile.
@@ -76,19 +80,6 @@ at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& ou
   }
   x.reset();
   return profiled("FF out GEMM", [&] { return out(hidden); });
-}
-
-// residual += gate * update, in place (the streams are the block's own tensors).
-void add_gated(at::Tensor& residual, const at::Tensor& gate, const at::Tensor& update) {
-  residual.addcmul_(gate, update);
-}
-
-// Both streams' gated residual updates from one joint [B, L, D] output.
-void add_gated_joint(at::Tensor& text, at::Tensor& video, const Modulation& m, const at::Tensor& joint) {
-  const ProfileRegion region("gated residual add");
-  const int64_t text_length = text.size(1);
-  add_gated(video, m.gate, joint.narrow(1, text_length, video.size(1)));
-  add_gated(text, m.text_gate, joint.narrow(1, 0, text_length));
 }
 
 }  // namespace
@@ -128,19 +119,24 @@ at::Tensor CogVideoXTransformer::joint_attention(const Block& block, at::Tensor 
   return profiled("output GEMM", [&] { return block.to_out(context); });
 }
 
-void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::Tensor& video, const at::Tensor& temb,
-                                     const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
-                                     const Attention& attention) const {
+CogVideoXTransformer::PendingUpdate CogVideoXTransformer::run_block(
+    const Block& block, at::Tensor& text, at::Tensor& video, std::optional<PendingUpdate> pending,
+    const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
+    const Attention& attention) const {
   // Attention over the joint sequence.
   const Modulation m1 = modulation(block.norm1, temb);
-  add_gated_joint(text, video, m1,
-                  joint_attention(block, modulated_joint(block.norm1.norm, text, video, m1), text.size(1), rope, attention));
+  at::Tensor input = pending ? updated_joint(block.norm1.norm, text, video, m1, pending->joint, pending->gate,
+                                             pending->text_gate)
+                             : updated_joint(block.norm1.norm, text, video, m1);
+  pending.reset();
+  at::Tensor attended = joint_attention(block, std::move(input), text.size(1), rope, attention);
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams).
   const Modulation m2 = modulation(block.norm2, temb);
-  const at::Tensor ff = feed_forward(block.ff_in, block.ff_out, modulated_joint(block.norm2.norm, text, video, m2),
-                                     config_.activation_fn == "gelu-approximate");
-  add_gated_joint(text, video, m2, ff);
+  input = updated_joint(block.norm2.norm, text, video, m2, attended, m1.gate, m1.text_gate);
+  attended.reset();
+  return {feed_forward(block.ff_in, block.ff_out, std::move(input), config_.activation_fn == "gelu-approximate"),
+          m2.gate, m2.text_gate};
 }
 
 }  // namespace sagevid

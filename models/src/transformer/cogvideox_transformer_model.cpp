@@ -237,7 +237,10 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   std::optional<std::pair<at::Tensor, at::Tensor>> rope;
   if (c.use_rotary_positional_embeddings) rope = cogvideox::rotary_tables(c, frames, height, width, options_.device());
 
-  for (const Block& block : weights_->blocks) run_block(block, text, video, temb, rope, attention);
+  std::optional<PendingUpdate> pending;
+  for (const Block& block : weights_->blocks) pending = run_block(block, text, video, std::move(pending), temb, rope, attention);
+  if (pending) video.addcmul_(pending->gate, pending->joint.narrow(1, text_length, video.size(1)));  // text is done
+  pending.reset();
 
   video = weights_->norm_final(video);
   // AdaLayerNorm (chunk_dim 1): shift first, then scale.

@@ -58,11 +58,19 @@ class CogVideoXTransformer {
   at::Tensor embed_patches(const at::Tensor& latents) const;  // [B, N_video, D]
   // The position table added to [text; video] (sin-cos or learned), or undefined when the model uses RoPE only.
   at::Tensor positional_table(int64_t frames, int64_t height, int64_t width) const;
-  // One block, updating the text [B, L, D] and video [B, N, D] residual streams. rope: cos, sin [N, head_dim].
-  // Each half holds its temporaries only while it runs: the fused QKV output, q and k are gone before the output
-  // projection, and all of them before the feed-forward.
-  void run_block(const Block& block, at::Tensor& text, at::Tensor& video, const at::Tensor& temb,
-                 const std::optional<std::pair<at::Tensor, at::Tensor>>& rope, const Attention& attention) const;
+  // A half block's output with its gates, not yet added to the residual streams: the next half adds it in the
+  // pass that norms its input (forward() adds the last block's).
+  struct PendingUpdate {
+    at::Tensor joint;            // [B, L + N, D]: text rows, then video rows
+    at::Tensor gate, text_gate;  // [B, 1, D]
+  };
+  // One block over the text [B, L, D] and video [B, N, D] residual streams, which first take `pending` (the
+  // previous block's feed-forward update, released once added); returns this block's own. rope: cos, sin
+  // [N, head_dim]. Each half holds its temporaries only while it runs: the fused QKV output, q and k are gone
+  // before the output projection, and all of them before the feed-forward.
+  PendingUpdate run_block(const Block& block, at::Tensor& text, at::Tensor& video, std::optional<PendingUpdate> pending,
+                          const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
+                          const Attention& attention) const;
   // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v);
   // returns the output projection [B, L, D].
   at::Tensor joint_attention(const Block& block, at::Tensor input, int64_t text_length,

@@ -1,0 +1,75 @@
+#pragma once
+// Device helpers of the row-wise kernels (norms, quantization): element conversions, 16-byte pieces of
+// fp16/bf16 as 8 floats, and sums and maxima over a CTA.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace sagevid::kernels::detail {
+
+constexpr int kPieceElements = 8;  // fp16/bf16 elements in 16 bytes
+
+template <typename T>
+__device__ __forceinline__ float to_float(T x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(x);
+  else return __bfloat162float(x);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
+  else return __float2bfloat16_rn(x);
+}
+
+// x as T stores it: what a torch op writing T leaves for the next op to read.
+template <typename T>
+__device__ __forceinline__ float rounded(float x) {
+  return to_float(from_float<T>(x));
+}
+
+// 8 elements of fp16/bf16 at a 16-byte aligned address, as floats.
+template <typename T>
+__device__ __forceinline__ void load_piece(const T* p, float (&v)[kPieceElements]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* elements = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int e = 0; e < kPieceElements; ++e) v[e] = to_float(elements[e]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_piece(T* p, const float (&v)[kPieceElements]) {
+  uint4 raw;
+  T* elements = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int e = 0; e < kPieceElements; ++e) elements[e] = from_float<T>(v[e]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+// op over every thread's v, in every thread of a CTA of kThreads. Call from all threads, as any number of
+// times as needed: the shared partials are reused only after every thread has read them.
+template <int kThreads, typename Op>
+__device__ __forceinline__ float cta_reduce(float v, Op op) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  __shared__ float partial[kThreads / 32];
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = partial[0];
+#pragma unroll
+  for (int w = 1; w < kThreads / 32; ++w) v = op(v, partial[w]);
+  return v;
+}
+
+struct Sum {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+}  // namespace sagevid::kernels::detail

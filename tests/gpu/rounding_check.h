@@ -1,0 +1,28 @@
+#pragma once
+// Checks for a kernel that computes what torch ops compute, in another order of summation: each value within
+// an allowed number of rounding steps, and most values the very same bits.
+#include "catch.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/isfinite.h>
+
+#include <cmath>
+
+namespace sagevid::test {
+
+// The relative size of one rounding step of fp16 or bf16 (half a unit in the last place).
+inline double rounding_step(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+}
+
+// |got - want| <= allowed everywhere (a tensor broadcast to want, or a number), and > 90% identical.
+inline void check_same_up_to_rounding(const at::Tensor& got, const at::Tensor& want, const at::Tensor& allowed) {
+  REQUIRE(at::isfinite(got).all().item<bool>());
+  const at::Tensor difference = (got.to(at::kFloat) - want.to(at::kFloat)).abs();
+  CHECK((difference <= allowed).all().item<bool>());
+  const double same = difference.eq(0).to(at::kFloat).mean().item<double>();
+  CAPTURE(same);
+  CHECK(same > 0.9);
+}
+
+}  // namespace sagevid::test
