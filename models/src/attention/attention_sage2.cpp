@@ -2,6 +2,8 @@
 // scale and bias from the call. Grouped-query attention and biases run natively.
 #include "attention_backends.h"
 
+#include <ATen/ops/empty.h>
+
 namespace sagevid::detail {
 namespace {
 
@@ -20,7 +22,11 @@ std::optional<std::string> sage2_unsupported(const AttentionCall& call) {
 }
 
 at::Tensor sage2_attention(const AttentionCall& call) {
-  return kernels::sage2::attention(call.q, call.k, call.v, call_options(call), call.params.bias).out;
+  // [B, H, L, d] as a view of [B, L, H, d] memory: callers turn heads back into tokens ([B, L, H·d]) for the
+  // output projection, which is then a view instead of a copy.
+  const at::Tensor& q = call.q;
+  const at::Tensor out = at::empty({q.size(0), q.size(2), q.size(1), call.v.size(3)}, q.options()).transpose(1, 2);
+  return kernels::sage2::attention(q, call.k, call.v, call_options(call), call.params.bias, out).out;
 }
 
 }  // namespace sagevid::detail
