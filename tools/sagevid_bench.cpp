@@ -9,7 +9,8 @@
 // --backend NAME: that backend's rows only (sage2's include the FP8-linear row).
 // --breakdown: instead, the sage2 step's GPU time per region of the blocks (StepProfile), each against its
 // floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's one read and one write of its
-// activations at the HBM rate.
+// activations at the HBM rate. --breakdown --fp8-linears: the same with the blocks' linears in FP8 (floors
+// unchanged: the bf16 ones).
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/attention.h"
@@ -122,7 +123,7 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
 }
 
 // The sage2 step's regions for one model: ms per step, share, floor.
-void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape) {
+void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape, const char* linears) {
   const CogVideoXConfig& c = model.config();
   const StepInputs in = step_inputs(shape, c);
   const sagevid::Attention attention(sagevid::AttentionConfig{AttentionBackend::sage2, std::nullopt, {}});
@@ -135,7 +136,7 @@ void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape)
   const auto totals = profile.totals();
   const auto floors = region_floors_ms(c, step_tokens(shape, c));
 
-  std::printf("\n%s, sage2, step %.1f ms (unprofiled median):\n\n", shape.name, step_ms);
+  std::printf("\n%s, sage2, %s linears, step %.1f ms (unprofiled median):\n\n", shape.name, linears, step_ms);
   std::printf("| region | ms per step | share of step | floor ms | x floor |\n|---|---|---|---|---|\n");
   double regions_ms = 0, floor_sum = 0, outside_attention_ms = 0;
   for (const auto& [region, total] : totals) {
@@ -163,6 +164,7 @@ void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape)
 
 int main(int argc, char** argv) {
   const bool breakdown = argc > 1 && std::strcmp(argv[1], "--breakdown") == 0;
+  const bool fp8_linears = breakdown && argc > 2 && std::strcmp(argv[2], "--fp8-linears") == 0;
   std::vector<AttentionBackend> backends{AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
   if (argc > 2 && std::strcmp(argv[1], "--backend") == 0) backends = {sagevid::parse_attention_backend(argv[2])};
   const auto devices = sagevid::kernels::cuda_devices();
@@ -181,8 +183,10 @@ int main(int argc, char** argv) {
                 kGemmFlops / 1e12, kMemoryBytes / 1e12);
     for (const ModelShape& shape : model_shapes()) {
       const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
-      print_breakdown(CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0),
-                      shape);
+      const CogVideoXTransformer model =
+          CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
+      if (fp8_linears) print_breakdown(model.with_fp8_linears(), shape, "FP8");
+      else print_breakdown(model, shape, "bf16");
     }
     return 0;
   }
