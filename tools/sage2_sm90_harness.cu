@@ -195,7 +195,7 @@ __global__ void fill_random(uint8_t* p, int64_t n, uint32_t seed, int mask, int 
   }
 }
 
-void time_case(const char* name, const Case& c) {
+void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) {
   const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
   const int64_t q_bytes = int64_t(c.batch) * c.q_heads * qp * c.head_dim;
   const int64_t k_bytes = int64_t(c.batch) * c.kv_heads * kp * c.head_dim;
@@ -217,9 +217,9 @@ void time_case(const char* name, const Case& c) {
   cudaEvent_t start, stop;
   SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
   SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) sm90::attention(args, nullptr);
+  for (int i = 0; i < warmups; ++i) sm90::attention(args, nullptr);
   std::vector<float> ms;
-  for (int i = 0; i < 15; ++i) {
+  for (int i = 0; i < runs; ++i) {
     SAGEVID_CUDA_CHECK(cudaEventRecord(start));
     sm90::attention(args, nullptr);
     SAGEVID_CUDA_CHECK(cudaEventRecord(stop));
@@ -270,6 +270,11 @@ int main(int argc, char** argv) {
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
+  }
+  if (what == "profile") {  // one warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention)
+    std::printf("| shape | P·V | granularity | ms | TOPS |\n|---|---|---|---|---|\n");
+    time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 1);
+    time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
   }
   return failures == 0 ? 0 : 1;
 }
