@@ -118,7 +118,8 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups\n\n", devices[0].name.c_str(),
               devices[0].compute_capability);
   // sage2: the default mode of this device; "other P·V": the same with the other P·V type.
-  std::printf("| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | other P·V TOPS | FA2 TOPS | cuDNN TOPS | sage2/FA2 | sage2/cuDNN |\n");
+  std::printf("| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | other P·V TOPS | FA2 TOPS "
+              "| cuDNN TOPS | sage2/FA2 | sage2/cuDNN |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Shape& s : kShapes) {
     if (quick && s.len > 17776) continue;

@@ -40,6 +40,7 @@ struct ModelShape {
 };
 
 const std::vector<ModelShape>& model_shapes() {
+  // clang-format off: a table, one model a row (the formatter puts each latent size on a line).
   static const std::vector<ModelShape> shapes = {
       {"CogVideoX-2B", {{"num_attention_heads", 30}, {"num_layers", 30}}, 13, 60, 90},  // 49 x 480 x 720
       {"CogVideoX-5B",
@@ -52,6 +53,7 @@ const std::vector<ModelShape>& model_shapes() {
         {"sample_width", 170}},
        22, 96, 170},
   };
+  // clang-format on
   return shapes;
 }
 

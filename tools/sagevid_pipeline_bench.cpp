@@ -9,8 +9,9 @@
 //
 // --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
 // section and the model entry's dtype, text encoder placement and VAE keys (the folder is MODEL_DIR, the device
-// cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its
-// per-process memory fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
+// cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless
+// --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its per-process memory
+// fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
 // previews as a request's preview_every does: each gets its own row, and their cost is set against a step's.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"

@@ -38,8 +38,9 @@ exit status: 0 done, 1 the call or the run failed (the gRPC status code is print
 
 using Command = std::function<int(const Connection&, const std::vector<std::string>&)>;
 
-// Takes the global flags (connection and security) out of the arguments wherever they stand. Any other flag without "=" that
-// is not a switch takes the next argument as its value, so a value is never mistaken for a global flag.
+// Takes the global flags (connection and security) out of the arguments wherever they stand. Any other flag
+// without "=" that is not a switch takes the next argument as its value, so a value is never mistaken for a
+// global flag.
 std::vector<std::string> take_global_flags(const std::vector<std::string>& args, Connection& connection) {
   const std::set<std::string> global_values = {"--server", "--deadline", "--tls-ca", "--tls-cert", "--tls-key",
                                                "--token-file"};

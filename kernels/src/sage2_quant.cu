@@ -105,8 +105,10 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     chunks.template load<kVector>(x, head_base, first_row, raw);
     // Zeroing this parity's maxima is safe: the last slice that read them ended before the previous slice's
     // first barrier.
+    // clang-format off: clang-format reads `T (*p)[n]` in a function body as a cast and would drop the space.
     unsigned (*group_amax_bits)[kQBlock] = smem.rows.group_amax_bits[slice & 1];
     float (*block_mean)[d] = smem.rows.mean[slice & 1];
+    // clang-format on
     if (threadIdx.x < kTiles * kQBlock) group_amax_bits[threadIdx.x / kQBlock][threadIdx.x % kQBlock] = 0;
     if (job.block_mean && threadIdx.x < kTiles * d) {
       const int tile = threadIdx.x / d, block = min(first_row / kQBlock + tile, num_blocks - 1);
@@ -115,7 +117,9 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     __syncthreads();
 
     // A chunk's smoothed values: computed twice (for the absmax, then to round), cheaper than holding them.
+    // clang-format off: the same for `T (&v)[n]` in a lambda's parameters.
     const auto smoothed = [&](int j, float (&v)[kChunk]) {
+      // clang-format on
       const int row = first_row + chunks.r0 + j * Chunks::kRowStride;
       unpack_chunk<kType>(raw[j], v);
       if (row >= x.len) return;  // padding rows stay 0
@@ -155,8 +159,8 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
       smoothed(j, v);
       int8_t* out = head_out + int64_t(first_row + r) * row_bytes + (int4 ? chunks.c / 2 : chunks.c);
       if (!int4) {
-        // v · inv lies within ±127 (|v| <= amax). Adding 1.5 · 2^23 rounds it to an integer (to nearest even, as
-        // __float2int_rn) in the low mantissa bits, whose low byte is the int8 in two's complement.
+        // v · inv lies within ±127 (|v| <= amax). Adding 1.5 · 2^23 rounds it to an integer (to nearest even,
+        // as __float2int_rn) in the low mantissa bits, whose low byte is the int8 in two's complement.
         uint32_t bits[kChunk];
 #pragma unroll
         for (int i = 0; i < kChunk; ++i) bits[i] = __float_as_uint(__fadd_rn(__fmul_rn(v[i], inv), 12582912.0f));

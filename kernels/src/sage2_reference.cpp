@@ -101,7 +101,8 @@ at::Tensor delta_scores(const QuantizedRows& means, const QuantizedRows& k, Gran
   const at::Tensor mean_scales = means.scales.narrow(2, 0, blocks).unsqueeze(-1);  // [B, H_q, blocks, 1]
   const at::Tensor key_values = expand_heads(k.values.narrow(2, 0, kv_len).to(at::kFloat), group);
   const at::Tensor key_group = index_tensor(kv_len, k.scales, [&](int64_t key) { return k_group(key, granularity); });
-  const at::Tensor key_scales = expand_heads(k.scales, group).index_select(2, key_group).unsqueeze(2);  // [.., 1, N_kv]
+  // [.., 1, N_kv]
+  const at::Tensor key_scales = expand_heads(k.scales, group).index_select(2, key_group).unsqueeze(2);
   return at::matmul(mean_values, key_values.transpose(2, 3)) * (mean_scales * key_scales);
 }
 

@@ -304,12 +304,14 @@ TEST_CASE("server overhead is the latency the phases leave over and 50 steps ext
 }
 
 TEST_CASE("the bench table puts runs side by side", "[integration][client]") {
+  // clang-format off: two rows of data (the formatter puts each field on a line).
   BenchRun a{"sage2", "sage2", 4, 2, {sample(1, 4, 0.1, 0.1, 0.2, 0.1), sample(2, 4, 0.1, 0.1, 0.2, 0.1),
                                       sample(3, 4, 0.1, 0.1, 0.2, 0.1), sample(4, 4, 0.2, 0.1, 0.2, 0.1)}, {}, {}, 5};
   a.samples[0].first_byte = 0.5;  // only one request saw video: the mean is over that one
   a.samples[0].denoise_end_to_first_byte = 0.25;
   BenchRun b{"flash", "flash", 4, 2, {sample(2, 4, 0.3, 0.1, 0.2, 0.1, 50), sample(4, 4, 0.3, 0.1, 0.2, 0.1, 50)},
              {{"RESOURCE_EXHAUSTED", 2}}, {}, 8};
+  // clang-format on
   const std::string table = format_bench_table({a, b});
   CAPTURE(table);
   CHECK(row(table, "backend") == std::vector<std::string>{"sage2", "flash"});  // columns in run order
@@ -413,11 +415,13 @@ TEST_CASE("generate writes the streamed video and sends every request flag", "[i
   const TempDir dir;
   const fs::path output = dir.path / "out.mp4";
   const std::string seed = std::to_string(1 + generator() % 1000000);
+  // clang-format off: a command line, packed as it is typed (the formatter puts each of its words on a line).
   CHECK(generate_command(server.connection(),
                          {"--prompt", "a red fox", "--negative-prompt", "blur", "--frames", "9", "--height", "32",
                           "--width", "48", "--steps", "3", "--guidance-scale", "6.5", "--dynamic-cfg", "--seed", seed,
                           "--fps", "8", "--format", "rgb", "--backend", "flash", "--output", output.string(),
                           "--quiet"}) == 0);
+  // clang-format on
   const auto requests = server.service.requests();
   REQUIRE(requests.size() == 1);
   const auto& r = requests[0];

@@ -31,11 +31,13 @@ std::string read_file(const std::filesystem::path& path) {
 }  // namespace
 
 TEST_CASE("generate parses every flag", "[integration][generate]") {
+  // clang-format off: a command line, packed as it is typed (the formatter puts each of its words on a line).
   const GenerateArgs args = parse_generate_args(
       {"--config", "c.json", "--set", "a=1", "--set", "b=2", "--model", "m", "--prompt", "a fox", "--negative-prompt",
        "blur", "--frames", "13", "--height", "480", "--width", "720", "--steps", "7", "--guidance", "4.5",
        "--dynamic-cfg", "--seed", "18446744073709551615", "--fps", "12", "--backend", "flash", "--output", "x.mp4",
        "--format", "lossless", "--crf", "18", "--preset", "slow"});
+  // clang-format on
   CHECK(args.config == "c.json");
   CHECK(args.overrides == std::vector<std::string>{"a=1", "b=2"});
   CHECK(args.model == "m");

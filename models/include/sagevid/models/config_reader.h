@@ -30,9 +30,12 @@ class ConfigReader {
   ConfigReader(const nlohmann::json& object, std::string path);
 
   bool has(const std::string& key) const;
-  template <class T> T get(const std::string& key, T default_value);  // optional key
-  template <class T> T require(const std::string& key);               // mandatory key
-  template <class T> std::optional<T> optional(const std::string& key);  // absent or null: nullopt
+  template <class T>
+  T get(const std::string& key, T default_value);  // optional key
+  template <class T>
+  T require(const std::string& key);  // mandatory key
+  template <class T>
+  std::optional<T> optional(const std::string& key);  // absent or null: nullopt
   // A string naming one of `choices`; absent: default_value. Any other string fails, listing the names.
   template <class Value>
   Value choice(const std::string& key, Value default_value,
