@@ -72,8 +72,7 @@ at::Tensor expand_heads(const at::Tensor& x, int64_t group) {
 // Symmetric quantization of the rows of x [B, H, N, D] into the groups `group_of(row)` of rows padded to
 // `tile`. Padding rows are zero, so they can sit in the group amax without changing it.
 template <typename GroupOf>
-QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_per_tile, int qmax,
-                            GroupOf&& group_of) {
+QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_per_tile, int qmax, GroupOf&& group_of) {
   require(x.dim() == 4, "quantize expects [B, H, N, D]");
   const int64_t batch = x.size(0), heads = x.size(1), len = x.size(2);
   const int64_t padded = round_up(len, tile), groups = padded / tile * groups_per_tile;

@@ -442,9 +442,9 @@ TEST_CASE("generate writes each preview to --preview-dir, which needs --preview-
   FakeServer server("the video's bytes");
   const TempDir dir;
   const fs::path previews = dir.path / "previews";
-  CHECK(generate_command(server.connection(), {"--prompt", "a red fox", "--steps", "7", "--preview-every", "3",
-                                               "--preview-dir", previews.string(), "--output",
-                                               (dir.path / "out.mp4").string(), "--quiet"}) == 0);
+  CHECK(generate_command(server.connection(),
+                         {"--prompt", "a red fox", "--steps", "7", "--preview-every", "3", "--preview-dir",
+                          previews.string(), "--output", (dir.path / "out.mp4").string(), "--quiet"}) == 0);
   CHECK(server.service.requests().at(0).preview_every() == 3);
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(previews)) names.push_back(entry.path().filename().string());
@@ -554,13 +554,16 @@ TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate, 
   const std::string token_file = pki.file("one-token").string();
   std::ofstream(token_file) << pki.tokens[1] << "\n";
   const auto tokens = sagevid::BearerTokens::load({pki.token_file, ""});
-  FakeServer server("video", sagevid::grpc_server_credentials({pki.file("server.pem"), pki.file("server.key"), {}}, tokens));
-  const std::string trusting = "--server 127.0.0.1:" + std::to_string(server.port) + " --tls-ca " + pki.file("ca.pem").string();
+  FakeServer server("video",
+                    sagevid::grpc_server_credentials({pki.file("server.pem"), pki.file("server.key"), {}}, tokens));
+  const std::string trusting =
+      "--server 127.0.0.1:" + std::to_string(server.port) + " --tls-ca " + pki.file("ca.pem").string();
 
   auto result = run_client(trusting + " --token-file " + token_file + " models");
   CHECK(result.exit_status == 0);
   CHECK(result.output.starts_with("tiny\n"));
-  result = sagevid::test::run_command("SAGEVID_TOKEN=" + pki.tokens[0] + " " + SAGEVID_CLIENT_BINARY + " " + trusting + " models");
+  result = sagevid::test::run_command("SAGEVID_TOKEN=" + pki.tokens[0] + " " + SAGEVID_CLIENT_BINARY + " " + trusting +
+                                      " models");
   CHECK(result.exit_status == 0);
   result = run_client(trusting + " models");
   CHECK(result.exit_status == 1);
@@ -579,10 +582,12 @@ TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate, 
 
   FakeServer strict("video", sagevid::grpc_server_credentials(
                                  {pki.file("server.pem"), pki.file("server.key"), pki.file("ca.pem")}, nullptr));
-  const std::string at_strict = "--server 127.0.0.1:" + std::to_string(strict.port) + " --tls-ca " + pki.file("ca.pem").string();
+  const std::string at_strict =
+      "--server 127.0.0.1:" + std::to_string(strict.port) + " --tls-ca " + pki.file("ca.pem").string();
   CHECK(run_client(at_strict + " models").exit_status == 1);
   CHECK(run_client(at_strict + " --tls-cert " + pki.file("client.pem").string() + " --tls-key " +
-                   pki.file("client.key").string() + " models").exit_status == 0);
+                   pki.file("client.key").string() + " models")
+            .exit_status == 0);
   result = run_client(at_strict + " --tls-cert " + pki.file("client.pem").string() + " models");
   CHECK(result.exit_status == 2);
   CHECK(result.output.find("--tls-cert and --tls-key go together") != std::string::npos);
