@@ -40,6 +40,7 @@ struct ModelShape {
 };
 
 const std::vector<ModelShape>& model_shapes() {
+  // clang-format off: a table, one model a row (the formatter puts each latent size on a line).
   static const std::vector<ModelShape> shapes = {
       {"CogVideoX-2B", {{"num_attention_heads", 30}, {"num_layers", 30}}, 13, 60, 90},  // 49 x 480 x 720
       {"CogVideoX-5B",
@@ -52,6 +53,7 @@ const std::vector<ModelShape>& model_shapes() {
         {"sample_width", 170}},
        22, 96, 170},
   };
+  // clang-format on
   return shapes;
 }
 
@@ -171,18 +173,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   c10::InferenceMode inference;
-  std::printf("device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
-              "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
-              "weights; median of 5 steps after 2 warm-ups\n\n",
-              devices[0].name.c_str(), devices[0].compute_capability);
+  std::printf(
+      "device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
+      "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
+      "weights; median of 5 steps after 2 warm-ups\n\n",
+      devices[0].name.c_str(), devices[0].compute_capability);
   if (breakdown) {
-    std::printf("Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
-                "TFLOP/s, elementwise regions one read and one write at %.1f TB/s.\n",
-                kGemmFlops / 1e12, kMemoryBytes / 1e12);
+    std::printf(
+        "Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
+        "TFLOP/s, elementwise regions one read and one write at %.1f TB/s.\n",
+        kGemmFlops / 1e12, kMemoryBytes / 1e12);
     for (const ModelShape& shape : model_shapes()) {
       const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
-      print_breakdown(CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0),
-                      shape);
+      print_breakdown(
+          CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0), shape);
     }
     return 0;
   }

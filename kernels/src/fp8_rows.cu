@@ -58,8 +58,8 @@ __device__ __forceinline__ float row_scale(float amax) { return amax > 0.0f ? am
 
 // Any element type and alignment: the row read twice.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int64_t row_stride, int cols, bool gelu,
-                                                                  __nv_fp8_e4m3* values, float* scales) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_rows_kernel(const T* x, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values, float* scales) {
   const T* row = x + blockIdx.x * row_stride;
   float amax = 0.0f;
   for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated(row[c], gelu)));
@@ -72,9 +72,9 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int
 
 // fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) quantize_rows_in_registers_kernel(const T* x, int64_t row_stride,
-                                                                               int cols, bool gelu,
-                                                                               __nv_fp8_e4m3* values, float* scales) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_rows_in_registers_kernel(const T* x, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values,
+                                      float* scales) {
   const int pieces = cols / kPieceElements;
   const T* row = x + blockIdx.x * row_stride;
   float v[kPiecesPerThread][kPieceElements];

@@ -69,8 +69,7 @@ TEST_CASE("layer_norm_heads' kernel computes the torch ops' norm and rotation to
   CHECK(same > 0.9);
 }
 
-TEST_CASE("layer_norm_heads takes the torch ops where the kernel cannot read x in 16-byte pieces",
-          "[gpu][head_norm]") {
+TEST_CASE("layer_norm_heads takes the torch ops where the kernel cannot read x in 16-byte pieces", "[gpu][head_norm]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const at::Tensor wide = rng.normal({1, 50, 2, 65}).to(at::kCUDA, at::kBFloat16);

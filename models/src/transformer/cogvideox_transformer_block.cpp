@@ -34,8 +34,8 @@ Modulation modulation(const cogvideox::NormZero& norm, const at::Tensor& temb) {
 // [text; video], each stream normed and modulated with its own shift and scale (norm(x) * (1 + scale) + shift,
 // one pass over the activations), written straight into one joint [B, L, D] tensor: no per-stream copies to
 // concatenate.
-at::Tensor modulated_joint(const cogvideox::LayerNorm& norm, const at::Tensor& text,
-                           const at::Tensor& video, const Modulation& m) {
+at::Tensor modulated_joint(const cogvideox::LayerNorm& norm, const at::Tensor& text, const at::Tensor& video,
+                           const Modulation& m) {
   const ProfileRegion region("LayerNorm + modulate");
   const int64_t text_length = text.size(1), video_length = video.size(1);
   at::Tensor joint = at::empty({video.size(0), text_length + video_length, video.size(2)}, video.options());
@@ -68,8 +68,8 @@ at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& ou
     const ProfileRegion region("FF in GEMM + GELU");
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
     shape.push_back(in.weight.size(0));
-    hidden = at::_addmm_activation(in.bias, x.reshape({-1, x.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true)
-                 .view(shape);
+    hidden =
+        at::_addmm_activation(in.bias, x.reshape({-1, x.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
   } else {
     hidden = profiled("FF in GEMM", [&] { return in(x); });
     profiled("GELU", [&] { return at::gelu_(hidden, tanh_gelu ? "tanh" : "none"); });
@@ -133,8 +133,9 @@ void CogVideoXTransformer::run_block(const Block& block, at::Tensor& text, at::T
                                      const Attention& attention) const {
   // Attention over the joint sequence.
   const Modulation m1 = modulation(block.norm1, temb);
-  add_gated_joint(text, video, m1,
-                  joint_attention(block, modulated_joint(block.norm1.norm, text, video, m1), text.size(1), rope, attention));
+  add_gated_joint(
+      text, video, m1,
+      joint_attention(block, modulated_joint(block.norm1.norm, text, video, m1), text.size(1), rope, attention));
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams).
   const Modulation m2 = modulation(block.norm2, temb);
