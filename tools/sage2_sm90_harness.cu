@@ -273,7 +273,8 @@ int main(int argc, char** argv) {
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
   }
-  if (what == "profile") {  // one warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention)
+  // One warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention).
+  if (what == "profile") {
     std::printf("| shape | P·V | granularity | ms | TOPS |\n|---|---|---|---|---|\n");
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 1);
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
