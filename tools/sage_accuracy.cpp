@@ -93,8 +93,9 @@ int main() {
       const at::Tensor ref = sagevid::Attention()(in.q.to(at::kFloat), in.k.to(at::kFloat), in.v.to(at::kFloat));
       for (const Variant& variant : variants()) {
         const at::Tensor out =
-            variant.backend ? sagevid::Attention(sagevid::AttentionConfig{*variant.backend, std::nullopt, {}})(in.q, in.k, in.v)
-                            : sage2::attention(in.q, in.k, in.v, variant.options).out;
+            variant.backend
+                ? sagevid::Attention(sagevid::AttentionConfig{*variant.backend, std::nullopt, {}})(in.q, in.k, in.v)
+                : sage2::attention(in.q, in.k, in.v, variant.options).out;
         const at::Tensor a = out.to(at::kDouble).flatten(), r = ref.to(at::kDouble).flatten();
         const double cosine = (a.dot(r) / (a.norm() * r.norm())).item<double>();
         const double rel_l1 = ((a - r).abs().sum() / r.abs().sum()).item<double>();

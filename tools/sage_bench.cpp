@@ -25,11 +25,11 @@ struct Shape {
 };
 
 const Shape kShapes[] = {
-    {"CogVideoX-2B", 2, 30, 17776, 64, false},   {"CogVideoX-5B", 2, 48, 17776, 64, false},
-    {"CogVideoX1.5-5B", 1, 48, 45106, 64, false}, {"hd64 8k", 4, 32, 8192, 64, false},
-    {"hd64 8k causal", 4, 32, 8192, 64, true},    {"hd64 32k", 1, 32, 32768, 64, false},
-    {"hd64 32k causal", 1, 32, 32768, 64, true},  {"hd128 8k", 4, 32, 8192, 128, false},
-    {"hd128 8k causal", 4, 32, 8192, 128, true},  {"hd128 32k", 1, 32, 32768, 128, false},
+    {"CogVideoX-2B", 2, 30, 17776, 64, false},     {"CogVideoX-5B", 2, 48, 17776, 64, false},
+    {"CogVideoX1.5-5B", 1, 48, 45106, 64, false},  {"hd64 8k", 4, 32, 8192, 64, false},
+    {"hd64 8k causal", 4, 32, 8192, 64, true},     {"hd64 32k", 1, 32, 32768, 64, false},
+    {"hd64 32k causal", 1, 32, 32768, 64, true},   {"hd128 8k", 4, 32, 8192, 128, false},
+    {"hd128 8k causal", 4, 32, 8192, 128, true},   {"hd128 32k", 1, 32, 32768, 128, false},
     {"hd128 32k causal", 1, 32, 32768, 128, true},
 };
 
@@ -67,9 +67,10 @@ void bench_modes(const Shape& s) {
       {"mma.sync int8 per-token + fp16 PV", mma, QkType::int8, PvType::fp16, G::per_token},
       {"mma.sync int4 per-thread + fp8 PV (INT4 emulated on sm_90)", mma, QkType::int4, PvType::fp8, G::per_thread},
   };
-  std::printf("\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included; call MiB: the most memory one call holds "
-              "beyond its inputs and output:\n\n| mode | prep ms | ms | TOPS | call MiB |\n|---|---|---|---|---|\n",
-              s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim);
+  std::printf(
+      "\n%s (B=%lld H=%lld N=%lld D=%lld), preprocessing included; call MiB: the most memory one call holds "
+      "beyond its inputs and output:\n\n| mode | prep ms | ms | TOPS | call MiB |\n|---|---|---|---|---|\n",
+      s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim);
   const auto [q, k, v] = random_qkv(s);
   for (const Mode& mode : modes) {
     sage2::Options options;
@@ -118,7 +119,9 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups\n\n", devices[0].name.c_str(),
               devices[0].compute_capability);
   // sage2: the default mode of this device; "other P·V": the same with the other P·V type.
-  std::printf("| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | other P·V TOPS | FA2 TOPS | cuDNN TOPS | sage2/FA2 | sage2/cuDNN |\n");
+  std::printf(
+      "| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | other P·V TOPS | FA2 TOPS "
+      "| cuDNN TOPS | sage2/FA2 | sage2/cuDNN |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Shape& s : kShapes) {
     if (quick && s.len > 17776) continue;
@@ -138,10 +141,10 @@ int main(int argc, char** argv) {
       return sagevid::tools::median_ms([&] { attention(q, k, v, params); });
     };
     const double flash_ms = backend_ms(AttentionBackend::flash), cudnn_ms = backend_ms(AttentionBackend::cudnn);
-    std::printf("| %s | %lld | %lld | %lld | %lld | %s | %.3f | %.3f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", s.name,
-                (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim, s.causal ? "yes" : "no",
-                prep_ms, sage_ms, tops(s, sage_ms), tops(s, other_ms), tops(s, flash_ms), tops(s, cudnn_ms),
-                flash_ms / sage_ms, cudnn_ms / sage_ms);
+    std::printf("| %s | %lld | %lld | %lld | %lld | %s | %.3f | %.3f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n",
+                s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim,
+                s.causal ? "yes" : "no", prep_ms, sage_ms, tops(s, sage_ms), tops(s, other_ms), tops(s, flash_ms),
+                tops(s, cudnn_ms), flash_ms / sage_ms, cudnn_ms / sage_ms);
     std::fflush(stdout);
   }
   bench_modes(kShapes[0]);

@@ -45,13 +45,22 @@ const std::vector<ModelShape>& model_shapes() {
       {"CogVideoX-2B", {{"num_attention_heads", 30}, {"num_layers", 30}}, 13, 60, 90},  // 49 x 480 x 720
       {"CogVideoX-5B",
        {{"num_attention_heads", 48}, {"num_layers", 42}, {"use_rotary_positional_embeddings", true}},
-       13, 60, 90},
+       13,
+       60,
+       90},
       // 81 x 768 x 1360: 21 latent frames, padded to 22 for frame pairs as diffusers' 1.5 pipeline does.
       {"CogVideoX1.5-5B",
-       {{"num_attention_heads", 48}, {"num_layers", 42}, {"use_rotary_positional_embeddings", true},
-        {"patch_size_t", 2}, {"patch_bias", false}, {"sample_frames", 81}, {"sample_height", 96},
+       {{"num_attention_heads", 48},
+        {"num_layers", 42},
+        {"use_rotary_positional_embeddings", true},
+        {"patch_size_t", 2},
+        {"patch_bias", false},
+        {"sample_frames", 81},
+        {"sample_height", 96},
         {"sample_width", 170}},
-       22, 96, 170},
+       22,
+       96,
+       170},
   };
   return shapes;
 }
@@ -173,14 +182,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   c10::InferenceMode inference;
-  std::printf("device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
-              "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
-              "weights; median of 5 steps after 2 warm-ups\n\n",
-              devices[0].name.c_str(), devices[0].compute_capability);
+  std::printf(
+      "device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
+      "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
+      "weights; median of 5 steps after 2 warm-ups\n\n",
+      devices[0].name.c_str(), devices[0].compute_capability);
   if (breakdown) {
-    std::printf("Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
-                "TFLOP/s, elementwise regions one read and one write at %.1f TB/s.\n",
-                kGemmFlops / 1e12, kMemoryBytes / 1e12);
+    std::printf(
+        "Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
+        "TFLOP/s, elementwise regions one read and one write at %.1f TB/s.\n",
+        kGemmFlops / 1e12, kMemoryBytes / 1e12);
     for (const ModelShape& shape : model_shapes()) {
       const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
       const CogVideoXTransformer model =

@@ -9,8 +9,9 @@
 //
 // --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
 // section and the model entry's dtype, text encoder placement and VAE keys (the folder is MODEL_DIR, the device
-// cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its
-// per-process memory fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
+// cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless
+// --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its per-process memory
+// fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
 // previews as a request's preview_every does: each gets its own row, and their cost is set against a step's.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
@@ -137,8 +138,8 @@ class PhaseRecorder {
   void close(const std::string& suffix = "") { close_as(name() + suffix); }
   void close_as(const std::string& row_name) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-    rows_.push_back({row_name, sagevid::seconds_since(start_),
-                     stats.allocated_bytes[0].peak, stats.reserved_bytes[0].peak, resident_ + phase_estimate()});
+    rows_.push_back({row_name, sagevid::seconds_since(start_), stats.allocated_bytes[0].peak,
+                     stats.reserved_bytes[0].peak, resident_ + phase_estimate()});
     mark();
   }
   void enter(sagevid::GenerationPhase phase, int step = 1) {
@@ -175,8 +176,9 @@ class PhaseRecorder {
 };
 
 void print_rows(const std::vector<PhaseRow>& rows) {
-  std::printf("| phase | s | peak allocated GiB | peak reserved GiB | estimate GiB (resident + phase) |\n"
-              "|---|---|---|---|---|\n");
+  std::printf(
+      "| phase | s | peak allocated GiB | peak reserved GiB | estimate GiB (resident + phase) |\n"
+      "|---|---|---|---|---|\n");
   for (const PhaseRow& row : rows)
     std::printf("| %s | %.2f | %.2f | %.2f | %.2f |\n", row.phase.c_str(), row.seconds, gib(row.allocated),
                 gib(row.reserved), gib(row.estimate));
@@ -256,9 +258,9 @@ void cap_memory(double cap_gib) {
 
 bool run(const Args& args) {
   if (args.memory_cap_gib > 0) cap_memory(args.memory_cap_gib);
-  const sagevid::PipelineOptions options =
-      args.config_file.empty() ? default_options(args.tiling)
-                               : options_from_config(args.config_file, args.model_name, args.overrides);
+  const sagevid::PipelineOptions options = args.config_file.empty()
+                                               ? default_options(args.tiling)
+                                               : options_from_config(args.config_file, args.model_name, args.overrides);
   std::vector<AttentionBackend> backends = args.backends;
   if (backends.empty() && !args.config_file.empty()) backends = {options.attention.backend};
   if (backends.empty()) backends = {AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
@@ -277,9 +279,10 @@ bool run(const Args& args) {
     peak_reserved = std::max(peak_reserved, run.peak_reserved);
   }
   const int64_t outside = outside_allocator_bytes();
-  std::printf("\ndevice memory outside torch's allocator: %.2f GiB (CUDA context, library kernels); largest "
-              "reserved + that: %.2f GiB%s\n",
-              gib(outside), gib(peak_reserved + outside), fitted ? "" : "; OUT OF MEMORY under the cap");
+  std::printf(
+      "\ndevice memory outside torch's allocator: %.2f GiB (CUDA context, library kernels); largest "
+      "reserved + that: %.2f GiB%s\n",
+      gib(outside), gib(peak_reserved + outside), fitted ? "" : "; OUT OF MEMORY under the cap");
   return fitted;
 }
 

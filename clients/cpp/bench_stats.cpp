@@ -79,7 +79,8 @@ using Row = std::pair<std::string, std::vector<std::string>>;
 
 // Each run's mean of `measure` over flash's: how much faster than flash the whole request is.
 Row speedup_row(const std::string& label, const std::vector<BenchRun>& runs, const Measure& measure) {
-  const auto flash = std::find_if(runs.begin(), runs.end(), [](const BenchRun& r) { return backend_label(r) == "flash"; });
+  const auto flash =
+      std::find_if(runs.begin(), runs.end(), [](const BenchRun& r) { return backend_label(r) == "flash"; });
   const std::optional<double> reference = mean_of(flash->samples, measure);
   Row row{label, {}};
   for (const BenchRun& run : runs) {
@@ -104,8 +105,9 @@ std::vector<Row> table_rows(const std::vector<BenchRun>& runs) {
       {"encode (s)", times(&sagevid::v1::PhaseTimes::encode_seconds)},
       {"server overhead (s)", [](const RequestSample& s) { return s.overhead(); }},
   };
-  std::vector<Row> rows = {{"backend", {}}, {"requests", {}}, {"concurrency", {}}, {"succeeded", {}}, {"errors", {}},
-                           {"steps", {}}, {"latency p50 (s)", {}}, {"latency p90 (s)", {}}, {"latency p99 (s)", {}},
+  std::vector<Row> rows = {{"backend", {}},         {"requests", {}},        {"concurrency", {}},
+                           {"succeeded", {}},       {"errors", {}},          {"steps", {}},
+                           {"latency p50 (s)", {}}, {"latency p90 (s)", {}}, {"latency p99 (s)", {}},
                            {"latency mean (s)", {}}};
   for (const auto& [label, measure] : means) rows.push_back({label, {}});
   for (const char* label : {"server overhead (% of latency)", "video bytes", "throughput (req/s)", "frames/s",
@@ -118,10 +120,16 @@ std::vector<Row> table_rows(const std::vector<BenchRun>& runs) {
     const int64_t frames = std::accumulate(run.samples.begin(), run.samples.end(), int64_t(0),
                                            [](int64_t sum, const RequestSample& s) { return sum + s.frames; });
     std::vector<std::string> cells = {
-        backend_label(run), std::to_string(run.requests), std::to_string(run.concurrency),
-        std::to_string(run.samples.size()), error_summary(run.errors),
+        backend_label(run),
+        std::to_string(run.requests),
+        std::to_string(run.concurrency),
+        std::to_string(run.samples.size()),
+        error_summary(run.errors),
         cell(mean_of(run.samples, [](const RequestSample& s) { return double(s.steps); }), 0),
-        latency_percentile(run, 50), latency_percentile(run, 90), latency_percentile(run, 99), cell(mean_latency)};
+        latency_percentile(run, 50),
+        latency_percentile(run, 90),
+        latency_percentile(run, 99),
+        cell(mean_latency)};
     for (const auto& [label, measure] : means) cells.push_back(cell(mean_of(run.samples, measure)));
     cells.push_back(overhead && mean_latency && *mean_latency > 0 ? fixed(100 * *overhead / *mean_latency, 2) : "-");
     cells.push_back(cell(mean_of(run.samples, [](const RequestSample& s) { return double(s.bytes); }), 0));
@@ -148,7 +156,8 @@ std::string text_table(const std::vector<Row>& rows, size_t columns) {
   std::string table;
   for (const auto& [label, cells] : rows) {
     table += label + std::string(label_width - label.size(), ' ');
-    for (size_t c = 0; c < cells.size(); ++c) table += "  " + std::string(column_width[c] - cells[c].size(), ' ') + cells[c];
+    for (size_t c = 0; c < cells.size(); ++c)
+      table += "  " + std::string(column_width[c] - cells[c].size(), ' ') + cells[c];
     table += "\n";
   }
   return table;

@@ -8,7 +8,9 @@
 namespace sagevid::client {
 
 ChunkWriter::ChunkWriter(std::filesystem::path output)
-    : output_(std::move(output)), partial_(output_.string() + ".part"), file_(partial_, std::ios::binary | std::ios::trunc) {
+    : output_(std::move(output)),
+      partial_(output_.string() + ".part"),
+      file_(partial_, std::ios::binary | std::ios::trunc) {
   if (!file_) throw std::runtime_error("cannot write " + partial_.string() + ": " + std::strerror(errno));
 }
 

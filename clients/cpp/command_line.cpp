@@ -67,7 +67,8 @@ int64_t Flags::integer(const std::string& name, int64_t fallback, int64_t min, i
   if (!text) return fallback;
   const auto value = parse_number<int64_t>(name, *text, "an integer");
   if (value < min || value > max)
-    throw UsageError(name + ": " + *text + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    throw UsageError(name + ": " + *text + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) +
+                     "]");
   return value;
 }
 

@@ -31,12 +31,16 @@ void on_interrupt(int) { interrupted = true; }
 // Ctrl-C cancels the call (so the server frees the worker) instead of killing the client mid-write.
 class CancelOnInterrupt {
  public:
-  explicit CancelOnInterrupt(grpc::ClientContext& context) : watcher_([this, &context] {
-    while (!done_) {
-      if (interrupted) { context.TryCancel(); return; }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }) {
+  explicit CancelOnInterrupt(grpc::ClientContext& context)
+      : watcher_([this, &context] {
+          while (!done_) {
+            if (interrupted) {
+              context.TryCancel();
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }) {
     previous_ = std::signal(SIGINT, on_interrupt);
   }
   ~CancelOnInterrupt() {

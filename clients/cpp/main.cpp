@@ -38,11 +38,12 @@ exit status: 0 done, 1 the call or the run failed (the gRPC status code is print
 
 using Command = std::function<int(const Connection&, const std::vector<std::string>&)>;
 
-// Takes the global flags (connection and security) out of the arguments wherever they stand. Any other flag without "=" that
-// is not a switch takes the next argument as its value, so a value is never mistaken for a global flag.
+// Takes the global flags (connection and security) out of the arguments wherever they stand. Any other flag
+// without "=" that is not a switch takes the next argument as its value, so a value is never mistaken for a
+// global flag.
 std::vector<std::string> take_global_flags(const std::vector<std::string>& args, Connection& connection) {
-  const std::set<std::string> global_values = {"--server", "--deadline", "--tls-ca", "--tls-cert", "--tls-key",
-                                               "--token-file"};
+  const std::set<std::string> global_values = {"--server",   "--deadline", "--tls-ca",
+                                               "--tls-cert", "--tls-key",  "--token-file"};
   const auto is_switch = [](const std::string& arg) {
     return arg == "--dynamic-cfg" || arg == "--quiet" || arg == "--tls";
   };
@@ -74,8 +75,10 @@ int run(const std::vector<std::string>& all_args) {
     std::printf("%s\n%s\n%s\n%s", kUsage, kGenerateHelp, kRequestFlagsHelp, kBenchHelp);
     return 0;
   }
-  const std::map<std::string, Command> commands = {{"generate", generate_command}, {"models", models_command},
-                                                   {"status", status_command},     {"health", health_command},
+  const std::map<std::string, Command> commands = {{"generate", generate_command},
+                                                   {"models", models_command},
+                                                   {"status", status_command},
+                                                   {"health", health_command},
                                                    {"bench", bench_command}};
   const auto command = commands.find(args[0]);
   if (command == commands.end()) throw UsageError("unknown command '" + args[0] + "'");

@@ -48,7 +48,8 @@ void ProgressBar::update(const std::string& phase, int step, int total, double e
     phase_first_step_ = step;
     phase_first_elapsed_ = elapsed_seconds;
   }
-  const std::string line = render_progress(phase, step, total, elapsed_seconds, eta_seconds(step, total, elapsed_seconds));
+  const std::string line =
+      render_progress(phase, step, total, elapsed_seconds, eta_seconds(step, total, elapsed_seconds));
   if (interactive_) {
     if (new_phase && line_open_) std::fputc('\n', out_);  // keep the finished phase's last line
     std::fprintf(out_, "\r\033[K%s", line.c_str());  // carriage return, clear the line, redraw

@@ -3,8 +3,8 @@
 namespace sagevid::client {
 
 double RequestSample::overhead() const {
-  return latency - (times.text_encode_seconds() + times.denoise_seconds() + times.decode_seconds() +
-                    times.encode_seconds());
+  return latency -
+         (times.text_encode_seconds() + times.denoise_seconds() + times.decode_seconds() + times.encode_seconds());
 }
 
 void RequestTimer::on_event(const sagevid::v1::GenerateEvent& event, Clock::time_point at) {
@@ -22,7 +22,8 @@ RequestSample RequestTimer::finish(const sagevid::v1::Completed& completed, Cloc
   sample.latency = since_start(end);
   if (first_chunk_) {
     sample.first_byte = since_start(*first_chunk_);
-    if (denoise_end_) sample.denoise_end_to_first_byte = std::chrono::duration<double>(*first_chunk_ - *denoise_end_).count();
+    if (denoise_end_)
+      sample.denoise_end_to_first_byte = std::chrono::duration<double>(*first_chunk_ - *denoise_end_).count();
   }
   sample.steps = steps_;
   sample.times = completed.times();

@@ -62,8 +62,9 @@ void read_security_flags(const Flags& flags, Connection& connection) {
   connection.tls = flags.has("--tls") || !connection.tls_ca_file.empty() || !connection.tls_cert_file.empty();
   connection.token = read_token(flags);
   if (!connection.token.empty() && !connection.tls)
-    throw UsageError("a token (--token-file or $SAGEVID_TOKEN) needs TLS (--tls or --tls-ca): it must not travel "
-                     "in clear text");
+    throw UsageError(
+        "a token (--token-file or $SAGEVID_TOKEN) needs TLS (--tls or --tls-ca): it must not travel "
+        "in clear text");
 }
 
 std::string status_code_name(grpc::StatusCode code) {

@@ -6,9 +6,8 @@
 namespace sagevid::kernels {
 
 void throw_cuda_error(cudaError_t error, const char* expression, const char* file, int line) {
-  throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(error) + " (" +
-                           cudaGetErrorString(error) + ") in " + expression + " at " + file + ":" +
-                           std::to_string(line));
+  throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(error) + " (" + cudaGetErrorString(error) +
+                           ") in " + expression + " at " + file + ":" + std::to_string(line));
 }
 
 }  // namespace sagevid::kernels

@@ -18,8 +18,7 @@ std::vector<DeviceInfo> cuda_devices() {
   for (int i = 0; i < cuda_device_count(); ++i) {
     cudaDeviceProp prop{};
     SAGEVID_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
-    devices.push_back({i, prop.name, prop.major * 10 + prop.minor, prop.multiProcessorCount,
-                       prop.totalGlobalMem});
+    devices.push_back({i, prop.name, prop.major * 10 + prop.minor, prop.multiProcessorCount, prop.totalGlobalMem});
   }
   return devices;
 }

@@ -28,8 +28,8 @@ __device__ __forceinline__ float row_scale(float amax) { return amax > 0.0f ? am
 
 // Any element type and alignment: the row read twice.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int64_t row_stride, int cols, bool gelu,
-                                                                  __nv_fp8_e4m3* values, float* scales) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_rows_kernel(const T* x, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values, float* scales) {
   const T* row = x + blockIdx.x * row_stride;
   float amax = 0.0f;
   for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated<T>(to_float(row[c]), gelu)));
@@ -37,14 +37,15 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* x, int
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
   // x / scale lies within ±448 up to rounding, and E4M3 rounds that to its largest value.
-  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = __nv_fp8_e4m3(activated<T>(to_float(row[c]), gelu) / scale);
+  for (int c = threadIdx.x; c < cols; c += kThreads)
+    out[c] = __nv_fp8_e4m3(activated<T>(to_float(row[c]), gelu) / scale);
 }
 
 // fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) quantize_rows_in_registers_kernel(const T* x, int64_t row_stride,
-                                                                               int cols, bool gelu,
-                                                                               __nv_fp8_e4m3* values, float* scales) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_rows_in_registers_kernel(const T* x, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values,
+                                      float* scales) {
   const int pieces = cols / kPieceElements;
   const T* row = x + blockIdx.x * row_stride;
   float v[kPiecesPerThread][kPieceElements];

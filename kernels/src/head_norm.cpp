@@ -23,8 +23,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                                 shape_string(x.sizes()));
   const int64_t d = x.size(3);
   if (weight.numel() != d || bias.numel() != d)
-    throw std::invalid_argument("layer_norm_heads: weight and bias must have d = " + std::to_string(d) +
-                                " elements");
+    throw std::invalid_argument("layer_norm_heads: weight and bias must have d = " + std::to_string(d) + " elements");
   if (!rotary) return;
   const int64_t rotated = x.size(2) - rotary->first_token;
   if (rotary->first_token < 0 || rotated < 0)
@@ -51,8 +50,8 @@ bool kernel_takes(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 
 }  // namespace
 
-at::Tensor layer_norm_heads_reference(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                      double eps, const std::optional<Rotary>& rotary) {
+at::Tensor layer_norm_heads_reference(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps,
+                                      const std::optional<Rotary>& rotary) {
   check_inputs(x, weight, bias, rotary);
   at::Tensor normed = at::layer_norm(x, {x.size(3)}, weight, bias, eps);
   if (!rotary) return normed;

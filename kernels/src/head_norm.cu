@@ -25,9 +25,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_heads_kernel(const HeadNo
 
   float v[kPieceElements] = {};
   if (active)
-    load_piece(static_cast<const T*>(a.x) + batch * a.stride_batch + head * a.stride_head + token * a.stride_token +
-                    first,
-                v);
+    load_piece(
+        static_cast<const T*>(a.x) + batch * a.stride_batch + head * a.stride_head + token * a.stride_token + first, v);
   float sum = 0.0f;
 #pragma unroll
   for (int i = 0; i < kPieceElements; ++i) sum += v[i];

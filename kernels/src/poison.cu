@@ -10,8 +10,7 @@ namespace {
 // and a broken -gencode setup fails at the first test, not at the first attention call.
 __global__ void fill_bytes(unsigned char* data, std::size_t bytes, unsigned char pattern) {
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < bytes; i += stride)
-    data[i] = pattern;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < bytes; i += stride) data[i] = pattern;
 }
 
 }  // namespace

@@ -55,8 +55,7 @@ at::Tensor empty_v_values(const at::Tensor& v, const Options& o, detail::VFormat
       return at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kByte));
     case detail::VFormat::fp16_transposed:
       return at::empty({d.batch, d.heads, d.head_dim, padded}, v.options().dtype(at::kHalf));
-    case detail::VFormat::fp16:
-      break;
+    case detail::VFormat::fp16: break;
   }
   return at::empty({d.batch, d.heads, padded, d.head_dim}, v.options().dtype(at::kHalf));
 }
@@ -107,7 +106,9 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   const auto channels = [&] { return floats({dk.batch, dk.heads, dk.head_dim}); };
 
   const int parts = detail::statistics_chunks(int(dk.len));
-  const auto partial = [&](bool wanted) { return wanted ? floats({dk.batch, dk.heads, parts, dk.head_dim}) : at::Tensor(); };
+  const auto partial = [&](bool wanted) {
+    return wanted ? floats({dk.batch, dk.heads, parts, dk.head_dim}) : at::Tensor();
+  };
   const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(fp8 && !o.smooth_v);
   if (k_sum.defined() || v_sum.defined() || v_absmax.defined()) {
     detail::token_statistics(strided(k, o.layout), strided(v, o.layout),
@@ -134,18 +135,30 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   if (o.smooth_k) quantized.k_mean = channels();
   if (o.smooth_v) quantized.v_mean = channels();
   if (fp8) quantized.v_scales = channels();
-  const detail::VFormat v_format = fp8                                 ? detail::VFormat::fp8_transposed
+  const detail::VFormat v_format = fp8                              ? detail::VFormat::fp8_transposed
                                    : tiling(*o.kernel).v_transposed ? detail::VFormat::fp16_transposed
-                                                                     : detail::VFormat::fp16;
+                                                                    : detail::VFormat::fp16;
   quantized.v_values = empty_v_values(v, o, v_format);
 
-  detail::RowsJob q_job{strided(q, o.layout), float_pointer(quantized.q_mean), {},
-                        quantized.q_values.data_ptr<int8_t>(), quantized.q_scales.data_ptr<float>(), nullptr};
-  detail::RowsJob k_job{strided(k, o.layout), nullptr, folded(k_sum, float(dk.len)),
-                        quantized.k_values.data_ptr<int8_t>(), quantized.k_scales.data_ptr<float>(),
+  detail::RowsJob q_job{strided(q, o.layout),
+                        float_pointer(quantized.q_mean),
+                        {},
+                        quantized.q_values.data_ptr<int8_t>(),
+                        quantized.q_scales.data_ptr<float>(),
+                        nullptr};
+  detail::RowsJob k_job{strided(k, o.layout),
+                        nullptr,
+                        folded(k_sum, float(dk.len)),
+                        quantized.k_values.data_ptr<int8_t>(),
+                        quantized.k_scales.data_ptr<float>(),
                         float_pointer(quantized.k_mean)};
-  detail::VJob v_job{strided(v, o.layout), v_format, v_mean, v_scale_source, quantized.v_values.data_ptr(),
-                     float_pointer(quantized.v_scales), float_pointer(quantized.v_mean)};
+  detail::VJob v_job{strided(v, o.layout),
+                     v_format,
+                     v_mean,
+                     v_scale_source,
+                     quantized.v_values.data_ptr(),
+                     float_pointer(quantized.v_scales),
+                     float_pointer(quantized.v_mean)};
   detail::quantize_qkv(q_job, k_job, v_job, *o.granularity, *o.qk == QkType::int4, stream);
 
   if (*o.smooth_q) {
@@ -158,9 +171,12 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
       Options int8 = o;
       int8.qk = QkType::int8;
       std::tie(quantized.k_int8_values, quantized.k_int8_scales) = empty_quantized_rows(k, int8, /*is_key=*/true);
-      const detail::RowsJob k_int8_job{strided(k, o.layout), nullptr, folded(k_sum, float(dk.len)),
+      const detail::RowsJob k_int8_job{strided(k, o.layout),
+                                       nullptr,
+                                       folded(k_sum, float(dk.len)),
                                        quantized.k_int8_values.data_ptr<int8_t>(),
-                                       quantized.k_int8_scales.data_ptr<float>(), nullptr};
+                                       quantized.k_int8_scales.data_ptr<float>(),
+                                       nullptr};
       detail::quantize_qkv({}, k_int8_job, {}, *o.granularity, /*int4=*/false, stream);
     }
   }
@@ -177,13 +193,14 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   const int64_t q_blocks = (q_len + kQBlock - 1) / kQBlock, kv_blocks = (kv_len + kKBlock - 1) / kKBlock;
   // The token statistics' partials and the per-channel vectors: K's mean, V's mean and FP8 scales, smoothed V's
   // absmax.
-  const int64_t partials = detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(fp8 && !o.smooth_v));
+  const int64_t partials =
+      detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(fp8 && !o.smooth_v));
   const int64_t vectors = int(o.smooth_k) + int(o.smooth_v) + int(fp8) + int(fp8 && o.smooth_v);
   const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes;
   // Quantized Q and K (INT4: two values a byte) with their group scales, and V (FP8 a byte, fp16 two).
   const int64_t q_rows = heads_total * q_blocks * kQBlock, kv_rows = heads_total * kv_blocks * kKBlock;
-  const int64_t scales = heads_total * (q_blocks * q_groups_per_block(*o.granularity) +
-                                        kv_blocks * k_groups_per_block(*o.granularity));
+  const int64_t scales =
+      heads_total * (q_blocks * q_groups_per_block(*o.granularity) + kv_blocks * k_groups_per_block(*o.granularity));
   const int64_t quantized = (q_rows + kv_rows) * head_dim / (*o.qk == QkType::int4 ? 2 : 1) +
                             kv_rows * head_dim * (fp8 ? 1 : 2) + scales * kFloatBytes;
   if (!*o.smooth_q) return per_channel + quantized;
@@ -193,9 +210,10 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   const int64_t float_q = heads_total * q_len * head_dim * kFloatBytes;
   const int64_t q_means = heads_total * q_blocks * head_dim * kFloatBytes;
   const int64_t means_int8 = heads_total * round_up(q_blocks, kQBlock) * (head_dim + kFloatBytes);
-  const int64_t k_int8 = *o.qk == QkType::int4 ? kv_rows * head_dim + heads_total * kv_blocks *
-                                                                         k_groups_per_block(*o.granularity) * kFloatBytes
-                                               : 0;
+  const int64_t k_int8 =
+      *o.qk == QkType::int4
+          ? kv_rows * head_dim + heads_total * kv_blocks * k_groups_per_block(*o.granularity) * kFloatBytes
+          : 0;
   const int64_t block_means = float_q * (q_len % kQBlock == 0 ? 1 : 2) + 2 * q_means;
   // The output (fp16/bf16) is allocated after the preprocessing: the block means' phase counts against it.
   const int64_t output = heads_total * q_len * head_dim * 2;
@@ -281,8 +299,8 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     if (quantized.k_mean.defined()) {
       const at::Tensor& k_mean = quantized.k_mean;
       const at::Tensor mean = dq.heads != dk.heads ? at::repeat_interleave(k_mean, dq.heads / dk.heads, 1) : k_mean;
-      result.lse = result.lse + at::matmul(to_bhnd_float(q, o.layout), mean.unsqueeze(-1)).squeeze(-1) *
-                                    float(sm_scale);
+      result.lse =
+          result.lse + at::matmul(to_bhnd_float(q, o.layout), mean.unsqueeze(-1)).squeeze(-1) * float(sm_scale);
     }
   }
   return result;

@@ -12,8 +12,8 @@ Dims dims_of(const at::Tensor& x, Layout layout) {
 std::optional<std::string> qkv_shape_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              Layout layout) {
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-    return std::string("q, k, v must be ") + (layout == Layout::bhnd ? "[B, H, N, D]" : "[B, N, H, D]") +
-           "; got " + shape_string(q.sizes()) + ", " + shape_string(k.sizes()) + ", " + shape_string(v.sizes());
+    return std::string("q, k, v must be ") + (layout == Layout::bhnd ? "[B, H, N, D]" : "[B, N, H, D]") + "; got " +
+           shape_string(q.sizes()) + ", " + shape_string(k.sizes()) + ", " + shape_string(v.sizes());
   if (k.sizes() != v.sizes()) return "k " + shape_string(k.sizes()) + " and v " + shape_string(v.sizes()) + " differ";
   const Dims dq = dims_of(q, layout), dk = dims_of(k, layout);
   if (dk.batch != dq.batch) return "batch of q and k differ";

@@ -79,7 +79,7 @@ struct AttentionArgs {
   const float* q_scale;    // [B, H_q, q groups]
   const int8_t* k;         // quantized K [B, H_kv, Nk_pad, D or D/2]
   const float* k_scale;    // [B, H_kv, k groups]
-  const void* v;           // FP8 Vᵀ [B, H_kv, D, Nk_pad], fp16 V [B, H_kv, Nk_pad, D] or fp16 Vᵀ (sage2_layout.h)
+  const void* v;           // FP8 Vᵀ [B, H_kv, D, Nk_pad], fp16 V [B, H_kv, Nk_pad, D] or Vᵀ (sage2_layout.h)
   const float* v_scale;    // [B, H_kv, D] (FP8 path) or null
   const float* v_mean;     // [B, H_kv, D] or null
   // Q smoothing (mma.sync only; null: none). Each 64-row Q block's mean in INT8, [B, H_q, Q blocks padded to a

@@ -105,8 +105,10 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     chunks.template load<kVector>(x, head_base, first_row, raw);
     // Zeroing this parity's maxima is safe: the last slice that read them ended before the previous slice's
     // first barrier.
+    // clang-format off: clang-format reads `T (*p)[n]` in a function body as a cast and would drop the space.
     unsigned (*group_amax_bits)[kQBlock] = smem.rows.group_amax_bits[slice & 1];
     float (*block_mean)[d] = smem.rows.mean[slice & 1];
+    // clang-format on
     if (threadIdx.x < kTiles * kQBlock) group_amax_bits[threadIdx.x / kQBlock][threadIdx.x % kQBlock] = 0;
     if (job.block_mean && threadIdx.x < kTiles * d) {
       const int tile = threadIdx.x / d, block = min(first_row / kQBlock + tile, num_blocks - 1);
@@ -115,7 +117,9 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     __syncthreads();
 
     // A chunk's smoothed values: computed twice (for the absmax, then to round), cheaper than holding them.
+    // clang-format off: the same for `T (&v)[n]` in a lambda's parameters.
     const auto smoothed = [&](int j, float (&v)[kChunk]) {
+      // clang-format on
       const int row = first_row + chunks.r0 + j * Chunks::kRowStride;
       unpack_chunk<kType>(raw[j], v);
       if (row >= x.len) return;  // padding rows stay 0
@@ -141,7 +145,8 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
       const int tile = threadIdx.x / groups, block = first_row / kQBlock + tile;
       const float amax = __uint_as_float(group_amax_bits[tile][threadIdx.x % groups]);
       if (block < num_blocks)
-        job.scales[(task.head_index * num_blocks + block) * groups + threadIdx.x % groups] = amax > 0.0f ? amax / qmax : 1.0f;
+        job.scales[(task.head_index * num_blocks + block) * groups + threadIdx.x % groups] =
+            amax > 0.0f ? amax / qmax : 1.0f;
     }
 
     // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
@@ -155,8 +160,8 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
       smoothed(j, v);
       int8_t* out = head_out + int64_t(first_row + r) * row_bytes + (int4 ? chunks.c / 2 : chunks.c);
       if (!int4) {
-        // v · inv lies within ±127 (|v| <= amax). Adding 1.5 · 2^23 rounds it to an integer (to nearest even, as
-        // __float2int_rn) in the low mantissa bits, whose low byte is the int8 in two's complement.
+        // v · inv lies within ±127 (|v| <= amax). Adding 1.5 · 2^23 rounds it to an integer (to nearest even,
+        // as __float2int_rn) in the low mantissa bits, whose low byte is the int8 in two's complement.
         uint32_t bits[kChunk];
 #pragma unroll
         for (int i = 0; i < kChunk; ++i) bits[i] = __float_as_uint(__fadd_rn(__fmul_rn(v[i], inv), 12582912.0f));
@@ -197,7 +202,8 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
     if (fp8) {
       const float amax = fold_max(job.absmax, task.head_index, d, c);
       scale = amax > 0.0f ? kFp8Max / amax : 0.0f;
-      if (job.scales_out && task.first_row == 0) job.scales_out[task.head_index * d + c] = amax > 0.0f ? amax / kFp8Max : 1.0f;
+      if (job.scales_out && task.first_row == 0)
+        job.scales_out[task.head_index * d + c] = amax > 0.0f ? amax / kFp8Max : 1.0f;
     }
     smem.v.scale[c] = scale;
     if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + c] = mean;
@@ -237,11 +243,10 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
         const __half2 pair = __floats2half2_rn(x[2 * i], x[2 * i + 1]);
         words[i] = *reinterpret_cast<const uint32_t*>(&pair);
       }
-      if (job.format == VFormat::fp16_transposed)
-        *reinterpret_cast<uint4*>(fp16_tile + key * d + chunks.c) = packed;
+      if (job.format == VFormat::fp16_transposed) *reinterpret_cast<uint4*>(fp16_tile + key * d + chunks.c) = packed;
       else if (first_row + key < padded_len)
-        *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + (task.head_index * padded_len + first_row + key) * d +
-                                  chunks.c) = packed;
+        *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) +
+                                  (task.head_index * padded_len + first_row + key) * d + chunks.c) = packed;
     }
     if (job.format == VFormat::fp16) continue;
     __syncthreads();
@@ -297,17 +302,15 @@ __global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_
     quantize_rows<kHeadDim, kType, kVector>(launch.q, false, launch.granularity, launch.int4, cta, smem);
   else if (cta < launch.q_ctas + launch.k_ctas)
     quantize_rows<kHeadDim, kType, kVector>(launch.k, true, launch.granularity, launch.int4, cta - launch.q_ctas, smem);
-  else
-    prepare_v<kHeadDim, kType, kVector>(launch.v, cta - launch.q_ctas - launch.k_ctas, smem);
+  else prepare_v<kHeadDim, kType, kVector>(launch.v, cta - launch.q_ctas - launch.k_ctas, smem);
 }
 
 template <int kHeadDim>
 void launch_for_head_dim(const Launch& launch, bool vector, InputType type, unsigned ctas, cudaStream_t stream) {
-  const auto kernel = type == InputType::bf16
-                          ? (vector ? quantize_qkv_kernel<kHeadDim, InputType::bf16, true>
-                                    : quantize_qkv_kernel<kHeadDim, InputType::bf16, false>)
-                          : (vector ? quantize_qkv_kernel<kHeadDim, InputType::fp16, true>
-                                    : quantize_qkv_kernel<kHeadDim, InputType::fp16, false>);
+  const auto kernel = type == InputType::bf16 ? (vector ? quantize_qkv_kernel<kHeadDim, InputType::bf16, true>
+                                                        : quantize_qkv_kernel<kHeadDim, InputType::bf16, false>)
+                                              : (vector ? quantize_qkv_kernel<kHeadDim, InputType::fp16, true>
+                                                        : quantize_qkv_kernel<kHeadDim, InputType::fp16, false>);
   kernel<<<ctas, kThreads, 0, stream>>>(launch);
 }
 
@@ -321,10 +324,8 @@ void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity
   const auto aligned = [](const StridedInput& x, const void* values) { return !values || chunks_aligned(x); };
   const bool vector = aligned(q.x, q.values) && aligned(k.x, k.values) && aligned(v.v, v.values);
   const StridedInput& first = q.values ? q.x : k.values ? k.x : v.v;  // all share the type and head dim
-  if (first.head_dim == 64)
-    launch_for_head_dim<64>(launch, vector, first.type, ctas, stream);
-  else
-    launch_for_head_dim<128>(launch, vector, first.type, ctas, stream);
+  if (first.head_dim == 64) launch_for_head_dim<64>(launch, vector, first.type, ctas, stream);
+  else launch_for_head_dim<128>(launch, vector, first.type, ctas, stream);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 

@@ -72,8 +72,7 @@ at::Tensor expand_heads(const at::Tensor& x, int64_t group) {
 // Symmetric quantization of the rows of x [B, H, N, D] into the groups `group_of(row)` of rows padded to
 // `tile`. Padding rows are zero, so they can sit in the group amax without changing it.
 template <typename GroupOf>
-QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_per_tile, int qmax,
-                            GroupOf&& group_of) {
+QuantizedRows quantize_rows(const at::Tensor& x, int64_t tile, int64_t groups_per_tile, int qmax, GroupOf&& group_of) {
   require(x.dim() == 4, "quantize expects [B, H, N, D]");
   const int64_t batch = x.size(0), heads = x.size(1), len = x.size(2);
   const int64_t padded = round_up(len, tile), groups = padded / tile * groups_per_tile;
@@ -101,7 +100,8 @@ at::Tensor delta_scores(const QuantizedRows& means, const QuantizedRows& k, Gran
   const at::Tensor mean_scales = means.scales.narrow(2, 0, blocks).unsqueeze(-1);  // [B, H_q, blocks, 1]
   const at::Tensor key_values = expand_heads(k.values.narrow(2, 0, kv_len).to(at::kFloat), group);
   const at::Tensor key_group = index_tensor(kv_len, k.scales, [&](int64_t key) { return k_group(key, granularity); });
-  const at::Tensor key_scales = expand_heads(k.scales, group).index_select(2, key_group).unsqueeze(2);  // [.., 1, N_kv]
+  // [.., 1, N_kv]
+  const at::Tensor key_scales = expand_heads(k.scales, group).index_select(2, key_group).unsqueeze(2);
   return at::matmul(mean_values, key_values.transpose(2, 3)) * (mean_scales * key_scales);
 }
 

@@ -27,8 +27,7 @@ at::Tensor bhnd_view(const at::Tensor& x, Layout layout) {
 at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout) {
   // Contiguous, so that reductions sum in the same order whatever the input layout: a [B, N, H, D] input
   // then gives bit for bit the result of its [B, H, N, D] copy.
-  return bhnd_view(x, layout).to(at::kFloat, /*non_blocking=*/false, /*copy=*/false,
-                                 at::MemoryFormat::Contiguous);
+  return bhnd_view(x, layout).to(at::kFloat, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
 }
 
 // Reduces in fp32 straight from the input's dtype: no fp32 copy of a whole K or V (the host API calls this on

@@ -13,14 +13,15 @@ constexpr int kLoadsInFlight = 4;  // rows each thread loads before it accumulat
 // Thread t reads the 8-channel chunk t % (D/8) of rows t / (D/8), + kRowsPerPass, ... of the CTA's chunk of
 // tokens; the CTA then folds its kRowsPerPass row lanes in lane order through shared memory.
 template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads) token_statistics_kernel(StridedInput k, StridedInput v, bool k_vector,
-                                                                    bool v_vector, TokenStatistics out) {
+__global__ void __launch_bounds__(kThreads)
+    token_statistics_kernel(StridedInput k, StridedInput v, bool k_vector, bool v_vector, TokenStatistics out) {
   constexpr int kChunksPerRow = kHeadDim / kChunk, kRowsPerPass = kThreads / kChunksPerRow;
   __shared__ float k_sum[kRowsPerPass][kHeadDim], v_sum[kRowsPerPass][kHeadDim], v_absmax[kRowsPerPass][kHeadDim];
   const int chunk = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   const int lane_row = threadIdx.x / kChunksPerRow, c = (threadIdx.x % kChunksPerRow) * kChunk;
   const int first = chunk * kStatisticsRows, last = min(k.len, first + kStatisticsRows);
-  const int64_t k_base = batch * k.stride_b + head * k.stride_h + c, v_base = batch * v.stride_b + head * v.stride_h + c;
+  const int64_t k_base = batch * k.stride_b + head * k.stride_h + c,
+                v_base = batch * v.stride_b + head * v.stride_h + c;
 
   float ks[kChunk] = {}, vs[kChunk] = {}, va[kChunk] = {};
   const bool want_k = out.k_sum, want_v = out.v_sum || out.v_absmax;
@@ -43,7 +44,8 @@ __global__ void __launch_bounds__(kThreads) token_statistics_kernel(StridedInput
     }
   }
 #pragma unroll
-  for (int i = 0; i < kChunk; ++i) k_sum[lane_row][c + i] = ks[i], v_sum[lane_row][c + i] = vs[i], v_absmax[lane_row][c + i] = va[i];
+  for (int i = 0; i < kChunk; ++i)
+    k_sum[lane_row][c + i] = ks[i], v_sum[lane_row][c + i] = vs[i], v_absmax[lane_row][c + i] = va[i];
   __syncthreads();
 
   if (threadIdx.x >= kHeadDim) return;
@@ -63,9 +65,8 @@ __global__ void __launch_bounds__(kThreads) token_statistics_kernel(StridedInput
 // Per-channel max|v - mean| over rows_per_cta rows: thread t reads the 8-channel chunk t % (D/8) of every
 // (256 / (D/8))-th row; the CTA's maxima meet in shared memory, then once per channel in device memory.
 // Non-negative floats order like their bit patterns, so an unsigned atomic max finds the float max.
-__global__ void __launch_bounds__(kThreads) channel_absmax_kernel(StridedInput v, bool vector_loads,
-                                                                  ChannelPartials mean, float* absmax,
-                                                                  int rows_per_cta) {
+__global__ void __launch_bounds__(kThreads)
+    channel_absmax_kernel(StridedInput v, bool vector_loads, ChannelPartials mean, float* absmax, int rows_per_cta) {
   __shared__ unsigned channel_bits[kMaxHeadDim];
   __shared__ float channel_mean[kMaxHeadDim];
   const int head = blockIdx.y, batch = blockIdx.z;
@@ -89,7 +90,8 @@ __global__ void __launch_bounds__(kThreads) channel_absmax_kernel(StridedInput v
 #pragma unroll
   for (int i = 0; i < kChunk; ++i) atomicMax(&channel_bits[c + i], __float_as_uint(amax[i]));
   __syncthreads();
-  if (threadIdx.x < d) atomicMax(reinterpret_cast<unsigned*>(absmax + head_index * d) + threadIdx.x, channel_bits[threadIdx.x]);
+  if (threadIdx.x < d)
+    atomicMax(reinterpret_cast<unsigned*>(absmax + head_index * d) + threadIdx.x, channel_bits[threadIdx.x]);
 }
 
 }  // namespace

@@ -34,7 +34,8 @@ std::vector<std::string> tokens_in_file(const std::filesystem::path& file) {
 std::string token_in_env(const std::string& name) {
   const char* value = std::getenv(name.c_str());
   std::string token = value ? trimmed(value) : "";
-  if (token.empty()) throw std::runtime_error("server.auth.token_env: environment variable " + name + " is unset or empty");
+  if (token.empty())
+    throw std::runtime_error("server.auth.token_env: environment variable " + name + " is unset or empty");
   return token;
 }
 
@@ -106,9 +107,9 @@ std::shared_ptr<grpc::ServerCredentials> grpc_server_credentials(const TlsFiles&
     if (tokens) throw std::logic_error("bearer tokens need TLS");  // the config refuses this combination
     return grpc::InsecureServerCredentials();
   }
-  grpc::SslServerCredentialsOptions options(
-      tls.client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                 : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions options(tls.client_ca_file.empty()
+                                                ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   if (!tls.client_ca_file.empty()) options.pem_root_certs = read_pem_file(tls.client_ca_file);
   options.pem_key_cert_pairs.push_back({read_pem_file(tls.key_file), read_pem_file(tls.cert_file)});
   auto credentials = grpc::SslServerCredentials(options);

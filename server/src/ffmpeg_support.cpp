@@ -24,7 +24,7 @@ void log_ffmpeg_message(void* context, int level, const char* format, va_list ar
   std::string_view text(line);
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
   if (text.empty()) return;
-  const auto spd_level = level <= AV_LOG_FATAL ? spdlog::level::critical
+  const auto spd_level = level <= AV_LOG_FATAL   ? spdlog::level::critical
                          : level <= AV_LOG_ERROR ? spdlog::level::err
                                                  : spdlog::level::warn;
   spdlog::log(spd_level, "ffmpeg: {}", text);

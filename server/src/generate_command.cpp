@@ -64,8 +64,9 @@ T parse_number(std::string_view flag, const std::string& text) {
     if (used != text.size()) throw std::invalid_argument("trailing characters");
     return value;
   } catch (const std::logic_error&) {
-    const char* kind = std::is_floating_point_v<T> ? "a number" : std::is_unsigned_v<T> ? "a non-negative integer"
-                                                                                          : "an integer";
+    const char* kind = std::is_floating_point_v<T> ? "a number"
+                       : std::is_unsigned_v<T>     ? "a non-negative integer"
+                                                   : "an integer";
     throw std::invalid_argument(std::string(flag) + ": expected " + kind + ", got '" + text + "'");
   }
 }
@@ -170,8 +171,8 @@ int generate(const GenerateArgs& args) {
   }
 
   const PipelineOptions options = pipeline_options(model, config);
-  std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(),
-               model.device.c_str(), std::string(dtype_name(model.dtype)).c_str());
+  std::fprintf(stderr, "loading %s from %s (%s, %s)\n", model.name.c_str(), model.path.c_str(), model.device.c_str(),
+               std::string(dtype_name(model.dtype)).c_str());
   c10::InferenceMode inference;
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(model.path, options);
   const double load_s = seconds_since(start);
@@ -199,10 +200,9 @@ int generate(const GenerateArgs& args) {
     encoder.add_frames(frames);
     stats.encode_s += seconds_since(encode_start);
     if (stats.first_video_s < 0) stats.first_video_s = seconds_since(generate_start);
-    std::fprintf(stderr, "[%7.2f s] encode %lld frames (%lld of %lld), %lld bytes out\n",
-                 seconds_since(generate_start), static_cast<long long>(frames.size(0)),
-                 static_cast<long long>(encoder.frames_written()), static_cast<long long>(request.num_frames),
-                 static_cast<long long>(encoder.bytes_written()));
+    std::fprintf(stderr, "[%7.2f s] encode %lld frames (%lld of %lld), %lld bytes out\n", seconds_since(generate_start),
+                 static_cast<long long>(frames.size(0)), static_cast<long long>(encoder.frames_written()),
+                 static_cast<long long>(request.num_frames), static_cast<long long>(encoder.bytes_written()));
   };
   std::fprintf(stderr, "generating %lld frames %lldx%lld, %d steps, guidance %.2f, seed %llu\n",
                static_cast<long long>(request.num_frames), static_cast<long long>(request.height),
@@ -221,10 +221,11 @@ int generate(const GenerateArgs& args) {
               static_cast<long long>(encoder.bytes_written()));
   std::printf("seed %llu, attention %s\n", static_cast<unsigned long long>(result.seed),
               result.attention_backend.c_str());
-  std::printf("timings: load %.3f s, text-encode %.3f s, denoise %.3f s (median step %.3f s), decode %.3f s "
-              "(of which encode %.3f s), first video fragment out at %.3f s, total %.3f s\n",
-              load_s, t.text_encode_s, t.denoise_s, t.step_s_median, t.decode_s, stats.encode_s,
-              stats.first_video_s, seconds_since(start));
+  std::printf(
+      "timings: load %.3f s, text-encode %.3f s, denoise %.3f s (median step %.3f s), decode %.3f s "
+      "(of which encode %.3f s), first video fragment out at %.3f s, total %.3f s\n",
+      load_s, t.text_encode_s, t.denoise_s, t.step_s_median, t.decode_s, stats.encode_s, stats.first_video_s,
+      seconds_since(start));
   return 0;
 }
 
@@ -242,8 +243,10 @@ GenerateArgs parse_generate_args(const std::vector<std::string>& args) {
     if (flag == "--config") parsed.config = value();
     else if (flag == "--set") parsed.overrides.push_back(value());
     else if (flag == "--model") parsed.model = value();
-    else if (flag == "--prompt") { parsed.prompt = value(); have_prompt = true; }
-    else if (flag == "--negative-prompt") parsed.negative_prompt = value();
+    else if (flag == "--prompt") {
+      parsed.prompt = value();
+      have_prompt = true;
+    } else if (flag == "--negative-prompt") parsed.negative_prompt = value();
     else if (flag == "--frames") parsed.frames = parse_number<int64_t>(flag, value());
     else if (flag == "--height") parsed.height = parse_number<int64_t>(flag, value());
     else if (flag == "--width") parsed.width = parse_number<int64_t>(flag, value());

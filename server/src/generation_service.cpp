@@ -36,9 +36,9 @@ std::string new_request_id() {
 bool out_of_memory(const std::exception& error) {
   if (dynamic_cast<const std::bad_alloc*>(&error)) return true;
   const auto* torch_error = dynamic_cast<const c10::Error*>(&error);
-  return torch_error && (dynamic_cast<const c10::OutOfMemoryError*>(&error) ||
-                         std::string_view(torch_error->what_without_backtrace()).find("out of memory") !=
-                             std::string_view::npos);
+  return torch_error &&
+         (dynamic_cast<const c10::OutOfMemoryError*>(&error) ||
+          std::string_view(torch_error->what_without_backtrace()).find("out of memory") != std::string_view::npos);
 }
 
 std::string_view without_backtrace(const std::exception& error) {
@@ -100,15 +100,14 @@ std::pair<uint64_t, uint64_t> gpu_memory(const std::vector<std::unique_ptr<Loade
 std::string describe_params(const v1::GenerateRequest& wire, const ResolvedRequest& resolved) {
   const bool was_resolved = !resolved.attention_backend.empty();
   const GenerationRequest& g = resolved.generation;
-  return fmt::format("model='{}' prompt_bytes={} frames={} size={}x{} steps={} guidance={:g} seed={} backend='{}' "
-                     "output={}",
-                     wire.model(), wire.prompt().size(), was_resolved ? g.num_frames : wire.frames(),
-                     was_resolved ? g.width : wire.width(), was_resolved ? g.height : wire.height(),
-                     was_resolved ? g.num_inference_steps : wire.steps(),
-                     was_resolved ? g.guidance_scale : double(wire.guidance_scale()),
-                     was_resolved ? g.seed : wire.seed(),
-                     was_resolved ? resolved.attention_backend : wire.attention_backend(),
-                     v1::OutputFormat_Name(wire.output()));
+  return fmt::format(
+      "model='{}' prompt_bytes={} frames={} size={}x{} steps={} guidance={:g} seed={} backend='{}' "
+      "output={}",
+      wire.model(), wire.prompt().size(), was_resolved ? g.num_frames : wire.frames(),
+      was_resolved ? g.width : wire.width(), was_resolved ? g.height : wire.height(),
+      was_resolved ? g.num_inference_steps : wire.steps(),
+      was_resolved ? g.guidance_scale : double(wire.guidance_scale()), was_resolved ? g.seed : wire.seed(),
+      was_resolved ? resolved.attention_backend : wire.attention_backend(), v1::OutputFormat_Name(wire.output()));
 }
 
 }  // namespace
@@ -146,9 +145,10 @@ struct GenerationService::Call {
 };
 
 GenerationService::GenerationService(ServerConfig config, ServerMetrics* metrics)
-    : config_(std::move(config)), metrics_(metrics),
-      watchdog_(std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(config_.write_timeout_seconds))) {
+    : config_(std::move(config)),
+      metrics_(metrics),
+      watchdog_(
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config_.write_timeout_seconds))) {
   for (const ModelEntry& entry : config_.models)
     if (!queues_.contains(entry.device))
       queues_.emplace(entry.device, std::make_unique<JobQueue>(entry.device, std::size_t(config_.queue_size)));
@@ -207,10 +207,11 @@ void GenerationService::report_queue_depth() {
 
 JobFunctions GenerationService::job_functions(const std::shared_ptr<Call>& call) {
   return {.run = [this, call](Job& job) { run_job(job, *call); },
-          .dropped = [this, call] {
-            end_job(*call, call->stopped_status());
-            report_queue_depth();
-          }};
+          .dropped =
+              [this, call] {
+                end_job(*call, call->stopped_status());
+                report_queue_depth();
+              }};
 }
 
 // The last the worker touches of the call: the handler reads times once the channel is closed.
@@ -341,8 +342,7 @@ grpc::Status GenerationService::StreamedGenerate(grpc::ServerContext* context, E
   else if (!stream->Read(&call->wire))
     status = {grpc::StatusCode::INVALID_ARGUMENT,
               "request: not a valid GenerateRequest (the bytes do not parse, or a string is not UTF-8)"};
-  else
-    status = generate(*context, *stream, call);
+  else status = generate(*context, *stream, call);
   finish_call(*call, status);
   return status;
 }
@@ -394,11 +394,12 @@ GenerationService::DetachedJob::DetachedJob(GenerationService& service, std::sha
 const std::string& GenerationService::DetachedJob::request_id() const { return call_->id; }
 
 std::optional<grpc::Status> GenerationService::DetachedJob::take(std::vector<v1::GenerateEvent>& out,
-                                                                Clock::duration timeout) {
+                                                                 Clock::duration timeout) {
   const std::size_t before = out.size();
   const std::optional<int> position = call_->model->queue->position(job_);
   if (position && *position != position_) out.push_back(queued_event(position_ = *position));
-  const std::optional<grpc::Status> status = call_->channel.take(out, out.size() > before ? Clock::duration() : timeout);
+  const std::optional<grpc::Status> status =
+      call_->channel.take(out, out.size() > before ? Clock::duration() : timeout);
   for (std::size_t i = before; i < out.size(); ++i) call_->channel.sent(out[i]);
   if (!status || out.size() > before) return std::nullopt;  // the status comes on a call that takes no events
   if (!finished_) service_.finish_call(*call_, *status);
@@ -414,11 +415,12 @@ void GenerationService::DetachedJob::cancel() {
 void GenerationService::finish_call(const Call& call, const grpc::Status& status) {
   const std::string outcome = call.stop == Call::Stop::stalled ? "stalled" : outcome_name(status.error_code());
   const v1::PhaseTimes& t = call.times;
-  spdlog::info("request {} {} | queued={:.3f}s text={:.3f}s denoise={:.3f}s decode={:.3f}s encode={:.3f}s "
-               "total={:.3f}s frames={} bytes={} | {}{}{}",
-               call.id, describe_params(call.wire, call.request), t.queued_seconds(), t.text_encode_seconds(),
-               t.denoise_seconds(), t.decode_seconds(), t.encode_seconds(), t.total_seconds(), call.frames, call.bytes,
-               outcome, status.ok() ? "" : ": ", status.error_message());
+  spdlog::info(
+      "request {} {} | queued={:.3f}s text={:.3f}s denoise={:.3f}s decode={:.3f}s encode={:.3f}s "
+      "total={:.3f}s frames={} bytes={} | {}{}{}",
+      call.id, describe_params(call.wire, call.request), t.queued_seconds(), t.text_encode_seconds(),
+      t.denoise_seconds(), t.decode_seconds(), t.encode_seconds(), t.total_seconds(), call.frames, call.bytes, outcome,
+      status.ok() ? "" : ": ", status.error_message());
   if (!metrics_) return;
   metrics_->request_finished(outcome);
   if (!status.ok()) return;

@@ -55,7 +55,8 @@ HttpListener::HttpListener(HttpListenerOptions options, const TlsFiles& tls, std
   });
   if (options_.max_body_bytes) server.set_payload_max_length(options_.max_body_bytes);  // chunked bodies too
   if (tokens || options_.max_body_bytes)
-    server.set_pre_routing_handler(admission(std::move(tokens), options_.max_body_bytes, unauthorized, unauthorized_type));
+    server.set_pre_routing_handler(
+        admission(std::move(tokens), options_.max_body_bytes, unauthorized, unauthorized_type));
 }
 
 void HttpListener::start(const std::string& host, int port) {

@@ -21,8 +21,11 @@ using nlohmann::json;
 // Each content download and each poll holds a pool thread while it is served; a download of a video still
 // being made holds it until the video ends.
 HttpListenerOptions api_listener_options(const HttpApiConfig& config) {
-  return {.name = "http", .threads = 32, .read_timeout = std::chrono::seconds(10),
-          .write_timeout = std::chrono::seconds(30), .keep_alive_seconds = 5,
+  return {.name = "http",
+          .threads = 32,
+          .read_timeout = std::chrono::seconds(10),
+          .write_timeout = std::chrono::seconds(30),
+          .keep_alive_seconds = 5,
           .max_body_bytes = std::size_t(config.max_body_bytes)};
 }
 constexpr std::size_t kReadBytes = std::size_t(1) << 16;  // a content download's reads from the file
@@ -39,7 +42,8 @@ void send_json(httplib::Response& response, int status, const json& body) {
 
 void send_error(httplib::Response& response, int status, const std::string& message, const json& param = nullptr,
                 const json& code = nullptr) {
-  send_json(response, status, error_body(message, status >= 500 ? "server_error" : "invalid_request_error", param, code));
+  send_json(response, status,
+            error_body(message, status >= 500 ? "server_error" : "invalid_request_error", param, code));
 }
 
 // A refused request as the gRPC call would have ended, in HTTP's terms; a message that starts with a field's
@@ -51,7 +55,8 @@ void send_refusal(httplib::Response& response, const grpc::Status& status) {
       const std::string field = message.substr(0, message.find(": "));
       const bool named = field.size() < message.size() && field.find(' ') == std::string::npos && field != "request";
       if (!named) return send_error(response, 400, message);
-      return send_error(response, 400, message, field == "width" || field == "height" ? "size" : field, "invalid_field");
+      return send_error(response, 400, message, field == "width" || field == "height" ? "size" : field,
+                        "invalid_field");
     }
     case grpc::StatusCode::RESOURCE_EXHAUSTED: return send_error(response, 429, message, nullptr, "resource_exhausted");
     case grpc::StatusCode::UNAVAILABLE: return send_error(response, 503, message, nullptr, "unavailable");
@@ -90,9 +95,8 @@ json video_json(const VideoState& video) {
           {"seed", video.seed ? json(*video.seed) : json(nullptr)},
           {"preview_step", video.preview_step ? json(video.preview_step) : json(nullptr)},
           {"remixed_from_video_id", nullptr},
-          {"error", video.error_message.empty()
-                        ? json(nullptr)
-                        : json{{"code", video.error_code}, {"message", video.error_message}}}};
+          {"error", video.error_message.empty() ? json(nullptr)
+                                                : json{{"code", video.error_code}, {"message", video.error_message}}}};
 }
 
 // The body as JSON: the object itself, or a multipart form's fields with their JSON types.
@@ -134,7 +138,8 @@ HttpVideoApi::Impl::Impl(const ServerConfig& config, GenerationService& service_
       relay(store),
       listener(api_listener_options(config.http), config.tls, std::move(tokens),
                error_body("a valid 'Authorization: Bearer <token>' header is required", "invalid_request_error",
-                          nullptr, "invalid_api_key").dump(),
+                          nullptr, "invalid_api_key")
+                   .dump(),
                "application/json") {
   route();
   const std::size_t colon = config.http.address.rfind(':');  // the config checked the host:port form
@@ -143,9 +148,8 @@ HttpVideoApi::Impl::Impl(const ServerConfig& config, GenerationService& service_
 
 void HttpVideoApi::Impl::route() {
   httplib::Server& server = listener.server();
-  server.Post("/v1/videos", [this](const httplib::Request& request, httplib::Response& response) {
-    create(request, response);
-  });
+  server.Post("/v1/videos",
+              [this](const httplib::Request& request, httplib::Response& response) { create(request, response); });
   server.Get(R"(/v1/videos/([^/]+))", [this](const httplib::Request& request, httplib::Response& response) {
     retrieve(request.matches[1], response);
   });
@@ -160,13 +164,14 @@ void HttpVideoApi::Impl::route() {
   });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) { models(response); });
   // httplib's own errors (no such route, a body over the limit) in the API's shape; ours have a body already.
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request& request, httplib::Response& response) {
+  server.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& request, httplib::Response& response) {
         if (!response.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
         if (response.status == 413) send_error(response, 413, "the request body is over server.http.max_body_bytes");
         else if (response.status == 404) send_error(response, 404, "no route " + request.method + " " + request.path);
-        else send_error(response, response.status, "the request could not be served (HTTP " +
-                                                       std::to_string(response.status) + ")");
+        else
+          send_error(response, response.status,
+                     "the request could not be served (HTTP " + std::to_string(response.status) + ")");
         return httplib::Server::HandlerResponse::Handled;
       }));
 }
@@ -243,10 +248,9 @@ void HttpVideoApi::Impl::content(const httplib::Request& request, const std::str
     return file->gcount() > 0 && sink.write(buffer.data(), std::size_t(file->gcount()));
   };
   if (video->status == VideoState::Status::completed) {
-    response.set_content_provider(video->bytes, "video/mp4", [read](std::size_t offset, std::size_t length,
-                                                                   httplib::DataSink& sink) {
-      return read(offset, sink, length);
-    });
+    response.set_content_provider(
+        video->bytes, "video/mp4",
+        [read](std::size_t offset, std::size_t length, httplib::DataSink& sink) { return read(offset, sink, length); });
     return;
   }
   response.set_chunked_content_provider("video/mp4", [this, id, read](std::size_t offset, httplib::DataSink& sink) {
@@ -262,8 +266,9 @@ void HttpVideoApi::Impl::content(const httplib::Request& request, const std::str
 void HttpVideoApi::Impl::preview(const std::string& id, httplib::Response& response) {
   if (!store.find(id)) return send_unknown(response, id);
   const std::optional<std::string> png = store.preview(id);
-  if (!png) return send_error(response, 404, "video '" + id + "' has no preview yet (previews come with preview_every)",
-                              "video_id", "no_preview");
+  if (!png)
+    return send_error(response, 404, "video '" + id + "' has no preview yet (previews come with preview_every)",
+                      "video_id", "no_preview");
   response.set_content(*png, "image/png");
 }
 
@@ -281,12 +286,19 @@ void HttpVideoApi::Impl::models(httplib::Response& response) {
     return send_refusal(response, listed);
   json data = json::array();
   for (const v1::ModelInfo& model : models.models())
-    data.push_back({{"id", model.name()}, {"object", "model"}, {"created", started_at}, {"owned_by", "sagevid"},
-                    {"default_size", std::to_string(model.default_width()) + "x" + std::to_string(model.default_height())},
-                    {"default_frames", model.default_frames()}, {"default_fps", model.default_fps()},
-                    {"default_steps", model.default_steps()}, {"default_guidance_scale", model.default_guidance_scale()},
-                    {"spatial_factor", model.spatial_factor()}, {"temporal_factor", model.temporal_factor()},
-                    {"takes_image", model.takes_image()}});
+    data.push_back(
+        {{"id", model.name()},
+         {"object", "model"},
+         {"created", started_at},
+         {"owned_by", "sagevid"},
+         {"default_size", std::to_string(model.default_width()) + "x" + std::to_string(model.default_height())},
+         {"default_frames", model.default_frames()},
+         {"default_fps", model.default_fps()},
+         {"default_steps", model.default_steps()},
+         {"default_guidance_scale", model.default_guidance_scale()},
+         {"spatial_factor", model.spatial_factor()},
+         {"temporal_factor", model.temporal_factor()},
+         {"takes_image", model.takes_image()}});
   send_json(response, 200, {{"object", "list"}, {"data", data}});
 }
 

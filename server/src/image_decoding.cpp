@@ -103,12 +103,11 @@ const char* image_format_name(ImageFormat format) { return format == ImageFormat
 
 ImageHeader read_image_header(std::string_view bytes) {
   ImageHeader header;
-  if (bytes.starts_with(kPngSignature))
-    header = png_header(bytes);
-  else if (bytes.size() >= 3 && bytes.starts_with("\xFF\xD8\xFF"))
-    header = jpeg_header(bytes);
+  if (bytes.starts_with(kPngSignature)) header = png_header(bytes);
+  else if (bytes.size() >= 3 && bytes.starts_with("\xFF\xD8\xFF")) header = jpeg_header(bytes);
   else
-    throw ImageError("not a PNG or JPEG file (" + std::to_string(bytes.size()) + " bytes that start with neither "
+    throw ImageError("not a PNG or JPEG file (" + std::to_string(bytes.size()) +
+                     " bytes that start with neither "
                      "signature)");
   if (header.width < 1 || header.height < 1)
     throw ImageError(std::string(image_format_name(header.format)) + " header says " + std::to_string(header.width) +
@@ -122,8 +121,8 @@ at::Tensor decode_image(std::string_view bytes, const ImageLimits& limits) {
   const ImageHeader header = read_image_header(bytes);
   if (header.width > limits.max_pixels || header.height > limits.max_pixels ||  // no overflow in the product
       header.width * header.height > limits.max_pixels)
-    throw ImageError(std::to_string(header.width) + "x" + std::to_string(header.height) + " pixels is over the limit of " +
-                     std::to_string(limits.max_pixels) + " pixels (width x height)");
+    throw ImageError(std::to_string(header.width) + "x" + std::to_string(header.height) +
+                     " pixels is over the limit of " + std::to_string(limits.max_pixels) + " pixels (width x height)");
   const std::unique_ptr<AVFrame, FrameFree> frame = decode_frame(bytes, header);
   const int width = frame->width, height = frame->height;
   // Same size, format to RGB24 only: exact for RGB PNGs; JPEG's chroma is interpolated with full precision.
@@ -131,8 +130,8 @@ at::Tensor decode_image(std::string_view bytes, const ImageLimits& limits) {
       sws_getContext(width, height, AVPixelFormat(frame->format), width, height, AV_PIX_FMT_RGB24,
                      SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr, nullptr, nullptr));
   if (!scale)
-    throw ImageError(std::string(image_format_name(header.format)) + " pixel format " +
-                     std::to_string(frame->format) + " cannot be converted to RGB");
+    throw ImageError(std::string(image_format_name(header.format)) + " pixel format " + std::to_string(frame->format) +
+                     " cannot be converted to RGB");
   // JPEG's YCbCr is full range (JFIF). FFmpeg's yuvj formats say so themselves; newer FFmpeg decodes to plain
   // yuv formats with the range only in color_range, which swscale does not read.
   if (frame->color_range == AVCOL_RANGE_JPEG) {

@@ -46,8 +46,10 @@ Options parse_args(int argc, char** argv) {
     if (arg == "--config") options.config = value();
     else if (arg == "--set") options.overrides.push_back(value());
     else if (arg == "--version") options.version_only = true;
-    else if (arg == "--help" || arg == "-h") { std::fputs(kUsage, stdout); std::exit(0); }
-    else throw std::invalid_argument("unknown argument '" + std::string(arg) + "'");
+    else if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else throw std::invalid_argument("unknown argument '" + std::string(arg) + "'");
   }
   return options;
 }

@@ -50,12 +50,21 @@ void write_histogram(std::string& out, std::string_view name, const std::string&
   const std::string labels = label.empty() ? "" : "{" + label + "}";
   const std::vector<uint64_t> cumulative = histogram.cumulative_counts();
   for (size_t i = 0; i < cumulative.size(); ++i) {
-    out.append(name).append("_bucket").append(prefix).append("le=\"")
-        .append(format_number(histogram.upper_bounds()[i])).append("\"} ")
-        .append(std::to_string(cumulative[i])).append("\n");
+    out.append(name)
+        .append("_bucket")
+        .append(prefix)
+        .append("le=\"")
+        .append(format_number(histogram.upper_bounds()[i]))
+        .append("\"} ")
+        .append(std::to_string(cumulative[i]))
+        .append("\n");
   }
-  out.append(name).append("_bucket").append(prefix).append("le=\"+Inf\"} ")
-      .append(std::to_string(histogram.count())).append("\n");
+  out.append(name)
+      .append("_bucket")
+      .append(prefix)
+      .append("le=\"+Inf\"} ")
+      .append(std::to_string(histogram.count()))
+      .append("\n");
   out.append(name).append("_sum").append(labels).append(" ").append(format_number(histogram.sum())).append("\n");
   out.append(name).append("_count").append(labels).append(" ").append(std::to_string(histogram.count())).append("\n");
 }
@@ -140,8 +149,11 @@ std::string ServerMetrics::render() const {
   std::string out;
   write_header(out, "sagevid_requests_total", "counter", "Generate requests finished, by outcome.");
   for (const auto& [outcome, count] : requests_by_outcome_)
-    out.append("sagevid_requests_total{outcome=\"").append(escape_label(outcome)).append("\"} ")
-        .append(std::to_string(count)).append("\n");
+    out.append("sagevid_requests_total{outcome=\"")
+        .append(escape_label(outcome))
+        .append("\"} ")
+        .append(std::to_string(count))
+        .append("\n");
   write_header(out, "sagevid_queue_depth", "gauge", "Jobs waiting in the queue, not counting running ones.");
   out.append("sagevid_queue_depth ").append(std::to_string(queue_depth_)).append("\n");
   write_header(out, "sagevid_phase_seconds", "histogram", "Time a job spent in each phase.");
@@ -162,8 +174,11 @@ namespace {
 // (headers never finished, a response never read) holds a thread until a timeout, and a handful of slow ones
 // (headers sent a byte at a time) still leave threads for the scraper.
 HttpListenerOptions metrics_listener_options() {
-  return {.name = "metrics", .threads = 16, .read_timeout = std::chrono::seconds(2),
-          .write_timeout = std::chrono::seconds(5), .keep_alive_seconds = 2};
+  return {.name = "metrics",
+          .threads = 16,
+          .read_timeout = std::chrono::seconds(2),
+          .write_timeout = std::chrono::seconds(5),
+          .keep_alive_seconds = 2};
 }
 
 }  // namespace

@@ -35,7 +35,8 @@ class Histogram {
 class ServerMetrics {
  public:
   ServerMetrics();
-  void request_finished(std::string_view outcome);  // ok, cancelled, deadline_exceeded, stalled, invalid_argument, ...
+  // outcome: ok, cancelled, deadline_exceeded, stalled, invalid_argument, ...
+  void request_finished(std::string_view outcome);
   void set_queue_depth(int depth);
   void observe_phase(std::string_view phase, double seconds);  // queued, text_encode, denoise, decode, encode, total
   void observe_step(double seconds);

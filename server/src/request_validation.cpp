@@ -34,8 +34,8 @@ int64_t or_default(const char* field, int64_t value, int64_t fallback) {
 void check_prompt(const char* field, const std::string& text, bool required) {
   if (required && is_blank(text)) throw InvalidRequest(field, "must not be empty or only whitespace");
   if (text.size() > kMaxPromptBytes)
-    throw InvalidRequest(field, std::to_string(text.size()) + " bytes is over the limit of " +
-                                    std::to_string(kMaxPromptBytes));
+    throw InvalidRequest(
+        field, std::to_string(text.size()) + " bytes is over the limit of " + std::to_string(kMaxPromptBytes));
 }
 
 VideoFormat video_format(v1::OutputFormat output) {
@@ -56,9 +56,8 @@ void check_backend_runs(AttentionBackend backend, const std::string& name, const
   if (!reason) return;
   const auto& fallback = config.attention.fallback;
   if (fallback && !attention_unsupported_on(*fallback, options.device, options.dtype)) return;
-  throw InvalidRequest("attention_backend", "'" + name + "' cannot run model '" + model.name + "' on " +
-                                                model.device + " in " + std::string(dtype_name(model.dtype)) +
-                                                " (" + *reason + ")");
+  throw InvalidRequest("attention_backend", "'" + name + "' cannot run model '" + model.name + "' on " + model.device +
+                                                " in " + std::string(dtype_name(model.dtype)) + " (" + *reason + ")");
 }
 
 AttentionBackend request_backend(const std::string& name, const ServerConfig& config, const ModelEntry& model,
@@ -83,8 +82,9 @@ std::optional<at::Tensor> request_image(const std::string& bytes, const ModelLim
                                         const ImageLimits& image_limits, const ModelEntry& model) {
   if (bytes.empty()) return std::nullopt;  // the pipeline says whether the model needs one
   if (!limits.takes_image)
-    throw InvalidRequest("image", "model '" + model.name + "' is text-to-video and takes no image (ListModels: "
-                                  "takes_image)");
+    throw InvalidRequest("image", "model '" + model.name +
+                                      "' is text-to-video and takes no image (ListModels: "
+                                      "takes_image)");
   try {
     return decode_image(bytes, image_limits);
   } catch (const ImageError& e) {
@@ -106,8 +106,8 @@ ModelDefaults model_defaults(const std::filesystem::path& model_dir, const Model
   ModelDefaults defaults;
   defaults.height = transformer.sample_height * vae_factor;
   defaults.width = transformer.sample_width * vae_factor;
-  const bool frames_valid = (transformer.sample_frames - 1) % limits.frame_step == 0 &&
-                            transformer.sample_frames > 1 && transformer.sample_frames <= limits.max_frames;
+  const bool frames_valid = (transformer.sample_frames - 1) % limits.frame_step == 0 && transformer.sample_frames > 1 &&
+                            transformer.sample_frames <= limits.max_frames;
   defaults.frames = frames_valid ? transformer.sample_frames : 1 + limits.frame_step;
   return defaults;
 }
@@ -139,7 +139,9 @@ ResolvedRequest resolve_request(const v1::GenerateRequest& request, const CogVid
 
   const int fps = int(or_default("fps", request.fps(), defaults.fps));
   if (fps > kMaxFps) throw InvalidRequest("fps", std::to_string(fps) + " is over " + std::to_string(kMaxFps));
-  resolved.video = {.width = int(generation.width), .height = int(generation.height), .fps = fps,
+  resolved.video = {.width = int(generation.width),
+                    .height = int(generation.height),
+                    .fps = fps,
                     .format = video_format(request.output())};
   try {
     pipeline.validate(generation);

@@ -127,8 +127,8 @@ void SagevidServer::cancel_all() { service_->cancel_all(); }
 void SagevidServer::drain_and_stop(double drain_seconds) {
   service_->stop_accepting();
   server_->GetHealthCheckService()->SetServingStatus(false);
-  const auto drain_end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                            std::chrono::duration<double>(drain_seconds));
+  const auto drain_end =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(drain_seconds));
   if (!service_->wait_idle(drain_end)) {
     spdlog::warn("drain: {} s passed with work left; cancelling it", drain_seconds);
     service_->cancel_all();

@@ -165,8 +165,11 @@ ServerConfig load_server_config(const std::filesystem::path& file, const std::ve
 }
 
 PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config) {
-  PipelineOptions options{.device = c10::Device(model.device), .dtype = model.dtype, .attention = config.attention,
-                          .linear = model.linear, .max_work = model.max_latent_token_steps};
+  PipelineOptions options{.device = c10::Device(model.device),
+                          .dtype = model.dtype,
+                          .attention = config.attention,
+                          .linear = model.linear,
+                          .max_work = model.max_latent_token_steps};
   model.memory.apply_to(options);
   return options;
 }
@@ -184,9 +187,13 @@ std::string model_names(const ServerConfig& config) {
 nlohmann::json to_json(const ServerConfig& config) {
   nlohmann::json models = nlohmann::json::array();
   for (const ModelEntry& m : config.models) {
-    nlohmann::json model = {{"name", m.name}, {"path", m.path.string()}, {"device", m.device}, {"dtype", dtype_name(m.dtype)},
-                            {"max_latent_token_steps", m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps)
-                                                                                : nlohmann::json(nullptr)}};
+    nlohmann::json model = {
+        {"name", m.name},
+        {"path", m.path.string()},
+        {"device", m.device},
+        {"dtype", dtype_name(m.dtype)},
+        {"max_latent_token_steps",
+         m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps) : nlohmann::json(nullptr)}};
     model["linear"] = m.linear == LinearPrecision::fp8 ? "fp8" : "native";
     model.update(to_json(m.memory));
     models.push_back(model);

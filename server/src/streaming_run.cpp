@@ -9,12 +9,16 @@ namespace sagevid {
 
 StreamingRun::StreamingRun(EventChannel& channel, const ResolvedRequest& request, Clock::time_point started,
                            ServerMetrics* metrics)
-    : channel_(channel), request_(request), started_(started), metrics_(metrics),
-      chunks_(kChunkBytes, [&channel](v1::VideoChunk chunk) {
-        v1::GenerateEvent event;
-        *event.mutable_chunk() = std::move(chunk);
-        channel.push(std::move(event));
-      }),
+    : channel_(channel),
+      request_(request),
+      started_(started),
+      metrics_(metrics),
+      chunks_(kChunkBytes,
+              [&channel](v1::VideoChunk chunk) {
+                v1::GenerateEvent event;
+                *event.mutable_chunk() = std::move(chunk);
+                channel.push(std::move(event));
+              }),
       encoder_(request.video, [this](std::string_view bytes) { chunks_.append(bytes); }) {
   channel_.push(progress_event(v1::PHASE_TEXT_ENCODE, 0, 1, elapsed()));  // the pipeline reports no start
 }

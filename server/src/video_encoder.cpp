@@ -34,7 +34,7 @@ using WriteBuffer = uint8_t*;
 #endif
 
 constexpr int kIoBufferSize = 64 * 1024;
-constexpr std::array<const char*, 10> kX264Presets = {"ultrafast", "superfast", "veryfast", "faster", "fast",
+constexpr std::array<const char*, 10> kX264Presets = {"ultrafast", "superfast", "veryfast", "faster",   "fast",
                                                       "medium",    "slow",      "slower",   "veryslow", "placebo"};
 
 // Throws std::runtime_error naming the FFmpeg call when it returned an error code.
@@ -80,10 +80,8 @@ void check_video_options(const VideoEncoderOptions& options) {
 const char* mime_type(VideoFormat format) {
   switch (format) {
     case VideoFormat::mp4_h264:
-    case VideoFormat::mp4_h264_lossless:
-      return "video/mp4";
-    case VideoFormat::rgb_frames:
-      return "application/octet-stream";
+    case VideoFormat::mp4_h264_lossless: return "video/mp4";
+    case VideoFormat::rgb_frames: return "application/octet-stream";
   }
   return "application/octet-stream";
 }
@@ -199,9 +197,8 @@ struct StreamingVideoEncoder::State {
 
   void open_scaler() {
     const AVPixelFormat target = codec->pix_fmt;
-    scaler.reset(sws_getContext(options.width, options.height, AV_PIX_FMT_RGB24, options.width, options.height,
-                                target, SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr,
-                                nullptr));
+    scaler.reset(sws_getContext(options.width, options.height, AV_PIX_FMT_RGB24, options.width, options.height, target,
+                                SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr, nullptr));
     if (!scaler) throw std::runtime_error("sws_getContext(rgb24 -> yuv) failed");
     const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
     const int full_range_output = lossless() ? 1 : 0;
@@ -238,8 +235,7 @@ struct StreamingVideoEncoder::State {
     check(av_frame_make_writable(frame.get()), "av_frame_make_writable");
     const uint8_t* source[1] = {rgb};
     const int source_stride[1] = {3 * options.width};
-    check(sws_scale(scaler.get(), source, source_stride, 0, options.height, frame->data, frame->linesize),
-          "sws_scale");
+    check(sws_scale(scaler.get(), source, source_stride, 0, options.height, frame->data, frame->linesize), "sws_scale");
     frame->pts = frames;
     check(avcodec_send_frame(codec.get(), frame.get()), "avcodec_send_frame");
     drain_packets();

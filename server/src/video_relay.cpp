@@ -13,10 +13,11 @@ constexpr auto kIdleWait = std::chrono::milliseconds(20);  // between passes wit
 
 // A failed video's error code: the gRPC status's name in lower case ("resource_exhausted").
 std::string error_code(grpc::StatusCode code) {
-  static const char* const names[] = {"ok", "cancelled", "unknown", "invalid_argument", "deadline_exceeded",
-                                      "not_found", "already_exists", "permission_denied", "resource_exhausted",
-                                      "failed_precondition", "aborted", "out_of_range", "unimplemented",
-                                      "internal", "unavailable", "data_loss", "unauthenticated"};
+  static const char* const names[] = {
+      "ok",        "cancelled",      "unknown",           "invalid_argument",   "deadline_exceeded",
+      "not_found", "already_exists", "permission_denied", "resource_exhausted", "failed_precondition",
+      "aborted",   "out_of_range",   "unimplemented",     "internal",           "unavailable",
+      "data_loss", "unauthenticated"};
   const auto index = std::size_t(code);
   return index < std::size(names) ? names[index] : "unknown";
 }

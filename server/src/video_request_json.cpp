@@ -20,12 +20,21 @@ enum class Kind { text, integer, seed, number, boolean, seconds, image };
 
 // Every field the API takes; anything else is refused by name. OpenAI's names where it has the field.
 const std::map<std::string, Kind>& fields() {
-  static const std::map<std::string, Kind> table{
-      {"model", Kind::text},          {"prompt", Kind::text},      {"negative_prompt", Kind::text},
-      {"seconds", Kind::seconds},     {"frames", Kind::integer},   {"size", Kind::text},
-      {"fps", Kind::integer},         {"seed", Kind::seed},        {"steps", Kind::integer},
-      {"guidance_scale", Kind::number}, {"dynamic_cfg", Kind::boolean}, {"attention_backend", Kind::text},
-      {"preview_every", Kind::integer}, {"image", Kind::image},    {"input_reference", Kind::image}};
+  static const std::map<std::string, Kind> table{{"model", Kind::text},
+                                                 {"prompt", Kind::text},
+                                                 {"negative_prompt", Kind::text},
+                                                 {"seconds", Kind::seconds},
+                                                 {"frames", Kind::integer},
+                                                 {"size", Kind::text},
+                                                 {"fps", Kind::integer},
+                                                 {"seed", Kind::seed},
+                                                 {"steps", Kind::integer},
+                                                 {"guidance_scale", Kind::number},
+                                                 {"dynamic_cfg", Kind::boolean},
+                                                 {"attention_backend", Kind::text},
+                                                 {"preview_every", Kind::integer},
+                                                 {"image", Kind::image},
+                                                 {"input_reference", Kind::image}};
   return table;
 }
 
@@ -165,7 +174,8 @@ void set_field(const std::string& field, Kind kind, const nlohmann::json& value,
 }  // namespace
 
 v1::GenerateRequest video_request_from_json(const nlohmann::json& body, const v1::ListModelsResponse& models) {
-  if (!body.is_object()) throw InvalidRequest("request", std::string("expected a JSON object, got ") + body.type_name());
+  if (!body.is_object())
+    throw InvalidRequest("request", std::string("expected a JSON object, got ") + body.type_name());
   v1::GenerateRequest request;
   request.set_output(v1::OUTPUT_FORMAT_MP4_H264);
   for (const auto& [field, value] : body.items()) {

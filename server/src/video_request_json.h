@@ -12,8 +12,9 @@
 namespace sagevid {
 
 // Throws InvalidRequest naming the field: an unknown field, a wrong type, a malformed size, seconds and frames
-// both given, an image that is not base64 (or a data: URL, or a file part), or one for a model that takes none. `models` is what ListModels says: seconds need the
-// model's fps and temporal factor (an unknown model leaves frames at 0; admission then names the model).
+// both given, an image that is not base64 (or a data: URL, or a file part), or one for a model that takes none.
+// `models` is what ListModels says: seconds need the model's fps and temporal factor (an unknown model leaves
+// frames at 0; admission then names the model).
 v1::GenerateRequest video_request_from_json(const nlohmann::json& body, const v1::ListModelsResponse& models);
 
 // A multipart form field's text as the JSON value that field takes: numbers and booleans are parsed ("8"

@@ -31,9 +31,9 @@ TEST_CASE("flash and cudnn match the math backend", "[gpu][attention]") {
   CAPTURE(rng.seed);
   const auto backend = GENERATE(AttentionBackend::flash, AttentionBackend::cudnn);
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16);
-  const Shape s = GENERATE(Shape{2, 4, 4, 128, 128, 64}, Shape{1, 8, 2, 1000, 1000, 128},
-                           Shape{1, 2, 2, 1, 17, 64}, Shape{1, 3, 3, 129, 129, 64}, Shape{2, 30, 30, 4096, 4096, 64},
-                           Shape{1, 4, 4, 127, 1000, 128});
+  const Shape s =
+      GENERATE(Shape{2, 4, 4, 128, 128, 64}, Shape{1, 8, 2, 1000, 1000, 128}, Shape{1, 2, 2, 1, 17, 64},
+               Shape{1, 3, 3, 129, 129, 64}, Shape{2, 30, 30, 4096, 4096, 64}, Shape{1, 4, 4, 127, 1000, 128});
   const bool causal = GENERATE(false, true);
   CAPTURE(sagevid::backend_name(backend), c10::toString(dtype), s.batch, s.q_heads, s.kv_heads, s.q_len, s.kv_len,
           s.head_dim, causal);

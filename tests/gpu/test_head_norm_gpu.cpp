@@ -58,12 +58,10 @@ TEST_CASE("layer_norm_heads' kernel computes the torch ops' norm and rotation to
   // The statistics are summed in another order than torch's, so an element may land one rounding step away
   // (before the rotation too, which mixes a pair).
   const double step = sagevid::test::rounding_step(dtype);
-  sagevid::test::check_same_up_to_rounding(got, want,
-                                           2 * step * (pair_magnitude(want) + want.to(at::kFloat).abs()));
+  sagevid::test::check_same_up_to_rounding(got, want, 2 * step * (pair_magnitude(want) + want.to(at::kFloat).abs()));
 }
 
-TEST_CASE("layer_norm_heads takes the torch ops where the kernel cannot read x in 16-byte pieces",
-          "[gpu][head_norm]") {
+TEST_CASE("layer_norm_heads takes the torch ops where the kernel cannot read x in 16-byte pieces", "[gpu][head_norm]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const at::Tensor wide = rng.normal({1, 50, 2, 65}).to(at::kCUDA, at::kBFloat16);

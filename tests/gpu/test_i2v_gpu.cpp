@@ -38,8 +38,8 @@ TEST_CASE("image-to-video on CUDA matches diffusers' frames in fp32 and runs in 
   const auto model = kI2v / "cogvideox1.5-i2v";
   // The tiny transformer's head dim 16 is not sage2's: its calls fall back to cuDNN, T5's to math.
   const sagevid::AttentionConfig attention{sagevid::AttentionBackend::cudnn, sagevid::AttentionBackend::math, {}};
-  const auto fp32 = sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kFloat,
-                                                             .attention = attention});
+  const auto fp32 =
+      sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kFloat, .attention = attention});
   const at::Tensor got = frames_of(fp32, request).to(at::kInt);
   const at::Tensor want = sagevid::SafetensorsModel::open(kI2v / "frames.safetensors").view("i2v-1.5").to(at::kInt);
   REQUIRE(got.sizes() == want.sizes());
@@ -47,12 +47,12 @@ TEST_CASE("image-to-video on CUDA matches diffusers' frames in fp32 and runs in 
   const double mean = difference.mean().item<double>();
   const double within_one = (difference <= 1).to(at::kDouble).mean().item<double>();
   WARN("i2v-1.5 fp32 CUDA vs diffusers (CPU): mean |difference| " << mean << "/255, " << within_one * 100
-                                                                     << "% within 1/255");
+                                                                  << "% within 1/255");
   // cuDNN runs fp32 convolutions in TF32 by default, so not bit for bit; a misplaced or misordered input (the
   // image latents, the noise, ofs) would leave a different video, tens of levels off on average.
   CHECK(mean < 2.0);
 
-  const auto bf16 = sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kBFloat16,
-                                                             .attention = attention});
+  const auto bf16 =
+      sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kBFloat16, .attention = attention});
   CHECK(frames_of(bf16, request).sizes() == want.sizes());
 }

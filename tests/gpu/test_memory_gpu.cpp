@@ -35,9 +35,12 @@ TEST_CASE("an offloaded T5 leaves the device after each prompt and gives the res
   const std::filesystem::path model = std::filesystem::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
-  const sagevid::GenerationRequest request{
-      .prompt = "a panda playing a guitar", .num_frames = 9, .height = 32, .width = 48, .num_inference_steps = 2,
-      .seed = rng.seed};
+  const sagevid::GenerationRequest request{.prompt = "a panda playing a guitar",
+                                           .num_frames = 9,
+                                           .height = 32,
+                                           .width = 48,
+                                           .num_inference_steps = 2,
+                                           .seed = rng.seed};
   // Loads the tiny model with T5 placed so and runs the request: what the loaded pipeline holds on the device,
   // what the request left there, and its frames.
   struct Run {

@@ -35,8 +35,8 @@ TEST_CASE("the VAE decoder on CUDA matches diffusers in fp32 and bf16", "[gpu][v
   const sagevid::SafetensorsModel io = sagevid::SafetensorsModel::open(kFixtures / "vae" / "io.safetensors");
   const auto dtype = GENERATE(at::kFloat, at::kBFloat16);
   CAPTURE(c10::toString(dtype));
-  const auto decoder = sagevid::CogVideoXVaeDecoder::load(kFixtures / "vae" / "vae",
-                                                          at::TensorOptions().device(at::kCUDA).dtype(dtype));
+  const auto decoder =
+      sagevid::CogVideoXVaeDecoder::load(kFixtures / "vae" / "vae", at::TensorOptions().device(at::kCUDA).dtype(dtype));
   const double tolerance = dtype == at::kFloat ? 5e-3 : 5e-2;  // cuDNN runs fp32 convolutions in TF32 by default
   const double plain = max_relative_error(decoder.decode(io.view("latents").to(at::kCUDA)), io.view("sample"));
   CAPTURE(plain);
@@ -64,8 +64,8 @@ TEST_CASE("the pipeline on CUDA in bf16 stays close to its fp32 CPU run on the t
   const auto cpu = sagevid::CogVideoXPipeline::load(model, {.device = at::kCPU, .dtype = at::kFloat});
   // The tiny model's head dims (T5 8, transformer 16) are not sage2's: its calls fall back to cuDNN.
   const sagevid::AttentionConfig attention{sagevid::AttentionBackend::sage2, sagevid::AttentionBackend::cudnn, {}};
-  const auto cuda = sagevid::CogVideoXPipeline::load(
-      model, {.device = at::kCUDA, .dtype = at::kBFloat16, .attention = attention});
+  const auto cuda =
+      sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kBFloat16, .attention = attention});
   const at::Tensor want = frames_of(cpu), got = frames_of(cuda);
   REQUIRE(got.sizes() == want.sizes());
   const double mean_difference = (got - want).abs().mean().item<double>();
@@ -89,7 +89,8 @@ TEST_CASE("CUDA out of memory in generate is c10::OutOfMemoryError and leaves th
   request.seed = rng.seed;
   const auto allocated = [] { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; };
   int64_t frames = 0;
-  const sagevid::GenerationCallbacks count_frames{.on_frames = [&](const at::Tensor& batch) { frames += batch.size(0); }};
+  const sagevid::GenerationCallbacks count_frames{
+      .on_frames = [&](const at::Tensor& batch) { frames += batch.size(0); }};
   pipeline.generate(request, count_frames);  // first: whatever the pipeline keeps between jobs is in place
   REQUIRE(frames == 17);
 
@@ -137,8 +138,7 @@ TEST_CASE("a StepProfile times the regions its thread runs, and nothing runs wit
   CHECK(profile.totals().empty());
 }
 
-TEST_CASE("FP8 rows on CUDA are the reference's bits, and an FP8 linear there is the CPU one's product",
-          "[gpu][fp8]") {
+TEST_CASE("FP8 rows on CUDA are the reference's bits, and an FP8 linear there is the CPU one's product", "[gpu][fp8]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   // 1024 columns: rows held in registers; 1001: the kernel that reads them twice.
@@ -158,11 +158,13 @@ TEST_CASE("FP8 rows on CUDA are the reference's bits, and an FP8 linear there is
     const at::Tensor got_values = got_gelu.values.to(at::kFloat) * got_gelu.scales;
     const at::Tensor want_values = want_gelu.values.to(at::kFloat) * want_gelu.scales;
     CHECK((got_gelu.scales - want_gelu.scales).abs().le(want_gelu.scales * std::ldexp(1.0, -7)).all().item<bool>());
-    CHECK((got_values - want_values).abs().le(want_values.abs() / 8 + want_gelu.scales * std::ldexp(1.0, -9))
+    CHECK((got_values - want_values)
+              .abs()
+              .le(want_values.abs() / 8 + want_gelu.scales * std::ldexp(1.0, -9))
               .all()
               .item<bool>());
-    const double same = got_gelu.values.view(at::kByte).eq(want_gelu.values.view(at::kByte)).to(at::kFloat).mean()
-                            .item<double>();
+    const double same =
+        got_gelu.values.view(at::kByte).eq(want_gelu.values.view(at::kByte)).to(at::kFloat).mean().item<double>();
     CAPTURE(same);
     CHECK(same > 0.99);
   }

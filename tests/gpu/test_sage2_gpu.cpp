@@ -228,7 +228,9 @@ TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][
   const int rank = GENERATE(2, 3, 4);
   const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);  // INT4: with Q smoothing (its default)
   CAPTURE(rank, int(qk));
-  at::Tensor bias = rank == 2 ? rng.normal({226, 226}) : rank == 3 ? rng.normal({8, 226, 226}) : rng.normal({1, 8, 226, 226});
+  at::Tensor bias = rank == 2   ? rng.normal({226, 226})
+                    : rank == 3 ? rng.normal({8, 226, 226})
+                                : rng.normal({1, 8, 226, 226});
   bias = (bias * 3).to(at::kCUDA);
   sage2::Options options;
   options.qk = qk;
@@ -237,7 +239,8 @@ TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][
   const sage2::Result want =
       sage2::reference::attention(in.q * 0.125, in.k, in.v, sage2::resolve(options, 90, /*has_bias=*/true), bias);
   CHECK(compare(got.out, want.out).cosine > 0.99999);
-  const Errors vs_exact = compare(got.out, full_precision({in.q * 0.125, in.k, in.v}, sage2::Layout::bhnd, false, 1.0, bias));
+  const Errors vs_exact =
+      compare(got.out, full_precision({in.q * 0.125, in.k, in.v}, sage2::Layout::bhnd, false, 1.0, bias));
   CAPTURE(vs_exact.cosine, vs_exact.relative_l1);
   CHECK(vs_exact.cosine > (qk == sage2::QkType::int4 ? 0.975 : 0.999));
 }

@@ -13,8 +13,8 @@ TEST_CASE("T5 (head dim 64) in bf16 on sage2, cudnn and math stays close to tran
   const at::Tensor want = io.view("hidden").to(at::kDouble);
   const sagevid::T5Encoder encoder =
       sagevid::T5Encoder::load(dir / "text_encoder", at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
-  const auto backend = GENERATE(sagevid::AttentionBackend::sage2, sagevid::AttentionBackend::cudnn,
-                                sagevid::AttentionBackend::math);
+  const auto backend =
+      GENERATE(sagevid::AttentionBackend::sage2, sagevid::AttentionBackend::cudnn, sagevid::AttentionBackend::math);
   CAPTURE(sagevid::backend_name(backend));
   const sagevid::Attention attention(sagevid::AttentionConfig{backend, std::nullopt, {}});
   const at::Tensor got = encoder.forward(io.view("input_ids"), attention).to(at::kCPU, at::kDouble);

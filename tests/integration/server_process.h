@@ -66,8 +66,10 @@ struct ServerProcess {
 // `sagevid serve` of the tiny config on address, quiet, with these `--set` overrides on top; returns once it
 // says SERVING.
 inline ServerProcess serve_tiny(const std::string& address, const std::vector<std::string>& overrides) {
-  std::vector<std::string> arguments = {sagevid_binary(), "serve", "--config", kTinyConfig.string(), "--set",
-                                        "server.address=\"" + address + "\"", "--set", "log_level=warn"};
+  std::vector<std::string> arguments = {sagevid_binary(), "serve",
+                                        "--config",       kTinyConfig.string(),
+                                        "--set",          "server.address=\"" + address + "\"",
+                                        "--set",          "log_level=warn"};
   for (const std::string& override : overrides) arguments.insert(arguments.end(), {"--set", override});
   ServerProcess server{spawn(arguments)};
   const auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());

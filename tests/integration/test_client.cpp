@@ -304,12 +304,14 @@ TEST_CASE("server overhead is the latency the phases leave over and 50 steps ext
 }
 
 TEST_CASE("the bench table puts runs side by side", "[integration][client]") {
+  // clang-format off: two rows of data (the formatter puts each field on a line).
   BenchRun a{"sage2", "sage2", 4, 2, {sample(1, 4, 0.1, 0.1, 0.2, 0.1), sample(2, 4, 0.1, 0.1, 0.2, 0.1),
                                       sample(3, 4, 0.1, 0.1, 0.2, 0.1), sample(4, 4, 0.2, 0.1, 0.2, 0.1)}, {}, {}, 5};
   a.samples[0].first_byte = 0.5;  // only one request saw video: the mean is over that one
   a.samples[0].denoise_end_to_first_byte = 0.25;
   BenchRun b{"flash", "flash", 4, 2, {sample(2, 4, 0.3, 0.1, 0.2, 0.1, 50), sample(4, 4, 0.3, 0.1, 0.2, 0.1, 50)},
              {{"RESOURCE_EXHAUSTED", 2}}, {}, 8};
+  // clang-format on
   const std::string table = format_bench_table({a, b});
   CAPTURE(table);
   CHECK(row(table, "backend") == std::vector<std::string>{"sage2", "flash"});  // columns in run order
@@ -413,11 +415,13 @@ TEST_CASE("generate writes the streamed video and sends every request flag", "[i
   const TempDir dir;
   const fs::path output = dir.path / "out.mp4";
   const std::string seed = std::to_string(1 + generator() % 1000000);
+  // clang-format off: a command line, packed as it is typed (the formatter puts each of its words on a line).
   CHECK(generate_command(server.connection(),
                          {"--prompt", "a red fox", "--negative-prompt", "blur", "--frames", "9", "--height", "32",
                           "--width", "48", "--steps", "3", "--guidance-scale", "6.5", "--dynamic-cfg", "--seed", seed,
                           "--fps", "8", "--format", "rgb", "--backend", "flash", "--output", output.string(),
                           "--quiet"}) == 0);
+  // clang-format on
   const auto requests = server.service.requests();
   REQUIRE(requests.size() == 1);
   const auto& r = requests[0];
@@ -438,9 +442,9 @@ TEST_CASE("generate writes each preview to --preview-dir, which needs --preview-
   FakeServer server("the video's bytes");
   const TempDir dir;
   const fs::path previews = dir.path / "previews";
-  CHECK(generate_command(server.connection(), {"--prompt", "a red fox", "--steps", "7", "--preview-every", "3",
-                                               "--preview-dir", previews.string(), "--output",
-                                               (dir.path / "out.mp4").string(), "--quiet"}) == 0);
+  CHECK(generate_command(server.connection(),
+                         {"--prompt", "a red fox", "--steps", "7", "--preview-every", "3", "--preview-dir",
+                          previews.string(), "--output", (dir.path / "out.mp4").string(), "--quiet"}) == 0);
   CHECK(server.service.requests().at(0).preview_every() == 3);
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(previews)) names.push_back(entry.path().filename().string());
@@ -550,13 +554,16 @@ TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate, 
   const std::string token_file = pki.file("one-token").string();
   std::ofstream(token_file) << pki.tokens[1] << "\n";
   const auto tokens = sagevid::BearerTokens::load({pki.token_file, ""});
-  FakeServer server("video", sagevid::grpc_server_credentials({pki.file("server.pem"), pki.file("server.key"), {}}, tokens));
-  const std::string trusting = "--server 127.0.0.1:" + std::to_string(server.port) + " --tls-ca " + pki.file("ca.pem").string();
+  FakeServer server("video",
+                    sagevid::grpc_server_credentials({pki.file("server.pem"), pki.file("server.key"), {}}, tokens));
+  const std::string trusting =
+      "--server 127.0.0.1:" + std::to_string(server.port) + " --tls-ca " + pki.file("ca.pem").string();
 
   auto result = run_client(trusting + " --token-file " + token_file + " models");
   CHECK(result.exit_status == 0);
   CHECK(result.output.starts_with("tiny\n"));
-  result = sagevid::test::run_command("SAGEVID_TOKEN=" + pki.tokens[0] + " " + SAGEVID_CLIENT_BINARY + " " + trusting + " models");
+  result = sagevid::test::run_command("SAGEVID_TOKEN=" + pki.tokens[0] + " " + SAGEVID_CLIENT_BINARY + " " + trusting +
+                                      " models");
   CHECK(result.exit_status == 0);
   result = run_client(trusting + " models");
   CHECK(result.exit_status == 1);
@@ -575,10 +582,12 @@ TEST_CASE("sagevid-client speaks TLS, sends its token and a client certificate, 
 
   FakeServer strict("video", sagevid::grpc_server_credentials(
                                  {pki.file("server.pem"), pki.file("server.key"), pki.file("ca.pem")}, nullptr));
-  const std::string at_strict = "--server 127.0.0.1:" + std::to_string(strict.port) + " --tls-ca " + pki.file("ca.pem").string();
+  const std::string at_strict =
+      "--server 127.0.0.1:" + std::to_string(strict.port) + " --tls-ca " + pki.file("ca.pem").string();
   CHECK(run_client(at_strict + " models").exit_status == 1);
   CHECK(run_client(at_strict + " --tls-cert " + pki.file("client.pem").string() + " --tls-key " +
-                   pki.file("client.key").string() + " models").exit_status == 0);
+                   pki.file("client.key").string() + " models")
+            .exit_status == 0);
   result = run_client(at_strict + " --tls-cert " + pki.file("client.pem").string() + " models");
   CHECK(result.exit_status == 2);
   CHECK(result.output.find("--tls-cert and --tls-key go together") != std::string::npos);

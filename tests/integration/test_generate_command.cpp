@@ -31,11 +31,13 @@ std::string read_file(const std::filesystem::path& path) {
 }  // namespace
 
 TEST_CASE("generate parses every flag", "[integration][generate]") {
+  // clang-format off: a command line, packed as it is typed (the formatter puts each of its words on a line).
   const GenerateArgs args = parse_generate_args(
       {"--config", "c.json", "--set", "a=1", "--set", "b=2", "--model", "m", "--prompt", "a fox", "--negative-prompt",
        "blur", "--frames", "13", "--height", "480", "--width", "720", "--steps", "7", "--guidance", "4.5",
        "--dynamic-cfg", "--seed", "18446744073709551615", "--fps", "12", "--backend", "flash", "--output", "x.mp4",
        "--format", "lossless", "--crf", "18", "--preset", "slow"});
+  // clang-format on
   CHECK(args.config == "c.json");
   CHECK(args.overrides == std::vector<std::string>{"a=1", "b=2"});
   CHECK(args.model == "m");
@@ -71,7 +73,8 @@ TEST_CASE("generate rejects bad arguments naming the flag", "[integration][gener
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--steps", "99999999999"}), ContainsSubstring("--steps"));
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--guidance", "high"}), ContainsSubstring("--guidance"));
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--format", "gif"}), ContainsSubstring("--format: 'gif'"));
-  REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--colour"}), ContainsSubstring("unknown argument '--colour'"));
+  REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", "p", "--colour"}),
+                      ContainsSubstring("unknown argument '--colour'"));
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt"}), ContainsSubstring("--prompt needs a value"));
   REQUIRE_THROWS_WITH(parse_generate_args({"--prompt", " \t\n "}),
                       ContainsSubstring("--prompt: must not be empty or only whitespace"));
@@ -114,10 +117,10 @@ TEST_CASE("generate makes an MP4 of the tiny model that decodes to the requested
   const int fps = std::uniform_int_distribution<int>(4, 24)(random);
   CAPTURE(frames, height, width, fps);
   const auto output = scratch_file("tiny.mp4");
-  const int code = sagevid::run_generate({"--config", kTinyConfig, "--prompt", "a small test", "--frames",
-                                          std::to_string(frames), "--height", std::to_string(height), "--width",
-                                          std::to_string(width), "--steps", "2", "--fps", std::to_string(fps),
-                                          "--output", output.string()});
+  const int code =
+      sagevid::run_generate({"--config", kTinyConfig, "--prompt", "a small test", "--frames", std::to_string(frames),
+                             "--height", std::to_string(height), "--width", std::to_string(width), "--steps", "2",
+                             "--fps", std::to_string(fps), "--output", output.string()});
   REQUIRE(code == 0);
   const std::string bytes = read_file(output);
   std::filesystem::remove(output);
@@ -134,18 +137,18 @@ TEST_CASE("generate makes an MP4 of the tiny model that decodes to the requested
 TEST_CASE("generate reports a bad request or output path and leaves no file", "[integration][generate]") {
   const auto output = scratch_file("bad.mp4");
   // 100 is no multiple of the tiny model's spatial factor: the pipeline's validation names the field.
-  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "100",
-                               "--width", "64", "--output", output.string()}) == 2);
-  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--model", "huge", "--output",
-                               output.string()}) == 2);
-  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64",
-                               "--width", "64", "--preset", "warp", "--output", output.string()}) == 2);
+  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "100", "--width",
+                               "64", "--output", output.string()}) == 2);
+  CHECK(sagevid::run_generate(
+            {"--config", kTinyConfig, "--prompt", "p", "--model", "huge", "--output", output.string()}) == 2);
+  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64", "--width",
+                               "64", "--preset", "warp", "--output", output.string()}) == 2);
   // 9 frames of 64 x 64 are 3 x 4 x 4 = 48 latent tokens: 3 steps are over a cap of 100.
   CHECK(sagevid::run_generate({"--config", kTinyConfig, "--set", "models.0.max_latent_token_steps=100", "--prompt", "p",
                                "--frames", "9", "--height", "64", "--width", "64", "--steps", "3", "--output",
                                output.string()}) == 2);
   CHECK_FALSE(std::filesystem::exists(output));
   CHECK_FALSE(std::filesystem::exists(output.string() + ".part"));
-  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64",
-                               "--width", "64", "--output", "/nonexistent-dir/x.mp4"}) == 1);
+  CHECK(sagevid::run_generate({"--config", kTinyConfig, "--prompt", "p", "--frames", "9", "--height", "64", "--width",
+                               "64", "--output", "/nonexistent-dir/x.mp4"}) == 1);
 }

@@ -218,6 +218,8 @@ class HttpApi(unittest.TestCase):
 
     def test_previews(self):
         plain = self.server.create(**small()).json()
+        # server.queue_size=1: the second request finds the queue free only once the worker has taken the first.
+        self.server.wait(plain["id"], until=("in_progress", "completed"))
         created = self.server.create(**small(size="192x128", steps=2, preview_every=1)).json()
         done = self.server.wait(created["id"])[-1]
         self.assertEqual((done["status"], done["preview_step"]), ("completed", 2))

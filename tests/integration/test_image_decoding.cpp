@@ -71,7 +71,8 @@ TEST_CASE("a JPEG decodes close to PIL's decode of it", "[integration][image]") 
   const float ours = (got.to(at::kInt) - original).abs().to(at::kFloat).mean().item<float>();
   const float pil = (want.to(at::kInt) - original).abs().to(at::kFloat).mean().item<float>();
   WARN("FFmpeg vs PIL JPEG decode: mean difference " << signed_difference.abs().mean().item<float>()
-       << "; from the original pixels: FFmpeg " << ours << ", PIL " << pil);
+                                                     << "; from the original pixels: FFmpeg " << ours << ", PIL "
+                                                     << pil);
   CHECK(signed_difference.mean(at::IntArrayRef{0, 1}).abs().max().item<float>() < 0.5f);  // per channel
   CHECK(signed_difference.abs().mean().item<float>() < 8.0f);
   CHECK(ours < 1.1f * pil);
@@ -125,8 +126,7 @@ TEST_CASE("mutated PNG and JPEG files decode or are refused, nothing else", "[in
       try {
         const at::Tensor image = sagevid::decode_image(bytes, {});
         CHECK((image.dim() == 3 && image.size(2) == 3 && image.scalar_type() == at::kByte));
-      } catch (const ImageError&) {
-      }
+      } catch (const ImageError&) {}
     }
   }
 }

@@ -16,7 +16,8 @@ TEST_CASE("the CPU's free memory is positive and at most its physical memory", "
   CHECK(free_bytes <= int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGESIZE)));
 }
 
-TEST_CASE("an estimate over the free memory is refused naming both numbers and one within it passes", "[integration][memory]") {
+TEST_CASE("an estimate over the free memory is refused naming both numbers and one within it passes",
+          "[integration][memory]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   std::mt19937_64 draw(rng.seed);

@@ -7,7 +7,6 @@
 #include "test_pki.h"
 #include "test_random.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -54,7 +53,10 @@ struct Exposition {
 std::string unescape(const std::string& text) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '\\') { out += text[i]; continue; }
+    if (text[i] != '\\') {
+      out += text[i];
+      continue;
+    }
     const char next = text.at(++i);
     out += next == 'n' ? '\n' : next;
   }
@@ -65,7 +67,8 @@ std::string unescape(const std::string& text) {
 std::string family_of(const std::string& name, const std::map<std::string, std::string>& types) {
   for (const char* suffix : {"_bucket", "_sum", "_count"}) {
     const std::string s = suffix;
-    if (name.ends_with(s) && types.count(name.substr(0, name.size() - s.size()))) return name.substr(0, name.size() - s.size());
+    if (name.ends_with(s) && types.count(name.substr(0, name.size() - s.size())))
+      return name.substr(0, name.size() - s.size());
   }
   return name;
 }
@@ -338,8 +341,8 @@ TEST_CASE("GET /metrics over TLS needs a listed bearer token, and a client CA re
     CHECK(response->status == 200);
     CHECK(response->body == metrics.render());
   }
-  for (const std::string& wrong : {std::string(), std::string("Bearer "), "Bearer " + pki.tokens[0] + "x", pki.tokens[0],
-                                   "Basic " + pki.tokens[1]}) {
+  for (const std::string& wrong : {std::string(), std::string("Bearer "), "Bearer " + pki.tokens[0] + "x",
+                                   pki.tokens[0], "Basic " + pki.tokens[1]}) {
     CAPTURE(wrong);
     for (const char* path : {"/metrics", "/elsewhere"}) {
       const auto response = sagevid::test::http_get(server.port(), path, {wrong, trusting});
@@ -350,13 +353,15 @@ TEST_CASE("GET /metrics over TLS needs a listed bearer token, and a client CA re
   }
   const std::string authorization = "Bearer " + pki.tokens[0];
   CHECK_FALSE(sagevid::test::http_get(server.port(), "/metrics", {authorization}));  // plaintext
-  CHECK_FALSE(sagevid::test::http_get(server.port(), "/metrics", {authorization, TlsClientFiles{pki.file("other-ca.pem")}}));
+  CHECK_FALSE(
+      sagevid::test::http_get(server.port(), "/metrics", {authorization, TlsClientFiles{pki.file("other-ca.pem")}}));
 
   const MetricsHttpServer strict("127.0.0.1", 0, metrics,
                                  {pki.file("server.pem"), pki.file("server.key"), pki.file("ca.pem")}, tokens);
   CHECK_FALSE(sagevid::test::http_get(strict.port(), "/metrics", {authorization, trusting}));
   const auto response = sagevid::test::http_get(
-      strict.port(), "/metrics", {authorization, TlsClientFiles{pki.file("ca.pem"), pki.file("client.pem"), pki.file("client.key")}});
+      strict.port(), "/metrics",
+      {authorization, TlsClientFiles{pki.file("ca.pem"), pki.file("client.pem"), pki.file("client.key")}});
   REQUIRE(response);
   CHECK(response->status == 200);
 }

@@ -86,7 +86,8 @@ Outcome run(const GenerationRequest& request, const std::function<bool(const Out
   callbacks.on_frames = [&](const at::Tensor& frames) { outcome.batches.push_back(frames); };
   callbacks.on_progress = [&](const sagevid::GenerationProgress& p) { outcome.progress.push_back(p); };
   callbacks.on_phase = [&](GenerationPhase phase) {
-    outcome.phases.push_back(std::string(sagevid::phase_name(phase)) + " after " + std::to_string(outcome.progress.size()));
+    outcome.phases.push_back(std::string(sagevid::phase_name(phase)) + " after " +
+                             std::to_string(outcome.progress.size()));
   };
   if (stop_after) callbacks.cancelled = [&] { return stop_after(outcome); };
   outcome.result = tiny_pipeline().generate(request, callbacks);
@@ -299,8 +300,8 @@ TEST_CASE("work over the cap is refused with its numbers and the model's default
   CHECK_NOTHROW(capped.validate(request));
   request.num_inference_steps += 1;
   CHECK_THROWS_WITH(capped.validate(request),
-                    ContainsSubstring("72 latent tokens x " + std::to_string(request.num_inference_steps) + " steps = " +
-                                      std::to_string(72 * request.num_inference_steps)) &&
+                    ContainsSubstring("72 latent tokens x " + std::to_string(request.num_inference_steps) +
+                                      " steps = " + std::to_string(72 * request.num_inference_steps)) &&
                         ContainsSubstring("limit of " + std::to_string(cap)));
   CHECK_THROWS_AS(capped.generate(request), sagevid::RequestTooLarge);
 }
@@ -462,17 +463,20 @@ TEST_CASE("previews come every preview_every steps after their progress; the las
   std::vector<std::string> order;
   std::vector<sagevid::GenerationPreview> previews;
   std::vector<at::Tensor> batches;
-  const auto result = tiny_pipeline().generate(
-      request, {.on_progress = [&](const sagevid::GenerationProgress& p) {
-                  if (p.phase == GenerationPhase::denoise) order.push_back("step " + std::to_string(p.step));
-                },
-                .on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); },
-                .on_preview = [&](const sagevid::GenerationPreview& preview) {
-                  order.push_back("preview " + std::to_string(preview.step));
-                  previews.push_back(preview);
-                }});
-  CHECK(order == std::vector<std::string>{"step 1", "step 2", "preview 2", "step 3", "step 4", "preview 4",
-                                          "step 5", "step 6", "preview 6"});
+  const auto result =
+      tiny_pipeline().generate(request, {.on_progress =
+                                             [&](const sagevid::GenerationProgress& p) {
+                                               if (p.phase == GenerationPhase::denoise)
+                                                 order.push_back("step " + std::to_string(p.step));
+                                             },
+                                         .on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); },
+                                         .on_preview =
+                                             [&](const sagevid::GenerationPreview& preview) {
+                                               order.push_back("preview " + std::to_string(preview.step));
+                                               previews.push_back(preview);
+                                             }});
+  CHECK(order == std::vector<std::string>{"step 1", "step 2", "preview 2", "step 3", "step 4", "preview 4", "step 5",
+                                          "step 6", "preview 6"});
   REQUIRE(previews.size() == 3);
   CHECK(result.timings.previews == 3);
   CHECK(result.timings.preview_s > 0);

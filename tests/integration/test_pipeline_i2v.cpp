@@ -137,8 +137,8 @@ TEST_CASE("an image-to-video index over a text-to-video transformer, and the rev
     fs::create_symlink(kI2v / "cogvideox1.5-i2v" / part, dir / part);
   fs::create_symlink(kTiny / "transformer", dir / "transformer");
   fs::copy_file(kI2v / "cogvideox1.5-i2v" / "model_index.json", dir / "model_index.json");
-  CHECK_THROWS_WITH(CogVideoXPipeline::load(dir.path, {}), ContainsSubstring("image-to-video") &&
-                                                               ContainsSubstring("in/out channels 4/4"));
+  CHECK_THROWS_WITH(CogVideoXPipeline::load(dir.path, {}),
+                    ContainsSubstring("image-to-video") && ContainsSubstring("in/out channels 4/4"));
   fs::remove(dir / "transformer");
   fs::remove(dir / "model_index.json");
   fs::create_symlink(kI2v / "cogvideox1.5-i2v" / "transformer", dir / "transformer");

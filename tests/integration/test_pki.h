@@ -69,8 +69,8 @@ class TestPki {
     std::ofstream(file(name + ".ext")) << extension << "\n";
     openssl("req " + new_key(file(name + ".key")) + " -out " + file(name + ".csr").string() + " -subj /CN=" + name);
     openssl("x509 -req -in " + file(name + ".csr").string() + " -CA " + file("ca.pem").string() + " -CAkey " +
-            file("ca.key").string() + " -CAcreateserial -days 2 -out " + file(name + ".pem").string() +
-            " -extfile " + file(name + ".ext").string());
+            file("ca.key").string() + " -CAcreateserial -days 2 -out " + file(name + ".pem").string() + " -extfile " +
+            file(name + ".ext").string());
   }
 };
 

@@ -43,9 +43,9 @@ TEST_CASE("the tiny config resolves its model folder next to the config", "[inte
 }
 
 TEST_CASE("command-line overrides win and are validated like the file", "[integration][config]") {
-  const auto config = load_server_config(kConfigs / "cogvideox-2b.json",
-                                         {"attention.backend=cudnn", "server.queue_size=3",
-                                          "models.0.path=/data/CogVideoX-2b", "log_level=warn"});
+  const auto config = load_server_config(
+      kConfigs / "cogvideox-2b.json",
+      {"attention.backend=cudnn", "server.queue_size=3", "models.0.path=/data/CogVideoX-2b", "log_level=warn"});
   CHECK(config.attention.backend == sagevid::AttentionBackend::cudnn);
   CHECK(config.queue_size == 3);
   CHECK(config.models[0].path == "/data/CogVideoX-2b");
@@ -78,9 +78,12 @@ TEST_CASE("invalid server configs name the key", "[integration][config]") {
                       ContainsSubstring("models[0].max_latent_token_steps: must be positive"));
   REQUIRE_THROWS_WITH(parse(R"({"server": {"queue_size": 1e20}})"),
                       ContainsSubstring("server.queue_size: 1e+20 is too large for an integer"));
-  CHECK(parse(R"({"models": [{"name": "a", "path": "p", "max_latent_token_steps": 5000}]})").models[0].max_latent_token_steps == 5000);
+  CHECK(parse(R"({"models": [{"name": "a", "path": "p", "max_latent_token_steps": 5000}]})")
+            .models[0]
+            .max_latent_token_steps == 5000);
   CHECK_FALSE(parse(R"({"models": [{"name": "a", "path": "p"}]})").models[0].max_latent_token_steps.has_value());
-  CHECK(parse(R"({"models": [{"name": "a", "path": "rel/dir", "device": "cuda:1"}]})").models[0].path == "/base/rel/dir");
+  CHECK(parse(R"({"models": [{"name": "a", "path": "rel/dir", "device": "cuda:1"}]})").models[0].path ==
+        "/base/rel/dir");
 }
 
 TEST_CASE("the shipped GPU config serves only this host, plaintext callers cannot pick backends",

@@ -12,9 +12,7 @@
 using namespace sagevid::test;
 using Kind = v1::GenerateEvent::EventCase;
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("generate streams queued, started, progress, chunks and completed in order", "[integration][server]") {
   Random rng;
@@ -69,8 +67,8 @@ TEST_CASE("generate streams queued, started, progress, chunks and completed in o
   CHECK(started.request_id().size() >= 8);
   CHECK(completed.request_id() == started.request_id());
   const v1::PhaseTimes& times = completed.times();
-  for (double t : {times.queued_seconds(), times.text_encode_seconds(), times.denoise_seconds(),
-                   times.decode_seconds(), times.encode_seconds()})
+  for (double t : {times.queued_seconds(), times.text_encode_seconds(), times.denoise_seconds(), times.decode_seconds(),
+                   times.encode_seconds()})
     CHECK(t >= 0);
   CHECK(times.denoise_seconds() > 0);
   CHECK(times.encode_seconds() > 0);
@@ -101,7 +99,8 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
   for (size_t i = 0; i < result.events.size(); ++i) {
     if (result.events[i].has_progress()) progress.push_back(&result.events[i].progress());
     if (result.events[i].has_chunk() && first_chunk < 0) first_chunk = int(i);
-    if (result.events[i].has_progress() && result.events[i].progress().phase() == v1::PHASE_DECODE) last_decode = int(i);
+    if (result.events[i].has_progress() && result.events[i].progress().phase() == v1::PHASE_DECODE)
+      last_decode = int(i);
   }
   REQUIRE(progress.size() >= size_t(2 + steps + 2));
   CHECK(progress[0]->phase() == v1::PHASE_TEXT_ENCODE);
@@ -129,7 +128,8 @@ TEST_CASE("progress runs text-encode, denoise 1..n, then decode and encode up to
   }
   CHECK(decoded == 17);
   CHECK(encoded == 17);
-  for (size_t i = 1; i < progress.size(); ++i) CHECK(progress[i]->elapsed_seconds() >= progress[i - 1]->elapsed_seconds());
+  for (size_t i = 1; i < progress.size(); ++i)
+    CHECK(progress[i]->elapsed_seconds() >= progress[i - 1]->elapsed_seconds());
   // The video streams while it is made: the first bytes go out before the last batch is decoded.
   CHECK(first_chunk >= 0);
   CHECK(first_chunk < last_decode);
@@ -209,7 +209,8 @@ TEST_CASE("work over the model's cap is RESOURCE_EXHAUSTED naming the numbers", 
   // 17 frames of 192 x 192 are 5 x 12 x 12 = 720 latent tokens; the default cap is 4 x 72 x 50 = 14400.
   const std::string cap_key = "models.0.max_latent_token_steps=";
   const int64_t cap = 720 * std::uniform_int_distribution<int64_t>(1, 30)(draw);
-  for (const auto& [setting, limit] : {std::pair{std::string("null"), int64_t(14400)}, std::pair{std::to_string(cap), cap}}) {
+  for (const auto& [setting, limit] :
+       {std::pair{std::string("null"), int64_t(14400)}, std::pair{std::to_string(cap), cap}}) {
     CAPTURE(setting);
     TestServer server(tiny_config({cap_key + setting}));
     const auto stub = server.stub();
@@ -322,8 +323,7 @@ TEST_CASE("each invalid field is refused before queueing, naming the field", "[i
   }
 }
 
-TEST_CASE("a request that is not a valid GenerateRequest is INVALID_ARGUMENT with a message",
-          "[integration][server]") {
+TEST_CASE("a request that is not a valid GenerateRequest is INVALID_ARGUMENT with a message", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
@@ -348,7 +348,8 @@ TEST_CASE("a request that is not a valid GenerateRequest is INVALID_ARGUMENT wit
   const std::vector<std::pair<const char*, std::string>> cases = {
       // Field 1 with wire type 7, which does not exist, then anything.
       {"garbage", prefixed('\x0f', random_bytes(std::uniform_int_distribution<int>(0, 200)(draw), 0, 255))},
-      {"truncated", valid.substr(0, prompt_at + std::uniform_int_distribution<std::size_t>(0, prompt.size() - 1)(draw))},
+      {"truncated",
+       valid.substr(0, prompt_at + std::uniform_int_distribution<std::size_t>(0, prompt.size() - 1)(draw))},
       {"invalid UTF-8", prefixed('\x12', prefixed(char(bad_text.size()), bad_text))},
   };
   for (const auto& [name, bytes] : cases) {

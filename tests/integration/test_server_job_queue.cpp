@@ -35,7 +35,8 @@ struct Journal {
   }
   bool wait_for(const std::string& event, std::chrono::milliseconds timeout = 5s) {
     std::unique_lock lock(mutex);
-    return changed.wait_for(lock, timeout, [&] { return std::find(events.begin(), events.end(), event) != events.end(); });
+    return changed.wait_for(lock, timeout,
+                            [&] { return std::find(events.begin(), events.end(), event) != events.end(); });
   }
   std::vector<std::string> snapshot() {
     std::lock_guard lock(mutex);
@@ -67,10 +68,11 @@ struct Gate {
 };
 
 JobFunctions gated_job(Journal& journal, Gate& gate, const std::string& name) {
-  return {.run = [&journal, &gate, name](Job& job) {
-            journal.add("start " + name);
-            journal.add((gate.pass(job) ? "finish " : "cancelled ") + name);
-          },
+  return {.run =
+              [&journal, &gate, name](Job& job) {
+                journal.add("start " + name);
+                journal.add((gate.pass(job) ? "finish " : "cancelled ") + name);
+              },
           .dropped = [&journal, name] { journal.add("dropped " + name); }};
 }
 
@@ -123,7 +125,8 @@ TEST_CASE("a full queue refuses at once and takes jobs again when one leaves", "
 
   queue.submit("running", gated_job(journal, gates[0], "running"));
   REQUIRE(journal.wait_for("start running"));
-  for (size_t i = 1; i <= capacity; ++i) queue.submit("w" + std::to_string(i), gated_job(journal, gates[i], std::to_string(i)));
+  for (size_t i = 1; i <= capacity; ++i)
+    queue.submit("w" + std::to_string(i), gated_job(journal, gates[i], std::to_string(i)));
   CHECK(queue.waiting() == capacity);
   const auto before = std::chrono::steady_clock::now();
   REQUIRE_THROWS_MATCHES(queue.submit("extra", gated_job(journal, gates.back(), "extra")), sagevid::QueueFull,

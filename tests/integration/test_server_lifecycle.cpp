@@ -87,7 +87,8 @@ struct Cancellable {
     result = std::async(std::launch::async, [this, &stub, request] {
       return generate(stub, request, [this](const v1::GenerateEvent& event, grpc::ClientContext& context) {
         if (cancel_requested) context.TryCancel();
-        if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE) denoise_step = event.progress().step();
+        if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE)
+          denoise_step = event.progress().step();
       });
     });
   }
@@ -283,9 +284,10 @@ TEST_CASE("shutdown refuses new calls, lets running work finish within the drain
   }
 }
 
-TEST_CASE("a failing job ends alone: out of memory of any kind is RESOURCE_EXHAUSTED and an internal error "
-          "a short message with the request id",
-          "[integration][server]") {
+TEST_CASE(
+    "a failing job ends alone: out of memory of any kind is RESOURCE_EXHAUSTED and an internal error "
+    "a short message with the request id",
+    "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);
   auto draw = drawer(rng.seed);
@@ -353,8 +355,8 @@ struct StalledClient {
     arguments.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     arguments.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
     arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // its own connection
-    channel = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(),
-                                        arguments);
+    channel =
+        grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(), arguments);
     stub = v1::VideoGeneration::NewStub(channel);
     reader = stub->Generate(&context, request);
   }
@@ -367,8 +369,7 @@ struct StalledClient {
 // Waits until the server has counted `count` requests with this outcome.
 bool wait_for_outcome(int metrics_port, const std::string& outcome, int count, Clock::duration timeout) {
   const auto end = Clock::now() + timeout;
-  while (requests_with_outcome(metrics_port, outcome) < count && Clock::now() < end)
-    std::this_thread::sleep_for(20ms);
+  while (requests_with_outcome(metrics_port, outcome) < count && Clock::now() < end) std::this_thread::sleep_for(20ms);
   return requests_with_outcome(metrics_port, outcome) >= count;
 }
 
@@ -445,9 +446,8 @@ TEST_CASE("a corrupt model folder at start-up is a clear error naming the model 
   std::filesystem::resize_file(weights, std::filesystem::file_size(weights) / 2);
 
   TestServer server(tiny_config({"models.0.path=\"" + folder.string() + "\""}), /*load=*/false);
-  REQUIRE_THROWS_WITH(server.server().load_models(),
-                      ContainsSubstring("model 'tiny' (" + folder.string()) &&
-                          ContainsSubstring("diffusion_pytorch_model.safetensors"));
+  REQUIRE_THROWS_WITH(server.server().load_models(), ContainsSubstring("model 'tiny' (" + folder.string()) &&
+                                                         ContainsSubstring("diffusion_pytorch_model.safetensors"));
   CHECK(health_status(server.channel()) == kNotServing);
   std::filesystem::remove_all(folder);
 }
@@ -456,8 +456,8 @@ namespace {
 
 // `sagevid serve` of the tiny config with this drain; its work cap admits slow_request(), as tiny_config()'s.
 ServerProcess serve_tiny_draining(const std::string& address, const std::string& drain_seconds) {
-  return sagevid::test::serve_tiny(address, {"server.drain_seconds=" + drain_seconds,
-                                             "models.0.max_latent_token_steps=720000"});
+  return sagevid::test::serve_tiny(address,
+                                   {"server.drain_seconds=" + drain_seconds, "models.0.max_latent_token_steps=720000"});
 }
 
 }  // namespace
@@ -488,7 +488,8 @@ TEST_CASE("a second server on a port in use fails at start-up naming the address
   TestServer first(tiny_config(), false);
   const std::string address = "127.0.0.1:" + std::to_string(first.server().port());
   const std::string on_address = "server.address=\"" + address + "\"";
-  REQUIRE_THROWS_WITH(sagevid::SagevidServer(tiny_config({on_address})), ContainsSubstring("cannot listen on " + address));
+  REQUIRE_THROWS_WITH(sagevid::SagevidServer(tiny_config({on_address})),
+                      ContainsSubstring("cannot listen on " + address));
   // The binary exits with that error instead of sharing the port; `timeout` ends one that serves after all.
   const CommandResult second = run_command("timeout 30 " + sagevid_binary() + " serve --config " +
                                            kTinyConfig.string() + " --set '" + on_address + "'");

@@ -122,8 +122,9 @@ TEST_CASE("tokens come from a file and an environment variable, unreadable or em
   CHECK_FALSE(tokens->accepts("Bearer "));
   CHECK_FALSE(tokens->accepts("bearer " + from_env));
   unsetenv(variable.c_str());
-  REQUIRE_THROWS_WITH(sagevid::BearerTokens::load({{}, variable}),
-                      ContainsSubstring("server.auth.token_env: environment variable " + variable + " is unset or empty"));
+  REQUIRE_THROWS_WITH(
+      sagevid::BearerTokens::load({{}, variable}),
+      ContainsSubstring("server.auth.token_env: environment variable " + variable + " is unset or empty"));
   std::ofstream(pki.file("no-tokens")) << "# none yet\n\n";
   REQUIRE_THROWS_WITH(sagevid::BearerTokens::load({pki.file("no-tokens"), ""}),
                       ContainsSubstring(pki.file("no-tokens").string() + " holds no token"));

@@ -33,8 +33,8 @@ inline const std::filesystem::path kTinyConfig = std::filesystem::path(SAGEVID_S
 // The tiny config on an ephemeral port, quiet, with the given overrides on top. Its work cap lets
 // slow_request() through (1000 steps at the largest size are 50x the default cap).
 inline ServerConfig tiny_config(std::vector<std::string> overrides = {}) {
-  overrides.insert(overrides.begin(), {"server.address=\"127.0.0.1:0\"", "log_level=warn",
-                                       "models.0.max_latent_token_steps=720000"});
+  overrides.insert(overrides.begin(),
+                   {"server.address=\"127.0.0.1:0\"", "log_level=warn", "models.0.max_latent_token_steps=720000"});
   return load_server_config(kTinyConfig, overrides);
 }
 

@@ -56,8 +56,10 @@ struct GradientVideo {
       for (int y = 0; y < height; ++y)
         for (int x = 0; x < width; ++x)
           for (int c = 0; c < 3; ++c) {
-            const double wave = std::sin(2 * M_PI * (frequency_x[c] * x / width + frequency_y[c] * y / height +
-                                                     speed[c] * static_cast<double>(t)) + phase[c]);
+            const double wave = std::sin(
+                2 * M_PI *
+                    (frequency_x[c] * x / width + frequency_y[c] * y / height + speed[c] * static_cast<double>(t)) +
+                phase[c]);
             *pixel++ = static_cast<uint8_t>(std::lround(127.5 + 110 * wave));
           }
     return out;
@@ -263,9 +265,9 @@ TEST_CASE("the lossless format returns the encoder's YUV exactly", "[integration
   CHECK(mean_error < 0.5);
   // And the codec itself is exact: the decoded planes are the encoder's, converted here the same way.
   // (If x264 were lossy at all, smooth content would still pass the bounds above; this would not.)
-  SwsContext* scaler = sws_getContext(options.width, options.height, AV_PIX_FMT_RGB24, options.width,
-                                      options.height, AV_PIX_FMT_YUV444P,
-                                      SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr, nullptr);
+  SwsContext* scaler =
+      sws_getContext(options.width, options.height, AV_PIX_FMT_RGB24, options.width, options.height, AV_PIX_FMT_YUV444P,
+                     SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr, nullptr);
   REQUIRE(scaler != nullptr);
   const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
   sws_setColorspaceDetails(scaler, bt709, 1, bt709, 1, 0, 1 << 16, 1 << 16);

@@ -49,7 +49,8 @@ TEST_CASE("video request JSON: seconds become the fewest frames that last that l
 TEST_CASE("video request JSON: fields map to the GenerateRequest, null is absent", "[video_request_json]") {
   const auto request = from_json(R"({"model": "m", "prompt": "a fox", "negative_prompt": "blur", "size": "720x480",
       "frames": 9, "fps": 12, "seed": 18446744073709551615, "steps": 7, "guidance_scale": 4.5, "dynamic_cfg": true,
-      "attention_backend": "math", "image": null})", one_model(8, 4));
+      "attention_backend": "math", "image": null})",
+                                 one_model(8, 4));
   REQUIRE(request.model() == "m");
   REQUIRE(request.prompt() == "a fox");
   REQUIRE(request.negative_prompt() == "blur");
@@ -71,8 +72,9 @@ TEST_CASE("video request JSON: refusals name the field", "[video_request_json]")
   REQUIRE(refusal(R"({"prompt": "x", "seconds": "-1"})") == "seconds: -1 is not in (0, 3600]");
   REQUIRE(refusal(R"({"prompt": "x", "dynamic_cfg": 1})") == "dynamic_cfg: expected true or false, got number");
   REQUIRE(refusal(R"({"prompt": "x", "Prompt": "y"})").starts_with("Prompt: unknown field (the fields are: "));
-  REQUIRE(refusal(R"({"prompt": "x", "image": "aGk="})") == "image: model 'm' takes no image: it generates video "
-                                                               "from text only");
+  REQUIRE(refusal(R"({"prompt": "x", "image": "aGk="})") ==
+          "image: model 'm' takes no image: it generates video "
+          "from text only");
   REQUIRE(refusal(R"("x")") == "request: expected a JSON object, got string");
 }
 
@@ -86,7 +88,8 @@ TEST_CASE("video request JSON: form fields take their JSON types", "[video_reque
 
 using Catch::Matchers::ContainsSubstring;
 
-TEST_CASE("video request JSON: an image-to-video model takes base64, data: URLs and file parts", "[video_request_json]") {
+TEST_CASE("video request JSON: an image-to-video model takes base64, data: URLs and file parts",
+          "[video_request_json]") {
   sagevid::v1::ListModelsResponse models = one_model(8, 4);
   models.mutable_models(0)->set_takes_image(true);
   const std::string png = "\x89PNG\r\n\x1a\n";  // "iVBORw0KGgo=" in base64
@@ -106,7 +109,8 @@ TEST_CASE("video request JSON: an image-to-video model takes base64, data: URLs 
     return std::string("accepted");
   };
   CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "not base64!"})"), ContainsSubstring("image: not base64"));
-  CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "data:image/png,rawtext"})"), ContainsSubstring("must be base64"));
+  CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "data:image/png,rawtext"})"),
+             ContainsSubstring("must be base64"));
   CHECK_THAT(refusal_with(R"({"prompt": "x", "image": 7})"), ContainsSubstring("expected base64"));
   CHECK_THAT(refusal_with(R"({"prompt": "x", "image": "iVBORw0KGgo=", "input_reference": "iVBORw0KGgo="})"),
              ContainsSubstring("not both"));

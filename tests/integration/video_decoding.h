@@ -59,9 +59,9 @@ inline AVPixelFormat plain_format(int format) {
 
 // Converts a decoded frame to RGB24 with the matrix and range the stream is tagged with.
 inline at::Tensor to_rgb(const AVFrame* frame) {
-  SwsContext* scaler = sws_getContext(frame->width, frame->height, plain_format(frame->format),
-                                      frame->width, frame->height, AV_PIX_FMT_RGB24,
-                                      SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr, nullptr, nullptr);
+  SwsContext* scaler =
+      sws_getContext(frame->width, frame->height, plain_format(frame->format), frame->width, frame->height,
+                     AV_PIX_FMT_RGB24, SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr, nullptr, nullptr);
   REQUIRE(scaler != nullptr);
   const int colorspace = frame->colorspace == AVCOL_SPC_BT709 ? SWS_CS_ITU709 : SWS_CS_DEFAULT;
   const int* matrix = sws_getCoefficients(colorspace);

@@ -53,9 +53,8 @@ class SafetensorsWriter {
   // Tensors are packed back to back in the order added (no padding between them).
   SafetensorsWriter& add(const std::string& name, const std::string& dtype, std::vector<int64_t> shape,
                          const std::string& bytes) {
-    header_[name] = {{"dtype", dtype},
-                     {"shape", std::move(shape)},
-                     {"data_offsets", {data_.size(), data_.size() + bytes.size()}}};
+    header_[name] = {
+        {"dtype", dtype}, {"shape", std::move(shape)}, {"data_offsets", {data_.size(), data_.size() + bytes.size()}}};
     data_ += bytes;
     return *this;
   }

@@ -32,7 +32,8 @@ Inputs cpu_inputs(sagevid::test::Random& rng, at::ScalarType dtype = at::kBFloat
 }  // namespace
 
 TEST_CASE("backend names round-trip and unknown names list the choices", "[attention]") {
-  for (auto backend : {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::math})
+  for (auto backend :
+       {AttentionBackend::sage2, AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::math})
     CHECK(sagevid::parse_attention_backend(sagevid::backend_name(backend)) == backend);
   REQUIRE_THROWS_WITH(sagevid::parse_attention_backend("xformers"),
                       ContainsSubstring("unknown attention backend 'xformers' (choices: sage2, flash, cudnn, math)"));
@@ -137,8 +138,8 @@ TEST_CASE("malformed inputs are invalid_argument, never a fallback", "[attention
   sagevid::test::Random rng;
   const Inputs in = cpu_inputs(rng);
   const Attention attention(AttentionConfig{AttentionBackend::flash, AttentionBackend::math});
-  const auto rejects = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           const AttentionParams& params, const std::string& message) {
+  const auto rejects = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& params,
+                           const std::string& message) {
     CAPTURE(message);
     REQUIRE_THROWS_AS(attention(q, k, v, params), std::invalid_argument);
     REQUIRE_THROWS_WITH(attention(q, k, v, params), ContainsSubstring(message));

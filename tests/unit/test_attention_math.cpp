@@ -82,8 +82,7 @@ TEST_CASE("math attention matches a float64 reference", "[attention][math]") {
   CHECK(max_abs_diff(out, reference_attention(q, k, v, params)) < 2e-5);
 }
 
-TEST_CASE("math attention keeps fp16 and bf16 inputs in their dtype with fp32 accumulation",
-          "[attention][math]") {
+TEST_CASE("math attention keeps fp16 and bf16 inputs in their dtype with fp32 accumulation", "[attention][math]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16);

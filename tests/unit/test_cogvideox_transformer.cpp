@@ -70,14 +70,15 @@ TEST_CASE("the CogVideoX transformer matches diffusers' forward in fp32", "[cogv
   const CogVideoXTransformer model = CogVideoXTransformer::load(kFixtures / name / "transformer", kFp32);
   std::optional<at::Tensor> ofs;
   if (io.contains("ofs")) ofs = io.view("ofs");
-  const at::Tensor output = model.forward(io.view("latents"), io.view("text"), io.view("timestep"), ofs, sagevid::Attention());
+  const at::Tensor output =
+      model.forward(io.view("latents"), io.view("text"), io.view("timestep"), ofs, sagevid::Attention());
   REQUIRE(output.sizes() == io.view("output").sizes());
   const double error = max_relative_error(output, io.view("output"));
   WARN("CogVideoX transformer " << name << ": max relative error vs diffusers " << error);
   CHECK(error <= 1e-4);
   if (io.contains("latents_other")) {  // learned positions at another frame count: diffusers' sin-cos fallback
-    const at::Tensor other = model.forward(io.view("latents_other"), io.view("text"), io.view("timestep"), ofs,
-                                           sagevid::Attention());
+    const at::Tensor other =
+        model.forward(io.view("latents_other"), io.view("text"), io.view("timestep"), ofs, sagevid::Attention());
     const double other_error = max_relative_error(other, io.view("output_other"));
     WARN("CogVideoX transformer " << name << " at " << other.size(1) << " frames: max relative error " << other_error);
     CHECK(other_error <= 1e-4);
@@ -100,7 +101,8 @@ TEST_CASE("a CFG batch of 2 gives the same predictions as its rows one by one", 
   const sagevid::Attention attention;
   const at::Tensor batch = model.forward(latents, text, timestep, ofs, attention);
   for (int64_t i = 0; i < 2; ++i) {
-    const at::Tensor row = model.forward(latents.narrow(0, i, 1), text.narrow(0, i, 1), timestep.narrow(0, i, 1), ofs, attention);
+    const at::Tensor row =
+        model.forward(latents.narrow(0, i, 1), text.narrow(0, i, 1), timestep.narrow(0, i, 1), ofs, attention);
     CHECK(max_relative_error(row, batch.narrow(0, i, 1)) < 1e-5);
   }
 }
@@ -182,7 +184,8 @@ TEST_CASE("the CogVideoX config takes diffusers' defaults and rejects what canno
   CHECK(v15.latent_sample_frames() == 21);
 
   const auto rejects = [](const char* json, const char* message) {
-    REQUIRE_THROWS_WITH(CogVideoXConfig::from_json(nlohmann::json::parse(json), "config.json"), ContainsSubstring(message));
+    REQUIRE_THROWS_WITH(CogVideoXConfig::from_json(nlohmann::json::parse(json), "config.json"),
+                        ContainsSubstring(message));
   };
   rejects(R"({"activation_fn": "geglu"})", "config.json.activation_fn");
   rejects(R"({"timestep_activation_fn": "mish"})", "config.json.timestep_activation_fn");

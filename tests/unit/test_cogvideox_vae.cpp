@@ -75,8 +75,8 @@ TEST_CASE("decode_batches delivers decode's frames batch by batch", "[vae]") {
     CAPTURE(tiled);
     const sagevid::VaeDecodeOptions options = tiled ? fixture_tiling() : sagevid::VaeDecodeOptions{};
     std::vector<at::Tensor> parts;
-    decoder.decode_batches(io.view("latents"), [&](const at::Tensor& frames) { parts.push_back(frames.clone()); },
-                           options);
+    decoder.decode_batches(
+        io.view("latents"), [&](const at::Tensor& frames) { parts.push_back(frames.clone()); }, options);
     REQUIRE(parts.size() == 2);
     CHECK(parts[0].size(2) == 9);
     CHECK(parts[1].size(2) == 8);
@@ -103,7 +103,8 @@ TEST_CASE("tiled decoding matches diffusers' tiled_decode", "[vae]") {
 TEST_CASE("a VAE config that does not fit the weights names the tensor", "[vae]") {
   const auto dir = std::filesystem::temp_directory_path() / ("sagevid_vae_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(kVae / "vae" / "diffusion_pytorch_model.safetensors", dir / "diffusion_pytorch_model.safetensors",
+  std::filesystem::copy_file(kVae / "vae" / "diffusion_pytorch_model.safetensors",
+                             dir / "diffusion_pytorch_model.safetensors",
                              std::filesystem::copy_options::overwrite_existing);
   const nlohmann::json original = nlohmann::json::parse(std::ifstream(kVae / "vae" / "config.json"));
   const auto load_with = [&](const char* key, const nlohmann::json& value) {
@@ -138,9 +139,9 @@ TEST_CASE("large convolution inputs run in overlapping time chunks with the same
   // A tiny limit forces the chunked path: 4 parts asked, 9 output frames -> chunks of 3, overlapping by 2 inputs.
   const double limit_gib = double(x.numel()) * 2 / double(int64_t(1) << 30) / 3.5;
   CHECK(at::allclose(sagevid::vae::safe_conv3d(x, weight, bias, 1, limit_gib), whole, 1e-5, 1e-5));
-  CHECK(at::allclose(sagevid::vae::safe_conv3d(x, weight.narrow(2, 0, 1).narrow(3, 0, 1).narrow(4, 0, 1), bias, 0,
-                                               limit_gib),
-                     at::conv3d(x, weight.narrow(2, 0, 1).narrow(3, 0, 1).narrow(4, 0, 1), bias), 1e-5, 1e-5));
+  CHECK(at::allclose(
+      sagevid::vae::safe_conv3d(x, weight.narrow(2, 0, 1).narrow(3, 0, 1).narrow(4, 0, 1), bias, 0, limit_gib),
+      at::conv3d(x, weight.narrow(2, 0, 1).narrow(3, 0, 1).narrow(4, 0, 1), bias), 1e-5, 1e-5));
 }
 
 // ---- Encoder ----
@@ -265,7 +266,7 @@ TEST_CASE("the VAE encoder rejects videos and options it cannot encode, naming w
     return encoder.encode(at::zeros(shape), options);
   };
   REQUIRE_THROWS_WITH(encode({1, 4, 1, 16, 16}), ContainsSubstring("video must fit [B, 3, T, H, W]") &&
-                                                      ContainsSubstring("got [1, 4, 1, 16, 16]"));
+                                                     ContainsSubstring("got [1, 4, 1, 16, 16]"));
   REQUIRE_THROWS_WITH(encode({3, 1, 16, 16}), ContainsSubstring("video must fit [B, 3, T, H, W]"));
   for (const int64_t frames : {0, 2, 3, 6, 7, 10, 15}) {
     CAPTURE(frames);
@@ -274,8 +275,8 @@ TEST_CASE("the VAE encoder rejects videos and options it cannot encode, naming w
                             ContainsSubstring("got [1, 3, " + std::to_string(frames) + ", 16, 16]"));
   }
   REQUIRE_THROWS_WITH(encode({1, 3, 1, 12, 16}), ContainsSubstring("frame size must fit") &&
-                                                      ContainsSubstring("H, W multiples of 8") &&
-                                                      ContainsSubstring("got [1, 3, 1, 12, 16]"));
+                                                     ContainsSubstring("H, W multiples of 8") &&
+                                                     ContainsSubstring("got [1, 3, 1, 12, 16]"));
   REQUIRE_THROWS_WITH(encode({1, 3, 1, 16, 20}), ContainsSubstring("frame size must fit"));
   sagevid::VaeEncodeOptions odd_batches;
   odd_batches.frame_batch_size = 6;
@@ -284,7 +285,8 @@ TEST_CASE("the VAE encoder rejects videos and options it cannot encode, naming w
   tiny_tiles.tile_sample_min_height = 4;
   REQUIRE_THROWS_WITH(encode({1, 3, 1, 16, 16}, tiny_tiles), ContainsSubstring("tiles of 4x24 pixels"));
   // The frame counts the layout allows all encode: 1 + 4k to 1 + k latent frames, 4k to k.
-  for (const auto& [frames, latent_frames] : std::vector<std::pair<int64_t, int64_t>>{{4, 1}, {5, 2}, {8, 2}, {13, 4}}) {
+  for (const auto& [frames, latent_frames] :
+       std::vector<std::pair<int64_t, int64_t>>{{4, 1}, {5, 2}, {8, 2}, {13, 4}}) {
     CAPTURE(frames);
     CHECK(encode({1, 3, frames, 8, 8}).mean.size(2) == latent_frames);
   }

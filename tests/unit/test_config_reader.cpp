@@ -66,7 +66,8 @@ TEST_CASE("integers beyond int64 are rejected as too large", "[config]") {
   const json doc = json::parse(R"({"big": 18446744073709551615, "huge": 1e20, "very_negative": -1e19,
                                    "twenty_digits": 123456789012345678901, "fraction": 1.5})");
   ConfigReader root(doc, "");
-  REQUIRE_THROWS_WITH(root.get<int64_t>("big", 0), ContainsSubstring("big: 18446744073709551615 is too large for an integer"));
+  REQUIRE_THROWS_WITH(root.get<int64_t>("big", 0),
+                      ContainsSubstring("big: 18446744073709551615 is too large for an integer"));
   REQUIRE_THROWS_WITH(root.get<int64_t>("huge", 0), ContainsSubstring("huge: 1e+20 is too large for an integer"));
   REQUIRE_THROWS_WITH(root.get<int64_t>("very_negative", 0), ContainsSubstring("is too large for an integer"));
   REQUIRE_THROWS_WITH(root.get<int64_t>("twenty_digits", 0), ContainsSubstring("is too large for an integer"));

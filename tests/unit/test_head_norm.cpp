@@ -36,10 +36,9 @@ TEST_CASE("layer_norm_heads norms each head and rotates the tokens from first_to
   CHECK(at::equal(got.narrow(2, 0, first), normed.narrow(2, 0, first)));  // text tokens: only normed
 
   const at::Tensor video = normed.narrow(2, first, length - first).contiguous();
-  const at::Tensor turned =
-      at::view_as_real(at::view_as_complex(video.view({batch, heads, length - first, d / 2, 2})) *
-                       at::polar(at::ones_like(angles), angles))
-          .flatten(3);
+  const at::Tensor turned = at::view_as_real(at::view_as_complex(video.view({batch, heads, length - first, d / 2, 2})) *
+                                             at::polar(at::ones_like(angles), angles))
+                                .flatten(3);
   CHECK(at::allclose(got.narrow(2, first, length - first), turned, 1e-5, 1e-5));
   CHECK(at::equal(kernels::layer_norm_heads(x, weight, bias, 1e-6, std::nullopt), normed));
 }

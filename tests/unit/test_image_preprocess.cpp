@@ -47,7 +47,8 @@ TEST_CASE("the same size is a copy, and preprocessing scales to [-1, 1] as [1, 3
 
 TEST_CASE("images that are not uint8 RGB [H, W, 3] are refused", "[image]") {
   using Catch::Matchers::ContainsSubstring;
-  CHECK_THROWS_WITH(sagevid::resize_lanczos(at::zeros({4, 4, 4}, at::kByte), 2, 2), ContainsSubstring("[height, width, 3]"));
+  CHECK_THROWS_WITH(sagevid::resize_lanczos(at::zeros({4, 4, 4}, at::kByte), 2, 2),
+                    ContainsSubstring("[height, width, 3]"));
   CHECK_THROWS_WITH(sagevid::resize_lanczos(at::zeros({4, 4, 3}, at::kFloat), 2, 2), ContainsSubstring("Float"));
   CHECK_THROWS_WITH(sagevid::resize_lanczos(at::zeros({0, 4, 3}, at::kByte), 2, 2), ContainsSubstring("uint8 RGB"));
   CHECK_THROWS_AS(sagevid::resize_lanczos(at::zeros({4, 4, 3}, at::kByte), 0, 2), std::invalid_argument);

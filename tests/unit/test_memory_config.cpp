@@ -55,8 +55,7 @@ TEST_CASE("memory keys set the text encoder placement and the VAE's tiles and ba
 TEST_CASE("bad memory keys name the key", "[config]") {
   CHECK_THROWS_WITH(read(R"({"text_encoder": "cpu"})"),
                     ContainsSubstring("models[0].text_encoder: 'cpu': expected device or offload"));
-  CHECK_THROWS_WITH(read(R"({"text_encoder": true})"),
-                    ContainsSubstring("models[0].text_encoder: expected a string"));
+  CHECK_THROWS_WITH(read(R"({"text_encoder": true})"), ContainsSubstring("models[0].text_encoder: expected a string"));
   CHECK_THROWS_WITH(read(R"({"vae": {"tile_height": -8}})"),
                     ContainsSubstring("models[0].vae.tile_height: must not be negative"));
   CHECK_THROWS_WITH(read(R"({"vae": {"tile_overlap_width": 1.0}})"),

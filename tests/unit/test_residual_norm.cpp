@@ -36,8 +36,7 @@ TEST_CASE("residual_norm_modulate adds each stream's gated update, then norms an
     return at::layer_norm(x, {dim}, weight, bias, 1e-5) * (1 + scale) + shift;
   };
   CHECK(at::allclose(joint.narrow(1, 0, text_length), modulated(text_after, part(1), part(2)), 1e-5, 1e-5));
-  CHECK(at::allclose(joint.narrow(1, text_length, video_length), modulated(video_after, part(4), part(5)), 1e-5,
-                     1e-5));
+  CHECK(at::allclose(joint.narrow(1, text_length, video_length), modulated(video_after, part(4), part(5)), 1e-5, 1e-5));
 
   // Without updates the residuals stay as they are; without weight and bias the norm is plain.
   text_stream.update.reset();
@@ -52,9 +51,7 @@ TEST_CASE("residual_norm_modulate adds each stream's gated update, then norms an
 TEST_CASE("residual_norm_modulate refuses streams that do not fit, naming what is wrong", "[residual_norm]") {
   sagevid::test::Random rng;
   const at::Tensor x = rng.normal({2, 4, 16}), row = rng.normal({2, 1, 16});
-  const auto norm = [&](const kernels::NormStream& s) {
-    return kernels::residual_norm_modulate({s}, {}, {}, 1e-5);
-  };
+  const auto norm = [&](const kernels::NormStream& s) { return kernels::residual_norm_modulate({s}, {}, {}, 1e-5); };
   CHECK(norm({x, {}, {}, row, row}).sizes() == x.sizes());
   REQUIRE_THROWS_WITH(norm({x, {}, {}, row, rng.normal({2, 1, 8})}), ContainsSubstring("shift and scale must be"));
   REQUIRE_THROWS_WITH(norm({x, rng.normal({2, 3, 16}), row, row, row}), ContainsSubstring("an update must be"));

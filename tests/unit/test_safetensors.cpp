@@ -73,7 +73,8 @@ std::vector<int64_t> sizes_of(const at::Tensor& t) { return t.sizes().vec(); }
 
 // Runs f, which must throw; an accepted input throws a logic_error naming `what`, so a failing
 // REQUIRE_THROWS_WITH below shows which case slipped through.
-template <class F> void must_throw(F&& f, const std::string& what) {
+template <class F>
+void must_throw(F&& f, const std::string& what) {
   f();
   throw std::logic_error("accepted: " + what);
 }
@@ -89,8 +90,7 @@ void require_rejected(const fs::path& file, const std::vector<std::string>& frag
 
 void require_model_rejected(const fs::path& path, const std::vector<std::string>& fragments) {
   for (const auto& fragment : fragments)
-    REQUIRE_THROWS_WITH(must_throw([&] { SafetensorsModel::open(path); }, path.string()),
-                        ContainsSubstring(fragment));
+    REQUIRE_THROWS_WITH(must_throw([&] { SafetensorsModel::open(path); }, path.string()), ContainsSubstring(fragment));
   REQUIRE_THROWS_AS(SafetensorsModel::open(path), SafetensorsError);
 }
 
@@ -190,8 +190,7 @@ TEST_CASE("load converts to the target dtype", "[safetensors]") {
   const at::Tensor d = file.load("f32", at::TensorOptions().dtype(at::kDouble).device(at::kCPU));
   REQUIRE(d.scalar_type() == at::kDouble);
   REQUIRE(sizes_of(d) == std::vector<int64_t>{2, 5});
-  for (size_t i = 0; i < f32.size(); ++i)
-    CHECK(static_cast<const double*>(d.data_ptr())[i] == double(f32[i]));
+  for (size_t i = 0; i < f32.size(); ++i) CHECK(static_cast<const double*>(d.data_ptr())[i] == double(f32[i]));
 
   const at::Tensor f = file.load("bf16", at::TensorOptions().dtype(at::kFloat));
   REQUIRE(f.scalar_type() == at::kFloat);
@@ -209,8 +208,7 @@ TEST_CASE("load converts to the target dtype", "[safetensors]") {
 TEST_CASE("unaligned data comes back as a correct aligned copy", "[safetensors]") {
   TempDir dir;
   auto rng = fresh_rng();
-  const std::string pad = random_bytes(1, rng), f32 = random_bytes(5 * 4, rng),
-                    f64 = random_bytes(3 * 8, rng);
+  const std::string pad = random_bytes(1, rng), f32 = random_bytes(5 * 4, rng), f64 = random_bytes(3 * 8, rng);
   // Packed back to back: f32 starts at data offset 1 and f64 at 21, both misaligned.
   SafetensorsWriter()
       .add("a.pad", "U8", {1}, pad)
@@ -247,11 +245,10 @@ TEST_CASE("metadata and empty data sections and zero-element tensors", "[safeten
     CHECK(bytes_of(file.view("t")) == bytes);
   }
   SECTION("a header-only file (0-byte data section) with zero-element tensors sharing offsets") {
-    write_file(
-        dir / "empty.safetensors",
-        safetensors_bytes(R"({"__metadata__":{"k":"v"},"e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
-                          R"("z":{"dtype":"BF16","shape":[3,0,2],"data_offsets":[0,0]}})",
-                          ""));
+    write_file(dir / "empty.safetensors",
+               safetensors_bytes(R"({"__metadata__":{"k":"v"},"e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                                 R"("z":{"dtype":"BF16","shape":[3,0,2],"data_offsets":[0,0]}})",
+                                 ""));
     const SafetensorsFile file = SafetensorsFile::open(dir / "empty.safetensors");
     CHECK(file.metadata().at("k") == "v");
     CHECK(file.names() == std::vector<std::string>{"e", "z"});
@@ -285,14 +282,8 @@ TEST_CASE("sharded checkpoint through an index", "[safetensors]") {
   TempDir dir;
   auto rng = fresh_rng();
   const std::string e = random_bytes(12 * 2, rng), n = random_bytes(4 * 4, rng), p = random_bytes(6 * 2, rng);
-  SafetensorsWriter()
-      .add("embed", "BF16", {4, 3}, e)
-      .add("norm", "F32", {4}, n)
-      .write(dir / "shard-1.safetensors");
-  SafetensorsWriter()
-      .add("proj", "F16", {2, 3}, p)
-      .add("unlisted", "U8", {1}, "x")
-      .write(dir / "shard-2.safetensors");
+  SafetensorsWriter().add("embed", "BF16", {4, 3}, e).add("norm", "F32", {4}, n).write(dir / "shard-1.safetensors");
+  SafetensorsWriter().add("proj", "F16", {2, 3}, p).add("unlisted", "U8", {1}, "x").write(dir / "shard-2.safetensors");
   const json index = {
       {"metadata", {{"total_size", 52}}},
       {"weight_map",
@@ -340,10 +331,8 @@ TEST_CASE("unknown tensor names are errors naming file and tensor", "[safetensor
   const SafetensorsFile file = SafetensorsFile::open(dir / "known.safetensors");
   // (Combined matchers hold references to their parts, so each is spelled out in its own statement.)
   REQUIRE_THROWS_AS(file.info("no.such.w"), SafetensorsError);
-  REQUIRE_THROWS_WITH(file.info("no.such.w"),
-                      ContainsSubstring("known.safetensors") && ContainsSubstring("no.such.w"));
-  REQUIRE_THROWS_WITH(file.view("no.such.w"),
-                      ContainsSubstring("known.safetensors") && ContainsSubstring("no.such.w"));
+  REQUIRE_THROWS_WITH(file.info("no.such.w"), ContainsSubstring("known.safetensors") && ContainsSubstring("no.such.w"));
+  REQUIRE_THROWS_WITH(file.view("no.such.w"), ContainsSubstring("known.safetensors") && ContainsSubstring("no.such.w"));
   REQUIRE_THROWS_WITH(file.load("no.such.w", at::TensorOptions()),
                       ContainsSubstring("known.safetensors") && ContainsSubstring("no.such.w"));
   const SafetensorsModel model = SafetensorsModel::open(dir / "known.safetensors");
@@ -358,9 +347,7 @@ TEST_CASE("corrupt files are rejected with the file and tensor named", "[safeten
     std::vector<std::string> fragments;  // besides the file name
   };
   // One tensor entry "w.bad" with the given body, and 8 data bytes.
-  auto bad = [](const std::string& body) {
-    return safetensors_bytes(R"({"w.bad":)" + body + "}", "01234567");
-  };
+  auto bad = [](const std::string& body) { return safetensors_bytes(R"({"w.bad":)" + body + "}", "01234567"); };
   const std::string max_dim = std::to_string(std::numeric_limits<uint64_t>::max());
   const std::vector<Case> cases = {
       {"", {"shorter than"}},
@@ -384,10 +371,8 @@ TEST_CASE("corrupt files are rejected with the file and tensor named", "[safeten
       {bad(R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), {"w.bad", "must be integers"}},
       {bad(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), {"w.bad", "negative"}},
       {bad(R"({"dtype":"U8","shape":[)" + max_dim + R"(],"data_offsets":[0,8]})"), {"w.bad", "too large"}},
-      {bad(R"({"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]})"),
-       {"w.bad", "too large"}},
-      {bad(R"({"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]})"),
-       {"w.bad", "too large"}},
+      {bad(R"({"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]})"), {"w.bad", "too large"}},
+      {bad(R"({"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]})"), {"w.bad", "too large"}},
       {bad(R"({"dtype":"F32","shape":[2],"data_offsets":[0]})"), {"w.bad", "[begin, end]"}},
       {bad(R"({"dtype":"F32","shape":[2],"data_offsets":{"a":0,"b":8}})"), {"w.bad", "[begin, end]"}},
       {bad(R"({"dtype":"F32","shape":[2],"data_offsets":[0,"8"]})"), {"w.bad", "must be integers"}},
@@ -415,8 +400,7 @@ TEST_CASE("corrupt files are rejected with the file and tensor named", "[safeten
     write_file(file, cases[i].bytes);
     require_rejected(file, cases[i].fragments);
   }
-  REQUIRE_THROWS_WITH(SafetensorsFile::open(dir / "absent.safetensors"),
-                      ContainsSubstring("absent.safetensors"));
+  REQUIRE_THROWS_WITH(SafetensorsFile::open(dir / "absent.safetensors"), ContainsSubstring("absent.safetensors"));
   REQUIRE_THROWS_WITH(SafetensorsFile::open(dir.path), ContainsSubstring("not a regular file"));
 }
 
@@ -424,9 +408,7 @@ TEST_CASE("hostile indexes and ambiguous directories are rejected", "[safetensor
   TempDir dir;
   SafetensorsWriter().add("a", "U8", {2}, "ab").write(dir / "s1.safetensors");
   const fs::path index = dir / "model.safetensors.index.json";
-  auto write_index = [&](const json& weight_map) {
-    write_file(index, json{{"weight_map", weight_map}}.dump());
-  };
+  auto write_index = [&](const json& weight_map) { write_file(index, json{{"weight_map", weight_map}}.dump()); };
 
   SECTION("shard names that leave the directory") {
     for (const std::string& shard :
@@ -580,8 +562,7 @@ TEST_CASE("reads files written by the Python safetensors package", "[safetensors
     const SafetensorsModel model = SafetensorsModel::open(dir / "sharded");
     REQUIRE(model.names() == sorted_keys(sharded.at("tensors")));
     for (const auto& name : model.names()) {
-      CHECK(model.file_of(name).path().filename().string() ==
-            sharded.at("weight_map").at(name).get<std::string>());
+      CHECK(model.file_of(name).path().filename().string() == sharded.at("weight_map").at(name).get<std::string>());
       check_expected(model, name, sharded.at("tensors").at(name));
     }
   }

@@ -312,8 +312,8 @@ TEST_CASE("sage2 reference gives an all-zero group scale 1 and zero values", "[s
   x.narrow(2, 0, 64).zero_();  // the whole first block
   for (const bool is_key : {false, true}) {
     CAPTURE(is_key);
-    const ref::QuantizedRows quantized = is_key ? ref::quantize_k(x, Granularity::per_block, 127)
-                                                : ref::quantize_q(x, Granularity::per_block, 127);
+    const ref::QuantizedRows quantized =
+        is_key ? ref::quantize_k(x, Granularity::per_block, 127) : ref::quantize_q(x, Granularity::per_block, 127);
     CHECK(quantized.scales[0][0][0].item<float>() == 1.0f);
     CHECK(quantized.scales[0][0][1].item<float>() != 1.0f);
     CHECK(quantized.values.narrow(2, 0, 64).eq(0).all().item<bool>());

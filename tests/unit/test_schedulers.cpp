@@ -65,7 +65,8 @@ SchedulerConfig config_of(const std::string& text) { return SchedulerConfig::fro
 }  // namespace
 
 TEST_CASE("schedulers match diffusers on the shipped and synthetic configs", "[scheduler]") {
-  const std::string name = GENERATE(as<std::string>{}, "cogvideox-2b", "cogvideox-5b", "ddim-linear-leading", "dpm-cosine-linspace");
+  const std::string name =
+      GENERATE(as<std::string>{}, "cogvideox-2b", "cogvideox-5b", "ddim-linear-leading", "dpm-cosine-linspace");
   CAPTURE(name);
   const auto scheduler = sagevid::make_scheduler(kDir / (name + ".scheduler_config.json"));
   const SafetensorsModel fixture = SafetensorsModel::open(kDir / (name + ".safetensors"));
@@ -120,9 +121,9 @@ TEST_CASE("scheduler config errors name the key and the bad value", "[scheduler]
                       ContainsSubstring("test: _class_name: unknown value \"DDIMScheduler\"") &&
                           ContainsSubstring("CogVideoXDPMScheduler"));
   REQUIRE_THROWS_WITH(config_of(R"({"beta_schedule": "linear"})"), ContainsSubstring("_class_name: missing"));
-  REQUIRE_THROWS_WITH(config_of(R"({"_class_name": "CogVideoXDDIMScheduler", "beta_schedule": "cosine"})"),
-                      ContainsSubstring("beta_schedule: unknown value \"cosine\"") &&
-                          ContainsSubstring("squaredcos_cap_v2"));
+  REQUIRE_THROWS_WITH(
+      config_of(R"({"_class_name": "CogVideoXDDIMScheduler", "beta_schedule": "cosine"})"),
+      ContainsSubstring("beta_schedule: unknown value \"cosine\"") && ContainsSubstring("squaredcos_cap_v2"));
   REQUIRE_THROWS_WITH(config_of(R"({"_class_name": "CogVideoXDDIMScheduler", "prediction_type": "flow"})"),
                       ContainsSubstring("prediction_type: unknown value \"flow\""));
   REQUIRE_THROWS_WITH(config_of(R"({"_class_name": "CogVideoXDDIMScheduler", "timestep_spacing": 3})"),

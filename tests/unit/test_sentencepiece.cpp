@@ -46,8 +46,7 @@ void load_and_encode_or_throw(const std::string& bytes) {
   try {
     const SentencePieceProcessor processor(sagevid::spm::parse_model_proto(bytes));
     processor.encode("Hello, World! ｆｕｌｌ ﬁ 😀  x");
-  } catch (const std::runtime_error&) {
-  }
+  } catch (const std::runtime_error&) {}
 }
 
 }  // namespace
@@ -125,7 +124,6 @@ TEST_CASE("truncated or corrupted models throw or load, never read out of bounds
     model.normalizer_spec.precompiled_charsmap = charsmap.substr(0, length);
     try {
       SentencePieceProcessor(model).encode("ｆｕｌｌ ﬁ Å");
-    } catch (const std::runtime_error&) {
-    }
+    } catch (const std::runtime_error&) {}
   }
 }

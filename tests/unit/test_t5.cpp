@@ -38,7 +38,8 @@ TEST_CASE("the tokenizer gives transformers' ids: EOS, truncation, padding, spec
 
 TEST_CASE("the T5 encoder matches transformers' T5EncoderModel in fp32", "[t5]") {
   const sagevid::SafetensorsModel io = sagevid::SafetensorsModel::open(kT5 / "io.safetensors");
-  const sagevid::T5Encoder encoder = sagevid::T5Encoder::load(kT5 / "text_encoder", at::TensorOptions().dtype(at::kFloat));
+  const sagevid::T5Encoder encoder =
+      sagevid::T5Encoder::load(kT5 / "text_encoder", at::TensorOptions().dtype(at::kFloat));
   const at::Tensor hidden = encoder.forward(io.view("input_ids"), sagevid::Attention());
   const double error = max_relative_error(hidden, io.view("hidden"));
   WARN("T5 encoder max relative error vs transformers: " << error);
@@ -47,7 +48,8 @@ TEST_CASE("the T5 encoder matches transformers' T5EncoderModel in fp32", "[t5]")
 
 TEST_CASE("a batch gives the same hidden states as its rows one by one", "[t5]") {
   const sagevid::SafetensorsModel io = sagevid::SafetensorsModel::open(kT5 / "io.safetensors");
-  const sagevid::T5Encoder encoder = sagevid::T5Encoder::load(kT5 / "text_encoder", at::TensorOptions().dtype(at::kFloat));
+  const sagevid::T5Encoder encoder =
+      sagevid::T5Encoder::load(kT5 / "text_encoder", at::TensorOptions().dtype(at::kFloat));
   const at::Tensor ids = io.view("input_ids");
   const at::Tensor batch = encoder.forward(ids, sagevid::Attention());
   for (int64_t i = 0; i < ids.size(0); ++i)
@@ -62,13 +64,15 @@ TEST_CASE("a T5 config that does not fit the weights names the tensor and both s
   nlohmann::json config = nlohmann::json::parse(std::ifstream(kT5 / "text_encoder" / "config.json"));
   config["d_ff"] = 64;
   std::ofstream(dir / "config.json") << config.dump();
-  REQUIRE_THROWS_WITH(sagevid::T5Encoder::load(dir, at::TensorOptions()),
-                      ContainsSubstring("tensor 'encoder.block.0.layer.1.DenseReluDense.wi_0.weight' has shape [48, 32], "
-                                        "the config expects [64, 32]"));
+  REQUIRE_THROWS_WITH(
+      sagevid::T5Encoder::load(dir, at::TensorOptions()),
+      ContainsSubstring("tensor 'encoder.block.0.layer.1.DenseReluDense.wi_0.weight' has shape [48, 32], "
+                        "the config expects [64, 32]"));
   config["d_ff"] = 48;
   config["num_layers"] = 1;
   std::ofstream(dir / "config.json") << config.dump();
-  REQUIRE_THROWS_WITH(sagevid::T5Encoder::load(dir, at::TensorOptions()), ContainsSubstring("has no place for: encoder.block.1"));
+  REQUIRE_THROWS_WITH(sagevid::T5Encoder::load(dir, at::TensorOptions()),
+                      ContainsSubstring("has no place for: encoder.block.1"));
   config["num_layers"] = 3;
   std::ofstream(dir / "config.json") << config.dump();
   REQUIRE_THROWS_WITH(sagevid::T5Encoder::load(dir, at::TensorOptions()),

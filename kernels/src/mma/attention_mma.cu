@@ -339,7 +339,8 @@ __device__ __forceinline__ void pv_fp16(float (&out_acc)[kM][T::kDimTiles][4], c
 
 // Epilogue: normalize, undo the V scaling, add the V mean back, store; the LSE (base 2) if asked for.
 template <class T, int kMTiles>
-__device__ __forceinline__ void store_output(const AttentionArgs& args, const float (&out_acc)[kMTiles][T::kDimTiles][4],
+__device__ __forceinline__ void store_output(const AttentionArgs& args,
+                                             const float (&out_acc)[kMTiles][T::kDimTiles][4],
                                              const float (&row_max)[kMTiles][2], const float (&row_sum)[kMTiles][2]) {
   const Position<T::kCtaRows> at(args);
   const int quad_col = at.lane % 4, first_row = at.cta_row + at.warp * kMTiles * kWarpQ + at.lane / 4;
@@ -417,7 +418,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
   const int64_t k_padded = int64_t(k_tiles_total) * kCtaK;
   const int k_tiles = args.causal ? min(k_tiles_total, cta_last_row / kCtaK + 1) : k_tiles_total;
 
-  const uint8_t* q_global = reinterpret_cast<const uint8_t*>(args.q) + (q_head_index * q_padded + cta_row) * T::kQkRowBytes;
+  const uint8_t* q_global =
+      reinterpret_cast<const uint8_t*>(args.q) + (q_head_index * q_padded + cta_row) * T::kQkRowBytes;
   const uint8_t* k_global = reinterpret_cast<const uint8_t*>(args.k) + kv_head_index * k_padded * T::kQkRowBytes;
   const uint8_t* v_global = static_cast<const uint8_t*>(args.v) +
                             (kFp8Pv ? kv_head_index * kHeadDim * k_padded : kv_head_index * k_padded * kHeadDim * 2);
@@ -473,8 +475,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
   const auto tile_k_scale_of = [&](int tile) {
     if constexpr (T::kDsStride > 0)
       return *stashed_k_scale() + int(k_group(2 * (opaque(threadIdx.x) % 4), args.granularity)) + tile * k_scale_step;
-    else
-      return k_scale + tile * k_scale_step;
+    else return k_scale + tile * k_scale_step;
   };
 
   float out_acc[kMTiles][T::kDimTiles][4] = {};
@@ -542,10 +543,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
             if constexpr (kDeferredFlush) pv_acc[m][n][e] *= rescale[e / 2];
           }
       }
-      if constexpr (kFp8Pv)
-        pv_fp8<T, kDeferredFlush, kQkGroup>(out_acc, pv_acc, p, m0, v_smem(stage), lane);
-      else
-        pv_fp16<T, kQkGroup>(out_acc, p, m0, v_smem(stage), lane);
+      if constexpr (kFp8Pv) pv_fp8<T, kDeferredFlush, kQkGroup>(out_acc, pv_acc, p, m0, v_smem(stage), lane);
+      else pv_fp16<T, kQkGroup>(out_acc, p, m0, v_smem(stage), lane);
     }
     if constexpr (kDeferredFlush) {
       if ((tile + 1) % args.pv_flush_tiles == 0 || tile + 1 == k_tiles) {
@@ -603,7 +602,8 @@ void attention(const AttentionArgs& args, cudaStream_t stream) {
   switch (args.head_dim) {
     case 64: return launch_for_head_dim<64>(args, stream);
     case 128: return launch_for_head_dim<128>(args, stream);
-    default: throw std::invalid_argument("sage2 attention: head dim " + std::to_string(args.head_dim) + " has no kernel");
+    default:
+      throw std::invalid_argument("sage2 attention: head dim " + std::to_string(args.head_dim) + " has no kernel");
   }
 }
 

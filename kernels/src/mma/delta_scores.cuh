@@ -16,8 +16,8 @@ namespace sagevid::kernels::sage2::mma {
 // j and j + 8 of each 16-key group; 16 shuffles then move each key to the lanes that hold its scores.
 template <int kHeadDim>
 __device__ __forceinline__ void delta_scores(float (&ds)[8][2], const uint8_t* k_tile, int k_stride,
-                                             const int8_t* q_mean, float scale, const float* k_scale,
-                                             bool per_token_k, int lane) {
+                                             const int8_t* q_mean, float scale, const float* k_scale, bool per_token_k,
+                                             int lane) {
   int32_t dots[4][4] = {};  // [16-key group][accumulator element]; column 0 is in elements 0 and 2
   const int g = lane / 8;
 #pragma unroll

@@ -35,7 +35,9 @@ constexpr int kVSwizzle = 128;  // Vᵀ tiles: 128-byte rows (128 FP8 keys, or 6
 // another's products needs them. 0: no bound (head dim 64 per-thread fits four CTAs by itself, and its code is
 // faster unbounded).
 template <int kHeadDim, bool kPerToken>
-constexpr int kResidentCtas = kHeadDim == 128 ? 3 : kPerToken ? 4 : 0;
+constexpr int kResidentCtas = kHeadDim == 128 ? 3
+                              : kPerToken     ? 4
+                                              : 0;
 
 template <int kHeadDim, bool kFp8Pv>
 struct Smem {
@@ -261,8 +263,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* function = nullptr;
     cudaDriverEntryPointQueryResult found{};
-    SAGEVID_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
-                                                         cudaEnableDefault, &found));
+    SAGEVID_CUDA_CHECK(
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000, cudaEnableDefault, &found));
     if (found != cudaDriverEntryPointSuccess || !function)
       throw std::runtime_error("sage2 sm90: the driver has no cuTensorMapEncodeTiled");
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
@@ -276,7 +278,8 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
                        int64_t row_elements, int box_rows, int box_elements, int swizzle_bytes) {
   CUtensorMap map;
   const cuuint64_t dims[3] = {cuuint64_t(row_elements), cuuint64_t(rows), cuuint64_t(heads)};
-  const cuuint64_t strides[2] = {cuuint64_t(row_elements * element_bytes), cuuint64_t(rows * row_elements * element_bytes)};
+  const cuuint64_t strides[2] = {cuuint64_t(row_elements * element_bytes),
+                                 cuuint64_t(rows * row_elements * element_bytes)};
   const cuuint32_t box[3] = {cuuint32_t(box_elements), cuuint32_t(box_rows), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   const CUtensorMapSwizzle swizzle = swizzle_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
@@ -293,15 +296,14 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   using L = Smem<kHeadDim, kFp8Pv>;
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
-  const CUtensorMap q_map = tensor_map(args.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, q_heads, q_padded, kHeadDim, kCtaQ,
-                                       kHeadDim, kHeadDim);
-  const CUtensorMap k_map = tensor_map(args.k, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, kv_heads, k_padded, kHeadDim, kCtaK,
-                                       kHeadDim, kHeadDim);
-  const CUtensorMap v_map =
-      kFp8Pv ? tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, kv_heads, kHeadDim, k_padded, kHeadDim, kCtaK,
-                          kVSwizzle)
-             : tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, kv_heads, kHeadDim, k_padded, kHeadDim, 64,
-                          kVSwizzle);
+  const CUtensorMap q_map =
+      tensor_map(args.q, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, q_heads, q_padded, kHeadDim, kCtaQ, kHeadDim, kHeadDim);
+  const CUtensorMap k_map =
+      tensor_map(args.k, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, kv_heads, k_padded, kHeadDim, kCtaK, kHeadDim, kHeadDim);
+  const CUtensorMap v_map = kFp8Pv ? tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, kv_heads, kHeadDim, k_padded,
+                                                kHeadDim, kCtaK, kVSwizzle)
+                                   : tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, kv_heads, kHeadDim,
+                                                k_padded, kHeadDim, 64, kVSwizzle);
   const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
   // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
@@ -315,10 +317,8 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
 template <int kHeadDim>
 void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   const bool per_token = args.granularity == Granularity::per_token;
-  if (args.fp8_pv)
-    per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
-  else
-    per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
+  if (args.fp8_pv) per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
+  else per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
 }
 
 }  // namespace

@@ -11,7 +11,9 @@ namespace sagevid::kernels::sage2::sm90 {
 
 // float(x) · scale in an integer add and an FMA (magic_float); the FMA's offset rounds at a fraction of one
 // unit of x.
-__device__ __forceinline__ float scaled_score(int32_t x, float scale) { return fmaf(magic_float(x), scale, -kMagic * scale); }
+__device__ __forceinline__ float scaled_score(int32_t x, float scale) {
+  return fmaf(magic_float(x), scale, -kMagic * scale);
+}
 
 // One online-softmax step for the lane's two rows over scores already scaled by their k-scales (masked
 // ones −inf); the row's q-scale (positive) rides in the exponent's FMA, and so does P's own scale

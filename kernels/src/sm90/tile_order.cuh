@@ -26,12 +26,13 @@ inline dim3 attention_grid(int q_blocks, int q_heads, int batch, bool causal, in
   if (!causal) return dim3(unsigned(q_blocks), unsigned(q_heads), unsigned(batch));
   const int flat_heads = batch * q_heads;
   // The most heads within both limits that divide the heads, so that every section is full.
-  int section = int(std::clamp<int64_t>(kCausalSectionBytes / std::max<int64_t>(kv_bytes_per_head, 1), 1,
-                                        kCausalSectionHeads));
+  int section =
+      int(std::clamp<int64_t>(kCausalSectionBytes / std::max<int64_t>(kv_bytes_per_head, 1), 1, kCausalSectionHeads));
   while (flat_heads % section != 0) --section;
   if (q_blocks > 65535 || flat_heads / section > 65535)
-    throw std::invalid_argument("sage2 sm90: causal attention takes at most 65535 query blocks of 64 rows and "
-                                "65535 sections of heads");
+    throw std::invalid_argument(
+        "sage2 sm90: causal attention takes at most 65535 query blocks of 64 rows and "
+        "65535 sections of heads");
   return dim3(unsigned(section), unsigned(q_blocks), unsigned(flat_heads / section));
 }
 

@@ -31,8 +31,9 @@ __device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity)
       "{\n.reg .pred done;\n"
       "wait_loop:\n"
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait_loop;\n}\n" ::"r"(shared_address(barrier)),
-      "r"(parity)
+      "@!done bra wait_loop;\n}\n"
+      :
+      : "r"(shared_address(barrier)), "r"(parity)
       : "memory");
 }
 
@@ -41,17 +42,18 @@ __device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity)
 __device__ __forceinline__ void tma_load_3d(void* destination, const CUtensorMap* map, uint64_t* barrier, int x, int y,
                                             int z) {
   asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
-          shared_address(destination)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(z), "r"(shared_address(barrier))
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+      :
+      : "r"(shared_address(destination)), "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(z),
+        "r"(shared_address(barrier))
       : "memory");
 }
 
 // Copies `bytes` (a multiple of 16, both addresses 16-byte aligned) from global to shared memory.
 __device__ __forceinline__ void bulk_load(void* destination, const void* source, uint32_t bytes, uint64_t* barrier) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                   shared_address(destination)),
-               "l"(source), "r"(bytes), "r"(shared_address(barrier))
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+               :
+               : "r"(shared_address(destination)), "l"(source), "r"(bytes), "r"(shared_address(barrier))
                : "memory");
 }
 

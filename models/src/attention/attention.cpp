@@ -87,8 +87,8 @@ at::Tensor Attention::operator()(const at::Tensor& q, const at::Tensor& k, const
   return run(config_.backend, q, k, v, params);
 }
 
-at::Tensor Attention::run(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k,
-                          const at::Tensor& v, const AttentionParams& params) const {
+at::Tensor Attention::run(AttentionBackend backend, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const AttentionParams& params) const {
   validate(q, k, v, params);
   const detail::AttentionCall call{config_, q, k, v, params, resolved_scale(q, params)};
   const auto reason = unsupported_reason(backend, call);
@@ -101,8 +101,8 @@ at::Tensor Attention::run(AttentionBackend backend, const at::Tensor& q, const a
   if (fallback_reason)
     throw std::runtime_error("attention backend " + what + "; fallback " +
                              std::string(backend_name(*config_.fallback)) + ": " + *fallback_reason);
-  count_fallback(std::string(backend_name(backend)) + " -> " + std::string(backend_name(*config_.fallback)) +
-                 ": " + *reason);
+  count_fallback(std::string(backend_name(backend)) + " -> " + std::string(backend_name(*config_.fallback)) + ": " +
+                 *reason);
   return run_backend(*config_.fallback, call);
 }
 
@@ -146,8 +146,7 @@ std::optional<std::string> fused_kernel_unsupported(const AttentionCall& call, i
   if (auto reason = fused_device_unsupported(call.q.device(), call.q.scalar_type())) return reason;
   const int64_t head_dim = call.q.size(3);
   if (head_dim % 8 != 0 || head_dim > max_head_dim)
-    return "head dim " + std::to_string(head_dim) + ", it needs a multiple of 8 up to " +
-           std::to_string(max_head_dim);
+    return "head dim " + std::to_string(head_dim) + ", it needs a multiple of 8 up to " + std::to_string(max_head_dim);
   // Both kernels align a causal mask bottom-right when N_q != N_kv; our convention is top-left.
   if (call.params.causal && call.q.size(2) != call.k.size(2)) return "causal with N_q != N_kv";
   return std::nullopt;

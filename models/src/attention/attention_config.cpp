@@ -21,10 +21,12 @@ kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
       "qk", std::nullopt, {{"auto", std::nullopt}, {"int8", QkType::int8}, {"int4", QkType::int4}});
   options.pv = reader.choice<std::optional<PvType>>(
       "pv", std::nullopt, {{"auto", std::nullopt}, {"fp8", PvType::fp8}, {"fp16", PvType::fp16}});
-  options.granularity = reader.choice<std::optional<Granularity>>(
-      "granularity", std::nullopt,
-      {{"auto", std::nullopt}, {"per_thread", Granularity::per_thread}, {"per_warp", Granularity::per_warp},
-       {"per_block", Granularity::per_block}, {"per_token", Granularity::per_token}});
+  options.granularity = reader.choice<std::optional<Granularity>>("granularity", std::nullopt,
+                                                                  {{"auto", std::nullopt},
+                                                                   {"per_thread", Granularity::per_thread},
+                                                                   {"per_warp", Granularity::per_warp},
+                                                                   {"per_block", Granularity::per_block},
+                                                                   {"per_token", Granularity::per_token}});
   options.smooth_k = reader.get<bool>("smooth_k", options.smooth_k);
   options.smooth_q = reader.optional<bool>("smooth_q");  // null or absent: the kernels' default
   options.smooth_v = reader.get<bool>("smooth_v", options.smooth_v);
@@ -49,8 +51,8 @@ std::string_view backend_name(AttentionBackend backend) {
 AttentionBackend parse_attention_backend(std::string_view name) {
   for (AttentionBackend backend : kAllBackends)
     if (name == backend_name(backend)) return backend;
-  throw ConfigError("unknown attention backend '" + std::string(name) + "' (choices: " +
-                    join(kAllBackends | std::views::transform(backend_name)) + ")");
+  throw ConfigError("unknown attention backend '" + std::string(name) +
+                    "' (choices: " + join(kAllBackends | std::views::transform(backend_name)) + ")");
 }
 
 AttentionConfig read_attention_config(ConfigReader& reader) {

@@ -12,9 +12,9 @@ std::optional<std::string> flash_unsupported(const AttentionCall& call) {
 
 at::Tensor flash_attention(const AttentionCall& call) {
   const int64_t heads = call.q.size(1);
-  auto result = at::_scaled_dot_product_flash_attention(
-      call.q, repeat_kv_heads(call.k, heads), repeat_kv_heads(call.v, heads), /*dropout_p=*/0.0,
-      call.params.causal, /*return_debug_mask=*/false, call.scale);
+  auto result = at::_scaled_dot_product_flash_attention(call.q, repeat_kv_heads(call.k, heads),
+                                                        repeat_kv_heads(call.v, heads), /*dropout_p=*/0.0,
+                                                        call.params.causal, /*return_debug_mask=*/false, call.scale);
   return std::get<0>(result);
 }
 

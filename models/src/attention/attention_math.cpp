@@ -29,8 +29,7 @@ at::Tensor math_attention(const AttentionCall& call, int64_t score_budget_bytes)
   for (int64_t start = 0; start < q_len; start += chunk) {
     const int64_t rows = std::min(chunk, q_len - start);
     at::Tensor scores = at::matmul(q.narrow(3, start, rows), k_t).mul_(call.scale);
-    if (bias.defined())
-      scores.add_(bias.narrow(2, start, rows).reshape({batch, kv_heads, group, rows, kv_len}));
+    if (bias.defined()) scores.add_(bias.narrow(2, start, rows).reshape({batch, kv_heads, group, rows, kv_len}));
     if (call.params.causal) {
       const at::Tensor query_index = at::arange(start, start + rows, key_index.options()).unsqueeze(1);
       scores.masked_fill_(key_index.unsqueeze(0).gt(query_index), -std::numeric_limits<float>::infinity());

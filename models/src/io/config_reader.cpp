@@ -17,8 +17,7 @@ std::string type_name(const nlohmann::json& value) {
 
 }  // namespace
 
-ConfigReader::ConfigReader(const nlohmann::json& object, std::string path)
-    : object_(object), path_(std::move(path)) {
+ConfigReader::ConfigReader(const nlohmann::json& object, std::string path) : object_(object), path_(std::move(path)) {
   if (!object_.is_object())
     throw ConfigError((path_.empty() ? std::string("config") : path_) + ": expected an object, got " +
                       type_name(object_));
@@ -26,9 +25,7 @@ ConfigReader::ConfigReader(const nlohmann::json& object, std::string path)
 
 bool ConfigReader::has(const std::string& key) const { return object_.contains(key); }
 
-std::string ConfigReader::key_path(const std::string& key) const {
-  return path_.empty() ? key : path_ + "." + key;
-}
+std::string ConfigReader::key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
 void ConfigReader::fail(const std::string& key, const std::string& message) const {
   throw ConfigError(key_path(key) + ": " + message);
@@ -40,22 +37,27 @@ const nlohmann::json* ConfigReader::lookup(const std::string& key) {
   return it == object_.end() ? nullptr : &*it;
 }
 
-template <> bool ConfigReader::convert<bool>(const std::string& key, const nlohmann::json& v) const {
+template <>
+bool ConfigReader::convert<bool>(const std::string& key, const nlohmann::json& v) const {
   if (!v.is_boolean()) fail(key, "expected true or false, got " + type_name(v));
   return v.get<bool>();
 }
 
-template <> int64_t ConfigReader::convert<int64_t>(const std::string& key, const nlohmann::json& v) const {
+template <>
+int64_t ConfigReader::convert<int64_t>(const std::string& key, const nlohmann::json& v) const {
   // JSON numbers past 64 bits (1e20, or 20 digits) parse as floats: say what is wrong with them.
-  const bool whole = v.is_number_float() && std::isfinite(v.get<double>()) && std::trunc(v.get<double>()) == v.get<double>();
+  const bool whole =
+      v.is_number_float() && std::isfinite(v.get<double>()) && std::trunc(v.get<double>()) == v.get<double>();
   const bool beyond_int64 = (whole && std::fabs(v.get<double>()) >= 0x1p63) ||
                             (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX));
-  if (beyond_int64) fail(key, v.dump() + " is too large for an integer (the limit is " + std::to_string(INT64_MAX) + ")");
+  if (beyond_int64)
+    fail(key, v.dump() + " is too large for an integer (the limit is " + std::to_string(INT64_MAX) + ")");
   if (!v.is_number_integer()) fail(key, "expected an integer, got " + type_name(v));
   return v.get<int64_t>();
 }
 
-template <> double ConfigReader::convert<double>(const std::string& key, const nlohmann::json& v) const {
+template <>
+double ConfigReader::convert<double>(const std::string& key, const nlohmann::json& v) const {
   if (!v.is_number()) fail(key, "expected a number, got " + type_name(v));
   return v.get<double>();
 }
@@ -93,9 +95,9 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   const std::filesystem::file_status status = std::filesystem::status(path, error);
   if (status.type() == std::filesystem::file_type::not_found) {
     // A default such as configs/tiny.json names a file under the checkout: say where it was looked for.
-    const std::string where = path.is_relative()
-                                  ? " (relative to the working directory, " + std::filesystem::current_path().string() + ")"
-                                  : "";
+    const std::string where =
+        path.is_relative() ? " (relative to the working directory, " + std::filesystem::current_path().string() + ")"
+                           : "";
     throw ConfigError(path.string() + ": no such file" + where);
   }
   if (status.type() == std::filesystem::file_type::directory)
@@ -111,9 +113,7 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
 
 void apply_override(nlohmann::json& document, const std::string& assignment) {
   const auto equals = assignment.find('=');
-  const auto fail = [&](const std::string& why) {
-    throw ConfigError("override '" + assignment + "': " + why);
-  };
+  const auto fail = [&](const std::string& why) { throw ConfigError("override '" + assignment + "': " + why); };
   if (equals == std::string::npos || equals == 0) fail("expected key=value");
   const std::string key = assignment.substr(0, equals);
   const std::string text = assignment.substr(equals + 1);

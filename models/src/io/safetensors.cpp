@@ -119,8 +119,7 @@ std::shared_ptr<const SafetensorsFile::Mapping> map_file(const fs::path& path) {
   if (::fstat(fd, &st) != 0) fail(path, "cannot stat: " + errno_text());
   if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
   const auto size = static_cast<uint64_t>(st.st_size);
-  if (size < 8)
-    fail(path, "file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
+  if (size < 8) fail(path, "file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
   void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
   if (addr == MAP_FAILED) fail(path, "cannot mmap: " + errno_text());
   return std::make_shared<const SafetensorsFile::Mapping>(addr, size);
@@ -166,8 +165,7 @@ const json& field(const fs::path& path, const std::string& tensor, const json& e
   return *it;
 }
 
-TensorInfo parse_tensor(const fs::path& path, const std::string& name, const json& entry,
-                        uint64_t data_size) {
+TensorInfo parse_tensor(const fs::path& path, const std::string& name, const json& entry, uint64_t data_size) {
   if (!entry.is_object()) fail(path, name, "entry must be an object, got " + std::string(entry.type_name()));
   TensorInfo t;
   t.name = name;
@@ -214,8 +212,7 @@ std::map<std::string, std::string> parse_metadata(const fs::path& path, const js
   if (!meta.is_object()) fail(path, "\"__metadata__\" must be an object, got " + brief(meta));
   std::map<std::string, std::string> out;
   for (const auto& [key, value] : meta.items()) {
-    if (!value.is_string())
-      fail(path, "\"__metadata__\" value of \"" + printable(key) + "\" must be a string");
+    if (!value.is_string()) fail(path, "\"__metadata__\" value of \"" + printable(key) + "\" must be a string");
     out.emplace(key, value.get<std::string>());
   }
   return out;
@@ -257,10 +254,8 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
   const json header = parse_header_json(path, text, text + header_size);
   if (!header.is_object()) fail(path, "header must be a JSON object, got " + std::string(header.type_name()));
   for (const auto& [key, value] : header.items()) {
-    if (key == "__metadata__")
-      f.metadata_ = parse_metadata(path, value);
-    else
-      f.tensors_.emplace(key, parse_tensor(path, key, value, f.data_size_));
+    if (key == "__metadata__") f.metadata_ = parse_metadata(path, value);
+    else f.tensors_.emplace(key, parse_tensor(path, key, value, f.data_size_));
   }
   check_no_overlap(path, f.tensors_);
   return f;
@@ -292,8 +287,7 @@ at::Tensor SafetensorsFile::view(const std::string& name) const {
     return copy;
   }
   // The deleter owns a reference to the mapping, so the view keeps it alive on its own.
-  return at::from_blob(
-      const_cast<std::byte*>(p), t.shape, [keep = mapping_](void*) {}, options);
+  return at::from_blob(const_cast<std::byte*>(p), t.shape, [keep = mapping_](void*) {}, options);
 }
 
 at::Tensor SafetensorsFile::load(const std::string& name, const at::TensorOptions& target) const {
@@ -336,9 +330,8 @@ fs::path find_in_directory(const fs::path& dir) {
   std::sort(files.begin(), files.end());
   indexes.insert(indexes.end(), files.begin(), files.end());  // the listing: indexes first
   const std::string found = join(indexes);
-  fail_checkpoint(
-      dir, "expected exactly one *.safetensors.index.json, or else exactly one *.safetensors file; found " +
-               (found.empty() ? std::string("neither") : found));
+  fail_checkpoint(dir, "expected exactly one *.safetensors.index.json, or else exactly one *.safetensors file; found " +
+                           (found.empty() ? std::string("neither") : found));
 }
 
 json read_index(const fs::path& path) {
@@ -362,8 +355,7 @@ json read_index(const fs::path& path) {
 void check_shard_name(const fs::path& index, const std::string& tensor, const std::string& shard) {
   if (shard.empty() || shard == "." || shard == ".." ||
       shard.find_first_of(std::string("/\\\0", 3)) != std::string::npos)
-    fail(index, tensor,
-         "shard \"" + printable(shard) + "\" is not a plain file name in the index's directory");
+    fail(index, tensor, "shard \"" + printable(shard) + "\" is not a plain file name in the index's directory");
 }
 
 }  // namespace

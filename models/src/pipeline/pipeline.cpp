@@ -72,16 +72,18 @@ void check_compatible(const fs::path& model_dir, const T5Config& text, const Cog
   const int64_t in_channels = (image_to_video ? 2 : 1) * vae.latent_channels;
   if (transformer.in_channels != in_channels || transformer.out_channels != vae.latent_channels)
     throw std::runtime_error(where + "transformer in/out channels " + std::to_string(transformer.in_channels) + "/" +
-                             std::to_string(transformer.out_channels) + " do not fit " + kind + " model with the VAE's " +
-                             std::to_string(vae.latent_channels) + " latent channels (expected " +
-                             std::to_string(in_channels) + "/" + std::to_string(vae.latent_channels) +
-                             "; model_index.json names the pipeline)");
+                             std::to_string(transformer.out_channels) + " do not fit " + kind +
+                             " model with the VAE's " + std::to_string(vae.latent_channels) +
+                             " latent channels (expected " + std::to_string(in_channels) + "/" +
+                             std::to_string(vae.latent_channels) + "; model_index.json names the pipeline)");
   if (!image_to_video && transformer.has_ofs())
-    throw std::runtime_error(where + "the transformer has an ofs embedding (image-to-video) but model_index.json "
-                                     "names the text-to-video pipeline");
+    throw std::runtime_error(where +
+                             "the transformer has an ofs embedding (image-to-video) but model_index.json "
+                             "names the text-to-video pipeline");
   if (!image_to_video && transformer.use_learned_positional_embeddings)
-    throw std::runtime_error(where + "learned positional embeddings (image-to-video) but model_index.json names the "
-                                     "text-to-video pipeline");
+    throw std::runtime_error(where +
+                             "learned positional embeddings (image-to-video) but model_index.json names the "
+                             "text-to-video pipeline");
   if (text.d_model != transformer.text_embed_dim)
     throw std::runtime_error(where + "text encoder width " + std::to_string(text.d_model) +
                              " differs from the transformer's text_embed_dim " +
@@ -122,7 +124,8 @@ ModelLimits make_limits(const CogVideoXConfig& transformer, const CogVideoXVaeCo
 
 void check_size(const char* field, int64_t value, const ModelLimits& limits) {
   if (value % limits.spatial_factor != 0)
-    throw InvalidRequest(field, std::to_string(value) + " is not a multiple of " + std::to_string(limits.spatial_factor));
+    throw InvalidRequest(field,
+                         std::to_string(value) + " is not a multiple of " + std::to_string(limits.spatial_factor));
   if (value < limits.min_size || value > limits.max_size)
     throw InvalidRequest(field, std::to_string(value) + " is outside " + std::to_string(limits.min_size) + ".." +
                                     std::to_string(limits.max_size));
@@ -131,8 +134,10 @@ void check_size(const char* field, int64_t value, const ModelLimits& limits) {
 // A model with learned positional embeddings serves the size they were learned at, and no other.
 void check_only_size(const char* field, int64_t value, int64_t only) {
   if (only != 0 && value != only)
-    throw InvalidRequest(field, std::to_string(value) + " is not served: this model's learned positional embeddings "
-                                "exist for " + std::to_string(only) + " only");
+    throw InvalidRequest(field, std::to_string(value) +
+                                    " is not served: this model's learned positional embeddings "
+                                    "exist for " +
+                                    std::to_string(only) + " only");
 }
 
 void check_frames(int64_t frames, const ModelLimits& limits) {
@@ -153,15 +158,15 @@ std::string number_text(double value) {
 void check_latents(const at::Tensor& latents, const LatentShape& shape) {
   if (!latents.defined()) throw InvalidRequest("latents", "undefined tensor");
   if (!at::isFloatingType(latents.scalar_type()))
-    throw InvalidRequest("latents", std::string("dtype ") + c10::toString(latents.scalar_type()) + " is not a float type");
+    throw InvalidRequest("latents",
+                         std::string("dtype ") + c10::toString(latents.scalar_type()) + " is not a float type");
   if (latents.sizes() != at::IntArrayRef(shape.sizes()))
     throw InvalidRequest("latents", "shape " + kernels::shape_string(latents.sizes()) + ", expected " +
                                         kernels::shape_string(shape.sizes()));
 }
 
 void check_image(const std::optional<at::Tensor>& image, bool takes_image) {
-  if (!takes_image && image)
-    throw InvalidRequest("image", "this model is text-to-video and takes no image");
+  if (!takes_image && image) throw InvalidRequest("image", "this model is text-to-video and takes no image");
   if (takes_image && !image) throw InvalidRequest("image", "this image-to-video model needs an image");
   if (!image) return;
   if (const std::string problem = rgb_image_problem(*image); !problem.empty()) throw InvalidRequest("image", problem);
@@ -210,7 +215,8 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config(), image_to_video);
   std::optional<CogVideoXVaeEncoder> image_encoder;
   if (image_to_video) image_encoder = CogVideoXVaeEncoder::load(model_dir / "vae", target);
-  const ModelLimits limits = make_limits(transformer.config(), vae.config(), scheduler, options.max_work, image_to_video);
+  const ModelLimits limits =
+      make_limits(transformer.config(), vae.config(), scheduler, options.max_work, image_to_video);
   CogVideoXPipeline pipeline;
   pipeline.parts_ = std::make_shared<const Parts>(options, limits, std::move(tokenizer), std::move(text_encoder),
                                                   std::move(transformer), std::move(vae), std::move(image_encoder),
@@ -237,8 +243,8 @@ void CogVideoXPipeline::validate(const GenerationRequest& request) const {
                                                     std::to_string(limits.max_steps));
   const double guidance = request.guidance_scale;
   if (!std::isfinite(guidance) || guidance < 0 || guidance > limits.max_guidance_scale)
-    throw InvalidRequest("guidance_scale", number_text(guidance) + " is outside 0.." +
-                                               number_text(limits.max_guidance_scale));
+    throw InvalidRequest("guidance_scale",
+                         number_text(guidance) + " is outside 0.." + number_text(limits.max_guidance_scale));
   if (request.preview_every < 0)
     throw InvalidRequest("preview_every", std::to_string(request.preview_every) + " is negative (0: no previews)");
   check_image(request.image, limits.takes_image);
@@ -247,8 +253,8 @@ void CogVideoXPipeline::validate(const GenerationRequest& request) const {
   const int64_t request_work = work(request);
   if (request_work > limits.max_work)
     throw RequestTooLarge("the request's work, " + std::to_string(request_work / request.num_inference_steps) +
-                          " latent tokens x " + std::to_string(request.num_inference_steps) + " steps = " +
-                          std::to_string(request_work) + ", is over this model's limit of " +
+                          " latent tokens x " + std::to_string(request.num_inference_steps) +
+                          " steps = " + std::to_string(request_work) + ", is over this model's limit of " +
                           std::to_string(limits.max_work) + " (fewer frames, a smaller size or fewer steps)");
 }
 

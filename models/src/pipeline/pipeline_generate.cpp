@@ -59,7 +59,7 @@ at::Tensor encode_prompts(const T5Tokenizer& tokenizer, const T5Encoder& encoder
 void check_finite(const at::Tensor& latents, int step, int total) {
   if (!at::isfinite(latents).all().item<bool>())
     throw NonFiniteLatents("denoising step " + std::to_string(step) + " of " + std::to_string(total) +
-                             " produced non-finite latents (NaN or infinity): damaged weights or an overflow");
+                           " produced non-finite latents (NaN or infinity): damaged weights or an overflow");
 }
 
 // [1, 3, T, H, W] from the VAE -> uint8 RGB [T, H, W, 3] on the CPU: diffusers' postprocess_video (x * 0.5 +
@@ -74,8 +74,13 @@ class Generation {
  public:
   Generation(const CogVideoXTransformer& transformer, const CogVideoXVaeDecoder& vae, const Attention& attention,
              const PipelineOptions& options, const GenerationRequest& request, const GenerationCallbacks& callbacks)
-      : transformer_(transformer), vae_(vae), attention_(attention), options_(options), request_(request),
-        callbacks_(callbacks), generator_(at::make_generator<at::CPUGeneratorImpl>(request.seed)) {}
+      : transformer_(transformer),
+        vae_(vae),
+        attention_(attention),
+        options_(options),
+        request_(request),
+        callbacks_(callbacks),
+        generator_(at::make_generator<at::CPUGeneratorImpl>(request.seed)) {}
 
   void check_cancelled() const {
     if (callbacks_.cancelled && callbacks_.cancelled()) throw GenerationCancelled();
@@ -88,10 +93,10 @@ class Generation {
   // diffusers' prepare_latents: randn_tensor with a CPU generator draws on the CPU in the pipeline's dtype
   // (torch's half/bf16 normal draws differ from a cast of its fp32 ones), then moves the noise.
   at::Tensor initial_latents(const LatentShape& shape, double init_noise_sigma) {
-    const at::Tensor noise = request_.latents
-                                 ? request_.latents->to(options_.device)
-                                 : at::randn(shape.sizes(), generator_, at::TensorOptions().dtype(options_.dtype))
-                                       .to(options_.device);
+    const at::Tensor noise =
+        request_.latents
+            ? request_.latents->to(options_.device)
+            : at::randn(shape.sizes(), generator_, at::TensorOptions().dtype(options_.dtype)).to(options_.device);
     return noise * init_noise_sigma;
   }
 
@@ -106,8 +111,8 @@ class Generation {
     at::Tensor latents = encoder.encode(pixels.to(options_.device)).sample(generator_).to(options_.dtype);
     const double scale = encoder.config().scaling_factor;
     latents = (encoder.invert_scale_latents() ? latents * (1.0 / scale) : latents * scale).permute({0, 2, 1, 3, 4});
-    const at::Tensor padding = at::zeros({1, shape.frames + shape.padding - 1, shape.channels, shape.height, shape.width},
-                                         latents.options());
+    const at::Tensor padding =
+        at::zeros({1, shape.frames + shape.padding - 1, shape.channels, shape.height, shape.width}, latents.options());
     return at::cat({latents, padding}, 1);
   }
 
@@ -116,13 +121,13 @@ class Generation {
   // has the ofs embedding (CogVideoX 1.5), as diffusers passes them. padding_frames lead the latents
   // (patch_size_t); previews skip them.
   at::Tensor denoise(at::Tensor latents, const at::Tensor& text, const at::Tensor& image_latents, Scheduler& scheduler,
-                     int64_t padding_frames,
-                     std::vector<double>& step_s) {
+                     int64_t padding_frames, std::vector<double>& step_s) {
     const std::vector<int64_t>& timesteps = scheduler.timesteps();
     const int total = int(timesteps.size());
     const bool guided = request_.guidance_scale > 1.0;
-    const at::Tensor image_input =
-        !image_latents.defined() ? at::Tensor() : guided ? at::cat({image_latents, image_latents}) : image_latents;
+    const at::Tensor image_input = !image_latents.defined() ? at::Tensor()
+                                   : guided                 ? at::cat({image_latents, image_latents})
+                                                            : image_latents;
     std::optional<at::Tensor> ofs;
     if (transformer_.config().has_ofs())
       ofs = at::full({1}, 2.0, at::TensorOptions().dtype(options_.dtype).device(options_.device));
@@ -155,14 +160,17 @@ class Generation {
     const Clock::time_point start = Clock::now();
     const int64_t h = x0.size(3), w = x0.size(4);
     const int64_t pixels_per_latent = vae_.config().spatial_compression();
-    const int64_t shrink = std::max<int64_t>(1, (std::max(h, w) * pixels_per_latent + kPreviewLongSide - 1) / kPreviewLongSide);
+    const int64_t shrink =
+        std::max<int64_t>(1, (std::max(h, w) * pixels_per_latent + kPreviewLongSide - 1) / kPreviewLongSide);
     const at::Tensor frame = x0.select(1, padding_frames).to(options_.dtype);  // [1, C, h, w]
-    const at::Tensor pooled = shrink > 1 ? at::adaptive_avg_pool2d(frame, {std::max<int64_t>(1, h / shrink),
-                                                                           std::max<int64_t>(1, w / shrink)})
-                                         : frame;
+    const at::Tensor pooled =
+        shrink > 1
+            ? at::adaptive_avg_pool2d(frame, {std::max<int64_t>(1, h / shrink), std::max<int64_t>(1, w / shrink)})
+            : frame;
     at::Tensor rgb;
-    vae_.decode_batches(pooled.unsqueeze(2) * (1.0 / vae_.config().scaling_factor),
-                        [&](const at::Tensor& video) { rgb = to_rgb8(video).select(0, 0).contiguous(); }, options_.vae);
+    vae_.decode_batches(
+        pooled.unsqueeze(2) * (1.0 / vae_.config().scaling_factor),
+        [&](const at::Tensor& video) { rgb = to_rgb8(video).select(0, 0).contiguous(); }, options_.vae);
     preview_s_ += seconds_since(start);
     ++previews_;
     callbacks_.on_preview({step, total, rgb});
@@ -174,9 +182,9 @@ class Generation {
   // Drops the patch_size_t padding frames (diffusers drops them from the front), unscales and decodes batch by
   // batch, handing each batch's frames out. Returns the number of frames delivered.
   int64_t decode(const at::Tensor& latents, int64_t padding_frames) {
-    const at::Tensor video_latents = latents.narrow(1, padding_frames, latents.size(1) - padding_frames)
-                                         .permute({0, 2, 1, 3, 4}) *
-                                     (1.0 / vae_.config().scaling_factor);
+    const at::Tensor video_latents =
+        latents.narrow(1, padding_frames, latents.size(1) - padding_frames).permute({0, 2, 1, 3, 4}) *
+        (1.0 / vae_.config().scaling_factor);
     const int64_t expected = request_.num_frames;
     int64_t delivered = 0;
     check_cancelled();
@@ -238,8 +246,8 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   generation.begin(GenerationPhase::text_encode);
   Clock::time_point phase_start = Clock::now();
   const bool guided = request.guidance_scale > 1.0;
-  const std::vector<std::string> prompts =
-      guided ? std::vector<std::string>{request.negative_prompt, request.prompt} : std::vector<std::string>{request.prompt};
+  const std::vector<std::string> prompts = guided ? std::vector<std::string>{request.negative_prompt, request.prompt}
+                                                  : std::vector<std::string>{request.prompt};
   const at::Tensor text = encode_prompts(parts.tokenizer, parts.text_encoder, attention, prompts,
                                          parts.transformer.config().max_text_seq_length, parts.options.device);
   // The image's VAE encode counts as conditioning, with the text's.

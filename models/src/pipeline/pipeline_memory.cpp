@@ -113,8 +113,8 @@ int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_
                                  kRopeFloatCopies * batch * tokens * c.inner_dim() * kFloatBytes
                            : 0;
   const int64_t feed_forward = kFeedForwardActivations * row * element;
-  const int64_t latents =
-      kLatentCopies * batch * (shape.frames + shape.padding) * shape.channels * shape.height * shape.width * kFloatBytes;
+  const int64_t latents = kLatentCopies * batch * (shape.frames + shape.padding) * shape.channels * shape.height *
+                          shape.width * kFloatBytes;
   return std::max({attention, rope, feed_forward}) + latents;
 }
 
@@ -165,7 +165,8 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
       for (int64_t start : starts) sum += std::min(tile, size - start);
       return sum;
     };
-    tile_latent_pixels = std::min(grid->tile_latent_height, shape.height) * std::min(grid->tile_latent_width, shape.width);
+    tile_latent_pixels =
+        std::min(grid->tile_latent_height, shape.height) * std::min(grid->tile_latent_width, shape.width);
     all_tiles_latent_pixels = covered(grid->row_starts, grid->tile_latent_height, shape.height) *
                               covered(grid->col_starts, grid->tile_latent_width, shape.width);
     // Every decoded tile of the batch is kept (overlapping: up to twice the frame), then blended into one.
@@ -179,8 +180,8 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
   // The frames handed out: the decoder's output, and its fp32 and uint8 conversions.
   const int64_t delivered = vae.out_channels * full_pixels * (element + 3 * kFloatBytes + 1);
   const int64_t activation = widest * frames * tile_frame_pixels * element;
-  const int64_t workspace = cpu ? conv_columns_bytes(widest, frames, tile_frame_pixels, element)
-                                : kCudaConvWorkspace * activation;
+  const int64_t workspace =
+      cpu ? conv_columns_bytes(widest, frames, tile_frame_pixels, element) : kCudaConvWorkspace * activation;
   return kDecoderActivations * activation + workspace + caches + tiles_kept + delivered;
 }
 
@@ -202,8 +203,7 @@ int64_t image_encode_bytes(const CogVideoXVaeConfig& vae, int64_t height, int64_
 
 int64_t latent_tokens(const CogVideoXConfig& transformer, const LatentShape& shape) {
   const int64_t p = transformer.patch_size;
-  return (shape.frames + shape.padding) / transformer.patch_size_t.value_or(1) * (shape.height / p) *
-         (shape.width / p);
+  return (shape.frames + shape.padding) / transformer.patch_size_t.value_or(1) * (shape.height / p) * (shape.width / p);
 }
 
 const char* MemoryEstimate::peak_phase() const {
@@ -228,11 +228,11 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
                          streamed_text_block_bytes(t5, parts.options);
   if (parts.image_encoder)  // after the text encode, in the same phase
-    estimate.text_encode = std::max(estimate.text_encode, image_encode_bytes(parts.vae.config(), request.height,
-                                                                             request.width, element,
-                                                                             parts.options.device.is_cpu()));
-  estimate.denoise =
-      denoise_bytes(transformer, shape, prompts, element, math, sage2_options(parts.options, request.attention_backend));
+    estimate.text_encode = std::max(
+        estimate.text_encode,
+        image_encode_bytes(parts.vae.config(), request.height, request.width, element, parts.options.device.is_cpu()));
+  estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math,
+                                   sage2_options(parts.options, request.attention_backend));
   estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, parts.options.device.is_cpu());
   return estimate;
 }

@@ -20,9 +20,14 @@ struct CogVideoXPipeline::Parts {
   Parts(PipelineOptions options_, ModelLimits limits_, T5Tokenizer tokenizer_, T5Encoder text_encoder_,
         CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_, std::optional<CogVideoXVaeEncoder> image_encoder_,
         SchedulerConfig scheduler_)
-      : options(std::move(options_)), limits(limits_), tokenizer(std::move(tokenizer_)),
-        text_encoder(std::move(text_encoder_)), transformer(std::move(transformer_)), vae(std::move(vae_)),
-        image_encoder(std::move(image_encoder_)), scheduler(std::move(scheduler_)) {
+      : options(std::move(options_)),
+        limits(limits_),
+        tokenizer(std::move(tokenizer_)),
+        text_encoder(std::move(text_encoder_)),
+        transformer(std::move(transformer_)),
+        vae(std::move(vae_)),
+        image_encoder(std::move(image_encoder_)),
+        scheduler(std::move(scheduler_)) {
     for (AttentionBackend backend : kAllBackends) {
       AttentionConfig config = options.attention;
       config.backend = backend;

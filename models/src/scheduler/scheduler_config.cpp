@@ -37,8 +37,9 @@ SchedulerConfig read_config(const nlohmann::json& document) {
   SchedulerConfig c;
   if (!reader.has("_class_name"))
     reader.fail("_class_name", "missing (expected CogVideoXDDIMScheduler or CogVideoXDPMScheduler)");
-  c.kind = reader.choice("_class_name", c.kind,
-                         {{"CogVideoXDDIMScheduler", SchedulerKind::ddim}, {"CogVideoXDPMScheduler", SchedulerKind::dpm}});
+  c.kind =
+      reader.choice("_class_name", c.kind,
+                    {{"CogVideoXDDIMScheduler", SchedulerKind::ddim}, {"CogVideoXDPMScheduler", SchedulerKind::dpm}});
   c.num_train_timesteps = reader.get<int64_t>("num_train_timesteps", c.num_train_timesteps);
   if (c.num_train_timesteps < 1) reader.fail("num_train_timesteps", "must be at least 1");
   c.beta_start = reader.get<double>("beta_start", c.beta_start);
@@ -93,12 +94,11 @@ std::vector<double> cosine_betas(int64_t n) {
 at::Tensor make_betas(const SchedulerConfig& c) {
   if (!c.trained_betas.empty()) return float_tensor(c.trained_betas);
   switch (c.beta_schedule) {
-    case BetaSchedule::linear:
-      return at::linspace(c.beta_start, c.beta_end, c.num_train_timesteps, at::kFloat);
+    case BetaSchedule::linear: return at::linspace(c.beta_start, c.beta_end, c.num_train_timesteps, at::kFloat);
     case BetaSchedule::scaled_linear:  // the one schedule diffusers builds in float64
-      return at::pow(at::linspace(std::sqrt(c.beta_start), std::sqrt(c.beta_end), c.num_train_timesteps, at::kDouble), 2);
-    case BetaSchedule::squaredcos_cap_v2:
-      return float_tensor(cosine_betas(c.num_train_timesteps));
+      return at::pow(at::linspace(std::sqrt(c.beta_start), std::sqrt(c.beta_end), c.num_train_timesteps, at::kDouble),
+                     2);
+    case BetaSchedule::squaredcos_cap_v2: return float_tensor(cosine_betas(c.num_train_timesteps));
   }
   throw std::logic_error("unhandled beta schedule");
 }

@@ -71,7 +71,8 @@ class DpmScheduler final : public Scheduler {
                              std::to_string(step_index));
     // The last step, landing below t = 0, stays first order (diffusers: "save a network evaluation").
     const bool second_order = step_index > 0 && s.prev_timestep >= 0;
-    const at::Tensor alpha_back = second_order ? table_.alpha(table_.timesteps()[size_t(step_index - 1)]) : at::Tensor();
+    const at::Tensor alpha_back =
+        second_order ? table_.alpha(table_.timesteps()[size_t(step_index - 1)]) : at::Tensor();
     const DpmCoefficients c = dpm_coefficients(s, alpha_back);
 
     const at::Tensor x0 = original_sample(model_output, step_index, sample);

@@ -25,8 +25,8 @@ std::vector<std::string> user_defined_symbols(const std::vector<Piece>& pieces) 
 int special_id(const std::vector<Piece>& pieces, const std::string& name, PieceType type) {
   for (size_t id = 0; id < pieces.size(); ++id) {
     const Piece& piece = pieces[id];
-    const bool segmentable = piece.type == PieceType::kNormal || piece.type == PieceType::kUserDefined ||
-                             piece.type == PieceType::kUnused;
+    const bool segmentable =
+        piece.type == PieceType::kNormal || piece.type == PieceType::kUserDefined || piece.type == PieceType::kUnused;
     if (!segmentable && piece.text == name) return piece.type == type ? int(id) : -1;
   }
   return -1;

@@ -32,7 +32,8 @@ T5Config T5Config::load(const std::filesystem::path& config_json) {
   c.d_ff = reader.get<int64_t>("d_ff", c.d_ff);
   c.num_layers = reader.get<int64_t>("num_layers", c.num_layers);
   c.num_heads = reader.get<int64_t>("num_heads", c.num_heads);
-  c.relative_attention_num_buckets = reader.get<int64_t>("relative_attention_num_buckets", c.relative_attention_num_buckets);
+  c.relative_attention_num_buckets =
+      reader.get<int64_t>("relative_attention_num_buckets", c.relative_attention_num_buckets);
   c.relative_attention_max_distance =
       reader.get<int64_t>("relative_attention_max_distance", c.relative_attention_max_distance);
   c.layer_norm_epsilon = reader.get<double>("layer_norm_epsilon", c.layer_norm_epsilon);
@@ -50,7 +51,8 @@ T5Encoder T5Encoder::load(const std::filesystem::path& dir, const at::TensorOpti
   const int64_t inner = c.num_heads * c.d_kv;
   // The token embedding is tied: checkpoints keep it as shared.weight, encoder.embed_tokens.weight or both.
   const bool has_shared = weights.contains("shared.weight");
-  encoder.embedding_ = weights.get(has_shared ? "shared.weight" : "encoder.embed_tokens.weight", {c.vocab_size, c.d_model});
+  encoder.embedding_ =
+      weights.get(has_shared ? "shared.weight" : "encoder.embed_tokens.weight", {c.vocab_size, c.d_model});
   if (has_shared && weights.contains("encoder.embed_tokens.weight"))
     weights.get("encoder.embed_tokens.weight", {c.vocab_size, c.d_model});
   encoder.relative_attention_bias_ = weights.get("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
@@ -84,8 +86,8 @@ at::Tensor T5Encoder::rms_norm(const at::Tensor& x, const at::Tensor& weight) co
 T5Encoder::Block T5Encoder::Block::to(const c10::Device& device) const {
   // Asynchronous from pinned memory only; from pageable host memory the copy is done when this returns.
   const auto copy = [&](const at::Tensor& t) { return t.to(t.options().device(device), /*non_blocking=*/true); };
-  return {copy(attention_norm), copy(q), copy(k), copy(v), copy(o), copy(feed_forward_norm), copy(wi_0), copy(wi_1),
-          copy(wo)};
+  return {copy(attention_norm),    copy(q),    copy(k),    copy(v), copy(o),
+          copy(feed_forward_norm), copy(wi_0), copy(wi_1), copy(wo)};
 }
 
 // Bidirectional relative-position buckets: half the buckets per direction, exact for short distances,

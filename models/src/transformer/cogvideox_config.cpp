@@ -52,8 +52,9 @@ CogVideoXConfig CogVideoXConfig::from_json(const nlohmann::json& document, const
 
   // Combinations diffusers itself rejects, or that its math cannot split evenly.
   if (c.use_learned_positional_embeddings && !c.use_rotary_positional_embeddings)
-    reader.fail("use_learned_positional_embeddings", "learned positions without RoPE: no CogVideoX model has it "
-                                                     "(diffusers rejects it too)");
+    reader.fail("use_learned_positional_embeddings",
+                "learned positions without RoPE: no CogVideoX model has it "
+                "(diffusers rejects it too)");
   if (c.has_ofs() && *c.ofs_embed_dim != c.time_embed_dim)
     reader.fail("ofs_embed_dim", "must equal time_embed_dim (the ofs embedding is added to the time embedding)");
   // RoPE splits a head into t/h/w parts of D/4, 3D/8, 3D/8 rotated in pairs; the sin-cos table splits the
@@ -63,8 +64,9 @@ CogVideoXConfig CogVideoXConfig::from_json(const nlohmann::json& document, const
   if (!c.use_rotary_positional_embeddings && c.inner_dim() % 16 != 0)
     reader.fail("num_attention_heads", "heads x head dim must be a multiple of 16 for the 3D sin-cos embedding");
   if (c.patch_size_t && !c.use_rotary_positional_embeddings)
-    reader.fail("patch_size_t", "needs use_rotary_positional_embeddings (diffusers' sin-cos table has no "
-                                "temporal patches)");
+    reader.fail("patch_size_t",
+                "needs use_rotary_positional_embeddings (diffusers' sin-cos table has no "
+                "temporal patches)");
   return c;
 }
 

@@ -72,8 +72,8 @@ at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& ou
     const ProfileRegion region("FF in GEMM + GELU");
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
     shape.push_back(in.weight.size(0));
-    hidden = at::_addmm_activation(in.bias, x.reshape({-1, x.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true)
-                 .view(shape);
+    hidden =
+        at::_addmm_activation(in.bias, x.reshape({-1, x.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
   } else {
     hidden = profiled("FF in GEMM", [&] { return in(x); });
     profiled("GELU", [&] { return at::gelu_(hidden, tanh_gelu ? "tanh" : "none"); });
@@ -125,9 +125,9 @@ CogVideoXTransformer::PendingUpdate CogVideoXTransformer::run_block(
     const Attention& attention) const {
   // Attention over the joint sequence.
   const Modulation m1 = modulation(block.norm1, temb);
-  at::Tensor input = pending ? updated_joint(block.norm1.norm, text, video, m1, pending->joint, pending->gate,
-                                             pending->text_gate)
-                             : updated_joint(block.norm1.norm, text, video, m1);
+  at::Tensor input =
+      pending ? updated_joint(block.norm1.norm, text, video, m1, pending->joint, pending->gate, pending->text_gate)
+              : updated_joint(block.norm1.norm, text, video, m1);
   pending.reset();
   at::Tensor attended = joint_attention(block, std::move(input), text.size(1), rope, attention);
 

@@ -81,8 +81,7 @@ CropRegion resize_crop_region(int64_t grid_height, int64_t grid_width, int64_t b
   int64_t resize_height = base_height, resize_width = base_width;
   if (double(grid_height) / double(grid_width) > double(base_height) / double(base_width))
     resize_width = round_half_even(double(base_height) / double(grid_height) * double(grid_width));
-  else
-    resize_height = round_half_even(double(base_width) / double(grid_width) * double(grid_height));
+  else resize_height = round_half_even(double(base_width) / double(grid_width) * double(grid_height));
   CropRegion crop;
   crop.top = round_half_even(double(base_height - resize_height) / 2.0);
   crop.left = round_half_even(double(base_width - resize_width) / 2.0);
@@ -101,8 +100,7 @@ std::pair<at::Tensor, at::Tensor> rotary_tables(const CogVideoXConfig& config, i
   if (!config.patch_size_t) {
     // 1.0: positions spread over the crop region of the base grid (sample size / patch), so a grid of another
     // aspect ratio still spans the positions the model was trained on. Python's int/float arithmetic kept.
-    const CropRegion crop =
-        resize_crop_region(grid_h, grid_w, config.sample_width / p, config.sample_height / p);
+    const CropRegion crop = resize_crop_region(grid_h, grid_w, config.sample_width / p, config.sample_height / p);
     positions_h = at::linspace(double(crop.top), double(crop.bottom * (grid_h - 1)) / double(grid_h), grid_h, fp32);
     positions_w = at::linspace(double(crop.left), double(crop.right * (grid_w - 1)) / double(grid_w), grid_w, fp32);
     positions_t = at::linspace(0.0, double(frames * (frames - 1)) / double(frames), frames, fp32);

@@ -156,7 +156,9 @@ at::Tensor CogVideoXTransformer::embed_patches(const at::Tensor& latents) const 
     // Each frame alone: [B*F, C, H, W] -> [B*F, D, h, w] -> tokens in (f, h, w) order.
     const at::Tensor patches = at::conv2d(latents.reshape({batch * frames, channels, height, width}),
                                           weights_->patch_proj.weight, weights_->patch_proj.bias, {p, p});
-    return patches.view({batch, frames, -1, grid_h * grid_w}).transpose(2, 3).reshape({batch, frames * grid_h * grid_w, -1});
+    return patches.view({batch, frames, -1, grid_h * grid_w})
+        .transpose(2, 3)
+        .reshape({batch, frames * grid_h * grid_w, -1});
   }
   // 1.5: a patch spans p_t frames; its values are ordered (C, p_t, p, p), tokens (f / p_t, h, w).
   const int64_t pt = *config_.patch_size_t;
@@ -180,9 +182,9 @@ at::Tensor CogVideoXTransformer::positional_table(int64_t frames, int64_t height
     if (pixel_frames == c.sample_frames) return weights_->learned_positions;
     // At another frame count diffusers falls back to the sin-cos table, text rows zero: so do we.
   }
-  const at::Tensor video = cogvideox::sincos_positions_3d(c.inner_dim(), frames, height / p, width / p,
-                                                          c.spatial_interpolation_scale,
-                                                          c.temporal_interpolation_scale, options_.device());
+  const at::Tensor video =
+      cogvideox::sincos_positions_3d(c.inner_dim(), frames, height / p, width / p, c.spatial_interpolation_scale,
+                                     c.temporal_interpolation_scale, options_.device());
   at::Tensor table = at::zeros({1, c.max_text_seq_length + video.size(0), c.inner_dim()}, video.options());
   table.narrow(1, c.max_text_seq_length, video.size(0)).copy_(video);
   return table.to(options_.dtype());
@@ -238,7 +240,8 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   if (c.use_rotary_positional_embeddings) rope = cogvideox::rotary_tables(c, frames, height, width, options_.device());
 
   std::optional<PendingUpdate> pending;
-  for (const Block& block : weights_->blocks) pending = run_block(block, text, video, std::move(pending), temb, rope, attention);
+  for (const Block& block : weights_->blocks)
+    pending = run_block(block, text, video, std::move(pending), temb, rope, attention);
   if (pending) video.addcmul_(pending->gate, pending->joint.narrow(1, text_length, video.size(1)));  // text is done
   pending.reset();
 

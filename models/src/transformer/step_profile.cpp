@@ -46,10 +46,8 @@ std::vector<std::pair<std::string, double>> StepProfile::totals() const {
     float ms = 0;
     SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, event(span.start), event(span.end)));
     const auto found = std::find_if(totals.begin(), totals.end(), [&](const auto& t) { return t.first == span.name; });
-    if (found == totals.end())
-      totals.emplace_back(span.name, ms);
-    else
-      found->second += ms;
+    if (found == totals.end()) totals.emplace_back(span.name, ms);
+    else found->second += ms;
   }
   return totals;
 }
@@ -72,8 +70,7 @@ ProfileRegion::~ProfileRegion() {
   if (!profile_) return;
   if (cudaEventRecord(event(end_), c10::cuda::getCurrentCUDAStream().stream()) == cudaSuccess)
     profile_->spans_.push_back({name_, start_, end_});
-  else
-    profile_->spare_events_.push_back(start_), profile_->spare_events_.push_back(end_);
+  else profile_->spare_events_.push_back(start_), profile_->spare_events_.push_back(end_);
 }
 
 }  // namespace sagevid

@@ -46,7 +46,6 @@ void check_latents(const CogVideoXVaeConfig& c, const at::Tensor& latents) {
                                 ", F, h, w] with F >= 1");
 }
 
-
 }  // namespace
 
 CogVideoXVaeDecoder CogVideoXVaeDecoder::load(const std::filesystem::path& vae_dir, const at::TensorOptions& target) {
@@ -114,7 +113,8 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
   const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
   if (!grid) {
     ConvCache cache{std::vector<at::Tensor>(size_t(weights_->cache_slots))};
-    for (const auto& [begin, end] : batches) on_frames(vae::decode_batch(*weights_, z.narrow(2, begin, end - begin), cache));
+    for (const auto& [begin, end] : batches)
+      on_frames(vae::decode_batch(*weights_, z.narrow(2, begin, end - begin), cache));
     return;
   }
   // Tiled: every tile keeps its own conv cache, and each temporal batch is blended on its own (blending is

@@ -116,7 +116,8 @@ CogVideoXVaeEncoder CogVideoXVaeEncoder::load(const std::filesystem::path& vae_d
     w->down.push_back(std::move(block));
   }
   for (int i = 0; i < 2; ++i)
-    w->mid.push_back(loader.resnet("encoder.mid_block.resnets." + std::to_string(i), channels.back(), channels.back(), c));
+    w->mid.push_back(
+        loader.resnet("encoder.mid_block.resnets." + std::to_string(i), channels.back(), channels.back(), c));
   // norm_out keeps GroupNorm's eps 1e-6 whatever norm_eps says (as diffusers).
   w->norm_out = loader.group_norm("encoder.norm_out", channels.back(), c.norm_num_groups, 1e-6);
   w->conv_out = loader.causal_conv("encoder.conv_out", channels.back(), 2 * c.latent_channels);

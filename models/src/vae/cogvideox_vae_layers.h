@@ -117,7 +117,6 @@ std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDe
 // with its already-blended neighbours) and assembled into one frame batch.
 at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles);
 
-
 // ---- Encoder layers (CogVideoXEncoder3D); they share CausalConv3d, safe_conv3d and the ConvCache above. ----
 
 struct GroupNorm {

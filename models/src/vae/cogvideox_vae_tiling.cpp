@@ -44,8 +44,8 @@ TileSide tile_side(int64_t requested, int64_t sample_size, double overlap, int64
   side.stride = int64_t(double(side.latent) * (1 - overlap));
   side.blend = int64_t(double(pixels) * overlap);
   side.limit = pixels - side.blend;
-  const std::string tile = std::string("a tile ") + what + " of " + std::to_string(pixels) + " px at overlap " +
-                           std::to_string(overlap);
+  const std::string tile =
+      std::string("a tile ") + what + " of " + std::to_string(pixels) + " px at overlap " + std::to_string(overlap);
   if (side.stride < 1)
     throw std::invalid_argument("CogVideoX VAE tiling: " + tile + " leaves no stride; use larger tiles");
   if (side.stride * factor != side.limit)

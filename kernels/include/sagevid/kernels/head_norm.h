@@ -25,7 +25,7 @@ at::Tensor layer_norm_heads(const at::Tensor& x, const at::Tensor& weight, const
                             const std::optional<Rotary>& rotary, std::optional<at::Tensor> out = std::nullopt);
 
 // The same with torch ops on any device: the definition the kernel is tested against.
-at::Tensor layer_norm_heads_reference(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                      double eps, const std::optional<Rotary>& rotary);
+at::Tensor layer_norm_heads_reference(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps,
+                                      const std::optional<Rotary>& rotary);
 
 }  // namespace sagevid::kernels

@@ -54,8 +54,8 @@ struct Quantized {
   at::Tensor k_mean, q_mean, v_mean;  // fp32, as in sage2_reference.h; undefined when not smoothing
   at::Tensor q_mean_values, q_mean_scales;  // Q smoothing: q_mean in INT8, one scale per block (ΔS in the kernel)
   at::Tensor k_int8_values, k_int8_scales;  // Q smoothing with INT4 Q·Kᵀ: smoothed K in INT8 too, for ΔS
-  at::Tensor v_values;            // FP8: uint8 E4M3 Vᵀ [B, H_kv, D, Nk_pad], keys permuted; FP16: [B, H_kv, Nk_pad, D],
-                                  // or Vᵀ [B, H_kv, D, Nk_pad] for the wgmma family
+  at::Tensor v_values;            // FP8: uint8 E4M3 Vᵀ [B, H_kv, D, Nk_pad], keys permuted; FP16:
+                                  // [B, H_kv, Nk_pad, D], or Vᵀ [B, H_kv, D, Nk_pad] for the wgmma family
   at::Tensor v_scales;            // FP8: [B, H_kv, D]
 };
 

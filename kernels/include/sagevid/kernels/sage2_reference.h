@@ -37,9 +37,9 @@ struct Preprocessed {
   QuantizedRows q, k;
   at::Tensor k_mean;   // [B, H_kv, D]; undefined without smooth_k
   at::Tensor q_mean;   // [B, H_q, ceil(N_q / kQBlock), D]; undefined without smooth_q
-  // Q smoothing adds back ΔS = q_mean · (K − k_mean)ᵀ, as the kernels compute it: from q_mean in INT8 (per-token
-  // groups over its rows: one scale per block) and K − k_mean in INT8 (the K granularity; k itself in INT8
-  // mode). delta_s: [B, H_q, ceil(N_q / kQBlock), N_kv]. All undefined without smooth_q.
+  // Q smoothing adds back ΔS = q_mean · (K − k_mean)ᵀ, as the kernels compute it: from q_mean in INT8
+  // (per-token groups over its rows: one scale per block) and K − k_mean in INT8 (the K granularity; k itself
+  // in INT8 mode). delta_s: [B, H_q, ceil(N_q / kQBlock), N_kv]. All undefined without smooth_q.
   QuantizedRows q_mean_int8, k_int8;
   at::Tensor delta_s;
   at::Tensor v_mean;   // [B, H_kv, D]; undefined without smooth_v

@@ -4,7 +4,8 @@
 // modulated by the timestep embedding (adaptive LayerNorm shift/scale/gate, separately for text and video);
 // the video tokens come out as the noise (v) prediction. Attention goes through the attention-backend layer.
 //
-//   auto model = CogVideoXTransformer::load(dir / "transformer", at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+//   auto model = CogVideoXTransformer::load(dir / "transformer",
+//                                           at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
 //   at::Tensor v = model.forward(latents, prompt_embeds, timesteps, std::nullopt, attention);
 #include "sagevid/models/attention.h"
 #include "sagevid/models/cogvideox_config.h"

@@ -30,9 +30,12 @@ class ConfigReader {
   ConfigReader(const nlohmann::json& object, std::string path);
 
   bool has(const std::string& key) const;
-  template <class T> T get(const std::string& key, T default_value);  // optional key
-  template <class T> T require(const std::string& key);               // mandatory key
-  template <class T> std::optional<T> optional(const std::string& key);  // absent or null: nullopt
+  template <class T>
+  T get(const std::string& key, T default_value);  // optional key
+  template <class T>
+  T require(const std::string& key);  // mandatory key
+  template <class T>
+  std::optional<T> optional(const std::string& key);  // absent or null: nullopt
   // A string naming one of `choices`; absent: default_value. Any other string fails, listing the names.
   template <class Value>
   Value choice(const std::string& key, Value default_value,
@@ -47,7 +50,8 @@ class ConfigReader {
 
  private:
   const nlohmann::json* lookup(const std::string& key);
-  template <class T> T convert(const std::string& key, const nlohmann::json& value) const;
+  template <class T>
+  T convert(const std::string& key, const nlohmann::json& value) const;
 
   const nlohmann::json& object_;
   std::string path_;
@@ -64,17 +68,23 @@ nlohmann::json read_json_file(const std::filesystem::path& path);
 void apply_override(nlohmann::json& document, const std::string& assignment);
 
 // The value types a config can hold; convert<T> exists for exactly these.
-template <> bool ConfigReader::convert<bool>(const std::string&, const nlohmann::json&) const;
-template <> int64_t ConfigReader::convert<int64_t>(const std::string&, const nlohmann::json&) const;
-template <> double ConfigReader::convert<double>(const std::string&, const nlohmann::json&) const;
-template <> std::string ConfigReader::convert<std::string>(const std::string&, const nlohmann::json&) const;
+template <>
+bool ConfigReader::convert<bool>(const std::string&, const nlohmann::json&) const;
+template <>
+int64_t ConfigReader::convert<int64_t>(const std::string&, const nlohmann::json&) const;
+template <>
+double ConfigReader::convert<double>(const std::string&, const nlohmann::json&) const;
+template <>
+std::string ConfigReader::convert<std::string>(const std::string&, const nlohmann::json&) const;
 
-template <class T> T ConfigReader::get(const std::string& key, T default_value) {
+template <class T>
+T ConfigReader::get(const std::string& key, T default_value) {
   const nlohmann::json* value = lookup(key);
   return value ? convert<T>(key, *value) : default_value;
 }
 
-template <class T> std::optional<T> ConfigReader::optional(const std::string& key) {
+template <class T>
+std::optional<T> ConfigReader::optional(const std::string& key) {
   const nlohmann::json* value = lookup(key);
   if (!value || value->is_null()) return std::nullopt;
   return convert<T>(key, *value);
@@ -91,7 +101,8 @@ Value ConfigReader::choice(const std::string& key, Value default_value,
   fail(key, "unknown value \"" + name + "\" (expected one of: " + join(choices | std::views::keys) + ")");
 }
 
-template <class T> T ConfigReader::require(const std::string& key) {
+template <class T>
+T ConfigReader::require(const std::string& key) {
   const nlohmann::json* value = lookup(key);
   if (!value) fail(key, "missing required key");
   return convert<T>(key, *value);

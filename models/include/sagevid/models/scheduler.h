@@ -101,7 +101,8 @@ class Scheduler {  // abstract
   virtual at::Tensor step(const at::Tensor& model_output, int step_index, const at::Tensor& sample,
                           at::Generator* noise = nullptr) = 0;
   // The clean sample x0 that the model output at step_index predicts (what step() moves toward), for previews.
-  virtual at::Tensor original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const = 0;
+  virtual at::Tensor original_sample(const at::Tensor& model_output, int step_index,
+                                     const at::Tensor& sample) const = 0;
   virtual ~Scheduler() = default;
 };
 
