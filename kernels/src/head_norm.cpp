@@ -22,8 +22,9 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
     throw std::invalid_argument("layer_norm_heads: x must be [B, H, L, d] with a contiguous last dim, got " +
                                 shape_string(x.sizes()));
   const int64_t d = x.size(3);
-  if (weight.numel() != d || bias.numel() != d)
-    throw std::invalid_argument("layer_norm_heads: weight and bias must have d = " + std::to_string(d) + " elements");
+  for (const at::Tensor& t : {weight, bias})  // either may be undefined: no affine part
+    if (t.defined() && t.numel() != d)
+      throw std::invalid_argument("layer_norm_heads: weight and bias must have d = " + std::to_string(d) + " elements");
   if (!rotary) return;
   const int64_t rotated = x.size(2) - rotary->first_token;
   if (rotary->first_token < 0 || rotated < 0)
@@ -36,16 +37,19 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 
 bool aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-// Whether the kernel takes this call (else the torch ops do).
+// Whether the kernel takes this call (else the torch ops do): it needs both weight and bias.
 bool kernel_takes(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                   const std::optional<Rotary>& rotary) {
   const int64_t d = x.size(3);
   const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
   const bool dim_ok = d >= 8 && d <= 256 && (d & (d - 1)) == 0;
   const auto vectors = [](const at::Tensor& t) { return t.is_contiguous() && aligned(t); };
+  const auto affine = [&](const at::Tensor& t) {
+    return t.defined() && t.scalar_type() == x.scalar_type() && vectors(t);
+  };
   return x.is_cuda() && half && dim_ok && aligned(x) && x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 &&
-         x.stride(2) % 8 == 0 && weight.scalar_type() == x.scalar_type() && bias.scalar_type() == x.scalar_type() &&
-         vectors(weight) && vectors(bias) && (!rotary || (vectors(rotary->cos) && vectors(rotary->sin)));
+         x.stride(2) % 8 == 0 && affine(weight) && affine(bias) &&
+         (!rotary || (vectors(rotary->cos) && vectors(rotary->sin)));
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ TEST_CASE("layer_norm_heads norms each head and rotates the tokens from first_to
                                 .flatten(3);
   CHECK(at::allclose(got.narrow(2, first, length - first), turned, 1e-5, 1e-5));
   CHECK(at::equal(kernels::layer_norm_heads(x, weight, bias, 1e-6, std::nullopt), normed));
+  CHECK(at::equal(kernels::layer_norm_heads(x, {}, {}, 1e-6, std::nullopt), at::layer_norm(x, {d}, {}, {}, 1e-6)));
 }
 
 TEST_CASE("layer_norm_heads refuses tables and weights that do not fit x, naming them", "[head_norm]") {

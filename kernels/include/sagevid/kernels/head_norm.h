@@ -17,7 +17,7 @@ struct Rotary {
 };
 
 // x [B, H, L, d], any strides with a contiguous last dim (q or k as a view of a fused QKV projection):
-// LayerNorm over d (weight, bias [d]; statistics in fp32), rounded to x's dtype, then rotated in fp32 where
+// LayerNorm over d (weight, bias [d], either may be undefined; statistics in fp32), rounded to x's dtype, then rotated in fp32 where
 // `rotary` is given and rounded again: torch's layer_norm followed by diffusers' rotation. Returns a contiguous
 // [B, H, L, d] tensor of x's dtype (written into `out` when that is given). On CUDA with bf16 or fp16 and d a
 // power of two from 8 to 256, one kernel; otherwise the torch ops of layer_norm_heads_reference.
