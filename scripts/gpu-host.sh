@@ -105,6 +105,14 @@ for step in $steps; do
       random_model || { status=1; continue; }
       build-gpu/tools/sagevid-pipeline-bench "$model" --backend sage2 --steps 20 --preview-every 10 |
         tee "$out/preview.md" || status=1 ;;
+    vae-cudnn)  # the pipeline's folder with cuDNN's autotuner off, then on: each backend run twice, the second
+      # run of each the steady state (its decode row against the first's)
+      random_model || { status=1; continue; }
+      for tuner in "" --cudnn-benchmark; do
+        echo "## sagevid-pipeline-bench ${tuner:-(autotuner off)}" | tee -a "$out/vae-cudnn.md"
+        build-gpu/tools/sagevid-pipeline-bench "$model" --steps 2 --backend sage2 --backend sage2 $tuner |
+          tee -a "$out/vae-cudnn.md" || status=1
+      done ;;
     pipeline-24gb)  # random CogVideoX-2B and -5B through configs/*-rtx4090.json, torch's allocator capped at 24 GiB
       # (needs the wheels, as pipeline): peak memory per phase beside the server's estimate
       m2=/tmp/cogvideox-2b-random m5=/tmp/cogvideox-5b-random
