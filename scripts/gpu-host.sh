@@ -59,7 +59,7 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
-  case $step in harness | profile-attention) ;; *) build_all ;; esac
+  case $step in harness | profile-attention | anchor) ;; *) build_all ;; esac
   case $step in
     harness)
       build_harness || { status=1; continue; }
@@ -67,6 +67,13 @@ for step in $steps; do
       compute-sanitizer --tool memcheck /tmp/sm90-harness check > "$out/harness-memcheck.log" 2>&1 || status=1
       tail -3 "$out/harness-memcheck.log"
       /tmp/sm90-harness time 2>&1 | tee "$out/harness-time.md" || status=1 ;;
+    anchor)  # the official SageAttention2 sm_90 kernel beside SDPA's cuDNN and FA2 (anchor_bench.py of
+      # ../shared/tools), built from .anchors/SageAttention (a git-ignored copy of thu-ml/SageAttention: carry .anchors)
+      [ -f .anchors/anchor_bench.py ] || { echo "anchor: carry .anchors"; status=1; continue; }
+      (cd .anchors/SageAttention && TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 EXT_PARALLEL=4 NVCC_APPEND_FLAGS="--threads 4" \
+        python3 setup.py build_ext --inplace) > "$out/anchor-build.log" 2>&1 ||
+        { tail -20 "$out/anchor-build.log"; status=1; continue; }
+      python3 .anchors/anchor_bench.py .anchors/SageAttention | tee "$out/anchor.md" || status=1 ;;
     profile-attention)  # the sm90 kernel at CogVideoX-2B and hd64 8k causal (ncu): pipes, issue, stalls
       build_harness || { status=1; continue; }
       ncu --clock-control none -k regex:attention_kernel --section SpeedOfLight --section ComputeWorkloadAnalysis \
@@ -99,6 +106,14 @@ for step in $steps; do
       random_model || { status=1; continue; }
       build-gpu/tools/sagevid-pipeline-bench "$model" --backend sage2 --steps 20 --preview-every 10 |
         tee "$out/preview.md" || status=1 ;;
+    vae-cudnn)  # the pipeline's folder with cuDNN's autotuner off, then on: each backend run twice, the second
+      # run of each the steady state (its decode row against the first's)
+      random_model || { status=1; continue; }
+      for tuner in "" --cudnn-benchmark; do
+        echo "## sagevid-pipeline-bench ${tuner:-(autotuner off)}" | tee -a "$out/vae-cudnn.md"
+        build-gpu/tools/sagevid-pipeline-bench "$model" --steps 2 --backend sage2 --backend sage2 $tuner |
+          tee -a "$out/vae-cudnn.md" || status=1
+      done ;;
     pipeline-24gb)  # random CogVideoX-2B and -5B through configs/*-rtx4090.json, torch's allocator capped at 24 GiB
       # (needs the wheels, as pipeline): peak memory per phase beside the server's estimate
       m2=/tmp/cogvideox-2b-random m5=/tmp/cogvideox-5b-random

@@ -5,7 +5,7 @@
 //
 //   sagevid-pipeline-bench MODEL_DIR [--config FILE [--model NAME] [--set KEY=VALUE]...] [--memory-cap-gib G]
 //                          [--backend NAME]... [--frames 49] [--height 480] [--width 720] [--steps 3] [--no-tiling]
-//                          [--preview-every N]
+//                          [--preview-every N] [--cudnn-benchmark]
 //
 // --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
 // section and the model entry's dtype, text encoder placement and VAE keys (the folder is MODEL_DIR, the device
@@ -13,6 +13,8 @@
 // --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its per-process memory
 // fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
 // previews as a request's preview_every does: each gets its own row, and their cost is set against a step's.
+// --cudnn-benchmark turns on cuDNN's autotuner (torch.backends.cudnn.benchmark) for the VAE's convolutions: a
+// backend named twice shows the tuned shapes' time in its second run.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/config_reader.h"
@@ -21,6 +23,7 @@
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/seconds_since.h"
 
+#include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -47,6 +50,7 @@ struct Args {
   sagevid::GenerationRequest request;
   bool tiling = true;
   double memory_cap_gib = 0;  // 0: no cap
+  bool cudnn_benchmark = false;
   std::vector<AttentionBackend> backends;
 };
 
@@ -66,6 +70,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--width") args.request.width = number();
     else if (arg == "--steps") args.request.num_inference_steps = int(number());
     else if (arg == "--no-tiling") args.tiling = false;
+    else if (arg == "--cudnn-benchmark") args.cudnn_benchmark = true;
     else if (arg == "--preview-every") args.request.preview_every = int(number());
     else if (arg == "--config") args.config_file = text();
     else if (arg == "--model") args.model_name = text();
@@ -296,6 +301,7 @@ int main(int argc, char** argv) {
     std::printf("device: %s (sm_%d); model %s\n", devices[0].name.c_str(), devices[0].compute_capability,
                 args.model_dir.c_str());
     c10::InferenceMode inference;
+    at::globalContext().setBenchmarkCuDNN(args.cudnn_benchmark);
     return run(args) ? 0 : 3;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sagevid-pipeline-bench: %s\n", e.what());
