@@ -1,26 +1,22 @@
 // layer_norm_heads' kernel against its torch definition: q or k as a strided view of a fused QKV projection,
 // normed and rotated into a poisoned output.
 #include "catch.h"
+<<<<<<< HEAD
 #include "rounding_check.h"
+    =======
+#include "poisoned.h"
+    >>>>>>> main
 #include "test_random.h"
 
 #include "sagevid/kernels/head_norm.h"
-#include "sagevid/kernels/poison.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/repeat_interleave.h>
 
-namespace kernels = sagevid::kernels;
+    namespace kernels = sagevid::kernels;
 
 namespace {
-
-at::Tensor poisoned_like(const at::Tensor& x) {
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  kernels::poison_device_memory(out.data_ptr(), out.nbytes(), nullptr);
-  return out;
-}
 
 // The magnitude of each element's (2i, 2i+1) pair, which a rotation keeps: the scale of a rounding step there.
 at::Tensor pair_magnitude(const at::Tensor& x) {
@@ -50,7 +46,7 @@ TEST_CASE("layer_norm_heads' kernel computes the torch ops' norm and rotation to
     rotary = kernels::Rotary{angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1), first};
   }
 
-  const at::Tensor out = poisoned_like(at::empty({batch, heads, length, d}, on_gpu));
+  const at::Tensor out = sagevid::test::poisoned({batch, heads, length, d}, on_gpu);
   const at::Tensor got = kernels::layer_norm_heads(x, weight, bias, 1e-6, rotary, out);
   REQUIRE(got.data_ptr() == out.data_ptr());
   const at::Tensor want = kernels::layer_norm_heads_reference(x, weight, bias, 1e-6, rotary);

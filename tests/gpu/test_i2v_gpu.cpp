@@ -25,12 +25,6 @@ sagevid::GenerationRequest fixture_request(const std::string& variant) {
   return request;
 }
 
-at::Tensor frames_of(const sagevid::CogVideoXPipeline& pipeline, const sagevid::GenerationRequest& request) {
-  std::vector<at::Tensor> batches;
-  pipeline.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
-  return at::cat(batches, 0);
-}
-
 }  // namespace
 
 TEST_CASE("image-to-video on CUDA matches diffusers' frames in fp32 and runs in bf16", "[gpu][pipeline][i2v]") {
@@ -40,7 +34,7 @@ TEST_CASE("image-to-video on CUDA matches diffusers' frames in fp32 and runs in 
   const sagevid::AttentionConfig attention{sagevid::AttentionBackend::cudnn, sagevid::AttentionBackend::math, {}};
   const auto fp32 =
       sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kFloat, .attention = attention});
-  const at::Tensor got = frames_of(fp32, request).to(at::kInt);
+  const at::Tensor got = sagevid::test::generated_frames(fp32, request).to(at::kInt);
   const at::Tensor want = sagevid::SafetensorsModel::open(kI2v / "frames.safetensors").view("i2v-1.5").to(at::kInt);
   REQUIRE(got.sizes() == want.sizes());
   const at::Tensor difference = (got - want).abs().to(at::kFloat);
@@ -54,5 +48,5 @@ TEST_CASE("image-to-video on CUDA matches diffusers' frames in fp32 and runs in 
 
   const auto bf16 =
       sagevid::CogVideoXPipeline::load(model, {.device = at::kCUDA, .dtype = at::kBFloat16, .attention = attention});
-  CHECK(frames_of(bf16, request).sizes() == want.sizes());
+  CHECK(sagevid::test::generated_frames(bf16, request).sizes() == want.sizes());
 }

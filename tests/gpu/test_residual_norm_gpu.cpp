@@ -1,15 +1,14 @@
 // residual_norm_modulate's kernel against its torch definition: two streams with gated updates from views of
 // one joint output, as the CogVideoX block calls it, into a poisoned output.
 #include "catch.h"
+#include "poisoned.h"
 #include "rounding_check.h"
 #include "test_random.h"
 
-#include "sagevid/kernels/poison.h"
 #include "sagevid/kernels/residual_norm.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/layer_norm.h>
 
 namespace kernels = sagevid::kernels;
@@ -47,8 +46,7 @@ TEST_CASE("residual_norm_modulate's kernel updates, norms and modulates as the t
   const at::Tensor text_want = text.clone(), video_want = video.clone();
   const at::Tensor want = kernels::residual_norm_modulate_reference(streams(text_want, video_want), weight, bias, 1e-5);
 
-  at::Tensor out = at::empty({batch, text_length + video_length, dim}, text.options());
-  kernels::poison_device_memory(out.data_ptr(), out.nbytes(), nullptr);
+  const at::Tensor out = sagevid::test::poisoned({batch, text_length + video_length, dim}, text.options());
   const at::Tensor got = kernels::residual_norm_modulate(streams(text, video), weight, bias, 1e-5, out);
   REQUIRE(got.data_ptr() == out.data_ptr());
 

@@ -2,17 +2,16 @@
 // against the simulated-quantization reference and loosely against fp32 attention, over the shapes and
 // options the kernels promise. Outputs are poisoned before the kernel writes them.
 #include "catch.h"
+#include "poisoned.h"
 #include "test_random.h"
 
 #include "sagevid/kernels/cuda_check.h"
 #include "sagevid/kernels/device_info.h"
-#include "sagevid/kernels/poison.h"
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/kernels/sage2_reference.h"
 #include "sagevid/models/attention.h"
 
 #include <ATen/ops/allclose.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
@@ -43,12 +42,6 @@ Inputs make_inputs(sagevid::test::Random& rng, const Case& c, sage2::Layout layo
   return {make(rng, c.batch, c.q_heads, c.q_len, c.head_dim, layout, dtype),
           make(rng, c.batch, c.kv_heads, c.kv_len, c.head_dim, layout, dtype),
           make(rng, c.batch, c.kv_heads, c.kv_len, c.head_dim, layout, dtype)};
-}
-
-at::Tensor poisoned_like(const at::Tensor& x) {
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  sagevid::kernels::poison_device_memory(out.data_ptr(), out.nbytes(), nullptr);
-  return out;
 }
 
 struct Errors {
@@ -201,7 +194,7 @@ TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", 
   options.layout = layout;
   options.return_lse = true;
 
-  const at::Tensor out = poisoned_like(in.q);
+  const at::Tensor out = sagevid::test::poisoned_like(in.q);
   const sage2::Result got = sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
   const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, sage2::resolve(options, 90));
   REQUIRE(got.out.data_ptr() == out.data_ptr());
@@ -327,7 +320,7 @@ TEST_CASE("sage2 options: INT8 and INT4, granularity, smoothing and deferred FP8
   options.smooth_q = smooth_q;
   options.smooth_v = smooth_v;
   options.pv_flush_tiles = flush;
-  const at::Tensor out = poisoned_like(in.q);
+  const at::Tensor out = sagevid::test::poisoned_like(in.q);
   sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
   const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, sage2::resolve(options, 90));
   REQUIRE(at::isfinite(out).all().item<bool>());

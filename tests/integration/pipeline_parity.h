@@ -1,14 +1,16 @@
 #pragma once
-// Parity with diffusers' pipelines: the fixture scripts' request JSON as a GenerationRequest, and the bar our
-// uint8 frames must meet against the frames diffusers made.
+// Parity with diffusers' pipelines: the fixture scripts' request JSON as a GenerationRequest, a request's frames
+// in one tensor, and the bar our uint8 frames must meet against the frames diffusers made.
 #include "catch.h"
 
 #include "sagevid/models/pipeline.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 namespace sagevid::test {
 
@@ -24,6 +26,14 @@ inline sagevid::GenerationRequest request_from_json(const nlohmann::json& json) 
   request.seed = json.at("seed");
   request.dynamic_cfg = json.value("dynamic_cfg", false);
   return request;
+}
+
+// Every frame `request` makes, [F, H, W, 3] uint8, in the order the pipeline hands them out.
+inline at::Tensor generated_frames(const sagevid::CogVideoXPipeline& pipeline,
+                                   const sagevid::GenerationRequest& request) {
+  std::vector<at::Tensor> batches;
+  pipeline.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
+  return at::cat(batches, 0);
 }
 
 // How closely generated uint8 frames follow diffusers': the bar is >= 99.9% within 1/255.

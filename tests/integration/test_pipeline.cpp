@@ -37,6 +37,7 @@ using sagevid::GenerationPhase;
 using sagevid::GenerationRequest;
 using sagevid::test::check_frames_match;
 using sagevid::test::request_from_json;
+using sagevid::test::generated_frames;
 
 const fs::path kModel = fs::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
 const fs::path kFixture = fs::path(SAGEVID_FIXTURES_DIR) / "pipeline";
@@ -154,11 +155,9 @@ TEST_CASE("DPM with dynamic CFG, no guidance, a 1.5-like transformer and the ind
                            variant.at("transformer") == "1.5" ? kVariants / "transformer-1.5" : kModel / "transformer",
                            model_index);
   const auto pipeline = CogVideoXPipeline::load(model.dir, {});
-  std::vector<at::Tensor> batches;
-  pipeline.generate(request_from_json(variant.at("request")),
-                    {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
+  const at::Tensor frames = generated_frames(pipeline, request_from_json(variant.at("request")));
   const auto fixture = sagevid::SafetensorsModel::open(kVariants / "frames.safetensors");
-  check_frames_match(at::cat(batches, 0), fixture.view(name), name);
+  check_frames_match(frames, fixture.view(name), name);
 }
 
 TEST_CASE("NaN transformer weights fail the job naming the denoising step, with no frames", "[pipeline]") {
@@ -375,9 +374,7 @@ TEST_CASE("VAE tiles that would not fit together are refused at load, tiles that
   GenerationRequest request = quick_request(1);
   request.height = 64;  // 2 x 2 tiles
   request.width = 96;
-  std::vector<at::Tensor> batches;
-  tiled.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
-  CHECK(at::cat(batches, 0).sizes() == at::IntArrayRef({request.num_frames, 64, 96, 3}));
+  CHECK(generated_frames(tiled, request).sizes() == at::IntArrayRef({request.num_frames, 64, 96, 3}));
 }
 
 TEST_CASE("invalid requests are rejected naming the field", "[pipeline]") {

@@ -1,47 +1,31 @@
 // The tiny model's frames with FP8 linear layers (PipelineOptions::linear) against its own fp32 frames.
 #include "catch.h"
+#include "pipeline_parity.h"
 
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/pipeline.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/cat.h>
 
 #include <cmath>
 #include <filesystem>
-#include <vector>
 
 namespace {
 
 const std::filesystem::path kModel = std::filesystem::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
-
-at::Tensor frames_of(const sagevid::CogVideoXPipeline& pipeline, const sagevid::GenerationRequest& request) {
-  std::vector<at::Tensor> batches;
-  sagevid::GenerationCallbacks callbacks;
-  callbacks.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); };
-  pipeline.generate(request, callbacks);
-  return at::cat(batches, 0);
-}
 
 }  // namespace
 
 TEST_CASE("the tiny model's frames with FP8 linears stay at 35 dB PSNR or more of its own", "[pipeline][fp8]") {
   const nlohmann::json fixture =
       sagevid::read_json_file(std::filesystem::path(SAGEVID_FIXTURES_DIR) / "pipeline" / "request.json");
-  sagevid::GenerationRequest request;
-  request.prompt = fixture.at("prompt");
-  request.negative_prompt = fixture.at("negative_prompt");
-  request.num_frames = fixture.at("num_frames");
-  request.height = fixture.at("height");
-  request.width = fixture.at("width");
-  request.num_inference_steps = fixture.at("num_inference_steps");
-  request.guidance_scale = fixture.at("guidance_scale");
-  request.seed = fixture.at("seed");
+  const sagevid::GenerationRequest request = sagevid::test::request_from_json(fixture);
 
   sagevid::PipelineOptions fp8_options;
   fp8_options.linear = sagevid::LinearPrecision::fp8;
-  const at::Tensor native = frames_of(sagevid::CogVideoXPipeline::load(kModel, {}), request);
-  const at::Tensor fp8 = frames_of(sagevid::CogVideoXPipeline::load(kModel, fp8_options), request);
+  const at::Tensor native = sagevid::test::generated_frames(sagevid::CogVideoXPipeline::load(kModel, {}), request);
+  const at::Tensor fp8 =
+      sagevid::test::generated_frames(sagevid::CogVideoXPipeline::load(kModel, fp8_options), request);
   REQUIRE(fp8.sizes() == native.sizes());
   const double mse = (fp8.to(at::kDouble) - native.to(at::kDouble)).pow(2).mean().item<double>();
   const double psnr = mse == 0 ? INFINITY : 10 * std::log10(255.0 * 255.0 / mse);

@@ -53,12 +53,6 @@ Variant variant(const std::string& name) {
   return v;
 }
 
-at::Tensor generate_frames(const CogVideoXPipeline& pipeline, const GenerationRequest& request) {
-  std::vector<at::Tensor> batches;
-  pipeline.generate(request, {.on_frames = [&](const at::Tensor& frames) { batches.push_back(frames); }});
-  return at::cat(batches, 0);
-}
-
 // The field an InvalidRequest names, or "" when the request passes.
 std::string invalid_field(const CogVideoXPipeline& pipeline, const GenerationRequest& request) {
   try {
@@ -75,7 +69,7 @@ TEST_CASE("image-to-video frames match diffusers' CogVideoXImageToVideoPipeline,
   const std::string name = GENERATE(as<std::string>{}, "i2v-1.0", "i2v-1.5");
   CAPTURE(name);
   const Variant v = variant(name);
-  const at::Tensor frames = generate_frames(i2v_pipeline(v.model), v.request);
+  const at::Tensor frames = sagevid::test::generated_frames(i2v_pipeline(v.model), v.request);
   const auto fixture = sagevid::SafetensorsModel::open(kI2v / "frames.safetensors");
   sagevid::test::check_frames_match(frames, fixture.view(name), name);
 }
@@ -84,9 +78,9 @@ TEST_CASE("the image conditions the video: another image gives other frames", "[
   Variant v = variant("i2v-1.5");
   const CogVideoXPipeline& pipeline = i2v_pipeline(v.model);
   v.request.num_inference_steps = 1;
-  const at::Tensor first = generate_frames(pipeline, v.request);
+  const at::Tensor first = sagevid::test::generated_frames(pipeline, v.request);
   v.request.image = fixture_image("gradient");
-  CHECK_FALSE(at::equal(first, generate_frames(pipeline, v.request)));
+  CHECK_FALSE(at::equal(first, sagevid::test::generated_frames(pipeline, v.request)));
 }
 
 TEST_CASE("the models say whether they take an image; a request without or with a wrong one names the image",

@@ -12,8 +12,6 @@
 using namespace sagevid::test;
 using Kind = v1::GenerateEvent::EventCase;
 
-namespace {}  // namespace
-
 TEST_CASE("generate streams queued, started, progress, chunks and completed in order", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);

@@ -23,12 +23,11 @@ at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x, kern
   at::Tensor out;
   if (x.is_cuda()) {
     // weight [out, in] row-major is the column-major [in, out] operand cuBLASLt wants; scales per row of the
-    // activations [M, 1] and per column of the product [1, out]; a bias of the output's dtype in the epilogue.
-    const bool bias_in_gemm = linear.bias.defined() && linear.bias.scalar_type() == x.scalar_type();
+    // activations [M, 1] and per column of the product [1, out]; the bias, in the output's dtype, in the epilogue.
+    const std::optional<at::Tensor> bias =
+        linear.bias.defined() ? std::optional<at::Tensor>(linear.bias.to(x.scalar_type())) : std::nullopt;
     out = at::_scaled_mm(activations.values, linear.weight.t(), activations.scales, linear.weight_scale.unsqueeze(0),
-                         bias_in_gemm ? std::optional<at::Tensor>(linear.bias) : std::nullopt, std::nullopt,
-                         x.scalar_type());
-    if (linear.bias.defined() && !bias_in_gemm) out.add_(linear.bias);
+                         bias, std::nullopt, x.scalar_type());
   } else {
     const at::Tensor a = activations.values.to(at::kFloat) * activations.scales;
     const at::Tensor w = linear.weight.to(at::kFloat) * linear.weight_scale.unsqueeze(1);
