@@ -1,11 +1,8 @@
 // layer_norm_heads' kernel against its torch definition: q or k as a strided view of a fused QKV projection,
 // normed and rotated into a poisoned output.
 #include "catch.h"
-<<<<<<< HEAD
-#include "rounding_check.h"
-    =======
 #include "poisoned.h"
-    >>>>>>> main
+#include "rounding_check.h"
 #include "test_random.h"
 
 #include "sagevid/kernels/head_norm.h"
@@ -14,7 +11,7 @@
 #include <ATen/ops/equal.h>
 #include <ATen/ops/repeat_interleave.h>
 
-    namespace kernels = sagevid::kernels;
+namespace kernels = sagevid::kernels;
 
 namespace {
 
