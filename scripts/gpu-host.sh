@@ -78,9 +78,9 @@ for step in $steps; do
       build_harness || { status=1; continue; }
       ncu --clock-control none -k regex:attention_kernel --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section InstructionStats --section Occupancy --section WarpStateStats --section SchedulerStats \
-        /tmp/sm90-harness profile > "$out/profile-attention.log" 2>&1 || status=1
-      grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Issued Warp|No Eligible|Stall|Achieved Occ|Registers Per|Executed Ipc" \
-        "$out/profile-attention.log" | tail -80 ;;
+        --print-details all /tmp/sm90-harness profile > "$out/profile-attention.log" 2>&1 || status=1
+      grep -E "^  [a-zA-Z_].*\(|Duration|Issue Slots Busy|No Eligible|Stall|stall|Pipe|pipe|Achieved Occ|Executed Ipc" \
+        "$out/profile-attention.log" | tail -120 ;;
     profile-prep)  # each preprocessing kernel at the hd64 8k shape (ncu): time, throughput, occupancy, stalls
       ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \

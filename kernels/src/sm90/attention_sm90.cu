@@ -125,6 +125,10 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
   for (int i = 0; i < kOut; ++i) out[i] = 0.0f;
   float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
   barrier_wait(q_full, 0);
+  // The tensor cores' view of the tiles, stage 0; each tile's steps advance from these.
+  const uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile, 0);
+  const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
+  const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
 
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile % kStages;
@@ -136,8 +140,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
     fence();
 #pragma unroll
     for (int k = 0; k < kHeadDim / 32; ++k)
-      mma_s8_m64n128k32(s_int, kmajor_descriptor<kHeadDim>(q_tile, 32 * k),
-                        kmajor_descriptor<kHeadDim>(k_tile(stage), 32 * k), k);
+      mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_descriptor, stage * L::kKBytes + 32 * k), k);
     commit_group();
     wait_group<0>();
     fence_registers(s_int);
@@ -197,7 +200,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
       fence();
 #pragma unroll
       for (int step = 0; step < 4; ++step) {
-        const uint64_t v = kmajor_descriptor<kVSwizzle>(v_tile(stage), 32 * step);
+        const uint64_t v = advance(v_descriptor, stage * L::kVBytes + 32 * step);
         if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
         else mma_e4m3_m64n128k32(fresh, p[step], v, step);
       }
@@ -220,7 +223,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
       fence();
 #pragma unroll
       for (int step = 0; step < 8; ++step) {
-        const uint64_t v = kmajor_descriptor<kVSwizzle>(v_tile(stage) + (step / 4) * L::kVHalfBytes, 32 * (step % 4));
+        const uint64_t v = advance(v_descriptor, stage * L::kVBytes + (step / 4) * L::kVHalfBytes + 32 * (step % 4));
         if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
         else mma_f16_m64n128k16(out, p[step], v, 1);
       }

@@ -20,6 +20,10 @@ __device__ __forceinline__ uint64_t kmajor_descriptor(const void* tile, int byte
   return uint64_t((address & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | ((atom_stride >> 4) << 32) | (layout << 62);
 }
 
+// The descriptor of the same tile layout `bytes` further on: the start address sits in the low bits in 16-byte
+// units, and shared memory (under 256 KB) never carries out of that field.
+__device__ __forceinline__ uint64_t advance(uint64_t descriptor, uint32_t bytes) { return descriptor + (bytes >> 4); }
+
 __device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void commit_group() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int kPending>
