@@ -49,7 +49,7 @@ struct Smem {
   static constexpr int kV = kK + kStages * kKBytes;
   static constexpr int kKeyScales = kV + kStages * kVBytes;  // per-token k-scales, one tile's per stage
   static constexpr int kBarriers = kKeyScales + kStages * kCtaK * 4;
-  static constexpr int kBytes = kBarriers + (1 + 2 * kStages) * 8 + 1024;  // + slack to align the base
+  static constexpr int kBytes = kBarriers + (1 + 3 * kStages) * 8 + 1024;  // + slack to align the base
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVHalfBytes % 1024 == 0);
 };
 
@@ -74,6 +74,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
   uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
+  uint64_t* empty = v_full + kStages;  // every warp's products are done with the stage
 
   const WorkTile work = work_tile(args.causal);
   const int q_block = work.q_block;
@@ -102,7 +103,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
   };
   if (threadIdx.x == 0) {
     barrier_init(q_full, 1);
-    for (int s = 0; s < kStages; ++s) barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1);
+    for (int s = 0; s < kStages; ++s)
+      barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads / 32);
     fence_barrier_init();
   }
   __syncthreads();
@@ -142,6 +144,13 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
     for (int k = 0; k < kHeadDim / 32; ++k)
       mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_descriptor, stage * L::kKBytes + 32 * k), k);
     commit_group();
+    // The previous tile's stage, once every warp is done with it, takes the tile kStages after it; issued under
+    // this tile's scores, so that no warp waits at a CTA barrier for the others.
+    if (threadIdx.x == 0 && tile > 0 && tile - 1 + kStages < tiles) {
+      const int previous = (tile - 1) % kStages;
+      barrier_wait(&empty[previous], ((tile - 1) / kStages) & 1);
+      load_kv(tile - 1 + kStages, previous);
+    }
     wait_group<0>();
     fence_registers(s_int);
 
@@ -232,8 +241,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
       fence_registers(out);
     }
 
-    __syncthreads();  // every warp's products have read this stage: refill it
-    if (threadIdx.x == 0 && tile + kStages < tiles) load_kv(tile + kStages, stage);
+    if (lane == 0) barrier_arrive(&empty[stage]);
   }
 
   // Epilogue: normalize, undo the V scaling, add the V mean back, store.

@@ -26,6 +26,11 @@ __device__ __forceinline__ void barrier_expect_bytes(uint64_t* barrier, uint32_t
                : "memory");
 }
 
+// One arrival that expects no bytes (a consumer giving a stage back).
+__device__ __forceinline__ void barrier_arrive(uint64_t* barrier) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(barrier)) : "memory");
+}
+
 __device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
   asm volatile(
       "{\n.reg .pred done;\n"
