@@ -8,8 +8,8 @@
 //
 // --backend NAME: that backend's rows only (sage2's include the FP8-linear row).
 // --breakdown: instead, the sage2 step's GPU time per region of the blocks (StepProfile), each against its
-// floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's one read and one write of its
-// activations at the HBM rate. --breakdown --fp8-linears: the same with the blocks' linears in FP8 (floors
+// floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's tensors each read or written once
+// at the HBM rate. --breakdown --fp8-linears: the same with the blocks' linears in FP8 (floors
 // unchanged: the bf16 ones).
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
   if (breakdown) {
     std::printf(
         "Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
-        "TFLOP/s, elementwise regions one read and one write at %.1f TB/s.\n",
+        "TFLOP/s, elementwise regions their tensors each read or written once at %.1f TB/s.\n",
         kGemmFlops / 1e12, kMemoryBytes / 1e12);
     for (const ModelShape& shape : model_shapes()) {
       const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
