@@ -7,6 +7,7 @@
 #include "sagevid/kernels/fp8_rows.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/zeros.h>
@@ -48,6 +49,10 @@ TEST_CASE("an FP8 linear stays within a few percent of its fp32 product", "[fp8]
   CAPTURE(relative);
   CHECK(relative < 0.05);
   CHECK(relative > 0.0);  // the product did go through FP8
+  // Fast accumulation is the CUDA GEMM's; on the CPU the product is the same fp32 one.
+  const sagevid::cogvideox::Linear fast = sagevid::cogvideox::to_fp8(linear, /*fast_accum=*/true);
+  CHECK(fast.fast_accum);
+  CHECK(at::equal(fast(x), got));
 }
 
 TEST_CASE("an FP8 linear with the GELU fused into its input's quantization is the linear of the GELU", "[fp8]") {

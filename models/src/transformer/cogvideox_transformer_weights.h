@@ -16,11 +16,12 @@ namespace cogvideox {
 struct Linear {
   at::Tensor weight, bias;
   at::Tensor weight_scale;  // defined: weight is FP8 E4M3 [out, in], times weight_scale [out] fp32 (fp8_linear.cpp)
+  bool fast_accum = false;  // FP8 on CUDA: the GEMM with cuBLASLt's fast accumulation
   at::Tensor operator()(const at::Tensor& x) const;
 };
 // `linear` with its weight quantized to FP8 E4M3 per output channel, and its product on FP8 operands (of
 // activation(x) where one is given: fused into x's quantization).
-Linear to_fp8(const Linear& linear);
+Linear to_fp8(const Linear& linear, bool fast_accum = false);
 at::Tensor fp8_linear(const Linear& linear, const at::Tensor& x,
                       kernels::RowActivation activation = kernels::RowActivation::none);
 struct LayerNorm {

@@ -11,9 +11,9 @@
 
 namespace sagevid {
 
-cogvideox::Linear cogvideox::to_fp8(const Linear& linear) {
+cogvideox::Linear cogvideox::to_fp8(const Linear& linear, bool fast_accum) {
   const kernels::Fp8Rows rows = kernels::quantize_rows_fp8(linear.weight);
-  return {rows.values, linear.bias, rows.scales.squeeze(1)};
+  return {rows.values, linear.bias, rows.scales.squeeze(1), fast_accum};
 }
 
 at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x, kernels::RowActivation activation) {
@@ -27,7 +27,7 @@ at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x, kern
     const std::optional<at::Tensor> bias =
         linear.bias.defined() ? std::optional<at::Tensor>(linear.bias.to(x.scalar_type())) : std::nullopt;
     out = at::_scaled_mm(activations.values, linear.weight.t(), activations.scales, linear.weight_scale.unsqueeze(0),
-                         bias, std::nullopt, x.scalar_type());
+                         bias, std::nullopt, x.scalar_type(), linear.fast_accum);
   } else {
     const at::Tensor a = activations.values.to(at::kFloat) * activations.scales;
     const at::Tensor w = linear.weight.to(at::kFloat) * linear.weight_scale.unsqueeze(1);
@@ -39,11 +39,12 @@ at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x, kern
 }
 
 // The original keeps its weights until the caller drops it: the linears' memory is 1.5 times theirs meanwhile.
-CogVideoXTransformer CogVideoXTransformer::with_fp8_linears() const {
+CogVideoXTransformer CogVideoXTransformer::with_fp8_linears(bool fast_accum) const {
   auto weights = std::make_shared<Weights>(*weights_);
   for (Block& block : weights->blocks)
     for (cogvideox::Linear* linear : {&block.to_qkv, &block.to_out, &block.ff_in, &block.ff_out})
-      if (!linear->weight_scale.defined()) *linear = cogvideox::to_fp8(*linear);
+      if (!linear->weight_scale.defined()) *linear = cogvideox::to_fp8(*linear, fast_accum);
+      else linear->fast_accum = fast_accum;
   CogVideoXTransformer model = *this;
   model.weights_ = std::move(weights);
   return model;

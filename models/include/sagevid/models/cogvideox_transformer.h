@@ -43,8 +43,9 @@ class CogVideoXTransformer {
 
   // The same model with the blocks' big linears (QKV, attention output, feed-forward) in FP8 E4M3: weights
   // quantized per output channel here, activations per token at each call (cuBLASLt FP8 GEMMs through
-  // at::_scaled_mm on CUDA; the same arithmetic in fp32 elsewhere). Other layers keep their dtype.
-  CogVideoXTransformer with_fp8_linears() const;
+  // at::_scaled_mm on CUDA; the same arithmetic in fp32 elsewhere). Other layers keep their dtype. fast_accum:
+  // the GEMMs with cuBLASLt's fast accumulation (PipelineOptions::fp8_fast_accum; no effect off CUDA).
+  CogVideoXTransformer with_fp8_linears(bool fast_accum = false) const;
 
   const CogVideoXConfig& config() const { return config_; }
   const at::TensorOptions& options() const { return options_; }
