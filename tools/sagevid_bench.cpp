@@ -127,9 +127,11 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
           {"GELU + FF out GEMM", gemm(d, f)},  // FP8: the GELU in the input's quantization
           // twice a block: residual and update in, residual and joint out
           {"gated residual add + LayerNorm + modulate", bytes(2 * 4 * activation)},
-          {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},       // q and k, in and out
-          {"heads -> tokens copy", bytes(2 * activation)},          // in, out
-          {"GELU", bytes(2 * activation * f / d)},                  // the 4D-wide hidden, in place
+          // FP8 linears: the joint goes out as E4M3 rows, half the bytes of bf16 (the scales are 1/D of that)
+          {"gated residual add + LayerNorm + modulate + FP8 rows", bytes(2 * 3.5 * activation)},
+          {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},  // q and k, in and out
+          {"heads -> tokens copy", bytes(2 * activation)},  // in, out
+          {"GELU", bytes(2 * activation * f / d)},  // the 4D-wide hidden, in place
           {"modulation (SiLU, linear)", bytes(2 * 6 * d * c.time_embed_dim * 2)}};  // twice a block: its weights
 }
 

@@ -1,10 +1,14 @@
 // residual_norm_modulate on CUDA. Each row is read and written once: its pieces stay in registers from the
 // residual update through the statistics to the modulated output. Rows up to kWarpRowLimit wide (CogVideoX's
 // 1920 and 3072) take one warp each: statistics by shuffles, no CTA barrier, and every load of a lane issued
-// before the first is used. Wider rows take one CTA each, with CTA reductions.
+// before the first is used; they may go out as FP8 rows with a scale each instead (residual_norm_modulate_fp8).
+// Wider rows take one CTA each, with CTA reductions.
 #include "residual_norm_kernel.h"
 #include "row_math.cuh"
 #include "sagevid/kernels/cuda_check.h"
+
+#include <stdexcept>
+#include <string>
 
 namespace sagevid::kernels::detail {
 namespace {
@@ -47,51 +51,92 @@ __device__ __forceinline__ void modulate(const ResidualNormArgs& a, int64_t batc
   }
 }
 
-// The warp kernel's row, as the pieces of T its lane holds (piece lane + 32 i): the residual, its gated update
-// added and stored back where there is one. The residual's values are T's, so the pieces hold them exactly.
+// Piece `piece` of a row of T.
+template <typename T>
+__device__ __forceinline__ uint4* piece_of(const T* row, int piece) {
+  return reinterpret_cast<uint4*>(const_cast<T*>(row) + piece * kPieceElements);
+}
+
+// f(i, piece) for each piece of the warp's row its lane holds: piece lane + 32 i, in slot i of its registers.
+template <typename F>
+__device__ __forceinline__ void each_lane_piece(int lane, int pieces, F f) {
+#pragma unroll
+  for (int i = 0; i < kLanePieces; ++i)
+    if (lane + 32 * i < pieces) f(i, lane + 32 * i);
+}
+
+// The warp kernel's row, as the pieces of T its lane holds: the residual, its gated update added and stored back
+// where there is one. The residual's values are T's, so the pieces hold them exactly.
 template <typename T>
 __device__ __forceinline__ void load_updated_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
                                                  uint4 (&x)[kLanePieces]) {
   const int pieces = a.dim / kPieceElements;
+  const T* residual = at_row<T>(a.residual, batch, row);
   const bool updated = a.update.data != nullptr;
-  T* residual = const_cast<T*>(at_row<T>(a.residual, batch, row));
   uint4 update[kLanePieces];
-#pragma unroll
-  for (int i = 0; i < kLanePieces; ++i) {
-    const int piece = lane + 32 * i;
-    if (piece >= pieces) continue;
-    x[i] = *reinterpret_cast<const uint4*>(residual + piece * kPieceElements);
-    if (updated) update[i] = *reinterpret_cast<const uint4*>(at_row<T>(a.update, batch, row) + piece * kPieceElements);
-  }
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
+    x[i] = *piece_of(residual, piece);
+    if (updated) update[i] = *piece_of(at_row<T>(a.update, batch, row), piece);
+  });
   if (!updated) return;
   // The gate is one row per batch, read by every row: from the cache, so it need not be in flight with the rest.
-#pragma unroll
-  for (int i = 0; i < kLanePieces; ++i) {
-    const int piece = lane + 32 * i;
-    if (piece >= pieces) continue;
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
     float v[kPieceElements], u[kPieceElements], g[kPieceElements];
     unpack_piece<T>(x[i], v);
     unpack_piece<T>(update[i], u);
     load_piece(at_row<T>(a.gate, batch, 0) + piece * kPieceElements, g);
     add_gated<T>(v, u, g);
     x[i] = pack_piece<T>(v);
-    *reinterpret_cast<uint4*>(residual + piece * kPieceElements) = x[i];
-  }
+    *piece_of(residual, piece) = x[i];
+  });
 }
 
 // The sum over the warp's row of f(element).
 template <typename T, typename F>
 __device__ __forceinline__ float row_sum(const uint4 (&x)[kLanePieces], int lane, int pieces, F f) {
   float sum = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kLanePieces; ++i) {
-    if (lane + 32 * i >= pieces) continue;
+  each_lane_piece(lane, pieces, [&](int i, int) {
     float v[kPieceElements];
     unpack_piece<T>(x[i], v);
 #pragma unroll
     for (int e = 0; e < kPieceElements; ++e) sum += f(v[e]);
-  }
+  });
   return lanes_reduce(sum, Sum());
+}
+
+// The warp's row normed with (mean, rstd) and modulated, each piece rounded to T as the output stores it, into x.
+template <typename T>
+__device__ __forceinline__ void modulate_row(const ResidualNormArgs& a, int64_t batch, int lane, float mean, float rstd,
+                                             uint4 (&x)[kLanePieces]) {
+  each_lane_piece(lane, a.dim / kPieceElements, [&](int i, int piece) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+    modulate<T>(a, batch, piece * kPieceElements, mean, rstd, v);
+    x[i] = pack_piece<T>(v);
+  });
+}
+
+// The modulated row x as FP8: its absmax over the warp, then its scale and E4M3 bytes, as quantize_rows_fp8 makes
+// them from the row of T.
+template <typename T>
+__device__ __forceinline__ void store_fp8_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
+                                              const uint4 (&x)[kLanePieces]) {
+  const int pieces = a.dim / kPieceElements;
+  float amax = 0.0f;
+  each_lane_piece(lane, pieces, [&](int i, int) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+#pragma unroll
+    for (int e = 0; e < kPieceElements; ++e) amax = fmaxf(amax, fabsf(v[e]));
+  });
+  const float scale = fp8_row_scale(lanes_reduce(amax, Max()));
+  auto* values = const_cast<uint8_t*>(at_row<uint8_t>(a.fp8_values, batch, row));
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+    *reinterpret_cast<uint2*>(values + piece * kPieceElements) = fp8_piece(v, scale);
+  });
+  if (lane == 0) *const_cast<float*>(at_row<float>(a.fp8_scales, batch, row)) = scale;
 }
 
 // Two CTAs a multiprocessor at the least: a row's pieces and its update's stay in registers without spilling.
@@ -105,17 +150,9 @@ __global__ void __launch_bounds__(kThreads, 2) residual_norm_warp_kernel(const R
   load_updated_row<T>(a, batch, row, lane, x);
   const float mean = row_sum<T>(x, lane, pieces, [](float v) { return v; }) / a.dim;
   const float variance = row_sum<T>(x, lane, pieces, [mean](float v) { return (v - mean) * (v - mean); }) / a.dim;
-  const float rstd = rsqrtf(variance + a.eps);
-  T* out = const_cast<T*>(at_row<T>(a.out, batch, row));
-#pragma unroll
-  for (int i = 0; i < kLanePieces; ++i) {
-    const int piece = lane + 32 * i;
-    if (piece >= pieces) continue;
-    float v[kPieceElements];
-    unpack_piece<T>(x[i], v);
-    modulate<T>(a, batch, piece * kPieceElements, mean, rstd, v);
-    store_piece(out + piece * kPieceElements, v);
-  }
+  modulate_row<T>(a, batch, lane, mean, rsqrtf(variance + a.eps), x);
+  if (a.fp8_values.data != nullptr) return store_fp8_row<T>(a, batch, row, lane, x);
+  each_lane_piece(lane, pieces, [&](int i, int piece) { *piece_of(at_row<T>(a.out, batch, row), piece) = x[i]; });
 }
 
 template <typename T>
@@ -162,6 +199,9 @@ __global__ void __launch_bounds__(kThreads) residual_norm_cta_kernel(const Resid
 
 template <typename T>
 void launch(const ResidualNormArgs& args, cudaStream_t stream) {
+  if (args.fp8_values.data != nullptr && !residual_norm_fp8_fits(args.dim))
+    throw std::invalid_argument("residual_norm_modulate: FP8 rows of " + std::to_string(args.dim) +
+                                " elements are wider than a warp holds");
   const int64_t rows = args.batch * args.rows;
   if (args.dim <= kWarpRowLimit) {
     residual_norm_warp_kernel<T><<<unsigned((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(args);
@@ -176,6 +216,8 @@ void launch(const ResidualNormArgs& args, cudaStream_t stream) {
 bool residual_norm_fits(int dim) {
   return dim > 0 && dim % kPieceElements == 0 && dim <= kThreads * kPiecesPerThread * kPieceElements;
 }
+
+bool residual_norm_fp8_fits(int dim) { return dim > 0 && dim % kPieceElements == 0 && dim <= kWarpRowLimit; }
 
 void residual_norm_modulate(const ResidualNormArgs& args, NormElement element, cudaStream_t stream) {
   if (args.batch == 0 || args.rows == 0) return;

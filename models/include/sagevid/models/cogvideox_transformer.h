@@ -22,6 +22,9 @@
 namespace sagevid {
 
 class WeightLoader;
+namespace cogvideox {
+struct LinearInput;  // a linear layer's activations or their FP8 rows (transformer/cogvideox_transformer_weights.h)
+}
 
 class CogVideoXTransformer {
  public:
@@ -73,9 +76,9 @@ class CogVideoXTransformer {
   PendingUpdate run_block(const Block& block, at::Tensor& text, at::Tensor& video, std::optional<PendingUpdate> pending,
                           const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
                           const Attention& attention) const;
-  // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v);
-  // returns the output projection [B, L, D].
-  at::Tensor joint_attention(const Block& block, at::Tensor input, int64_t text_length,
+  // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v;
+  // FP8 rows where the QKV projection is FP8); returns the output projection [B, L, D].
+  at::Tensor joint_attention(const Block& block, cogvideox::LinearInput input, int64_t text_length,
                              const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
                              const Attention& attention) const;
   at::Tensor unpatchify(const at::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;
