@@ -8,6 +8,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_scaled_mm.h>
 #include <ATen/ops/linear.h>
+#include <c10/util/Exception.h>
 
 namespace sagevid {
 
@@ -28,8 +29,21 @@ at::Tensor fp8_product(const cogvideox::Linear& linear, const at::Tensor& values
     // activations [M, 1] and per column of the product [1, out]; the bias, in the output's dtype, in the epilogue.
     const std::optional<at::Tensor> bias =
         linear.bias.defined() ? std::optional<at::Tensor>(linear.bias.to(dtype)) : std::nullopt;
-    out = at::_scaled_mm(values, linear.weight.t(), scales, linear.weight_scale.unsqueeze(0), bias, std::nullopt, dtype,
-                         linear.fast_accum);
+    const auto product = [&](bool fast_accum) {
+      return at::_scaled_mm(values, linear.weight.t(), scales, linear.weight_scale.unsqueeze(0), bias, std::nullopt,
+                            dtype, fast_accum);
+    };
+    if (!linear.fast_accum) {
+      out = product(false);
+    } else {
+      // cuBLASLt has no fast-accumulation kernel for some shapes (small products with a bias): those take the
+      // plain accumulation rather than fail the request.
+      try {
+        out = product(true);
+      } catch (const c10::Error&) {
+        out = product(false);
+      }
+    }
   } else {
     const at::Tensor a = values.to(at::kFloat) * scales;
     const at::Tensor w = linear.weight.to(at::kFloat) * linear.weight_scale.unsqueeze(1);
