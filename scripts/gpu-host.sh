@@ -5,12 +5,12 @@
 # sizes, then sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
 # (`sagevid serve` on that folder, driven per backend by `sagevid-client bench`: scripts/bench-server.sh),
 # step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor; -fp8: with
-# FP8 linears). The host has no gRPC or FFmpeg: the server and clients build only from the offline bundle of
+# FP8 linears; -fp8-fast: their GEMMs with fast accumulation too). The host has no gRPC or FFmpeg: the server and clients build only from the offline bundle of
 # `scripts/make-offline-deps.sh`, carried as .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and
 # tools). diffusers-step, pipeline and server need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried
 # along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return folder) or ./out.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
-#                       [diffusers-step] [pipeline] [preview] [server] [profile-prep] [pipeline-24gb]
+#                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep] [pipeline-24gb]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -96,6 +96,9 @@ for step in $steps; do
     step-breakdown) build-gpu/tools/sagevid-bench --breakdown | tee "$out/step-breakdown.md" || status=1 ;;
     step-breakdown-fp8)
       build-gpu/tools/sagevid-bench --breakdown --fp8-linears | tee "$out/step-breakdown-fp8.md" || status=1 ;;
+    step-breakdown-fp8-fast)
+      build-gpu/tools/sagevid-bench --breakdown --fp8-linears --fp8-fast-accum | tee "$out/step-breakdown-fp8-fast.md" ||
+        status=1 ;;
     diffusers-step)
       install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/diffusers_step_bench.py | tee "$out/diffusers-step.md" ||
         status=1 ;;

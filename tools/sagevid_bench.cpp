@@ -1,16 +1,17 @@
 // sagevid-bench: one denoising step of the CogVideoX transformer at the real 2B and 5B configs, 49 frames at
 // 480x720, and CogVideoX1.5-5B, 81 frames at 768x1360 (random weights), CFG batch 2, bf16, per attention
-// backend in one run, and sage2 with the blocks' linears in FP8 (models[].linear: fp8): median step time, the
-// attention share of the step, and peak GPU memory. Prints a markdown table (docs/PERFORMANCE.md).
+// backend in one run, and sage2 with the blocks' linears in FP8 (models[].linear: fp8), without and with fast
+// accumulation (models[].fp8_fast_accum): median step time, the attention share of the step, and peak GPU
+// memory. Prints a markdown table (docs/PERFORMANCE.md).
 //
 // The attention share is measured, not modelled: the same step with the attention calls timed on their own
 // (num_layers x one attention call of the step's shape, median) over the step's median.
 //
-// --backend NAME: that backend's rows only (sage2's include the FP8-linear row).
+// --backend NAME: that backend's rows only (sage2's include the FP8-linear rows).
 // --breakdown: instead, the sage2 step's GPU time per region of the blocks (StepProfile), each against its
 // floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's tensors each read or written once
 // at the HBM rate. --breakdown --fp8-linears: the same with the blocks' linears in FP8 (floors
-// unchanged: the bf16 ones).
+// unchanged: the bf16 ones); --fp8-fast-accum as well: their GEMMs with fast accumulation.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/attention.h"
@@ -25,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -125,9 +127,11 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
           {"GELU + FF out GEMM", gemm(d, f)},  // FP8: the GELU in the input's quantization
           // twice a block: residual and update in, residual and joint out
           {"gated residual add + LayerNorm + modulate", bytes(2 * 4 * activation)},
-          {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},       // q and k, in and out
-          {"heads -> tokens copy", bytes(2 * activation)},          // in, out
-          {"GELU", bytes(2 * activation * f / d)},                  // the 4D-wide hidden, in place
+          // FP8 linears: the joint goes out as E4M3 rows, half the bytes of bf16 (the scales are 1/D of that)
+          {"gated residual add + LayerNorm + modulate + FP8 rows", bytes(2 * 3.5 * activation)},
+          {"QK LayerNorm + RoPE", bytes(2 * 2 * activation)},  // q and k, in and out
+          {"heads -> tokens copy", bytes(2 * activation)},  // in, out
+          {"GELU", bytes(2 * activation * f / d)},  // the 4D-wide hidden, in place
           {"modulation (SiLU, linear)", bytes(2 * 6 * d * c.time_embed_dim * 2)}};  // twice a block: its weights
 }
 
@@ -169,38 +173,42 @@ void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape,
   std::fflush(stdout);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const bool breakdown = argc > 1 && std::strcmp(argv[1], "--breakdown") == 0;
-  const bool fp8_linears = breakdown && argc > 2 && std::strcmp(argv[2], "--fp8-linears") == 0;
+// The command line: --backend NAME | --breakdown [--fp8-linears [--fp8-fast-accum]].
+struct Args {
   std::vector<AttentionBackend> backends{AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
-  if (argc > 2 && std::strcmp(argv[1], "--backend") == 0) backends = {sagevid::parse_attention_backend(argv[2])};
-  const auto devices = sagevid::kernels::cuda_devices();
-  if (devices.empty()) {
-    std::fprintf(stderr, "sagevid-bench: no CUDA device\n");
-    return 1;
+  bool breakdown = false, fp8_linears = false, fast_accum = false;
+};
+
+std::optional<Args> parse_args(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--backend" && i + 1 < argc) args.backends = {sagevid::parse_attention_backend(argv[++i])};
+    else if (arg == "--breakdown") args.breakdown = true;
+    else if (arg == "--fp8-linears") args.fp8_linears = true;
+    else if (arg == "--fp8-fast-accum") args.fast_accum = true;
+    else return std::nullopt;
   }
-  c10::InferenceMode inference;
+  if ((args.fp8_linears && !args.breakdown) || (args.fast_accum && !args.fp8_linears)) return std::nullopt;
+  return args;
+}
+
+void print_breakdowns(const Args& args) {
   std::printf(
-      "device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
-      "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
-      "weights; median of 5 steps after 2 warm-ups\n\n",
-      devices[0].name.c_str(), devices[0].compute_capability);
-  if (breakdown) {
-    std::printf(
-        "Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
-        "TFLOP/s, elementwise regions their tensors each read or written once at %.1f TB/s.\n",
-        kGemmFlops / 1e12, kMemoryBytes / 1e12);
-    for (const ModelShape& shape : model_shapes()) {
-      const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
-      const CogVideoXTransformer model =
-          CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
-      if (fp8_linears) print_breakdown(model.with_fp8_linears(), shape, "FP8");
-      else print_breakdown(model, shape, "bf16");
-    }
-    return 0;
+      "Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
+      "TFLOP/s, elementwise regions their tensors each read or written once at %.1f TB/s.\n",
+      kGemmFlops / 1e12, kMemoryBytes / 1e12);
+  for (const ModelShape& shape : model_shapes()) {
+    const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
+    const CogVideoXTransformer model =
+        CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
+    if (!args.fp8_linears) print_breakdown(model, shape, "bf16");
+    else if (args.fast_accum) print_breakdown(model.with_fp8_linears(true), shape, "FP8 (fast accumulation)");
+    else print_breakdown(model.with_fp8_linears(), shape, "FP8");
   }
+}
+
+void print_steps(const Args& args) {
   std::printf("| model | backend | step ms | attention ms (layers x call) | attention share | vs flash | peak GiB |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const ModelShape& shape : model_shapes()) {
@@ -215,13 +223,38 @@ int main(int argc, char** argv) {
                   r.attention_ms, 100.0 * r.attention_ms / r.step_ms, vs_flash, r.peak_gib);
       std::fflush(stdout);
     };
-    for (AttentionBackend backend : backends) {
+    for (AttentionBackend backend : args.backends) {
       const StepResult r = measure(model, shape, backend);
       if (backend == AttentionBackend::flash) flash_ms = r.step_ms;
       print_row(std::string(sagevid::backend_name(backend)), r);
-      if (backend == AttentionBackend::sage2)
-        print_row("sage2, FP8 linears", measure(model.with_fp8_linears(), shape, AttentionBackend::sage2));
+      if (backend != AttentionBackend::sage2) continue;
+      print_row("sage2, FP8 linears", measure(model.with_fp8_linears(), shape, AttentionBackend::sage2));
+      print_row("sage2, FP8 linears, fast accum",
+                measure(model.with_fp8_linears(true), shape, AttentionBackend::sage2));
     }
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::optional<Args> args = parse_args(argc, argv);
+  if (!args) {
+    std::fprintf(stderr, "usage: sagevid-bench [--backend NAME | --breakdown [--fp8-linears [--fp8-fast-accum]]]\n");
+    return 2;
+  }
+  const auto devices = sagevid::kernels::cuda_devices();
+  if (devices.empty()) {
+    std::fprintf(stderr, "sagevid-bench: no CUDA device\n");
+    return 1;
+  }
+  c10::InferenceMode inference;
+  std::printf(
+      "device: %s (sm_%d); one transformer step, CogVideoX 2B/5B at 49x480x720 (17,776 tokens), 1.5-5B at "
+      "81x768x1360 (45,106 tokens), CFG batch 2, bf16, random "
+      "weights; median of 5 steps after 2 warm-ups\n\n",
+      devices[0].name.c_str(), devices[0].compute_capability);
+  if (args->breakdown) print_breakdowns(*args);
+  else print_steps(*args);
   return 0;
 }

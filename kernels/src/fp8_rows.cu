@@ -14,7 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kPiecesPerThread = 8;  // rows up to kThreads * 64 elements stay in registers
-constexpr float kFp8Max = 448.0f;
 
 // torch's tanh GELU in fp32 (0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))), rounded to T as torch stores it.
 template <typename T>
@@ -24,8 +23,6 @@ __device__ __forceinline__ float activated(float v, bool gelu) {
   return rounded<T>(0.5f * v * (1.0f + tanhf(inner)));
 }
 
-__device__ __forceinline__ float row_scale(float amax) { return amax > 0.0f ? amax / kFp8Max : 1.0f; }
-
 // Any element type and alignment: the row read twice.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -33,12 +30,10 @@ __global__ void __launch_bounds__(kThreads)
   const T* row = x + blockIdx.x * row_stride;
   float amax = 0.0f;
   for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated<T>(to_float(row[c]), gelu)));
-  const float scale = row_scale(cta_reduce<kThreads>(amax, Max()));
+  const float scale = fp8_row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
-  // x / scale lies within ±448 up to rounding, and E4M3 rounds that to its largest value.
-  for (int c = threadIdx.x; c < cols; c += kThreads)
-    out[c] = __nv_fp8_e4m3(activated<T>(to_float(row[c]), gelu) / scale);
+  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = to_fp8(activated<T>(to_float(row[c]), gelu), scale);
 }
 
 // fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
@@ -61,17 +56,14 @@ __global__ void __launch_bounds__(kThreads)
       amax = fmaxf(amax, fabsf(v[i][e]));
     }
   }
-  const float scale = row_scale(cta_reduce<kThreads>(amax, Max()));
+  const float scale = fp8_row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
 #pragma unroll
   for (int i = 0; i < kPiecesPerThread; ++i) {
     const int piece = threadIdx.x + i * kThreads;
     if (piece >= pieces) break;
-    __nv_fp8_e4m3 bytes[kPieceElements];
-#pragma unroll
-    for (int e = 0; e < kPieceElements; ++e) bytes[e] = __nv_fp8_e4m3(v[i][e] / scale);
-    *reinterpret_cast<uint2*>(out + piece * kPieceElements) = *reinterpret_cast<const uint2*>(bytes);
+    *reinterpret_cast<uint2*>(out + piece * kPieceElements) = fp8_piece(v[i], scale);
   }
 }
 

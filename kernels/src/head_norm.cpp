@@ -89,9 +89,9 @@ at::Tensor layer_norm_heads(const at::Tensor& x, const at::Tensor& weight, const
   args.stride_batch = x.stride(0);
   args.stride_head = x.stride(1);
   args.stride_token = x.stride(2);
+  args.batch = x.size(0);
   args.heads = x.size(1);
   args.length = x.size(2);
-  args.rows = x.size(0) * x.size(1) * x.size(2);
   args.dim = int(x.size(3));
   args.weight = weight.data_ptr();
   args.bias = bias.data_ptr();

@@ -11,8 +11,7 @@ enum class HeadElement { fp16, bf16 };
 struct HeadNormArgs {
   const void* x;                            // [B, H, L, d] at these element strides, d contiguous
   int64_t stride_batch, stride_head, stride_token;
-  int64_t heads, length;
-  int64_t rows;                             // B * H * L
+  int64_t batch, heads, length;
   int dim;                                  // a power of two, 8 to 256
   const void* weight;                       // [d], x's type
   const void* bias;                         // [d], x's type

@@ -66,6 +66,37 @@ detail::RowsView view_of(const at::Tensor& t) {
   return {t.data_ptr(), t.stride(0), t.stride(1)};
 }
 
+detail::NormElement element_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf ? detail::NormElement::fp16 : detail::NormElement::bf16;
+}
+
+// One kernel per stream, writing its rows [start, start + L) of the joint output: set_out(args, start, L) points
+// args there.
+template <typename SetOut>
+void launch_streams(const std::vector<NormStream>& streams, const at::Tensor& weight, const at::Tensor& bias,
+                    double eps, SetOut set_out) {
+  const at::Tensor& first = streams[0].residual;
+  const c10::cuda::CUDAGuard guard(first.device());
+  int64_t start = 0;
+  for (const NormStream& s : streams) {
+    detail::ResidualNormArgs args;
+    args.residual = view_of(s.residual);
+    args.update = view_of(s.update);
+    args.gate = view_of(s.gate);
+    args.shift = view_of(s.shift);
+    args.scale = view_of(s.scale);
+    args.weight = weight.defined() ? weight.data_ptr() : nullptr;
+    args.bias = bias.defined() ? bias.data_ptr() : nullptr;
+    args.eps = float(eps);
+    args.batch = s.residual.size(0);
+    args.rows = s.residual.size(1);
+    args.dim = int(s.residual.size(2));
+    set_out(args, start, args.rows);
+    detail::residual_norm_modulate(args, element_of(first), c10::cuda::getCurrentCUDAStream().stream());
+    start += args.rows;
+  }
+}
+
 }  // namespace
 
 at::Tensor residual_norm_modulate_reference(const std::vector<NormStream>& streams, const at::Tensor& weight,
@@ -95,28 +126,30 @@ at::Tensor residual_norm_modulate(const std::vector<NormStream>& streams, const 
     at::Tensor joint = residual_norm_modulate_reference(streams, weight, bias, eps);
     return out ? out->copy_(joint) : joint;
   }
-  const c10::cuda::CUDAGuard guard(first.device());
   at::Tensor joint = out ? *out : at::empty(shape, first.options());
-  const auto element = first.scalar_type() == at::kHalf ? detail::NormElement::fp16 : detail::NormElement::bf16;
-  int64_t start = 0;
-  for (const NormStream& s : streams) {
-    detail::ResidualNormArgs args;
-    args.residual = view_of(s.residual);
-    args.update = view_of(s.update);
-    args.gate = view_of(s.gate);
-    args.shift = view_of(s.shift);
-    args.scale = view_of(s.scale);
-    args.weight = weight.defined() ? weight.data_ptr() : nullptr;
-    args.bias = bias.defined() ? bias.data_ptr() : nullptr;
-    args.eps = float(eps);
-    args.out = view_of(joint.narrow(1, start, s.residual.size(1)));
-    args.batch = s.residual.size(0);
-    args.rows = s.residual.size(1);
-    args.dim = int(s.residual.size(2));
-    detail::residual_norm_modulate(args, element, c10::cuda::getCurrentCUDAStream().stream());
-    start += s.residual.size(1);
-  }
+  launch_streams(streams, weight, bias, eps, [&](detail::ResidualNormArgs& args, int64_t start, int64_t rows) {
+    args.out = view_of(joint.narrow(1, start, rows));
+  });
   return joint;
+}
+
+Fp8Rows residual_norm_modulate_fp8(const std::vector<NormStream>& streams, const at::Tensor& weight,
+                                   const at::Tensor& bias, double eps) {
+  const int64_t length = check_streams(streams);
+  const at::Tensor& first = streams[0].residual;
+  const int64_t batch = first.size(0), dim = first.size(2);
+  if (!kernel_takes(streams, weight, bias) || !detail::residual_norm_fp8_fits(int(dim))) {
+    const at::Tensor joint = residual_norm_modulate(streams, weight, bias, eps);
+    const Fp8Rows rows = quantize_rows_fp8(joint.view({-1, dim}));
+    return {rows.values.view(joint.sizes()), rows.scales.view({batch, length, 1})};
+  }
+  Fp8Rows rows{at::empty({batch, length, dim}, first.options().dtype(at::kFloat8_e4m3fn)),
+               at::empty({batch, length, 1}, first.options().dtype(at::kFloat))};
+  launch_streams(streams, weight, bias, eps, [&](detail::ResidualNormArgs& args, int64_t start, int64_t count) {
+    args.fp8_values = view_of(rows.values.narrow(1, start, count));
+    args.fp8_scales = view_of(rows.scales.narrow(1, start, count));
+  });
+  return rows;
 }
 
 }  // namespace sagevid::kernels

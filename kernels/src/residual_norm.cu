@@ -1,22 +1,162 @@
-// residual_norm_modulate on CUDA: one CTA per row; each thread keeps its pieces of the row in registers from
-// the residual update through the statistics to the modulated output, so the row is read and written once.
+// residual_norm_modulate on CUDA. Each row is read and written once: its pieces stay in registers from the
+// residual update through the statistics to the modulated output. Rows up to kWarpRowLimit wide (CogVideoX's
+// 1920 and 3072) take one warp each: statistics by shuffles, no CTA barrier, and every load of a lane issued
+// before the first is used; they may go out as FP8 rows with a scale each instead (residual_norm_modulate_fp8).
+// Wider rows take one CTA each, with CTA reductions.
 #include "residual_norm_kernel.h"
 #include "row_math.cuh"
 #include "sagevid/kernels/cuda_check.h"
+
+#include <stdexcept>
+#include <string>
 
 namespace sagevid::kernels::detail {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPiecesPerThread = 4;
+constexpr int kPiecesPerThread = 4;  // the CTA kernel's rows: up to kThreads * 32 elements
+constexpr int kWarps = kThreads / 32;
+constexpr int kLanePieces = 12;  // the warp kernel's rows: up to 32 lanes * 12 pieces
+constexpr int kWarpRowLimit = 32 * kLanePieces * kPieceElements;
 
 template <typename T>
 __device__ __forceinline__ const T* at_row(const RowsView& view, int64_t batch, int64_t row) {
   return static_cast<const T*>(view.data) + batch * view.batch_stride + row * view.row_stride;
 }
 
+// x += gate * update, rounded as torch's in-place addcmul stores the residual.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) residual_norm_kernel(const ResidualNormArgs a) {
+__device__ __forceinline__ void add_gated(float (&x)[kPieceElements], const float (&update)[kPieceElements],
+                                          const float (&gate)[kPieceElements]) {
+#pragma unroll
+  for (int e = 0; e < kPieceElements; ++e) x[e] = rounded<T>(x[e] + gate[e] * update[e]);
+}
+
+// x's piece at element `at` of its row, normed with (mean, rstd), then modulated: shift + norm(x) * (1 + scale).
+template <typename T>
+__device__ __forceinline__ void modulate(const ResidualNormArgs& a, int64_t batch, int at, float mean, float rstd,
+                                         float (&x)[kPieceElements]) {
+  float weight[kPieceElements], bias[kPieceElements], shift[kPieceElements], scale[kPieceElements];
+  if (a.weight != nullptr) load_piece(static_cast<const T*>(a.weight) + at, weight);
+  if (a.bias != nullptr) load_piece(static_cast<const T*>(a.bias) + at, bias);
+  load_piece(at_row<T>(a.shift, batch, 0) + at, shift);
+  load_piece(at_row<T>(a.scale, batch, 0) + at, scale);
+#pragma unroll
+  for (int e = 0; e < kPieceElements; ++e) {
+    float normed = (x[e] - mean) * rstd;
+    if (a.weight != nullptr) normed *= weight[e];
+    if (a.bias != nullptr) normed += bias[e];
+    // torch: layer_norm's output, then addcmul(shift, normed, 1 + scale), each rounded to T.
+    x[e] = shift[e] + rounded<T>(normed) * rounded<T>(1.0f + scale[e]);
+  }
+}
+
+// Piece `piece` of a row of T.
+template <typename T>
+__device__ __forceinline__ uint4* piece_of(const T* row, int piece) {
+  return reinterpret_cast<uint4*>(const_cast<T*>(row) + piece * kPieceElements);
+}
+
+// f(i, piece) for each piece of the warp's row its lane holds: piece lane + 32 i, in slot i of its registers.
+template <typename F>
+__device__ __forceinline__ void each_lane_piece(int lane, int pieces, F f) {
+#pragma unroll
+  for (int i = 0; i < kLanePieces; ++i)
+    if (lane + 32 * i < pieces) f(i, lane + 32 * i);
+}
+
+// The warp kernel's row, as the pieces of T its lane holds: the residual, its gated update added and stored back
+// where there is one. The residual's values are T's, so the pieces hold them exactly.
+template <typename T>
+__device__ __forceinline__ void load_updated_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
+                                                 uint4 (&x)[kLanePieces]) {
+  const int pieces = a.dim / kPieceElements;
+  const T* residual = at_row<T>(a.residual, batch, row);
+  const bool updated = a.update.data != nullptr;
+  uint4 update[kLanePieces];
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
+    x[i] = *piece_of(residual, piece);
+    if (updated) update[i] = *piece_of(at_row<T>(a.update, batch, row), piece);
+  });
+  if (!updated) return;
+  // The gate is one row per batch, read by every row: from the cache, so it need not be in flight with the rest.
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
+    float v[kPieceElements], u[kPieceElements], g[kPieceElements];
+    unpack_piece<T>(x[i], v);
+    unpack_piece<T>(update[i], u);
+    load_piece(at_row<T>(a.gate, batch, 0) + piece * kPieceElements, g);
+    add_gated<T>(v, u, g);
+    x[i] = pack_piece<T>(v);
+    *piece_of(residual, piece) = x[i];
+  });
+}
+
+// The sum over the warp's row of f(element).
+template <typename T, typename F>
+__device__ __forceinline__ float row_sum(const uint4 (&x)[kLanePieces], int lane, int pieces, F f) {
+  float sum = 0.0f;
+  each_lane_piece(lane, pieces, [&](int i, int) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+#pragma unroll
+    for (int e = 0; e < kPieceElements; ++e) sum += f(v[e]);
+  });
+  return lanes_reduce(sum, Sum());
+}
+
+// The warp's row normed with (mean, rstd) and modulated, each piece rounded to T as the output stores it, into x.
+template <typename T>
+__device__ __forceinline__ void modulate_row(const ResidualNormArgs& a, int64_t batch, int lane, float mean, float rstd,
+                                             uint4 (&x)[kLanePieces]) {
+  each_lane_piece(lane, a.dim / kPieceElements, [&](int i, int piece) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+    modulate<T>(a, batch, piece * kPieceElements, mean, rstd, v);
+    x[i] = pack_piece<T>(v);
+  });
+}
+
+// The modulated row x as FP8: its absmax over the warp, then its scale and E4M3 bytes, as quantize_rows_fp8 makes
+// them from the row of T.
+template <typename T>
+__device__ __forceinline__ void store_fp8_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
+                                              const uint4 (&x)[kLanePieces]) {
+  const int pieces = a.dim / kPieceElements;
+  float amax = 0.0f;
+  each_lane_piece(lane, pieces, [&](int i, int) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+#pragma unroll
+    for (int e = 0; e < kPieceElements; ++e) amax = fmaxf(amax, fabsf(v[e]));
+  });
+  const float scale = fp8_row_scale(lanes_reduce(amax, Max()));
+  auto* values = const_cast<uint8_t*>(at_row<uint8_t>(a.fp8_values, batch, row));
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
+    float v[kPieceElements];
+    unpack_piece<T>(x[i], v);
+    *reinterpret_cast<uint2*>(values + piece * kPieceElements) = fp8_piece(v, scale);
+  });
+  if (lane == 0) *const_cast<float*>(at_row<float>(a.fp8_scales, batch, row)) = scale;
+}
+
+// Two CTAs a multiprocessor at the least: a row's pieces and its update's stay in registers without spilling.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2) residual_norm_warp_kernel(const ResidualNormArgs a) {
+  const int64_t index = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (index >= a.batch * a.rows) return;  // the whole warp: its shuffles need no other lanes
+  const int64_t batch = index / a.rows, row = index % a.rows;
+  const int lane = threadIdx.x % 32, pieces = a.dim / kPieceElements;
+  uint4 x[kLanePieces];
+  load_updated_row<T>(a, batch, row, lane, x);
+  const float mean = row_sum<T>(x, lane, pieces, [](float v) { return v; }) / a.dim;
+  const float variance = row_sum<T>(x, lane, pieces, [mean](float v) { return (v - mean) * (v - mean); }) / a.dim;
+  modulate_row<T>(a, batch, lane, mean, rsqrtf(variance + a.eps), x);
+  if (a.fp8_values.data != nullptr) return store_fp8_row<T>(a, batch, row, lane, x);
+  each_lane_piece(lane, pieces, [&](int i, int piece) { *piece_of(at_row<T>(a.out, batch, row), piece) = x[i]; });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) residual_norm_cta_kernel(const ResidualNormArgs a) {
   const int64_t batch = blockIdx.x / a.rows, row = blockIdx.x % a.rows;
   const int pieces = a.dim / kPieceElements;
   T* residual = const_cast<T*>(at_row<T>(a.residual, batch, row));
@@ -27,12 +167,11 @@ __global__ void __launch_bounds__(kThreads) residual_norm_kernel(const ResidualN
     const int at = (threadIdx.x + i * kThreads) * kPieceElements;
     if (at >= a.dim) break;
     load_piece(residual + at, x[i]);
-    if (a.update.data != nullptr) {  // residual += gate * update, stored as torch's in-place addcmul does
+    if (a.update.data != nullptr) {
       float update[kPieceElements], gate[kPieceElements];
       load_piece(at_row<T>(a.update, batch, row) + at, update);
       load_piece(at_row<T>(a.gate, batch, 0) + at, gate);
-#pragma unroll
-      for (int e = 0; e < kPieceElements; ++e) x[i][e] = rounded<T>(x[i][e] + gate[e] * update[e]);
+      add_gated<T>(x[i], update, gate);
       store_piece(residual + at, x[i]);
     }
 #pragma unroll
@@ -53,26 +192,22 @@ __global__ void __launch_bounds__(kThreads) residual_norm_kernel(const ResidualN
   for (int i = 0; i < kPiecesPerThread; ++i) {
     const int at = (threadIdx.x + i * kThreads) * kPieceElements;
     if (at >= a.dim) break;
-    float weight[kPieceElements], bias[kPieceElements], shift[kPieceElements], scale[kPieceElements];
-    if (a.weight != nullptr) load_piece(static_cast<const T*>(a.weight) + at, weight);
-    if (a.bias != nullptr) load_piece(static_cast<const T*>(a.bias) + at, bias);
-    load_piece(at_row<T>(a.shift, batch, 0) + at, shift);
-    load_piece(at_row<T>(a.scale, batch, 0) + at, scale);
-#pragma unroll
-    for (int e = 0; e < kPieceElements; ++e) {
-      float normed = (x[i][e] - mean) * rstd;
-      if (a.weight != nullptr) normed *= weight[e];
-      if (a.bias != nullptr) normed += bias[e];
-      // torch: layer_norm's output, then addcmul(shift, normed, 1 + scale), each rounded to T.
-      x[i][e] = shift[e] + rounded<T>(normed) * rounded<T>(1.0f + scale[e]);
-    }
+    modulate<T>(a, batch, at, mean, rstd, x[i]);
     store_piece(out + at, x[i]);
   }
 }
 
 template <typename T>
 void launch(const ResidualNormArgs& args, cudaStream_t stream) {
-  residual_norm_kernel<T><<<unsigned(args.batch * args.rows), kThreads, 0, stream>>>(args);
+  if (args.fp8_values.data != nullptr && !residual_norm_fp8_fits(args.dim))
+    throw std::invalid_argument("residual_norm_modulate: FP8 rows of " + std::to_string(args.dim) +
+                                " elements are wider than a warp holds");
+  const int64_t rows = args.batch * args.rows;
+  if (args.dim <= kWarpRowLimit) {
+    residual_norm_warp_kernel<T><<<unsigned((rows + kWarps - 1) / kWarps), kThreads, 0, stream>>>(args);
+  } else {
+    residual_norm_cta_kernel<T><<<unsigned(rows), kThreads, 0, stream>>>(args);
+  }
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
@@ -81,6 +216,8 @@ void launch(const ResidualNormArgs& args, cudaStream_t stream) {
 bool residual_norm_fits(int dim) {
   return dim > 0 && dim % kPieceElements == 0 && dim <= kThreads * kPiecesPerThread * kPieceElements;
 }
+
+bool residual_norm_fp8_fits(int dim) { return dim > 0 && dim % kPieceElements == 0 && dim <= kWarpRowLimit; }
 
 void residual_norm_modulate(const ResidualNormArgs& args, NormElement element, cudaStream_t stream) {
   if (args.batch == 0 || args.rows == 0) return;

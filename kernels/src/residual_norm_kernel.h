@@ -21,12 +21,16 @@ struct ResidualNormArgs {
   const void* weight = nullptr;  // [D] or null (1)
   const void* bias = nullptr;    // [D] or null (0)
   float eps = 0;
-  RowsView out;
+  RowsView out;                  // the modulated rows, of the residual's type; or, with fp8_values.data set:
+  RowsView fp8_values;           // the rows as FP8 E4M3 bytes (quantize_rows_fp8's quantization of out's rows)
+  RowsView fp8_scales;           // and their fp32 scales, one a row (row_stride 1)
   int64_t batch = 0, rows = 0;   // rows per batch
   int dim = 0;                   // a multiple of 8, at most the kernel's limit (residual_norm_fits)
 };
 
 bool residual_norm_fits(int dim);
+// Whether rows of `dim` may go out as FP8 (fp8_values): rows a warp holds.
+bool residual_norm_fp8_fits(int dim);
 
 // Every pointer 16-byte aligned and every stride a multiple of 8 elements.
 void residual_norm_modulate(const ResidualNormArgs& args, NormElement element, cudaStream_t stream);

@@ -93,6 +93,9 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   const std::string linear = reader.get<std::string>("linear", "native");
   if (linear != "native" && linear != "fp8") reader.fail("linear", "must be \"native\" or \"fp8\"");
   model.linear = linear == "fp8" ? LinearPrecision::fp8 : LinearPrecision::native;
+  model.fp8_fast_accum = reader.get<bool>("fp8_fast_accum", model.fp8_fast_accum);
+  if (model.fp8_fast_accum && model.linear != LinearPrecision::fp8)
+    reader.fail("fp8_fast_accum", "needs \"linear\": \"fp8\"");
   model.memory = read_memory_config(reader);
   reader.finish();
   return model;
@@ -169,6 +172,7 @@ PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& co
                           .dtype = model.dtype,
                           .attention = config.attention,
                           .linear = model.linear,
+                          .fp8_fast_accum = model.fp8_fast_accum,
                           .max_work = model.max_latent_token_steps};
   model.memory.apply_to(options);
   return options;
@@ -195,6 +199,7 @@ nlohmann::json to_json(const ServerConfig& config) {
         {"max_latent_token_steps",
          m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps) : nlohmann::json(nullptr)}};
     model["linear"] = m.linear == LinearPrecision::fp8 ? "fp8" : "native";
+    model["fp8_fast_accum"] = m.fp8_fast_accum;
     model.update(to_json(m.memory));
     models.push_back(model);
   }

@@ -28,6 +28,7 @@ struct ModelEntry {
   c10::ScalarType dtype = c10::kBFloat16;  // "dtype": float32, float16 or bfloat16
   std::optional<int64_t> max_latent_token_steps;  // work cap of one request; unset: the model's default
   LinearPrecision linear = LinearPrecision::native;  // "linear": "native" (the dtype) or "fp8"
+  bool fp8_fast_accum = false;  // "fp8_fast_accum": the FP8 GEMMs with fast accumulation (linear fp8 only)
   MemoryConfig memory;  // "text_encoder" and "vae": where T5 stays, how the VAE decodes
 };
 

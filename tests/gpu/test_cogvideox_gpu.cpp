@@ -47,3 +47,21 @@ TEST_CASE("the CogVideoX transformer in bf16 on sage2, flash, cudnn and math sta
   CHECK(cosine > 0.99);
   CHECK(attention.fallback_count() == 0);
 }
+
+TEST_CASE("the CogVideoX transformer in bf16 with FP8 linears on CUDA stays close to its bf16 self",
+          "[gpu][cogvideox][fp8]") {
+  const sagevid::SafetensorsModel io = sagevid::SafetensorsModel::open(kFixture / "io.safetensors");
+  const auto model = sagevid::CogVideoXTransformer::load(kFixture / "transformer",
+                                                         at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+  const bool fast_accum = GENERATE(false, true);
+  CAPTURE(fast_accum);
+  // QKV and FF-in take their E4M3 rows from the norm before them; the other two linears quantize their own.
+  const sagevid::Attention attention;
+  const at::Tensor want = run(model, io, attention);
+  const at::Tensor got = run(model.with_fp8_linears(fast_accum), io, attention);
+  REQUIRE(got.sizes() == want.sizes());
+  const double cosine = (got.flatten().dot(want.flatten()) / (got.norm() * want.norm())).item<double>();
+  CAPTURE(cosine);
+  CHECK(cosine > 0.99);
+  CHECK((got - want).abs().max().item<double>() > 0);  // the FP8 layers did run
+}

@@ -30,9 +30,12 @@ TEST_CASE("layer_norm_heads' kernel computes the torch ops' norm and rotation to
   const int64_t d = GENERATE(16, 64, 128);
   const auto dtype = GENERATE(at::kBFloat16, at::kHalf);
   const bool rotate = GENERATE(false, true);
-  CAPTURE(d, dtype, rotate);
+  // A warp holds a token's heads, a few side by side: 3 leaves lanes idle, 30 (CogVideoX-2B) fills several
+  // groups, and at d = 128 takes two warps a token.
+  const int64_t heads = GENERATE(3, 30);
+  CAPTURE(d, dtype, rotate, heads);
   const auto on_gpu = at::TensorOptions().device(at::kCUDA).dtype(dtype);
-  const int64_t batch = 2, heads = 3, length = 333, first = 29;
+  const int64_t batch = 2, length = 333, first = 29;
   const at::Tensor qkv = (rng.normal({batch, length, 3, heads, d}) * 2 + 0.5).to(on_gpu.device(), dtype);
   const at::Tensor x = qkv.select(2, 1).transpose(1, 2);
   const at::Tensor weight = (1 + rng.normal({d}) * 0.3).to(on_gpu.device(), dtype);

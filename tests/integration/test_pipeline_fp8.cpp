@@ -33,3 +33,12 @@ TEST_CASE("the tiny model's frames with FP8 linears stay at 35 dB PSNR or more o
   CHECK(psnr >= 35.0);
   CHECK(mse > 0);  // the FP8 layers did run
 }
+
+TEST_CASE("fast FP8 accumulation is refused without FP8 linears", "[pipeline][fp8]") {
+  sagevid::PipelineOptions options;
+  options.fp8_fast_accum = true;
+  REQUIRE_THROWS_WITH(sagevid::CogVideoXPipeline::load(kModel, options),
+                      ContainsSubstring("fp8_fast_accum needs FP8 linears"));
+  options.linear = sagevid::LinearPrecision::fp8;  // on the CPU the products are fp32 either way
+  CHECK(sagevid::CogVideoXPipeline::load(kModel, options).options().fp8_fast_accum);
+}

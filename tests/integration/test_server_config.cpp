@@ -109,6 +109,26 @@ TEST_CASE("model entries take the memory keys, checked like the rest", "[integra
             .memory.text_encoder == sagevid::TextEncoderPlacement::offload);
 }
 
+TEST_CASE("model entries take the FP8 linear keys, fast accumulation only with FP8 linears", "[integration][config]") {
+  const auto config = parse(R"({"models": [{"name": "a", "path": "p", "linear": "fp8", "fp8_fast_accum": true}]})");
+  CHECK(config.models[0].linear == sagevid::LinearPrecision::fp8);
+  CHECK(config.models[0].fp8_fast_accum);
+  CHECK(sagevid::to_json(config)["models"][0]["fp8_fast_accum"] == true);
+  CHECK(sagevid::to_json(sagevid::parse_server_config(sagevid::to_json(config), "/")) == sagevid::to_json(config));
+  const sagevid::PipelineOptions options = sagevid::pipeline_options(config.models[0], config);
+  CHECK(options.linear == sagevid::LinearPrecision::fp8);
+  CHECK(options.fp8_fast_accum);
+  const auto plain = parse(R"({"models": [{"name": "a", "path": "p", "linear": "fp8"}]})");
+  CHECK_FALSE(plain.models[0].fp8_fast_accum);
+  CHECK_FALSE(sagevid::pipeline_options(plain.models[0], plain).fp8_fast_accum);
+  REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "fp8_fast_accum": true}]})"),
+                      ContainsSubstring("models[0].fp8_fast_accum: needs \"linear\": \"fp8\""));
+  REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "linear": "fp8", "fp8_fast_accum": 1}]})"),
+                      ContainsSubstring("models[0].fp8_fast_accum: expected true or false"));
+  REQUIRE_THROWS_WITH(parse(R"({"models": [{"name": "a", "path": "p", "linear": "fp16"}]})"),
+                      ContainsSubstring("models[0].linear: must be \"native\" or \"fp8\""));
+}
+
 TEST_CASE("the RTX 4090 configs run the sm_89 sage2 path with a tiled decode, CogVideoX-5B with T5 offloaded",
           "[integration][config]") {
   namespace sage2 = sagevid::kernels::sage2;

@@ -7,6 +7,7 @@
 #include "sagevid/kernels/fp8_rows.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/zeros.h>
@@ -48,6 +49,10 @@ TEST_CASE("an FP8 linear stays within a few percent of its fp32 product", "[fp8]
   CAPTURE(relative);
   CHECK(relative < 0.05);
   CHECK(relative > 0.0);  // the product did go through FP8
+  // Fast accumulation is the CUDA GEMM's; on the CPU the product is the same fp32 one.
+  const sagevid::cogvideox::Linear fast = sagevid::cogvideox::to_fp8(linear, /*fast_accum=*/true);
+  CHECK(fast.fast_accum);
+  CHECK(at::equal(fast(x), got));
 }
 
 TEST_CASE("an FP8 linear with the GELU fused into its input's quantization is the linear of the GELU", "[fp8]") {
@@ -63,4 +68,29 @@ TEST_CASE("an FP8 linear with the GELU fused into its input's quantization is th
   CHECK(relative < 0.05);
   // Not the linear of x itself: the GELU was applied.
   CHECK(((fp8(x) - want).norm() / want.norm()).item<double>() > 10 * relative);
+}
+
+TEST_CASE("an FP8 linear of rows quantized before it is the one that quantizes them itself", "[fp8]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  namespace cogvideox = sagevid::cogvideox;
+  const cogvideox::Linear linear{rng.normal({40, 64}) * 0.1, rng.normal({40}) * 0.1, {}};
+  const cogvideox::Linear fp8 = cogvideox::to_fp8(linear);
+  const at::Tensor x = rng.normal({2, 9, 64}) * 3;
+  // As the norm before the layer hands them over: values [B, L, K], scales [B, L, 1].
+  const sagevid::kernels::Fp8Rows rows = sagevid::kernels::quantize_rows_fp8(x.view({-1, 64}));
+  const cogvideox::QuantizedRows quantized{{rows.values.view({2, 9, 64}), rows.scales.view({2, 9, 1})}, at::kFloat};
+  const at::Tensor want = fp8(x);
+  const at::Tensor got = cogvideox::fp8_linear(fp8, quantized);
+  REQUIRE(got.sizes() == want.sizes());
+  CHECK(got.scalar_type() == at::kFloat);
+  CHECK(at::equal(got, want));
+
+  // Through the layer's call: either input, each to its own path.
+  const cogvideox::LinearInput as_rows(quantized), as_tensor(x);
+  CHECK(as_rows.sizes() == x.sizes());
+  CHECK(at::equal(fp8(as_rows), want));
+  CHECK(at::equal(fp8(as_tensor), want));
+  CHECK(at::equal(linear(as_tensor), linear(x)));
+  REQUIRE_THROWS_WITH(linear(as_rows), ContainsSubstring("given FP8 rows must be FP8 itself"));
 }

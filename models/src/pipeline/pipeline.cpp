@@ -60,6 +60,8 @@ void check_options(const PipelineOptions& options) {
                                 " is not served (float32, float16 or bfloat16)");
   if (options.max_work && *options.max_work < 1)
     throw std::invalid_argument("pipeline max_work " + std::to_string(*options.max_work) + " is not positive");
+  if (options.fp8_fast_accum && options.linear != LinearPrecision::fp8)
+    throw std::invalid_argument("pipeline fp8_fast_accum needs FP8 linears (linear fp8)");
 }
 
 // The parts must fit together as the model model_index.json names: image-to-video transformers take the image
@@ -210,7 +212,7 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   const bool offload = options.text_encoder == TextEncoderPlacement::offload;
   T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", offload ? target.device(at::kCPU) : target);
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
-  if (options.linear == LinearPrecision::fp8) transformer = transformer.with_fp8_linears();
+  if (options.linear == LinearPrecision::fp8) transformer = transformer.with_fp8_linears(options.fp8_fast_accum);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
   check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config(), image_to_video);
   std::optional<CogVideoXVaeEncoder> image_encoder;

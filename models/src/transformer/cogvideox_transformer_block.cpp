@@ -16,6 +16,9 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/silu.h>
 
+#include <stdexcept>
+#include <variant>
+
 namespace sagevid {
 namespace {
 
@@ -30,13 +33,14 @@ Modulation modulation(const cogvideox::NormZero& norm, const at::Tensor& temb) {
   return {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]};
 }
 
-// [text; video] as a half block's input: each residual stream first takes its gated update (where one is
-// pending), then is normed and modulated with its own shift and scale (norm(x) * (1 + scale) + shift) into one
-// joint [B, L, D] tensor, in one pass over the activations (kernels/residual_norm.h).
+// [text; video] as the input of a half block's first linear, `next`: each residual stream first takes its gated
+// update (where one is pending), then is normed and modulated with its own shift and scale (norm(x) * (1 + scale)
+// + shift) into one joint [B, L, D] tensor, in one pass over the activations (kernels/residual_norm.h); for an
+// FP8 `next`, into its quantized rows in that pass.
 // update: [B, L, D] (text rows, then video rows) with each stream's gate, or undefined: none pending.
-at::Tensor updated_joint(const cogvideox::LayerNorm& norm, at::Tensor& text, at::Tensor& video, const Modulation& m,
-                         const at::Tensor& update = {}, const at::Tensor& gate = {}, const at::Tensor& text_gate = {}) {
-  const ProfileRegion region("gated residual add + LayerNorm + modulate");
+cogvideox::LinearInput updated_joint(const cogvideox::LayerNorm& norm, const cogvideox::Linear& next, at::Tensor& text,
+                                     at::Tensor& video, const Modulation& m, const at::Tensor& update = {},
+                                     const at::Tensor& gate = {}, const at::Tensor& text_gate = {}) {
   kernels::NormStream text_stream{text, {}, {}, m.text_shift, m.text_scale};
   kernels::NormStream video_stream{video, {}, {}, m.shift, m.scale};
   if (update.defined()) {
@@ -46,7 +50,14 @@ at::Tensor updated_joint(const cogvideox::LayerNorm& norm, at::Tensor& text, at:
     video_stream.update = update.narrow(1, text_length, video.size(1));
     video_stream.gate = gate;
   }
-  return kernels::residual_norm_modulate({text_stream, video_stream}, norm.weight, norm.bias, norm.eps);
+  const std::vector<kernels::NormStream> streams{text_stream, video_stream};
+  if (!next.weight_scale.defined()) {
+    const ProfileRegion region("gated residual add + LayerNorm + modulate");
+    return kernels::residual_norm_modulate(streams, norm.weight, norm.bias, norm.eps);
+  }
+  const ProfileRegion region("gated residual add + LayerNorm + modulate + FP8 rows");
+  return cogvideox::QuantizedRows{kernels::residual_norm_modulate_fp8(streams, norm.weight, norm.bias, norm.eps),
+                                  text.scalar_type()};
 }
 
 // fn(), timed as the region `name` of a StepProfile.
@@ -60,25 +71,27 @@ auto profiled(const char* name, Fn&& fn) {
 // there anyway: the second GEMM's input quantization where that linear is FP8, else the first GEMM's epilogue
 // (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA). The exact GELU runs in place between the GEMMs.
 // x is let go once the hidden exists.
-at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& out, at::Tensor x, bool tanh_gelu) {
+at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& out, cogvideox::LinearInput x,
+                        bool tanh_gelu) {
   if (tanh_gelu && out.weight_scale.defined()) {
     const at::Tensor hidden = profiled("FF in GEMM", [&] { return in(x); });
-    x.reset();
+    x = {};
     return profiled("GELU + FF out GEMM",
                     [&] { return cogvideox::fp8_linear(out, hidden, kernels::RowActivation::gelu_tanh); });
   }
   at::Tensor hidden;
   if (tanh_gelu && in.bias.defined() && !in.weight_scale.defined()) {
     const ProfileRegion region("FF in GEMM + GELU");
-    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
+    const at::Tensor& rows = x.tensor();  // not quantized: the layer is not FP8
+    std::vector<int64_t> shape(rows.sizes().begin(), rows.sizes().end() - 1);
     shape.push_back(in.weight.size(0));
-    hidden =
-        at::_addmm_activation(in.bias, x.reshape({-1, x.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
+    hidden = at::_addmm_activation(in.bias, rows.reshape({-1, rows.size(-1)}), in.weight.t(), 1, 1, /*use_gelu=*/true)
+                 .view(shape);
   } else {
     hidden = profiled("FF in GEMM", [&] { return in(x); });
     profiled("GELU", [&] { return at::gelu_(hidden, tanh_gelu ? "tanh" : "none"); });
   }
-  x.reset();
+  x = {};
   return profiled("FF out GEMM", [&] { return out(hidden); });
 }
 
@@ -88,21 +101,28 @@ at::Tensor cogvideox::Linear::operator()(const at::Tensor& x) const {
   return weight_scale.defined() ? fp8_linear(*this, x) : at::linear(x, weight, bias);
 }
 
+at::Tensor cogvideox::Linear::operator()(const LinearInput& x) const {
+  const auto* quantized = std::get_if<QuantizedRows>(&x.rows);
+  if (!quantized) return (*this)(x.tensor());
+  if (!weight_scale.defined()) throw std::invalid_argument("a linear layer given FP8 rows must be FP8 itself");
+  return fp8_linear(*this, *quantized);
+}
+
 at::Tensor cogvideox::LayerNorm::operator()(const at::Tensor& x) const {
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
 }
 
-at::Tensor CogVideoXTransformer::joint_attention(const Block& block, at::Tensor input, int64_t text_length,
+at::Tensor CogVideoXTransformer::joint_attention(const Block& block, cogvideox::LinearInput input, int64_t text_length,
                                                  const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
                                                  const Attention& attention) const {
-  const int64_t batch = input.size(0), length = input.size(1);
+  const int64_t batch = input.sizes()[0], length = input.sizes()[1];
   const int64_t heads = config_.num_attention_heads, head_dim = config_.attention_head_dim;
   at::Tensor out;  // [B, H, L, d]
   {
     // [B, L, 3, H, d] -> q, k, v as [B, H, L, d]; q and k normed and rotated into fresh tensors, v a view.
     const at::Tensor qkv =
         profiled("QKV GEMM", [&] { return block.to_qkv(input); }).view({batch, length, 3, heads, head_dim});
-    input.reset();  // the modulated input is done with
+    input = {};  // the modulated input is done with
     const auto heads_of = [&](int64_t i) { return qkv.select(2, i).transpose(1, 2); };
     std::optional<kernels::Rotary> rotary;  // positions are for the video tokens only; text tokens stay unrotated
     if (rope) rotary = kernels::Rotary{rope->first, rope->second, text_length};
@@ -125,15 +145,16 @@ CogVideoXTransformer::PendingUpdate CogVideoXTransformer::run_block(
     const Attention& attention) const {
   // Attention over the joint sequence.
   const Modulation m1 = modulation(block.norm1, temb);
-  at::Tensor input =
-      pending ? updated_joint(block.norm1.norm, text, video, m1, pending->joint, pending->gate, pending->text_gate)
-              : updated_joint(block.norm1.norm, text, video, m1);
+  const cogvideox::LayerNorm& norm1 = block.norm1.norm;
+  cogvideox::LinearInput input =
+      pending ? updated_joint(norm1, block.to_qkv, text, video, m1, pending->joint, pending->gate, pending->text_gate)
+              : updated_joint(norm1, block.to_qkv, text, video, m1);
   pending.reset();
   at::Tensor attended = joint_attention(block, std::move(input), text.size(1), rope, attention);
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams).
   const Modulation m2 = modulation(block.norm2, temb);
-  input = updated_joint(block.norm2.norm, text, video, m2, attended, m1.gate, m1.text_gate);
+  input = updated_joint(block.norm2.norm, block.ff_in, text, video, m2, attended, m1.gate, m1.text_gate);
   attended.reset();
   return {feed_forward(block.ff_in, block.ff_out, std::move(input), config_.activation_fn == "gelu-approximate"),
           m2.gate, m2.text_gate};

@@ -8,21 +8,42 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <utility>
+#include <variant>
 #include <vector>
 
 namespace sagevid {
 namespace cogvideox {
 
+// Activations already quantized per token for an FP8 linear by the pass that made them (the norm before it:
+// kernels::residual_norm_modulate_fp8), with the dtype its product comes out in.
+struct QuantizedRows {
+  kernels::Fp8Rows rows;  // values [..., K] E4M3, scales [..., 1]
+  at::ScalarType dtype = at::kBFloat16;
+};
+
+// What a linear layer takes: activations [..., K], or, for an FP8 layer, their quantized rows.
+struct LinearInput {
+  std::variant<at::Tensor, QuantizedRows> rows;
+  LinearInput(at::Tensor x = {}) : rows(std::move(x)) {}
+  LinearInput(QuantizedRows x) : rows(std::move(x)) {}
+  at::IntArrayRef sizes() const;                                         // [..., K] either way
+  const at::Tensor& tensor() const { return std::get<at::Tensor>(rows); }  // the activations (else throws)
+};
+
 struct Linear {
   at::Tensor weight, bias;
   at::Tensor weight_scale;  // defined: weight is FP8 E4M3 [out, in], times weight_scale [out] fp32 (fp8_linear.cpp)
+  bool fast_accum = false;  // FP8 on CUDA: the GEMM with cuBLASLt's fast accumulation
   at::Tensor operator()(const at::Tensor& x) const;
+  at::Tensor operator()(const LinearInput& x) const;  // quantized rows need an FP8 layer (else invalid_argument)
 };
 // `linear` with its weight quantized to FP8 E4M3 per output channel, and its product on FP8 operands (of
-// activation(x) where one is given: fused into x's quantization).
-Linear to_fp8(const Linear& linear);
+// activation(x) where one is given: fused into x's quantization; or of rows quantized before).
+Linear to_fp8(const Linear& linear, bool fast_accum = false);
 at::Tensor fp8_linear(const Linear& linear, const at::Tensor& x,
                       kernels::RowActivation activation = kernels::RowActivation::none);
+at::Tensor fp8_linear(const Linear& linear, const QuantizedRows& x);
 struct LayerNorm {
   at::Tensor weight, bias;
   double eps = 1e-5;

@@ -6,8 +6,8 @@
 namespace sagevid::kernels {
 
 struct Fp8Rows {
-  at::Tensor values;  // [M, K] at::kFloat8_e4m3fn
-  at::Tensor scales;  // [M, 1] fp32
+  at::Tensor values;  // [M, K] at::kFloat8_e4m3fn (rows of another shape: [..., K])
+  at::Tensor scales;  // [M, 1] fp32, one a row ([..., 1])
 };
 
 // What is applied to x, rounded back to x's dtype, before the rows are quantized: the activation between two

@@ -2,6 +2,8 @@
 // A transformer's residual step and the adaptive LayerNorm after it in one pass: each stream's residual takes
 // its gated update, then its rows are normed and modulated into one joint tensor (DiT / CogVideoX blocks:
 // `x += gate * f(x)`, then `norm(x) * (1 + scale) + shift` as the next layer's input).
+#include "sagevid/kernels/fp8_rows.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <optional>
@@ -24,6 +26,13 @@ struct NormStream {
 // torch ops of residual_norm_modulate_reference. Written into `out` when that is given (contiguous).
 at::Tensor residual_norm_modulate(const std::vector<NormStream>& streams, const at::Tensor& weight,
                                   const at::Tensor& bias, double eps, std::optional<at::Tensor> out = std::nullopt);
+
+// The same rows quantized for an FP8 linear after the norm: quantize_rows_fp8 of residual_norm_modulate's result,
+// bit for bit, as values [B, ΣL, D] E4M3 and scales [B, ΣL, 1] fp32 (the residuals are updated as there). Where
+// the kernel takes the call and a warp holds a row (D up to 3072), the norm's pass writes the E4M3 rows itself,
+// instead of rows of the dtype for another pass to read; otherwise the two functions run one after the other.
+Fp8Rows residual_norm_modulate_fp8(const std::vector<NormStream>& streams, const at::Tensor& weight,
+                                   const at::Tensor& bias, double eps);
 
 // The same with torch ops on any device: the definition the kernel is tested against.
 at::Tensor residual_norm_modulate_reference(const std::vector<NormStream>& streams, const at::Tensor& weight,

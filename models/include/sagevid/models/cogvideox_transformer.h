@@ -22,6 +22,9 @@
 namespace sagevid {
 
 class WeightLoader;
+namespace cogvideox {
+struct LinearInput;  // a linear layer's activations or their FP8 rows (transformer/cogvideox_transformer_weights.h)
+}
 
 class CogVideoXTransformer {
  public:
@@ -43,8 +46,9 @@ class CogVideoXTransformer {
 
   // The same model with the blocks' big linears (QKV, attention output, feed-forward) in FP8 E4M3: weights
   // quantized per output channel here, activations per token at each call (cuBLASLt FP8 GEMMs through
-  // at::_scaled_mm on CUDA; the same arithmetic in fp32 elsewhere). Other layers keep their dtype.
-  CogVideoXTransformer with_fp8_linears() const;
+  // at::_scaled_mm on CUDA; the same arithmetic in fp32 elsewhere). Other layers keep their dtype. fast_accum:
+  // the GEMMs with cuBLASLt's fast accumulation (PipelineOptions::fp8_fast_accum; no effect off CUDA).
+  CogVideoXTransformer with_fp8_linears(bool fast_accum = false) const;
 
   const CogVideoXConfig& config() const { return config_; }
   const at::TensorOptions& options() const { return options_; }
@@ -72,9 +76,9 @@ class CogVideoXTransformer {
   PendingUpdate run_block(const Block& block, at::Tensor& text, at::Tensor& video, std::optional<PendingUpdate> pending,
                           const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
                           const Attention& attention) const;
-  // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v);
-  // returns the output projection [B, L, D].
-  at::Tensor joint_attention(const Block& block, at::Tensor input, int64_t text_length,
+  // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v;
+  // FP8 rows where the QKV projection is FP8); returns the output projection [B, L, D].
+  at::Tensor joint_attention(const Block& block, cogvideox::LinearInput input, int64_t text_length,
                              const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
                              const Attention& attention) const;
   at::Tensor unpatchify(const at::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;

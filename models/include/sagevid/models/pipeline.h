@@ -142,6 +142,9 @@ struct PipelineOptions {
   c10::ScalarType dtype = c10::kFloat;  // transformer and VAE; the T5 encoder too
   AttentionConfig attention;
   LinearPrecision linear = LinearPrecision::native;
+  // FP8 GEMMs with cuBLASLt's fast accumulation (at::_scaled_mm's use_fast_accum: the tensor cores' FP8 partial
+  // sums are not promoted to a full fp32 accumulator every few K steps): faster, less exact; linear fp8 only.
+  bool fp8_fast_accum = false;
   VaeDecodeOptions vae;  // tiling / frame batches for the decode
   TextEncoderPlacement text_encoder = TextEncoderPlacement::device;
   // The most work (latent tokens x steps) a request may ask for; unset: ModelLimits' default.
