@@ -90,6 +90,10 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
   const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
 
   const float* k_scales = args.k_scale + kv_head_index * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
+  // The uniform tiles' k-scales: key tile t's two 64-key blocks start at group (2t + half) · groups per block,
+  // plus the lane's group within a block (per-thread: its key columns' (key % 8) / 2 = quad_col).
+  const int k_block_groups = int(k_groups_per_block(args.granularity));
+  const float* lane_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
   const auto load_kv = [&](int tile, int stage) {
     // Per-token k-scales travel with their K tile; the last tile may hold only 64 keys' scales.
     const uint32_t scale_bytes = kPerToken ? 4 * uint32_t(min(int64_t(kCtaK), k_padded - tile * kCtaK)) : 0;
@@ -159,10 +163,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
     float rescale[2];
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > first_row);
     if (!kPerToken && !edge_tile) {
-      float key_scale[2];
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-        key_scale[half] = k_scales[k_group(tile * kCtaK + 64 * half + 2 * quad_col, args.granularity)];
+      const float* tile_k_scales = lane_k_scales + 2 * tile * k_block_groups;
+      const float key_scale[2] = {tile_k_scales[0], tile_k_scales[k_block_groups]};
       softmax_uniform_key_scales(s_int, key_scale, q_scale, kPLog2Scale, row_max, row_sum, s, rescale);
     } else {
       if constexpr (kPerToken) {
