@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A/B of sm_90 attention kernel variants in the standalone harness (tools/sage2_sm90_harness.cu), on the GPU host:
+# "tree" is this working tree's kernels/src, any other name a folder .carry/ab/<name>/src holding a copy of
+# kernels/src (git-ignored; carry .carry). Each variant is built, runs `check` (and memcheck), then `time`,
+# the variants interleaved pass by pass so that drifts of the machine fall on all of them.
+#   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
+# AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2). Logs and the
+# timing table (ab.md) go to $OUT or ./out.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out}
+mkdir -p "$out"
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=(tree $([ -d .carry/ab ] && cd .carry/ab && ls -d */ | tr -d /))
+source_of() { [ "$1" = tree ] && echo kernels/src || echo ".carry/ab/$1/src"; }
+for v in "${variants[@]}"; do
+  src=$(source_of "$v")
+  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
+    -Ikernels/include -I"$src" tools/sage2_sm90_harness.cu "$src/sm90/attention_sm90.cu" kernels/src/cuda_check.cpp \
+    -o "/tmp/ab-$v" > "$out/ab-build-$v.log" 2>&1 &
+done
+wait
+status=0
+for v in "${variants[@]}"; do
+  [ -x "/tmp/ab-$v" ] || { echo "build of $v failed:"; tail -20 "$out/ab-build-$v.log"; exit 1; }
+  echo "== check $v" | tee -a "$out/ab-check.log"
+  "/tmp/ab-$v" check >> "$out/ab-check.log" 2>&1 || status=1
+  tail -1 "$out/ab-check.log"
+  case " ${AB_MEMCHECK:-${variants[*]}} " in
+    *" $v "*)
+      compute-sanitizer --tool memcheck "/tmp/ab-$v" check > "$out/ab-memcheck-$v.log" 2>&1 || status=1
+      echo "memcheck $v: $(tail -1 "$out/ab-memcheck-$v.log")" ;;
+  esac
+done
+for pass in $(seq 1 "${AB_PASSES:-2}"); do
+  for v in "${variants[@]}"; do
+    echo "## $v, pass $pass" >> "$out/ab.md"
+    "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
+  done
+done
+cat "$out/ab.md"
+exit $status
