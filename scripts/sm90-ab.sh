@@ -4,10 +4,19 @@
 # kernels/src (git-ignored; carry .carry). Each variant is built, runs `check` (and memcheck), then `time`,
 # the variants interleaved pass by pass so that drifts of the machine fall on all of them.
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
+#   scripts/sm90-ab.sh --prepare REF...    (here, before the call: each git ref's kernels/src into .carry/ab/REF)
 # AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2). Logs and the
 # timing table (ab.md) go to $OUT or ./out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --prepare ]; then
+  shift
+  for ref in "$@"; do
+    rm -rf ".carry/ab/$ref" && mkdir -p ".carry/ab/$ref" && git archive "$ref" kernels/src | tar -x -C ".carry/ab/$ref" &&
+      mv ".carry/ab/$ref/kernels/src" ".carry/ab/$ref/src" && rmdir ".carry/ab/$ref/kernels" || exit 1
+  done
+  exit 0
+fi
 out=${OUT:-out}
 mkdir -p "$out"
 variants=("$@")
