@@ -5,12 +5,13 @@
 # sizes, then sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
 # (`sagevid serve` on that folder, driven per backend by `sagevid-client bench`: scripts/bench-server.sh),
 # step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor; -fp8: with
-# FP8 linears; -fp8-fast: their GEMMs with fast accumulation too). The host has no gRPC or FFmpeg: the server and clients build only from the offline bundle of
-# `scripts/make-offline-deps.sh`, carried as .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and
-# tools). diffusers-step, pipeline and server need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried
+# FP8 linears; -fp8-fast: their GEMMs with fast accumulation too). The host has no gRPC or FFmpeg: the server and
+# clients build only from the offline bundle of `scripts/make-offline-deps.sh`, carried as
+# .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and tools). diffusers-step, pipeline and server need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried
 # along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return folder) or ./out.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
-#                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep] [pipeline-24gb]
+#                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
+#                       [pipeline-24gb]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -42,9 +43,7 @@ build_all() {
   built=1
 }
 build_harness() {  # tools/sage2_sm90_harness.cu: the sm90 kernel alone, on random quantized data
-  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
-    -Ikernels/include -Ikernels/src tools/sage2_sm90_harness.cu kernels/src/sm90/attention_sm90.cu \
-    kernels/src/cuda_check.cpp -o /tmp/sm90-harness > "$out/harness-build.log" 2>&1 ||
+  scripts/build-sm90-harness.sh kernels/src /tmp/sm90-harness > "$out/harness-build.log" 2>&1 ||
     { tail -30 "$out/harness-build.log"; return 1; }
 }
 install_wheels() {

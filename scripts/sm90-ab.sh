@@ -24,9 +24,7 @@ variants=("$@")
 source_of() { [ "$1" = tree ] && echo kernels/src || echo ".carry/ab/$1/src"; }
 for v in "${variants[@]}"; do
   src=$(source_of "$v")
-  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
-    -Ikernels/include -I"$src" tools/sage2_sm90_harness.cu "$src/sm90/attention_sm90.cu" kernels/src/cuda_check.cpp \
-    -o "/tmp/ab-$v" > "$out/ab-build-$v.log" 2>&1 &
+  scripts/build-sm90-harness.sh "$src" "/tmp/ab-$v" > "$out/ab-build-$v.log" 2>&1 &
 done
 wait
 status=0

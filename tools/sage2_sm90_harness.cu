@@ -1,6 +1,5 @@
 // Standalone check and timing of the sm_90a SageAttention2 kernel, without libtorch (seconds to build):
-//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ikernels/include -Ikernels/src \
-//        tools/sage2_sm90_harness.cu kernels/src/sm90/attention_sm90.cu kernels/src/cuda_check.cpp
+//   scripts/build-sm90-harness.sh kernels/src OUTPUT
 // `check`: small odd shapes (tails, causal, GQA, both head dims, every P·V mode and granularity) against a
 // float64 CPU attention over the same quantized values; every output element must be written.
 // `time`: kernel-only TOPS at the sage-bench shapes on random quantized data.

@@ -217,7 +217,7 @@ bool residual_norm_fits(int dim) {
   return dim > 0 && dim % kPieceElements == 0 && dim <= kThreads * kPiecesPerThread * kPieceElements;
 }
 
-bool residual_norm_fp8_fits(int dim) { return dim > 0 && dim % kPieceElements == 0 && dim <= kWarpRowLimit; }
+bool residual_norm_fp8_fits(int dim) { return residual_norm_fits(dim) && dim <= kWarpRowLimit; }
 
 void residual_norm_modulate(const ResidualNormArgs& args, NormElement element, cudaStream_t stream) {
   if (args.batch == 0 || args.rows == 0) return;

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds tools/sage2_sm90_harness.cu (the sm_90a attention kernel alone, no libtorch) against the kernel sources
+# in SRC (kernels/src, or a copy of it: scripts/sm90-ab.sh), with ptxas's register and spill report.
+#   scripts/build-sm90-harness.sh SRC OUTPUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=$1 output=$2
+nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
+  -Ikernels/include -I"$src" tools/sage2_sm90_harness.cu "$src/sm90/attention_sm90.cu" kernels/src/cuda_check.cpp \
+  -o "$output"
