@@ -182,7 +182,8 @@ TEST_CASE("FP8 rows on CUDA are the reference's bits, and an FP8 linear there is
   CHECK(relative < 1e-2);  // the same FP8 operands; bf16 output and the accumulation order differ
 }
 
-TEST_CASE("an FP8 linear with fast accumulation stays within 3% of the fp32 product over 7680 inputs", "[gpu][fp8]") {
+TEST_CASE("an FP8 linear with fast accumulation stays within 1% of the plain FP8 product over 7680 inputs",
+          "[gpu][fp8]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   // CogVideoX-2B's FF out: 7680 inputs, the longest sum of the step's linears, where accumulation error grows most.
@@ -195,16 +196,24 @@ TEST_CASE("an FP8 linear with fast accumulation stays within 3% of the fp32 prod
   const at::Tensor input = rng.normal({2, 100, in_features}, at::TensorOptions().dtype(at::kBFloat16));
   const at::Tensor want = at::linear(input.to(at::kFloat), linear.weight, linear.bias);
   REQUIRE(want.abs().max().item<double>() > 0);
-  const auto relative_error = [&](bool fast_accum) {
+  const auto fp8_product = [&](bool fast_accum) {
     const sagevid::cogvideox::Linear fp8 = sagevid::cogvideox::to_fp8(linear, fast_accum);
     const sagevid::cogvideox::Linear cuda{fp8.weight.to(at::kCUDA), fp8.bias.to(at::kCUDA, at::kBFloat16),
                                           fp8.weight_scale.to(at::kCUDA), fast_accum};
-    const at::Tensor got = cuda(input.to(at::kCUDA)).cpu().to(at::kFloat);
-    return ((got - want).norm() / want.norm()).item<double>();
+    return cuda(input.to(at::kCUDA)).cpu().to(at::kFloat);
   };
-  const double fast = relative_error(true), exact = relative_error(false);
-  CAPTURE(fast, exact);
-  CHECK(fast < 3e-2);
-  CHECK(fast > 0.0);  // the product did go through FP8
-  CHECK(exact < 3e-2);
+  // Distances relative to the fp32 product's size.
+  const auto distance = [&](const at::Tensor& a, const at::Tensor& b) {
+    return ((a - b).norm() / want.norm()).item<double>();
+  };
+  const at::Tensor fast = fp8_product(true), plain = fp8_product(false);
+  const double fast_error = distance(fast, want), plain_error = distance(plain, want);
+  const double fast_from_plain = distance(fast, plain);
+  CAPTURE(fast_error, plain_error, fast_from_plain);
+  // Rounding both operands to E4M3 (three mantissa bits) costs a few percent on Gaussian data by itself.
+  CHECK(plain_error > 1e-2);
+  CHECK(plain_error < 5e-2);
+  // Fast accumulation adds its own error on top, small beside the operands' rounding.
+  CHECK(fast_from_plain < 1e-2);
+  CHECK(fast_error < plain_error + 1e-2);
 }
