@@ -32,12 +32,12 @@ constexpr int kStages = 2;
 constexpr int kVSwizzle = 128;  // Vᵀ tiles: 128-byte rows (128 FP8 keys, or 64 fp16 keys per half)
 // CTAs per multiprocessor the register budget is held to, where ptxas would otherwise take a few registers too
 // many for them (a few bytes then spill outside the key-tile loop): the overlap of one CTA's softmax with
-// another's products needs them. 0: no bound (head dim 64 per-thread fits four CTAs by itself, and its code is
-// faster unbounded).
-template <int kHeadDim, bool kPerToken>
-constexpr int kResidentCtas = kHeadDim == 128 ? 3
-                              : kPerToken     ? 4
-                                              : 0;
+// another's products needs them. 0: no bound (head dim 64 per-thread FP16 fits four CTAs by itself, and its
+// code is faster unbounded).
+template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+constexpr int kResidentCtas = kHeadDim == 128       ? 3
+                              : kPerToken || kFp8Pv ? 4
+                                                    : 0;
 
 template <int kHeadDim, bool kFp8Pv>
 struct Smem {
@@ -59,7 +59,7 @@ __device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float
 }
 
 template <int kHeadDim, bool kFp8Pv, bool kPerToken>
-__global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
+__global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
   using L = Smem<kHeadDim, kFp8Pv>;
@@ -158,14 +158,78 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
     wait_group<0>();
     fence_registers(s_int);
 
-    // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers.
+    // 4. O += P · V, as lambdas that the softmax's two paths below call. FP8: P's A fragment for 32 keys holds
+    // at positions 4t..4t+3 of each 16-key half the keys 2t, 2t+1, 8+2t, 9+2t (kv_permuted_position), i.e. this
+    // lane's own accumulator elements; issued per 64 keys, each half after exponentiate(half) has made its p,
+    // so that a uniform tile's second half is exponentiated while the first half's products run.
     float s[64];
     float rescale[2];
+    const auto fp8_pv = [&](auto exponentiate) {
+      uint32_t p[4][4];
+      float fresh[kOut];
+#pragma unroll
+      for (int key_half = 0; key_half < 2; ++key_half) {
+        exponentiate(key_half);
+#pragma unroll
+        for (int step = 2 * key_half; step < 2 * key_half + 2; ++step)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
+            p[step][r] = pack_e4m3x4(s[base], s[base + 1], s[base + 4], s[base + 5]);
+          }
+        if (key_half == 0) barrier_wait(&v_full[stage], parity);
+        fence();
+#pragma unroll
+        for (int step = 2 * key_half; step < 2 * key_half + 2; ++step) {
+          const uint64_t v = advance(v_descriptor, stage * L::kVBytes + 32 * step);
+          if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
+          else mma_e4m3_m64n128k32(fresh, p[step], v, step);
+        }
+        commit_group();
+      }
+      wait_group<0>();
+      fence_registers(fresh);
+#pragma unroll
+      for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
+    };
+    const auto fp16_pv = [&] {
+      barrier_wait(&v_full[stage], parity);
+      uint32_t p[8][4];
+#pragma unroll
+      for (int step = 0; step < 8; ++step)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) p[step][r] = pack_half2(s[8 * step + 2 * r], s[8 * step + 2 * r + 1]);
+      // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
+      if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
+#pragma unroll
+        for (int i = 0; i < kOut; ++i) out[i] *= rescale[(i / 2) & 1];
+      }
+      fence();
+#pragma unroll
+      for (int step = 0; step < 8; ++step) {
+        const uint64_t v = advance(v_descriptor, stage * L::kVBytes + (step / 4) * L::kVHalfBytes + 32 * (step % 4));
+        if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
+        else mma_f16_m64n128k16(out, p[step], v, 1);
+      }
+      commit_group();
+      wait_group<0>();
+      fence_registers(out);
+    };
+
+    // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > first_row);
     if (!kPerToken && !edge_tile) {
       const float* tile_k_scales = lane_k_scales + 2 * tile * k_block_groups;
       const float key_scale[2] = {tile_k_scales[0], tile_k_scales[k_block_groups]};
-      softmax_uniform_key_scales(s_int, key_scale, q_scale, kPLog2Scale, row_max, row_sum, s, rescale);
+      const UniformExponents exponents =
+          uniform_row_maxima(s_int, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+      const auto exponentiate = [&](int key_half) {
+        // The compiler would otherwise hoist the second half's exponentials above the first half's P·V issue.
+        if (kFp8Pv && key_half == 1) fence_registers<32, 64>(s_int);  // the scores of keys 64..127
+        uniform_exponentials(s_int, exponents, key_half, s, row_sum);
+      };
+      if constexpr (kFp8Pv) fp8_pv(exponentiate);
+      else exponentiate(0), exponentiate(1), fp16_pv();
     } else {
       if constexpr (kPerToken) {
 #pragma unroll
@@ -192,55 +256,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kPerToken>)
         }
       }
       softmax(s, q_scale, kPLog2Scale, row_max, row_sum, rescale);
-    }
-
-    // 4. O += P · V.
-    barrier_wait(&v_full[stage], parity);
-    if constexpr (kFp8Pv) {
-      // P's A fragment for 32 keys: positions 4t..4t+3 of each 16-key half hold keys 2t, 2t+1, 8+2t, 9+2t
-      // (kv_permuted_position), i.e. this lane's own accumulator elements.
-      uint32_t p[4][4];
-#pragma unroll
-      for (int step = 0; step < 4; ++step)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-          p[step][r] = pack_e4m3x4(s[base], s[base + 1], s[base + 4], s[base + 5]);
-        }
-      float fresh[kOut];
-      fence();
-#pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        const uint64_t v = advance(v_descriptor, stage * L::kVBytes + 32 * step);
-        if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
-        else mma_e4m3_m64n128k32(fresh, p[step], v, step);
-      }
-      commit_group();
-      wait_group<0>();
-      fence_registers(fresh);
-#pragma unroll
-      for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
-    } else {
-      uint32_t p[8][4];
-#pragma unroll
-      for (int step = 0; step < 8; ++step)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) p[step][r] = pack_half2(s[8 * step + 2 * r], s[8 * step + 2 * r + 1]);
-      // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
-      if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
-#pragma unroll
-        for (int i = 0; i < kOut; ++i) out[i] *= rescale[(i / 2) & 1];
-      }
-      fence();
-#pragma unroll
-      for (int step = 0; step < 8; ++step) {
-        const uint64_t v = advance(v_descriptor, stage * L::kVBytes + (step / 4) * L::kVHalfBytes + 32 * (step % 4));
-        if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
-        else mma_f16_m64n128k16(out, p[step], v, 1);
-      }
-      commit_group();
-      wait_group<0>();
-      fence_registers(out);
+      if constexpr (kFp8Pv) fp8_pv([](int) {});
+      else fp16_pv();
     }
 
     if (lane == 0) barrier_arrive(&empty[stage]);

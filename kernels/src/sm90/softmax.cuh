@@ -45,12 +45,19 @@ __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2
 }
 
 // The same step for an unmasked tile whose k-scale is uniform over each 64-key half (every granularity but
-// per-token): the row max is taken over the integers, and each score costs one integer add, one FMA and
-// the exponential.
-__device__ __forceinline__ void softmax_uniform_key_scales(const int32_t (&x)[64], const float (&key_scale)[2],
-                                                           const float (&q_scale)[2], float p_log2_scale,
-                                                           float (&row_max)[2], float (&row_sum)[2], float (&p)[64],
-                                                           float (&rescale)[2]) {
+// per-token), in two parts so that the P·V of a tile's first 64 keys can run while the exponentials of its
+// last 64 are computed: uniform_row_maxima takes the row max over the integers, shrinks the row sums by the
+// rescale factors and gives each (row, 64-key half) the exponent's scale and offset; uniform_exponentials
+// then turns one 64-key half's scores into p at one integer add, one FMA and the exponential each.
+struct UniformExponents {
+  float scale[2][2], offset[2][2];  // [row][64-key half]
+};
+
+__device__ __forceinline__ UniformExponents uniform_row_maxima(const int32_t (&x)[64], const float (&key_scale)[2],
+                                                               const float (&q_scale)[2], float p_log2_scale,
+                                                               float (&row_max)[2], float (&row_sum)[2],
+                                                               float (&rescale)[2]) {
+  UniformExponents exponents;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
@@ -63,19 +70,30 @@ __device__ __forceinline__ void softmax_uniform_key_scales(const int32_t (&x)[64
     const float new_max = fmaxf(row_max[half], tile_max);
     rescale[half] = fast_exp2(row_max[half] - new_max);
     row_max[half] = new_max;
-    float scale[2], offset[2];
+    row_sum[half] *= rescale[half];
 #pragma unroll
-    for (int k = 0; k < 2; ++k)
-      scale[k] = key_scale[k] * q_scale[half], offset[k] = p_log2_scale - fmaf(kMagic, scale[k], new_max);
+    for (int k = 0; k < 2; ++k) {
+      exponents.scale[half][k] = key_scale[k] * q_scale[half];
+      exponents.offset[half][k] = p_log2_scale - fmaf(kMagic, exponents.scale[half][k], new_max);
+    }
+  }
+  return exponents;
+}
+
+__device__ __forceinline__ void uniform_exponentials(const int32_t (&x)[64], const UniformExponents& exponents,
+                                                     int key_half, float (&p)[64], float (&row_sum)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
     float sum = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int j = 8 * key_half; j < 8 * key_half + 8; ++j)
 #pragma unroll
       for (int e = 2 * half; e < 2 * half + 2; ++e) {
-        p[4 * j + e] = fast_exp2(fmaf(magic_float(x[4 * j + e]), scale[j / 8], offset[j / 8]));
+        p[4 * j + e] = fast_exp2(
+            fmaf(magic_float(x[4 * j + e]), exponents.scale[half][key_half], exponents.offset[half][key_half]));
         sum += p[4 * j + e];
       }
-    row_sum[half] = row_sum[half] * rescale[half] + sum;
+    row_sum[half] += sum;
   }
 }
 
