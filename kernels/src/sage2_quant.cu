@@ -65,17 +65,6 @@ struct ThreadChunks {
   }
 };
 
-// Takes the slice loaded in `next` into `raw` and, if there is one, starts loading the slice at next_row into
-// `next`: its loads are in flight while this slice is reduced, rounded and stored.
-template <bool kVector, int kHeadDim, int kCount>
-__device__ __forceinline__ void take_and_prefetch(const ThreadChunks<kHeadDim>& chunks, const StridedInput& x,
-                                                  const uint16_t* head_base, int next_row, bool has_next,
-                                                  uint4 (&raw)[kCount], uint4 (&next)[kCount]) {
-#pragma unroll
-  for (int j = 0; j < kCount; ++j) raw[j] = next[j];
-  if (has_next) chunks.template load<kVector>(x, head_base, next_row, next);
-}
-
 // One CTA quantizes kSlices slices of rows of one (batch, head). Per slice: the row absmax is a shuffle
 // reduction over the row's lanes, each group's absmax a shared atomic max over its rows, and every thread then
 // rounds its own chunks.
@@ -109,12 +98,11 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     group[j] = int(is_key ? k_group(r, granularity) : q_group(r, granularity));
   }
 
-  uint4 raw[Chunks::kCount], next[Chunks::kCount];
-  chunks.template load<kVector>(x, head_base, task.first_row, next);
   for (int slice = 0; slice < kSlices; ++slice) {
     const int first_row = task.first_row + slice * kRows;
     if (first_row >= padded_len) break;
-    take_and_prefetch<kVector>(chunks, x, head_base, first_row + kRows, slice + 1 < kSlices, raw, next);
+    uint4 raw[Chunks::kCount];
+    chunks.template load<kVector>(x, head_base, first_row, raw);
     // Zeroing this parity's maxima is safe: the last slice that read them ended before the previous slice's
     // first barrier.
     // clang-format off: clang-format reads `T (*p)[n]` in a function body as a cast and would drop the space.
@@ -226,12 +214,11 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
   for (int i = 0; i < kChunk; ++i) mean[i] = smem.v.mean[chunks.c + i], scale[i] = smem.v.scale[chunks.c + i];
 
   __half* const fp16_tile = reinterpret_cast<__half*>(smem.v.tile);
-  uint4 raw[Chunks::kCount], next[Chunks::kCount];
-  chunks.template load<kVector>(v, head_base, task.first_row, next);
   for (int slice = 0; slice < kSlices; ++slice) {
     const int first_row = task.first_row + slice * kKeys;
     if (first_row >= padded_len) break;
-    take_and_prefetch<kVector>(chunks, v, head_base, first_row + kKeys, slice + 1 < kSlices, raw, next);
+    uint4 raw[Chunks::kCount];
+    chunks.template load<kVector>(v, head_base, first_row, raw);
     if (slice > 0 && job.format != VFormat::fp16) __syncthreads();  // the previous slice's Vᵀ is out of the tile
 #pragma unroll
     for (int j = 0; j < Chunks::kCount; ++j) {
@@ -308,7 +295,7 @@ struct Launch {
 
 // kVector: every chunk of Q, K and V is one aligned 16-byte load.
 template <int kHeadDim, InputType kType, bool kVector>
-__global__ void __launch_bounds__(kThreads, 3) quantize_qkv_kernel(const __grid_constant__ Launch launch) {
+__global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_constant__ Launch launch) {
   __shared__ Smem<kHeadDim> smem;
   const int cta = blockIdx.x;
   if (cta < launch.q_ctas)

@@ -65,6 +65,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   using L = Smem<kHeadDim, kFp8Pv>;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
   constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
+  // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
+  // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
+  constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint8_t* q_tile = smem;
@@ -218,18 +221,31 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 
     // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > first_row);
-    if (!kPerToken && !edge_tile) {
+    const bool uniform = !kPerToken && !edge_tile;
+    if (uniform) {
       const float* tile_k_scales = lane_k_scales + 2 * tile * k_block_groups;
       const float key_scale[2] = {tile_k_scales[0], tile_k_scales[k_block_groups]};
-      const UniformExponents exponents =
-          uniform_row_maxima(s_int, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
-      const auto exponentiate = [&](int key_half) {
-        // The compiler would otherwise hoist the second half's exponentials above the first half's P·V issue.
-        if (kFp8Pv && key_half == 1) fence_registers<32, 64>(s_int);  // the scores of keys 64..127
-        uniform_exponentials(s_int, exponents, key_half, s, row_sum);
-      };
-      if constexpr (kFp8Pv) fp8_pv(exponentiate);
-      else exponentiate(0), exponentiate(1), fp16_pv();
+      if constexpr (kSplitPv) {
+        RowExponent exponent[2];
+#pragma unroll
+        for (int row = 0; row < 2; ++row)
+          exponent[row] = uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+        fp8_pv([&](int key_half) {
+          // ptxas would otherwise hoist the second half's exponentials above the first half's P·V issue.
+          if (key_half == 1) fence_registers<32, 64>(s_int);  // the scores of keys 64..127
+#pragma unroll
+          for (int row = 0; row < 2; ++row) uniform_row_exponentials(s_int, row, exponent[row], key_half, s, row_sum);
+        });
+      } else {
+#pragma unroll
+        for (int row = 0; row < 2; ++row) {
+          const RowExponent exponent =
+              uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+#pragma unroll
+          for (int key_half = 0; key_half < 2; ++key_half)
+            uniform_row_exponentials(s_int, row, exponent, key_half, s, row_sum);
+        }
+      }
     } else {
       if constexpr (kPerToken) {
 #pragma unroll
@@ -256,6 +272,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
         }
       }
       softmax(s, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+    }
+    if (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
       if constexpr (kFp8Pv) fp8_pv([](int) {});
       else fp16_pv();
     }

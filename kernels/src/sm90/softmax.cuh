@@ -45,56 +45,49 @@ __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2
 }
 
 // The same step for an unmasked tile whose k-scale is uniform over each 64-key half (every granularity but
-// per-token), in two parts so that the P·V of a tile's first 64 keys can run while the exponentials of its
-// last 64 are computed: uniform_row_maxima takes the row max over the integers, shrinks the row sums by the
-// rescale factors and gives each (row, 64-key half) the exponent's scale and offset; uniform_exponentials
-// then turns one 64-key half's scores into p at one integer add, one FMA and the exponential each.
-struct UniformExponents {
-  float scale[2][2], offset[2][2];  // [row][64-key half]
+// per-token), one row (0 or 1 of the lane's two) at a time and in two parts, so that the P·V of a tile's first
+// 64 keys can be issued before the exponentials of its last 64: uniform_row_maximum takes the row max over the
+// integers, shrinks the row's sum by its rescale factor and gives each 64-key half the exponent's scale and
+// offset; uniform_row_exponentials then turns the row's scores in one 64-key half into p at one integer add,
+// one FMA and the exponential each.
+struct RowExponent {
+  float scale[2], offset[2];  // per 64-key half
 };
 
-__device__ __forceinline__ UniformExponents uniform_row_maxima(const int32_t (&x)[64], const float (&key_scale)[2],
-                                                               const float (&q_scale)[2], float p_log2_scale,
-                                                               float (&row_max)[2], float (&row_sum)[2],
-                                                               float (&rescale)[2]) {
-  UniformExponents exponents;
+__device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64], int row, const float (&key_scale)[2],
+                                                           const float (&q_scale)[2], float p_log2_scale,
+                                                           float (&row_max)[2], float (&row_sum)[2],
+                                                           float (&rescale)[2]) {
+  int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
+  for (int j = 0; j < 16; ++j) int_max[j / 8] = max(int_max[j / 8], max(x[4 * j + 2 * row], x[4 * j + 2 * row + 1]));
+  float tile_max = fmaxf(float(int_max[0]) * key_scale[0], float(int_max[1]) * key_scale[1]);
+  tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+  tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[row];
+  const float new_max = fmaxf(row_max[row], tile_max);
+  rescale[row] = fast_exp2(row_max[row] - new_max);
+  row_max[row] = new_max;
+  row_sum[row] *= rescale[row];
+  RowExponent exponent;
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
-      int_max[j / 8] = max(int_max[j / 8], max(x[4 * j + 2 * half], x[4 * j + 2 * half + 1]));
-    float tile_max = fmaxf(float(int_max[0]) * key_scale[0], float(int_max[1]) * key_scale[1]);
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[half];
-    const float new_max = fmaxf(row_max[half], tile_max);
-    rescale[half] = fast_exp2(row_max[half] - new_max);
-    row_max[half] = new_max;
-    row_sum[half] *= rescale[half];
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      exponents.scale[half][k] = key_scale[k] * q_scale[half];
-      exponents.offset[half][k] = p_log2_scale - fmaf(kMagic, exponents.scale[half][k], new_max);
-    }
+  for (int k = 0; k < 2; ++k) {
+    exponent.scale[k] = key_scale[k] * q_scale[row];
+    exponent.offset[k] = p_log2_scale - fmaf(kMagic, exponent.scale[k], new_max);
   }
-  return exponents;
+  return exponent;
 }
 
-__device__ __forceinline__ void uniform_exponentials(const int32_t (&x)[64], const UniformExponents& exponents,
-                                                     int key_half, float (&p)[64], float (&row_sum)[2]) {
+__device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64], int row, const RowExponent& exponent,
+                                                         int key_half, float (&p)[64], float (&row_sum)[2]) {
+  float sum = 0.0f;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float sum = 0.0f;
+  for (int j = 8 * key_half; j < 8 * key_half + 8; ++j)
 #pragma unroll
-    for (int j = 8 * key_half; j < 8 * key_half + 8; ++j)
-#pragma unroll
-      for (int e = 2 * half; e < 2 * half + 2; ++e) {
-        p[4 * j + e] = fast_exp2(
-            fmaf(magic_float(x[4 * j + e]), exponents.scale[half][key_half], exponents.offset[half][key_half]));
-        sum += p[4 * j + e];
-      }
-    row_sum[half] += sum;
-  }
+    for (int e = 2 * row; e < 2 * row + 2; ++e) {
+      p[4 * j + e] = fast_exp2(fmaf(magic_float(x[4 * j + e]), exponent.scale[key_half], exponent.offset[key_half]));
+      sum += p[4 * j + e];
+    }
+  row_sum[row] += sum;
 }
 
 }  // namespace sagevid::kernels::sage2::sm90
