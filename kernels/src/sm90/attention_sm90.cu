@@ -230,9 +230,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
         for (int row = 0; row < 2; ++row)
           exponent[row] = uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+        // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
+        // run under its products.
         fp8_pv([&](int key_half) {
-          // ptxas would otherwise hoist the second half's exponentials above the first half's P·V issue.
-          if (key_half == 1) fence_registers<32, 64>(s_int);  // the scores of keys 64..127
 #pragma unroll
           for (int row = 0; row < 2; ++row) uniform_row_exponentials(s_int, row, exponent[row], key_half, s, row_sum);
         });

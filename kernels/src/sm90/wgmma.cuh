@@ -43,14 +43,6 @@ __device__ __forceinline__ void fence_registers(int32_t (&r)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
 }
 
-// Keeps the compiler from computing with r[first..last) before this point (after a product's issue, say).
-template <int kFirst, int kLast, int N>
-__device__ __forceinline__ void fence_registers(int32_t (&r)[N]) {
-  static_assert(0 <= kFirst && kFirst <= kLast && kLast <= N);
-#pragma unroll
-  for (int i = kFirst; i < kLast; ++i) asm volatile("" : "+r"(r[i])::"memory");
-}
-
 // clang-format off: each product keeps its register list and its operands on one line each, numbered in order.
 // S (+)= A · Bᵀ, INT8, 64 x 128 x 32, both operands in shared memory. accumulate = 0 overwrites S.
 __device__ __forceinline__ void mma_s8_m64n128k32(int32_t (&s)[64], uint64_t a, uint64_t b, int accumulate) {
