@@ -5,7 +5,8 @@
 //      the softmax FMA; tiles at the end of the keys or on the causal diagonal are masked;
 //   3. online softmax in base 2, the row's 128 scores spread over the 4 lanes of a quad;
 //   4. O += P · V (wgmma, P from registers): FP16, or FP8 (P x 448, V scaled per channel) into a fresh
-//      accumulator added into the FP32 output each tile (two-level accumulation).
+//      accumulator added into the FP32 output each tile (two-level accumulation); at head dim 64 the FP8
+//      products are issued per 64 keys, the first half's before the second half's exponentials are done.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
 // another's products are on the tensor cores.
 #include "attention_sm90.h"
@@ -31,7 +32,7 @@ constexpr int kThreads = 128;  // one warpgroup
 constexpr int kStages = 2;
 constexpr int kVSwizzle = 128;  // Vᵀ tiles: 128-byte rows (128 FP8 keys, or 64 fp16 keys per half)
 // CTAs per multiprocessor the register budget is held to, where ptxas would otherwise take a few registers too
-// many for them (a few bytes then spill outside the key-tile loop): the overlap of one CTA's softmax with
+// many for them (a few bytes then spill, at most one local load a tile): the overlap of one CTA's softmax with
 // another's products needs them. 0: no bound (head dim 64 per-thread FP16 fits four CTAs by itself, and its
 // code is faster unbounded).
 template <int kHeadDim, bool kFp8Pv, bool kPerToken>
