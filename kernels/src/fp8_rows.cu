@@ -33,7 +33,9 @@ __global__ void __launch_bounds__(kThreads)
   const float scale = fp8_row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
-  for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = to_fp8(activated<T>(to_float(row[c]), gelu), scale);
+  with_divisor(scale, [&](const auto& divide) {
+    for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = to_fp8(activated<T>(to_float(row[c]), gelu), divide);
+  });
 }
 
 // fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
@@ -59,12 +61,14 @@ __global__ void __launch_bounds__(kThreads)
   const float scale = fp8_row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
+  with_divisor(scale, [&](const auto& divide) {
 #pragma unroll
-  for (int i = 0; i < kPiecesPerThread; ++i) {
-    const int piece = threadIdx.x + i * kThreads;
-    if (piece >= pieces) break;
-    *reinterpret_cast<uint2*>(out + piece * kPieceElements) = fp8_piece(v[i], scale);
-  }
+    for (int i = 0; i < kPiecesPerThread; ++i) {
+      const int piece = threadIdx.x + i * kThreads;
+      if (piece >= pieces) break;
+      *reinterpret_cast<uint2*>(out + piece * kPieceElements) = fp8_piece(v[i], divide);
+    }
+  });
 }
 
 template <typename T>

@@ -131,10 +131,12 @@ __device__ __forceinline__ void store_fp8_row(const ResidualNormArgs& a, int64_t
   });
   const float scale = fp8_row_scale(lanes_reduce(amax, Max()));
   auto* values = const_cast<uint8_t*>(at_row<uint8_t>(a.fp8_values, batch, row));
-  each_lane_piece(lane, pieces, [&](int i, int piece) {
-    float v[kPieceElements];
-    unpack_piece<T>(x[i], v);
-    *reinterpret_cast<uint2*>(values + piece * kPieceElements) = fp8_piece(v, scale);
+  with_divisor(scale, [&](const auto& divide) {
+    each_lane_piece(lane, pieces, [&](int i, int piece) {
+      float v[kPieceElements];
+      unpack_piece<T>(x[i], v);
+      *reinterpret_cast<uint2*>(values + piece * kPieceElements) = fp8_piece(v, divide);
+    });
   });
   if (lane == 0) *const_cast<float*>(at_row<float>(a.fp8_scales, batch, row)) = scale;
 }

@@ -2,6 +2,8 @@
 // Device helpers of the row-wise kernels (norms, quantization): element conversions, 16-byte pieces of
 // fp16/bf16 as 8 floats, sums and maxima over lanes of a warp or over a CTA, and rows to FP8 E4M3 with a scale
 // each (sagevid/kernels/fp8_rows.h).
+#include "sagevid/kernels/scale_divisor.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -98,14 +100,27 @@ constexpr float kFp8Max = 448.0f;  // E4M3's largest finite value
 // A row's FP8 scale from its absmax: the absmax lands on 448; an all-zero row keeps 1.
 __device__ __forceinline__ float fp8_row_scale(float amax) { return amax > 0.0f ? amax / kFp8Max : 1.0f; }
 
+// f(divide) with `divide` the row's v -> v / scale: a ScaleDivisor where it gives the division's quotients, else
+// the division itself (f is compiled for both; the choice is made once per row).
+template <typename F>
+__device__ __forceinline__ void with_divisor(float scale, F f) {
+  const ScaleDivisor divisor(scale);
+  if (divisor.exact()) f(divisor);
+  else f(Division{scale});
+}
+
 // v / scale lies within ±448 up to rounding, and E4M3's conversion saturates that to its largest value.
-__device__ __forceinline__ __nv_fp8_e4m3 to_fp8(float v, float scale) { return __nv_fp8_e4m3(v / scale); }
+template <typename Divide>
+__device__ __forceinline__ __nv_fp8_e4m3 to_fp8(float v, const Divide& divide) {
+  return __nv_fp8_e4m3(divide(v));
+}
 
 // A piece of a row as its 8 E4M3 bytes.
-__device__ __forceinline__ uint2 fp8_piece(const float (&v)[kPieceElements], float scale) {
+template <typename Divide>
+__device__ __forceinline__ uint2 fp8_piece(const float (&v)[kPieceElements], const Divide& divide) {
   __nv_fp8_e4m3 bytes[kPieceElements];
 #pragma unroll
-  for (int e = 0; e < kPieceElements; ++e) bytes[e] = to_fp8(v[e], scale);
+  for (int e = 0; e < kPieceElements; ++e) bytes[e] = to_fp8(v[e], divide);
   return *reinterpret_cast<const uint2*>(bytes);
 }
 

@@ -30,13 +30,9 @@
 // lane's S accumulator registers are directly its P A-fragment registers. For FP16 P·V the mma.sync
 // family reads V as it is, [B, H_kv, N_pad, D] fp16; the wgmma family reads it transposed like the FP8 V
 // (keys contiguous, not permuted), since its tensor cores take both operands K-major.
-#include <cstdint>
+#include "sagevid/kernels/host_device.h"
 
-#if defined(__CUDACC__)
-#define SAGEVID_HD __host__ __device__
-#else
-#define SAGEVID_HD
-#endif
+#include <cstdint>
 
 namespace sagevid::kernels::sage2 {
 
