@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 
 namespace {
@@ -59,11 +60,13 @@ TEST_CASE("a ScaleDivisor's quotients are the division's bits, and the same E4M3
   CHECK(mismatched == 0);
 }
 
-TEST_CASE("a ScaleDivisor leaves tiny scales to the division", "[fp8]") {
+TEST_CASE("a ScaleDivisor leaves tiny, infinite and NaN scales to the division", "[fp8]") {
   using sagevid::kernels::ScaleDivisor;
   CHECK(ScaleDivisor(ScaleDivisor::kSmallestScale).exact());
+  CHECK(ScaleDivisor(std::numeric_limits<float>::max() / 448).exact());
   CHECK_FALSE(ScaleDivisor(ScaleDivisor::kSmallestScale / 2).exact());
   CHECK_FALSE(ScaleDivisor(0.0f).exact());
+  CHECK_FALSE(ScaleDivisor(std::numeric_limits<float>::infinity()).exact());
   CHECK_FALSE(ScaleDivisor(std::nanf("")).exact());
   CHECK(sagevid::kernels::Division{0.5f}(3.0f) == 6.0f);
 }
