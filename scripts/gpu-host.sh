@@ -7,8 +7,9 @@
 # step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor; -fp8: with
 # FP8 linears; -fp8-fast: their GEMMs with fast accumulation too). The host has no gRPC or FFmpeg: the server and
 # clients build only from the offline bundle of `scripts/make-offline-deps.sh`, carried as
-# .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and tools). diffusers-step, pipeline and server need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried
-# along. Default: tests accuracy bench. Logs and tables go to $OUT (the device tool's return folder) or ./out.
+# .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and tools). diffusers-step, pipeline and server
+# need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
+# and tables go to $OUT (the device tool's return folder) or ./out.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
 #                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
 #                       [pipeline-24gb]

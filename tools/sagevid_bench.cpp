@@ -203,8 +203,9 @@ void print_breakdowns(const Args& args) {
     const CogVideoXTransformer model =
         CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
     if (!args.fp8_linears) print_breakdown(model, shape, "bf16");
-    else if (args.fast_accum) print_breakdown(model.with_fp8_linears(true), shape, "FP8 (fast accumulation)");
-    else print_breakdown(model.with_fp8_linears(), shape, "FP8");
+    else
+      print_breakdown(model.with_fp8_linears(args.fast_accum), shape,
+                      args.fast_accum ? "FP8 (fast accumulation)" : "FP8");
   }
 }
 
