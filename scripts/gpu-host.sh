@@ -12,7 +12,7 @@
 # and tables go to $OUT (the device tool's return folder) or ./out.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
 #                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
-#                       [pipeline-24gb]
+#                       [profile-rows] [pipeline-24gb]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -87,6 +87,13 @@ for step in $steps; do
         build-gpu/tools/sage-bench --profile-preprocessing > "$out/profile-prep.log" 2>&1 || status=1
       grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Issued Warp|No Eligible" \
         "$out/profile-prep.log" | tail -80 ;;
+    profile-rows)  # the step's row kernels (norm + FP8 rows, QK norm + RoPE, GELU + FP8 rows) at CogVideoX-2B (ncu)
+      ncu --clock-control none -k regex:'residual_norm|head_norm|quantize_rows' --launch-skip 200 --launch-count 8 \
+        --kill yes --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        build-gpu/tools/sagevid-bench --breakdown --fp8-linears --fp8-fast-accum > "$out/profile-rows.log" 2>&1
+      grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Issued Warp|No Eligible" \
+        "$out/profile-rows.log" | tail -80 ;;
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;

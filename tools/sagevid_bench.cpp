@@ -124,7 +124,7 @@ std::map<std::string, double> region_floors_ms(const CogVideoXConfig& c, int64_t
           {"FF in GEMM", gemm(f, d)},
           {"FF in GEMM + GELU", gemm(f, d)},  // the GELU in the GEMM's epilogue
           {"FF out GEMM", gemm(d, f)},
-          {"GELU + FF out GEMM", gemm(d, f)},  // FP8: the GELU in the input's quantization
+          {"GELU + FP8 rows", bytes(activation * f / d * 1.5)},  // the bf16 hidden in, its E4M3 bytes out
           // twice a block: residual and update in, residual and joint out
           {"gated residual add + LayerNorm + modulate", bytes(2 * 4 * activation)},
           // FP8 linears: the joint goes out as E4M3 rows, half the bytes of bf16 (the scales are 1/D of that)

@@ -1,6 +1,6 @@
-// Per-row FP8 quantization of activations, one CTA per row. Rows of fp16/bf16 in 16-byte pieces that fit the
-// CTA's registers are read once and kept there between the absmax and the rounding; other rows are read twice
-// (the second read hits the cache).
+// Per-row FP8 quantization of activations, one CTA per row. fp16/bf16 rows of 16-byte pieces that fit the CTA's
+// registers are read once: their activated values stay there, packed as the element type that rounds them, from
+// the absmax to the rounding. Other rows are read twice (the second read hits the cache).
 #include "fp8_rows_kernel.h"
 #include "row_math.cuh"
 #include "sagevid/kernels/cuda_check.h"
@@ -14,51 +14,83 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kPiecesPerThread = 8;  // rows up to kThreads * 64 elements stay in registers
+// Rows in flight on a multiprocessor while one is between its load and its store: the row kernel has one
+// barrier-separated phase after another, so its latency is hidden across CTAs.
+constexpr int kRowsPerMultiprocessor = 4;
 
-// torch's tanh GELU in fp32 (0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))), rounded to T as torch stores it.
-template <typename T>
-__device__ __forceinline__ float activated(float v, bool gelu) {
-  if (!gelu) return v;
-  const float inner = 0.7978845608028654f * (v + 0.044715f * (v * v * v));
-  return rounded<T>(0.5f * v * (1.0f + tanhf(inner)));
+// The tanh GELU, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), written as x·sigmoid(2·inner) =
+// x / (1 + 2^(-2·log2(e)·inner)): one exponential and one reciprocal on the MUFU pipe and four FMA-pipe
+// instructions, where tanhf costs about twenty. Both terms of 1 + 2^(...) are positive, so unlike 1 + tanh
+// there is no cancellation for negative x: the value is within a few fp32 ulps of the exact one.
+__device__ __forceinline__ float gelu_tanh(float x) {
+  constexpr float kInner = 0.7978845608028654f, kCubic = 0.044715f, kLog2e = 1.4426950408889634f;
+  constexpr float k = -2.0f * kLog2e * kInner;
+  float exponential;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(exponential) : "f"(x * fmaf(x * x, k * kCubic, k)));
+  return __fdividef(x, 1.0f + exponential);  // 0 (signed as x) where the exponential overflows: the GELU's limit
 }
 
-// Any element type and alignment: the row read twice.
+// The largest |element| of a piece of fp16/bf16, from its packed pairs: exact, and the piece need not be unpacked
+// (nor its floats kept for the second phase).
+template <typename T>
+__device__ __forceinline__ float piece_absmax(const uint4& raw) {
+  using Pair = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  const Pair* pairs = reinterpret_cast<const Pair*>(&raw);
+  Pair largest = __habs2(pairs[0]);
+#pragma unroll
+  for (int p = 1; p < kPieceElements / 2; ++p) largest = __hmax2(largest, __habs2(pairs[p]));
+  return fmaxf(__low2float(largest), __high2float(largest));
+}
+
+// Any element type and alignment: the row read twice, each activated value rounded to T as torch stores it.
+// Rare shapes only, so the activation is a parameter rather than a template argument.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     quantize_rows_kernel(const T* x, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values, float* scales) {
   const T* row = x + blockIdx.x * row_stride;
+  const auto value = [&](int c) { return gelu ? rounded<T>(gelu_tanh(to_float(row[c]))) : to_float(row[c]); };
   float amax = 0.0f;
-  for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(activated<T>(to_float(row[c]), gelu)));
+  for (int c = threadIdx.x; c < cols; c += kThreads) amax = fmaxf(amax, fabsf(value(c)));
   const float scale = fp8_row_scale(cta_reduce<kThreads>(amax, Max()));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
   with_divisor(scale, [&](const auto& divide) {
-    for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = to_fp8(activated<T>(to_float(row[c]), gelu), divide);
+    for (int c = threadIdx.x; c < cols; c += kThreads) out[c] = to_fp8(value(c), divide);
   });
 }
 
-// fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once into registers.
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    quantize_rows_in_registers_kernel(const T* x, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values,
-                                      float* scales) {
+// fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once. With the GELU
+// the absmax is taken before its values are rounded to T: rounding is monotonic, so the rounded absmax is the
+// rounded values' absmax.
+template <typename T, bool kGelu>
+__global__ void __launch_bounds__(kThreads, kRowsPerMultiprocessor)
+    quantize_rows_in_registers_kernel(const T* x, int64_t row_stride, int cols, __nv_fp8_e4m3* values, float* scales) {
   const int pieces = cols / kPieceElements;
   const T* row = x + blockIdx.x * row_stride;
-  float v[kPiecesPerThread][kPieceElements];
-  float amax = 0.0f;
+  uint4 held[kPiecesPerThread];
 #pragma unroll
   for (int i = 0; i < kPiecesPerThread; ++i) {
     const int piece = threadIdx.x + i * kThreads;
-    if (piece >= pieces) break;
-    load_piece(row + piece * kPieceElements, v[i]);
+    if (piece < pieces) held[i] = *reinterpret_cast<const uint4*>(row + piece * kPieceElements);
+  }
+  float amax = 0.0f;
 #pragma unroll
-    for (int e = 0; e < kPieceElements; ++e) {
-      v[i][e] = activated<T>(v[i][e], gelu);
-      amax = fmaxf(amax, fabsf(v[i][e]));
+  for (int i = 0; i < kPiecesPerThread; ++i) {
+    if (threadIdx.x + i * kThreads >= pieces) break;
+    if constexpr (kGelu) {
+      float v[kPieceElements];
+      unpack_piece<T>(held[i], v);
+#pragma unroll
+      for (int e = 0; e < kPieceElements; ++e) {
+        v[e] = gelu_tanh(v[e]);
+        amax = fmaxf(amax, fabsf(v[e]));
+      }
+      held[i] = pack_piece<T>(v);
+    } else {
+      amax = fmaxf(amax, piece_absmax<T>(held[i]));
     }
   }
-  const float scale = fp8_row_scale(cta_reduce<kThreads>(amax, Max()));
+  const float scale = fp8_row_scale(rounded<T>(cta_reduce<kThreads>(amax, Max())));
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
   with_divisor(scale, [&](const auto& divide) {
@@ -66,7 +98,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kPiecesPerThread; ++i) {
       const int piece = threadIdx.x + i * kThreads;
       if (piece >= pieces) break;
-      *reinterpret_cast<uint2*>(out + piece * kPieceElements) = fp8_piece(v[i], divide);
+      float v[kPieceElements];
+      unpack_piece<T>(held[i], v);
+      *reinterpret_cast<uint2*>(out + piece * kPieceElements) = fp8_piece(v, divide);
     }
   });
 }
@@ -81,8 +115,9 @@ void launch(const void* x, int rows, int64_t row_stride, int cols, bool gelu, ui
                            reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                            cols <= kThreads * kPiecesPerThread * kPieceElements;
     if (in_pieces) {
-      quantize_rows_in_registers_kernel<T>
-          <<<unsigned(rows), kThreads, 0, stream>>>(typed, row_stride, cols, gelu, out, scales);
+      const auto kernel =
+          gelu ? quantize_rows_in_registers_kernel<T, true> : quantize_rows_in_registers_kernel<T, false>;
+      kernel<<<unsigned(rows), kThreads, 0, stream>>>(typed, row_stride, cols, out, scales);
       SAGEVID_CUDA_CHECK_LAUNCH();
       return;
     }

@@ -24,12 +24,12 @@ __device__ __forceinline__ const T* at_row(const RowsView& view, int64_t batch, 
   return static_cast<const T*>(view.data) + batch * view.batch_stride + row * view.row_stride;
 }
 
-// x += gate * update, rounded as torch's in-place addcmul stores the residual.
-template <typename T>
+// x += gate * update in fp32; rounding it to T, as torch's in-place addcmul stores the residual, is the caller's
+// (the warp kernel's packing does it).
 __device__ __forceinline__ void add_gated(float (&x)[kPieceElements], const float (&update)[kPieceElements],
                                           const float (&gate)[kPieceElements]) {
 #pragma unroll
-  for (int e = 0; e < kPieceElements; ++e) x[e] = rounded<T>(x[e] + gate[e] * update[e]);
+  for (int e = 0; e < kPieceElements; ++e) x[e] += gate[e] * update[e];
 }
 
 // x's piece at element `at` of its row, normed with (mean, rstd), then modulated: shift + norm(x) * (1 + scale).
@@ -41,14 +41,19 @@ __device__ __forceinline__ void modulate(const ResidualNormArgs& a, int64_t batc
   if (a.bias != nullptr) load_piece(static_cast<const T*>(a.bias) + at, bias);
   load_piece(at_row<T>(a.shift, batch, 0) + at, shift);
   load_piece(at_row<T>(a.scale, batch, 0) + at, scale);
+  // torch: layer_norm's output, then addcmul(shift, normed, 1 + scale), each of the three rounded to T.
+  float normed[kPieceElements];
 #pragma unroll
   for (int e = 0; e < kPieceElements; ++e) {
-    float normed = (x[e] - mean) * rstd;
-    if (a.weight != nullptr) normed *= weight[e];
-    if (a.bias != nullptr) normed += bias[e];
-    // torch: layer_norm's output, then addcmul(shift, normed, 1 + scale), each rounded to T.
-    x[e] = shift[e] + rounded<T>(normed) * rounded<T>(1.0f + scale[e]);
+    normed[e] = (x[e] - mean) * rstd;
+    if (a.weight != nullptr) normed[e] *= weight[e];
+    if (a.bias != nullptr) normed[e] += bias[e];
+    scale[e] += 1.0f;
   }
+  round_piece<T>(normed);
+  round_piece<T>(scale);
+#pragma unroll
+  for (int e = 0; e < kPieceElements; ++e) x[e] = shift[e] + normed[e] * scale[e];
 }
 
 // Piece `piece` of a row of T.
@@ -85,7 +90,7 @@ __device__ __forceinline__ void load_updated_row(const ResidualNormArgs& a, int6
     unpack_piece<T>(x[i], v);
     unpack_piece<T>(update[i], u);
     load_piece(at_row<T>(a.gate, batch, 0) + piece * kPieceElements, g);
-    add_gated<T>(v, u, g);
+    add_gated(v, u, g);
     x[i] = pack_piece<T>(v);
     *piece_of(residual, piece) = x[i];
   });
@@ -173,7 +178,8 @@ __global__ void __launch_bounds__(kThreads) residual_norm_cta_kernel(const Resid
       float update[kPieceElements], gate[kPieceElements];
       load_piece(at_row<T>(a.update, batch, row) + at, update);
       load_piece(at_row<T>(a.gate, batch, 0) + at, gate);
-      add_gated<T>(x[i], update, gate);
+      add_gated(x[i], update, gate);
+      round_piece<T>(x[i]);
       store_piece(residual + at, x[i]);
     }
 #pragma unroll

@@ -39,9 +39,18 @@ __device__ __forceinline__ float rounded(float x) {
 // registers of its floats, where its values are exactly T's.
 template <typename T>
 __device__ __forceinline__ void unpack_piece(const uint4& raw, float (&v)[kPieceElements]) {
-  const T* elements = reinterpret_cast<const T*>(&raw);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // a bf16 is a float's upper half: one instruction each
+    const uint32_t* pairs = reinterpret_cast<const uint32_t*>(&raw);
 #pragma unroll
-  for (int e = 0; e < kPieceElements; ++e) v[e] = to_float(elements[e]);
+    for (int p = 0; p < kPieceElements / 2; ++p) {
+      v[2 * p] = __uint_as_float(pairs[p] << 16);
+      v[2 * p + 1] = __uint_as_float(pairs[p] & 0xffff0000u);
+    }
+  } else {
+    const T* elements = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kPieceElements; ++e) v[e] = to_float(elements[e]);
+  }
 }
 
 template <typename T>
@@ -51,6 +60,13 @@ __device__ __forceinline__ uint4 pack_piece(const float (&v)[kPieceElements]) {
 #pragma unroll
   for (int e = 0; e < kPieceElements; ++e) elements[e] = from_float<T>(v[e]);
   return raw;
+}
+
+// Each of v rounded to T, as rounded() does one value, but converted in pairs on the FMA pipe (one value's
+// conversion goes to the multi-function unit, which the row kernels' reciprocals and exponentials need).
+template <typename T>
+__device__ __forceinline__ void round_piece(float (&v)[kPieceElements]) {
+  unpack_piece<T>(pack_piece<T>(v), v);
 }
 
 // 8 elements of fp16/bf16 at a 16-byte aligned address, as floats.
@@ -115,13 +131,15 @@ __device__ __forceinline__ __nv_fp8_e4m3 to_fp8(float v, const Divide& divide) {
   return __nv_fp8_e4m3(divide(v));
 }
 
-// A piece of a row as its 8 E4M3 bytes.
+// A piece of a row as its 8 E4M3 bytes, converted in pairs (one instruction each; E4M3's conversion of one
+// value is a pair's with a zero beside it).
 template <typename Divide>
 __device__ __forceinline__ uint2 fp8_piece(const float (&v)[kPieceElements], const Divide& divide) {
-  __nv_fp8_e4m3 bytes[kPieceElements];
+  __nv_fp8x2_storage_t pairs[kPieceElements / 2];
 #pragma unroll
-  for (int e = 0; e < kPieceElements; ++e) bytes[e] = to_fp8(v[e], divide);
-  return *reinterpret_cast<const uint2*>(bytes);
+  for (int e = 0; e < kPieceElements; e += 2)
+    pairs[e / 2] = __nv_cvt_float2_to_fp8x2(make_float2(divide(v[e]), divide(v[e + 1])), __NV_SATFINITE, __NV_E4M3);
+  return *reinterpret_cast<const uint2*>(pairs);
 }
 
 }  // namespace sagevid::kernels::detail

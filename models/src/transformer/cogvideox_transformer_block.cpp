@@ -68,16 +68,18 @@ auto profiled(const char* name, Fn&& fn) {
 }
 
 // The feed-forward: GEMM, GELU, GEMM. The tanh GELU (every CogVideoX checkpoint's) rides in a pass that is
-// there anyway: the second GEMM's input quantization where that linear is FP8, else the first GEMM's epilogue
+// there anyway: the second GEMM's input quantization where that linear is FP8 (its own profiled region), else the first GEMM's epilogue
 // (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA). The exact GELU runs in place between the GEMMs.
 // x is let go once the hidden exists.
 at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& out, cogvideox::LinearInput x,
                         bool tanh_gelu) {
   if (tanh_gelu && out.weight_scale.defined()) {
-    const at::Tensor hidden = profiled("FF in GEMM", [&] { return in(x); });
+    at::Tensor hidden = profiled("FF in GEMM", [&] { return in(x); });
     x = {};
-    return profiled("GELU + FF out GEMM",
-                    [&] { return cogvideox::fp8_linear(out, hidden, kernels::RowActivation::gelu_tanh); });
+    const cogvideox::QuantizedRows rows = profiled(
+        "GELU + FP8 rows", [&] { return cogvideox::quantize_rows(hidden, kernels::RowActivation::gelu_tanh); });
+    hidden.reset();  // its memory back before the GEMM allocates the output
+    return profiled("FF out GEMM", [&] { return cogvideox::fp8_linear(out, rows); });
   }
   at::Tensor hidden;
   if (tanh_gelu && in.bias.defined() && !in.weight_scale.defined()) {

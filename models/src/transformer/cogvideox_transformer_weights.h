@@ -44,6 +44,8 @@ Linear to_fp8(const Linear& linear, bool fast_accum = false);
 at::Tensor fp8_linear(const Linear& linear, const at::Tensor& x,
                       kernels::RowActivation activation = kernels::RowActivation::none);
 at::Tensor fp8_linear(const Linear& linear, const QuantizedRows& x);
+// x [..., K] quantized per row for an FP8 linear, activation(x) where one is given.
+QuantizedRows quantize_rows(const at::Tensor& x, kernels::RowActivation activation = kernels::RowActivation::none);
 struct LayerNorm {
   at::Tensor weight, bias;
   double eps = 1e-5;

@@ -10,6 +10,8 @@
 #include <ATen/ops/linear.h>
 #include <c10/util/Exception.h>
 
+#include <vector>
+
 namespace sagevid {
 
 cogvideox::Linear cogvideox::to_fp8(const Linear& linear, bool fast_accum) {
@@ -56,10 +58,15 @@ at::Tensor fp8_product(const cogvideox::Linear& linear, const at::Tensor& values
 
 }  // namespace
 
+cogvideox::QuantizedRows cogvideox::quantize_rows(const at::Tensor& x, kernels::RowActivation activation) {
+  const kernels::Fp8Rows rows = kernels::quantize_rows_fp8(x.reshape({-1, x.size(-1)}).contiguous(), activation);
+  std::vector<int64_t> scales_shape(x.sizes().begin(), x.sizes().end() - 1);
+  scales_shape.push_back(1);
+  return {{rows.values.view(x.sizes()), rows.scales.view(scales_shape)}, x.scalar_type()};
+}
+
 at::Tensor cogvideox::fp8_linear(const Linear& linear, const at::Tensor& x, kernels::RowActivation activation) {
-  const at::Tensor rows = x.reshape({-1, x.size(-1)});
-  const kernels::Fp8Rows activations = kernels::quantize_rows_fp8(rows.contiguous(), activation);
-  return fp8_product(linear, activations.values, activations.scales, x.scalar_type(), x.sizes().slice(0, x.dim() - 1));
+  return fp8_linear(linear, quantize_rows(x, activation));
 }
 
 at::Tensor cogvideox::fp8_linear(const Linear& linear, const QuantizedRows& x) {

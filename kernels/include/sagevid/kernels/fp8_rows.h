@@ -19,7 +19,7 @@ enum class RowActivation { none, gelu_tanh };
 Fp8Rows quantize_rows_fp8(const at::Tensor& x, RowActivation activation = RowActivation::none);
 
 // The same with torch ops on any device: the definition the kernel matches (bit for bit without an activation;
-// with one, up to the last bit of the activation's fp32 arithmetic).
+// with one, up to the last bits of the activation's fp32 arithmetic, which the kernel does its own way).
 Fp8Rows quantize_rows_fp8_reference(const at::Tensor& x, RowActivation activation = RowActivation::none);
 
 }  // namespace sagevid::kernels
