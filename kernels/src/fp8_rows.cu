@@ -59,24 +59,42 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
-// fp16/bf16 rows of whole 16-byte pieces, at most kThreads * kPiecesPerThread of them: read once. With the GELU
-// the absmax is taken before its values are rounded to T: rounding is monotonic, so the rounded absmax is the
-// rounded values' absmax.
-template <typename T, bool kGelu>
-__global__ void __launch_bounds__(kThreads, kRowsPerMultiprocessor)
-    quantize_rows_in_registers_kernel(const T* x, int64_t row_stride, int cols, __nv_fp8_e4m3* values, float* scales) {
-  const int pieces = cols / kPieceElements;
-  const T* row = x + blockIdx.x * row_stride;
-  uint4 held[kPiecesPerThread];
+// Who holds a row in registers: a warp for rows up to kWarpRowPieces pieces (eight rows a CTA, reduced by
+// shuffles, no barrier: narrow rows would leave most of a CTA idle), else the whole CTA.
+template <int kRowThreads>
+struct RowGroup {
+  static constexpr int kRowsPerCta = kThreads / kRowThreads;
+  static constexpr int kPieces = kRowThreads == 32 ? 12 : kPiecesPerThread;  // pieces a thread holds at most
+  // A warp's twelve pieces need more registers than four CTAs a multiprocessor leave; three hold its rows.
+  static constexpr int kCtasPerMultiprocessor = kRowThreads == 32 ? 3 : kRowsPerMultiprocessor;
+  static __device__ __forceinline__ float max_over_row(float v) {
+    if constexpr (kRowThreads == 32) return lanes_reduce(v, Max());
+    else return cta_reduce<kThreads>(v, Max());
+  }
+};
+constexpr int kWarpRowPieces = 32 * RowGroup<32>::kPieces;
+
+// fp16/bf16 rows of whole 16-byte pieces that a RowGroup holds: read once. With the GELU the absmax is taken
+// before its values are rounded to T: rounding is monotonic, so the rounded absmax is the rounded values' absmax.
+template <typename T, bool kGelu, int kRowThreads>
+__global__ void __launch_bounds__(kThreads, RowGroup<kRowThreads>::kCtasPerMultiprocessor)
+    quantize_rows_in_registers_kernel(const T* x, int rows, int64_t row_stride, int cols, __nv_fp8_e4m3* values,
+                                      float* scales) {
+  using Group = RowGroup<kRowThreads>;
+  const int64_t r = int64_t(blockIdx.x) * Group::kRowsPerCta + threadIdx.x / kRowThreads;
+  if (r >= rows) return;  // a whole group: a warp (a CTA's row always exists)
+  const int t = threadIdx.x % kRowThreads, pieces = cols / kPieceElements;
+  const T* row = x + r * row_stride;
+  uint4 held[Group::kPieces];
 #pragma unroll
-  for (int i = 0; i < kPiecesPerThread; ++i) {
-    const int piece = threadIdx.x + i * kThreads;
+  for (int i = 0; i < Group::kPieces; ++i) {
+    const int piece = t + i * kRowThreads;
     if (piece < pieces) held[i] = *reinterpret_cast<const uint4*>(row + piece * kPieceElements);
   }
   float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kPiecesPerThread; ++i) {
-    if (threadIdx.x + i * kThreads >= pieces) break;
+  for (int i = 0; i < Group::kPieces; ++i) {
+    if (t + i * kRowThreads >= pieces) break;
     if constexpr (kGelu) {
       float v[kPieceElements];
       unpack_piece<T>(held[i], v);
@@ -90,13 +108,13 @@ __global__ void __launch_bounds__(kThreads, kRowsPerMultiprocessor)
       amax = fmaxf(amax, piece_absmax<T>(held[i]));
     }
   }
-  const float scale = fp8_row_scale(rounded<T>(cta_reduce<kThreads>(amax, Max())));
-  if (threadIdx.x == 0) scales[blockIdx.x] = scale;
-  __nv_fp8_e4m3* out = values + int64_t(blockIdx.x) * cols;
+  const float scale = fp8_row_scale(rounded<T>(Group::max_over_row(amax)));
+  if (t == 0) scales[r] = scale;
+  __nv_fp8_e4m3* out = values + r * cols;
   with_divisor(scale, [&](const auto& divide) {
 #pragma unroll
-    for (int i = 0; i < kPiecesPerThread; ++i) {
-      const int piece = threadIdx.x + i * kThreads;
+    for (int i = 0; i < Group::kPieces; ++i) {
+      const int piece = t + i * kRowThreads;
       if (piece >= pieces) break;
       float v[kPieceElements];
       unpack_piece<T>(held[i], v);
@@ -105,22 +123,29 @@ __global__ void __launch_bounds__(kThreads, kRowsPerMultiprocessor)
   });
 }
 
+template <typename T, int kRowThreads>
+void launch_in_registers(const T* x, int rows, int64_t row_stride, int cols, bool gelu, __nv_fp8_e4m3* values,
+                         float* scales, cudaStream_t stream) {
+  const auto kernel = gelu ? quantize_rows_in_registers_kernel<T, true, kRowThreads>
+                           : quantize_rows_in_registers_kernel<T, false, kRowThreads>;
+  const unsigned ctas =
+      unsigned((int64_t(rows) + RowGroup<kRowThreads>::kRowsPerCta - 1) / RowGroup<kRowThreads>::kRowsPerCta);
+  kernel<<<ctas, kThreads, 0, stream>>>(x, rows, row_stride, cols, values, scales);
+  SAGEVID_CUDA_CHECK_LAUNCH();
+}
+
 template <typename T>
 void launch(const void* x, int rows, int64_t row_stride, int cols, bool gelu, uint8_t* values, float* scales,
             cudaStream_t stream) {
   const T* typed = static_cast<const T*>(x);
   auto* out = reinterpret_cast<__nv_fp8_e4m3*>(values);
   if constexpr (!std::is_same_v<T, float>) {
-    const bool in_pieces = cols % kPieceElements == 0 && row_stride % kPieceElements == 0 &&
-                           reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                           cols <= kThreads * kPiecesPerThread * kPieceElements;
-    if (in_pieces) {
-      const auto kernel =
-          gelu ? quantize_rows_in_registers_kernel<T, true> : quantize_rows_in_registers_kernel<T, false>;
-      kernel<<<unsigned(rows), kThreads, 0, stream>>>(typed, row_stride, cols, out, scales);
-      SAGEVID_CUDA_CHECK_LAUNCH();
-      return;
-    }
+    const bool in_pieces =
+        cols % kPieceElements == 0 && row_stride % kPieceElements == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    if (in_pieces && cols <= kWarpRowPieces * kPieceElements)
+      return launch_in_registers<T, 32>(typed, rows, row_stride, cols, gelu, out, scales, stream);
+    if (in_pieces && cols <= kThreads * kPiecesPerThread * kPieceElements)
+      return launch_in_registers<T, kThreads>(typed, rows, row_stride, cols, gelu, out, scales, stream);
   }
   quantize_rows_kernel<T><<<unsigned(rows), kThreads, 0, stream>>>(typed, row_stride, cols, gelu, out, scales);
   SAGEVID_CUDA_CHECK_LAUNCH();

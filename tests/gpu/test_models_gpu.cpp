@@ -142,8 +142,9 @@ TEST_CASE("a StepProfile times the regions its thread runs, and nothing runs wit
 TEST_CASE("FP8 rows on CUDA are the reference's bits, and an FP8 linear there is the CPU one's product", "[gpu][fp8]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
-  // 1024 columns: rows held in registers; 1001: the kernel that reads them twice.
-  for (const int64_t cols : {1024, 1001}) {
+  // 1024 columns: rows a warp holds in registers; 7680 (CogVideoX-2B's FF hidden): rows a CTA holds; 1001: the
+  // kernel that reads them twice.
+  for (const int64_t cols : {1024, 7680, 1001}) {
     CAPTURE(cols);
     const at::Tensor x = rng.normal({300, cols}, at::TensorOptions().dtype(at::kBFloat16)) * 3;
     const auto got = sagevid::kernels::quantize_rows_fp8(x.to(at::kCUDA));

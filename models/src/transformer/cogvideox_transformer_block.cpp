@@ -68,9 +68,9 @@ auto profiled(const char* name, Fn&& fn) {
 }
 
 // The feed-forward: GEMM, GELU, GEMM. The tanh GELU (every CogVideoX checkpoint's) rides in a pass that is
-// there anyway: the second GEMM's input quantization where that linear is FP8 (its own profiled region), else the first GEMM's epilogue
-// (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA). The exact GELU runs in place between the GEMMs.
-// x is let go once the hidden exists.
+// there anyway: the second GEMM's input quantization where that linear is FP8 (a profiled region of its own),
+// else the first GEMM's epilogue (at::_addmm_activation: cuBLASLt's GELU_BIAS on CUDA). The exact GELU runs in
+// place between the GEMMs. x is let go once the hidden exists.
 at::Tensor feed_forward(const cogvideox::Linear& in, const cogvideox::Linear& out, cogvideox::LinearInput x,
                         bool tanh_gelu) {
   if (tanh_gelu && out.weight_scale.defined()) {
