@@ -41,8 +41,7 @@ __device__ __forceinline__ void normed(float (&v)[kPieceElements], int lanes, in
 template <typename T>
 __device__ __forceinline__ void rotate(float (&v)[kPieceElements], const float (&c)[kPieceElements],
                                        const float (&s)[kPieceElements]) {
-#pragma unroll
-  for (int i = 0; i < kPieceElements; ++i) v[i] = rounded<T>(v[i]);
+  round_piece<T>(v);
 #pragma unroll
   for (int i = 0; i < kPieceElements; i += 2) {
     const float re = v[i], im = v[i + 1];

@@ -1,14 +1,12 @@
 // residual_norm_modulate on CUDA. Each row is read and written once: its pieces stay in registers from the
 // residual update through the statistics to the modulated output. Rows up to kWarpRowLimit wide (CogVideoX's
-// 1920 and 3072) take one warp each, eight rows of one batch a CTA: every load of a lane issued before the first
-// is used, the batch's modulation rows staged in shared memory by the CTA, statistics by shuffles; they may go
-// out as FP8 rows with a scale each instead (residual_norm_modulate_fp8). Wider rows take one CTA each, with CTA
-// reductions.
+// 1920 and 3072) take two warps each: statistics by shuffles and an exchange between the pair through shared
+// memory (no CTA barrier), every load of a lane issued before the first is used; they may go out as FP8 rows
+// with a scale each instead (residual_norm_modulate_fp8). Wider rows take one CTA each, with CTA reductions.
 #include "residual_norm_kernel.h"
 #include "row_math.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
-#include <climits>
 #include <stdexcept>
 #include <string>
 
@@ -18,32 +16,22 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kPiecesPerThread = 4;  // the CTA kernel's rows: up to kThreads * 32 elements
 constexpr int kWarps = kThreads / 32;
-constexpr int kLanePieces = 12;  // the warp kernel's rows: up to 32 lanes * 12 pieces
-constexpr int kWarpRowLimit = 32 * kLanePieces * kPieceElements;
-constexpr int kWarpRowPieces = kWarpRowLimit / kPieceElements;
-constexpr int64_t kMaxBatch = 65535;  // the warp kernel's batch is its grid's y
+// The pair kernel's rows: two warps a row (its 64 lanes), four rows a CTA, up to 64 lanes * 6 pieces. Two warps
+// rather than one halve the registers a row takes, so three CTAs fit a multiprocessor instead of two: the
+// kernel is bound by latency, and more warps hide more of it.
+constexpr int kRowWarps = 2;
+constexpr int kRowLanes = 32 * kRowWarps;
+constexpr int kRowsPerCta = kWarps / kRowWarps;
+constexpr int kLanePieces = 6;
+constexpr int kWarpRowLimit = kRowLanes * kLanePieces * kPieceElements;
 
 template <typename T>
 __device__ __forceinline__ const T* at_row(const RowsView& view, int64_t batch, int64_t row) {
   return static_cast<const T*>(view.data) + batch * view.batch_stride + row * view.row_stride;
 }
 
-// A batch's per-column rows: its modulation (gate, shift, scale) and the norm's weight and bias (null where
-// absent: 1 and 0), each a row of T.
-template <typename T>
-struct Modulation {
-  const T *gate, *shift, *scale, *weight, *bias;
-};
-constexpr int kModulationRows = 5;
-
-template <typename T>
-__device__ __forceinline__ Modulation<T> modulation_of(const ResidualNormArgs& a, int64_t batch) {
-  return {a.gate.data != nullptr ? at_row<T>(a.gate, batch, 0) : nullptr, at_row<T>(a.shift, batch, 0),
-          at_row<T>(a.scale, batch, 0), static_cast<const T*>(a.weight), static_cast<const T*>(a.bias)};
-}
-
 // x += gate * update in fp32; rounding it to T, as torch's in-place addcmul stores the residual, is the caller's
-// (the warp kernel's packing does it).
+// (the pair kernel's packing does it).
 __device__ __forceinline__ void add_gated(float (&x)[kPieceElements], const float (&update)[kPieceElements],
                                           const float (&gate)[kPieceElements]) {
 #pragma unroll
@@ -52,20 +40,20 @@ __device__ __forceinline__ void add_gated(float (&x)[kPieceElements], const floa
 
 // x's piece at element `at` of its row, normed with (mean, rstd), then modulated: shift + norm(x) * (1 + scale).
 template <typename T>
-__device__ __forceinline__ void modulate(const Modulation<T>& m, int at, float mean, float rstd,
+__device__ __forceinline__ void modulate(const ResidualNormArgs& a, int64_t batch, int at, float mean, float rstd,
                                          float (&x)[kPieceElements]) {
   float weight[kPieceElements], bias[kPieceElements], shift[kPieceElements], scale[kPieceElements];
-  if (m.weight != nullptr) load_piece(m.weight + at, weight);
-  if (m.bias != nullptr) load_piece(m.bias + at, bias);
-  load_piece(m.shift + at, shift);
-  load_piece(m.scale + at, scale);
+  if (a.weight != nullptr) load_piece(static_cast<const T*>(a.weight) + at, weight);
+  if (a.bias != nullptr) load_piece(static_cast<const T*>(a.bias) + at, bias);
+  load_piece(at_row<T>(a.shift, batch, 0) + at, shift);
+  load_piece(at_row<T>(a.scale, batch, 0) + at, scale);
   // torch: layer_norm's output, then addcmul(shift, normed, 1 + scale), each of the three rounded to T.
   float normed[kPieceElements];
 #pragma unroll
   for (int e = 0; e < kPieceElements; ++e) {
     normed[e] = (x[e] - mean) * rstd;
-    if (m.weight != nullptr) normed[e] *= weight[e];
-    if (m.bias != nullptr) normed[e] += bias[e];
+    if (a.weight != nullptr) normed[e] *= weight[e];
+    if (a.bias != nullptr) normed[e] += bias[e];
     scale[e] += 1.0f;
   }
   round_piece<T>(normed);
@@ -80,67 +68,74 @@ __device__ __forceinline__ uint4* piece_of(const T* row, int piece) {
   return reinterpret_cast<uint4*>(const_cast<T*>(row) + piece * kPieceElements);
 }
 
-// f(i, piece) for each piece of the warp's row its lane holds: piece lane + 32 i, in slot i of its registers.
+// f(i, piece) for each piece of the pair's row its lane (0 to 63) holds: piece lane + 64 i, in slot i of its
+// registers.
 template <typename F>
 __device__ __forceinline__ void each_lane_piece(int lane, int pieces, F f) {
 #pragma unroll
   for (int i = 0; i < kLanePieces; ++i)
-    if (lane + 32 * i < pieces) f(i, lane + 32 * i);
+    if (lane + kRowLanes * i < pieces) f(i, lane + kRowLanes * i);
 }
 
-// The CTA's modulation rows copied to shared memory by all its threads, for the warp kernel: every warp reads
-// all of them, a piece at a time inside its lane's bounds checks, so from global memory each read would wait for
-// a cache round trip of its own; from shared memory it waits tens of cycles. Every thread of the CTA calls.
-template <typename T>
-__device__ __forceinline__ Modulation<T> stage_modulation(const Modulation<T>& rows, int dim,
-                                                          uint4 (&staged)[kModulationRows][kWarpRowPieces]) {
-  const T* from[kModulationRows] = {rows.gate, rows.shift, rows.scale, rows.weight, rows.bias};
-  const T* to[kModulationRows];
-#pragma unroll
-  for (int r = 0; r < kModulationRows; ++r) {
-    to[r] = from[r] != nullptr ? reinterpret_cast<const T*>(staged[r]) : nullptr;
-    if (from[r] == nullptr) continue;
-    for (int piece = threadIdx.x; piece < dim / kPieceElements; piece += kThreads)
-      staged[r][piece] = *piece_of(from[r], piece);
+// Shared floats through which a row's two warps combine their lanes' reductions: one slot per reduction of a
+// row, so none waits for another's reads before writing.
+using PairSlots = float[kRowsPerCta][kRowWarps];
+
+// Waits for both warps of the pair: its own named barrier (0 is the CTA's), an immediate so that ptxas reserves
+// only the barriers used.
+template <int kPair>
+__device__ __forceinline__ void pair_barrier() {
+  asm volatile("bar.sync %0, %1;" ::"n"(1 + kPair), "n"(kRowLanes) : "memory");
+}
+__device__ __forceinline__ void pair_barrier(int pair) {
+  static_assert(kRowsPerCta == 4);
+  switch (pair) {
+    case 0: return pair_barrier<0>();
+    case 1: return pair_barrier<1>();
+    case 2: return pair_barrier<2>();
+    default: return pair_barrier<3>();
   }
-  __syncthreads();
-  return {to[0], to[1], to[2], to[3], to[4]};
 }
 
-// The pieces of the warp's row its lane holds, and of its update where there is one: loads put in flight.
+// op over v of the 64 lanes of the calling pair, in every one of them. Both warps of the pair call.
+template <typename Op>
+__device__ __forceinline__ float pair_reduce(float v, Op op, PairSlots& slots) {
+  v = lanes_reduce(v, op);
+  const int pair = threadIdx.x / kRowLanes;
+  if (threadIdx.x % 32 == 0) slots[pair][threadIdx.x / 32 % kRowWarps] = v;
+  pair_barrier(pair);
+  return op(slots[pair][0], slots[pair][1]);
+}
+
+// The pair kernel's row, as the pieces of T its lane holds: the residual, its gated update added and stored back
+// where there is one. The residual's values are T's, so the pieces hold them exactly.
 template <typename T>
-__device__ __forceinline__ void load_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
-                                         uint4 (&x)[kLanePieces], uint4 (&update)[kLanePieces]) {
+__device__ __forceinline__ void load_updated_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
+                                                 uint4 (&x)[kLanePieces]) {
+  const int pieces = a.dim / kPieceElements;
   const T* residual = at_row<T>(a.residual, batch, row);
   const bool updated = a.update.data != nullptr;
-  each_lane_piece(lane, a.dim / kPieceElements, [&](int i, int piece) {
+  uint4 update[kLanePieces];
+  each_lane_piece(lane, pieces, [&](int i, int piece) {
     x[i] = *piece_of(residual, piece);
     if (updated) update[i] = *piece_of(at_row<T>(a.update, batch, row), piece);
   });
-}
-
-// x += gate * update, rounded to T, and stored back as the residual. The residual's values are T's, so the
-// pieces hold them exactly.
-template <typename T>
-__device__ __forceinline__ void add_gated_row(const ResidualNormArgs& a, const Modulation<T>& m, int64_t batch,
-                                              int64_t row, int lane, uint4 (&x)[kLanePieces],
-                                              const uint4 (&update)[kLanePieces]) {
-  const int pieces = a.dim / kPieceElements;
+  if (!updated) return;
+  // The gate is one row per batch, read by every row: from the cache, so it need not be in flight with the rest.
   each_lane_piece(lane, pieces, [&](int i, int piece) {
     float v[kPieceElements], u[kPieceElements], g[kPieceElements];
     unpack_piece<T>(x[i], v);
     unpack_piece<T>(update[i], u);
-    load_piece(m.gate + piece * kPieceElements, g);
+    load_piece(at_row<T>(a.gate, batch, 0) + piece * kPieceElements, g);
     add_gated(v, u, g);
     x[i] = pack_piece<T>(v);
+    *piece_of(residual, piece) = x[i];
   });
-  T* residual = const_cast<T*>(at_row<T>(a.residual, batch, row));
-  each_lane_piece(lane, pieces, [&](int i, int piece) { *piece_of(residual, piece) = x[i]; });
 }
 
-// The sum over the warp's row of f(element).
+// The sum over the pair's row of f(element).
 template <typename T, typename F>
-__device__ __forceinline__ float row_sum(const uint4 (&x)[kLanePieces], int lane, int pieces, F f) {
+__device__ __forceinline__ float row_sum(const uint4 (&x)[kLanePieces], int lane, int pieces, PairSlots& slots, F f) {
   float sum = 0.0f;
   each_lane_piece(lane, pieces, [&](int i, int) {
     float v[kPieceElements];
@@ -148,26 +143,26 @@ __device__ __forceinline__ float row_sum(const uint4 (&x)[kLanePieces], int lane
 #pragma unroll
     for (int e = 0; e < kPieceElements; ++e) sum += f(v[e]);
   });
-  return lanes_reduce(sum, Sum());
+  return pair_reduce(sum, Sum(), slots);
 }
 
-// The warp's row normed with (mean, rstd) and modulated, each piece rounded to T as the output stores it, into x.
+// The pair's row normed with (mean, rstd) and modulated, each piece rounded to T as the output stores it, into x.
 template <typename T>
-__device__ __forceinline__ void modulate_row(const Modulation<T>& m, int pieces, int lane, float mean, float rstd,
+__device__ __forceinline__ void modulate_row(const ResidualNormArgs& a, int64_t batch, int lane, float mean, float rstd,
                                              uint4 (&x)[kLanePieces]) {
-  each_lane_piece(lane, pieces, [&](int i, int piece) {
+  each_lane_piece(lane, a.dim / kPieceElements, [&](int i, int piece) {
     float v[kPieceElements];
     unpack_piece<T>(x[i], v);
-    modulate<T>(m, piece * kPieceElements, mean, rstd, v);
+    modulate<T>(a, batch, piece * kPieceElements, mean, rstd, v);
     x[i] = pack_piece<T>(v);
   });
 }
 
-// The modulated row x as FP8: its absmax over the warp, then its scale and E4M3 bytes, as quantize_rows_fp8 makes
+// The modulated row x as FP8: its absmax over the pair, then its scale and E4M3 bytes, as quantize_rows_fp8 makes
 // them from the row of T.
 template <typename T>
 __device__ __forceinline__ void store_fp8_row(const ResidualNormArgs& a, int64_t batch, int64_t row, int lane,
-                                              const uint4 (&x)[kLanePieces]) {
+                                              const uint4 (&x)[kLanePieces], PairSlots& slots) {
   const int pieces = a.dim / kPieceElements;
   float amax = 0.0f;
   each_lane_piece(lane, pieces, [&](int i, int) {
@@ -176,7 +171,7 @@ __device__ __forceinline__ void store_fp8_row(const ResidualNormArgs& a, int64_t
 #pragma unroll
     for (int e = 0; e < kPieceElements; ++e) amax = fmaxf(amax, fabsf(v[e]));
   });
-  const float scale = fp8_row_scale(lanes_reduce(amax, Max()));
+  const float scale = fp8_row_scale(pair_reduce(amax, Max(), slots));
   auto* values = const_cast<uint8_t*>(at_row<uint8_t>(a.fp8_values, batch, row));
   with_divisor(scale, [&](const auto& divide) {
     each_lane_piece(lane, pieces, [&](int i, int piece) {
@@ -188,23 +183,21 @@ __device__ __forceinline__ void store_fp8_row(const ResidualNormArgs& a, int64_t
   if (lane == 0) *const_cast<float*>(at_row<float>(a.fp8_scales, batch, row)) = scale;
 }
 
-// One CTA: kWarps rows of one batch (blockIdx.y), a warp each. Two CTAs a multiprocessor at the least: a row's
-// pieces and its update's stay in registers without spilling.
+// Three CTAs a multiprocessor at the least: a row's pieces and its update's stay in registers without spilling.
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 2) residual_norm_warp_kernel(const ResidualNormArgs a) {
-  __shared__ uint4 staged[kModulationRows][kWarpRowPieces];
-  const int64_t batch = blockIdx.y, row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32, pieces = a.dim / kPieceElements;
-  const bool has_row = row < a.rows;
-  uint4 x[kLanePieces], update[kLanePieces];
-  if (has_row) load_row<T>(a, batch, row, lane, x, update);  // in flight while the modulation is staged
-  const Modulation<T> m = stage_modulation<T>(modulation_of<T>(a, batch), a.dim, staged);
-  if (!has_row) return;  // the whole warp, after the CTA's barrier: its shuffles need no other lanes
-  if (a.update.data != nullptr) add_gated_row<T>(a, m, batch, row, lane, x, update);
-  const float mean = row_sum<T>(x, lane, pieces, [](float v) { return v; }) / a.dim;
-  const float variance = row_sum<T>(x, lane, pieces, [mean](float v) { return (v - mean) * (v - mean); }) / a.dim;
-  modulate_row<T>(m, pieces, lane, mean, rsqrtf(variance + a.eps), x);
-  if (a.fp8_values.data != nullptr) return store_fp8_row<T>(a, batch, row, lane, x);
+__global__ void __launch_bounds__(kThreads, 3) residual_norm_pair_kernel(const ResidualNormArgs a) {
+  __shared__ PairSlots slots[3];  // the mean's, the variance's and the absmax's
+  const int64_t index = int64_t(blockIdx.x) * kRowsPerCta + threadIdx.x / kRowLanes;
+  if (index >= a.batch * a.rows) return;  // the whole pair: its barriers need no other warps
+  const int64_t batch = index / a.rows, row = index % a.rows;
+  const int lane = threadIdx.x % kRowLanes, pieces = a.dim / kPieceElements;
+  uint4 x[kLanePieces];
+  load_updated_row<T>(a, batch, row, lane, x);
+  const float mean = row_sum<T>(x, lane, pieces, slots[0], [](float v) { return v; }) / a.dim;
+  const float variance =
+      row_sum<T>(x, lane, pieces, slots[1], [mean](float v) { return (v - mean) * (v - mean); }) / a.dim;
+  modulate_row<T>(a, batch, lane, mean, rsqrtf(variance + a.eps), x);
+  if (a.fp8_values.data != nullptr) return store_fp8_row<T>(a, batch, row, lane, x, slots[2]);
   each_lane_piece(lane, pieces, [&](int i, int piece) { *piece_of(at_row<T>(a.out, batch, row), piece) = x[i]; });
 }
 
@@ -212,7 +205,6 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) residual_norm_cta_kernel(const ResidualNormArgs a) {
   const int64_t batch = blockIdx.x / a.rows, row = blockIdx.x % a.rows;
   const int pieces = a.dim / kPieceElements;
-  const Modulation<T> m = modulation_of<T>(a, batch);
   T* residual = const_cast<T*>(at_row<T>(a.residual, batch, row));
   float x[kPiecesPerThread][kPieceElements];
   float sum = 0.0f;
@@ -224,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) residual_norm_cta_kernel(const Resid
     if (a.update.data != nullptr) {
       float update[kPieceElements], gate[kPieceElements];
       load_piece(at_row<T>(a.update, batch, row) + at, update);
-      load_piece(m.gate + at, gate);
+      load_piece(at_row<T>(a.gate, batch, 0) + at, gate);
       add_gated(x[i], update, gate);
       round_piece<T>(x[i]);
       store_piece(residual + at, x[i]);
@@ -247,7 +239,7 @@ __global__ void __launch_bounds__(kThreads) residual_norm_cta_kernel(const Resid
   for (int i = 0; i < kPiecesPerThread; ++i) {
     const int at = (threadIdx.x + i * kThreads) * kPieceElements;
     if (at >= a.dim) break;
-    modulate<T>(m, at, mean, rstd, x[i]);
+    modulate<T>(a, batch, at, mean, rstd, x[i]);
     store_piece(out + at, x[i]);
   }
 }
@@ -256,14 +248,12 @@ template <typename T>
 void launch(const ResidualNormArgs& args, cudaStream_t stream) {
   if (args.fp8_values.data != nullptr && !residual_norm_fp8_fits(args.dim))
     throw std::invalid_argument("residual_norm_modulate: FP8 rows of " + std::to_string(args.dim) +
-                                " elements are wider than a warp holds");
-  if (args.batch > kMaxBatch || args.batch * args.rows > INT_MAX)
-    throw std::invalid_argument("residual_norm_modulate: more rows or batches than one launch takes");
+                                " elements are wider than two warps hold");
+  const int64_t rows = args.batch * args.rows;
   if (args.dim <= kWarpRowLimit) {
-    const dim3 grid(unsigned((args.rows + kWarps - 1) / kWarps), unsigned(args.batch));
-    residual_norm_warp_kernel<T><<<grid, kThreads, 0, stream>>>(args);
+    residual_norm_pair_kernel<T><<<unsigned((rows + kRowsPerCta - 1) / kRowsPerCta), kThreads, 0, stream>>>(args);
   } else {
-    residual_norm_cta_kernel<T><<<unsigned(args.batch * args.rows), kThreads, 0, stream>>>(args);
+    residual_norm_cta_kernel<T><<<unsigned(rows), kThreads, 0, stream>>>(args);
   }
   SAGEVID_CUDA_CHECK_LAUNCH();
 }

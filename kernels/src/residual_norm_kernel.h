@@ -29,7 +29,7 @@ struct ResidualNormArgs {
 };
 
 bool residual_norm_fits(int dim);
-// Whether rows of `dim` may go out as FP8 (fp8_values): rows a warp holds.
+// Whether rows of `dim` may go out as FP8 (fp8_values): rows two warps hold.
 bool residual_norm_fp8_fits(int dim);
 
 // Every pointer 16-byte aligned and every stride a multiple of 8 elements.

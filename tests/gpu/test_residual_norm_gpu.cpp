@@ -56,7 +56,7 @@ TEST_CASE("residual_norm_modulate's kernel updates, norms and modulates as the t
           "[gpu][residual_norm]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
-  // Up to 3072 (CogVideoX's 1920 and 3072) a warp holds a row, some lanes with fewer pieces; 4096: a CTA.
+  // Up to 3072 (CogVideoX's 1920 and 3072) two warps hold a row, some lanes with fewer pieces; 4096: a CTA.
   const int64_t dim = GENERATE(64, 1920, 3072, 4096);
   const auto dtype = GENERATE(at::kBFloat16, at::kHalf);
   const bool with_update = GENERATE(true, false);

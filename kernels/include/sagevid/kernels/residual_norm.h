@@ -29,7 +29,7 @@ at::Tensor residual_norm_modulate(const std::vector<NormStream>& streams, const 
 
 // The same rows quantized for an FP8 linear after the norm: quantize_rows_fp8 of residual_norm_modulate's result,
 // bit for bit, as values [B, ΣL, D] E4M3 and scales [B, ΣL, 1] fp32 (the residuals are updated as there). Where
-// the kernel takes the call and a warp holds a row (D up to 3072), the norm's pass writes the E4M3 rows itself,
+// the kernel takes the call and two warps hold a row (D up to 3072), the norm's pass writes the E4M3 rows itself,
 // instead of rows of the dtype for another pass to read; otherwise the two functions run one after the other.
 Fp8Rows residual_norm_modulate_fp8(const std::vector<NormStream>& streams, const at::Tensor& weight,
                                    const at::Tensor& bias, double eps);
