@@ -1,6 +1,7 @@
-// Per-row FP8 quantization of activations, one CTA per row. fp16/bf16 rows of 16-byte pieces that fit the CTA's
-// registers are read once: their activated values stay there, packed as the element type that rounds them, from
-// the absmax to the rounding. Other rows are read twice (the second read hits the cache).
+// Per-row FP8 quantization of activations. fp16/bf16 rows of 16-byte pieces are read once by a warp (rows up to
+// 3072 wide) or a CTA (up to 16384): their activated values stay in registers, packed as the element type that
+// rounds them, from the absmax to the rounding. Other rows are read twice by a CTA each (the second read hits the
+// cache).
 #include "fp8_rows_kernel.h"
 #include "row_math.cuh"
 #include "sagevid/kernels/cuda_check.h"
@@ -13,10 +14,7 @@ namespace sagevid::kernels::detail {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPiecesPerThread = 8;  // rows up to kThreads * 64 elements stay in registers
-// Rows in flight on a multiprocessor while one is between its load and its store: the row kernel has one
-// barrier-separated phase after another, so its latency is hidden across CTAs.
-constexpr int kRowsPerMultiprocessor = 4;
+constexpr int kPiecesPerThread = 8;  // rows up to kThreads * 64 elements stay in a CTA's registers
 
 // The tanh GELU, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), written as x·sigmoid(2·inner) =
 // x / (1 + 2^(-2·log2(e)·inner)): one exponential and one reciprocal on the MUFU pipe and four FMA-pipe
@@ -65,8 +63,9 @@ template <int kRowThreads>
 struct RowGroup {
   static constexpr int kRowsPerCta = kThreads / kRowThreads;
   static constexpr int kPieces = kRowThreads == 32 ? 12 : kPiecesPerThread;  // pieces a thread holds at most
-  // A warp's twelve pieces need more registers than four CTAs a multiprocessor leave; three hold its rows.
-  static constexpr int kCtasPerMultiprocessor = kRowThreads == 32 ? 3 : kRowsPerMultiprocessor;
+  // A row goes through its phases (load, absmax, reduction, store) one after another: co-resident CTAs hide the
+  // latency. Four a multiprocessor where a thread holds eight pieces; a warp's twelve need the registers of three.
+  static constexpr int kCtasPerMultiprocessor = kRowThreads == 32 ? 3 : 4;
   static __device__ __forceinline__ float max_over_row(float v) {
     if constexpr (kRowThreads == 32) return lanes_reduce(v, Max());
     else return cta_reduce<kThreads>(v, Max());

@@ -1,5 +1,5 @@
 #pragma once
-// The CUDA side of quantize_rows_fp8 (fp8_rows.cpp): launches on `stream`, one CTA per row.
+// The CUDA side of quantize_rows_fp8 (fp8_rows.cpp): launches on `stream`, a warp or a CTA per row.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // residual_norm_modulate on CUDA. Each row is read and written once: its pieces stay in registers from the
-// residual update through the statistics to the modulated output. Rows up to kWarpRowLimit wide (CogVideoX's
+// residual update through the statistics to the modulated output. Rows up to kPairRowLimit wide (CogVideoX's
 // 1920 and 3072) take two warps each: statistics by shuffles and an exchange between the pair through shared
 // memory (no CTA barrier), every load of a lane issued before the first is used; they may go out as FP8 rows
 // with a scale each instead (residual_norm_modulate_fp8). Wider rows take one CTA each, with CTA reductions.
@@ -23,7 +23,7 @@ constexpr int kRowWarps = 2;
 constexpr int kRowLanes = 32 * kRowWarps;
 constexpr int kRowsPerCta = kWarps / kRowWarps;
 constexpr int kLanePieces = 6;
-constexpr int kWarpRowLimit = kRowLanes * kLanePieces * kPieceElements;
+constexpr int kPairRowLimit = kRowLanes * kLanePieces * kPieceElements;
 
 template <typename T>
 __device__ __forceinline__ const T* at_row(const RowsView& view, int64_t batch, int64_t row) {
@@ -250,7 +250,7 @@ void launch(const ResidualNormArgs& args, cudaStream_t stream) {
     throw std::invalid_argument("residual_norm_modulate: FP8 rows of " + std::to_string(args.dim) +
                                 " elements are wider than two warps hold");
   const int64_t rows = args.batch * args.rows;
-  if (args.dim <= kWarpRowLimit) {
+  if (args.dim <= kPairRowLimit) {
     residual_norm_pair_kernel<T><<<unsigned((rows + kRowsPerCta - 1) / kRowsPerCta), kThreads, 0, stream>>>(args);
   } else {
     residual_norm_cta_kernel<T><<<unsigned(rows), kThreads, 0, stream>>>(args);
@@ -264,7 +264,7 @@ bool residual_norm_fits(int dim) {
   return dim > 0 && dim % kPieceElements == 0 && dim <= kThreads * kPiecesPerThread * kPieceElements;
 }
 
-bool residual_norm_fp8_fits(int dim) { return residual_norm_fits(dim) && dim <= kWarpRowLimit; }
+bool residual_norm_fp8_fits(int dim) { return residual_norm_fits(dim) && dim <= kPairRowLimit; }
 
 void residual_norm_modulate(const ResidualNormArgs& args, NormElement element, cudaStream_t stream) {
   if (args.batch == 0 || args.rows == 0) return;
