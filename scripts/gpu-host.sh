@@ -47,6 +47,10 @@ build_harness() {  # tools/sage2_sm90_harness.cu: the sm90 kernel alone, on rand
   scripts/build-sm90-harness.sh kernels/src /tmp/sm90-harness > "$out/harness-build.log" 2>&1 ||
     { tail -30 "$out/harness-build.log"; return 1; }
 }
+ncu_summary() {  # an ncu report's kernels with their time, bandwidth, occupancy and issue lines
+  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Issued Warp|No Eligible" \
+    "$1" | tail -80
+}
 install_wheels() {
   python3 -m pip install -q --no-deps --no-index --target /tmp/sagevid-py .whl/*.whl > "$out/pip.log" 2>&1
 }
@@ -85,15 +89,13 @@ for step in $steps; do
       ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
         build-gpu/tools/sage-bench --profile-preprocessing > "$out/profile-prep.log" 2>&1 || status=1
-      grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Issued Warp|No Eligible" \
-        "$out/profile-prep.log" | tail -80 ;;
+      ncu_summary "$out/profile-prep.log" ;;
     profile-rows)  # the step's row kernels (norm + FP8 rows, QK norm + RoPE, GELU + FP8 rows) at CogVideoX-2B (ncu)
-      ncu --clock-control none -k regex:'residual_norm|head_norm|quantize_rows' --launch-skip 200 --launch-count 8 \
+      ncu --clock-control none -k regex:'residual_norm|layer_norm_heads|quantize_rows' --launch-skip 200 --launch-count 8 \
         --kill yes --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
         --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         build-gpu/tools/sagevid-bench --breakdown --fp8-linears --fp8-fast-accum > "$out/profile-rows.log" 2>&1
-      grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Issued Warp|No Eligible" \
-        "$out/profile-rows.log" | tail -80 ;;
+      ncu_summary "$out/profile-rows.log" ;;
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
