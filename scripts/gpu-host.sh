@@ -12,7 +12,7 @@
 # and tables go to $OUT (the device tool's return folder) or ./out.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
 #                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
-#                       [profile-rows] [pipeline-24gb]
+#                       [profile-rows] [profile-attention-sass] [pipeline-24gb]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -63,7 +63,7 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
-  case $step in harness | profile-attention | anchor) ;; *) build_all ;; esac
+  case $step in harness | profile-attention | profile-attention-sass | anchor) ;; *) build_all ;; esac
   case $step in
     harness)
       build_harness || { status=1; continue; }
@@ -85,6 +85,13 @@ for step in $steps; do
         --print-details all /tmp/sm90-harness profile > "$out/profile-attention.log" 2>&1 || status=1
       grep -E "^  [a-zA-Z_].*\(|Duration|Issue Slots Busy|No Eligible|Stall|stall|Pipe|pipe|Achieved Occ|Executed Ipc" \
         "$out/profile-attention.log" | tail -120 ;;
+    profile-attention-sass)  # the same kernel at CogVideoX-2B, stall samples per SASS instruction (ncu source page)
+      build_harness || { status=1; continue; }
+      ncu --clock-control none -k regex:attention_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
+        --section WarpStateStats -f -o /tmp/attention-sass /tmp/sm90-harness profile > "$out/profile-attention-sass.log" 2>&1 &&
+        ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 ||
+        status=1
+      tail -5 "$out/profile-attention-sass.log"; head -3 "$out/attention-sass.csv" | cut -c1-600 ;;
     profile-prep)  # each preprocessing kernel at the hd64 8k shape (ncu): time, throughput, occupancy, stalls
       ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
