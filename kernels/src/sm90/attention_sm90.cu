@@ -21,7 +21,9 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <climits>
 #include <string>
+#include <type_traits>
 
 namespace sagevid::kernels::sage2::sm90 {
 namespace {
@@ -78,7 +80,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
-  uint64_t* empty = v_full + kStages;  // every warp's products are done with the stage
+  uint64_t* empty = v_full + kStages;  // every thread's products are done with the stage
 
   const WorkTile work = work_tile(args.causal);
   const int q_block = work.q_block;
@@ -90,6 +92,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   int tiles = (args.kv_len + kCtaK - 1) / kCtaK;
   if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
 
+  // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
+  const int first_edge_tile = min(args.kv_len / kCtaK, args.causal ? (first_row + 1) / kCtaK : INT_MAX);
+
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = lane % 4;
   const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
 
@@ -97,7 +102,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // The uniform tiles' k-scales: key tile t's two 64-key blocks start at group (2t + half) · groups per block,
   // plus the lane's group within a block (per-thread: its key columns' (key % 8) / 2 = quad_col).
   const int k_block_groups = int(k_groups_per_block(args.granularity));
-  const float* lane_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
+  const float* uniform_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
   const auto load_kv = [&](int tile, int stage) {
     // Per-token k-scales travel with their K tile; the last tile may hold only 64 keys' scales.
     const uint32_t scale_bytes = kPerToken ? 4 * uint32_t(min(int64_t(kCtaK), k_padded - tile * kCtaK)) : 0;
@@ -112,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   if (threadIdx.x == 0) {
     barrier_init(q_full, 1);
     for (int s = 0; s < kStages; ++s)
-      barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads / 32);
+      barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads);
     fence_barrier_init();
   }
   __syncthreads();
@@ -140,7 +145,10 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
 
-  for (int tile = 0; tile < tiles; ++tile) {
+  // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
+  // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
+  const auto key_tile = [&](int tile, auto uniform_tile) {
+    constexpr bool uniform = decltype(uniform_tile)::value;
     const int stage = tile % kStages;
     const uint32_t parity = (tile / kStages) & 1;
 
@@ -221,11 +229,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     };
 
     // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
-    const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > first_row);
-    const bool uniform = !kPerToken && !edge_tile;
-    if (uniform) {
-      const float* tile_k_scales = lane_k_scales + 2 * tile * k_block_groups;
-      const float key_scale[2] = {tile_k_scales[0], tile_k_scales[k_block_groups]};
+    if constexpr (uniform) {
+      const float key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
+      uniform_k_scales += 2 * k_block_groups;  // the uniform tiles come in order from the first
       if constexpr (kSplitPv) {
         RowExponent exponent[2];
 #pragma unroll
@@ -264,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
           for (int i = 32 * half; i < 32 * half + 32; ++i) s[i] = scaled_score(s_int[i], key_scale);
         }
       }
-      if (edge_tile) {
+      if (tile >= first_edge_tile) {
         const int tile_col = tile * kCtaK + 2 * quad_col;
 #pragma unroll
         for (int i = 0; i < 64; ++i) {
@@ -274,13 +280,19 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
       }
       softmax(s, q_scale, kPLog2Scale, row_max, row_sum, rescale);
     }
-    if (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
+    if constexpr (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
       if constexpr (kFp8Pv) fp8_pv([](int) {});
       else fp16_pv();
     }
 
-    if (lane == 0) barrier_arrive(&empty[stage]);
-  }
+    barrier_arrive(&empty[stage]);
+  };
+  // The tiles before the first edge tile are uniform (unless the k-scales are per token), the rest general: two
+  // loops, so that the uniform one carries no test and none of the general path's registers.
+  const int uniform_tiles = kPerToken ? 0 : min(first_edge_tile, tiles);
+  int tile = 0;
+  for (; tile < uniform_tiles; ++tile) key_tile(tile, std::true_type{});
+  for (; tile < tiles; ++tile) key_tile(tile, std::false_type{});
 
   // Epilogue: normalize, undo the V scaling, add the V mean back, store.
   const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
