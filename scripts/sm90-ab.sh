@@ -5,7 +5,8 @@
 # the variants interleaved pass by pass so that drifts of the machine fall on all of them.
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
 #   scripts/sm90-ab.sh --prepare REF...    (here, before the call: each git ref's kernels/src into .carry/ab/REF)
-# AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2). Logs and the
+# AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2). Each run is
+# bounded in time (a kernel that hangs must not take the call's whole limit). Logs and the
 # timing table (ab.md) go to $OUT or ./out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,18 +32,18 @@ status=0
 for v in "${variants[@]}"; do
   [ -x "/tmp/ab-$v" ] || { echo "build of $v failed:"; tail -20 "$out/ab-build-$v.log"; exit 1; }
   echo "== check $v" | tee -a "$out/ab-check.log"
-  "/tmp/ab-$v" check >> "$out/ab-check.log" 2>&1 || status=1
+  timeout 120 "/tmp/ab-$v" check >> "$out/ab-check.log" 2>&1 || { echo "check of $v failed or hung:"; tail -5 "$out/ab-check.log"; exit 1; }
   tail -1 "$out/ab-check.log"
   case " ${AB_MEMCHECK:-${variants[*]}} " in
     *" $v "*)
-      compute-sanitizer --tool memcheck "/tmp/ab-$v" check > "$out/ab-memcheck-$v.log" 2>&1 || status=1
+      timeout 300 compute-sanitizer --tool memcheck "/tmp/ab-$v" check > "$out/ab-memcheck-$v.log" 2>&1 || status=1
       echo "memcheck $v: $(tail -1 "$out/ab-memcheck-$v.log")" ;;
   esac
 done
 for pass in $(seq 1 "${AB_PASSES:-2}"); do
   for v in "${variants[@]}"; do
     echo "## $v, pass $pass" >> "$out/ab.md"
-    "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
+    timeout 200 "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
   done
 done
 cat "$out/ab.md"
