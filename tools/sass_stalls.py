@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Where a kernel's warps wait, per SASS instruction: reads the CSV that `scripts/gpu-host.sh
+profile-attention-sass` writes (ncu's source page with --print-source sass) and prints the stall samples by
+reason, by opcode, and the instructions that hold the most samples with their reasons.
+
+  tools/sass_stalls.py attention-sass.csv [--top N]
+
+Samples are warp states taken at a fixed interval (ncu's "Warp Stall Sampling"); an instruction's share of
+them is its share of the kernel's warp time. Reasons that ncu reports but does not give a column of (on
+Hopper, the wait of a wgmma for its warpgroup) show as the rest of an instruction's samples.
+"""
+import argparse
+import collections
+import csv
+
+
+def read(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header_at = next(i for i, row in enumerate(rows) if row and row[0] == "Address")
+    header = rows[header_at]
+    return header, [row for row in rows[header_at + 1:] if len(row) == len(header)]
+
+
+def number(text):
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    header, rows = read(args.csv)
+    column = {name: i for i, name in enumerate(header)}
+    samples_column = column["Warp Stall Sampling (All Samples)"]
+    reasons = [name for name in header if name.startswith("stall_") and "Not Issued" not in name]
+    total = sum(number(row[samples_column]) for row in rows) or 1
+
+    by_reason = collections.Counter()
+    by_opcode = collections.Counter()
+    for row in rows:
+        for reason in reasons:
+            by_reason[reason[len("stall_"):]] += number(row[column[reason]])
+        text = row[column["Source"]].split()
+        opcode = text[1] if text and text[0].startswith("@") else (text[0] if text else "?")
+        by_opcode[opcode.split(".")[0]] += number(row[samples_column])
+
+    print(f"{total} samples over {len(rows)} instructions\n\n| reason | share |\n|---|---|")
+    for reason, count in by_reason.most_common():
+        if count:
+            print(f"| {reason} | {100 * count / total:.1f}% |")
+    print("\n| opcode | share |\n|---|---|")
+    for opcode, count in by_opcode.most_common(15):
+        print(f"| {opcode} | {100 * count / total:.1f}% |")
+    print("\n| instruction | executed | share | main reasons |\n|---|---|---|---|")
+    hottest = sorted(rows, key=lambda row: -number(row[samples_column]))[: args.top]
+    for row in hottest:
+        samples = number(row[samples_column])
+        named = sorted(((number(row[column[r]]), r[len("stall_"):]) for r in reasons), reverse=True)[:3]
+        print(f"| `{row[column['Source']].strip()[:60]}` | {row[column['Instructions Executed']]} | "
+              f"{100 * samples / total:.2f}% | {', '.join(f'{r} {c}' for c, r in named if c)} |")
+
+
+if __name__ == "__main__":
+    main()
