@@ -19,9 +19,9 @@
 
 #include <cudaTypedefs.h>
 
+#include <climits>
 #include <cmath>
 #include <stdexcept>
-#include <climits>
 #include <string>
 #include <type_traits>
 
@@ -100,7 +100,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 
   const float* k_scales = args.k_scale + kv_head_index * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
   // The uniform tiles' k-scales: key tile t's two 64-key blocks start at group (2t + half) · groups per block,
-  // plus the lane's group within a block (per-thread: its key columns' (key % 8) / 2 = quad_col).
+  // plus the lane's group within a block (per-thread: its key columns' (key % 8) / 2 = quad_col). The pointer
+  // starts at tile 0 and moves on a tile at a time as the uniform loop goes.
   const int k_block_groups = int(k_groups_per_block(args.granularity));
   const float* uniform_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
   const auto load_kv = [&](int tile, int stage) {
