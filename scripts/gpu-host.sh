@@ -89,9 +89,8 @@ for step in $steps; do
       build_harness || { status=1; continue; }
       ncu --clock-control none -k regex:attention_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
         --section WarpStateStats -f -o /tmp/attention-sass /tmp/sm90-harness profile > "$out/profile-attention-sass.log" 2>&1 &&
-        ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 ||
-        status=1
-      python3 tools/sass_stalls.py "$out/attention-sass.csv" | tee "$out/attention-sass.md" || status=1 ;;
+        ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 &&
+        python3 tools/sass_stalls.py "$out/attention-sass.csv" | tee "$out/attention-sass.md" || status=1 ;;
     profile-prep)  # each preprocessing kernel at the hd64 8k shape (ncu): time, throughput, occupancy, stalls
       ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \

@@ -37,14 +37,16 @@ def main():
     header, rows = read(args.csv)
     column = {name: i for i, name in enumerate(header)}
     samples_column = column["Warp Stall Sampling (All Samples)"]
-    reasons = [name for name in header if name.startswith("stall_") and "Not Issued" not in name]
+    # (column, reason) for each reason's column of all samples (not its "Not Issued" twin)
+    reasons = [(i, name[len("stall_"):]) for i, name in enumerate(header)
+               if name.startswith("stall_") and "Not Issued" not in name]
     total = sum(number(row[samples_column]) for row in rows) or 1
 
     by_reason = collections.Counter()
     by_opcode = collections.Counter()
     for row in rows:
-        for reason in reasons:
-            by_reason[reason[len("stall_"):]] += number(row[column[reason]])
+        for i, reason in reasons:
+            by_reason[reason] += number(row[i])
         text = row[column["Source"]].split()
         opcode = text[1] if text and text[0].startswith("@") else (text[0] if text else "?")
         by_opcode[opcode.split(".")[0]] += number(row[samples_column])
@@ -60,7 +62,7 @@ def main():
     hottest = sorted(rows, key=lambda row: -number(row[samples_column]))[: args.top]
     for row in hottest:
         samples = number(row[samples_column])
-        named = sorted(((number(row[column[r]]), r[len("stall_"):]) for r in reasons), reverse=True)[:3]
+        named = sorted(((number(row[i]), reason) for i, reason in reasons), reverse=True)[:3]
         print(f"| `{row[column['Source']].strip()[:60]}` | {row[column['Instructions Executed']]} | "
               f"{100 * samples / total:.2f}% | {', '.join(f'{r} {c}' for c, r in named if c)} |")
 
