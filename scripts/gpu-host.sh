@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites),
 # accuracy (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
-# backend), diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real
-# sizes, then sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
+# backend; SAGEVID_STEP_ARGS passes options, e.g. `--model CogVideoX1.5-5B --backend flash --backend sage2`),
+# diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real sizes, then
+# sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
 # (`sagevid serve` on that folder, driven per backend by `sagevid-client bench`: scripts/bench-server.sh),
 # step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor; -fp8: with
 # FP8 linears; -fp8-fast: their GEMMs with fast accumulation too). The host has no gRPC or FFmpeg: the server and
@@ -107,13 +108,15 @@ for step in $steps; do
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
     accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
     bench) build-gpu/tools/sage-bench | tee "$out/bench.md" || status=1 ;;
-    step) build-gpu/tools/sagevid-bench | tee "$out/step.md" || status=1 ;;
-    step-breakdown) build-gpu/tools/sagevid-bench --breakdown | tee "$out/step-breakdown.md" || status=1 ;;
+    step) build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} | tee "$out/step.md" || status=1 ;;
+    step-breakdown)
+      build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown | tee "$out/step-breakdown.md" || status=1 ;;
     step-breakdown-fp8)
-      build-gpu/tools/sagevid-bench --breakdown --fp8-linears | tee "$out/step-breakdown-fp8.md" || status=1 ;;
-    step-breakdown-fp8-fast)
-      build-gpu/tools/sagevid-bench --breakdown --fp8-linears --fp8-fast-accum | tee "$out/step-breakdown-fp8-fast.md" ||
+      build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown --fp8-linears | tee "$out/step-breakdown-fp8.md" ||
         status=1 ;;
+    step-breakdown-fp8-fast)
+      build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown --fp8-linears --fp8-fast-accum |
+        tee "$out/step-breakdown-fp8-fast.md" || status=1 ;;
     diffusers-step)
       install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/diffusers_step_bench.py | tee "$out/diffusers-step.md" ||
         status=1 ;;

@@ -28,6 +28,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -173,23 +174,37 @@ void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape,
   std::fflush(stdout);
 }
 
-// The command line: --backend NAME | --breakdown [--fp8-linears [--fp8-fast-accum]].
+// The command line: [--model NAME] [--backend NAME]... | --breakdown [--fp8-linears [--fp8-fast-accum]].
 struct Args {
   std::vector<AttentionBackend> backends{AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
   bool breakdown = false, fp8_linears = false, fast_accum = false;
+  std::string model;  // empty: every model
 };
+
+// The shapes the command line asks for: one model's, or all.
+std::vector<ModelShape> selected_shapes(const Args& args) {
+  std::vector<ModelShape> shapes;
+  for (const ModelShape& shape : model_shapes())
+    if (args.model.empty() || args.model == shape.name) shapes.push_back(shape);
+  return shapes;
+}
 
 std::optional<Args> parse_args(int argc, char** argv) {
   Args args;
+  bool backends_given = false;  // --backend may repeat: the first replaces the default list
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--backend" && i + 1 < argc) args.backends = {sagevid::parse_attention_backend(argv[++i])};
-    else if (arg == "--breakdown") args.breakdown = true;
+    if (arg == "--backend" && i + 1 < argc) {
+      if (!std::exchange(backends_given, true)) args.backends.clear();
+      args.backends.push_back(sagevid::parse_attention_backend(argv[++i]));
+    } else if (arg == "--breakdown") args.breakdown = true;
     else if (arg == "--fp8-linears") args.fp8_linears = true;
     else if (arg == "--fp8-fast-accum") args.fast_accum = true;
+    else if (arg == "--model" && i + 1 < argc) args.model = argv[++i];
     else return std::nullopt;
   }
   if ((args.fp8_linears && !args.breakdown) || (args.fast_accum && !args.fp8_linears)) return std::nullopt;
+  if (selected_shapes(args).empty()) return std::nullopt;
   return args;
 }
 
@@ -198,7 +213,7 @@ void print_breakdowns(const Args& args) {
       "Per region of the blocks, summed over the layers, mean of 3 profiled steps; floors: GEMMs at %.0f "
       "TFLOP/s, elementwise regions their tensors each read or written once at %.1f TB/s.\n",
       kGemmFlops / 1e12, kMemoryBytes / 1e12);
-  for (const ModelShape& shape : model_shapes()) {
+  for (const ModelShape& shape : selected_shapes(args)) {
     const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
     const CogVideoXTransformer model =
         CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
@@ -212,7 +227,7 @@ void print_breakdowns(const Args& args) {
 void print_steps(const Args& args) {
   std::printf("| model | backend | step ms | attention ms (layers x call) | attention share | vs flash | peak GiB |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
-  for (const ModelShape& shape : model_shapes()) {
+  for (const ModelShape& shape : selected_shapes(args)) {
     const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
     const CogVideoXTransformer model =
         CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
@@ -241,7 +256,9 @@ void print_steps(const Args& args) {
 int main(int argc, char** argv) {
   const std::optional<Args> args = parse_args(argc, argv);
   if (!args) {
-    std::fprintf(stderr, "usage: sagevid-bench [--backend NAME | --breakdown [--fp8-linears [--fp8-fast-accum]]]\n");
+    std::fprintf(stderr,
+                 "usage: sagevid-bench [--model CogVideoX-2B|CogVideoX-5B|CogVideoX1.5-5B] "
+                 "([--backend NAME]... | --breakdown [--fp8-linears [--fp8-fast-accum]])\n");
     return 2;
   }
   const auto devices = sagevid::kernels::cuda_devices();

@@ -31,7 +31,11 @@ namespace {
 using detail::AttentionArgs;
 
 constexpr int kThreads = 128;  // one warpgroup
-constexpr int kStages = 2;
+// Stages of the K/V ring: three where they still fit four CTAs in shared memory (head dim 64, FP8 Vᵀ), so that
+// a tile's copy is issued two tiles before its products need it; not per-token, whose registers the third
+// stage's bookkeeping spills.
+template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+constexpr int kStages = kHeadDim == 64 && kFp8Pv && !kPerToken ? 3 : 2;
 constexpr int kVSwizzle = 128;  // Vᵀ tiles: 128-byte rows (128 FP8 keys, or 64 fp16 keys per half)
 // CTAs per multiprocessor the register budget is held to, where ptxas would otherwise take a few registers too
 // many for them (a few bytes then spill, at most one local load a tile): the overlap of one CTA's softmax with
@@ -42,8 +46,9 @@ constexpr int kResidentCtas = kHeadDim == 128       ? 3
                               : kPerToken || kFp8Pv ? 4
                                                     : 0;
 
-template <int kHeadDim, bool kFp8Pv>
+template <int kHeadDim, bool kFp8Pv, bool kPerToken>
 struct Smem {
+  static constexpr int kStages = sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
   static constexpr int kQBytes = kCtaQ * kHeadDim;
   static constexpr int kKBytes = kCtaK * kHeadDim;
   static constexpr int kVHalfBytes = kHeadDim * kVSwizzle;  // one region of 128-byte Vᵀ rows
@@ -65,7 +70,8 @@ template <int kHeadDim, bool kFp8Pv, bool kPerToken>
 __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
-  using L = Smem<kHeadDim, kFp8Pv>;
+  using L = Smem<kHeadDim, kFp8Pv, kPerToken>;
+  constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
   constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
@@ -355,7 +361,7 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
 
 template <int kHeadDim, bool kFp8Pv, bool kPerToken>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
-  using L = Smem<kHeadDim, kFp8Pv>;
+  using L = Smem<kHeadDim, kFp8Pv, kPerToken>;
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
   const CUtensorMap q_map =
