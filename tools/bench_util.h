@@ -38,6 +38,18 @@ inline double median_ms(const std::function<void()>& fn, int warmup = 5, int run
   return times[times.size() / 2];
 }
 
+// Milliseconds a call of fn takes when `calls` of them are issued back to back between two events: the host
+// runs ahead of the GPU, so its own time per call shows only where it is longer than the GPU's. Median of
+// `repeats` such runs after one untimed one.
+inline double back_to_back_ms(const std::function<void()>& fn, int calls = 20, int repeats = 5) {
+  return median_ms(
+             [&] {
+               for (int i = 0; i < calls; ++i) fn();
+             },
+             1, repeats) /
+         calls;
+}
+
 // Bytes the CUDA caching allocator has handed out on device 0: now, and at most since the last resetPeakStats.
 inline int64_t allocated_bytes() {
   return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;

@@ -148,16 +148,19 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
   barrier_wait(q_full, 0);
   // The tensor cores' view of the tiles, stage 0; each tile's steps advance from these.
-  const uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile, 0);
+  uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile, 0);
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
 
   // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
   // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
+  // Tile t sits in stage t % kStages of the ring, filled for the (t / kStages)-th time: kept as it goes (stage,
+  // parity) rather than divided out each tile.
+  int stage = 0;
+  uint32_t parity = 0;
+  uint64_t k_stage = k_descriptor, v_stage = v_descriptor;  // the stage's K and V tiles, moved along with it
   const auto key_tile = [&](int tile, auto uniform_tile) {
     constexpr bool uniform = decltype(uniform_tile)::value;
-    const int stage = tile % kStages;
-    const uint32_t parity = (tile / kStages) & 1;
 
     // 1. S = Q Kᵀ.
     int32_t s_int[64];
@@ -165,13 +168,13 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     fence();
 #pragma unroll
     for (int k = 0; k < kHeadDim / 32; ++k)
-      mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_descriptor, stage * L::kKBytes + 32 * k), k);
+      mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_stage, 32 * k), k);
     commit_group();
     // The previous tile's stage, once every warp is done with it, takes the tile kStages after it; issued under
     // this tile's scores, so that no warp waits at a CTA barrier for the others.
     if (threadIdx.x == 0 && tile > 0 && tile - 1 + kStages < tiles) {
-      const int previous = (tile - 1) % kStages;
-      barrier_wait(&empty[previous], ((tile - 1) / kStages) & 1);
+      const int previous = stage == 0 ? kStages - 1 : stage - 1;
+      barrier_wait(&empty[previous], stage == 0 ? parity ^ 1 : parity);
       load_kv(tile - 1 + kStages, previous);
     }
     wait_group<0>();
@@ -200,7 +203,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
         fence();
 #pragma unroll
         for (int step = 2 * key_half; step < 2 * key_half + 2; ++step) {
-          const uint64_t v = advance(v_descriptor, stage * L::kVBytes + 32 * step);
+          const uint64_t v = advance(v_stage, 32 * step);
           if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
           else mma_e4m3_m64n128k32(fresh, p[step], v, step);
         }
@@ -226,7 +229,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
       fence();
 #pragma unroll
       for (int step = 0; step < 8; ++step) {
-        const uint64_t v = advance(v_descriptor, stage * L::kVBytes + (step / 4) * L::kVHalfBytes + 32 * (step % 4));
+        const uint64_t v = advance(v_stage, (step / 4) * L::kVHalfBytes + 32 * (step % 4));
         if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
         else mma_f16_m64n128k16(out, p[step], v, 1);
       }
@@ -293,6 +296,14 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     }
 
     barrier_arrive(&empty[stage]);
+    if (++stage == kStages) {
+      stage = 0, parity ^= 1;
+      k_stage = k_descriptor, v_stage = v_descriptor;
+    } else {
+      k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
+    }
+    // Opaque to the compiler, which would otherwise rebuild every descriptor from the tile addresses each tile.
+    asm volatile("" : "+l"(q_descriptor), "+l"(k_stage), "+l"(v_stage));
   };
   // The tiles before the first edge tile are uniform (unless the k-scales are per token), the rest general: two
   // loops, so that the uniform one carries no test and none of the general path's registers.
