@@ -1,6 +1,6 @@
 #pragma once
-// Device helpers both attention kernel families share: the exponential, P's packing, and the epilogue's
-// store of one row's output channels.
+// Device helpers both attention kernel families share: the exponential, P's packing (FP8 packing also serves
+// V's preprocessing), and the epilogue's store of one row's output channels.
 #include "sage2_kernels.h"
 
 #include <cuda_bf16.h>
@@ -40,6 +40,11 @@ __device__ __forceinline__ uint16_t pack_e4m3x2(float lo, float hi) {
   __trap();
   return 0;
 #endif
+}
+
+// Four FP8 E4M3 values, `a` in the lowest byte.
+__device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float d) {
+  return uint32_t(pack_e4m3x2(a, b)) | (uint32_t(pack_e4m3x2(c, d)) << 16);
 }
 
 // Output channels c and c + 1 of the row at element offset `row_base`, from the normalized accumulator

@@ -2,10 +2,9 @@
 // and V for the P·V MMA (FP8 scaled per channel into the transposed, key-permuted layout; or fp16). The token
 // statistics of the first pass (sage2_statistics.cu) arrive as partials that every CTA folds itself. Each
 // element is read and written once.
+#include "sage2_device.cuh"
 #include "sage2_preprocess.cuh"
 #include "sagevid/kernels/cuda_check.h"
-
-#include <cuda_fp8.h>
 
 namespace sagevid::kernels::sage2::detail {
 namespace {
@@ -82,6 +81,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
   int8_t* head_out = job.values + task.head_index * padded_len * row_bytes;
   const int groups = int(is_key ? k_groups_per_block(granularity) : q_groups_per_block(granularity));
   const float qmax = int4 ? float(kInt4Max) : float(kInt8Max);
+  const bool has_mean = job.block_mean || job.token_mean.data;  // else the mean is zero: nothing to subtract
 
   // What every slice shares: the token mean (folded once, in every block's place; zero without one), and each
   // chunk's group in its block. Block means (Q smoothing) replace it slice by slice.
@@ -122,7 +122,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
       // clang-format on
       const int row = first_row + chunks.r0 + j * Chunks::kRowStride;
       unpack_chunk<kType>(raw[j], v);
-      if (row >= x.len) return;  // padding rows stay 0
+      if (!has_mean || row >= x.len) return;  // padding rows stay 0
       const float* mean = block_mean[(row - first_row) / kQBlock] + chunks.c;
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) v[i] = v[i] - mean[i];
@@ -180,6 +180,53 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
   }
 }
 
+// Vᵀ from a slice's keys staged in shared memory as [key][channel] E4M3 bytes: thread i gathers channels
+// [4g, 4g + 4) at the 16 output positions from `first` (one 32-bit load per key, then byte permutes) and writes
+// the four channels' 16 bytes each. Position first + p holds key first + kv_key_at_position(p) (first is a
+// multiple of 16, and the permutation keeps each 16 keys in place).
+template <int kHeadDim, int kKeys>
+__device__ void write_fp8_transposed(const uint8_t* tile, int first_row, int padded_len, uint8_t* out) {
+  constexpr int kGroups = kHeadDim / 4;
+  for (int i = threadIdx.x; i < kGroups * (kKeys / 16); i += kThreads) {
+    const int g = i % kGroups, first = (i / kGroups) * 16;
+    if (first_row + first >= padded_len) break;  // the last slice's second 64-key block may lie past the padding
+    uint32_t key_words[16];
+#pragma unroll
+    for (int p = 0; p < 16; ++p)
+      key_words[p] = *reinterpret_cast<const uint32_t*>(tile + (first + kv_key_at_position(p)) * kHeadDim + 4 * g);
+    uint32_t channel[4][4];  // [channel 4g + j][positions 4q .. 4q + 3]
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint32_t* w = key_words + 4 * q;
+      const uint32_t bytes01_0and1 = __byte_perm(w[0], w[1], 0x5140), bytes23_0and1 = __byte_perm(w[2], w[3], 0x5140);
+      const uint32_t bytes01_2and3 = __byte_perm(w[0], w[1], 0x7362), bytes23_2and3 = __byte_perm(w[2], w[3], 0x7362);
+      channel[0][q] = __byte_perm(bytes01_0and1, bytes23_0and1, 0x5410);
+      channel[1][q] = __byte_perm(bytes01_0and1, bytes23_0and1, 0x7632);
+      channel[2][q] = __byte_perm(bytes01_2and3, bytes23_2and3, 0x5410);
+      channel[3][q] = __byte_perm(bytes01_2and3, bytes23_2and3, 0x7632);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      *reinterpret_cast<uint4*>(out + int64_t(4 * g + j) * padded_len + first) =
+          make_uint4(channel[j][0], channel[j][1], channel[j][2], channel[j][3]);
+  }
+}
+
+// The same for fp16 keys: thread i writes positions [first, first + 8) of channel i % D.
+template <int kHeadDim, int kKeys>
+__device__ void write_fp16_transposed(const __half* tile, int first_row, int padded_len, __half* out) {
+  for (int i = threadIdx.x; i < kHeadDim * (kKeys / 8); i += kThreads) {
+    const int c = i % kHeadDim, first = (i / kHeadDim) * 8;
+    if (first_row + first >= padded_len) break;
+    uint32_t words[4] = {};
+#pragma unroll
+    for (int p = 0; p < 8; ++p)
+      words[p / 2] |= uint32_t(__half_as_ushort(tile[(first + p) * kHeadDim + c])) << (16 * (p % 2));
+    *reinterpret_cast<uint4*>(out + int64_t(c) * padded_len + first) =
+        make_uint4(words[0], words[1], words[2], words[3]);
+  }
+}
+
 // One CTA prepares kSlices slices of keys of V. Per slice it loads its chunks, subtracts the mean and scales
 // (FP8), then either stores fp16 rows directly or stages the keys as written out (E4M3 bytes or fp16) in
 // shared memory and writes Vᵀ: 16-byte stores of 16 FP8 (or 8 fp16) positions of one channel, consecutive
@@ -194,6 +241,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
   const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + task.batch * v.stride_b + task.head * v.stride_h;
   const int padded_len = round_up(v.len, kKBlock);
   const bool fp8 = job.format == VFormat::fp8_transposed;
+  const bool has_mean = job.mean.data;  // else zero: nothing to subtract
   if (threadIdx.x < d) {
     const int c = threadIdx.x;
     const float mean = job.mean.data ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;
@@ -226,14 +274,16 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
       float x[kChunk];
       unpack_chunk<kType>(raw[j], x);
       if (first_row + key < v.len) {  // padding keys stay 0
+        if (has_mean) {
 #pragma unroll
-        for (int i = 0; i < kChunk; ++i) x[i] = (x[i] - mean[i]) * scale[i];
+          for (int i = 0; i < kChunk; ++i) x[i] -= mean[i];
+        }
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) x[i] *= scale[i];
       }
       if (fp8) {
-        uint32_t words[2] = {};
-#pragma unroll
-        for (int i = 0; i < kChunk; ++i) words[i / 4] |= uint32_t(__nv_fp8_e4m3(x[i]).__x) << (8 * (i % 4));
-        *reinterpret_cast<uint2*>(smem.v.tile + key * d + chunks.c) = make_uint2(words[0], words[1]);
+        *reinterpret_cast<uint2*>(smem.v.tile + key * d + chunks.c) =
+            make_uint2(pack_e4m3x4(x[0], x[1], x[2], x[3]), pack_e4m3x4(x[4], x[5], x[6], x[7]));
         continue;
       }
       uint4 packed;
@@ -251,29 +301,10 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
     if (job.format == VFormat::fp16) continue;
     __syncthreads();
 
-    // Vᵀ: thread i writes positions [first, first + 16 or 8) of channel i % D.
-    const int positions = fp8 ? 16 : 8;
     const int64_t out_base = task.head_index * d * padded_len + first_row;
-    for (int i = threadIdx.x; i < d * (kKeys / positions); i += kThreads) {
-      const int c = i % d, first = (i / d) * positions;
-      if (first_row + first >= padded_len) break;  // the last slice's second 64-key block may lie past the padding
-      uint32_t words[4] = {};
-      if (fp8) {
-#pragma unroll
-        for (int p = 0; p < 16; ++p) {
-          const int position = first + p, key = (position & ~31) | kv_key_at_position(position & 31);
-          words[p / 4] |= uint32_t(smem.v.tile[key * d + c]) << (8 * (p % 4));
-        }
-        *reinterpret_cast<uint4*>(static_cast<uint8_t*>(job.values) + out_base + int64_t(c) * padded_len + first) =
-            make_uint4(words[0], words[1], words[2], words[3]);
-      } else {
-#pragma unroll
-        for (int p = 0; p < 8; ++p)
-          words[p / 2] |= uint32_t(__half_as_ushort(fp16_tile[(first + p) * d + c])) << (16 * (p % 2));
-        *reinterpret_cast<uint4*>(static_cast<__half*>(job.values) + out_base + int64_t(c) * padded_len + first) =
-            make_uint4(words[0], words[1], words[2], words[3]);
-      }
-    }
+    if (fp8)
+      write_fp8_transposed<d, kKeys>(smem.v.tile, first_row, padded_len, static_cast<uint8_t*>(job.values) + out_base);
+    else write_fp16_transposed<d, kKeys>(fp16_tile, first_row, padded_len, static_cast<__half*>(job.values) + out_base);
   }
 }
 

@@ -61,11 +61,6 @@ struct Smem {
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVHalfBytes % 1024 == 0);
 };
 
-// Four FP8 E4M3 values, `a` in the lowest byte.
-__device__ __forceinline__ uint32_t pack_e4m3x4(float a, float b, float c, float d) {
-  return uint32_t(pack_e4m3x2(a, b)) | (uint32_t(pack_e4m3x2(c, d)) << 16);
-}
-
 template <int kHeadDim, bool kFp8Pv, bool kPerToken>
 __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
