@@ -1,6 +1,7 @@
 // sage-bench: attention throughput of our SageAttention2 kernels (preprocessing included) side by side with
 // PyTorch's FlashAttention-2 and cuDNN, in one run. TOPS = 4·B·H·N_q·N_kv·D / time, halved for causal.
-// Prints a markdown table (docs/PERFORMANCE.md keeps them).
+// Prints markdown tables (docs/PERFORMANCE.md keeps them): each call timed on its own, the same calls back to
+// back (what is left when the host's time hides under the GPU's), and every mode at CogVideoX-2B.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/kernels/sage2.h"

@@ -229,8 +229,8 @@ __device__ void write_fp16_transposed(const __half* tile, int first_row, int pad
 
 // One CTA prepares kSlices slices of keys of V. Per slice it loads its chunks, subtracts the mean and scales
 // (FP8), then either stores fp16 rows directly or stages the keys as written out (E4M3 bytes or fp16) in
-// shared memory and writes Vᵀ: 16-byte stores of 16 FP8 (or 8 fp16) positions of one channel, consecutive
-// threads on consecutive channels.
+// shared memory and writes Vᵀ in 16-byte stores along each channel (write_fp8_transposed,
+// write_fp16_transposed).
 template <int kHeadDim, InputType kType, bool kVector>
 __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
   using Chunks = ThreadChunks<kHeadDim>;
@@ -241,7 +241,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
   const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + task.batch * v.stride_b + task.head * v.stride_h;
   const int padded_len = round_up(v.len, kKBlock);
   const bool fp8 = job.format == VFormat::fp8_transposed;
-  const bool has_mean = job.mean.data;  // else zero: nothing to subtract
+  const bool has_mean = job.mean.data != nullptr;  // else zero: nothing to subtract
   if (threadIdx.x < d) {
     const int c = threadIdx.x;
     const float mean = job.mean.data ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;

@@ -147,13 +147,14 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
 
-  // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
-  // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
   // Tile t sits in stage t % kStages of the ring, filled for the (t / kStages)-th time: kept as it goes (stage,
   // parity) rather than divided out each tile.
   int stage = 0;
   uint32_t parity = 0;
   uint64_t k_stage = k_descriptor, v_stage = v_descriptor;  // the stage's K and V tiles, moved along with it
+
+  // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
+  // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
   const auto key_tile = [&](int tile, auto uniform_tile) {
     constexpr bool uniform = decltype(uniform_tile)::value;
 
