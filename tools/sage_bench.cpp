@@ -130,29 +130,32 @@ int main(int argc, char** argv) {
     const auto [q, k, v] = random_qkv(s);
     sage2::Options options;
     options.causal = s.causal;
-    const double prep_ms = sagevid::tools::median_ms([&] { sage2::prepare(q, k, v, options); });
-    const double sage_ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, options); });
     sage2::Options other = sage2::resolve(options, devices[0].compute_capability);
     other.pv = other.pv == sage2::PvType::fp8 ? sage2::PvType::fp16 : sage2::PvType::fp8;
     other.granularity.reset();  // the other mode's own default
-    const double other_ms = sagevid::tools::median_ms([&] { sage2::attention(q, k, v, other); });
     sagevid::AttentionParams params;
     params.causal = s.causal;
-    const auto backend_ms = [&](AttentionBackend backend) {
-      const sagevid::Attention attention(sagevid::AttentionConfig{backend, std::nullopt, {}});
-      return sagevid::tools::median_ms([&] { attention(q, k, v, params); });
-    };
-    const double flash_ms = backend_ms(AttentionBackend::flash), cudnn_ms = backend_ms(AttentionBackend::cudnn);
+    const sagevid::Attention flash(sagevid::AttentionConfig{AttentionBackend::flash, std::nullopt, {}});
+    const sagevid::Attention cudnn(sagevid::AttentionConfig{AttentionBackend::cudnn, std::nullopt, {}});
+    // The calls each table times.
+    const auto prep = [&] { sage2::prepare(q, k, v, options); };
+    const auto sage = [&] { sage2::attention(q, k, v, options); };
+    const auto sage_other = [&] { sage2::attention(q, k, v, other); };
+    const auto flash_call = [&] { flash(q, k, v, params); };
+    const auto cudnn_call = [&] { cudnn(q, k, v, params); };
+
+    using sagevid::tools::median_ms;
+    const double prep_ms = median_ms(prep), sage_ms = median_ms(sage), other_ms = median_ms(sage_other);
+    const double flash_ms = median_ms(flash_call), cudnn_ms = median_ms(cudnn_call);
     std::printf("| %s | %lld | %lld | %lld | %lld | %s | %.3f | %.3f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n",
                 s.name, (long long)s.batch, (long long)s.heads, (long long)s.len, (long long)s.head_dim,
                 s.causal ? "yes" : "no", prep_ms, sage_ms, tops(s, sage_ms), tops(s, other_ms), tops(s, flash_ms),
                 tops(s, cudnn_ms), flash_ms / sage_ms, cudnn_ms / sage_ms);
     std::fflush(stdout);
 
-    const double queued_prep_ms = sagevid::tools::back_to_back_ms([&] { sage2::prepare(q, k, v, options); });
-    const double queued_sage_ms = sagevid::tools::back_to_back_ms([&] { sage2::attention(q, k, v, options); });
-    const sagevid::Attention cudnn(sagevid::AttentionConfig{AttentionBackend::cudnn, std::nullopt, {}});
-    const double queued_cudnn_ms = sagevid::tools::back_to_back_ms([&] { cudnn(q, k, v, params); });
+    using sagevid::tools::back_to_back_ms;
+    const double queued_prep_ms = back_to_back_ms(prep), queued_sage_ms = back_to_back_ms(sage);
+    const double queued_cudnn_ms = back_to_back_ms(cudnn_call);
     char row[256];
     std::snprintf(row, sizeof row, "| %s | %.3f | %.3f | %.0f | %.0f | %.2f |\n", s.name, queued_prep_ms,
                   queued_sage_ms, tops(s, queued_sage_ms), tops(s, queued_cudnn_ms), queued_cudnn_ms / queued_sage_ms);

@@ -244,7 +244,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
   const bool has_mean = job.mean.data != nullptr;  // else zero: nothing to subtract
   if (threadIdx.x < d) {
     const int c = threadIdx.x;
-    const float mean = job.mean.data ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;
+    const float mean = has_mean ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;
     smem.v.mean[c] = mean;
     float scale = 1.0f;
     if (fp8) {
