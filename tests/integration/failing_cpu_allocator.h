@@ -1,9 +1,11 @@
 #pragma once
 // Fault injection for error paths on a machine without a GPU: while installed, torch's CPU allocations go
-// through this allocator, which fails the n-th allocation after arm(n) and passes every other one to the
-// default CPU allocator. It fails with c10::OutOfMemoryError (what the CUDA caching allocator throws when the
-// device is full), std::bad_alloc (the host's), or a c10::Error that stands for any internal error (its
-// what() carries a backtrace, as torch's errors do). Removed (the default restored) by the destructor.
+// through this allocator, which fails the n-th allocation after arm(n) and every later one until disarmed, as
+// memory that stays full does (a single failure can be absorbed: oneDNN takes another implementation when its
+// scratch buffer cannot be had), and passes the others to the default CPU allocator. It fails with
+// c10::OutOfMemoryError (what the CUDA caching allocator throws when the device is full), std::bad_alloc (the
+// host's), or a c10::Error that stands for any internal error (its what() carries a backtrace, as torch's errors
+// do). Removed (the default restored) by the destructor.
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
@@ -24,15 +26,17 @@ class FailingCpuAllocator final : public c10::Allocator {
 
   enum class Failure { out_of_memory, bad_alloc, internal_error };
 
-  // The n-th allocation from now (n >= 1) fails; 0 disarms.
+  // The n-th allocation from now (n >= 1) and those after it fail; 0 disarms.
   void arm(int64_t n, Failure failure = Failure::out_of_memory) {
     failure_ = failure;
+    full_ = false;
     countdown_ = n;
   }
   bool fired() const { return fired_; }
 
   c10::DataPtr allocate(size_t bytes) override {
-    if (countdown_.load() > 0 && countdown_.fetch_sub(1) == 1) {
+    if (!full_ && countdown_.load() > 0 && countdown_.fetch_sub(1) == 1) full_ = true;
+    if (full_) {
       fired_ = true;
       if (failure_ == Failure::bad_alloc) throw std::bad_alloc();
       if (failure_ == Failure::internal_error)
@@ -49,6 +53,7 @@ class FailingCpuAllocator final : public c10::Allocator {
   static constexpr uint8_t kPriority = 100;  // above the default allocator's, so that both swaps take effect
   c10::Allocator* inner_;
   std::atomic<int64_t> countdown_{0};
+  std::atomic<bool> full_{false};
   std::atomic<bool> fired_{false};
   std::atomic<Failure> failure_{Failure::out_of_memory};
 };
