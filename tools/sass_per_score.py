@@ -2,19 +2,22 @@
 """Instructions per attention score in an attention kernel's main loop, by class, read from its SASS: the
 static stand-in for speed on a GPU we cannot run (docs/PERFORMANCE.md, "RTX 4090 (sm_89): SASS per score").
 
-  tools/sass_per_score.py KERNEL.cubin --function REGEX --scores N [--label NAME] [--verbose]
+  tools/sass_per_score.py KERNEL.cubin --function REGEX --scores N [--loop I] [--label NAME] [--verbose]
   tools/sass_per_score.py KERNEL.sass ...          SASS text from cuobjdump --dump-sass or nvdisasm
   tools/sass_per_score.py KERNEL.cubin --list      the kernels in the file
 
-Method. The main loop is the loop (back edge in the control-flow graph) holding the most tensor-core
-instructions. One steady-state iteration is one path through it from its header to its back edge: the path
-that issues the next tile's asynchronous copies (LDGSTS) wherever a branch guards them, and otherwise the
-shortest one, since the longer branches of an attention loop are the rare ones (edge tiles, masks, ΔS or
-bias, periodic flushes). --verbose prints the blocks left out, with their source lines when the SASS has
-them (nvdisasm -g of a -lineinfo build), so the choice can be checked. Per score = thread instructions /
-scores = warp instructions x 32 / (scores one warp computes per iteration: --scores, e.g. 32 query rows x 64
-keys = 2048). A cubin is disassembled with nvdisasm (--nvdisasm, $NVDISASM, the one in the triton package of
-.venv, or PATH).
+Method. The main loop is the innermost natural loop (a back edge goes to a block that dominates its source;
+a barrier wait's out-of-line retry that branches back up into the body makes none) that holds tensor-core
+instructions, the one with the most of them, or with --loop I the I-th in address order (the wgmma kernel
+has two: uniform tiles, then edge tiles). One steady-state iteration is one path through it from its header
+to its back edge: the path that issues the next tile's asynchronous copies (LDGSTS) wherever a branch guards
+them, and otherwise the shortest one, since the longer branches of an attention loop are the rare ones (edge
+tiles, masks, ΔS or bias, periodic flushes; the wgmma kernel's TMA refill, which one thread issues, is left
+out too, as three warps of four run). --verbose prints the blocks left out, with their source lines when the
+SASS has them (nvdisasm -g of a -lineinfo build), so the choice can be checked. Per score = thread
+instructions / scores = warp instructions x 32 / (scores one warp computes per iteration: --scores, e.g. 32
+query rows x 64 keys = 2048; 16 x 128 for the wgmma kernel). A cubin is disassembled with nvdisasm
+(--nvdisasm, $NVDISASM, the one in the triton package of .venv, or PATH).
 """
 import argparse
 import collections
@@ -126,18 +129,44 @@ def blocks_of(instructions, labels):
     return blocks
 
 
-def main_loop(blocks):
-    """(header, body blocks, latches) of the loop with the most tensor-core instructions."""
+def dominators(blocks):
+    """Each block reachable from the first -> the set of blocks that dominate it (itself included)."""
     predecessors = collections.defaultdict(list)
     for block in blocks:
         for successor in block.successors:
             predecessors[successor].append(block)
+    reachable, stack = set(), [blocks[0]]
+    while stack:
+        block = stack.pop()
+        if block not in reachable:
+            reachable.add(block)
+            stack.extend(block.successors)
+    dom = {block: set(reachable) for block in reachable}
+    dom[blocks[0]] = {blocks[0]}
+    changed = True
+    while changed:
+        changed = False
+        for block in blocks[1:]:
+            if block not in reachable:
+                continue
+            incoming = [dom[p] for p in predecessors[block] if p in reachable]
+            new = set.intersection(*incoming) | {block} if incoming else {block}
+            if new != dom[block]:
+                dom[block], changed = new, True
+    return dom, predecessors
+
+
+def tensor_loops(blocks):
+    """(header, body blocks, latches) of each innermost natural loop holding tensor-core instructions, in address
+    order. A back edge goes to a block that dominates its source: a branch back up the address space that is not
+    one (a barrier wait's out-of-line retry returning into the loop) makes no loop."""
+    dom, predecessors = dominators(blocks)
     loops = collections.defaultdict(set)  # header -> latches
-    for block in blocks:
+    for block in dom:
         for successor in block.successors:
-            if successor.start <= block.start:
+            if successor in dom[block]:
                 loops[successor].add(block)
-    best = None
+    found = []
     for header, latches in loops.items():
         body, stack = {header}, list(latches)
         while stack:
@@ -145,12 +174,23 @@ def main_loop(blocks):
             if block not in body:
                 body.add(block)
                 stack.extend(predecessors[block])
-        mmas = sum(b.count(TENSOR) for b in body)
-        if best is None or mmas > best[3]:
-            best = (header, body, latches, mmas)
-    if best is None or best[3] == 0:
+        if any(b.count(TENSOR) for b in body):
+            found.append((header, body, latches))
+    innermost = [(header, body, latches) for header, body, latches in found
+                 if not any(other is not header and other in body for other, _, _ in found)]
+    if not innermost:
         sys.exit("sass_per_score: no loop with tensor-core instructions in this function")
-    return best[:3]
+    return sorted(innermost, key=lambda loop: loop[0].start)
+
+
+def main_loop(blocks, index):
+    """The loop --loop names, else the innermost one with the most tensor-core instructions (the first of equals)."""
+    loops = tensor_loops(blocks)
+    if index is not None:
+        if not 0 <= index < len(loops):
+            sys.exit(f"sass_per_score: --loop {index}, but the function has {len(loops)} tensor-core loops")
+        return loops[index]
+    return max(loops, key=lambda loop: (sum(b.count(TENSOR) for b in loop[1]), -loop[0].start))
 
 
 def steady_state_path(header, body, latches):
@@ -214,6 +254,8 @@ def main():
     parser.add_argument("input", help="a cubin, or SASS text from cuobjdump --dump-sass / nvdisasm")
     parser.add_argument("--function", help="regular expression matching one kernel (demangled or mangled name)")
     parser.add_argument("--scores", type=int, help="scores one warp computes per loop iteration (rows x keys)")
+    parser.add_argument("--loop", type=int, help="which innermost tensor-core loop, in address order (default: "
+                        "the one with the most tensor-core instructions)")
     parser.add_argument("--label", help="the row's name in the table (default: the kernel's name)")
     parser.add_argument("--list", action="store_true", help="list the kernels and exit")
     parser.add_argument("--header", action="store_true", help="print the table header first")
@@ -234,7 +276,7 @@ def main():
         sys.exit(f"sass_per_score: --function matches {len(matches)} kernels:\n  " +
                  "\n  ".join(names[m] for m in matches))
     instructions, labels = functions[matches[0]]
-    header, body, latches = main_loop(blocks_of(instructions, labels))
+    header, body, latches = main_loop(blocks_of(instructions, labels), args.loop)
     path = steady_state_path(header, body, latches)
     ops = [i.opcode for b in path for i in b.instructions]
     counts = collections.Counter(classify(op) for op in ops)
