@@ -16,6 +16,9 @@
 
 namespace {
 
+// The back-to-back table: calls between two events, and the runs whose median it prints.
+constexpr int kBackToBackCalls = 20, kBackToBackRepeats = 5;
+
 namespace sage2 = sagevid::kernels::sage2;
 using sagevid::AttentionBackend;
 
@@ -153,7 +156,9 @@ int main(int argc, char** argv) {
                 tops(s, cudnn_ms), flash_ms / sage_ms, cudnn_ms / sage_ms);
     std::fflush(stdout);
 
-    using sagevid::tools::back_to_back_ms;
+    const auto back_to_back_ms = [](const std::function<void()>& fn) {
+      return sagevid::tools::back_to_back_ms(fn, kBackToBackCalls, kBackToBackRepeats);
+    };
     const double queued_prep_ms = back_to_back_ms(prep), queued_sage_ms = back_to_back_ms(sage);
     const double queued_cudnn_ms = back_to_back_ms(cudnn_call);
     char row[256];
@@ -162,10 +167,10 @@ int main(int argc, char** argv) {
     back_to_back += row;
   }
   std::printf(
-      "\nThe same calls back to back, 20 between two events (the host's time per call hidden under the GPU's), "
-      "median of 5:\n\n| shape | sage2 prep ms | sage2 ms | sage2 TOPS | cuDNN TOPS | sage2/cuDNN |\n"
+      "\nThe same calls back to back, %d between two events (the host's time per call hidden under the GPU's), "
+      "median of %d:\n\n| shape | sage2 prep ms | sage2 ms | sage2 TOPS | cuDNN TOPS | sage2/cuDNN |\n"
       "|---|---|---|---|---|---|\n%s",
-      back_to_back.c_str());
+      kBackToBackCalls, kBackToBackRepeats, back_to_back.c_str());
   bench_modes(kShapes[0]);
   return 0;
 }
