@@ -86,6 +86,25 @@ bool wgmma_here() {
   return sage2::kernel_family_built(sage2::KernelFamily::wgmma) && sagevid::kernels::compute_capability(0) == 90;
 }
 
+// Whether a call takes its rows' softmax sums from the tensor cores (sage2.h, return_lse): the wgmma kernel at head
+// dim 64 with FP8 P·V, without the LSE. The FP8 accumulator adds them at less than fp32 precision, which the
+// reference does not model (a tile's sum can come out a few percent short; the output, normalized by the sum of
+// the same products, much less).
+bool tensor_core_sums(const sage2::Options& resolved, int64_t head_dim) {
+  return wgmma_here() && resolved.kernel == sage2::KernelFamily::wgmma && resolved.pv == sage2::PvType::fp8 &&
+         head_dim == 64 && !resolved.return_lse;
+}
+
+// Bounds on the output's distance from the simulated reference: FP8 P·V's MMA accumulates at less than fp32
+// precision, tensor-core row sums add to that (an earlier version of them measured 5.2e-3).
+double reference_l1_bound(const sage2::Options& resolved, int64_t head_dim) {
+  if (tensor_core_sums(resolved, head_dim)) return 8e-3;
+  return resolved.pv == sage2::PvType::fp8 ? 4e-3 : 2e-3;
+}
+double reference_cosine_bound(const sage2::Options& resolved, int64_t head_dim) {
+  return tensor_core_sums(resolved, head_dim) ? 0.9999 : 0.99999;
+}
+
 }  // namespace
 
 TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]") {
@@ -180,11 +199,14 @@ TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", 
   const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);
   const auto pv = GENERATE(sage2::PvType::fp8, sage2::PvType::fp16);
   const bool causal = GENERATE(false, true);
+  const bool return_lse = GENERATE(true, false);
   if (kernel == sage2::KernelFamily::wgmma && (qk == sage2::QkType::int4 || !wgmma_here())) return;
+  // Without the LSE only the wgmma kernel's FP8 mode computes differently (tensor_core_sums).
+  if (!return_lse && (kernel != sage2::KernelFamily::wgmma || pv != sage2::PvType::fp8)) return;
   const auto layout = c.q_len == 129 ? sage2::Layout::bnhd : sage2::Layout::bhnd;
   const auto dtype = c.head_dim == 64 ? at::kBFloat16 : at::kHalf;
   CAPTURE(c.batch, c.q_heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, int(kernel), int(qk), int(pv), causal,
-          int(layout));
+          int(layout), return_lse);
   const Inputs in = make_inputs(rng, c, layout, dtype);
   sage2::Options options;
   options.kernel = kernel;
@@ -192,25 +214,34 @@ TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", 
   options.pv = pv;
   options.causal = causal;
   options.layout = layout;
-  options.return_lse = true;
+  options.return_lse = return_lse;
 
   const at::Tensor out = sagevid::test::poisoned_like(in.q);
   const sage2::Result got = sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
-  const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, sage2::resolve(options, 90));
+  const sage2::Options resolved = sage2::resolve(options, 90);
+  const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, resolved);
   REQUIRE(got.out.data_ptr() == out.data_ptr());
   REQUIRE(at::isfinite(got.out).all().item<bool>());
 
   const Errors vs_reference = compare(got.out, want.out);
   CAPTURE(vs_reference.cosine, vs_reference.relative_l1);
-  CHECK(vs_reference.cosine > 0.99999);
-  CHECK(vs_reference.relative_l1 < (pv == sage2::PvType::fp8 ? 4e-3 : 2e-3));
+  CHECK(vs_reference.cosine > reference_cosine_bound(resolved, c.head_dim));
+  CHECK(vs_reference.relative_l1 < reference_l1_bound(resolved, c.head_dim));
   // Both sides smooth K with means equal to rounding (summed in other orders), so a few quantized values differ.
-  CHECK((got.lse - want.lse).abs().max().item<double>() < 2e-3);
+  if (return_lse) CHECK((got.lse - want.lse).abs().max().item<double>() < 2e-3);
 
-  const Errors vs_exact = compare(got.out, full_precision(in, layout, causal));
+  const at::Tensor exact = full_precision(in, layout, causal);
+  const Errors vs_exact = compare(got.out, exact);
   CAPTURE(vs_exact.cosine, vs_exact.relative_l1);
   // INT4 (±7) on Gaussian Q, K costs about 1-2% in cosine (measured 0.981-0.990 on the H100); INT8 far less.
   CHECK(vs_exact.cosine > (qk == sage2::QkType::int4 ? 0.975 : 0.999));
+  if (tensor_core_sums(resolved, c.head_dim)) {
+    // As accurate as the same call with fp32 row sums.
+    options.return_lse = true;
+    const double fp32_sums = compare(sage2::attention(in.q, in.k, in.v, options).out, exact).relative_l1;
+    CAPTURE(fp32_sums);
+    CHECK(vs_exact.relative_l1 < 1.1 * fp32_sums + 1e-4);
+  }
 }
 
 TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][sage2]") {
@@ -322,12 +353,13 @@ TEST_CASE("sage2 options: INT8 and INT4, granularity, smoothing and deferred FP8
   options.pv_flush_tiles = flush;
   const at::Tensor out = sagevid::test::poisoned_like(in.q);
   sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
-  const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, sage2::resolve(options, 90));
+  const sage2::Options resolved = sage2::resolve(options, 90);
+  const sage2::Result want = sage2::reference::attention(in.q, in.k, in.v, resolved);
   REQUIRE(at::isfinite(out).all().item<bool>());
   const Errors vs_reference = compare(out, want.out);
   CAPTURE(vs_reference.cosine, vs_reference.relative_l1);
-  CHECK(vs_reference.cosine > 0.99999);
-  CHECK(vs_reference.relative_l1 < 4e-3);
+  CHECK(vs_reference.cosine > reference_cosine_bound(resolved, c.head_dim));
+  CHECK(vs_reference.relative_l1 < reference_l1_bound(resolved, c.head_dim));
   // INT8: per-block scales at this length measured 0.9988 on Gaussian inputs, per-thread ones about 0.9993.
   const double min_cosine = qk == sage2::QkType::int4 ? 0.975 : 0.998;
   CHECK(compare(out, full_precision(in, sage2::Layout::bhnd, false)).cosine > min_cosine);

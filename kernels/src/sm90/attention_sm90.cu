@@ -6,7 +6,9 @@
 //   3. online softmax in base 2, the row's 128 scores spread over the 4 lanes of a quad;
 //   4. O += P · V (wgmma, P from registers): FP16, or FP8 (P x 448, V scaled per channel) into a fresh
 //      accumulator added into the FP32 output each tile (two-level accumulation); at head dim 64 the FP8
-//      products are issued per 64 keys, the first half's before the second half's exponentials are done.
+//      products are issued per 64 keys, the first half's before the second half's exponentials are done, and
+//      unless the caller wants the LSE the rows' sums of P come from the tensor cores too (P times a tile of
+//      ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
 // another's products are on the tensor cores.
 #include "attention_sm90.h"
@@ -55,13 +57,18 @@ struct Smem {
   static constexpr int kVBytes = kFp8Pv ? kVHalfBytes : 2 * kVHalfBytes;
   static constexpr int kK = kQBytes;
   static constexpr int kV = kK + kStages * kKBytes;
-  static constexpr int kKeyScales = kV + kStages * kVBytes;  // per-token k-scales, one tile's per stage
+  static constexpr int kOnes = kV + kStages * kVBytes;  // an atom of E4M3 ones: the row sums' B operand
+  static constexpr int kOnesBytes = kHeadDim == 64 && kFp8Pv ? 8 * kVSwizzle : 0;
+  static constexpr int kKeyScales = kOnes + kOnesBytes;  // per-token k-scales, one tile's per stage
   static constexpr int kBarriers = kKeyScales + kStages * kCtaK * 4;
   static constexpr int kBytes = kBarriers + (1 + 3 * kStages) * 8 + 1024;  // + slack to align the base
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVHalfBytes % 1024 == 0);
 };
 
-template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+// kTensorSums: the rows' sums of P from the tensor cores, which add in the FP8 accumulator's precision (a tile's
+// sum can come out a few percent short; the output, which the same products make, keeps its accuracy): for
+// calls that want no LSE, at head dim 64 with FP8 P·V, where it takes an add per score off the softmax.
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums>
 __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
@@ -72,12 +79,14 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
+  static_assert(!kTensorSums || (kFp8Pv && L::kOnesBytes > 0), "tensor-core row sums: FP8 P·V at head dim 64");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint8_t* q_tile = smem;
   const auto k_tile = [&](int stage) { return smem + L::kK + stage * L::kKBytes; };
   const auto v_tile = [&](int stage) { return smem + L::kV + stage * L::kVBytes; };
   const auto key_scale_tile = [&](int stage) { return reinterpret_cast<float*>(smem + L::kKeyScales) + stage * kCtaK; };
+  uint8_t* ones_tile = smem + L::kOnes;
   uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
@@ -122,6 +131,11 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
       barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads);
     fence_barrier_init();
   }
+  if constexpr (kTensorSums) {
+    static_assert(L::kOnesBytes == 8 * kThreads);
+    reinterpret_cast<uint2*>(ones_tile)[threadIdx.x] = make_uint2(0x38383838u, 0x38383838u);  // E4M3 1.0
+    fence_stores_for_products();
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     barrier_expect_bytes(q_full, L::kQBytes);
@@ -146,6 +160,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile, 0);
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
+  const uint64_t ones_descriptor = kmajor_descriptor<kVSwizzle>(ones_tile, 0);  // the same for every key step
 
   // Tile t sits in stage t % kStages of the ring, filled for the (t / kStages)-th time: kept as it goes (stage,
   // parity) rather than divided out each tile.
@@ -182,9 +197,14 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     // so that a uniform tile's second half is exponentiated while the first half's products run.
     float s[64];
     float rescale[2];
+    // Where the softmax adds up its rows: row_sum, or with the sums on the tensor cores a scratch pair that
+    // nothing reads (the compiler drops the adds).
+    float discarded_sums[2] = {0.0f, 0.0f};
+    float(&softmax_sums)[2] = kTensorSums ? discarded_sums : row_sum;
     const auto fp8_pv = [&](auto exponentiate) {
       uint32_t p[4][4];
       float fresh[kOut];
+      [[maybe_unused]] float tile_sums[4];  // kTensorSums: this tile's row sums of P, both columns of each row alike
 #pragma unroll
       for (int key_half = 0; key_half < 2; ++key_half) {
         exponentiate(key_half);
@@ -202,6 +222,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
           const uint64_t v = advance(v_stage, 32 * step);
           if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
           else mma_e4m3_m64n128k32(fresh, p[step], v, step);
+          if constexpr (kTensorSums) mma_e4m3_m64n8k32(tile_sums, p[step], ones_descriptor, step);
         }
         commit_group();
       }
@@ -209,6 +230,11 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
       fence_registers(fresh);
 #pragma unroll
       for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
+      if constexpr (kTensorSums) {
+        fence_registers(tile_sums);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) row_sum[half] = fmaf(row_sum[half], rescale[half], tile_sums[2 * half]);
+      }
     };
     const auto fp16_pv = [&] {
       barrier_wait(&v_full[stage], parity);
@@ -242,21 +268,23 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
         RowExponent exponent[2];
 #pragma unroll
         for (int row = 0; row < 2; ++row)
-          exponent[row] = uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+          exponent[row] =
+              uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
         // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
         // run under its products.
         fp8_pv([&](int key_half) {
 #pragma unroll
-          for (int row = 0; row < 2; ++row) uniform_row_exponentials(s_int, row, exponent[row], key_half, s, row_sum);
+          for (int row = 0; row < 2; ++row)
+            uniform_row_exponentials(s_int, row, exponent[row], key_half, s, softmax_sums);
         });
       } else {
 #pragma unroll
         for (int row = 0; row < 2; ++row) {
           const RowExponent exponent =
-              uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+              uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
 #pragma unroll
           for (int key_half = 0; key_half < 2; ++key_half)
-            uniform_row_exponentials(s_int, row, exponent, key_half, s, row_sum);
+            uniform_row_exponentials(s_int, row, exponent, key_half, s, softmax_sums);
         }
       }
     } else {
@@ -284,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
           if (col >= args.kv_len || (args.causal && col > row)) s[i] = kNegInf;
         }
       }
-      softmax(s, q_scale, kPLog2Scale, row_max, row_sum, rescale);
+      softmax(s, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
     }
     if constexpr (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
       if constexpr (kFp8Pv) fp8_pv([](int) {});
@@ -314,8 +342,10 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float sum = row_sum[half];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if constexpr (!kTensorSums) {  // each lane summed its own columns; the tensor cores gave every lane the row's
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    }
     const int row = row0 + 8 * half;
     if (row >= args.q_len) continue;
     const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
@@ -366,7 +396,7 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
   return map;
 }
 
-template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken>;
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
@@ -379,7 +409,7 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
                                                 kHeadDim, kCtaK, kVSwizzle)
                                    : tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, kv_heads, kHeadDim,
                                                 k_padded, kHeadDim, 64, kVSwizzle);
-  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken>;
+  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
   // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
   const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
@@ -392,8 +422,14 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
 template <int kHeadDim>
 void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   const bool per_token = args.granularity == Granularity::per_token;
-  if (args.fp8_pv) per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
-  else per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
+  if (!args.fp8_pv)
+    return per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
+  // The LSE needs the rows' sums in fp32: it keeps the softmax's adds.
+  if constexpr (kHeadDim == 64) {
+    if (!args.lse)
+      return per_token ? launch<64, true, true, true>(args, stream) : launch<64, true, false, true>(args, stream);
+  }
+  per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 #pragma once
 // PTX wrappers for the Hopper warpgroup MMA (sm_90a): shared-memory matrix descriptors, the fences and
-// group commits, and the three products the attention kernel issues. Each product is issued by all 128
+// group commits, and the products the attention kernel issues. Each product is issued by all 128
 // threads of a warpgroup; accumulators and register A operands follow the layouts of the PTX ISA
 // ("wgmma register fragments"), which per warp equal the mma.sync m16n8 layouts.
 #include <cstdint>
@@ -29,6 +29,12 @@ __device__ __forceinline__ void commit_group() { asm volatile("wgmma.commit_grou
 template <int kPending>
 __device__ __forceinline__ void wait_group() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Makes this thread's ordinary shared-memory stores visible to the operand reads of later products (which go
+// through the async proxy).
+__device__ __forceinline__ void fence_stores_for_products() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 // Keeps the compiler from moving reads of an accumulator above the wait that completes it.
@@ -69,6 +75,16 @@ __device__ __forceinline__ void mma_e4m3_m64n64k32(float (&o)[32], const uint32_
       "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, q, 1, 1;\n}\n"
       : "+f"(o[0]), "+f"(o[1]), "+f"(o[2]), "+f"(o[3]), "+f"(o[4]), "+f"(o[5]), "+f"(o[6]), "+f"(o[7]), "+f"(o[8]), "+f"(o[9]), "+f"(o[10]), "+f"(o[11]), "+f"(o[12]), "+f"(o[13]), "+f"(o[14]), "+f"(o[15]), "+f"(o[16]), "+f"(o[17]), "+f"(o[18]), "+f"(o[19]), "+f"(o[20]), "+f"(o[21]), "+f"(o[22]), "+f"(o[23]), "+f"(o[24]), "+f"(o[25]), "+f"(o[26]), "+f"(o[27]), "+f"(o[28]), "+f"(o[29]), "+f"(o[30]), "+f"(o[31])
       : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(v), "r"(accumulate));
+}
+
+// S (+)= P · B, FP8 E4M3 inputs, FP32 accumulate, 64 x 8 x 32; P from registers, B K-major in shared memory: with
+// B all ones, every column of S is the sum of P's row.
+__device__ __forceinline__ void mma_e4m3_m64n8k32(float (&s)[4], const uint32_t (&p)[4], uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred q;\nsetp.ne.b32 q, %9, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, q, 1, 1;\n}\n"
+      : "+f"(s[0]), "+f"(s[1]), "+f"(s[2]), "+f"(s[3])
+      : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(b), "r"(accumulate));
 }
 
 // O (+)= P · V, FP16 inputs, FP32 accumulate, 64 x 128 x 16; P from registers, V K-major in shared memory.
