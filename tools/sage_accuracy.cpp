@@ -24,7 +24,7 @@ struct Variant {
 std::vector<Variant> variants() {
   std::vector<Variant> list;
   const auto add = [&](sage2::KernelFamily kernel, std::string name, sage2::QkType qk, sage2::PvType pv,
-                       sage2::Granularity g, bool smooth_q) {
+                       sage2::Granularity g, bool smooth_q, bool return_lse = false) {
     if (!sage2::kernel_family_built(kernel)) return;
     sage2::Options o;
     o.kernel = kernel;
@@ -32,6 +32,7 @@ std::vector<Variant> variants() {
     o.pv = pv;
     o.granularity = g;
     o.smooth_q = smooth_q;
+    o.return_lse = return_lse;
     const char* family = kernel == sage2::KernelFamily::wgmma ? "sage2 wgmma " : "sage2 mma.sync ";
     list.push_back({family + std::move(name), std::nullopt, o});
   };
@@ -40,6 +41,9 @@ std::vector<Variant> variants() {
   using sage2::QkType;
   const auto wgmma = sage2::KernelFamily::wgmma, mma = sage2::KernelFamily::mma_sync;
   add(wgmma, "int8 per-thread + fp8 PV (sm_90 default)", QkType::int8, PvType::fp8, G::per_thread, false);
+  // The same with the LSE asked for, which keeps the row sums in fp32 (at head dim 64 the default takes them
+  // from the tensor cores).
+  add(wgmma, "int8 per-thread + fp8 PV, with LSE", QkType::int8, PvType::fp8, G::per_thread, false, true);
   add(wgmma, "int8 per-token + fp8 PV", QkType::int8, PvType::fp8, G::per_token, false);
   add(wgmma, "int8 per-thread + fp16 PV", QkType::int8, PvType::fp16, G::per_thread, false);
   add(wgmma, "int8 per-token + fp16 PV (the high-accuracy mode)", QkType::int8, PvType::fp16, G::per_token, false);
