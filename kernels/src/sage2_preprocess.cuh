@@ -26,13 +26,6 @@ __device__ __forceinline__ uint4 load_chunk(const StridedInput& x, int64_t index
   return load_chunk(static_cast<const uint16_t*>(x.data) + index, vector_loads);
 }
 
-// The same with the element type and alignment fixed at compile time (no code for the other cases in the way).
-template <bool kVector>
-__device__ __forceinline__ uint4 load_chunk(const uint16_t* p) {
-  if constexpr (kVector) return *reinterpret_cast<const uint4*>(p);
-  return load_chunk(p, false);
-}
-
 template <InputType kType>
 __device__ __forceinline__ void unpack_chunk(uint4 raw, float (&out)[kChunk]) {
   const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};

@@ -52,16 +52,91 @@ struct ThreadChunks {
   static constexpr int kPerRow = kHeadDim / kChunk, kRowStride = kThreads / kPerRow;
   static constexpr int kCount = slice_rows(kHeadDim) / kRowStride;
   int r0 = int(threadIdx.x) / kPerRow, c = int(threadIdx.x) % kPerRow * kChunk;
+};
 
-  // All of the thread's chunks of the slice at first_row, in flight together; rows past the sequence read zero.
-  template <bool kVector>
-  __device__ void load(const StridedInput& x, const uint16_t* head_base, int first_row, uint4 (&raw)[kCount]) const {
-    const uint16_t* p = head_base + int64_t(first_row + r0) * x.stride_n + c;
-    const int64_t step = int64_t(kRowStride) * x.stride_n;
-#pragma unroll
-    for (int j = 0; j < kCount; ++j)
-      raw[j] = first_row + r0 + j * kRowStride < x.len ? load_chunk<kVector>(p + j * step) : make_uint4(0, 0, 0, 0);
+// 16 bytes from global to shared memory without passing through registers (cp.async), zeros where !valid.
+__device__ __forceinline__ void copy_async_16(uint4* destination, const void* source, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(destination))),
+               "l"(source), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// The two buffers of SliceLoader's staged chunks.
+template <int kHeadDim>
+constexpr int kStagingBytes = 2 * ThreadChunks<kHeadDim>::kCount * kThreads * int(sizeof(uint4));
+
+// A CTA's slices of one (batch, head) as its threads' chunks, each slice's loaded while the one before is worked
+// on: aligned chunks (kVector) are copied by cp.async into the thread's own slots of two shared-memory buffers,
+// so the loads of slice i + 1 are in flight during slice i at no cost in registers; unaligned ones are loaded
+// into registers as the slice starts.
+template <int kHeadDim, bool kVector>
+class SliceLoader {
+ public:
+  using Chunks = ThreadChunks<kHeadDim>;
+
+  // rows_per_slice apart from first_row; the slices past padded_len are not loaded (the caller stops there).
+  __device__ SliceLoader(const StridedInput& x, const uint16_t* head_base, int first_row, int rows_per_slice,
+                         int padded_len, uint4* staging)
+      : x_(x),
+        head_base_(head_base),
+        first_row_(first_row),
+        rows_per_slice_(rows_per_slice),
+        staging_(staging),
+        slices_(min(kSlices, (padded_len - first_row + rows_per_slice - 1) / rows_per_slice)) {
+    if constexpr (kVector) stage(0);
   }
+  __device__ ~SliceLoader() {
+    if constexpr (kVector) wait_copies<0>();  // none may land in shared memory after the CTA is gone
+  }
+
+  // Slice `slice`'s chunks; slices are taken in order, each once. Rows past the sequence read zero.
+  __device__ void take(int slice, uint4 (&raw)[Chunks::kCount]) {
+    if constexpr (!kVector) {
+#pragma unroll
+      for (int j = 0; j < Chunks::kCount; ++j) {
+        const uint16_t* p = chunk(slice, j);
+        raw[j] = p ? load_chunk(p, /*vector_loads=*/false) : make_uint4(0, 0, 0, 0);
+      }
+    } else {
+      if (slice + 1 < slices_) stage(slice + 1);
+      else commit_copies();  // an empty group: the wait below still leaves one group pending
+      wait_copies<1>();
+      const uint4* buffer = staging_ + (slice & 1) * Chunks::kCount * kThreads;
+#pragma unroll
+      for (int j = 0; j < Chunks::kCount; ++j) raw[j] = buffer[j * kThreads + threadIdx.x];
+    }
+  }
+
+ private:
+  // The thread's chunk j of slice `slice`, or null past the sequence.
+  __device__ const uint16_t* chunk(int slice, int j) const {
+    const int row = first_row_ + slice * rows_per_slice_ + chunks_.r0 + j * Chunks::kRowStride;
+    return row < x_.len ? head_base_ + int64_t(row) * x_.stride_n + chunks_.c : nullptr;
+  }
+
+  // Slice `slice`'s chunks into buffer slice % 2, whose previous slice this thread has taken already.
+  __device__ void stage(int slice) {
+    uint4* buffer = staging_ + (slice & 1) * Chunks::kCount * kThreads;
+#pragma unroll
+    for (int j = 0; j < Chunks::kCount; ++j) {
+      const uint16_t* p = chunk(slice, j);
+      copy_async_16(buffer + j * kThreads + threadIdx.x, p ? p : head_base_, p != nullptr);
+    }
+    commit_copies();
+  }
+
+  const Chunks chunks_;
+  const StridedInput& x_;
+  const uint16_t* head_base_;
+  int first_row_, rows_per_slice_;
+  uint4* staging_;
+  int slices_;
 };
 
 // One CTA quantizes kSlices slices of rows of one (batch, head). Per slice: the row absmax is a shuffle
@@ -69,7 +144,7 @@ struct ThreadChunks {
 // rounds its own chunks.
 template <int kHeadDim, InputType kType, bool kVector>
 __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granularity, bool int4, int local,
-                              Smem<kHeadDim>& smem) {
+                              Smem<kHeadDim>& smem, uint4* staging) {
   using Chunks = ThreadChunks<kHeadDim>;
   constexpr int d = kHeadDim, kRows = slice_rows(d), kTiles = kRows / kQBlock;
   const Chunks chunks;
@@ -77,6 +152,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
   const CtaTask task = task_of(local, x, kRows * kSlices);
   const int num_blocks = (x.len + kQBlock - 1) / kQBlock, padded_len = num_blocks * kQBlock;
   const uint16_t* head_base = static_cast<const uint16_t*>(x.data) + task.batch * x.stride_b + task.head * x.stride_h;
+  SliceLoader<d, kVector> loader(x, head_base, task.first_row, kRows, padded_len, staging);
   const int row_bytes = int4 ? d / 2 : d;
   int8_t* head_out = job.values + task.head_index * padded_len * row_bytes;
   const int groups = int(is_key ? k_groups_per_block(granularity) : q_groups_per_block(granularity));
@@ -102,7 +178,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     const int first_row = task.first_row + slice * kRows;
     if (first_row >= padded_len) break;
     uint4 raw[Chunks::kCount];
-    chunks.template load<kVector>(x, head_base, first_row, raw);
+    loader.take(slice, raw);
     // Zeroing this parity's maxima is safe: the last slice that read them ended before the previous slice's
     // first barrier.
     // clang-format off: clang-format reads `T (*p)[n]` in a function body as a cast and would drop the space.
@@ -232,7 +308,7 @@ __device__ void write_fp16_transposed(const __half* tile, int first_row, int pad
 // shared memory and writes Vᵀ in 16-byte stores along each channel (write_fp8_transposed,
 // write_fp16_transposed).
 template <int kHeadDim, InputType kType, bool kVector>
-__device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
+__device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint4* staging) {
   using Chunks = ThreadChunks<kHeadDim>;
   constexpr int kKeys = slice_rows(kHeadDim), d = kHeadDim;
   const Chunks chunks;
@@ -240,6 +316,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
   const CtaTask task = task_of(local, v, kKeys * kSlices);
   const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + task.batch * v.stride_b + task.head * v.stride_h;
   const int padded_len = round_up(v.len, kKBlock);
+  SliceLoader<d, kVector> loader(v, head_base, task.first_row, kKeys, padded_len, staging);
   const bool fp8 = job.format == VFormat::fp8_transposed;
   const bool has_mean = job.mean.data != nullptr;  // else zero: nothing to subtract
   if (threadIdx.x < d) {
@@ -266,7 +343,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem) {
     const int first_row = task.first_row + slice * kKeys;
     if (first_row >= padded_len) break;
     uint4 raw[Chunks::kCount];
-    chunks.template load<kVector>(v, head_base, first_row, raw);
+    loader.take(slice, raw);
     if (slice > 0 && job.format != VFormat::fp16) __syncthreads();  // the previous slice's Vᵀ is out of the tile
 #pragma unroll
     for (int j = 0; j < Chunks::kCount; ++j) {
@@ -328,12 +405,14 @@ struct Launch {
 template <int kHeadDim, InputType kType, bool kVector>
 __global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_constant__ Launch launch) {
   __shared__ Smem<kHeadDim> smem;
+  extern __shared__ uint4 staging[];  // SliceLoader's two buffers (kVector only)
   const int cta = blockIdx.x;
   if (cta < launch.q_ctas)
-    quantize_rows<kHeadDim, kType, kVector>(launch.q, false, launch.granularity, launch.int4, cta, smem);
+    quantize_rows<kHeadDim, kType, kVector>(launch.q, false, launch.granularity, launch.int4, cta, smem, staging);
   else if (cta < launch.q_ctas + launch.k_ctas)
-    quantize_rows<kHeadDim, kType, kVector>(launch.k, true, launch.granularity, launch.int4, cta - launch.q_ctas, smem);
-  else prepare_v<kHeadDim, kType, kVector>(launch.v, cta - launch.q_ctas - launch.k_ctas, smem);
+    quantize_rows<kHeadDim, kType, kVector>(launch.k, true, launch.granularity, launch.int4, cta - launch.q_ctas, smem,
+                                            staging);
+  else prepare_v<kHeadDim, kType, kVector>(launch.v, cta - launch.q_ctas - launch.k_ctas, smem, staging);
 }
 
 template <int kHeadDim>
@@ -342,7 +421,10 @@ void launch_for_head_dim(const Launch& launch, bool vector, InputType type, unsi
                                                         : quantize_qkv_kernel<kHeadDim, InputType::bf16, false>)
                                               : (vector ? quantize_qkv_kernel<kHeadDim, InputType::fp16, true>
                                                         : quantize_qkv_kernel<kHeadDim, InputType::fp16, false>);
-  kernel<<<ctas, kThreads, 0, stream>>>(launch);
+  const int staging_bytes = vector ? kStagingBytes<kHeadDim> : 0;
+  // Over the 48 KB a kernel gets without asking once the static shared memory is added.
+  SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, staging_bytes));
+  kernel<<<ctas, kThreads, staging_bytes, stream>>>(launch);
 }
 
 }  // namespace
