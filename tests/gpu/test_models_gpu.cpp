@@ -16,7 +16,10 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAException.h>
+#include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <vector>
@@ -29,6 +32,24 @@ double max_relative_error(const at::Tensor& got, const at::Tensor& want) {
   const at::Tensor a = got.to(at::kCPU, at::kDouble), b = want.to(at::kDouble);
   return ((a - b).abs().max() / b.abs().max()).item<double>();
 }
+
+// Caps the caching allocator's share of device 0 at what it reserves now plus `headroom` bytes, until destroyed.
+class MemoryCap {
+ public:
+  explicit MemoryCap(int64_t headroom) : previous_(c10::cuda::CUDACachingAllocator::getMemoryFraction(0)) {
+    size_t free = 0, total = 0;
+    C10_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    const int64_t reserved = c10::cuda::CUDACachingAllocator::getDeviceStats(0).reserved_bytes[0].current;
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(
+        std::min(1.0, static_cast<double>(reserved + headroom) / static_cast<double>(total)), 0);
+  }
+  ~MemoryCap() { c10::cuda::CUDACachingAllocator::setMemoryFraction(previous_, 0); }
+  MemoryCap(const MemoryCap&) = delete;
+  MemoryCap& operator=(const MemoryCap&) = delete;
+
+ private:
+  double previous_;
+};
 
 }  // namespace
 
@@ -95,7 +116,10 @@ TEST_CASE("CUDA out of memory in generate is c10::OutOfMemoryError and leaves th
   pipeline.generate(request, count_frames);  // first: whatever the pipeline keeps between jobs is in place
   REQUIRE(frames == 17);
 
-  // Fill the device: 1 GiB blocks, then 2 MiB ones, until neither fits.
+  // Fill this process's share of the device: 1 GiB blocks, then 2 MiB ones, until neither fits. The share is
+  // capped a few GiB above what it holds (the allocator then fails as a full device does), so that the GPU tests
+  // running beside this one keep the rest of the device.
+  const MemoryCap cap(int64_t(4) << 30);
   std::vector<at::Tensor> filler;
   for (const int64_t block : {int64_t(1) << 30, int64_t(2) << 20}) {
     while (true) {
