@@ -10,7 +10,8 @@
 # clients build only from the offline bundle of `scripts/make-offline-deps.sh`, carried as
 # .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and tools). diffusers-step, pipeline and server
 # need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
-# and tables go to $OUT (the device tool's return folder) or ./out.
+# and tables go to $OUT (the device tool's return folder) or ./out; on exit the logs are packed into
+# logs-gpu-host.tar.gz there, beside the .md tables.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
 #                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
 #                       [profile-rows] [profile-attention-sass] [pipeline-24gb]
@@ -18,6 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
 mkdir -p "$out"
+trap 'scripts/pack-logs.sh "$out" gpu-host' EXIT  # the logs in one file: the device tool brings back 8
 archs=${SAGEVID_CUDA_ARCHS:-90a}
 torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 

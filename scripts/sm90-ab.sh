@@ -6,8 +6,8 @@
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
 #   scripts/sm90-ab.sh --prepare REF...    (here, before the call: each git ref's kernels/src into .carry/ab/REF)
 # AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2). Each run is
-# bounded in time (a kernel that hangs must not take the call's whole limit). Logs and the
-# timing table (ab.md) go to $OUT or ./out.
+# bounded in time (a kernel that hangs must not take the call's whole limit). The
+# timing table (ab.md) goes to $OUT or ./out, the logs packed beside it into logs-ab.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then
@@ -20,6 +20,7 @@ if [ "${1:-}" = --prepare ]; then
 fi
 out=${OUT:-out}
 mkdir -p "$out"
+trap 'scripts/pack-logs.sh "$out" ab' EXIT  # the logs in one file: the device tool brings back 8
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(tree $([ -d .carry/ab ] && cd .carry/ab && ls -d */ | tr -d /))
 source_of() { [ "$1" = tree ] && echo kernels/src || echo ".carry/ab/$1/src"; }
