@@ -1,6 +1,6 @@
 #pragma once
-// Shared bits of the GPU tools: CUDA-event timing (median of repeated runs after warm-up), allocator memory
-// statistics and fresh inputs.
+// Shared bits of the GPU tools: CUDA-event timing (median of repeated runs after warm-up), the host's time per call,
+// allocator memory statistics and fresh inputs.
 #include "sagevid/kernels/cuda_check.h"
 
 #include <ATen/TensorOperators.h>
@@ -10,6 +10,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <vector>
 
@@ -48,6 +49,22 @@ inline double back_to_back_ms(const std::function<void()>& fn, int calls = 20, i
              },
              1, repeats) /
          calls;
+}
+
+// Median microseconds the host spends in one call of fn (until it returns, its work queued, not done): the part
+// of a lone call's time that runs before its first kernel can start. The device is drained between calls, so that
+// no call waits for room in the launch queue.
+inline double host_us(const std::function<void()>& fn, int runs = 20) {
+  std::vector<double> times;
+  for (int i = 0; i < runs; ++i) {
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+  }
+  SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
 }
 
 // Bytes the CUDA caching allocator has handed out on device 0: now, and at most since the last resetPeakStats.
