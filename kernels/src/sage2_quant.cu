@@ -79,16 +79,16 @@ template <int kHeadDim, bool kVector>
 class SliceLoader {
  public:
   using Chunks = ThreadChunks<kHeadDim>;
+  static constexpr int kRows = slice_rows(kHeadDim);
 
-  // rows_per_slice apart from first_row; the slices past padded_len are not loaded (the caller stops there).
-  __device__ SliceLoader(const StridedInput& x, const uint16_t* head_base, int first_row, int rows_per_slice,
-                         int padded_len, uint4* staging)
+  // Slices of kRows rows from first_row; those past padded_len are not loaded (the caller stops there).
+  __device__ SliceLoader(const StridedInput& x, const uint16_t* head_base, int first_row, int padded_len,
+                         uint4* staging)
       : x_(x),
         head_base_(head_base),
         first_row_(first_row),
-        rows_per_slice_(rows_per_slice),
         staging_(staging),
-        slices_(min(kSlices, (padded_len - first_row + rows_per_slice - 1) / rows_per_slice)) {
+        slices_(min(kSlices, (padded_len - first_row + kRows - 1) / kRows)) {
     if constexpr (kVector) stage(0);
   }
   __device__ ~SliceLoader() {
@@ -116,7 +116,7 @@ class SliceLoader {
  private:
   // The thread's chunk j of slice `slice`, or null past the sequence.
   __device__ const uint16_t* chunk(int slice, int j) const {
-    const int row = first_row_ + slice * rows_per_slice_ + chunks_.r0 + j * Chunks::kRowStride;
+    const int row = first_row_ + slice * kRows + chunks_.r0 + j * Chunks::kRowStride;
     return row < x_.len ? head_base_ + int64_t(row) * x_.stride_n + chunks_.c : nullptr;
   }
 
@@ -134,7 +134,7 @@ class SliceLoader {
   const Chunks chunks_;
   const StridedInput& x_;
   const uint16_t* head_base_;
-  int first_row_, rows_per_slice_;
+  int first_row_;
   uint4* staging_;
   int slices_;
 };
@@ -152,7 +152,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
   const CtaTask task = task_of(local, x, kRows * kSlices);
   const int num_blocks = (x.len + kQBlock - 1) / kQBlock, padded_len = num_blocks * kQBlock;
   const uint16_t* head_base = static_cast<const uint16_t*>(x.data) + task.batch * x.stride_b + task.head * x.stride_h;
-  SliceLoader<d, kVector> loader(x, head_base, task.first_row, kRows, padded_len, staging);
+  SliceLoader<d, kVector> loader(x, head_base, task.first_row, padded_len, staging);
   const int row_bytes = int4 ? d / 2 : d;
   int8_t* head_out = job.values + task.head_index * padded_len * row_bytes;
   const int groups = int(is_key ? k_groups_per_block(granularity) : q_groups_per_block(granularity));
@@ -316,7 +316,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint
   const CtaTask task = task_of(local, v, kKeys * kSlices);
   const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + task.batch * v.stride_b + task.head * v.stride_h;
   const int padded_len = round_up(v.len, kKBlock);
-  SliceLoader<d, kVector> loader(v, head_base, task.first_row, kKeys, padded_len, staging);
+  SliceLoader<d, kVector> loader(v, head_base, task.first_row, padded_len, staging);
   const bool fp8 = job.format == VFormat::fp8_transposed;
   const bool has_mean = job.mean.data != nullptr;  // else zero: nothing to subtract
   if (threadIdx.x < d) {
