@@ -74,18 +74,17 @@ TEST_CASE("residual_norm_modulate's kernel updates, norms and modulates as the t
     const at::Tensor got = kernels::residual_norm_modulate(in.streams(in.text, in.video), weight, bias, 1e-5, out);
     REQUIRE(got.data_ptr() == out.data_ptr());
 
-    const double step = sagevid::test::rounding_step(dtype);
+    const auto one_rounding = [&](const at::Tensor& x) { return sagevid::test::one_rounding(x, dtype); };
     // The residual update is one fp32 multiply-add rounded once, on both sides.
-    check_same_up_to_rounding(in.text, text_want, 2 * step * text_want.to(at::kFloat).abs() + 1e-6);
-    check_same_up_to_rounding(in.video, video_want, 2 * step * video_want.to(at::kFloat).abs() + 1e-6);
-    // The modulated rows: statistics summed in another order, so the norm's output may sit a step away, which
+    check_same_up_to_rounding(in.text, text_want, 2 * one_rounding(text_want));
+    check_same_up_to_rounding(in.video, video_want, 2 * one_rounding(video_want));
+    // The modulated rows: statistics summed in another order, so the norm's output may sit a rounding away, which
     // (1 + scale) carries into the result.
     const auto spread = [&](const at::Tensor& residual, const at::Tensor& scale) {
-      return at::layer_norm(residual, {dim}, weight, bias, 1e-5).to(at::kFloat).abs() *
-             (1 + scale.to(at::kFloat)).abs();
+      return one_rounding(at::layer_norm(residual, {dim}, weight, bias, 1e-5)) * (1 + scale.to(at::kFloat)).abs();
     };
     const at::Tensor carried = at::cat({spread(text_want, in.part(2)), spread(video_want, in.part(5))}, 1);
-    check_same_up_to_rounding(got, want, 2 * step * (want.to(at::kFloat).abs() + carried));
+    check_same_up_to_rounding(got, want, 2 * (one_rounding(want) + carried));
   }
 
   // residual_norm_modulate_fp8: up to 3072 the norm's kernel writes the E4M3 rows itself; 4096: the norm, then
