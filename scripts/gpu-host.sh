@@ -6,14 +6,15 @@
 # sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
 # (`sagevid serve` on that folder, driven per backend by `sagevid-client bench`: scripts/bench-server.sh),
 # step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor; -fp8: with
-# FP8 linears; -fp8-fast: their GEMMs with fast accumulation too). The host has no gRPC or FFmpeg: the server and
+# FP8 linears; -fp8-fast: their GEMMs with fast accumulation too), fp8-accuracy (a real-size step's output with FP8
+# linears against bf16 linears). The host has no gRPC or FFmpeg: the server and
 # clients build only from the offline bundle of `scripts/make-offline-deps.sh`, carried as
 # .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and tools). diffusers-step, pipeline and server
 # need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
 # and tables go to $OUT (the device tool's return folder) or ./out; on exit the logs are packed into
 # logs-gpu-host.tar.gz there, beside the .md tables.
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
-#                       [step-breakdown-fp8-fast] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
+#                       [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
 #                       [profile-rows] [profile-attention-sass] [pipeline-24gb]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -116,6 +117,8 @@ for step in $steps; do
     step-breakdown-fp8)
       build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown --fp8-linears | tee "$out/step-breakdown-fp8.md" ||
         status=1 ;;
+    fp8-accuracy)  # one real-size step's output with FP8 linears against bf16 linears: PSNR, cosine, rel. L2
+      build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --fp8-accuracy | tee "$out/fp8-accuracy.md" || status=1 ;;
     step-breakdown-fp8-fast)
       build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown --fp8-linears --fp8-fast-accum |
         tee "$out/step-breakdown-fp8-fast.md" || status=1 ;;

@@ -12,6 +12,10 @@
 // floor: a GEMM's FLOPs at the bf16 tensor-core rate, an elementwise region's tensors each read or written once
 // at the HBM rate. --breakdown --fp8-linears: the same with the blocks' linears in FP8 (floors
 // unchanged: the bf16 ones); --fp8-fast-accum as well: their GEMMs with fast accumulation.
+// --fp8-accuracy: instead, what FP8 linears cost in accuracy at real size: one step's output (the noise
+// prediction) with them, without and with fast accumulation, against the same step with bf16 linears (same
+// random weights and inputs, sage2 attention in both): PSNR over the bf16 output's peak |value|, cosine
+// similarity and relative L2.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/attention.h"
@@ -19,10 +23,12 @@
 #include "sagevid/models/step_profile.h"
 
 #include <ATen/ops/full.h>
+#include <ATen/ops/mse_loss.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -174,10 +180,11 @@ void print_breakdown(const CogVideoXTransformer& model, const ModelShape& shape,
   std::fflush(stdout);
 }
 
-// The command line: [--model NAME] [--backend NAME]... | --breakdown [--fp8-linears [--fp8-fast-accum]].
+// The command line: [--model NAME] ([--backend NAME]... | --breakdown [--fp8-linears [--fp8-fast-accum]] |
+// --fp8-accuracy).
 struct Args {
   std::vector<AttentionBackend> backends{AttentionBackend::flash, AttentionBackend::cudnn, AttentionBackend::sage2};
-  bool breakdown = false, fp8_linears = false, fast_accum = false;
+  bool breakdown = false, fp8_linears = false, fast_accum = false, fp8_accuracy = false;
   std::string model;  // empty: every model
 };
 
@@ -200,10 +207,12 @@ std::optional<Args> parse_args(int argc, char** argv) {
     } else if (arg == "--breakdown") args.breakdown = true;
     else if (arg == "--fp8-linears") args.fp8_linears = true;
     else if (arg == "--fp8-fast-accum") args.fast_accum = true;
+    else if (arg == "--fp8-accuracy") args.fp8_accuracy = true;
     else if (arg == "--model" && i + 1 < argc) args.model = argv[++i];
     else return std::nullopt;
   }
   if ((args.fp8_linears && !args.breakdown) || (args.fast_accum && !args.fp8_linears)) return std::nullopt;
+  if (args.fp8_accuracy && (args.breakdown || backends_given)) return std::nullopt;
   if (selected_shapes(args).empty()) return std::nullopt;
   return args;
 }
@@ -221,6 +230,32 @@ void print_breakdowns(const Args& args) {
     else
       print_breakdown(model.with_fp8_linears(args.fast_accum), shape,
                       args.fast_accum ? "FP8 (fast accumulation)" : "FP8");
+  }
+}
+
+// One step's output with FP8 linears against the same step with bf16 linears.
+void print_fp8_accuracy(const Args& args) {
+  std::printf("| model | linears | PSNR dB | cosine | rel. L2 |\n|---|---|---|---|---|\n");
+  const sagevid::Attention attention(sagevid::AttentionConfig{AttentionBackend::sage2, std::nullopt, {}});
+  for (const ModelShape& shape : selected_shapes(args)) {
+    const CogVideoXConfig config = CogVideoXConfig::from_json(shape.config, shape.name);
+    const CogVideoXTransformer model =
+        CogVideoXTransformer::random(config, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), 0);
+    const StepInputs in = step_inputs(shape, config);
+    const auto step = [&](const CogVideoXTransformer& m) {
+      return m.forward(in.latents, in.text, in.timestep, std::nullopt, attention).to(at::kDouble);
+    };
+    const at::Tensor want = step(model);
+    const double peak = want.abs().max().item<double>();
+    for (const bool fast : {false, true}) {
+      const at::Tensor got = step(model.with_fp8_linears(fast));
+      const double psnr = 10 * std::log10(peak * peak / at::mse_loss(got, want).item<double>());
+      const double cosine = (got.flatten().dot(want.flatten()) / (got.norm() * want.norm())).item<double>();
+      const double relative_l2 = ((got - want).norm() / want.norm()).item<double>();
+      std::printf("| %s | %s | %.1f | %.6f | %.4f |\n", shape.name, fast ? "FP8, fast accumulation" : "FP8", psnr,
+                  cosine, relative_l2);
+      std::fflush(stdout);
+    }
   }
 }
 
@@ -258,7 +293,7 @@ int main(int argc, char** argv) {
   if (!args) {
     std::fprintf(stderr,
                  "usage: sagevid-bench [--model CogVideoX-2B|CogVideoX-5B|CogVideoX1.5-5B] "
-                 "([--backend NAME]... | --breakdown [--fp8-linears [--fp8-fast-accum]])\n");
+                 "([--backend NAME]... | --breakdown [--fp8-linears [--fp8-fast-accum]] | --fp8-accuracy)\n");
     return 2;
   }
   const auto devices = sagevid::kernels::cuda_devices();
@@ -273,6 +308,7 @@ int main(int argc, char** argv) {
       "weights; median of 5 steps after 2 warm-ups\n\n",
       devices[0].name.c_str(), devices[0].compute_capability);
   if (args->breakdown) print_breakdowns(*args);
+  else if (args->fp8_accuracy) print_fp8_accuracy(*args);
   else print_steps(*args);
   return 0;
 }
