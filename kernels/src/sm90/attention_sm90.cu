@@ -7,7 +7,7 @@
 //   4. O += P · V (wgmma, P from registers): FP16, or FP8 (P x 448, V scaled per channel) into a fresh
 //      accumulator added into the FP32 output each tile (two-level accumulation); at head dim 64 the FP8
 //      products are issued per 64 keys, the first half's before the second half's exponentials are done, and
-//      unless the caller wants the LSE the rows' sums of P come from the tensor cores too (P times a tile of
+//      unless the caller wants the LSE the rows' sums of P come from the same products (Vᵀ extended by 8 rows of
 //      ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
 // another's products are on the tensor cores.
@@ -48,21 +48,24 @@ constexpr int kResidentCtas = kHeadDim == 128       ? 3
                               : kPerToken || kFp8Pv ? 4
                                                     : 0;
 
-template <int kHeadDim, bool kFp8Pv, bool kPerToken>
+// The tiles sit at multiples of 1 KB from the base (the 128-byte swizzle's atom), which the declaration aligns.
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums>
 struct Smem {
   static constexpr int kStages = sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
   static constexpr int kQBytes = kCtaQ * kHeadDim;
   static constexpr int kKBytes = kCtaK * kHeadDim;
   static constexpr int kVHalfBytes = kHeadDim * kVSwizzle;  // one region of 128-byte Vᵀ rows
-  static constexpr int kVBytes = kFp8Pv ? kVHalfBytes : 2 * kVHalfBytes;
+  static constexpr int kVLoadBytes = kFp8Pv ? kVHalfBytes : 2 * kVHalfBytes;  // what the TMA writes a stage
+  // With the sums on the tensor cores, each Vᵀ stage ends in an atom of E4M3 ones (8 more rows, written once),
+  // so that one product with 8 more columns gives P · V and P's row sums together.
+  static constexpr int kOnesBytes = kTensorSums ? 8 * kVSwizzle : 0;
+  static constexpr int kVBytes = kVLoadBytes + kOnesBytes;
   static constexpr int kK = kQBytes;
   static constexpr int kV = kK + kStages * kKBytes;
-  static constexpr int kOnes = kV + kStages * kVBytes;  // an atom of E4M3 ones: the row sums' B operand
-  static constexpr int kOnesBytes = kHeadDim == 64 && kFp8Pv ? 8 * kVSwizzle : 0;
-  static constexpr int kKeyScales = kOnes + kOnesBytes;  // per-token k-scales, one tile's per stage
-  static constexpr int kBarriers = kKeyScales + kStages * kCtaK * 4;
-  static constexpr int kBytes = kBarriers + (1 + 3 * kStages) * 8 + 1024;  // + slack to align the base
-  static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVHalfBytes % 1024 == 0);
+  static constexpr int kKeyScales = kV + kStages * kVBytes;  // per-token k-scales, one tile's per stage
+  static constexpr int kBarriers = kKeyScales + (kPerToken ? kStages * kCtaK * 4 : 0);
+  static constexpr int kBytes = kBarriers + (1 + 3 * kStages) * 8;
+  static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };
 
 // kTensorSums: the rows' sums of P from the tensor cores, which add in the FP8 accumulator's precision (a tile's
@@ -72,21 +75,20 @@ template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums>
 __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
-  using L = Smem<kHeadDim, kFp8Pv, kPerToken>;
+  using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
   constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
-  static_assert(!kTensorSums || (kFp8Pv && L::kOnesBytes > 0), "tensor-core row sums: FP8 P·V at head dim 64");
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  static_assert(!kTensorSums || (kFp8Pv && kHeadDim == 64), "tensor-core row sums: FP8 P·V at head dim 64");
+  extern __shared__ __align__(1024) uint8_t smem[];
+  if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
   uint8_t* q_tile = smem;
   const auto k_tile = [&](int stage) { return smem + L::kK + stage * L::kKBytes; };
   const auto v_tile = [&](int stage) { return smem + L::kV + stage * L::kVBytes; };
   const auto key_scale_tile = [&](int stage) { return reinterpret_cast<float*>(smem + L::kKeyScales) + stage * kCtaK; };
-  uint8_t* ones_tile = smem + L::kOnes;
   uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);
   uint64_t* k_full = q_full + 1;
   uint64_t* v_full = k_full + kStages;
@@ -120,7 +122,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     barrier_expect_bytes(&k_full[stage], L::kKBytes + scale_bytes);
     tma_load_3d(k_tile(stage), &k_map, &k_full[stage], 0, tile * kCtaK, int(kv_head_index));
     if constexpr (kPerToken) bulk_load(key_scale_tile(stage), k_scales + tile * kCtaK, scale_bytes, &k_full[stage]);
-    barrier_expect_bytes(&v_full[stage], L::kVBytes);
+    barrier_expect_bytes(&v_full[stage], L::kVLoadBytes);
     tma_load_3d(v_tile(stage), &v_map, &v_full[stage], tile * kCtaK, 0, int(kv_head_index));
     if constexpr (!kFp8Pv)
       tma_load_3d(v_tile(stage) + L::kVHalfBytes, &v_map, &v_full[stage], tile * kCtaK + 64, 0, int(kv_head_index));
@@ -133,7 +135,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   }
   if constexpr (kTensorSums) {
     static_assert(L::kOnesBytes == 8 * kThreads);
-    reinterpret_cast<uint2*>(ones_tile)[threadIdx.x] = make_uint2(0x38383838u, 0x38383838u);  // E4M3 1.0
+    for (int s = 0; s < kStages; ++s)  // E4M3 1.0
+      reinterpret_cast<uint2*>(v_tile(s) + L::kVLoadBytes)[threadIdx.x] = make_uint2(0x38383838u, 0x38383838u);
     fence_stores_for_products();
   }
   __syncthreads();
@@ -160,7 +163,6 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile, 0);
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
-  const uint64_t ones_descriptor = kmajor_descriptor<kVSwizzle>(ones_tile, 0);  // the same for every key step
 
   // Tile t sits in stage t % kStages of the ring, filled for the (t / kStages)-th time: kept as it goes (stage,
   // parity) rather than divided out each tile.
@@ -203,8 +205,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     float(&softmax_sums)[2] = kTensorSums ? discarded_sums : row_sum;
     const auto fp8_pv = [&](auto exponentiate) {
       uint32_t p[4][4];
-      float fresh[kOut];
-      [[maybe_unused]] float tile_sums[4];  // kTensorSums: this tile's row sums of P, both columns of each row alike
+      // kTensorSums: 4 more columns, this tile's row sums of P (both columns of each row alike).
+      float fresh[kOut + (kTensorSums ? 4 : 0)];
 #pragma unroll
       for (int key_half = 0; key_half < 2; ++key_half) {
         exponentiate(key_half);
@@ -220,9 +222,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
         for (int step = 2 * key_half; step < 2 * key_half + 2; ++step) {
           const uint64_t v = advance(v_stage, 32 * step);
-          if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
+          if constexpr (kTensorSums) mma_e4m3_m64n72k32(fresh, p[step], v, step);
+          else if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
           else mma_e4m3_m64n128k32(fresh, p[step], v, step);
-          if constexpr (kTensorSums) mma_e4m3_m64n8k32(tile_sums, p[step], ones_descriptor, step);
         }
         commit_group();
       }
@@ -231,9 +233,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
       for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
       if constexpr (kTensorSums) {
-        fence_registers(tile_sums);
 #pragma unroll
-        for (int half = 0; half < 2; ++half) row_sum[half] = fmaf(row_sum[half], rescale[half], tile_sums[2 * half]);
+        for (int half = 0; half < 2; ++half) row_sum[half] = fmaf(row_sum[half], rescale[half], fresh[kOut + 2 * half]);
       }
     };
     const auto fp16_pv = [&] {
@@ -398,7 +399,7 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
 
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
-  using L = Smem<kHeadDim, kFp8Pv, kPerToken>;
+  using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
   const CUtensorMap q_map =

@@ -77,14 +77,14 @@ __device__ __forceinline__ void mma_e4m3_m64n64k32(float (&o)[32], const uint32_
       : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(v), "r"(accumulate));
 }
 
-// S (+)= P · B, FP8 E4M3 inputs, FP32 accumulate, 64 x 8 x 32; P from registers, B K-major in shared memory: with
-// B all ones, every column of S is the sum of P's row.
-__device__ __forceinline__ void mma_e4m3_m64n8k32(float (&s)[4], const uint32_t (&p)[4], uint64_t b, int accumulate) {
+// O (+)= P · V, FP8 E4M3 inputs, FP32 accumulate, 64 x 72 x 32; P from registers, V K-major in shared memory:
+// 64 channels, then 8 rows of ones, which make every one of the last 8 columns the sum of P's row.
+__device__ __forceinline__ void mma_e4m3_m64n72k32(float (&o)[36], const uint32_t (&p)[4], uint64_t v, int accumulate) {
   asm volatile(
-      "{\n.reg .pred q;\nsetp.ne.b32 q, %9, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, q, 1, 1;\n}\n"
-      : "+f"(s[0]), "+f"(s[1]), "+f"(s[2]), "+f"(s[3])
-      : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(b), "r"(accumulate));
+      "{\n.reg .pred q;\nsetp.ne.b32 q, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, {%36, %37, %38, %39}, %40, q, 1, 1;\n}\n"
+      : "+f"(o[0]), "+f"(o[1]), "+f"(o[2]), "+f"(o[3]), "+f"(o[4]), "+f"(o[5]), "+f"(o[6]), "+f"(o[7]), "+f"(o[8]), "+f"(o[9]), "+f"(o[10]), "+f"(o[11]), "+f"(o[12]), "+f"(o[13]), "+f"(o[14]), "+f"(o[15]), "+f"(o[16]), "+f"(o[17]), "+f"(o[18]), "+f"(o[19]), "+f"(o[20]), "+f"(o[21]), "+f"(o[22]), "+f"(o[23]), "+f"(o[24]), "+f"(o[25]), "+f"(o[26]), "+f"(o[27]), "+f"(o[28]), "+f"(o[29]), "+f"(o[30]), "+f"(o[31]), "+f"(o[32]), "+f"(o[33]), "+f"(o[34]), "+f"(o[35])
+      : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(v), "r"(accumulate));
 }
 
 // O (+)= P · V, FP16 inputs, FP32 accumulate, 64 x 128 x 16; P from registers, V K-major in shared memory.
