@@ -6,9 +6,9 @@
 //   3. online softmax in base 2, the row's 128 scores spread over the 4 lanes of a quad;
 //   4. O += P · V (wgmma, P from registers): FP16, or FP8 (P x 448, V scaled per channel) into a fresh
 //      accumulator added into the FP32 output each tile (two-level accumulation); at head dim 64 the FP8
-//      products are issued per 64 keys, the first half's before the second half's exponentials are done, and
-//      unless the caller wants the LSE the rows' sums of P come from the same products (Vᵀ extended by 8 rows of
-//      ones) instead of an add per score.
+//      products are issued per 64 keys, the first half's before the second half's exponentials are done. With
+//      FP8, unless the caller wants the LSE, the rows' sums of P come from the same products (Vᵀ extended by 8
+//      rows of ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
 // another's products are on the tensor cores.
 #include "attention_sm90.h"
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
-  static_assert(!kTensorSums || (kFp8Pv && kHeadDim == 64), "tensor-core row sums: FP8 P·V at head dim 64");
+  static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
   uint8_t* q_tile = smem;
@@ -222,7 +222,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
         for (int step = 2 * key_half; step < 2 * key_half + 2; ++step) {
           const uint64_t v = advance(v_stage, 32 * step);
-          if constexpr (kTensorSums) mma_e4m3_m64n72k32(fresh, p[step], v, step);
+          if constexpr (kTensorSums && kHeadDim == 64) mma_e4m3_m64n72k32(fresh, p[step], v, step);
+          else if constexpr (kTensorSums) mma_e4m3_m64n136k32(fresh, p[step], v, step);
           else if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
           else mma_e4m3_m64n128k32(fresh, p[step], v, step);
         }
@@ -426,10 +427,9 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   if (!args.fp8_pv)
     return per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
   // The LSE needs the rows' sums in fp32: it keeps the softmax's adds.
-  if constexpr (kHeadDim == 64) {
-    if (!args.lse)
-      return per_token ? launch<64, true, true, true>(args, stream) : launch<64, true, false, true>(args, stream);
-  }
+  if (!args.lse)
+    return per_token ? launch<kHeadDim, true, true, true>(args, stream)
+                     : launch<kHeadDim, true, false, true>(args, stream);
   per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
 }
 
