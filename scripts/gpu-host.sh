@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites),
-# accuracy (sage-accuracy), bench (sage-bench: attention kernels), step (sagevid-bench: one transformer step per
+# accuracy (sage-accuracy), bench (sage-bench: attention kernels), bench-ab (sage-bench of this tree against copies
+# of kernels/src in .carry/ab), step (sagevid-bench: one transformer step per
 # backend; SAGEVID_STEP_ARGS passes options, e.g. `--model CogVideoX1.5-5B --backend flash --backend sage2`),
 # diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real sizes, then
 # sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
@@ -13,7 +14,7 @@
 # need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
 # and tables go to $OUT (the device tool's return folder) or ./out; on exit the logs are packed into
 # logs-gpu-host.tar.gz there, beside the .md tables.
-#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [step] [step-breakdown] [step-breakdown-fp8]
+#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown] [step-breakdown-fp8]
 #                       [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
 #                       [profile-rows] [profile-attention-sass] [pipeline-24gb]
 set -uo pipefail
@@ -110,6 +111,30 @@ for step in $steps; do
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
     accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
+    bench-ab)  # sage-bench of this tree and of each .carry/ab/<name> copy of kernels/src (scripts/sm90-ab.sh
+      # --prepare; carry .carry), two passes interleaved: for what the harness cannot see (preprocessing, launches,
+      # the host's part of a call); SAGEVID_BENCH_ARGS: sage-bench's options (--quick: N <= 17776 only)
+      variants=(tree)
+      for v in $(ls .carry/ab 2>/dev/null); do
+        copy=/tmp/bench-ab-$v
+        rm -rf "$copy" && mkdir -p "$copy" &&
+          tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv --exclude=./.git \
+            --exclude=./out -cf - . | tar -C "$copy" -xf - &&
+          rm -rf "$copy/kernels/src" && cp -r ".carry/ab/$v/src" "$copy/kernels/src" &&
+          cmake -S "$copy" -B "$copy/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
+            -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DSAGEVID_BUILD_TESTS=OFF \
+            -DSAGEVID_DEPS_PREFIX= -DCMAKE_CUDA_ARCHITECTURES="$archs" > "$out/bench-ab-$v.log" 2>&1 &&
+          cmake --build "$copy/build" -j "$(nproc)" --target sage_bench >> "$out/bench-ab-$v.log" 2>&1 &&
+          variants+=("$v") || { tail -20 "$out/bench-ab-$v.log"; status=1; }
+      done
+      for pass in 1 2; do
+        for v in "${variants[@]}"; do
+          bench=build-gpu/tools/sage-bench
+          [ "$v" = tree ] || bench=/tmp/bench-ab-$v/build/tools/sage-bench
+          echo "## $v, pass $pass" | tee -a "$out/bench-ab.md"
+          "$bench" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
+        done
+      done ;;
     bench) build-gpu/tools/sage-bench | tee "$out/bench.md" || status=1 ;;
     step) build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} | tee "$out/step.md" || status=1 ;;
     step-breakdown)
