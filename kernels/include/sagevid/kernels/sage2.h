@@ -31,8 +31,8 @@ struct Options {
   Layout layout = Layout::bhnd;
   bool causal = false;           // top-left aligned: query i sees keys 0..i
   std::optional<double> scale;   // default 1/sqrt(D)
-  // The LSE keeps the wgmma kernel's row sums in fp32; without it, with FP8 P·V, they come from the tensor cores
-  // (faster, the output as accurate, their sums a little short).
+  // The LSE keeps the wgmma kernel's row sums in fp32; without it, with FP8 P·V (at head dim 128 not per token),
+  // they come from the tensor cores (faster, the output as accurate, their sums a little short).
   bool return_lse = false;  // natural-log LSE of the scaled, biased scores, [B, H_q, N_q] fp32
 };
 
