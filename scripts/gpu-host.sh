@@ -113,9 +113,10 @@ for step in $steps; do
     accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
     bench-ab)  # sage-bench of this tree and of each .carry/ab/<name> copy of kernels/src (scripts/sm90-ab.sh
       # --prepare; carry .carry), two passes interleaved: for what the harness cannot see (preprocessing, launches,
-      # the host's part of a call); SAGEVID_BENCH_ARGS: sage-bench's options (--quick: N <= 17776 only)
+      # the host's part of a call); SAGEVID_BENCH_ARGS: sage-bench's options (--quick: N <= 17776 only);
+      # SAGEVID_AB_VARIANTS: which copies (default: all of .carry/ab)
       variants=(tree)
-      for v in $(ls .carry/ab 2>/dev/null); do
+      for v in ${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}; do
         copy=/tmp/bench-ab-$v
         rm -rf "$copy" && mkdir -p "$copy" &&
           tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv --exclude=./.git \
