@@ -14,9 +14,9 @@
 # need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
 # and tables go to $OUT (the device tool's return folder) or ./out; on exit the logs are packed into
 # logs-gpu-host.tar.gz there, beside the .md tables.
-#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown] [step-breakdown-fp8]
-#                       [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline] [preview] [server] [profile-prep]
-#                       [profile-rows] [profile-attention-sass] [pipeline-24gb]
+#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
+#                       [step-breakdown-fp8] [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline]
+#                       [preview] [server] [profile-prep] [profile-rows] [profile-attention-sass] [pipeline-24gb]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -119,8 +119,8 @@ for step in $steps; do
       for v in ${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}; do
         copy=/tmp/bench-ab-$v
         rm -rf "$copy" && mkdir -p "$copy" &&
-          tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv --exclude=./.git \
-            --exclude=./out -cf - . | tar -C "$copy" -xf - &&
+          tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv \
+            --exclude=./.git --exclude=./out -cf - . | tar -C "$copy" -xf - &&
           rm -rf "$copy/kernels/src" && cp -r ".carry/ab/$v/src" "$copy/kernels/src" &&
           cmake -S "$copy" -B "$copy/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
             -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DSAGEVID_BUILD_TESTS=OFF \
