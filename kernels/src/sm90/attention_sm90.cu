@@ -401,12 +401,16 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
 // A multiprocessor's shared memory on sm_90, of which each CTA costs 1 KB more than it asks for.
 constexpr int kSharedPerMultiprocessor = 228 * 1024, kSharedReservedPerCta = 1024;
 
+// Whether the FP8 kernel's tensor-core sums keep the CTAs its registers are held to: their ones rows must still
+// fit in shared memory (not at head dim 128 with per-token k-scales).
+template <int kHeadDim, bool kPerToken>
+constexpr bool kTensorSumsFit = kResidentCtas<kHeadDim, true, kPerToken> *
+                                    (Smem<kHeadDim, true, kPerToken, true>::kBytes + kSharedReservedPerCta) <=
+                                kSharedPerMultiprocessor;
+
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
-  static_assert(!kTensorSums || kResidentCtas<kHeadDim, kFp8Pv, kPerToken> * (L::kBytes + kSharedReservedPerCta) <=
-                                    kSharedPerMultiprocessor,
-                "the ones rows of the tensor-core sums must not cost the kernel a CTA");
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
   const CUtensorMap q_map =
@@ -432,11 +436,14 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   const bool per_token = args.granularity == Granularity::per_token;
   if (!args.fp8_pv)
     return per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
-  // The LSE needs the rows' sums in fp32: it keeps the softmax's adds. So does head dim 128 with per-token
-  // k-scales, whose shared memory leaves no room for the ones rows in three CTAs.
+  // The LSE needs the rows' sums in fp32: it keeps the softmax's adds; so does a variant the ones rows would cost
+  // a CTA.
   if (!args.lse) {
-    if (!per_token) return launch<kHeadDim, true, false, true>(args, stream);
-    if constexpr (kHeadDim == 64) return launch<64, true, true, true>(args, stream);
+    if (per_token) {
+      if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
+    } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
+      return launch<kHeadDim, true, false, true>(args, stream);
+    }
   }
   per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
 }
