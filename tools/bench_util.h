@@ -67,6 +67,12 @@ inline double host_us(const std::function<void()>& fn, int runs = 20) {
   return times[times.size() / 2];
 }
 
+// The cosine of the angle between two tensors taken as flat vectors (in fp64).
+inline double cosine_similarity(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor x = a.to(at::kDouble).flatten(), y = b.to(at::kDouble).flatten();
+  return (x.dot(y) / (x.norm() * y.norm())).item<double>();
+}
+
 // Bytes the CUDA caching allocator has handed out on device 0: now, and at most since the last resetPeakStats.
 inline int64_t allocated_bytes() {
   return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;

@@ -41,8 +41,8 @@ std::vector<Variant> variants() {
   using sage2::QkType;
   const auto wgmma = sage2::KernelFamily::wgmma, mma = sage2::KernelFamily::mma_sync;
   add(wgmma, "int8 per-thread + fp8 PV (sm_90 default)", QkType::int8, PvType::fp8, G::per_thread, false);
-  // The same with the LSE asked for, which keeps the row sums in fp32 (at head dim 64 the default takes them
-  // from the tensor cores).
+  // The same with the LSE asked for, which keeps the row sums in fp32 (the default takes them from the tensor
+  // cores).
   add(wgmma, "int8 per-thread + fp8 PV, with LSE", QkType::int8, PvType::fp8, G::per_thread, false, true);
   add(wgmma, "int8 per-token + fp8 PV", QkType::int8, PvType::fp8, G::per_token, false);
   add(wgmma, "int8 per-thread + fp16 PV", QkType::int8, PvType::fp16, G::per_thread, false);
@@ -101,7 +101,7 @@ int main() {
                 ? sagevid::Attention(sagevid::AttentionConfig{*variant.backend, std::nullopt, {}})(in.q, in.k, in.v)
                 : sage2::attention(in.q, in.k, in.v, variant.options).out;
         const at::Tensor a = out.to(at::kDouble).flatten(), r = ref.to(at::kDouble).flatten();
-        const double cosine = (a.dot(r) / (a.norm() * r.norm())).item<double>();
+        const double cosine = sagevid::tools::cosine_similarity(a, r);
         const double rel_l1 = ((a - r).abs().sum() / r.abs().sum()).item<double>();
         const double rmse = (a - r).pow(2).mean().sqrt().item<double>();
         std::printf("| %s | %lld | %s | %.6f | %.4f | %.5f |\n", outliers ? "outliers" : "Gaussian",

@@ -250,7 +250,7 @@ void print_fp8_accuracy(const Args& args) {
     for (const bool fast : {false, true}) {
       const at::Tensor got = step(model.with_fp8_linears(fast));
       const double psnr = 10 * std::log10(peak * peak / at::mse_loss(got, want).item<double>());
-      const double cosine = (got.flatten().dot(want.flatten()) / (got.norm() * want.norm())).item<double>();
+      const double cosine = sagevid::tools::cosine_similarity(got, want);
       const double relative_l2 = ((got - want).norm() / want.norm()).item<double>();
       std::printf("| %s | %s | %.1f | %.6f | %.4f |\n", shape.name, fast ? "FP8, fast accumulation" : "FP8", psnr,
                   cosine, relative_l2);
