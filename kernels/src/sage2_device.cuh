@@ -23,7 +23,8 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // for |x| < 2²², which bounds every dot product (127² · 128 < 2²¹); the conversion unit it avoids shares the
 // exponential's throughput on Hopper. Subtract kMagic (or fold it into the FMA that scales the score).
 constexpr float kMagic = 12582912.0f;
-__device__ __forceinline__ float magic_float(int32_t x) { return __int_as_float(0x4B400000 + x); }
+constexpr int32_t kMagicBits = 0x4B400000;  // kMagic's bits: an integer sum started from them ends as a float
+__device__ __forceinline__ float magic_float(int32_t x) { return __int_as_float(kMagicBits + x); }
 
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);

@@ -175,13 +175,18 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   const auto key_tile = [&](int tile, auto uniform_tile) {
     constexpr bool uniform = decltype(uniform_tile)::value;
 
-    // 1. S = Q Kᵀ.
+    // 1. S = Q Kᵀ. A uniform tile's accumulators start from kMagicBits, so that each score comes out as the float
+    // kMagic + score (magic_float's add done by the tensor cores, off the path from the score to its exponential).
     int32_t s_int[64];
+    if constexpr (uniform) {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) s_int[i] = kMagicBits;
+    }
     barrier_wait(&k_full[stage], parity);
     fence();
 #pragma unroll
     for (int k = 0; k < kHeadDim / 32; ++k)
-      mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_stage, 32 * k), k);
+      mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_stage, 32 * k), uniform || k > 0);
     commit_group();
     // The previous tile's stage, once every warp is done with it, takes the tile kStages after it; issued under
     // this tile's scores, so that no warp waits at a CTA barrier for the others.

@@ -46,10 +46,11 @@ __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2
 
 // The same step for an unmasked tile whose k-scale is uniform over each 64-key half (every granularity but
 // per-token), one row (0 or 1 of the lane's two) at a time and in two parts, so that the P·V of a tile's first
-// 64 keys can be issued before the exponentials of its last 64: uniform_row_maximum takes the row max over the
-// integers, shrinks the row's sum by its rescale factor and gives each 64-key half the exponent's scale and
-// offset; uniform_row_exponentials then turns the row's scores in one 64-key half into p at one integer add,
-// one FMA and the exponential each.
+// 64 keys can be issued before the exponentials of its last 64. The scores come as the bits of the floats
+// kMagic + score (the kernel starts their accumulators from kMagicBits), whose order as integers is the scores'.
+// uniform_row_maximum takes the row max over those integers, shrinks the row's sum by its rescale factor and gives
+// each 64-key half the exponent's scale and offset; uniform_row_exponentials then turns the row's scores in one
+// 64-key half into p at one FMA and the exponential each.
 struct RowExponent {
   float scale[2], offset[2];  // per 64-key half
 };
@@ -61,7 +62,8 @@ __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64
   int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
 #pragma unroll
   for (int j = 0; j < 16; ++j) int_max[j / 8] = max(int_max[j / 8], max(x[4 * j + 2 * row], x[4 * j + 2 * row + 1]));
-  float tile_max = fmaxf(float(int_max[0]) * key_scale[0], float(int_max[1]) * key_scale[1]);
+  float tile_max = fmaxf((__int_as_float(int_max[0]) - kMagic) * key_scale[0],
+                         (__int_as_float(int_max[1]) - kMagic) * key_scale[1]);
   tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
   tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[row];
   const float new_max = fmaxf(row_max[row], tile_max);
@@ -84,7 +86,7 @@ __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64],
   for (int j = 8 * key_half; j < 8 * key_half + 8; ++j)
 #pragma unroll
     for (int e = 2 * row; e < 2 * row + 2; ++e) {
-      p[4 * j + e] = fast_exp2(fmaf(magic_float(x[4 * j + e]), exponent.scale[key_half], exponent.offset[key_half]));
+      p[4 * j + e] = fast_exp2(fmaf(__int_as_float(x[4 * j + e]), exponent.scale[key_half], exponent.offset[key_half]));
       sum += p[4 * j + e];
     }
   row_sum[row] += sum;
