@@ -136,7 +136,7 @@ for step in $steps; do
           "$bench" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
         done
       done ;;
-    bench) build-gpu/tools/sage-bench | tee "$out/bench.md" || status=1 ;;
+    bench) build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} | tee "$out/bench.md" || status=1 ;;
     step) build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} | tee "$out/step.md" || status=1 ;;
     step-breakdown)
       build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown | tee "$out/step-breakdown.md" || status=1 ;;

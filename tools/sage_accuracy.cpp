@@ -24,7 +24,8 @@ struct Variant {
 std::vector<Variant> variants() {
   std::vector<Variant> list;
   const auto add = [&](sage2::KernelFamily kernel, std::string name, sage2::QkType qk, sage2::PvType pv,
-                       sage2::Granularity g, bool smooth_q, bool return_lse = false) {
+                       sage2::Granularity g, bool smooth_q, bool return_lse = false,
+                       sage2::PExponent p_exponent = sage2::PExponent::exact) {
     if (!sage2::kernel_family_built(kernel)) return;
     sage2::Options o;
     o.kernel = kernel;
@@ -33,6 +34,7 @@ std::vector<Variant> variants() {
     o.granularity = g;
     o.smooth_q = smooth_q;
     o.return_lse = return_lse;
+    o.p_exponent = p_exponent;
     const char* family = kernel == sage2::KernelFamily::wgmma ? "sage2 wgmma " : "sage2 mma.sync ";
     list.push_back({family + std::move(name), std::nullopt, o});
   };
@@ -44,6 +46,11 @@ std::vector<Variant> variants() {
   // The same with the LSE asked for, which keeps the row sums in fp32 (the default takes them from the tensor
   // cores).
   add(wgmma, "int8 per-thread + fp8 PV, with LSE", QkType::int8, PvType::fp8, G::per_thread, false, true);
+  // P from linear bytes (sage2.h, PExponent; head dim 64 only, D128 rows are the default's calls again).
+  add(wgmma, "int8 per-thread + fp8 PV, half-linear P", QkType::int8, PvType::fp8, G::per_thread, false, false,
+      sage2::PExponent::half_linear);
+  add(wgmma, "int8 per-thread + fp8 PV, linear P", QkType::int8, PvType::fp8, G::per_thread, false, false,
+      sage2::PExponent::linear);
   add(wgmma, "int8 per-token + fp8 PV", QkType::int8, PvType::fp8, G::per_token, false);
   add(wgmma, "int8 per-thread + fp16 PV", QkType::int8, PvType::fp16, G::per_thread, false);
   add(wgmma, "int8 per-token + fp16 PV (the high-accuracy mode)", QkType::int8, PvType::fp16, G::per_token, false);

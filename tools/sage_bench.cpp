@@ -9,9 +9,11 @@
 
 #include <ATen/ops/empty_like.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -54,6 +56,7 @@ struct Mode {
   sage2::QkType qk;
   sage2::PvType pv;
   sage2::Granularity granularity;
+  sage2::PExponent p_exponent = sage2::PExponent::exact;
 };
 
 // Every kernel family / Q·Kᵀ / P·V / granularity mode at one shape: what each costs against the default.
@@ -64,6 +67,10 @@ void bench_modes(const Shape& s) {
   const auto wgmma = sage2::KernelFamily::wgmma, mma = sage2::KernelFamily::mma_sync;
   const Mode modes[] = {
       {"wgmma int8 per-thread + fp8 PV (sm_90 default)", wgmma, QkType::int8, PvType::fp8, G::per_thread},
+      {"wgmma int8 per-thread + fp8 PV, half-linear P", wgmma, QkType::int8, PvType::fp8, G::per_thread,
+       sage2::PExponent::half_linear},
+      {"wgmma int8 per-thread + fp8 PV, linear P", wgmma, QkType::int8, PvType::fp8, G::per_thread,
+       sage2::PExponent::linear},
       {"wgmma int8 per-token + fp8 PV", wgmma, QkType::int8, PvType::fp8, G::per_token},
       {"wgmma int8 per-thread + fp16 PV", wgmma, QkType::int8, PvType::fp16, G::per_thread},
       {"wgmma int8 per-token + fp16 PV (high accuracy)", wgmma, QkType::int8, PvType::fp16, G::per_token},
@@ -82,6 +89,7 @@ void bench_modes(const Shape& s) {
     options.qk = mode.qk;
     options.pv = mode.pv;
     options.granularity = mode.granularity;
+    options.p_exponent = mode.p_exponent;
     if (auto reason = sage2::unsupported_reason(q, k, v, options)) {
       std::printf("| %s | not run: %s | | |\n", mode.name, reason->c_str());
       continue;
@@ -109,19 +117,44 @@ void profile_preprocessing(const Shape& s) {
 
 }  // namespace
 
+// sage-bench [--quick] [--p-exponent exact|half_linear|linear] [--profile-preprocessing]
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";  // only N <= 17776
-  if (argc > 1 && std::string(argv[1]) == "--profile-preprocessing") {  // at the hd64 8k shape
-    profile_preprocessing(kShapes[3]);
-    return 0;
+  bool quick = false;  // only N <= 17776
+  sage2::PExponent p_exponent = sage2::PExponent::exact;  // the sage2 column's P (sage2.h)
+  const std::vector<std::pair<std::string, sage2::PExponent>> p_exponents = {
+      {"exact", sage2::PExponent::exact},
+      {"half_linear", sage2::PExponent::half_linear},
+      {"linear", sage2::PExponent::linear}};
+  std::string p_exponent_name = "exact";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--profile-preprocessing") {  // at the hd64 8k shape
+      profile_preprocessing(kShapes[3]);
+      return 0;
+    } else if (arg == "--p-exponent" && i + 1 < argc) {
+      p_exponent_name = argv[++i];
+      const auto found = std::find_if(p_exponents.begin(), p_exponents.end(),
+                                      [&](const auto& choice) { return choice.first == p_exponent_name; });
+      if (found == p_exponents.end()) {
+        std::fprintf(stderr, "sage-bench: --p-exponent takes exact, half_linear or linear\n");
+        return 2;
+      }
+      p_exponent = found->second;
+    } else {
+      std::fprintf(stderr, "usage: sage-bench [--quick] [--p-exponent exact|half_linear|linear] "
+                           "[--profile-preprocessing]\n");
+      return 2;
+    }
   }
   const auto devices = sagevid::kernels::cuda_devices();
   if (devices.empty()) {
     std::fprintf(stderr, "sage-bench: no CUDA device\n");
     return 1;
   }
-  std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups\n\n", devices[0].name.c_str(),
-              devices[0].compute_capability);
+  std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups, sage2 P exponent: %s\n\n",
+              devices[0].name.c_str(), devices[0].compute_capability, p_exponent_name.c_str());
   // sage2: the default mode of this device; "other P·V": the same with the other P·V type.
   std::printf(
       "| shape | B | H | N | D | causal | sage2 prep ms | sage2 ms | sage2 TOPS | other P·V TOPS | FA2 TOPS "
@@ -133,6 +166,7 @@ int main(int argc, char** argv) {
     const auto [q, k, v] = random_qkv(s);
     sage2::Options options;
     options.causal = s.causal;
+    options.p_exponent = p_exponent;
     sage2::Options other = sage2::resolve(options, devices[0].compute_capability);
     other.pv = other.pv == sage2::PvType::fp8 ? sage2::PvType::fp16 : sage2::PvType::fp8;
     other.granularity.reset();  // the other mode's own default

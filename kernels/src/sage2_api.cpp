@@ -289,6 +289,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.int4 = *o.qk == QkType::int4;
   args.fp8_pv = *o.pv == PvType::fp8;
   args.causal = o.causal;
+  args.linear_p_share = int(o.p_exponent);
   args.pv_flush_tiles = o.pv_flush_tiles;
   args.score_scale = float(sm_scale * kLog2e);
   detail::attention(*o.kernel, args, stream);

@@ -54,16 +54,21 @@ TEST_CASE("attention config reads backend and fallback", "[attention][config]") 
 TEST_CASE("attention config reads the sage2 options, auto meaning the kernels' default", "[attention][config]") {
   using namespace sagevid::kernels::sage2;
   const AttentionConfig config = read_config(
-      R"({"backend": "sage2", "sage2": {"qk": "int8", "pv": "fp16", "granularity": "per_token", "smooth_v": true}})");
+      R"({"backend": "sage2", "sage2": {"qk": "int8", "pv": "fp16", "granularity": "per_token", "smooth_v": true,
+          "p_exponent": "half_linear"}})");
   CHECK(config.sage2.qk == QkType::int8);
   CHECK(config.sage2.pv == PvType::fp16);
   CHECK(config.sage2.granularity == Granularity::per_token);
   CHECK(config.sage2.smooth_v);
+  CHECK(config.sage2.p_exponent == PExponent::half_linear);
   const AttentionConfig defaults = read_config(R"({"sage2": {"qk": "auto", "granularity": "auto"}})");
   CHECK_FALSE(defaults.sage2.qk.has_value());
   CHECK_FALSE(defaults.sage2.granularity.has_value());
+  CHECK(defaults.sage2.p_exponent == PExponent::exact);
   REQUIRE_THROWS_WITH(read_config(R"({"sage2": {"granularity": "per_row"}})"),
                       ContainsSubstring("attention.sage2.granularity"));
+  REQUIRE_THROWS_WITH(read_config(R"({"sage2": {"p_exponent": "fast"}})"),
+                      ContainsSubstring("attention.sage2.p_exponent"));
 }
 
 TEST_CASE("a backend that cannot serve a call fails clearly without a fallback", "[attention]") {

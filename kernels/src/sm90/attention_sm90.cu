@@ -70,8 +70,9 @@ struct Smem {
 
 // kTensorSums: the rows' sums of P from the tensor cores, which add in the FP8 accumulator's precision (a tile's
 // sum can come out a few percent short; the output, which the same products make, keeps its accuracy): for
-// calls that want no LSE, with FP8 P·V, where it takes an add per score off the softmax.
-template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums>
+// calls that want no LSE, with FP8 P·V, where it takes an add per score off the softmax. kLinearShare: how much
+// of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums at head dim 64.
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0>
 __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
@@ -82,6 +83,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
+  static_assert(kLinearShare == 0 || (kTensorSums && kSplitPv), "linear P bytes: their sums from the tensor cores");
   static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
@@ -220,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-            p[step][r] = pack_e4m3x4(s[base], s[base + 1], s[base + 4], s[base + 5]);
+            p[step][r] = pack_p<uniform ? kLinearShare : 0>(s[base], s[base + 1], s[base + 4], s[base + 5]);
           }
         if (key_half == 0) barrier_wait(&v_full[stage], parity);
         fence();
@@ -282,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
         fp8_pv([&](int key_half) {
 #pragma unroll
           for (int row = 0; row < 2; ++row)
-            uniform_row_exponentials(s_int, row, exponent[row], key_half, s, softmax_sums);
+            uniform_row_exponentials<kLinearShare>(s_int, row, exponent[row], key_half, s, softmax_sums);
         });
       } else {
 #pragma unroll
@@ -413,7 +415,7 @@ constexpr bool kTensorSumsFit = kResidentCtas<kHeadDim, true, kPerToken> *
                                     (Smem<kHeadDim, true, kPerToken, true>::kBytes + kSharedReservedPerCta) <=
                                 kSharedPerMultiprocessor;
 
-template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false>
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false, int kLinearShare = 0>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
@@ -426,7 +428,7 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
                                                 kHeadDim, kCtaK, kVSwizzle)
                                    : tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, kv_heads, kHeadDim,
                                                 k_padded, kHeadDim, 64, kVSwizzle);
-  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
+  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kLinearShare>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
   // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
   const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
@@ -446,6 +448,11 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   if (!args.lse) {
     if (per_token) {
       if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
+    } else if constexpr (kHeadDim == 64) {  // where P's linear bytes apply (PExponent)
+      static_assert(kTensorSumsFit<kHeadDim, false>);
+      if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
+      if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
+      return launch<kHeadDim, true, false, true>(args, stream);
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
       return launch<kHeadDim, true, false, true>(args, stream);
     }

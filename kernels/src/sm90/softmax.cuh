@@ -53,7 +53,30 @@ __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2
 // 64-key half into p at one FMA and the exponential each.
 struct RowExponent {
   float scale[2], offset[2];  // per 64-key half
+  float byte_scale[2], byte_offset[2];  // the same for linear_e4m3
 };
+
+// P's exponential without the MUFU pipe, the loop's tightest: FP8 keeps 3 of p̃ = 2^y's mantissa bits, and read
+// with a mantissa linear in y's fraction (2^f ≈ 1 + f, within 6%), E4M3's byte for 2^y is 8y + 56, rounded. One
+// saturating FMA takes the score to z = (8y + 56 − kLinearBias) / 126 in [0, 1] (below y = −7 it is 0: p̃ = 0; the
+// top, 126, is E4M3's largest finite byte), a second rounds 126 z into the low byte of 2^23 + 126 z's bits.
+// kLinearBias centres 1 + f on 2^f (their ratio's mean over f, in eighths), so such bytes sit among rounded
+// exponentials without a bias.
+constexpr float kLinearBias = 0.4586f;
+__device__ __forceinline__ float linear_e4m3(float x, float byte_scale, float byte_offset) {
+  float z;
+  asm("fma.rn.sat.f32 %0, %1, %2, %3;\n" : "=f"(z) : "f"(x), "f"(byte_scale), "f"(byte_offset));
+  return fmaf(z, 126.0f, 8388608.0f);
+}
+
+// P's four bytes of pack_e4m3x4 (a lowest), where c and d (kLinearShare 1) or all four (2) come from linear_e4m3.
+template <int kLinearShare>
+__device__ __forceinline__ uint32_t pack_p(float a, float b, float c, float d) {
+  if constexpr (kLinearShare == 0) return pack_e4m3x4(a, b, c, d);
+  const uint32_t high = __byte_perm(__float_as_uint(c), __float_as_uint(d), 0x4000);
+  if constexpr (kLinearShare == 1) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x7610);
+  return __byte_perm(__byte_perm(__float_as_uint(a), __float_as_uint(b), 0x0040), high, 0x7610);
+}
 
 __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64], int row, const float (&key_scale)[2],
                                                            const float (&q_scale)[2], float p_log2_scale,
@@ -75,10 +98,15 @@ __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64
   for (int k = 0; k < 2; ++k) {
     exponent.scale[k] = key_scale[k] * q_scale[row];
     exponent.offset[k] = p_log2_scale - fmaf(kMagic, exponent.scale[k], new_max);
+    exponent.byte_scale[k] = exponent.scale[k] * (8.0f / 126.0f);
+    exponent.byte_offset[k] = (8.0f * exponent.offset[k] + (56.0f - kLinearBias)) * (1.0f / 126.0f);
   }
   return exponent;
 }
 
+// kLinearShare: which p come from linear_e4m3 (for pack_p; their sums must come from the tensor cores): 0 none, 1
+// those of odd j (pack_p's c and d), 2 all.
+template <int kLinearShare = 0>
 __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64], int row, const RowExponent& exponent,
                                                          int key_half, float (&p)[64], float (&row_sum)[2]) {
   float sum = 0.0f;
@@ -86,8 +114,13 @@ __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64],
   for (int j = 8 * key_half; j < 8 * key_half + 8; ++j)
 #pragma unroll
     for (int e = 2 * row; e < 2 * row + 2; ++e) {
-      p[4 * j + e] = fast_exp2(fmaf(__int_as_float(x[4 * j + e]), exponent.scale[key_half], exponent.offset[key_half]));
-      sum += p[4 * j + e];
+      const float score = __int_as_float(x[4 * j + e]);
+      if (kLinearShare == 2 || (kLinearShare == 1 && j % 2 == 1)) {
+        p[4 * j + e] = linear_e4m3(score, exponent.byte_scale[key_half], exponent.byte_offset[key_half]);
+      } else {
+        p[4 * j + e] = fast_exp2(fmaf(score, exponent.scale[key_half], exponent.offset[key_half]));
+        sum += p[4 * j + e];
+      }
     }
   row_sum[row] += sum;
 }

@@ -15,6 +15,11 @@ namespace sagevid::kernels::sage2 {
 enum class QkType { int8, int4 };
 enum class PvType { fp8, fp16 };
 enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD")
+// How FP8 P is made from the scores: exp2 then E4M3 rounding (`exact`), or, for half of the scores or all of them,
+// E4M3 bytes read off the exponent with a mantissa linear in its fraction (2^f ≈ 1 + f), which spares the
+// exponential unit at some accuracy (docs/accuracy.md). The linear bytes apply where that unit bounds the kernel:
+// the wgmma kernel at head dim 64, FP8 P·V, no LSE, on key tiles every row sees whole (other calls: exact).
+enum class PExponent { exact, half_linear, linear };
 
 // Unset options take the defaults of the device's architecture (resolve(); the table is in sage2_options.cpp).
 struct Options {
@@ -34,6 +39,7 @@ struct Options {
   // The LSE keeps the wgmma kernel's row sums in fp32; without it, with FP8 P·V (at head dim 128 not per token),
   // they come from the tensor cores (faster, the output as accurate, their sums a little short).
   bool return_lse = false;  // natural-log LSE of the scaled, biased scores, [B, H_q, N_q] fp32
+  PExponent p_exponent = PExponent::exact;
 };
 
 // The options with every default resolved for a device of this compute capability (major*10+minor). A call
