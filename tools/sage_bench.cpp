@@ -143,8 +143,9 @@ int main(int argc, char** argv) {
       }
       p_exponent = found->second;
     } else {
-      std::fprintf(stderr, "usage: sage-bench [--quick] [--p-exponent exact|half_linear|linear] "
-                           "[--profile-preprocessing]\n");
+      std::fprintf(stderr,
+                   "usage: sage-bench [--quick] [--p-exponent exact|half_linear|linear] "
+                   "[--profile-preprocessing]\n");
       return 2;
     }
   }

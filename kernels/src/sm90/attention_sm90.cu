@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-            p[step][r] = pack_p<uniform ? kLinearShare : 0>(s[base], s[base + 1], s[base + 4], s[base + 5]);
+            p[step][r] = pack_p < uniform ? kLinearShare : 0 > (s[base], s[base + 1], s[base + 4], s[base + 5]);
           }
         if (key_half == 0) barrier_wait(&v_full[stage], parity);
         fence();

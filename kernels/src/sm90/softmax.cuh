@@ -85,8 +85,8 @@ __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64
   int32_t int_max[2] = {INT32_MIN, INT32_MIN};  // per 64-key half
 #pragma unroll
   for (int j = 0; j < 16; ++j) int_max[j / 8] = max(int_max[j / 8], max(x[4 * j + 2 * row], x[4 * j + 2 * row + 1]));
-  float tile_max = fmaxf((__int_as_float(int_max[0]) - kMagic) * key_scale[0],
-                         (__int_as_float(int_max[1]) - kMagic) * key_scale[1]);
+  float tile_max =
+      fmaxf((__int_as_float(int_max[0]) - kMagic) * key_scale[0], (__int_as_float(int_max[1]) - kMagic) * key_scale[1]);
   tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
   tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2)) * q_scale[row];
   const float new_max = fmaxf(row_max[row], tile_max);
