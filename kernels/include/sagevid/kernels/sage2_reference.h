@@ -1,7 +1,8 @@
 #pragma once
 // CPU reference of SageAttention2 (torch ops, fp32; runs on any device): the same smoothing, quantization
 // and FP8 rounding as the CUDA kernels, step by step, so tests can compare the kernels tightly with it and
-// loosely with full-precision attention. Options must be resolved (sage2::resolve) before the call.
+// loosely with full-precision attention. Options must be resolved (sage2::resolve) before the call. P is
+// exponentiated exactly (PExponent::exact) whatever the options say.
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/kernels/sage2_smoothing.h"
 
