@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The device tool brings back at most 8 files from $OUT: a GPU-host script packs its logs (everything in the
 # folder but the .md tables and earlier packs) into one archive, so that the tables and every log come back.
-#   scripts/pack-logs.sh FOLDER NAME      (writes FOLDER/logs-NAME.tar.gz)
+#   scripts/pack-logs.sh FOLDER NAME      (writes FOLDER/logs-NAME.tar.gz, or logs-NAME-2.tar.gz... beside it)
 set -uo pipefail
 folder=$1 name=$2
 cd "$folder" || exit 1
 mapfile -t logs < <(find . -maxdepth 1 -type f ! -name '*.md' ! -name 'logs-*.tar.gz' -printf '%P\n' | sort)
 [ ${#logs[@]} -gt 0 ] || exit 0
-tar -czf "logs-$name.tar.gz" "${logs[@]}" && rm -f "${logs[@]}"
+# A second run of a script in the same call packs beside the first pack rather than over it.
+archive="logs-$name.tar.gz"
+for n in $(seq 2 99); do [ -e "$archive" ] || break; archive="logs-$name-$n.tar.gz"; done
+tar -czf "$archive" "${logs[@]}" && rm -f "${logs[@]}"
