@@ -210,6 +210,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     // nothing reads (the compiler drops the adds).
     float discarded_sums[2] = {0.0f, 0.0f};
     float(&softmax_sums)[2] = kTensorSums ? discarded_sums : row_sum;
+    constexpr int kTileLinearShare = uniform ? kLinearShare : 0;  // the general path's p are exact
     const auto fp8_pv = [&](auto exponentiate) {
       uint32_t p[4][4];
       // kTensorSums: 4 more columns, this tile's row sums of P (both columns of each row alike).
@@ -222,7 +223,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-            p[step][r] = pack_p < uniform ? kLinearShare : 0 > (s[base], s[base + 1], s[base + 4], s[base + 5]);
+            p[step][r] = pack_p<kTileLinearShare>(s[base], s[base + 1], s[base + 4], s[base + 5]);
           }
         if (key_half == 0) barrier_wait(&v_full[stage], parity);
         fence();
