@@ -449,12 +449,11 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   if (!args.lse) {
     if (per_token) {
       if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
-    } else if constexpr (kHeadDim == 64) {  // where P's linear bytes apply (PExponent)
-      static_assert(kTensorSumsFit<kHeadDim, false>);
-      if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
-      if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
-      return launch<kHeadDim, true, false, true>(args, stream);
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
+      if constexpr (kHeadDim == 64) {  // where P's linear bytes apply (PExponent)
+        if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
+        if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
+      }
       return launch<kHeadDim, true, false, true>(args, stream);
     }
   }
