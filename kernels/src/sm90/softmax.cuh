@@ -57,25 +57,32 @@ struct RowExponent {
 };
 
 // P's exponential without the MUFU pipe, the loop's tightest: FP8 keeps 3 of p̃ = 2^y's mantissa bits, and read
-// with a mantissa linear in y's fraction (2^f ≈ 1 + f, within 6%), E4M3's byte for 2^y is 8y + 56, rounded. One
-// saturating FMA takes the score to z = (8y + 56 − kLinearBias) / 126 in [0, 1] (below y = −7 it is 0: p̃ = 0; the
-// top, 126, is E4M3's largest finite byte), a second rounds 126 z into the low byte of 2^23 + 126 z's bits.
-// kLinearBias centres 1 + f on 2^f (their ratio's mean over f, in eighths), so such bytes sit among rounded
-// exponentials without a bias.
+// with a mantissa linear in y's fraction (2^f ≈ 1 + f, within 6%), E4M3's byte for 2^y is 8y + 56, rounded. One FMA
+// takes the score to w = (8y + 56 − kLinearBias) · 2⁻²⁴; pack_p's conversion to fp16 rounds a pair of them to
+// subnormals whose bits are those bytes (negative ones 0: p̃ below 2⁻⁷ is 0), and clamps them to 126, E4M3's largest
+// finite byte. kLinearBias centres 1 + f on 2^f (their ratio's mean over f, in eighths), so such bytes sit among
+// rounded exponentials without a bias.
 constexpr float kLinearBias = 0.4586f;
+constexpr float kLinearByteUnit = 0x1p-24f;  // an fp16 subnormal's step
 __device__ __forceinline__ float linear_e4m3(float x, float byte_scale, float byte_offset) {
-  float z;
-  asm("fma.rn.sat.f32 %0, %1, %2, %3;\n" : "=f"(z) : "f"(x), "f"(byte_scale), "f"(byte_offset));
-  return fmaf(z, 126.0f, 8388608.0f);
+  return fmaf(x, byte_scale, byte_offset);
+}
+
+// Two linear_e4m3 values' bytes, lo's in bits 0-7 and hi's in bits 16-23.
+__device__ __forceinline__ uint32_t linear_e4m3x2(float lo, float hi) {
+  uint32_t halves;
+  asm("cvt.rn.relu.f16x2.f32 %0, %1, %2;\n" : "=r"(halves) : "f"(hi), "f"(lo));
+  asm("min.u16x2 %0, %0, %1;\n" : "+r"(halves) : "r"(0x007E007Eu));
+  return halves;
 }
 
 // P's four bytes of pack_e4m3x4 (a lowest), where c and d (kLinearShare 1) or all four (2) come from linear_e4m3.
 template <int kLinearShare>
 __device__ __forceinline__ uint32_t pack_p(float a, float b, float c, float d) {
   if constexpr (kLinearShare == 0) return pack_e4m3x4(a, b, c, d);
-  const uint32_t high = __byte_perm(__float_as_uint(c), __float_as_uint(d), 0x4000);
-  if constexpr (kLinearShare == 1) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x7610);
-  return __byte_perm(__byte_perm(__float_as_uint(a), __float_as_uint(b), 0x0040), high, 0x7610);
+  const uint32_t high = linear_e4m3x2(c, d);
+  if constexpr (kLinearShare == 1) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x6410);
+  return __byte_perm(linear_e4m3x2(a, b), high, 0x6420);
 }
 
 __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64], int row, const float (&key_scale)[2],
@@ -98,8 +105,8 @@ __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64
   for (int k = 0; k < 2; ++k) {
     exponent.scale[k] = key_scale[k] * q_scale[row];
     exponent.offset[k] = p_log2_scale - fmaf(kMagic, exponent.scale[k], new_max);
-    exponent.byte_scale[k] = exponent.scale[k] * (8.0f / 126.0f);
-    exponent.byte_offset[k] = (8.0f * exponent.offset[k] + (56.0f - kLinearBias)) * (1.0f / 126.0f);
+    exponent.byte_scale[k] = exponent.scale[k] * (8.0f * kLinearByteUnit);
+    exponent.byte_offset[k] = (8.0f * exponent.offset[k] + (56.0f - kLinearBias)) * kLinearByteUnit;
   }
   return exponent;
 }
