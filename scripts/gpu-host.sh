@@ -136,7 +136,10 @@ for step in $steps; do
           "$bench" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
         done
       done ;;
-    bench) build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} | tee "$out/bench.md" || status=1 ;;
+    bench)  # bench.md, or bench-2.md... beside the table of an earlier run in the same call
+      table="$out/bench.md"
+      for n in $(seq 2 99); do [ -e "$table" ] || break; table="$out/bench-$n.md"; done
+      build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} | tee "$table" || status=1 ;;
     step) build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} | tee "$out/step.md" || status=1 ;;
     step-breakdown)
       build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown | tee "$out/step-breakdown.md" || status=1 ;;
