@@ -7,6 +7,7 @@
 #include "sagevid/models/attention.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -75,8 +76,8 @@ struct Inputs {
 
 // Channel-wise outliers like DiT activations: K with a large per-channel bias, Q and V with per-channel
 // scales and offsets.
-Inputs make_inputs(bool outliers, int64_t head_dim) {
-  const int64_t b = 1, h = 8, n = 4096;
+Inputs make_inputs(bool outliers, int64_t head_dim, int64_t n) {
+  const int64_t b = 1, h = 8;
   at::Tensor q = random_cuda({b, h, n, head_dim}, at::kFloat), k = random_cuda({b, h, n, head_dim}, at::kFloat),
              v = random_cuda({b, h, n, head_dim}, at::kFloat);
   if (outliers) {
@@ -89,18 +90,32 @@ Inputs make_inputs(bool outliers, int64_t head_dim) {
 
 }  // namespace
 
-int main() {
+// sage-accuracy [--n N]   (N: the sequence length, default 4096; the fp32 reference holds 8·N² scores)
+int main(int argc, char** argv) {
+  int64_t n = 4096;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--n" && i + 1 < argc) {
+      n = std::strtoll(argv[++i], nullptr, 10);
+    } else {
+      std::fprintf(stderr, "usage: sage-accuracy [--n N]\n");
+      return 2;
+    }
+  }
+  if (n < 1) {
+    std::fprintf(stderr, "sage-accuracy: --n must be positive\n");
+    return 2;
+  }
   const auto devices = sagevid::kernels::cuda_devices();
   if (devices.empty()) {
     std::fprintf(stderr, "sage-accuracy: no CUDA device\n");
     return 1;
   }
-  std::printf("device: %s; B=1 H=8 N=4096, bf16 inputs, reference: fp32 attention of the same bf16 inputs\n\n",
-              devices[0].name.c_str());
+  std::printf("device: %s; B=1 H=8 N=%lld, bf16 inputs, reference: fp32 attention of the same bf16 inputs\n\n",
+              devices[0].name.c_str(), static_cast<long long>(n));
   std::printf("| inputs | D | variant | cosine | rel. L1 | RMSE |\n|---|---|---|---|---|---|\n");
   for (bool outliers : {false, true}) {
     for (int64_t head_dim : {64, 128}) {
-      const Inputs in = make_inputs(outliers, head_dim);
+      const Inputs in = make_inputs(outliers, head_dim, n);
       const at::Tensor ref = sagevid::Attention()(in.q.to(at::kFloat), in.k.to(at::kFloat), in.v.to(at::kFloat));
       for (const Variant& variant : variants()) {
         const at::Tensor out =
