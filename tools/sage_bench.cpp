@@ -13,7 +13,6 @@
 #include <array>
 #include <cstdio>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace {
@@ -121,10 +120,6 @@ void profile_preprocessing(const Shape& s) {
 int main(int argc, char** argv) {
   bool quick = false;  // only N <= 17776
   sage2::PExponent p_exponent = sage2::PExponent::exact;  // the sage2 column's P (sage2.h)
-  const std::vector<std::pair<std::string, sage2::PExponent>> p_exponents = {
-      {"exact", sage2::PExponent::exact},
-      {"half_linear", sage2::PExponent::half_linear},
-      {"linear", sage2::PExponent::linear}};
   std::string p_exponent_name = "exact";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -135,9 +130,9 @@ int main(int argc, char** argv) {
       return 0;
     } else if (arg == "--p-exponent" && i + 1 < argc) {
       p_exponent_name = argv[++i];
-      const auto found = std::find_if(p_exponents.begin(), p_exponents.end(),
+      const auto found = std::find_if(sage2::kPExponentNames.begin(), sage2::kPExponentNames.end(),
                                       [&](const auto& choice) { return choice.first == p_exponent_name; });
-      if (found == p_exponents.end()) {
+      if (found == sage2::kPExponentNames.end()) {
         std::fprintf(stderr, "sage-bench: --p-exponent takes exact, half_linear or linear\n");
         return 2;
       }

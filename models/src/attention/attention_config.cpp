@@ -32,9 +32,7 @@ kernels::sage2::Options read_sage2_options(ConfigReader& reader) {
   options.smooth_v = reader.get<bool>("smooth_v", options.smooth_v);
   options.pv_flush_tiles = int(reader.get<int64_t>("pv_flush_tiles", options.pv_flush_tiles));
   if (options.pv_flush_tiles < 1 || options.pv_flush_tiles > 1024) reader.fail("pv_flush_tiles", "must be in 1..1024");
-  options.p_exponent = reader.choice<PExponent>(
-      "p_exponent", options.p_exponent,
-      {{"exact", PExponent::exact}, {"half_linear", PExponent::half_linear}, {"linear", PExponent::linear}});
+  options.p_exponent = reader.choice<PExponent>("p_exponent", options.p_exponent, kPExponentNames);
   reader.finish();
   return options;
 }

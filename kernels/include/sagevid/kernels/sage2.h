@@ -7,8 +7,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace sagevid::kernels::sage2 {
 
@@ -20,6 +23,8 @@ enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD
 // exponential unit at some accuracy (docs/accuracy.md). The linear bytes apply where that unit bounds the kernel:
 // the wgmma kernel at head dim 64, FP8 P·V, no LSE, on key tiles every row sees whole (other calls: exact).
 enum class PExponent { exact, half_linear, linear };
+inline constexpr std::array<std::pair<std::string_view, PExponent>, 3> kPExponentNames = {
+    {{"exact", PExponent::exact}, {"half_linear", PExponent::half_linear}, {"linear", PExponent::linear}}};
 
 // Unset options take the defaults of the device's architecture (resolve(); the table is in sage2_options.cpp).
 struct Options {

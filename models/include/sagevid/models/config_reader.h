@@ -12,6 +12,7 @@
 #include <optional>
 #include <ranges>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -39,7 +40,12 @@ class ConfigReader {
   // A string naming one of `choices`; absent: default_value. Any other string fails, listing the names.
   template <class Value>
   Value choice(const std::string& key, Value default_value,
-               std::initializer_list<std::pair<std::string_view, Value>> choices);
+               std::initializer_list<std::pair<std::string_view, Value>> choices) {
+    return choice(key, default_value, std::span<const std::pair<std::string_view, Value>>(choices));
+  }
+  template <class Value>
+  Value choice(const std::string& key, Value default_value,
+               std::span<const std::pair<std::string_view, Value>> choices);
   ConfigReader object(const std::string& key);                        // nested object ({} if absent)
   std::vector<ConfigReader> objects(const std::string& key);          // array of objects ([] if absent)
 
@@ -92,7 +98,7 @@ std::optional<T> ConfigReader::optional(const std::string& key) {
 
 template <class Value>
 Value ConfigReader::choice(const std::string& key, Value default_value,
-                           std::initializer_list<std::pair<std::string_view, Value>> choices) {
+                           std::span<const std::pair<std::string_view, Value>> choices) {
   const nlohmann::json* value = lookup(key);
   if (!value) return default_value;
   const std::string name = convert<std::string>(key, *value);
