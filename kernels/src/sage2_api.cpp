@@ -289,6 +289,8 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.int4 = *o.qk == QkType::int4;
   args.fp8_pv = *o.pv == PvType::fp8;
   args.causal = o.causal;
+  static_assert(int(PExponent::exact) == 0 && int(PExponent::half_linear) == 1 && int(PExponent::linear) == 2,
+                "linear_p_share counts PExponent's steps");
   args.linear_p_share = int(o.p_exponent);
   args.pv_flush_tiles = o.pv_flush_tiles;
   args.score_scale = float(sm_scale * kLog2e);
