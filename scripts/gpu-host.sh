@@ -139,9 +139,7 @@ for step in $steps; do
         done
       done ;;
     bench)  # bench.md, or bench-2.md... beside the table of an earlier run in the same call
-      table="$out/bench.md"
-      for n in $(seq 2 99); do [ -e "$table" ] || break; table="$out/bench-$n.md"; done
-      build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} | tee "$table" || status=1 ;;
+      build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} | tee "$(scripts/free-name.sh "$out/bench" md)" || status=1 ;;
     step) build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} | tee "$out/step.md" || status=1 ;;
     step-breakdown)
       build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown | tee "$out/step-breakdown.md" || status=1 ;;

@@ -4,10 +4,8 @@
 #   scripts/pack-logs.sh FOLDER NAME      (writes FOLDER/logs-NAME.tar.gz, or logs-NAME-2.tar.gz... beside it)
 set -uo pipefail
 folder=$1 name=$2
+archive=$(basename "$("$(dirname "$0")/free-name.sh" "$folder/logs-$name" tar.gz)")  # beside an earlier pack
 cd "$folder" || exit 1
 mapfile -t logs < <(find . -maxdepth 1 -type f ! -name '*.md' ! -name 'logs-*.tar.gz' -printf '%P\n' | sort)
 [ ${#logs[@]} -gt 0 ] || exit 0
-# A second run of a script in the same call packs beside the first pack rather than over it.
-archive="logs-$name.tar.gz"
-for n in $(seq 2 99); do [ -e "$archive" ] || break; archive="logs-$name-$n.tar.gz"; done
 tar -czf "$archive" "${logs[@]}" && rm -f "${logs[@]}"
