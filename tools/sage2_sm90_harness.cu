@@ -26,6 +26,7 @@ using detail::AttentionArgs;
 struct Case {
   int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
   bool causal, fp8, per_token;
+  int linear_p_share = 0;  // AttentionArgs' (FP8: P's linear bytes)
 };
 
 template <typename T>
@@ -123,6 +124,7 @@ AttentionArgs make_args(const Case& c, const int8_t* q, const float* qs, const i
   a.head_dim = c.head_dim;
   a.granularity = c.per_token ? Granularity::per_token : Granularity::per_thread;
   a.fp8_pv = c.fp8, a.causal = c.causal, a.pv_flush_tiles = 1;
+  a.linear_p_share = c.linear_p_share;
   a.score_scale = float(1.0 / std::sqrt(double(c.head_dim)) * kLog2e);
   return a;
 }
@@ -241,8 +243,9 @@ void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) 
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   const double ops = 4.0 * c.batch * c.q_heads * double(c.q_len) * c.kv_len * c.head_dim * (c.causal ? 0.5 : 1.0);
-  std::printf("| %s | %s | %s | %.3f | %.0f |\n", name, c.fp8 ? "fp8" : "fp16",
-              c.per_token ? "per-token" : "per-thread", median, ops / median / 1e9);
+  const char* p_names[] = {"exact", "half-linear", "linear"};
+  std::printf("| %s | %s | %s | %s | %.3f | %.0f |\n", name, c.fp8 ? "fp8" : "fp16",
+              c.per_token ? "per-token" : "per-thread", p_names[c.linear_p_share], median, ops / median / 1e9);
   SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
   SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
 }
@@ -265,25 +268,31 @@ int main(int argc, char** argv) {
     cases.push_back({1, 1, 1, 1, 1, 64, false, false, true});
     cases.push_back({1, 2, 2, 513, 77, 128, true, true, false});  // more queries than keys
     cases.push_back({2, 32, 16, 700, 700, 64, true, true, false});  // more CTAs than fit the device at once
+    cases.push_back({1, 2, 2, 130, 4000, 64, false, true, false, 2});  // P's linear bytes (tolerance: FP8's)
+    cases.push_back({2, 4, 4, 700, 1500, 128, false, true, false});  // many tiles at head dim 128
+    cases.push_back({1, 3, 3, 200, 2000, 128, false, true, false});
+    cases.push_back({2, 4, 2, 300, 500, 128, false, true, false});  // GQA
     for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
     std::printf("%d passed, %d failed\n", passes, failures);
   }
   if (what == "time" || what == "all") {
-    std::printf("| shape | P·V | granularity | ms | TOPS |\n|---|---|---|---|---|\n");
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     for (bool fp8 : {false, true})
       for (bool per_token : {true, false})
         time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, fp8, per_token});
+    time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, 2});
     time_case("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, true, false});
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false});
     time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false});
     time_case("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
+    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
   }
   // One warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention).
   if (what == "profile") {
-    std::printf("| shape | P·V | granularity | ms | TOPS |\n|---|---|---|---|---|\n");
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 1);
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
   }
