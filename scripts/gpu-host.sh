@@ -83,12 +83,13 @@ for step in $steps; do
         python3 setup.py build_ext --inplace) > "$out/anchor-build.log" 2>&1 ||
         { tail -20 "$out/anchor-build.log"; status=1; continue; }
       python3 .anchors/anchor_bench.py .anchors/SageAttention | tee "$out/anchor.md" || status=1 ;;
-    profile-attention)  # the sm90 kernel at CogVideoX-2B and hd64 8k causal (ncu): pipes, issue, stalls
+    profile-attention)  # the sm90 kernel at CogVideoX-2B and hd64 8k causal (ncu): pipes, issue, stalls;
+      # SAGEVID_HARNESS_PROFILE=profile128: at hd128 32k instead
       build_harness || { status=1; continue; }
       ncu --clock-control none -k regex:attention_kernel --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section InstructionStats --section Occupancy --section WarpStateStats --section SchedulerStats \
         --section MemoryWorkloadAnalysis --print-details all \
-        /tmp/sm90-harness profile > "$out/profile-attention.log" 2>&1 || status=1
+        /tmp/sm90-harness "${SAGEVID_HARNESS_PROFILE:-profile}" > "$out/profile-attention.log" 2>&1 || status=1
       summary="^  [a-zA-Z_].*\(|Duration|Issue Slots Busy|No Eligible|Stall|stall|Pipe|pipe|Achieved Occ|Executed Ipc"
       summary+="|L2|L1|SM Frequency|Mem Busy|Max Bandwidth"
       grep -E "$summary" "$out/profile-attention.log" | tail -120 ;;

@@ -296,5 +296,9 @@ int main(int argc, char** argv) {
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 1);
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
   }
+  if (what == "profile128") {  // the head-dim-128 target shape
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false}, 1, 1);
+  }
   return failures == 0 ? 0 : 1;
 }
