@@ -270,6 +270,7 @@ int main(int argc, char** argv) {
     cases.push_back({2, 32, 16, 700, 700, 64, true, true, false});  // more CTAs than fit the device at once
     cases.push_back({1, 2, 2, 130, 4000, 64, false, true, false, 2});  // P's linear bytes (tolerance: FP8's)
     cases.push_back({2, 4, 4, 700, 1500, 128, false, true, false});  // many tiles at head dim 128
+    cases.push_back({1, 2, 2, 130, 4000, 128, false, true, false, 2});
     cases.push_back({1, 3, 3, 200, 2000, 128, false, true, false});
     cases.push_back({2, 4, 2, 300, 500, 128, false, true, false});  // GQA
     for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
@@ -287,6 +288,8 @@ int main(int argc, char** argv) {
     time_case("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
+    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, 1});
+    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, 2});
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
   }

@@ -266,7 +266,7 @@ TEST_CASE("sage2's linear P bytes cost a bounded share of accuracy, and only whe
   const at::Tensor out = sagevid::test::poisoned_like(in.q);
   sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
   REQUIRE(at::isfinite(out).all().item<bool>());
-  if (c.head_dim != 64) {  // exact everywhere else, to the bit
+  if (c.head_dim != 64 && p_exponent != sage2::PExponent::linear) {  // exact everywhere else, to the bit
     CHECK(at::equal(out, exact_p));
     return;
   }

@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
-  static_assert(kLinearShare == 0 || (kTensorSums && kSplitPv), "linear P bytes: their sums from the tensor cores");
+  static_assert(kLinearShare == 0 || kTensorSums, "linear P bytes: their sums from the tensor cores");
   static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
@@ -294,7 +294,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
               uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
 #pragma unroll
           for (int key_half = 0; key_half < 2; ++key_half)
-            uniform_row_exponentials(s_int, row, exponent, key_half, s, softmax_sums);
+            uniform_row_exponentials<kLinearShare>(s_int, row, exponent, key_half, s, softmax_sums);
         }
       }
     } else {
@@ -450,10 +450,10 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     if (per_token) {
       if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
-      if constexpr (kHeadDim == 64) {  // where P's linear bytes apply (PExponent)
-        if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
-        if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
-      }
+      // Where P's linear bytes apply (PExponent): half of them only at head dim 64, where the exponentials are the
+      // larger part of a tile (at 128 the half costs more instructions than it saves).
+      if (kHeadDim == 64 && args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
+      if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
       return launch<kHeadDim, true, false, true>(args, stream);
     }
   }

@@ -20,8 +20,9 @@ enum class PvType { fp8, fp16 };
 enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD")
 // How FP8 P is made from the scores: exp2 then E4M3 rounding (`exact`), or, for half of the scores or all of them,
 // E4M3 bytes read off the exponent with a mantissa linear in its fraction (2^f ≈ 1 + f), which spares the
-// exponential unit at some accuracy (docs/accuracy.md). The linear bytes apply where that unit bounds the kernel:
-// the wgmma kernel at head dim 64, FP8 P·V, no LSE, on key tiles every row sees whole (other calls: exact).
+// exponential unit at some accuracy (docs/accuracy.md). The linear bytes apply where that unit weighs on the kernel:
+// the wgmma kernel with FP8 P·V and no LSE, on key tiles every row sees whole; half_linear at head dim 64 only
+// (other calls: exact).
 enum class PExponent { exact, half_linear, linear };
 inline constexpr std::array<std::pair<std::string_view, PExponent>, 3> kPExponentNames = {
     {{"exact", PExponent::exact}, {"half_linear", PExponent::half_linear}, {"linear", PExponent::linear}}};
