@@ -288,7 +288,6 @@ int main(int argc, char** argv) {
     time_case("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
-    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, 1});
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, 2});
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});

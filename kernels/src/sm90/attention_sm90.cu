@@ -71,7 +71,7 @@ struct Smem {
 // kTensorSums: the rows' sums of P from the tensor cores, which add in the FP8 accumulator's precision (a tile's
 // sum can come out a few percent short; the output, which the same products make, keeps its accuracy): for
 // calls that want no LSE, with FP8 P·V, where it takes an add per score off the softmax. kLinearShare: how much
-// of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums at head dim 64.
+// of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums.
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0>
 __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
