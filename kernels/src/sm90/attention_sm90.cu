@@ -10,7 +10,7 @@
 //      FP8, unless the caller wants the LSE, the rows' sums of P come from the same products (Vᵀ extended by 8
 //      rows of ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
-// another's products are on the tensor cores.
+// another's products are on the tensor cores. The layouts measured against this one: docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
 #include "softmax.cuh"
