@@ -452,7 +452,8 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
       // Where P's linear bytes apply (PExponent): half of them only at head dim 64, where the exponentials are the
       // larger part of a tile (at 128 the half costs more instructions than it saves).
-      if (kHeadDim == 64 && args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
+      if constexpr (kHeadDim == 64)
+        if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
       if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
       return launch<kHeadDim, true, false, true>(args, stream);
     }
