@@ -54,6 +54,8 @@ std::vector<Variant> variants() {
       sage2::PExponent::linear);
   add(wgmma, "int8 per-token + fp8 PV", QkType::int8, PvType::fp8, G::per_token, false);
   add(wgmma, "int8 per-thread + fp16 PV", QkType::int8, PvType::fp16, G::per_thread, false);
+  add(wgmma, "int8 per-thread + fp16 PV, linear P", QkType::int8, PvType::fp16, G::per_thread, false, false,
+      sage2::PExponent::linear);
   add(wgmma, "int8 per-token + fp16 PV (the high-accuracy mode)", QkType::int8, PvType::fp16, G::per_token, false);
   add(mma, "int8 per-thread + fp8 PV (the official sm_90 mode)", QkType::int8, PvType::fp8, G::per_thread, false);
   add(mma, "int8 per-token + fp16 PV", QkType::int8, PvType::fp16, G::per_token, false);

@@ -72,6 +72,8 @@ void bench_modes(const Shape& s) {
        sage2::PExponent::linear},
       {"wgmma int8 per-token + fp8 PV", wgmma, QkType::int8, PvType::fp8, G::per_token},
       {"wgmma int8 per-thread + fp16 PV", wgmma, QkType::int8, PvType::fp16, G::per_thread},
+      {"wgmma int8 per-thread + fp16 PV, linear P", wgmma, QkType::int8, PvType::fp16, G::per_thread,
+       sage2::PExponent::linear},
       {"wgmma int8 per-token + fp16 PV (high accuracy)", wgmma, QkType::int8, PvType::fp16, G::per_token},
       {"mma.sync int8 per-thread + fp8 PV (the official sm_90 mode)", mma, QkType::int8, PvType::fp8, G::per_thread},
       {"mma.sync int8 per-token + fp16 PV", mma, QkType::int8, PvType::fp16, G::per_token},

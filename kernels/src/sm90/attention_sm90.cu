@@ -83,7 +83,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
-  static_assert(kLinearShare == 0 || kTensorSums, "linear P bytes: their sums from the tensor cores");
+  static_assert(kLinearShare == 0 || kTensorSums || (!kFp8Pv && kLinearShare == 2),
+                "linear P: FP8 bytes with their sums from the tensor cores, or all of an fp16 P");
   static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
@@ -252,7 +253,11 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
       for (int step = 0; step < 8; ++step)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) p[step][r] = pack_half2(s[8 * step + 2 * r], s[8 * step + 2 * r + 1]);
+        for (int r = 0; r < 4; ++r) {
+          const float lo = s[8 * step + 2 * r], hi = s[8 * step + 2 * r + 1];
+          p[step][r] = kTileLinearShare == 2 ? linear_f16x2(lo, hi) : pack_half2(lo, hi);
+        }
+      if constexpr (kTileLinearShare == 2) add_f16_row_sums(p, row_sum);
       // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
       if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
 #pragma unroll
@@ -278,23 +283,23 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
         RowExponent exponent[2];
 #pragma unroll
         for (int row = 0; row < 2; ++row)
-          exponent[row] =
-              uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
+          exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max,
+                                                      softmax_sums, rescale);
         // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
         // run under its products.
         fp8_pv([&](int key_half) {
 #pragma unroll
           for (int row = 0; row < 2; ++row)
-            uniform_row_exponentials<kLinearShare>(s_int, row, exponent[row], key_half, s, softmax_sums);
+            uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent[row], key_half, s, softmax_sums);
         });
       } else {
 #pragma unroll
         for (int row = 0; row < 2; ++row) {
-          const RowExponent exponent =
-              uniform_row_maximum(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
+          const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale,
+                                                                   row_max, softmax_sums, rescale);
 #pragma unroll
           for (int key_half = 0; key_half < 2; ++key_half)
-            uniform_row_exponentials<kLinearShare>(s_int, row, exponent, key_half, s, softmax_sums);
+            uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent, key_half, s, softmax_sums);
         }
       }
     } else {
@@ -442,8 +447,13 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
 template <int kHeadDim>
 void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   const bool per_token = args.granularity == Granularity::per_token;
-  if (!args.fp8_pv)
-    return per_token ? launch<kHeadDim, false, true>(args, stream) : launch<kHeadDim, false, false>(args, stream);
+  if (!args.fp8_pv) {
+    if (per_token) return launch<kHeadDim, false, true>(args, stream);
+    // fp16 P from linear_f16 (PExponent::linear), without the LSE (its sums are fp16's)
+    if constexpr (kHeadDim == 64)
+      if (args.linear_p_share == 2 && !args.lse) return launch<kHeadDim, false, false, false, 2>(args, stream);
+    return launch<kHeadDim, false, false>(args, stream);
+  }
   // The LSE needs the rows' sums in fp32: it keeps the softmax's adds; so does a variant the ones rows would cost
   // a CTA.
   if (!args.lse) {

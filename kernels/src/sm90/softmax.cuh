@@ -53,7 +53,7 @@ __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2
 // 64-key half into p at one FMA and the exponential each.
 struct RowExponent {
   float scale[2], offset[2];  // per 64-key half
-  float byte_scale[2], byte_offset[2];  // the same for linear_e4m3
+  float linear_scale[2], linear_offset[2];  // the same for linear_e4m3 or linear_f16
 };
 
 // P's exponential without the MUFU pipe, the loop's tightest: FP8 keeps 3 of p̃ = 2^y's mantissa bits, and read
@@ -66,6 +66,42 @@ constexpr float kLinearBias = 0.4586f;
 constexpr float kLinearByteUnit = 0x1p-24f;  // an fp16 subnormal's step
 __device__ __forceinline__ float linear_e4m3(float x, float byte_scale, float byte_offset) {
   return fmaf(x, byte_scale, byte_offset);
+}
+
+// FP16 P without the MUFU pipe: fp16's bits for 2^y, read with a mantissa linear in y's fraction, are B = 1024 (y + 15)
+// (Schraudolph's exponential). Its error is the ratio (1 + f) / 2^f, which the normalization cancels up to its spread
+// (1.8%, against E4M3 rounding's 2.6%), so FP16 P·V with these p is still more accurate than FP8 P·V with exact
+// ones. One saturating FMA takes the score to w = 1 − (B − kLinearF16Bias) · 2⁻²⁴: inside [0.5, 1) the low 16 bits
+// of w are −B's, and B below 0 (p below 2⁻¹⁵) saturates to w = 1, whose are 0; linear_f16x2 packs two and negates
+// them. kLinearF16Bias centres the ratio on 1 (1024 log2 of its mean), for the LSE.
+constexpr float kLinearF16Bias = 58.93f;
+__device__ __forceinline__ float linear_f16(float x, float scale, float offset) {
+  float w;
+  asm("fma.rn.sat.f32 %0, %1, %2, %3;\n" : "=f"(w) : "f"(x), "f"(scale), "f"(offset));
+  return w;
+}
+// The two 16-bit negations in one subtraction: a borrow out of the low half (whenever its B is not 0) is what the
+// high half's negation needs; when it is 0, the high half comes out one unit (2⁻¹⁰ of an octave) high.
+__device__ __forceinline__ uint32_t linear_f16x2(float lo, float hi) {
+  return 0x10000u - __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x5410);
+}
+
+// Adds a tile's row sums of P, from its packed fp16 pairs (P·V's A fragments: pair r of each 16-key step belongs to
+// row r % 2), to row_sum: in fp16 as a tree, whose parts stay under 32 (a relative error near 2⁻¹¹, far under p's).
+__device__ __forceinline__ void add_f16_row_sums(const uint32_t (&p)[8][4], float (&row_sum)[2]) {
+  const auto half2_of = [](uint32_t bits) { return *reinterpret_cast<const __half2*>(&bits); };
+#pragma unroll
+  for (int row = 0; row < 2; ++row) {
+    __half2 part[8];
+#pragma unroll
+    for (int step = 0; step < 8; ++step) part[step] = __hadd2(half2_of(p[step][row]), half2_of(p[step][row + 2]));
+#pragma unroll
+    for (int width = 4; width > 0; width /= 2)
+#pragma unroll
+      for (int i = 0; i < width; ++i) part[i] = __hadd2(part[i], part[i + width]);
+    const float2 sums = __half22float2(part[0]);
+    row_sum[row] += sums.x + sums.y;
+  }
 }
 
 // Two linear_e4m3 values' bytes, lo's in bits 0-7 and hi's in bits 16-23.
@@ -85,6 +121,8 @@ __device__ __forceinline__ uint32_t pack_p(float a, float b, float c, float d) {
   return __byte_perm(linear_e4m3x2(a, b), high, 0x6420);
 }
 
+// kFp8P: P's type, which sets the linear exponent's constants.
+template <bool kFp8P>
 __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64], int row, const float (&key_scale)[2],
                                                            const float (&q_scale)[2], float p_log2_scale,
                                                            float (&row_max)[2], float (&row_sum)[2],
@@ -105,15 +143,20 @@ __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64
   for (int k = 0; k < 2; ++k) {
     exponent.scale[k] = key_scale[k] * q_scale[row];
     exponent.offset[k] = p_log2_scale - fmaf(kMagic, exponent.scale[k], new_max);
-    exponent.byte_scale[k] = exponent.scale[k] * (8.0f * kLinearByteUnit);
-    exponent.byte_offset[k] = (8.0f * exponent.offset[k] + (56.0f - kLinearBias)) * kLinearByteUnit;
+    if constexpr (kFp8P) {
+      exponent.linear_scale[k] = exponent.scale[k] * (8.0f * kLinearByteUnit);
+      exponent.linear_offset[k] = (8.0f * exponent.offset[k] + (56.0f - kLinearBias)) * kLinearByteUnit;
+    } else {
+      exponent.linear_scale[k] = exponent.scale[k] * -0x1p-14f;  // −1024 · 2⁻²⁴
+      exponent.linear_offset[k] = 1.0f - (1024.0f * exponent.offset[k] + (15.0f * 1024.0f - kLinearF16Bias)) * 0x1p-24f;
+    }
   }
   return exponent;
 }
 
-// kLinearShare: which p come from linear_e4m3 (for pack_p; their sums must come from the tensor cores): 0 none, 1
-// those of odd j (pack_p's c and d), 2 all.
-template <int kLinearShare = 0>
+// kLinearShare: which p come from linear_e4m3 (kFp8P, for pack_p) or linear_f16 (for linear_f16x2), whose sums the
+// caller makes: 0 none, 1 those of odd j (pack_p's c and d), 2 all.
+template <int kLinearShare, bool kFp8P>
 __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64], int row, const RowExponent& exponent,
                                                          int key_half, float (&p)[64], float (&row_sum)[2]) {
   float sum = 0.0f;
@@ -123,7 +166,8 @@ __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64],
     for (int e = 2 * row; e < 2 * row + 2; ++e) {
       const float score = __int_as_float(x[4 * j + e]);
       if (kLinearShare == 2 || (kLinearShare == 1 && j % 2 == 1)) {
-        p[4 * j + e] = linear_e4m3(score, exponent.byte_scale[key_half], exponent.byte_offset[key_half]);
+        p[4 * j + e] = kFp8P ? linear_e4m3(score, exponent.linear_scale[key_half], exponent.linear_offset[key_half])
+                             : linear_f16(score, exponent.linear_scale[key_half], exponent.linear_offset[key_half]);
       } else {
         p[4 * j + e] = fast_exp2(fmaf(score, exponent.scale[key_half], exponent.offset[key_half]));
         sum += p[4 * j + e];
