@@ -283,8 +283,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
         RowExponent exponent[2];
 #pragma unroll
         for (int row = 0; row < 2; ++row)
-          exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max,
-                                                      softmax_sums, rescale);
+          exponent[row] =
+              uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
         // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
         // run under its products.
         fp8_pv([&](int key_half) {
@@ -295,8 +295,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
       } else {
 #pragma unroll
         for (int row = 0; row < 2; ++row) {
-          const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale,
-                                                                   row_max, softmax_sums, rescale);
+          const RowExponent exponent =
+              uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
 #pragma unroll
           for (int key_half = 0; key_half < 2; ++key_half)
             uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent, key_half, s, softmax_sums);
