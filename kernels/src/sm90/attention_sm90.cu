@@ -3,7 +3,8 @@
 //   1. S = Q_int8 · K_int8ᵀ on the tensor cores (wgmma m64n128k32, s32), both operands in shared memory;
 //   2. dequantize: the k-scale multiplies each score, the row's q-scale (x sm_scale x log2 e) rides in
 //      the softmax FMA; tiles at the end of the keys or on the causal diagonal are masked;
-//   3. online softmax in base 2, the row's 128 scores spread over the 4 lanes of a quad;
+//   3. online softmax in base 2, the row's 128 scores spread over the 4 lanes of a quad (PExponent: P's FP8 or
+//      fp16 bits read off the exponent instead, on whole tiles: softmax.cuh);
 //   4. O += P · V (wgmma, P from registers): FP16, or FP8 (P x 448, V scaled per channel) into a fresh
 //      accumulator added into the FP32 output each tile (two-level accumulation); at head dim 64 the FP8
 //      products are issued per 64 keys, the first half's before the second half's exponentials are done. With

@@ -73,7 +73,8 @@ __device__ __forceinline__ float linear_e4m3(float x, float byte_scale, float by
 // (1.8%, against E4M3 rounding's 2.6%), so FP16 P·V with these p is still more accurate than FP8 P·V with exact
 // ones. One saturating FMA takes the score to w = 1 − (B − kLinearF16Bias) · 2⁻²⁴: inside [0.5, 1) the low 16 bits
 // of w are −B's, and B below 0 (p below 2⁻¹⁵) saturates to w = 1, whose are 0; linear_f16x2 packs two and negates
-// them. kLinearF16Bias centres the ratio on 1 (1024 log2 of its mean), for the LSE.
+// them. kLinearF16Bias centres the ratio on 1 (1024 log2 of its mean): the normalization would cancel it anyway, but
+// so p and its row sums keep exact P's scale.
 constexpr float kLinearF16Bias = 58.93f;
 __device__ __forceinline__ float linear_f16(float x, float scale, float offset) {
   float w;
