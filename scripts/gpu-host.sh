@@ -84,7 +84,7 @@ for step in $steps; do
         { tail -20 "$out/anchor-build.log"; status=1; continue; }
       python3 .anchors/anchor_bench.py .anchors/SageAttention | tee "$out/anchor.md" || status=1 ;;
     profile-attention)  # the sm90 kernel at CogVideoX-2B and hd64 8k causal (ncu): pipes, issue, stalls;
-      # SAGEVID_HARNESS_PROFILE=profile128: at hd128 32k instead
+      # SAGEVID_HARNESS_PROFILE=profile128: at hd128 32k instead; profile16: fp16 linear P at CogVideoX-2B
       build_harness || { status=1; continue; }
       ncu --clock-control none -k regex:attention_kernel --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section InstructionStats --section Occupancy --section WarpStateStats --section SchedulerStats \
