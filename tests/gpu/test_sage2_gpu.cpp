@@ -105,6 +105,22 @@ double reference_cosine_bound(const sage2::Options& resolved, int64_t head_dim) 
   return tensor_core_sums(resolved, head_dim) ? 0.9999 : 0.99999;
 }
 
+// A call with P from linear bits (options.p_exponent), into a poisoned output that it must fill with finite values.
+at::Tensor linear_p_attention(const Inputs& in, const sage2::Options& options) {
+  const at::Tensor out = sagevid::test::poisoned_like(in.q);
+  sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
+  REQUIRE(at::isfinite(out).all().item<bool>());
+  return out;
+}
+
+// With the LSE the sums are fp32, which linear P bits cannot feed: the same call makes P exactly, to the bit.
+void check_lse_call_takes_exact_p(const Inputs& in, sage2::Options options) {
+  options.return_lse = true;
+  const sage2::Result with_lse = sage2::attention(in.q, in.k, in.v, options);
+  options.p_exponent = sage2::PExponent::exact;
+  CHECK(at::equal(with_lse.out, sage2::attention(in.q, in.k, in.v, options).out));
+}
+
 }  // namespace
 
 TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]") {
@@ -263,9 +279,7 @@ TEST_CASE("sage2's linear P bytes cost a bounded share of accuracy, and only whe
   options.causal = causal;
   const at::Tensor exact_p = sage2::attention(in.q, in.k, in.v, options).out;
   options.p_exponent = p_exponent;
-  const at::Tensor out = sagevid::test::poisoned_like(in.q);
-  sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
-  REQUIRE(at::isfinite(out).all().item<bool>());
+  const at::Tensor out = linear_p_attention(in, options);
   if (c.head_dim != 64 && p_exponent != sage2::PExponent::linear) {  // exact everywhere else, to the bit
     CHECK(at::equal(out, exact_p));
     return;
@@ -278,11 +292,7 @@ TEST_CASE("sage2's linear P bytes cost a bounded share of accuracy, and only whe
   // The byte's linear mantissa (within 6%) adds to E4M3's rounding: measured 1.04–1.07× (half) and 1.09–1.14× (all)
   // on random data (docs/accuracy.md; the harness's cases in docs/PERFORMANCE.md).
   CHECK(linear.relative_l1 < (p_exponent == sage2::PExponent::linear ? 1.25 : 1.15) * reference.relative_l1);
-  // With the LSE the sums are fp32, which the linear bytes cannot feed: exact P again.
-  options.return_lse = true;
-  const sage2::Result with_lse = sage2::attention(in.q, in.k, in.v, options);
-  options.p_exponent = sage2::PExponent::exact;
-  CHECK(at::equal(with_lse.out, sage2::attention(in.q, in.k, in.v, options).out));
+  check_lse_call_takes_exact_p(in, options);
 }
 
 TEST_CASE("sage2's fp16 P from linear exponentials stays more accurate than the FP8 default", "[gpu][sage2]") {
@@ -301,9 +311,7 @@ TEST_CASE("sage2's fp16 P from linear exponentials stays more accurate than the 
   options.granularity = sage2::Granularity::per_thread;
   const at::Tensor exact_p = sage2::attention(in.q, in.k, in.v, options).out;
   options.p_exponent = sage2::PExponent::linear;
-  const at::Tensor out = sagevid::test::poisoned_like(in.q);
-  sage2::attention(in.q, in.k, in.v, options, std::nullopt, out);
-  REQUIRE(at::isfinite(out).all().item<bool>());
+  const at::Tensor out = linear_p_attention(in, options);
   if (c.head_dim != 64) {  // exact P there, to the bit
     CHECK(at::equal(out, exact_p));
     return;
@@ -314,11 +322,7 @@ TEST_CASE("sage2's fp16 P from linear exponentials stays more accurate than the 
   CAPTURE(linear.cosine, linear.relative_l1, fp8.cosine, fp8.relative_l1);
   // Measured 0.58x the FP8 default's rel. L1 on Gaussian inputs (docs/accuracy.md).
   CHECK(linear.relative_l1 < 0.75 * fp8.relative_l1);
-  // With the LSE the sums are fp32: exact P again.
-  options.return_lse = true;
-  const sage2::Result with_lse = sage2::attention(in.q, in.k, in.v, options);
-  options.p_exponent = sage2::PExponent::exact;
-  CHECK(at::equal(with_lse.out, sage2::attention(in.q, in.k, in.v, options).out));
+  check_lse_call_takes_exact_p(in, options);
 }
 
 TEST_CASE("sage2 takes a broadcast bias and an unscaled call like T5's", "[gpu][sage2]") {
