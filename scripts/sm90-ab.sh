@@ -8,7 +8,8 @@
 # AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2); AB_NOCHECK:
 # variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
 # bounded in time (a kernel that hangs must not take the call's whole limit). The
-# timing table (ab.md) goes to $OUT or ./out, the logs packed beside it into logs-ab.tar.gz.
+# timing table (ab.md, each pass with the clocks it ran at: scripts/clock-sampler.sh) goes to $OUT or ./out, the
+# logs packed beside it into logs-ab.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then
@@ -46,7 +47,7 @@ done
 for pass in $(seq 1 "${AB_PASSES:-2}"); do
   for v in "${variants[@]}"; do
     echo "## $v, pass $pass" >> "$out/ab.md"
-    timeout 200 "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
+    scripts/clock-sampler.sh "$out/clocks-$v-$pass.csv" timeout 200 "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
   done
 done
 cat "$out/ab.md"
