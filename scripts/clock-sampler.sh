@@ -17,7 +17,7 @@ wait "$sampler" 2> /dev/null
 python3 - "$csv" << 'EOF'
 import sys
 
-# Under load: above a quarter of the H200's 700 W cap (idle is ~80 W, the light moments between runs ~130 W).
+# Under load: well above the idle draw and the light moments between runs (docs/PERFORMANCE.md, 2026-12-04).
 LOAD_WATTS = 250
 POWER_CAP_BIT = 0x4  # clocks_throttle_reasons: the software power cap
 samples = []
