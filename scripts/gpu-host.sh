@@ -139,8 +139,10 @@ for step in $steps; do
           "$bench" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
         done
       done ;;
-    bench)  # bench.md, or bench-2.md... beside the table of an earlier run in the same call
-      build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} | tee "$(scripts/free-name.sh "$out/bench" md)" || status=1 ;;
+    bench)  # bench.md, or bench-2.md... beside the table of an earlier run in the same call; ends with its clocks
+      table=$(scripts/free-name.sh "$out/bench" md)
+      scripts/clock-sampler.sh "${table%.md}-clocks.csv" build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} |
+        tee "$table" || status=1 ;;
     step) build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} | tee "$out/step.md" || status=1 ;;
     step-breakdown)
       build-gpu/tools/sagevid-bench ${SAGEVID_STEP_ARGS:-} --breakdown | tee "$out/step-breakdown.md" || status=1 ;;
