@@ -39,15 +39,20 @@ def quantized(x, rows, fmt):
     return ((blocks / scale).to(E4M3).float() * scale).view_as(x)
 
 
-def sage_attention(q, k, v, fmt, q_rows, k_rows, fp8_pv):
+def sage_attention(q, k, v, fmt, q_rows, k_rows, fp8_pv, p_fp8=None):
+    """p_fp8: FP8 P̃ = 448·p from y = log2(448·p) (tools/p_exponent_accuracy.py); then, as in the kernels' tensor-core
+    sums, the rows are normalized by the sums of those P̃. Without it: E4M3 rounding, and the exact sums."""
     k = k - k.mean(dim=2, keepdim=True)  # smoothing K leaves the softmax as it is
     scores = quantized(q, q_rows, fmt) @ quantized(k, k_rows, fmt).transpose(-1, -2) / math.sqrt(q.shape[-1])
     if not fp8_pv:
         return torch.softmax(scores, dim=-1) @ v
-    p = torch.exp(scores - scores.amax(-1, keepdim=True)) * 448
     v_mean = v.mean(dim=2, keepdim=True)
     v_scale = (v - v_mean).abs().amax(dim=2, keepdim=True).clamp_min(1e-30) / 448
     v_fp8 = ((v - v_mean) / v_scale).to(E4M3).float() * v_scale
+    if p_fp8 is not None:
+        p = p_fp8((scores - scores.amax(-1, keepdim=True)) * math.log2(math.e) + math.log2(448))
+        return (p @ v_fp8) / p.sum(-1, keepdim=True) + v_mean
+    p = torch.exp(scores - scores.amax(-1, keepdim=True)) * 448
     return (p.to(E4M3).float() @ v_fp8) / p.sum(-1, keepdim=True) + v_mean
 
 
