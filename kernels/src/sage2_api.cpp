@@ -96,8 +96,9 @@ std::optional<std::string> unsupported_reason(const at::Tensor& q, const at::Ten
 namespace {
 
 // The preprocessing for resolved options (device and stream already current): K's and V's token statistics
-// in one pass, then Q, K and V quantized in one more (V smoothed into FP8 needs a pass for its absmax
-// between them; Q smoothing its block means from torch, and with INT4 an INT8 K' for ΔS).
+// (K's from every kKeyMeanStride-th key) in one pass, then Q, K and V quantized in one more (V smoothed into FP8
+// needs a pass for its absmax between them; Q smoothing its block means from torch, and with INT4 an INT8 K' for
+// ΔS).
 Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& o) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const Dims dk = dims_of(k, o.layout);
@@ -148,7 +149,7 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
                         nullptr};
   detail::RowsJob k_job{strided(k, o.layout),
                         nullptr,
-                        folded(k_sum, float(dk.len)),
+                        folded(k_sum, float(key_mean_samples(int(dk.len)))),
                         quantized.k_values.data_ptr<int8_t>(),
                         quantized.k_scales.data_ptr<float>(),
                         float_pointer(quantized.k_mean)};
@@ -173,7 +174,7 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
       std::tie(quantized.k_int8_values, quantized.k_int8_scales) = empty_quantized_rows(k, int8, /*is_key=*/true);
       const detail::RowsJob k_int8_job{strided(k, o.layout),
                                        nullptr,
-                                       folded(k_sum, float(dk.len)),
+                                       folded(k_sum, float(key_mean_samples(int(dk.len)))),
                                        quantized.k_int8_values.data_ptr<int8_t>(),
                                        quantized.k_int8_scales.data_ptr<float>(),
                                        nullptr};

@@ -29,8 +29,8 @@ struct ChannelPartials {
 };
 
 // The token statistics quantization needs before it can start, one pass over K and V: per chunk of
-// kStatisticsRows tokens, K's channel sums, V's channel sums and V's channel max|v|, each [B, H_kv, chunks,
-// D] fp32 (a null pointer: not wanted). Deterministic: fixed summation order.
+// kStatisticsRows tokens, K's channel sums (over every kKeyMeanStride-th key), V's channel sums and V's channel
+// max|v|, each [B, H_kv, chunks, D] fp32 (a null pointer: not wanted). Deterministic: fixed summation order.
 constexpr int kStatisticsRows = 1024;
 struct TokenStatistics {
   float* k_sum = nullptr;

@@ -140,7 +140,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
   Preprocessed pre;
   at::Tensor k_smooth = kf;
   if (options.smooth_k) {
-    pre.k_mean = means.k_mean.defined() ? means.k_mean : token_mean(bhnd_view(k, options.layout));
+    pre.k_mean = means.k_mean.defined() ? means.k_mean : key_mean(bhnd_view(k, options.layout));
     k_smooth = kf - pre.k_mean.unsqueeze(2);
   }
   at::Tensor q_smooth = qf;

@@ -34,6 +34,10 @@ at::Tensor to_bhnd_float(const at::Tensor& x, Layout layout) {
 // the raw inputs, so its means are these bits too).
 at::Tensor token_mean(const at::Tensor& x_bhnd) { return at::mean(x_bhnd, {2}, /*keepdim=*/false, at::kFloat); }
 
+at::Tensor key_mean(const at::Tensor& k_bhnd) {
+  return token_mean(k_bhnd.slice(/*dim=*/2, /*start=*/0, /*end=*/k_bhnd.size(2), /*step=*/kKeyMeanStride));
+}
+
 at::Tensor block_mean(const at::Tensor& x_bhnd) {
   const at::Tensor x = x_bhnd.to(at::kFloat);
   const int64_t len = x.size(2), full_blocks = len / kQBlock, full_len = full_blocks * kQBlock;

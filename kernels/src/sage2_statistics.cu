@@ -1,6 +1,7 @@
-// The first preprocessing pass: K's and V's per-channel token statistics (sums for the smoothing means, V's
-// max|v| for its FP8 scale), one read of each, as partials per chunk of kStatisticsRows tokens that the
-// quantization pass folds. Also the second V pass that smoothed FP8 V needs (its absmax after the mean).
+// The first preprocessing pass: K's and V's per-channel token statistics (sums for the smoothing means, K's over
+// every kKeyMeanStride-th key only; V's max|v| for its FP8 scale), one read of each, as partials per chunk of
+// kStatisticsRows tokens that the quantization pass folds. Also the second V pass that smoothed FP8 V needs (its
+// absmax after the mean).
 #include "sage2_preprocess.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
@@ -31,7 +32,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < kLoadsInFlight; ++j) {
       const int r = row + j * kRowsPerPass;
       if (r >= last) break;
-      if (want_k) k_raw[j] = load_chunk(k, k_base + r * k.stride_n, k_vector);
+      if (want_k && r % kKeyMeanStride == 0) k_raw[j] = load_chunk(k, k_base + r * k.stride_n, k_vector);
       if (want_v) v_raw[j] = load_chunk(v, v_base + r * v.stride_n, v_vector);
     }
 #pragma unroll

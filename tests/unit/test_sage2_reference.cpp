@@ -251,13 +251,19 @@ TEST_CASE("sage2 resolve rejects what cannot run", "[sage2][reference]") {
   REQUIRE_THROWS_WITH(sage2::resolve(wgmma, 90), ContainsSubstring("INT8"));
 }
 
-TEST_CASE("sage2 reference means: token mean and per-block mean over valid rows", "[sage2][reference]") {
+TEST_CASE("sage2 reference means: token mean, key mean and per-block mean over valid rows", "[sage2][reference]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const int64_t len = GENERATE(1, 64, 130);
   CAPTURE(len);
   const at::Tensor x = rng.normal({2, 3, len, 16});
   CHECK(max_abs_diff(ref::token_mean(x), x.to(at::kDouble).mean({2})) < 1e-6);
+  // K's smoothing mean: that of keys 0, 8, 16, ... only.
+  std::vector<int64_t> sampled;
+  for (int64_t row = 0; row < len; row += sage2::kKeyMeanStride) sampled.push_back(row);
+  REQUIRE(int64_t(sampled.size()) == sage2::key_mean_samples(int(len)));
+  const at::Tensor sampled_rows = x.index_select(2, at::tensor(sampled, at::kLong)).to(at::kDouble);
+  CHECK(max_abs_diff(ref::key_mean(x), sampled_rows.mean({2})) < 1e-6);
 
   const at::Tensor means = ref::block_mean(x);
   const int64_t blocks = (len + sage2::kQBlock - 1) / sage2::kQBlock;
@@ -377,7 +383,7 @@ TEST_CASE("sage2 reference preprocess: smoothing means and delta S", "[sage2][re
   const ref::Preprocessed pre = ref::preprocess(q, k, v, options);
   const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat);
 
-  CHECK(at::equal(pre.k_mean, ref::token_mean(kf)));
+  CHECK(at::equal(pre.k_mean, ref::key_mean(kf)));
   CHECK(at::equal(pre.q_mean, ref::block_mean(qf)));
   CHECK(at::equal(pre.v_mean, ref::token_mean(vf)));
   const at::Tensor k_smooth = kf - pre.k_mean.unsqueeze(2);

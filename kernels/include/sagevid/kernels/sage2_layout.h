@@ -22,6 +22,10 @@
 //   Q and K, per-token: one scale per row (query or key); cuts the INT8 Q·Kᵀ error by about a sixth on
 //                   Gaussian inputs, which is what FP16 P·V (whose own error is small) is limited by.
 //                   Group: r.
+// K smoothing subtracts the mean of every kKeyMeanStride-th key (keys 0, 8, 16, ...): one vector subtracted from
+// every key leaves the softmax as it is (the LSE adds q · mean back), so the mean only has to centre K for its
+// INT8/INT4 range, which a sample of the keys does as well as all of them, and the preprocessing's statistics
+// pass then reads an eighth of K.
 // Q smoothing subtracts the mean of each kQBlock block; the mma.sync kernels add ΔS = mean · K'ᵀ back from the
 // means quantized to INT8 (per-token groups over the means' rows) and K' in INT8 (sage2_reference.h).
 //
@@ -40,6 +44,8 @@ inline constexpr int kWarpQ = 16;
 inline constexpr int kWarps = 4;
 inline constexpr int kQBlock = kWarpQ * kWarps;  // 64
 inline constexpr int kKBlock = 64;
+inline constexpr int kKeyMeanStride = 8;
+SAGEVID_HD constexpr int key_mean_samples(int kv_len) { return (kv_len + kKeyMeanStride - 1) / kKeyMeanStride; }
 inline constexpr int kInt8Max = 127;
 inline constexpr int kInt4Max = 7;
 inline constexpr float kFp8Max = 448.0f;  // E4M3

@@ -11,6 +11,7 @@ namespace sagevid::kernels::sage2::reference {
 // The smoothing math lives in sage2_smoothing.h (the host API uses it too); the reference names it here.
 using sage2::bhnd_view;
 using sage2::block_mean;
+using sage2::key_mean;
 using sage2::to_bhnd_float;
 using sage2::token_mean;
 
@@ -47,7 +48,7 @@ struct Preprocessed {
   QuantizedV v;        // FP8 path: quantized (smoothed) V; FP16 path: values = fp16-rounded V, scales undefined
 };
 // The token means to smooth K and V with, e.g. the CUDA preprocessing's (a reduction's bits depend on its
-// order) to compare the rest bit for bit; token_mean() for an undefined one.
+// order) to compare the rest bit for bit; key_mean() / token_mean() for an undefined one.
 struct TokenMeans {
   at::Tensor k_mean, v_mean;
 };
