@@ -16,27 +16,69 @@
 
 namespace sagevid::tools {
 
+// What the current stream runs in one call of fn, timed between two CUDA events once it has finished.
+class EventTimer {
+ public:
+  EventTimer() {
+    SAGEVID_CUDA_CHECK(cudaEventCreate(&start_));
+    SAGEVID_CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  ~EventTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+
+  double ms(const std::function<void()>& fn) {
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+    SAGEVID_CUDA_CHECK(cudaEventRecord(start_, stream));
+    fn();
+    SAGEVID_CUDA_CHECK(cudaEventRecord(stop_, stream));
+    SAGEVID_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0;
+    SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms;
+  }
+
+ private:
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+inline double median(std::vector<double> values) {
+  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
+  return values[values.size() / 2];
+}
+
 // Median milliseconds of `runs` timed calls of fn after `warmup` untimed ones, on the current stream.
 inline double median_ms(const std::function<void()>& fn, int warmup = 5, int runs = 20) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
-  SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
-  SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
+  EventTimer timer;
   std::vector<double> times;
+  for (int i = 0; i < runs; ++i) times.push_back(timer.ms(fn));
+  return median(times);
+}
+
+// The median over `runs` rounds of b's time over a's, each round one timed call of each (a first in even rounds,
+// b in odd ones), after `warmup` untimed rounds: both sides of each ratio meet the same clocks, which drift within a
+// run as the GPU meets its power cap (a lone median_ms of each can land on different clocks).
+inline double median_ratio(const std::function<void()>& a, const std::function<void()>& b, int warmup = 5,
+                           int runs = 20) {
+  for (int i = 0; i < warmup; ++i) a(), b();
+  EventTimer timer;
+  std::vector<double> ratios;
   for (int i = 0; i < runs; ++i) {
-    SAGEVID_CUDA_CHECK(cudaEventRecord(start, stream));
-    fn();
-    SAGEVID_CUDA_CHECK(cudaEventRecord(stop, stream));
-    SAGEVID_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
+    double a_ms = 0.0, b_ms = 0.0;
+    if (i % 2 == 0) {
+      a_ms = timer.ms(a);
+      b_ms = timer.ms(b);
+    } else {
+      b_ms = timer.ms(b);
+      a_ms = timer.ms(a);
+    }
+    ratios.push_back(b_ms / a_ms);
   }
-  SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
-  SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return median(ratios);
 }
 
 // Milliseconds a call of fn takes when `calls` of them are issued back to back between two events: the host
@@ -63,8 +105,7 @@ inline double host_us(const std::function<void()>& fn, int runs = 20) {
     times.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
   }
   SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return median(times);
 }
 
 // The cosine of the angle between two tensors taken as flat vectors (in fp64).

@@ -1,11 +1,16 @@
 // sage-accuracy: error of each SageAttention2 variant against fp32 attention (cosine similarity, relative
 // L1, RMSE) on Gaussian inputs and on inputs with DiT-like channel-wise outliers, at B=1, H=8, N=4096,
-// D=64 and 128; cuDNN and FlashAttention-2 in bf16 as anchors. Prints a markdown table.
+// D=64 and 128; cuDNN and FlashAttention-2 in bf16 as anchors. Prints a markdown table: the mean over inputs
+// drawn from a few fixed seeds, and the range of the relative L1 over them (one draw's error strays a few percent
+// from another's, which a single draw would read as a change of the kernels).
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/models/attention.h"
 
+#include <ATen/Context.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -90,21 +95,41 @@ Inputs make_inputs(bool outliers, int64_t head_dim, int64_t n) {
   return {q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16)};
 }
 
+// One variant's errors against the reference, summed over the seeds so far.
+struct Errors {
+  double cosine = 0.0, rel_l1 = 0.0, rmse = 0.0;
+  double rel_l1_min = 1e300, rel_l1_max = 0.0;
+
+  void add(const at::Tensor& out, const at::Tensor& ref) {
+    const at::Tensor a = out.to(at::kDouble).flatten(), r = ref.to(at::kDouble).flatten();
+    cosine += sagevid::tools::cosine_similarity(a, r);
+    const double l1 = ((a - r).abs().sum() / r.abs().sum()).item<double>();
+    rel_l1 += l1;
+    rel_l1_min = std::min(rel_l1_min, l1);
+    rel_l1_max = std::max(rel_l1_max, l1);
+    rmse += (a - r).pow(2).mean().sqrt().item<double>();
+  }
+};
+
 }  // namespace
 
-// sage-accuracy [--n N]   (N: the sequence length, default 4096; the fp32 reference holds 8·N² scores)
+// sage-accuracy [--n N] [--seeds S]   (N: the sequence length, default 4096, the fp32 reference holding 8·N²
+// scores; S: the draws of inputs, seeds 0 to S − 1, default 4)
 int main(int argc, char** argv) {
-  int64_t n = 4096;
+  int64_t n = 4096, seeds = 4;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--n" && i + 1 < argc) {
+    const std::string arg = argv[i];
+    if (arg == "--n" && i + 1 < argc) {
       n = std::strtoll(argv[++i], nullptr, 10);
+    } else if (arg == "--seeds" && i + 1 < argc) {
+      seeds = std::strtoll(argv[++i], nullptr, 10);
     } else {
-      std::fprintf(stderr, "usage: sage-accuracy [--n N]\n");
+      std::fprintf(stderr, "usage: sage-accuracy [--n N] [--seeds S]\n");
       return 2;
     }
   }
-  if (n < 1) {
-    std::fprintf(stderr, "sage-accuracy: --n must be positive\n");
+  if (n < 1 || seeds < 1) {
+    std::fprintf(stderr, "sage-accuracy: --n and --seeds must be positive\n");
     return 2;
   }
   const auto devices = sagevid::kernels::cuda_devices();
@@ -112,24 +137,34 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sage-accuracy: no CUDA device\n");
     return 1;
   }
-  std::printf("device: %s; B=1 H=8 N=%lld, bf16 inputs, reference: fp32 attention of the same bf16 inputs\n\n",
-              devices[0].name.c_str(), static_cast<long long>(n));
-  std::printf("| inputs | D | variant | cosine | rel. L1 | RMSE |\n|---|---|---|---|---|---|\n");
+  std::printf(
+      "device: %s; B=1 H=8 N=%lld, bf16 inputs drawn from seeds 0-%lld, reference: fp32 attention of the same bf16 "
+      "inputs; each error the mean over the draws\n\n",
+      devices[0].name.c_str(), static_cast<long long>(n), static_cast<long long>(seeds - 1));
+  std::printf("| inputs | D | variant | cosine | rel. L1 | rel. L1 range | RMSE |\n|---|---|---|---|---|---|---|\n");
+  const std::vector<Variant> list = variants();
   for (bool outliers : {false, true}) {
     for (int64_t head_dim : {64, 128}) {
-      const Inputs in = make_inputs(outliers, head_dim, n);
-      const at::Tensor ref = sagevid::Attention()(in.q.to(at::kFloat), in.k.to(at::kFloat), in.v.to(at::kFloat));
-      for (const Variant& variant : variants()) {
-        const at::Tensor out =
-            variant.backend
-                ? sagevid::Attention(sagevid::AttentionConfig{*variant.backend, std::nullopt, {}})(in.q, in.k, in.v)
-                : sage2::attention(in.q, in.k, in.v, variant.options).out;
-        const at::Tensor a = out.to(at::kDouble).flatten(), r = ref.to(at::kDouble).flatten();
-        const double cosine = sagevid::tools::cosine_similarity(a, r);
-        const double rel_l1 = ((a - r).abs().sum() / r.abs().sum()).item<double>();
-        const double rmse = (a - r).pow(2).mean().sqrt().item<double>();
-        std::printf("| %s | %lld | %s | %.6f | %.4f | %.5f |\n", outliers ? "outliers" : "Gaussian",
-                    (long long)head_dim, variant.name.c_str(), cosine, rel_l1, rmse);
+      std::vector<Errors> errors(list.size());
+      for (int64_t seed = 0; seed < seeds; ++seed) {
+        at::manual_seed(uint64_t(seed));
+        const Inputs in = make_inputs(outliers, head_dim, n);
+        const at::Tensor ref = sagevid::Attention()(in.q.to(at::kFloat), in.k.to(at::kFloat), in.v.to(at::kFloat));
+        for (size_t i = 0; i < list.size(); ++i) {
+          const Variant& variant = list[i];
+          const at::Tensor out =
+              variant.backend
+                  ? sagevid::Attention(sagevid::AttentionConfig{*variant.backend, std::nullopt, {}})(in.q, in.k, in.v)
+                  : sage2::attention(in.q, in.k, in.v, variant.options).out;
+          errors[i].add(out, ref);
+        }
+      }
+      for (size_t i = 0; i < list.size(); ++i) {
+        const Errors& e = errors[i];
+        const double draws = double(seeds);
+        std::printf("| %s | %lld | %s | %.6f | %.4f | %.4f-%.4f | %.5f |\n", outliers ? "outliers" : "Gaussian",
+                    (long long)head_dim, list[i].name.c_str(), e.cosine / draws, e.rel_l1 / draws, e.rel_l1_min,
+                    e.rel_l1_max, e.rmse / draws);
       }
     }
   }
