@@ -87,6 +87,10 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   static_assert(kLinearShare == 0 || kTensorSums || (!kFp8Pv && kLinearShare == 2),
                 "linear P: FP8 bytes with their sums from the tensor cores, or all of an fp16 P");
   static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
+  // Whether an edge tile skips the exponentials of a 64-key half that no row sees (key_end below): in the default
+  // kernels only, where ptxas does it in the same registers and instructions a uniform tile (the others spill or
+  // grow their uniform loop; per-token k-scales make every tile an edge tile).
+  constexpr bool kSkipsEmptyHalves = kTensorSums && !kPerToken;
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
   uint8_t* q_tile = smem;
@@ -110,6 +114,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 
   // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
   const int first_edge_tile = min(args.kv_len / kCtaK, args.causal ? (first_row + 1) / kCtaK : INT_MAX);
+  // Keys from this one on are masked for every row of the CTA: an edge tile whose last 64 keys lie there (the
+  // causal diagonal of every other CTA: its 64 rows end half way through the tile) skips their exponentials.
+  const int key_end = args.causal ? min(args.kv_len, last_row + 1) : args.kv_len;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = lane % 4;
   const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
@@ -213,6 +220,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     float discarded_sums[2] = {0.0f, 0.0f};
     float(&softmax_sums)[2] = kTensorSums ? discarded_sums : row_sum;
     constexpr int kTileLinearShare = uniform ? kLinearShare : 0;  // the general path's p are exact
+    const bool upper_half_empty = kSkipsEmptyHalves && !uniform && tile * kCtaK + 64 >= key_end;
     const auto fp8_pv = [&](auto exponentiate) {
       uint32_t p[4][4];
       // kTensorSums: 4 more columns, this tile's row sums of P (both columns of each row alike).
@@ -328,7 +336,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
           if (col >= args.kv_len || (args.causal && col > row)) s[i] = kNegInf;
         }
       }
-      softmax(s, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
+      softmax(s, q_scale, kPLog2Scale, row_max, softmax_sums, rescale, upper_half_empty);
     }
     if constexpr (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
       if constexpr (kFp8Pv) fp8_pv([](int) {});

@@ -18,9 +18,11 @@ __device__ __forceinline__ float scaled_score(int32_t x, float scale) {
 // One online-softmax step for the lane's two rows over scores already scaled by their k-scales (masked
 // ones −inf); the row's q-scale (positive) rides in the exponent's FMA, and so does P's own scale
 // (p_log2_scale: FP8 P is stored as 448·p). Leaves the scaled p in s, adds it into row_sum, and gives the
-// factors by which the rows' earlier output must shrink in rescale.
+// factors by which the rows' earlier output must shrink in rescale. upper_half_empty: the tile's last 64 keys are
+// masked for every row, so their p are 0 without an exponential.
 __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2], float p_log2_scale,
-                                        float (&row_max)[2], float (&row_sum)[2], float (&rescale)[2]) {
+                                        float (&row_max)[2], float (&row_sum)[2], float (&rescale)[2],
+                                        bool upper_half_empty) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float tile_max = kNegInf;
@@ -33,13 +35,22 @@ __device__ __forceinline__ void softmax(float (&s)[64], const float (&q_scale)[2
     rescale[half] = fast_exp2(row_max[half] - reference);
     row_max[half] = new_max;
     float sum = 0.0f;
+    const auto exponentiate = [&](int first_j, int last_j) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+      for (int j = first_j; j < last_j; ++j)
 #pragma unroll
-      for (int e = 2 * half; e < 2 * half + 2; ++e) {
-        s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], q_scale[half], p_log2_scale - reference));
-        sum += s[4 * j + e];
-      }
+        for (int e = 2 * half; e < 2 * half + 2; ++e) {
+          s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], q_scale[half], p_log2_scale - reference));
+          sum += s[4 * j + e];
+        }
+    };
+    exponentiate(0, 8);
+    if (!upper_half_empty) {
+      exponentiate(8, 16);
+    } else {
+#pragma unroll
+      for (int j = 8; j < 16; ++j) s[4 * j + 2 * half] = s[4 * j + 2 * half + 1] = 0.0f;
+    }
     row_sum[half] = row_sum[half] * rescale[half] + sum;
   }
 }
