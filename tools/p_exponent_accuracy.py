@@ -14,6 +14,9 @@ Inputs, reference, INT8 Q·K and FP8 V as tools/qk_format_accuracy.py (the sm_90
   corrected    fp16's bits for 2^y with a linear mantissa (Schraudolph), times a quadratic in 1 + f fitted to
                2^f / (1 + f), rounded to E4M3: exact's accuracy without MUFU, but 2.75 instructions more a score
                than MUFU.EX2 (measured −10%: docs/PERFORMANCE.md, 2026-12-04)
+  table-3/4/5  y rounded to 3, 4 or 5 bits of fraction, each fraction's nearest E4M3 mantissa from a table (what a
+               byte permute or a few bit operations on packed codes would look up): the finer the code, the
+               nearer exact (not built: docs/PERFORMANCE.md, 2026-12-04 from 18:40, counts its instructions)
 """
 import argparse
 import math
@@ -46,6 +49,20 @@ def corrected(y):
     return (u * c).float().to(E4M3).float()
 
 
+def table(fraction_bits):
+    """E4M3 bytes from y's code with `fraction_bits` bits of fraction, whose fraction a table maps to the nearest
+    E4M3 mantissa of its 2^fraction (8 may carry into the exponent)."""
+    steps = 1 << fraction_bits
+    mantissa = torch.tensor([round(8 * (2 ** (j / steps) - 1)) for j in range(steps)])
+
+    def p_fp8(y):
+        code = torch.round(steps * (y + 7)).clamp(min=0).to(torch.int64)  # 2^-7 and below: the subnormal bytes
+        byte = torch.div(code, steps, rounding_mode="floor") * 8 + mantissa[code % steps]
+        return byte.clamp(max=126).to(torch.uint8).view(E4M3).float()
+
+    return p_fp8
+
+
 def mixed(every, linear_groups):
     """linear for `linear_groups` of every `every` groups of 8 keys, exact for the rest."""
 
@@ -67,7 +84,12 @@ def check():
     mismatch_corrected = (corrected(sweep) != exact(sweep)).float().mean().item()
     assert mismatch_corrected < 0.03 and mismatch_linear > 0.25, (mismatch_corrected, mismatch_linear)
     assert corrected(torch.tensor([-12.0, -30.0])).tolist() == [0.0, 0.0]
-    print(f"ok: bytes unlike exact rounding's, linear {mismatch_linear:.3f}, corrected {mismatch_corrected:.3f}")
+    # table: 2^0 and 2^0.5's bytes as exact rounding's; a finer code mismatches exact rounding less often
+    assert table(4)(y[:2]).tolist() == [1.0, 1.375] and table(4)(torch.tensor([-30.0])).item() == 0.0
+    mismatch_table = [(table(bits)(sweep) != exact(sweep)).float().mean().item() for bits in (3, 4, 5)]
+    assert mismatch_table[0] > mismatch_table[1] > mismatch_table[2], mismatch_table
+    print(f"ok: bytes unlike exact rounding's, linear {mismatch_linear:.3f}, corrected {mismatch_corrected:.3f}, "
+          f"table-3/4/5 {' / '.join(f'{m:.3f}' for m in mismatch_table)}")
 
 
 def main():
@@ -82,6 +104,9 @@ def main():
         ("half-linear", mixed(2, 1)),
         ("linear", linear),
         ("corrected", corrected),
+        ("table-3", table(3)),
+        ("table-4", table(4)),
+        ("table-5", table(5)),
     ]
     print("| inputs | D | P | rel. L1 |\n|---|---|---|---|")
     for outliers in (False, True):
