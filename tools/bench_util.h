@@ -23,7 +23,7 @@ class EventTimer {
     SAGEVID_CUDA_CHECK(cudaEventCreate(&start_));
     SAGEVID_CUDA_CHECK(cudaEventCreate(&stop_));
   }
-  ~EventTimer() {
+  ~EventTimer() {  // a destructor must not throw: the events go back unchecked
     cudaEventDestroy(start_);
     cudaEventDestroy(stop_);
   }

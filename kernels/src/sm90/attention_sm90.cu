@@ -88,8 +88,8 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
                 "linear P: FP8 bytes with their sums from the tensor cores, or all of an fp16 P");
   static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
   // Whether an edge tile skips the exponentials of a 64-key half that no row sees (key_end below): in the default
-  // kernels only, where ptxas does it in the same registers and instructions a uniform tile (the others spill or
-  // grow their uniform loop; per-token k-scales make every tile an edge tile).
+  // kernels only, which take the branch without a spill or a longer uniform loop (the others would spill or grow
+  // theirs; per-token k-scales make every tile an edge tile).
   constexpr bool kSkipsEmptyHalves = kTensorSums && !kPerToken;
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
