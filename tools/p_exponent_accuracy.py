@@ -56,7 +56,7 @@ def table(fraction_bits):
     mantissa = torch.tensor([round(8 * (2 ** (j / steps) - 1)) for j in range(steps)])
 
     def p_fp8(y):
-        code = torch.round(steps * (y + 7)).clamp(min=0).to(torch.int64)  # 2^-7 and below: the subnormal bytes
+        code = torch.round(steps * (y + 7)).clamp(min=0).to(torch.int64)  # y < -6: subnormal bytes; < -7: 0
         byte = torch.div(code, steps, rounding_mode="floor") * 8 + mantissa[code % steps]
         return byte.clamp(max=126).to(torch.uint8).view(E4M3).float()
 
