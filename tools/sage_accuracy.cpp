@@ -159,9 +159,9 @@ int main(int argc, char** argv) {
           errors[i].add(out, ref);
         }
       }
+      const double draws = double(seeds);
       for (size_t i = 0; i < list.size(); ++i) {
         const Errors& e = errors[i];
-        const double draws = double(seeds);
         std::printf("| %s | %lld | %s | %.6f | %.4f | %.4f-%.4f | %.5f |\n", outliers ? "outliers" : "Gaussian",
                     (long long)head_dim, list[i].name.c_str(), e.cosine / draws, e.rel_l1 / draws, e.rel_l1_min,
                     e.rel_l1_max, e.rmse / draws);

@@ -118,6 +118,7 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   const auto folded = [&](const at::Tensor& t, float divisor) {
     return t.defined() ? detail::ChannelPartials{t.data_ptr<float>(), parts, divisor} : detail::ChannelPartials{};
   };
+  const detail::ChannelPartials k_mean = folded(k_sum, float(key_mean_samples(int(dk.len))));
   const detail::ChannelPartials v_mean = folded(v_sum, float(dk.len));
   detail::ChannelPartials v_scale_source = folded(v_absmax, 1.0f);
   at::Tensor smoothed_absmax;
@@ -149,7 +150,7 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
                         nullptr};
   detail::RowsJob k_job{strided(k, o.layout),
                         nullptr,
-                        folded(k_sum, float(key_mean_samples(int(dk.len)))),
+                        k_mean,
                         quantized.k_values.data_ptr<int8_t>(),
                         quantized.k_scales.data_ptr<float>(),
                         float_pointer(quantized.k_mean)};
@@ -174,7 +175,7 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
       std::tie(quantized.k_int8_values, quantized.k_int8_scales) = empty_quantized_rows(k, int8, /*is_key=*/true);
       const detail::RowsJob k_int8_job{strided(k, o.layout),
                                        nullptr,
-                                       folded(k_sum, float(key_mean_samples(int(dk.len)))),
+                                       k_mean,
                                        quantized.k_int8_values.data_ptr<int8_t>(),
                                        quantized.k_int8_scales.data_ptr<float>(),
                                        nullptr};
