@@ -52,7 +52,9 @@ std::vector<Variant> variants() {
   // The same with the LSE asked for, which keeps the row sums in fp32 (the default takes them from the tensor
   // cores).
   add(wgmma, "int8 per-thread + fp8 PV, with LSE", QkType::int8, PvType::fp8, G::per_thread, false, true);
-  // P from linear bytes (sage2.h, PExponent; half-linear's D128 row is the default's call again).
+  // P from linear bytes (sage2.h, PExponent; quarter- and half-linear's D128 rows are the default's call again).
+  add(wgmma, "int8 per-thread + fp8 PV, quarter-linear P", QkType::int8, PvType::fp8, G::per_thread, false, false,
+      sage2::PExponent::quarter_linear);
   add(wgmma, "int8 per-thread + fp8 PV, half-linear P", QkType::int8, PvType::fp8, G::per_thread, false, false,
       sage2::PExponent::half_linear);
   add(wgmma, "int8 per-thread + fp8 PV, linear P", QkType::int8, PvType::fp8, G::per_thread, false, false,

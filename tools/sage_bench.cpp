@@ -67,6 +67,8 @@ void bench_modes(const Shape& s) {
   const auto wgmma = sage2::KernelFamily::wgmma, mma = sage2::KernelFamily::mma_sync;
   const Mode modes[] = {
       {"wgmma int8 per-thread + fp8 PV (sm_90 default)", wgmma, QkType::int8, PvType::fp8, G::per_thread},
+      {"wgmma int8 per-thread + fp8 PV, quarter-linear P", wgmma, QkType::int8, PvType::fp8, G::per_thread,
+       sage2::PExponent::quarter_linear},
       {"wgmma int8 per-thread + fp8 PV, half-linear P", wgmma, QkType::int8, PvType::fp8, G::per_thread,
        sage2::PExponent::half_linear},
       {"wgmma int8 per-thread + fp8 PV, linear P", wgmma, QkType::int8, PvType::fp8, G::per_thread,
@@ -119,7 +121,7 @@ void profile_preprocessing(const Shape& s) {
 
 }  // namespace
 
-// sage-bench [--quick] [--p-exponent exact|half_linear|linear] [--profile-preprocessing]
+// sage-bench [--quick] [--p-exponent exact|quarter_linear|half_linear|linear] [--profile-preprocessing]
 int main(int argc, char** argv) {
   bool quick = false;  // only N <= 17776
   sage2::PExponent p_exponent = sage2::PExponent::exact;  // the sage2 column's P (sage2.h)
@@ -136,13 +138,13 @@ int main(int argc, char** argv) {
       const auto found = std::find_if(sage2::kPExponentNames.begin(), sage2::kPExponentNames.end(),
                                       [&](const auto& choice) { return choice.first == p_exponent_name; });
       if (found == sage2::kPExponentNames.end()) {
-        std::fprintf(stderr, "sage-bench: --p-exponent takes exact, half_linear or linear\n");
+        std::fprintf(stderr, "sage-bench: --p-exponent takes exact, quarter_linear, half_linear or linear\n");
         return 2;
       }
       p_exponent = found->second;
     } else {
       std::fprintf(stderr,
-                   "usage: sage-bench [--quick] [--p-exponent exact|half_linear|linear] "
+                   "usage: sage-bench [--quick] [--p-exponent exact|quarter_linear|half_linear|linear] "
                    "[--profile-preprocessing]\n");
       return 2;
     }

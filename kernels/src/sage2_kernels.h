@@ -98,7 +98,8 @@ struct AttentionArgs {
   int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
   Granularity granularity;
   bool int4, fp8_pv, causal;
-  int linear_p_share;      // wgmma, FP8, no LSE: 0 exact P, 1 half of it linear bytes (head dim 64), 2 all
+  int linear_p_share;      // wgmma, FP8, no LSE: 0 exact P, 1 a quarter of it linear bytes, 2 half (both head
+                           // dim 64), 3 all
   int pv_flush_tiles;
   float score_scale;       // sm_scale * log2(e)
 };

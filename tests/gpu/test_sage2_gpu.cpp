@@ -269,7 +269,8 @@ TEST_CASE("sage2's linear P bytes cost a bounded share of accuracy, and only whe
   const Case c = GENERATE(Case{1, 4, 4, 1000, 1000, 64}, Case{2, 4, 2, 300, 2048, 64}, Case{1, 2, 2, 4096, 4096, 64},
                           Case{1, 4, 4, 1000, 1000, 128});
   const bool causal = GENERATE(false, true);
-  const auto p_exponent = GENERATE(sage2::PExponent::half_linear, sage2::PExponent::linear);
+  const auto p_exponent =
+      GENERATE(sage2::PExponent::quarter_linear, sage2::PExponent::half_linear, sage2::PExponent::linear);
   CAPTURE(c.batch, c.q_heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, causal, int(p_exponent));
   const Inputs in = make_inputs(rng, c, sage2::Layout::bhnd, at::kBFloat16);
   sage2::Options options;
@@ -288,8 +289,11 @@ TEST_CASE("sage2's linear P bytes cost a bounded share of accuracy, and only whe
   CAPTURE(linear.cosine, linear.relative_l1, reference.cosine, reference.relative_l1);
   CHECK(linear.cosine > 0.999);
   // The byte's linear mantissa (within 6%) adds to E4M3's rounding: measured 1.04–1.07× (half) and 1.09–1.14× (all)
-  // on random data (docs/accuracy.md; the harness's cases in docs/PERFORMANCE.md).
-  CHECK(linear.relative_l1 < (p_exponent == sage2::PExponent::linear ? 1.25 : 1.15) * reference.relative_l1);
+  // on random data (docs/accuracy.md; the harness's cases in docs/PERFORMANCE.md); a quarter, about half of half's.
+  const double bound = p_exponent == sage2::PExponent::linear         ? 1.25
+                       : p_exponent == sage2::PExponent::half_linear ? 1.15
+                                                                      : 1.10;
+  CHECK(linear.relative_l1 < bound * reference.relative_l1);
   check_lse_call_takes_exact_p(in, options);
 }
 

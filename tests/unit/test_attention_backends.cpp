@@ -65,6 +65,7 @@ TEST_CASE("attention config reads the sage2 options, auto meaning the kernels' d
   CHECK_FALSE(defaults.sage2.qk.has_value());
   CHECK_FALSE(defaults.sage2.granularity.has_value());
   CHECK(defaults.sage2.p_exponent == PExponent::exact);
+  CHECK(read_config(R"({"sage2": {"p_exponent": "quarter_linear"}})").sage2.p_exponent == PExponent::quarter_linear);
   REQUIRE_THROWS_WITH(read_config(R"({"sage2": {"granularity": "per_row"}})"),
                       ContainsSubstring("attention.sage2.granularity"));
   REQUIRE_THROWS_WITH(read_config(R"({"sage2": {"p_exponent": "fast"}})"),

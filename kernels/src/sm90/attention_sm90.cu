@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // A uniform tile's FP8 P·V issued per 64 keys, the second half exponentiated under the first half's products:
   // at head dim 64, where the softmax is the longer part of a tile (docs/PERFORMANCE.md).
   constexpr bool kSplitPv = kFp8Pv && kHeadDim == 64;
-  static_assert(kLinearShare == 0 || kTensorSums || (!kFp8Pv && kLinearShare == 2),
+  static_assert(kLinearShare == 0 || kTensorSums || (!kFp8Pv && kLinearShare == kLinearAll),
                 "linear P: FP8 bytes with their sums from the tensor cores, or all of an fp16 P");
   static_assert(!kTensorSums || kFp8Pv, "tensor-core row sums: FP8 P·V");
   // Whether an edge tile skips the exponentials of a 64-key half that no row sees (key_end below): in the default
@@ -233,7 +233,11 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-            p[step][r] = pack_p<kTileLinearShare>(s[base], s[base + 1], s[base + 4], s[base + 5]);
+            // The bytes of groups j = base / 4 and j + 1 (linear_group: when j's are linear, so are j + 1's).
+            const float a = s[base], b = s[base + 1], c = s[base + 4], d = s[base + 5];
+            if (linear_group(kTileLinearShare, base / 4)) p[step][r] = pack_p<2>(a, b, c, d);
+            else if (linear_group(kTileLinearShare, base / 4 + 1)) p[step][r] = pack_p<1>(a, b, c, d);
+            else p[step][r] = pack_p<0>(a, b, c, d);
           }
         if (key_half == 0) barrier_wait(&v_full[stage], parity);
         fence();
@@ -264,9 +268,9 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const float lo = s[8 * step + 2 * r], hi = s[8 * step + 2 * r + 1];
-          p[step][r] = kTileLinearShare == 2 ? linear_f16x2(lo, hi) : pack_half2(lo, hi);
+          p[step][r] = kTileLinearShare == kLinearAll ? linear_f16x2(lo, hi) : pack_half2(lo, hi);
         }
-      if constexpr (kTileLinearShare == 2) add_f16_row_sums(p, row_sum);
+      if constexpr (kTileLinearShare == kLinearAll) add_f16_row_sums(p, row_sum);
       // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
       if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
 #pragma unroll
@@ -460,7 +464,8 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     if (per_token) return launch<kHeadDim, false, true>(args, stream);
     // fp16 P from linear_f16 (PExponent::linear), without the LSE (its sums are fp16's)
     if constexpr (kHeadDim == 64)
-      if (args.linear_p_share == 2 && !args.lse) return launch<kHeadDim, false, false, false, 2>(args, stream);
+      if (args.linear_p_share == kLinearAll && !args.lse)
+        return launch<kHeadDim, false, false, false, kLinearAll>(args, stream);
     return launch<kHeadDim, false, false>(args, stream);
   }
   // The LSE needs the rows' sums in fp32: it keeps the softmax's adds; so does a variant the ones rows would cost
@@ -469,11 +474,13 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     if (per_token) {
       if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
-      // Where P's linear bytes apply (PExponent): half of them only at head dim 64, where the exponentials are the
-      // larger part of a tile (at 128 the half costs more instructions than it saves).
-      if constexpr (kHeadDim == 64)
+      // Where P's linear bytes apply (PExponent): a quarter or half of them only at head dim 64, where the
+      // exponentials are the larger part of a tile (at 128 the half costs more instructions than it saves).
+      if constexpr (kHeadDim == 64) {
         if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
-      if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
+        if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
+      }
+      if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll>(args, stream);
       return launch<kHeadDim, true, false, true>(args, stream);
     }
   }

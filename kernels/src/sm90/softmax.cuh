@@ -124,12 +124,19 @@ __device__ __forceinline__ uint32_t linear_e4m3x2(float lo, float hi) {
   return halves;
 }
 
-// P's four bytes of pack_e4m3x4 (a lowest), where c and d (kLinearShare 1) or all four (2) come from linear_e4m3.
-template <int kLinearShare>
+// How much of a uniform tile's P comes from linear bytes or bits (kLinearShare, PExponent's order): which of a row's
+// 8-key groups j (its accumulator elements 4j..4j+3) do: none, one in four, every other one, all.
+constexpr int kLinearAll = 3;
+__host__ __device__ constexpr bool linear_group(int linear_share, int j) {
+  return linear_share == kLinearAll || (linear_share == 2 && j % 2 == 1) || (linear_share == 1 && j % 4 == 3);
+}
+
+// P's four bytes of pack_e4m3x4 (a lowest), where c and d (kLinearBytes 1) or all four (2) come from linear_e4m3.
+template <int kLinearBytes>
 __device__ __forceinline__ uint32_t pack_p(float a, float b, float c, float d) {
-  if constexpr (kLinearShare == 0) return pack_e4m3x4(a, b, c, d);
+  if constexpr (kLinearBytes == 0) return pack_e4m3x4(a, b, c, d);
   const uint32_t high = linear_e4m3x2(c, d);
-  if constexpr (kLinearShare == 1) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x6410);
+  if constexpr (kLinearBytes == 1) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x6410);
   return __byte_perm(linear_e4m3x2(a, b), high, 0x6420);
 }
 
@@ -167,7 +174,7 @@ __device__ __forceinline__ RowExponent uniform_row_maximum(const int32_t (&x)[64
 }
 
 // kLinearShare: which p come from linear_e4m3 (kFp8P, for pack_p) or linear_f16 (for linear_f16x2), whose sums the
-// caller makes: 0 none, 1 those of odd j (pack_p's c and d), 2 all.
+// caller makes: those of linear_group.
 template <int kLinearShare, bool kFp8P>
 __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64], int row, const RowExponent& exponent,
                                                          int key_half, float (&p)[64], float (&row_sum)[2]) {
@@ -177,7 +184,7 @@ __device__ __forceinline__ void uniform_row_exponentials(const int32_t (&x)[64],
 #pragma unroll
     for (int e = 2 * row; e < 2 * row + 2; ++e) {
       const float score = __int_as_float(x[4 * j + e]);
-      if (kLinearShare == 2 || (kLinearShare == 1 && j % 2 == 1)) {
+      if (linear_group(kLinearShare, j)) {
         p[4 * j + e] = kFp8P ? linear_e4m3(score, exponent.linear_scale[key_half], exponent.linear_offset[key_half])
                              : linear_f16(score, exponent.linear_scale[key_half], exponent.linear_offset[key_half]);
       } else {

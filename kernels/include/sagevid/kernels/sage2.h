@@ -18,15 +18,18 @@ namespace sagevid::kernels::sage2 {
 enum class QkType { int8, int4 };
 enum class PvType { fp8, fp16 };
 enum class Layout { bhnd, bnhd };  // [B, H, N, D] ("HND") or [B, N, H, D] ("NHD")
-// How P is made from the scores: exp2 then rounding (`exact`), or, for half of the scores or all of them, P's bits
+// How P is made from the scores: exp2 then rounding (`exact`), or, for a quarter, half or all of the scores, P's bits
 // read off the exponent with a mantissa linear in its fraction (2^f ≈ 1 + f), which spares the exponential unit at
 // some accuracy (docs/accuracy.md). The linear bits apply where that unit weighs on the kernel: the wgmma kernel
-// without the LSE, on key tiles every row sees whole; with FP8 P·V as E4M3 bytes (half_linear at head dim 64 only),
-// with FP16 P·V per thread as fp16 bits (`linear`, head dim 64), which stays more accurate than FP8 P·V with exact
-// P. Other calls: exact.
-enum class PExponent { exact, half_linear, linear };
-inline constexpr std::array<std::pair<std::string_view, PExponent>, 3> kPExponentNames = {
-    {{"exact", PExponent::exact}, {"half_linear", PExponent::half_linear}, {"linear", PExponent::linear}}};
+// without the LSE, on key tiles every row sees whole; with FP8 P·V as E4M3 bytes (quarter_linear and half_linear
+// at head dim 64 only), with FP16 P·V per thread as fp16 bits (`linear`, head dim 64), which stays more accurate
+// than FP8 P·V with exact P. Other calls: exact.
+enum class PExponent { exact, quarter_linear, half_linear, linear };
+inline constexpr std::array<std::pair<std::string_view, PExponent>, 4> kPExponentNames = {
+    {{"exact", PExponent::exact},
+     {"quarter_linear", PExponent::quarter_linear},
+     {"half_linear", PExponent::half_linear},
+     {"linear", PExponent::linear}}};
 
 // Unset options take the defaults of the device's architecture (resolve(); the table is in sage2_options.cpp).
 struct Options {

@@ -41,7 +41,7 @@ struct AttentionConfig {
 // Reads {"backend": "sage2", "fallback": "cudnn" | null, "sage2": {"kernel": "auto|mma_sync|wgmma",
 // "qk": "auto|int8|int4", "pv": "auto|fp8|fp16", "granularity": "auto|per_thread|per_warp|per_block|per_token",
 // "smooth_k": true, "smooth_q": null|true|false, "smooth_v": false, "pv_flush_tiles": 1,
-// "p_exponent": "exact"|"half_linear"|"linear"}}.
+// "p_exponent": "exact"|"quarter_linear"|"half_linear"|"linear"}}.
 AttentionConfig read_attention_config(ConfigReader& reader);
 
 // Per-call options. q is [B, H_q, N_q, D]; k and v are [B, H_kv, N_kv, D] with H_q a multiple of H_kv
