@@ -295,9 +295,9 @@ TEST_CASE("sage2's linear P bytes cost a bounded share of accuracy, and only whe
   CHECK(linear.cosine > 0.999);
   // The byte's linear mantissa (within 6%) adds to E4M3's rounding: measured 1.04–1.07× (half) and 1.09–1.14× (all)
   // on random data (docs/accuracy.md; the harness's cases in docs/PERFORMANCE.md); a quarter, about half of half's.
-  const double bound = p_exponent == sage2::PExponent::linear         ? 1.25
+  const double bound = p_exponent == sage2::PExponent::linear        ? 1.25
                        : p_exponent == sage2::PExponent::half_linear ? 1.15
-                                                                      : 1.10;
+                                                                     : 1.10;
   CHECK(linear.relative_l1 < bound * reference.relative_l1);
   check_lse_call_takes_exact_p(in, options);
 }
