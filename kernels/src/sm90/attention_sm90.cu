@@ -233,11 +233,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-            // The bytes of groups j = base / 4 and j + 1 (linear_group: when j's are linear, so are j + 1's).
-            const float a = s[base], b = s[base + 1], c = s[base + 4], d = s[base + 5];
-            if (linear_group(kTileLinearShare, base / 4)) p[step][r] = pack_p<2>(a, b, c, d);
-            else if (linear_group(kTileLinearShare, base / 4 + 1)) p[step][r] = pack_p<1>(a, b, c, d);
-            else p[step][r] = pack_p<0>(a, b, c, d);
+            p[step][r] = pack_p<kTileLinearShare>(base / 4, s[base], s[base + 1], s[base + 4], s[base + 5]);
           }
         if (key_half == 0) barrier_wait(&v_full[stage], parity);
         fence();

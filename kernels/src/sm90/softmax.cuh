@@ -131,12 +131,13 @@ __host__ __device__ constexpr bool linear_group(int linear_share, int j) {
   return linear_share == kLinearAll || (linear_share == 2 && j % 2 == 1) || (linear_share == 1 && j % 4 == 3);
 }
 
-// P's four bytes of pack_e4m3x4 (a lowest), where c and d (kLinearBytes 1) or all four (2) come from linear_e4m3.
-template <int kLinearBytes>
-__device__ __forceinline__ uint32_t pack_p(float a, float b, float c, float d) {
-  if constexpr (kLinearBytes == 0) return pack_e4m3x4(a, b, c, d);
+// P's four bytes of pack_e4m3x4 (a lowest): a and b of a row's 8-key group j (even), c and d of group j + 1, each
+// pair from linear_e4m3 where linear_group says (in every share, when group j's are linear so are j + 1's).
+template <int kLinearShare>
+__device__ __forceinline__ uint32_t pack_p(int j, float a, float b, float c, float d) {
+  if (!linear_group(kLinearShare, j + 1)) return pack_e4m3x4(a, b, c, d);
   const uint32_t high = linear_e4m3x2(c, d);
-  if constexpr (kLinearBytes == 1) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x6410);
+  if (!linear_group(kLinearShare, j)) return __byte_perm(uint32_t(pack_e4m3x2(a, b)), high, 0x6410);
   return __byte_perm(linear_e4m3x2(a, b), high, 0x6420);
 }
 
