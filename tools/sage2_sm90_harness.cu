@@ -159,7 +159,7 @@ bool check(const Case& c, std::mt19937& rng) {
   const int64_t qg = q_groups_per_block(g) * (qp / 64), kg = k_groups_per_block(g) * (kp / 64);
   double err = 0, err_without_lse = 0, norm = 0, lse_err = 0;
   int64_t bad = 0;
-  std::vector<double> score(c.kv_len);
+  std::vector<double> score(c.kv_len), weight(c.kv_len);
   for (int b = 0; b < c.batch; ++b)
     for (int h = 0; h < c.q_heads; ++h) {
       const int qh = b * c.q_heads + h, kh = b * c.kv_heads + h / (c.q_heads / c.kv_heads);
@@ -174,12 +174,10 @@ bool check(const Case& c, std::mt19937& rng) {
           mx = std::max(mx, score[j]);
         }
         double sum = 0;
-        for (int j = 0; j < c.kv_len; ++j) sum += score[j] == -INFINITY ? 0.0 : std::exp(score[j] - mx);
+        for (int j = 0; j < c.kv_len; ++j) sum += weight[j] = score[j] == -INFINITY ? 0.0 : std::exp(score[j] - mx);
         for (int ch = 0; ch < d; ++ch) {
           double o = 0;
-          for (int j = 0; j < c.kv_len; ++j)
-            if (score[j] != -INFINITY)
-              o += std::exp(score[j] - mx) / sum * in.v_dequant[(int64_t(kh) * c.kv_len + j) * d + ch];
+          for (int j = 0; j < c.kv_len; ++j) o += weight[j] / sum * in.v_dequant[(int64_t(kh) * c.kv_len + j) * d + ch];
           const int64_t at = (int64_t(qh) * c.q_len + i) * d + ch;
           const float x = __half2float(got[at]), y = __half2float(got_without_lse[at]);
           if (!std::isfinite(x) || !std::isfinite(y)) ++bad;
