@@ -302,6 +302,7 @@ int main(int argc, char** argv) {
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, 3});
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
+    time_case("hd128 32k causal", {1, 32, 32, 32768, 32768, 128, true, true, false});
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
   }
   // One warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention).
