@@ -433,6 +433,7 @@ constexpr bool kTensorSumsFit = kResidentCtas<kHeadDim, true, kPerToken> *
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false, int kLinearShare = 0>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
+  static_assert(L::kBytes <= kSharedPerMultiprocessor - kSharedReservedPerCta, "a CTA's shared memory: at most 227 KB");
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
   const CUtensorMap q_map =
