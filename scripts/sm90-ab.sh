@@ -4,19 +4,22 @@
 # kernels/src (git-ignored; carry .carry). Each variant is built, runs `check` (and memcheck), then `time`,
 # the variants interleaved pass by pass so that drifts of the machine fall on all of them.
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
-#   scripts/sm90-ab.sh --prepare REF...    (here, before the call: each git ref's kernels/src into .carry/ab/REF)
+#   scripts/sm90-ab.sh --prepare [NAME=]REF...  (here, before the call: each git ref's kernels/src into
+#                                               .carry/ab/NAME, or .carry/ab/REF)
 # AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2); AB_NOCHECK:
 # variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
-# bounded in time (a kernel that hangs must not take the call's whole limit). The
+# bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
+# check is reported and left out of the timing, and the script exits non-zero. The
 # timing table (ab.md, each pass with the clocks it ran at: scripts/clock-sampler.sh) goes to $OUT or ./out, the
 # logs packed beside it into logs-ab.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then
   shift
-  for ref in "$@"; do
-    rm -rf ".carry/ab/$ref" && mkdir -p ".carry/ab/$ref" && git archive "$ref" kernels/src | tar -x -C ".carry/ab/$ref" &&
-      mv ".carry/ab/$ref/kernels/src" ".carry/ab/$ref/src" && rmdir ".carry/ab/$ref/kernels" || exit 1
+  for spec in "$@"; do
+    name=${spec%%=*} ref=${spec#*=}  # NAME=REF, or REF named after itself
+    rm -rf ".carry/ab/$name" && mkdir -p ".carry/ab/$name" && git archive "$ref" kernels/src | tar -x -C ".carry/ab/$name" &&
+      mv ".carry/ab/$name/kernels/src" ".carry/ab/$name/src" && rmdir ".carry/ab/$name/kernels" || exit 1
   done
   exit 0
 fi
@@ -32,20 +35,25 @@ for v in "${variants[@]}"; do
 done
 wait
 status=0
+timed=()  # the variants that built and passed their check: a broken one is reported and left out, not the call lost
 for v in "${variants[@]}"; do
-  [ -x "/tmp/ab-$v" ] || { echo "build of $v failed:"; tail -20 "$out/ab-build-$v.log"; exit 1; }
-  case " ${AB_NOCHECK:-} " in *" $v "*) echo "== $v: timed only (AB_NOCHECK)"; continue ;; esac
+  [ -x "/tmp/ab-$v" ] || { echo "build of $v failed (left out):"; tail -20 "$out/ab-build-$v.log"; status=1; continue; }
+  case " ${AB_NOCHECK:-} " in *" $v "*) echo "== $v: timed only (AB_NOCHECK)"; timed+=("$v"); continue ;; esac
   echo "== check $v" | tee -a "$out/ab-check.log"
-  timeout 120 "/tmp/ab-$v" check >> "$out/ab-check.log" 2>&1 || { echo "check of $v failed or hung:"; tail -5 "$out/ab-check.log"; exit 1; }
+  if ! timeout 120 "/tmp/ab-$v" check >> "$out/ab-check.log" 2>&1; then
+    echo "check of $v failed or hung (left out):"; tail -5 "$out/ab-check.log"; status=1; continue
+  fi
   tail -1 "$out/ab-check.log"
+  timed+=("$v")
   case " ${AB_MEMCHECK:-${variants[*]}} " in
     *" $v "*)
       timeout 300 compute-sanitizer --tool memcheck "/tmp/ab-$v" check > "$out/ab-memcheck-$v.log" 2>&1 || status=1
       echo "memcheck $v: $(tail -1 "$out/ab-memcheck-$v.log")" ;;
   esac
 done
+[ ${#timed[@]} -gt 0 ] || exit 1
 for pass in $(seq 1 "${AB_PASSES:-2}"); do
-  for v in "${variants[@]}"; do
+  for v in "${timed[@]}"; do
     echo "## $v, pass $pass" >> "$out/ab.md"
     scripts/clock-sampler.sh "$out/clocks-$v-$pass.csv" timeout 200 "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
   done
