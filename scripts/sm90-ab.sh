@@ -13,7 +13,7 @@
 # timing table (ab.md, each pass with the clocks it ran at: scripts/clock-sampler.sh) goes to $OUT or ./out, the
 # logs packed beside it into logs-ab.tar.gz.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 if [ "${1:-}" = --prepare ]; then
   shift
   for spec in "$@"; do
@@ -27,7 +27,10 @@ out=${OUT:-out}
 mkdir -p "$out"
 trap 'scripts/pack-logs.sh "$out" ab' EXIT  # the logs in one file: the device tool brings back 8
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(tree $([ -d .carry/ab ] && cd .carry/ab && ls -d */ | tr -d /))
+if [ ${#variants[@]} -eq 0 ]; then
+  variants=(tree)
+  for copy in .carry/ab/*/; do [ -d "$copy" ] && variants+=("$(basename "$copy")"); done
+fi
 source_of() { [ "$1" = tree ] && echo kernels/src || echo ".carry/ab/$1/src"; }
 for v in "${variants[@]}"; do
   src=$(source_of "$v")
