@@ -276,8 +276,8 @@ int main(int argc, char** argv) {
     cases.push_back({1, 2, 2, 130, 4000, 128, false, true, false, 3});
     cases.push_back({1, 3, 3, 200, 2000, 128, false, true, false});
     cases.push_back({2, 4, 2, 300, 500, 128, false, true, false});  // GQA
-    // Causal at head dim 128 with the ring wrapping: query blocks not a multiple of the CTAs' groups of them, rows
-    // that end at different tiles within a CTA; more queries than keys, and linear P.
+    // Causal at head dim 128 with the ring wrapping: 16 query blocks (not a multiple of three, as a CTA of several
+    // warpgroups groups them), rows that end at different key tiles; more queries than keys, and linear P.
     cases.push_back({1, 2, 1, 1000, 1000, 128, true, true, false});
     cases.push_back({1, 2, 2, 1100, 900, 128, true, true, false, 3});
     for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
