@@ -292,7 +292,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.fp8_pv = *o.pv == PvType::fp8;
   args.causal = o.causal;
   static_assert(int(PExponent::exact) == 0 && int(PExponent::quarter_linear) == 1 && int(PExponent::half_linear) == 2 &&
-                    int(PExponent::linear) == 3,
+                    int(PExponent::linear) == detail::kLinearAll,
                 "linear_p_share counts PExponent's steps");
   args.linear_p_share = int(o.p_exponent);
   args.pv_flush_tiles = o.pv_flush_tiles;

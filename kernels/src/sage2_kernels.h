@@ -74,6 +74,9 @@ struct VJob {
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream);
 
+// AttentionArgs::linear_p_share for all of P from linear bytes or bits (PExponent::linear's place in its order).
+constexpr int kLinearAll = 3;
+
 struct AttentionArgs {
   const int8_t* q;         // quantized Q [B, H_q, Nq_pad, D or D/2]
   const float* q_scale;    // [B, H_q, q groups]
@@ -99,7 +102,7 @@ struct AttentionArgs {
   Granularity granularity;
   bool int4, fp8_pv, causal;
   int linear_p_share;      // wgmma, FP8, no LSE: 0 exact P, 1 a quarter of it linear bytes, 2 half (both head
-                           // dim 64), 3 all
+                           // dim 64), kLinearAll all
   int pv_flush_tiles;
   float score_scale;       // sm_scale * log2(e)
 };

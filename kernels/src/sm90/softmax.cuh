@@ -126,7 +126,7 @@ __device__ __forceinline__ uint32_t linear_e4m3x2(float lo, float hi) {
 
 // How much of a uniform tile's P comes from linear bytes or bits (kLinearShare, PExponent's order): which of a row's
 // 8-key groups j (its accumulator elements 4j..4j+3) do: none, one in four, every other one, all.
-constexpr int kLinearAll = 3;
+using detail::kLinearAll;
 __host__ __device__ constexpr bool linear_group(int linear_share, int j) {
   return linear_share == kLinearAll || (linear_share == 2 && j % 2 == 1) || (linear_share == 1 && j % 4 == 3);
 }
