@@ -10,8 +10,9 @@
 # variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
 # bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
 # check is reported and left out of the timing, and the script exits non-zero. The
-# timing table (ab.md, each pass with the clocks it ran at: scripts/clock-sampler.sh) goes to $OUT or ./out, the
-# logs packed beside it into logs-ab.tar.gz.
+# timing table (ab.md, each pass with the clocks it ran at: scripts/clock-sampler.sh) goes to $OUT or ./out with its
+# summary (ab-summary.md, tools/ab_summary.py: each row's variants side by side, against main's), the logs packed
+# beside them into logs-ab.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 if [ "${1:-}" = --prepare ]; then
@@ -62,4 +63,5 @@ for pass in $(seq 1 "${AB_PASSES:-2}"); do
   done
 done
 cat "$out/ab.md"
+python3 tools/ab_summary.py "$out/ab.md" | tee "$out/ab-summary.md"  # each row's variants side by side
 exit $status
