@@ -119,6 +119,14 @@ void profile_preprocessing(const Shape& s) {
   SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+// The names --p-exponent takes (sage2.h's table), joined by `separator`.
+std::string p_exponent_names(const char* separator) {
+  std::string names;
+  for (const auto& [name, value] : sage2::kPExponentNames)
+    names += (names.empty() ? "" : separator) + std::string(name);
+  return names;
+}
+
 }  // namespace
 
 // sage-bench [--quick] [--p-exponent exact|quarter_linear|half_linear|linear] [--profile-preprocessing]
@@ -138,14 +146,13 @@ int main(int argc, char** argv) {
       const auto found = std::find_if(sage2::kPExponentNames.begin(), sage2::kPExponentNames.end(),
                                       [&](const auto& choice) { return choice.first == p_exponent_name; });
       if (found == sage2::kPExponentNames.end()) {
-        std::fprintf(stderr, "sage-bench: --p-exponent takes exact, quarter_linear, half_linear or linear\n");
+        std::fprintf(stderr, "sage-bench: --p-exponent takes %s\n", p_exponent_names(", ").c_str());
         return 2;
       }
       p_exponent = found->second;
     } else {
-      std::fprintf(stderr,
-                   "usage: sage-bench [--quick] [--p-exponent exact|quarter_linear|half_linear|linear] "
-                   "[--profile-preprocessing]\n");
+      std::fprintf(stderr, "usage: sage-bench [--quick] [--p-exponent %s] [--profile-preprocessing]\n",
+                   p_exponent_names("|").c_str());
       return 2;
     }
   }
