@@ -50,10 +50,11 @@ constexpr int kResidentCtas = kHeadDim == 128       ? 3
                                                     : 0;
 
 // The tiles sit at multiples of 1 KB from the base (the 128-byte swizzle's atom), which the declaration aligns.
-template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums>
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kWarpgroups = 1>
 struct Smem {
-  static constexpr int kStages = sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
-  static constexpr int kQBytes = kCtaQ * kHeadDim;
+  // Warpgroups of one CTA share one ring, deep enough that one can run tiles ahead of another.
+  static constexpr int kStages = kWarpgroups > 1 ? 6 : sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
+  static constexpr int kQBytes = kCtaQ * kHeadDim;  // a warpgroup's
   static constexpr int kKBytes = kCtaK * kHeadDim;
   static constexpr int kVHalfBytes = kHeadDim * kVSwizzle;  // one region of 128-byte Vᵀ rows
   static constexpr int kVLoadBytes = kFp8Pv ? kVHalfBytes : 2 * kVHalfBytes;  // what the TMA writes a stage
@@ -61,7 +62,7 @@ struct Smem {
   // so that one product with 8 more columns gives P · V and P's row sums together.
   static constexpr int kOnesBytes = kTensorSums ? 8 * kVSwizzle : 0;
   static constexpr int kVBytes = kVLoadBytes + kOnesBytes;
-  static constexpr int kK = kQBytes;
+  static constexpr int kK = kWarpgroups * kQBytes;
   static constexpr int kV = kK + kStages * kKBytes;
   static constexpr int kKeyScales = kV + kStages * kVBytes;  // per-token k-scales, one tile's per stage
   static constexpr int kBarriers = kKeyScales + (kPerToken ? kStages * kCtaK * 4 : 0);
@@ -73,11 +74,11 @@ struct Smem {
 // sum can come out a few percent short; the output, which the same products make, keeps its accuracy): for
 // calls that want no LSE, with FP8 P·V, where it takes an add per score off the softmax. kLinearShare: how much
 // of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums.
-template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0>
-__global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0, int kWarpgroups = 1>
+__global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
-  using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
+  using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
   constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
@@ -103,7 +104,11 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   uint64_t* empty = v_full + kStages;  // every thread's products are done with the stage
 
   const WorkTile work = work_tile(args.causal);
-  const int q_block = work.q_block;
+  // kWarpgroups > 1 (not causal): the CTA's warpgroups take consecutive query blocks, one each.
+  // (a value the compiler sees to be the warp's, so that the warpgroup's descriptors stay in uniform registers)
+  const int warpgroup = kWarpgroups > 1 ? __shfl_sync(0xffffffffu, int(threadIdx.x) / kThreads, 0) : 0;
+  const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
+  const int q_block = work.q_block * kWarpgroups + warpgroup;
   const int64_t q_head_index = work.flat_head;
   const int64_t kv_head_index = work.flat_head / (args.q_heads / args.kv_heads);  // = batch * kv_heads + kv_head
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
@@ -118,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   // causal diagonal of every other CTA: its 64 rows end half way through the tile) skips their exponentials.
   const int key_end = args.causal ? min(args.kv_len, last_row + 1) : args.kv_len;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = lane % 4;
+  const int warp = thread / 32, lane = thread % 32, quad_col = lane % 4;
   const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
 
   const float* k_scales = args.k_scale + kv_head_index * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
@@ -141,19 +146,21 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   if (threadIdx.x == 0) {
     barrier_init(q_full, 1);
     for (int s = 0; s < kStages; ++s)
-      barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads);
+      barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads * kWarpgroups);
     fence_barrier_init();
   }
   if constexpr (kTensorSums) {
     static_assert(L::kOnesBytes == 8 * kThreads);
     for (int s = 0; s < kStages; ++s)  // E4M3 1.0
-      reinterpret_cast<uint2*>(v_tile(s) + L::kVLoadBytes)[threadIdx.x] = make_uint2(0x38383838u, 0x38383838u);
+      if (warpgroup == 0) reinterpret_cast<uint2*>(v_tile(s) + L::kVLoadBytes)[thread] = make_uint2(0x38383838u, 0x38383838u);
     fence_stores_for_products();
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    barrier_expect_bytes(q_full, L::kQBytes);
-    tma_load_3d(q_tile, &q_map, q_full, 0, first_row, int(q_head_index));
+    barrier_expect_bytes(q_full, kWarpgroups * L::kQBytes);
+    for (int w = 0; w < kWarpgroups; ++w)
+      tma_load_3d(q_tile + w * L::kQBytes, &q_map, q_full, 0, (work.q_block * kWarpgroups + w) * kCtaQ,
+                  int(q_head_index));
     for (int s = 0; s < kStages && s < tiles; ++s) load_kv(s, s);
   }
 
@@ -171,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
   float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
   barrier_wait(q_full, 0);
   // The tensor cores' view of the tiles, stage 0; each tile's steps advance from these.
-  uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile, 0);
+  uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile + warpgroup * L::kQBytes, 0);
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
 
@@ -201,10 +208,24 @@ __global__ void __launch_bounds__(kThreads, kResidentCtas<kHeadDim, kFp8Pv, kPer
     commit_group();
     // The previous tile's stage, once every warp is done with it, takes the tile kStages after it; issued under
     // this tile's scores, so that no warp waits at a CTA barrier for the others.
-    if (threadIdx.x == 0 && tile > 0 && tile - 1 + kStages < tiles) {
-      const int previous = stage == 0 ? kStages - 1 : stage - 1;
-      barrier_wait(&empty[previous], stage == 0 ? parity ^ 1 : parity);
-      load_kv(tile - 1 + kStages, previous);
+    if constexpr (kWarpgroups == 1) {
+      if (threadIdx.x == 0 && tile > 0 && tile - 1 + kStages < tiles) {
+        const int previous = stage == 0 ? kStages - 1 : stage - 1;
+        barrier_wait(&empty[previous], stage == 0 ? parity ^ 1 : parity);
+        load_kv(tile - 1 + kStages, previous);
+      }
+    } else {
+      // Several warpgroups: the stage given back kRefillLag tiles ago, so that the others may run that many
+      // tiles behind this one before it waits for them.
+      constexpr int kRefillLag = 3;
+      static_assert(kStages > kRefillLag);
+      const int old = tile - kRefillLag;
+      if (threadIdx.x == 0 && old >= 0 && old + kStages < tiles) {
+        const bool same_round = stage >= kRefillLag;  // tile `old` sits in this round of the ring, or the last
+        const int old_stage = same_round ? stage - kRefillLag : stage + kStages - kRefillLag;
+        barrier_wait(&empty[old_stage], same_round ? parity : parity ^ 1);
+        load_kv(old + kStages, old_stage);
+      }
     }
     wait_group<0>();
     fence_registers(s_int);
@@ -430,9 +451,10 @@ constexpr bool kTensorSumsFit = kResidentCtas<kHeadDim, true, kPerToken> *
                                     (Smem<kHeadDim, true, kPerToken, true>::kBytes + kSharedReservedPerCta) <=
                                 kSharedPerMultiprocessor;
 
-template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false, int kLinearShare = 0>
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false, int kLinearShare = 0,
+          int kWarpgroups = 1>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
-  using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums>;
+  using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
   static_assert(L::kBytes <= kSharedPerMultiprocessor - kSharedReservedPerCta, "a CTA's shared memory: at most 227 KB");
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int64_t q_heads = int64_t(args.batch) * args.q_heads, kv_heads = int64_t(args.batch) * args.kv_heads;
@@ -444,13 +466,14 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
                                                 kHeadDim, kCtaK, kVSwizzle)
                                    : tensor_map(args.v, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, kv_heads, kHeadDim,
                                                 k_padded, kHeadDim, 64, kVSwizzle);
-  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kLinearShare>;
+  const auto kernel = attention_kernel<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kLinearShare, kWarpgroups>;
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
   // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
   const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
   const dim3 grid =
-      attention_grid((args.q_len + kCtaQ - 1) / kCtaQ, args.q_heads, args.batch, args.causal, kv_bytes_per_head);
-  kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args);
+      attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads, args.batch,
+                     args.causal, kv_bytes_per_head);
+  kernel<<<grid, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
@@ -477,6 +500,12 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
         if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
         if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
       }
+      // Head dim 128 without the causal mask: three warpgroups a CTA on one deep ring, a third of the copies.
+      if constexpr (kHeadDim == 128)
+        if (!args.causal) {
+          if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll, 3>(args, stream);
+          return launch<kHeadDim, true, false, true, 0, 3>(args, stream);
+        }
       if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll>(args, stream);
       return launch<kHeadDim, true, false, true>(args, stream);
     }
