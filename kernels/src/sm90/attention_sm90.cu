@@ -11,7 +11,10 @@
 //      FP8, unless the caller wants the LSE, the rows' sums of P come from the same products (Vᵀ extended by 8
 //      rows of ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
-// another's products are on the tensor cores. The layouts measured against this one: docs/sm90-attention.md.
+// another's products are on the tensor cores. At head dim 128 without the causal mask the three warpgroups the
+// registers allow a multiprocessor form one CTA instead (kWarpgroups), three query blocks on one deeper ring: a
+// third of the copies from L2, whose energy the power cap the kernel runs under counts. The layouts measured
+// against this one: docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
 #include "softmax.cuh"
@@ -52,7 +55,8 @@ constexpr int kResidentCtas = kHeadDim == 128       ? 3
 // The tiles sit at multiples of 1 KB from the base (the 128-byte swizzle's atom), which the declaration aligns.
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kWarpgroups = 1>
 struct Smem {
-  // Warpgroups of one CTA share one ring, deep enough that one can run tiles ahead of another.
+  // Warpgroups of one CTA share one ring, deep enough (the shared memory of three one-warpgroup CTAs) that one
+  // can run tiles ahead of another.
   static constexpr int kStages = kWarpgroups > 1 ? 6 : sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
   static constexpr int kQBytes = kCtaQ * kHeadDim;  // a warpgroup's
   static constexpr int kKBytes = kCtaK * kHeadDim;
