@@ -108,7 +108,9 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   uint64_t* empty = v_full + kStages;  // every thread's products are done with the stage
 
   const WorkTile work = work_tile(args.causal);
-  // kWarpgroups > 1 (not causal): the CTA's warpgroups take consecutive query blocks, one each.
+  // kWarpgroups > 1 (not causal: the causal grid orders single query blocks): the CTA's warpgroups take
+  // consecutive query blocks, one each.
+  if (kWarpgroups > 1 && args.causal) __trap();
   // (a value the compiler sees to be the warp's, so that the warpgroup's descriptors stay in uniform registers)
   const int warpgroup = kWarpgroups > 1 ? __shfl_sync(0xffffffffu, int(threadIdx.x) / kThreads, 0) : 0;
   const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
