@@ -11,8 +11,8 @@
 //      FP8, unless the caller wants the LSE, the rows' sums of P come from the same products (Vᵀ extended by 8
 //      rows of ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
-// another's products are on the tensor cores. At head dim 128 without the causal mask the three warpgroups the
-// registers allow a multiprocessor form one CTA instead (kWarpgroups), three query blocks on one deeper ring: a
+// another's products are on the tensor cores. At head dim 128 (FP8 with the tensor-core sums) the three warpgroups
+// the registers allow a multiprocessor form one CTA instead (kWarpgroups), three query blocks on one deeper ring: a
 // third of the copies from L2, whose energy the power cap the kernel runs under counts. The layouts measured
 // against this one: docs/sm90-attention.md.
 #include "attention_sm90.h"
@@ -108,9 +108,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   uint64_t* empty = v_full + kStages;  // every thread's products are done with the stage
 
   const WorkTile work = work_tile(args.causal);
-  // kWarpgroups > 1 (not causal: the causal grid orders single query blocks): the CTA's warpgroups take
-  // consecutive query blocks, one each.
-  if (kWarpgroups > 1 && args.causal) __trap();
+  // kWarpgroups > 1: the CTA's warpgroups take consecutive query blocks, one each (the grid's and the causal
+  // order's unit is then a group of them).
   // (a value the compiler sees to be the warp's, so that the warpgroup's descriptors stay in uniform registers)
   const int warpgroup = kWarpgroups > 1 ? __shfl_sync(0xffffffffu, int(threadIdx.x) / kThreads, 0) : 0;
   const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
@@ -120,8 +119,15 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
   const int first_row = q_block * kCtaQ;
   const int last_row = min(first_row + kCtaQ, args.q_len) - 1;
-  int tiles = (args.kv_len + kCtaK - 1) / kCtaK;
+  const int key_tiles = (args.kv_len + kCtaK - 1) / kCtaK;
+  int tiles = key_tiles;
   if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
+  // The tiles the ring carries: causal, those of the CTA's last warpgroup, whose rows reach furthest (the others
+  // only give their stages back for the tiles past their own).
+  const int ring_tiles =
+      kWarpgroups == 1 || !args.causal
+          ? tiles
+          : min(key_tiles, (min((work.q_block + 1) * kWarpgroups * kCtaQ, args.q_len) - 1) / kCtaK + 1);
 
   // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
   const int first_edge_tile = min(args.kv_len / kCtaK, args.causal ? (first_row + 1) / kCtaK : INT_MAX);
@@ -167,7 +173,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
     for (int w = 0; w < kWarpgroups; ++w)
       tma_load_3d(q_tile + w * L::kQBytes, &q_map, q_full, 0, (work.q_block * kWarpgroups + w) * kCtaQ,
                   int(q_head_index));
-    for (int s = 0; s < kStages && s < tiles; ++s) load_kv(s, s);
+    for (int s = 0; s < kStages && s < ring_tiles; ++s) load_kv(s, s);
   }
 
   const int64_t q_groups = q_groups_per_block(args.granularity) * (q_padded / kQBlock);
@@ -193,6 +199,20 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   int stage = 0;
   uint32_t parity = 0;
   uint64_t k_stage = k_descriptor, v_stage = v_descriptor;  // the stage's K and V tiles, moved along with it
+
+  // Several warpgroups: at tile `tile`, thread 0 refills the stage given back kRefillLag tiles ago, so that the
+  // others may run that many tiles behind it before it waits for them.
+  const auto refill_lagged = [&](int tile) {
+    constexpr int kRefillLag = 3;
+    static_assert(kWarpgroups == 1 || kStages > kRefillLag);
+    const int old = tile - kRefillLag;
+    if (threadIdx.x == 0 && old >= 0 && old + kStages < ring_tiles) {
+      const bool same_round = stage >= kRefillLag;  // tile `old` sits in this round of the ring, or the last
+      const int old_stage = same_round ? stage - kRefillLag : stage + kStages - kRefillLag;
+      barrier_wait(&empty[old_stage], same_round ? parity : parity ^ 1);
+      load_kv(old + kStages, old_stage);
+    }
+  };
 
   // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
   // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
@@ -221,17 +241,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
         load_kv(tile - 1 + kStages, previous);
       }
     } else {
-      // Several warpgroups: the stage given back kRefillLag tiles ago, so that the others may run that many
-      // tiles behind this one before it waits for them.
-      constexpr int kRefillLag = 3;
-      static_assert(kStages > kRefillLag);
-      const int old = tile - kRefillLag;
-      if (threadIdx.x == 0 && old >= 0 && old + kStages < tiles) {
-        const bool same_round = stage >= kRefillLag;  // tile `old` sits in this round of the ring, or the last
-        const int old_stage = same_round ? stage - kRefillLag : stage + kStages - kRefillLag;
-        barrier_wait(&empty[old_stage], same_round ? parity : parity ^ 1);
-        load_kv(old + kStages, old_stage);
-      }
+      refill_lagged(tile);
     }
     wait_group<0>();
     fence_registers(s_int);
@@ -386,6 +396,18 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   int tile = 0;
   for (; tile < uniform_tiles; ++tile) key_tile(tile, std::true_type{});
   for (; tile < tiles; ++tile) key_tile(tile, std::false_type{});
+  // Causal, several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles
+  // past its own, each once that tile has landed (an arrival for the stage's next use before its last use is
+  // done would count toward the wrong phase); thread 0 keeps refilling.
+  if constexpr (kWarpgroups > 1) {
+    for (; tile < ring_tiles; ++tile) {
+      refill_lagged(tile);
+      barrier_wait(&k_full[stage], parity);
+      barrier_wait(&v_full[stage], parity);
+      barrier_arrive(&empty[stage]);
+      if (++stage == kStages) stage = 0, parity ^= 1;
+    }
+  }
 
   // Epilogue: normalize, undo the V scaling, add the V mean back, store.
   const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
@@ -506,12 +528,11 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
         if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
         if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
       }
-      // Head dim 128 without the causal mask: three warpgroups a CTA on one deep ring, a third of the copies.
-      if constexpr (kHeadDim == 128)
-        if (!args.causal) {
-          if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll, 3>(args, stream);
-          return launch<kHeadDim, true, false, true, 0, 3>(args, stream);
-        }
+      // Head dim 128: three warpgroups a CTA on one deep ring, a third of the copies.
+      if constexpr (kHeadDim == 128) {
+        if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll, 3>(args, stream);
+        return launch<kHeadDim, true, false, true, 0, 3>(args, stream);
+      }
       if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll>(args, stream);
       return launch<kHeadDim, true, false, true>(args, stream);
     }
