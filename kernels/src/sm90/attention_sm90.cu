@@ -122,12 +122,14 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   const int key_tiles = (args.kv_len + kCtaK - 1) / kCtaK;
   int tiles = key_tiles;
   if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
-  // The tiles the ring carries: causal, those of the CTA's last warpgroup, whose rows reach furthest (the others
-  // only give their stages back for the tiles past their own).
+  // A warpgroup past the queries (in the grid's last group) computes nothing: it only gives its stages back.
+  if (kWarpgroups > 1 && first_row >= args.q_len) tiles = 0;
+  // The tiles the ring carries: those of the CTA's last warpgroup, whose rows reach furthest (the others only give
+  // their stages back for the tiles past their own).
   const int ring_tiles =
-      kWarpgroups == 1 || !args.causal
-          ? tiles
-          : min(key_tiles, (min((work.q_block + 1) * kWarpgroups * kCtaQ, args.q_len) - 1) / kCtaK + 1);
+      kWarpgroups == 1 ? tiles
+      : !args.causal   ? key_tiles
+                       : min(key_tiles, (min((work.q_block + 1) * kWarpgroups * kCtaQ, args.q_len) - 1) / kCtaK + 1);
 
   // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
   const int first_edge_tile = min(args.kv_len / kCtaK, args.causal ? (first_row + 1) / kCtaK : INT_MAX);
