@@ -13,8 +13,9 @@
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
 // another's products are on the tensor cores. At head dim 128 (FP8 with the tensor-core sums) the three warpgroups
 // the registers allow a multiprocessor form one CTA instead (kWarpgroups), three query blocks on one deeper ring: a
-// third of the copies from L2, whose energy the power cap the kernel runs under counts. The layouts measured
-// against this one: docs/sm90-attention.md.
+// third of the copies from L2, whose energy the power cap the kernel runs under counts; one such CTA a
+// multiprocessor, persistent, runs work tile after work tile on the same ring, so that no multiprocessor waits for a
+// CTA's start or end. The layouts measured against this one: docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
 #include "softmax.cuh"
@@ -70,7 +71,9 @@ struct Smem {
   static constexpr int kV = kK + kStages * kKBytes;
   static constexpr int kKeyScales = kV + kStages * kVBytes;  // per-token k-scales, one tile's per stage
   static constexpr int kBarriers = kKeyScales + (kPerToken ? kStages * kCtaK * 4 : 0);
-  static constexpr int kBytes = kBarriers + (1 + 3 * kStages) * 8;
+  // A Q barrier a warpgroup, then each stage's three; then, where the CTA runs several work tiles, the ring's cursor.
+  static constexpr int kCursor = kBarriers + (kWarpgroups + 3 * kStages) * 8;
+  static constexpr int kBytes = kCursor + (kWarpgroups > 1 ? 16 : 0);
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };
 
@@ -79,9 +82,10 @@ struct Smem {
 // calls that want no LSE, with FP8 P·V, where it takes an add per score off the softmax. kLinearShare: how much
 // of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums.
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0, int kWarpgroups = 1>
-__global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
+__global__ void __launch_bounds__(kThreads* kWarpgroups,
+                                  kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
-                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args) {
+                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
@@ -102,340 +106,431 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups, kWarpgroups > 1 ? 1 : k
   const auto k_tile = [&](int stage) { return smem + L::kK + stage * L::kKBytes; };
   const auto v_tile = [&](int stage) { return smem + L::kV + stage * L::kVBytes; };
   const auto key_scale_tile = [&](int stage) { return reinterpret_cast<float*>(smem + L::kKeyScales) + stage * kCtaK; };
-  uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);
-  uint64_t* k_full = q_full + 1;
+  uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + L::kBarriers);  // one a warpgroup
+  uint64_t* k_full = q_full + kWarpgroups;
   uint64_t* v_full = k_full + kStages;
   uint64_t* empty = v_full + kStages;  // every thread's products are done with the stage
 
-  const WorkTile work = work_tile(args.causal);
-  // kWarpgroups > 1: the CTA's warpgroups take consecutive query blocks, one each (the grid's and the causal
-  // order's unit is then a group of them).
+  // kWarpgroups > 1: the CTA's warpgroups take consecutive query blocks, one each (the work grid's and the causal
+  // order's unit is then a group of them), and the CTA runs every gridDim.x-th work tile of the work grid from its
+  // own index on (persistent: one CTA a multiprocessor, whose ring runs on from one work tile's keys to the next's).
+  constexpr bool kPersistent = kWarpgroups > 1;
   // (a value the compiler sees to be the warp's, so that the warpgroup's descriptors stay in uniform registers)
   const int warpgroup = kWarpgroups > 1 ? __shfl_sync(0xffffffffu, int(threadIdx.x) / kThreads, 0) : 0;
   const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
-  const int q_block = work.q_block * kWarpgroups + warpgroup;
-  const int64_t q_head_index = work.flat_head;
-  const int64_t kv_head_index = work.flat_head / (args.q_heads / args.kv_heads);  // = batch * kv_heads + kv_head
-  const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
-  const int first_row = q_block * kCtaQ;
-  const int last_row = min(first_row + kCtaQ, args.q_len) - 1;
-  const int key_tiles = (args.kv_len + kCtaK - 1) / kCtaK;
-  int tiles = key_tiles;
-  if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
-  // A warpgroup past the queries (in the grid's last group) computes nothing: it only gives its stages back.
-  if (kWarpgroups > 1 && first_row >= args.q_len) tiles = 0;
-  // The tiles the ring carries: those of the CTA's last warpgroup, whose rows reach furthest (the others only give
-  // their stages back for the tiles past their own).
-  const int ring_tiles =
-      kWarpgroups == 1 ? tiles
-      : !args.causal   ? key_tiles
-                       : min(key_tiles, (min((work.q_block + 1) * kWarpgroups * kCtaQ, args.q_len) - 1) / kCtaK + 1);
-
-  // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
-  const int first_edge_tile = min(args.kv_len / kCtaK, args.causal ? (first_row + 1) / kCtaK : INT_MAX);
-  // Keys from this one on are masked for every row of the CTA: an edge tile whose last 64 keys lie there (the
-  // causal diagonal of every other CTA: its 64 rows end half way through the tile) skips their exponentials.
-  const int key_end = args.causal ? min(args.kv_len, last_row + 1) : args.kv_len;
-
-  const int warp = thread / 32, lane = thread % 32, quad_col = lane % 4;
-  const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
-
-  const float* k_scales = args.k_scale + kv_head_index * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
-  // The uniform tiles' k-scales: key tile t's two 64-key blocks start at group (2t + half) · groups per block,
-  // plus the lane's group within a block (per-thread: its key columns' (key % 8) / 2 = quad_col). The pointer
-  // starts at tile 0 and moves on a tile at a time as the uniform loop goes.
-  const int k_block_groups = int(k_groups_per_block(args.granularity));
-  const float* uniform_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
-  const auto load_kv = [&](int tile, int stage) {
-    // Per-token k-scales travel with their K tile; the last tile may hold only 64 keys' scales.
-    const uint32_t scale_bytes = kPerToken ? 4 * uint32_t(min(int64_t(kCtaK), k_padded - tile * kCtaK)) : 0;
-    barrier_expect_bytes(&k_full[stage], L::kKBytes + scale_bytes);
-    tma_load_3d(k_tile(stage), &k_map, &k_full[stage], 0, tile * kCtaK, int(kv_head_index));
-    if constexpr (kPerToken) bulk_load(key_scale_tile(stage), k_scales + tile * kCtaK, scale_bytes, &k_full[stage]);
-    barrier_expect_bytes(&v_full[stage], L::kVLoadBytes);
-    tma_load_3d(v_tile(stage), &v_map, &v_full[stage], tile * kCtaK, 0, int(kv_head_index));
-    if constexpr (!kFp8Pv)
-      tma_load_3d(v_tile(stage) + L::kVHalfBytes, &v_map, &v_full[stage], tile * kCtaK + 64, 0, int(kv_head_index));
+  const int works = kPersistent ? int((work_count(work_grid) - blockIdx.x + gridDim.x - 1) / gridDim.x) : 1;
+  const auto work_at = [&](int ordinal) {
+    return kPersistent ? work_tile(blockIdx.x + unsigned(ordinal) * gridDim.x, work_grid, args.causal)
+                       : work_tile(args.causal);
   };
-  if (threadIdx.x == 0) {
-    barrier_init(q_full, 1);
-    for (int s = 0; s < kStages; ++s)
-      barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads * kWarpgroups);
-    fence_barrier_init();
-  }
-  if constexpr (kTensorSums) {
-    static_assert(L::kOnesBytes == 8 * kThreads);
-    for (int s = 0; s < kStages; ++s)  // E4M3 1.0
-      if (warpgroup == 0) reinterpret_cast<uint2*>(v_tile(s) + L::kVLoadBytes)[thread] = make_uint2(0x38383838u, 0x38383838u);
-    fence_stores_for_products();
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    barrier_expect_bytes(q_full, kWarpgroups * L::kQBytes);
-    for (int w = 0; w < kWarpgroups; ++w)
-      tma_load_3d(q_tile + w * L::kQBytes, &q_map, q_full, 0, (work.q_block * kWarpgroups + w) * kCtaQ,
-                  int(q_head_index));
-    for (int s = 0; s < kStages && s < ring_tiles; ++s) load_kv(s, s);
-  }
+  const auto kv_head_of = [&](const WorkTile& work) {  // = batch * kv_heads + kv_head
+    return work.flat_head / (args.q_heads / args.kv_heads);
+  };
+  const int key_tiles = (args.kv_len + kCtaK - 1) / kCtaK;
+  // The key tiles the ring carries for a work tile of several warpgroups: those of its last warpgroup, whose rows
+  // reach furthest (the others only give their stages back for the tiles past their own).
+  const auto ring_tiles_of = [&](const WorkTile& work) {
+    if (!args.causal) return key_tiles;
+    return min(key_tiles, (min((work.q_block + 1) * kWarpgroups * kCtaQ, args.q_len) - 1) / kCtaK + 1);
+  };
+  const auto load_q = [&](const WorkTile& work, int warpgroup) {
+    barrier_expect_bytes(&q_full[warpgroup], L::kQBytes);
+    tma_load_3d(q_tile + warpgroup * L::kQBytes, &q_map, &q_full[warpgroup], 0,
+                (work.q_block * kWarpgroups + warpgroup) * kCtaQ, work.flat_head);
+  };
 
-  const int64_t q_groups = q_groups_per_block(args.granularity) * (q_padded / kQBlock);
-  float q_scale[2];
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t row = min(int64_t(row0 + 8 * half), q_padded - 1);
-    q_scale[half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
-  }
-
-  float out[kOut];
-#pragma unroll
-  for (int i = 0; i < kOut; ++i) out[i] = 0.0f;
-  float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
-  barrier_wait(q_full, 0);
-  // The tensor cores' view of the tiles, stage 0; each tile's steps advance from these.
-  uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile + warpgroup * L::kQBytes, 0);
+  // Tile t of the CTA's sequence sits in stage t % kStages of the ring, filled for the (t / kStages)-th time: kept
+  // as it goes (stage, parity) rather than divided out each tile; persistent, the sequence runs on through the
+  // work tiles.
   const uint64_t k_descriptor = kmajor_descriptor<kHeadDim>(k_tile(0), 0);
   const uint64_t v_descriptor = kmajor_descriptor<kVSwizzle>(v_tile(0), 0);
-
-  // Tile t sits in stage t % kStages of the ring, filled for the (t / kStages)-th time: kept as it goes (stage,
-  // parity) rather than divided out each tile.
   int stage = 0;
   uint32_t parity = 0;
   uint64_t k_stage = k_descriptor, v_stage = v_descriptor;  // the stage's K and V tiles, moved along with it
 
-  // Several warpgroups: at tile `tile`, thread 0 refills the stage given back kRefillLag tiles ago, so that the
-  // others may run that many tiles behind it before it waits for them.
-  const auto refill_lagged = [&](int tile) {
-    constexpr int kRefillLag = 3;
-    static_assert(kWarpgroups == 1 || kStages > kRefillLag);
-    const int old = tile - kRefillLag;
-    if (threadIdx.x == 0 && old >= 0 && old + kStages < ring_tiles) {
-      const bool same_round = stage >= kRefillLag;  // tile `old` sits in this round of the ring, or the last
-      const int old_stage = same_round ? stage - kRefillLag : stage + kStages - kRefillLag;
-      barrier_wait(&empty[old_stage], same_round ? parity : parity ^ 1);
-      load_kv(old + kStages, old_stage);
+  // Several warpgroups: at each tile it passes, the first warp refills the stage given back kRefillLag tiles
+  // before, so that the others may run that many tiles behind it before it waits for them; the first
+  // kStages - kRefillLag tiles are copied up front (the refills of the first kRefillLag tiles find their stages
+  // never used). The next tile to copy, of which work tile, is kept in shared memory by thread 0 rather than in
+  // registers every thread would hold.
+  constexpr int kRefillLag = 3;
+  static_assert(kWarpgroups == 1 || kStages > kRefillLag);
+  const int cta_warp = __shfl_sync(0xffffffffu, int(threadIdx.x) / 32, 0);  // (the warp's, as `warpgroup`)
+  struct RingCursor {
+    int ordinal, tile, tiles, kv_head;
+  };
+  RingCursor* cursor = reinterpret_cast<RingCursor*>(smem + L::kCursor);
+  const auto cursor_at = [&](int ordinal) {
+    RingCursor next{ordinal, 0, 0, 0};
+    if (ordinal < works) {
+      const WorkTile work = work_at(ordinal);
+      next.tiles = ring_tiles_of(work), next.kv_head = kv_head_of(work);
     }
+    return next;
   };
 
-  // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
-  // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
-  const auto key_tile = [&](int tile, auto uniform_tile) {
-    constexpr bool uniform = decltype(uniform_tile)::value;
-
-    // 1. S = Q Kᵀ. A uniform tile's accumulators start from kMagicBits, so that each score comes out as the float
-    // kMagic + score (magic_float's add done by the tensor cores, off the path from the score to its exponential).
-    int32_t s_int[64];
-    if constexpr (uniform) {
-#pragma unroll
-      for (int i = 0; i < 64; ++i) s_int[i] = kMagicBits;
+  const auto load_kv = [&](int tile, int stage, int kv_head) {
+    const int64_t k_padded = round_up(args.kv_len, kKBlock);
+    // Per-token k-scales travel with their K tile; the last tile may hold only 64 keys' scales.
+    const uint32_t scale_bytes = kPerToken ? 4 * uint32_t(min(int64_t(kCtaK), k_padded - tile * kCtaK)) : 0;
+    barrier_expect_bytes(&k_full[stage], L::kKBytes + scale_bytes);
+    tma_load_3d(k_tile(stage), &k_map, &k_full[stage], 0, tile * kCtaK, kv_head);
+    if constexpr (kPerToken) {
+      const float* k_scales =
+          args.k_scale + int64_t(kv_head) * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
+      bulk_load(key_scale_tile(stage), k_scales + tile * kCtaK, scale_bytes, &k_full[stage]);
     }
-    barrier_wait(&k_full[stage], parity);
-    fence();
-#pragma unroll
-    for (int k = 0; k < kHeadDim / 32; ++k)
-      mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_stage, 32 * k), uniform || k > 0);
-    commit_group();
-    // The previous tile's stage, once every warp is done with it, takes the tile kStages after it; issued under
-    // this tile's scores, so that no warp waits at a CTA barrier for the others.
-    if constexpr (kWarpgroups == 1) {
-      if (threadIdx.x == 0 && tile > 0 && tile - 1 + kStages < tiles) {
-        const int previous = stage == 0 ? kStages - 1 : stage - 1;
-        barrier_wait(&empty[previous], stage == 0 ? parity ^ 1 : parity);
-        load_kv(tile - 1 + kStages, previous);
+    barrier_expect_bytes(&v_full[stage], L::kVLoadBytes);
+    tma_load_3d(v_tile(stage), &v_map, &v_full[stage], tile * kCtaK, 0, kv_head);
+    if constexpr (!kFp8Pv)
+      tma_load_3d(v_tile(stage) + L::kVHalfBytes, &v_map, &v_full[stage], tile * kCtaK + 64, 0, kv_head);
+  };
+  // Persistent: copies the cursor's key tile into `stage` and moves the cursor on (nothing once the CTA's work
+  // tiles are done).
+  const auto load_next_kv = [&](int stage) {
+    RingCursor next = *cursor;
+    if (next.ordinal >= works) return;
+    load_kv(next.tile, stage, next.kv_head);
+    next = ++next.tile < next.tiles ? next : cursor_at(next.ordinal + 1);
+    *cursor = next;
+  };
+  // The barriers, the ones rows, and the first work tile's Q tiles and first K/V tiles: with one warpgroup, its
+  // first_tiles key tiles of K/V head first_kv_head (the persistent ring's come from the cursor).
+  const auto start = [&](const WorkTile& first, int first_tiles, int first_kv_head) {
+    if (threadIdx.x == 0) {
+      for (int w = 0; w < kWarpgroups; ++w) barrier_init(&q_full[w], 1);
+      for (int s = 0; s < kStages; ++s)
+        barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads * kWarpgroups);
+      fence_barrier_init();
+    }
+    if constexpr (kTensorSums) {
+      static_assert(L::kOnesBytes == 8 * kThreads);
+      for (int s = 0; s < kStages; ++s)  // E4M3 1.0
+        if (warpgroup == 0)
+          reinterpret_cast<uint2*>(v_tile(s) + L::kVLoadBytes)[thread] = make_uint2(0x38383838u, 0x38383838u);
+      fence_stores_for_products();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 0; w < kWarpgroups; ++w) load_q(first, w);
+      if constexpr (kPersistent) {
+        *cursor = cursor_at(0);
+        for (int s = 0; s < kStages - kRefillLag; ++s) load_next_kv(s);
+      } else {
+        for (int s = 0; s < kStages && s < first_tiles; ++s) load_kv(s, s, first_kv_head);
       }
-    } else {
-      refill_lagged(tile);
     }
-    wait_group<0>();
-    fence_registers(s_int);
+    if constexpr (kPersistent) __syncwarp();  // the cursor, for the first warp's other threads
+  };
+  if constexpr (kPersistent) start(work_at(0), 0, 0);
 
-    // 4. O += P · V, as lambdas that the softmax's two paths below call. FP8: P's A fragment for 32 keys holds
-    // at positions 4t..4t+3 of each 16-key half the keys 2t, 2t+1, 8+2t, 9+2t (kv_permuted_position), i.e. this
-    // lane's own accumulator elements; issued per 64 keys, each half after exponentiate(half) has made its p,
-    // so that a uniform tile's second half is exponentiated while the first half's products run.
-    float s[64];
-    float rescale[2];
-    // Where the softmax adds up its rows: row_sum, or with the sums on the tensor cores a scratch pair that
-    // nothing reads (the compiler drops the adds).
-    float discarded_sums[2] = {0.0f, 0.0f};
-    float(&softmax_sums)[2] = kTensorSums ? discarded_sums : row_sum;
-    constexpr int kTileLinearShare = uniform ? kLinearShare : 0;  // the general path's p are exact
-    const bool upper_half_empty = kSkipsEmptyHalves && !uniform && tile * kCtaK + 64 >= key_end;
-    const auto fp8_pv = [&](auto exponentiate) {
-      uint32_t p[4][4];
-      // kTensorSums: 4 more columns, this tile's row sums of P (both columns of each row alike).
-      float fresh[kOut + (kTensorSums ? 4 : 0)];
+  for (int ordinal = 0; ordinal < works; ++ordinal) {
+    const WorkTile work = work_at(ordinal);
+    const int q_block = work.q_block * kWarpgroups + warpgroup;
+    const int64_t q_head_index = work.flat_head;
+    const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
+    const int64_t kv_head_index = kv_head_of(work);
+    const int first_row = q_block * kCtaQ;
+    const int last_row = min(first_row + kCtaQ, args.q_len) - 1;
+    int tiles = key_tiles;
+    if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
+    // A warpgroup past the queries (in the grid's last group) computes nothing: it only gives its stages back.
+    if (kWarpgroups > 1 && first_row >= args.q_len) tiles = 0;
+    const int ring_tiles = kWarpgroups == 1 ? tiles : ring_tiles_of(work);
+
+    // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
+    const int first_edge_tile = min(args.kv_len / kCtaK, args.causal ? (first_row + 1) / kCtaK : INT_MAX);
+    // Keys from this one on are masked for every row of the CTA: an edge tile whose last 64 keys lie there (the
+    // causal diagonal of every other CTA: its 64 rows end half way through the tile) skips their exponentials.
+    const int key_end = args.causal ? min(args.kv_len, last_row + 1) : args.kv_len;
+
+    const int warp = thread / 32, lane = thread % 32, quad_col = lane % 4;
+    const int row0 = first_row + warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
+
+    const float* k_scales = args.k_scale + kv_head_index * k_groups_per_block(args.granularity) * (k_padded / kKBlock);
+    // The uniform tiles' k-scales: key tile t's two 64-key blocks start at group (2t + half) · groups per block,
+    // plus the lane's group within a block (per-thread: its key columns' (key % 8) / 2 = quad_col). The pointer
+    // starts at tile 0 and moves on a tile at a time as the uniform loop goes.
+    const int k_block_groups = int(k_groups_per_block(args.granularity));
+    const float* uniform_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
+    if constexpr (!kPersistent) start(work, ring_tiles, int(kv_head_index));
+
+    const int64_t q_groups = q_groups_per_block(args.granularity) * (q_padded / kQBlock);
+    float q_scale[2];
 #pragma unroll
-      for (int key_half = 0; key_half < 2; ++key_half) {
-        exponentiate(key_half);
+    for (int half = 0; half < 2; ++half) {
+      const int64_t row = min(int64_t(row0 + 8 * half), q_padded - 1);
+      q_scale[half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
+    }
+
+    float out[kOut];
 #pragma unroll
-        for (int step = 2 * key_half; step < 2 * key_half + 2; ++step)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
-            p[step][r] = pack_p<kTileLinearShare>(base / 4, s[base], s[base + 1], s[base + 4], s[base + 5]);
-          }
-        if (key_half == 0) barrier_wait(&v_full[stage], parity);
-        fence();
-#pragma unroll
-        for (int step = 2 * key_half; step < 2 * key_half + 2; ++step) {
-          const uint64_t v = advance(v_stage, 32 * step);
-          if constexpr (kTensorSums && kHeadDim == 64) mma_e4m3_m64n72k32(fresh, p[step], v, step);
-          else if constexpr (kTensorSums) mma_e4m3_m64n136k32(fresh, p[step], v, step);
-          else if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
-          else mma_e4m3_m64n128k32(fresh, p[step], v, step);
+    for (int i = 0; i < kOut; ++i) out[i] = 0.0f;
+    float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.0f, 0.0f};
+    barrier_wait(&q_full[warpgroup], ordinal & 1);
+    // The tensor cores' view of the tiles; each tile's steps advance from these.
+    uint64_t q_descriptor = kmajor_descriptor<kHeadDim>(q_tile + warpgroup * L::kQBytes, 0);
+
+    // Several warpgroups: the first warp waits for the stage to refill as a whole, and its first thread copies (a
+    // wait in a branch of one thread, inside the loop over work tiles, made ptxas move the ring's descriptors out of
+    // the uniform registers).
+    const auto refill_lagged = [&] {
+      if (cta_warp == 0) {
+        const bool same_round = stage >= kRefillLag;  // its last use sits in this round of the ring, or the last
+        const int old_stage = same_round ? stage - kRefillLag : stage + kStages - kRefillLag;
+        // (the other threads' reading of thread 0's cursor only decides whether they wait along)
+        if (cursor->ordinal < works) {
+          barrier_wait(&empty[old_stage], same_round ? parity : parity ^ 1);
+          if (threadIdx.x == 0) load_next_kv(old_stage);
         }
-        commit_group();
-      }
-      wait_group<0>();
-      fence_registers(fresh);
-#pragma unroll
-      for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
-      if constexpr (kTensorSums) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) row_sum[half] = fmaf(row_sum[half], rescale[half], fresh[kOut + 2 * half]);
+        __syncwarp();
       }
     };
-    const auto fp16_pv = [&] {
-      barrier_wait(&v_full[stage], parity);
-      uint32_t p[8][4];
-#pragma unroll
-      for (int step = 0; step < 8; ++step)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const float lo = s[8 * step + 2 * r], hi = s[8 * step + 2 * r + 1];
-          p[step][r] = kTileLinearShare == kLinearAll ? linear_f16x2(lo, hi) : pack_half2(lo, hi);
-        }
-      if constexpr (kTileLinearShare == kLinearAll) add_f16_row_sums(p, row_sum);
-      // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
-      if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
-#pragma unroll
-        for (int i = 0; i < kOut; ++i) out[i] *= rescale[(i / 2) & 1];
+    // Persistent: the warpgroup's Q tile for its next work tile, once its last product with this one is done (every
+    // warp of the warpgroup past it).
+    const auto load_next_q = [&] {
+      if constexpr (kPersistent) {
+        named_barrier_sync(1 + warpgroup, kThreads);
+        if (thread == 0 && ordinal + 1 < works) load_q(work_at(ordinal + 1), warpgroup);
       }
+    };
+
+    // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
+    // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
+    // `last`: the warpgroup's last tile of the work tile (std::false_type where it cannot be).
+    const auto key_tile = [&](int tile, auto uniform_tile, auto last) {
+      constexpr bool uniform = decltype(uniform_tile)::value;
+
+      // 1. S = Q Kᵀ. A uniform tile's accumulators start from kMagicBits, so that each score comes out as the float
+      // kMagic + score (magic_float's add done by the tensor cores, off the path from the score to its exponential).
+      int32_t s_int[64];
+      if constexpr (uniform) {
+#pragma unroll
+        for (int i = 0; i < 64; ++i) s_int[i] = kMagicBits;
+      }
+      barrier_wait(&k_full[stage], parity);
       fence();
 #pragma unroll
-      for (int step = 0; step < 8; ++step) {
-        const uint64_t v = advance(v_stage, (step / 4) * L::kVHalfBytes + 32 * (step % 4));
-        if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
-        else mma_f16_m64n128k16(out, p[step], v, 1);
-      }
+      for (int k = 0; k < kHeadDim / 32; ++k)
+        mma_s8_m64n128k32(s_int, advance(q_descriptor, 32 * k), advance(k_stage, 32 * k), uniform || k > 0);
       commit_group();
+      // The previous tile's stage, once every warp is done with it, takes the tile kStages after it; issued under
+      // this tile's scores, so that no warp waits at a CTA barrier for the others.
+      if constexpr (kWarpgroups == 1) {
+        if (threadIdx.x == 0 && tile > 0 && tile - 1 + kStages < tiles) {
+          const int previous = stage == 0 ? kStages - 1 : stage - 1;
+          barrier_wait(&empty[previous], stage == 0 ? parity ^ 1 : parity);
+          load_kv(tile - 1 + kStages, previous, int(kv_head_index));
+        }
+      } else {
+        refill_lagged();
+      }
       wait_group<0>();
-      fence_registers(out);
-    };
+      fence_registers(s_int);
+      if (last) load_next_q();
 
-    // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
-    if constexpr (uniform) {
-      const float key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
-      uniform_k_scales += 2 * k_block_groups;  // the uniform tiles come in order from the first
-      if constexpr (kSplitPv) {
-        RowExponent exponent[2];
+      // 4. O += P · V, as lambdas that the softmax's two paths below call. FP8: P's A fragment for 32 keys holds
+      // at positions 4t..4t+3 of each 16-key half the keys 2t, 2t+1, 8+2t, 9+2t (kv_permuted_position), i.e. this
+      // lane's own accumulator elements; issued per 64 keys, each half after exponentiate(half) has made its p,
+      // so that a uniform tile's second half is exponentiated while the first half's products run.
+      float s[64];
+      float rescale[2];
+      // Where the softmax adds up its rows: row_sum, or with the sums on the tensor cores a scratch pair that
+      // nothing reads (the compiler drops the adds).
+      float discarded_sums[2] = {0.0f, 0.0f};
+      float(&softmax_sums)[2] = kTensorSums ? discarded_sums : row_sum;
+      constexpr int kTileLinearShare = uniform ? kLinearShare : 0;  // the general path's p are exact
+      const bool upper_half_empty = kSkipsEmptyHalves && !uniform && tile * kCtaK + 64 >= key_end;
+      const auto fp8_pv = [&](auto exponentiate) {
+        uint32_t p[4][4];
+        // kTensorSums: 4 more columns, this tile's row sums of P (both columns of each row alike).
+        float fresh[kOut + (kTensorSums ? 4 : 0)];
 #pragma unroll
-        for (int row = 0; row < 2; ++row)
-          exponent[row] =
-              uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
-        // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
-        // run under its products.
-        fp8_pv([&](int key_half) {
+        for (int key_half = 0; key_half < 2; ++key_half) {
+          exponentiate(key_half);
+#pragma unroll
+          for (int step = 2 * key_half; step < 2 * key_half + 2; ++step)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              const int base = 16 * step + 8 * (r / 2) + 2 * (r % 2);
+              p[step][r] = pack_p<kTileLinearShare>(base / 4, s[base], s[base + 1], s[base + 4], s[base + 5]);
+            }
+          if (key_half == 0) barrier_wait(&v_full[stage], parity);
+          fence();
+#pragma unroll
+          for (int step = 2 * key_half; step < 2 * key_half + 2; ++step) {
+            const uint64_t v = advance(v_stage, 32 * step);
+            if constexpr (kTensorSums && kHeadDim == 64) mma_e4m3_m64n72k32(fresh, p[step], v, step);
+            else if constexpr (kTensorSums) mma_e4m3_m64n136k32(fresh, p[step], v, step);
+            else if constexpr (kHeadDim == 64) mma_e4m3_m64n64k32(fresh, p[step], v, step);
+            else mma_e4m3_m64n128k32(fresh, p[step], v, step);
+          }
+          commit_group();
+        }
+        wait_group<0>();
+        fence_registers(fresh);
+#pragma unroll
+        for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
+        if constexpr (kTensorSums) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half)
+            row_sum[half] = fmaf(row_sum[half], rescale[half], fresh[kOut + 2 * half]);
+        }
+      };
+      const auto fp16_pv = [&] {
+        barrier_wait(&v_full[stage], parity);
+        uint32_t p[8][4];
+#pragma unroll
+        for (int step = 0; step < 8; ++step)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const float lo = s[8 * step + 2 * r], hi = s[8 * step + 2 * r + 1];
+            p[step][r] = kTileLinearShare == kLinearAll ? linear_f16x2(lo, hi) : pack_half2(lo, hi);
+          }
+        if constexpr (kTileLinearShare == kLinearAll) add_f16_row_sums(p, row_sum);
+        // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
+        if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
+#pragma unroll
+          for (int i = 0; i < kOut; ++i) out[i] *= rescale[(i / 2) & 1];
+        }
+        fence();
+#pragma unroll
+        for (int step = 0; step < 8; ++step) {
+          const uint64_t v = advance(v_stage, (step / 4) * L::kVHalfBytes + 32 * (step % 4));
+          if constexpr (kHeadDim == 64) mma_f16_m64n64k16(out, p[step], v, 1);
+          else mma_f16_m64n128k16(out, p[step], v, 1);
+        }
+        commit_group();
+        wait_group<0>();
+        fence_registers(out);
+      };
+
+      // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
+      if constexpr (uniform) {
+        const float key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
+        uniform_k_scales += 2 * k_block_groups;  // the uniform tiles come in order from the first
+        if constexpr (kSplitPv) {
+          RowExponent exponent[2];
 #pragma unroll
           for (int row = 0; row < 2; ++row)
-            uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent[row], key_half, s, softmax_sums);
-        });
+            exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max,
+                                                        softmax_sums, rescale);
+          // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
+          // run under its products.
+          fp8_pv([&](int key_half) {
+#pragma unroll
+            for (int row = 0; row < 2; ++row)
+              uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent[row], key_half, s, softmax_sums);
+          });
+        } else {
+#pragma unroll
+          for (int row = 0; row < 2; ++row) {
+            const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale,
+                                                                     row_max, softmax_sums, rescale);
+#pragma unroll
+            for (int key_half = 0; key_half < 2; ++key_half)
+              uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent, key_half, s, softmax_sums);
+          }
+        }
       } else {
+        if constexpr (kPerToken) {
 #pragma unroll
-        for (int row = 0; row < 2; ++row) {
-          const RowExponent exponent =
-              uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max, softmax_sums, rescale);
+          for (int j = 0; j < 16; ++j) {
+            const float2 key_scale = *reinterpret_cast<const float2*>(key_scale_tile(stage) + 8 * j + 2 * quad_col);
 #pragma unroll
-          for (int key_half = 0; key_half < 2; ++key_half)
-            uniform_row_exponentials<kLinearShare, kFp8Pv>(s_int, row, exponent, key_half, s, softmax_sums);
+            for (int e = 0; e < 4; ++e)
+              s[4 * j + e] = scaled_score(s_int[4 * j + e], e & 1 ? key_scale.y : key_scale.x);
+          }
+        } else {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int64_t key = min(int64_t(tile * kCtaK + 64 * half + 2 * quad_col), k_padded - 1);
+            const float key_scale = k_scales[k_group(key, args.granularity)];
+#pragma unroll
+            for (int i = 32 * half; i < 32 * half + 32; ++i) s[i] = scaled_score(s_int[i], key_scale);
+          }
         }
+        if (tile >= first_edge_tile) {
+          const int tile_col = tile * kCtaK + 2 * quad_col;
+#pragma unroll
+          for (int i = 0; i < 64; ++i) {
+            const int col = tile_col + 8 * (i / 4) + (i & 1), row = row0 + 8 * ((i / 2) & 1);
+            if (col >= args.kv_len || (args.causal && col > row)) s[i] = kNegInf;
+          }
+        }
+        softmax(s, q_scale, kPLog2Scale, row_max, softmax_sums, rescale, upper_half_empty);
       }
-    } else {
-      if constexpr (kPerToken) {
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const float2 key_scale = *reinterpret_cast<const float2*>(key_scale_tile(stage) + 8 * j + 2 * quad_col);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[4 * j + e] = scaled_score(s_int[4 * j + e], e & 1 ? key_scale.y : key_scale.x);
-        }
-      } else {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int64_t key = min(int64_t(tile * kCtaK + 64 * half + 2 * quad_col), k_padded - 1);
-          const float key_scale = k_scales[k_group(key, args.granularity)];
-#pragma unroll
-          for (int i = 32 * half; i < 32 * half + 32; ++i) s[i] = scaled_score(s_int[i], key_scale);
-        }
+      if constexpr (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
+        if constexpr (kFp8Pv) fp8_pv([](int) {});
+        else fp16_pv();
       }
-      if (tile >= first_edge_tile) {
-        const int tile_col = tile * kCtaK + 2 * quad_col;
-#pragma unroll
-        for (int i = 0; i < 64; ++i) {
-          const int col = tile_col + 8 * (i / 4) + (i & 1), row = row0 + 8 * ((i / 2) & 1);
-          if (col >= args.kv_len || (args.causal && col > row)) s[i] = kNegInf;
-        }
-      }
-      softmax(s, q_scale, kPLog2Scale, row_max, softmax_sums, rescale, upper_half_empty);
-    }
-    if constexpr (!(kSplitPv && uniform)) {  // P is whole: step 4 in one go
-      if constexpr (kFp8Pv) fp8_pv([](int) {});
-      else fp16_pv();
-    }
 
-    barrier_arrive(&empty[stage]);
-    if (++stage == kStages) {
-      stage = 0, parity ^= 1;
-      k_stage = k_descriptor, v_stage = v_descriptor;
-    } else {
-      k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
-    }
-    // Opaque to the compiler, which would otherwise rebuild every descriptor from the tile addresses each tile.
-    asm volatile("" : "+l"(q_descriptor), "+l"(k_stage), "+l"(v_stage));
-  };
-  // The tiles before the first edge tile are uniform (unless the k-scales are per token), the rest general: two
-  // loops, so that the uniform one carries no test and none of the general path's registers.
-  const int uniform_tiles = kPerToken ? 0 : min(first_edge_tile, tiles);
-  int tile = 0;
-  for (; tile < uniform_tiles; ++tile) key_tile(tile, std::true_type{});
-  for (; tile < tiles; ++tile) key_tile(tile, std::false_type{});
-  // Causal, several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles
-  // past its own, each once that tile has landed (an arrival for the stage's next use before its last use is
-  // done would count toward the wrong phase); thread 0 keeps refilling.
-  if constexpr (kWarpgroups > 1) {
-    for (; tile < ring_tiles; ++tile) {
-      refill_lagged(tile);
-      barrier_wait(&k_full[stage], parity);
-      barrier_wait(&v_full[stage], parity);
       barrier_arrive(&empty[stage]);
-      if (++stage == kStages) stage = 0, parity ^= 1;
+      if (++stage == kStages) {
+        stage = 0, parity ^= 1;
+        k_stage = k_descriptor, v_stage = v_descriptor;
+      } else {
+        k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
+      }
+      // Opaque to the compiler, which would otherwise rebuild every descriptor from the tile addresses each tile.
+      asm volatile("" : "+l"(q_descriptor), "+l"(k_stage), "+l"(v_stage));
+    };
+    // The tiles before the first edge tile are uniform (unless the k-scales are per token), the rest general: two
+    // loops, so that the uniform one carries no test and none of the general path's registers.
+    // Persistent, the last tile loads the next work tile's Q: a last tile that is uniform is taken out of the loop.
+    const int uniform_tiles = kPerToken ? 0 : min(first_edge_tile, tiles);
+    const int uniform_loop_tiles = kPersistent && uniform_tiles == tiles ? tiles - 1 : uniform_tiles;
+    int tile = 0;
+    for (; tile < uniform_loop_tiles; ++tile) key_tile(tile, std::true_type{}, std::false_type{});
+    if constexpr (kPersistent) {
+      if (tile < uniform_tiles) key_tile(tile++, std::true_type{}, std::true_type{});
+      if (tiles == 0) load_next_q();
     }
-  }
+    for (; tile < tiles; ++tile) key_tile(tile, std::false_type{}, kPersistent && tile == tiles - 1);
+    // Several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles past
+    // its own, each once that tile has landed (an arrival for the stage's next use before its last use is done
+    // would count toward the wrong phase); the first warp keeps refilling.
+    if constexpr (kWarpgroups > 1) {
+      for (; tile < ring_tiles; ++tile) {
+        refill_lagged();
+        barrier_wait(&k_full[stage], parity);
+        barrier_wait(&v_full[stage], parity);
+        barrier_arrive(&empty[stage]);
+        if (++stage == kStages) {
+          stage = 0, parity ^= 1;
+          k_stage = k_descriptor, v_stage = v_descriptor;
+        } else {
+          k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
+        }
+      }
+    }
 
-  // Epilogue: normalize, undo the V scaling, add the V mean back, store.
-  const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
-  const float* v_mean = args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr;
+    // Epilogue: normalize, undo the V scaling, add the V mean back, store.
+    const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
+    const float* v_mean = args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float sum = row_sum[half];
-    if constexpr (!kTensorSums) {  // each lane summed its own columns; the tensor cores gave every lane the row's
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    }
-    const int row = row0 + 8 * half;
-    if (row >= args.q_len) continue;
-    const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
-    const int batch = work.flat_head / args.q_heads, head = work.flat_head % args.q_heads;
-    const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
+    for (int half = 0; half < 2; ++half) {
+      float sum = row_sum[half];
+      if constexpr (!kTensorSums) {  // each lane summed its own columns; the tensor cores gave every lane the row's
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      }
+      const int row = row0 + 8 * half;
+      if (row >= args.q_len) continue;
+      const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const int batch = work.flat_head / args.q_heads, head = work.flat_head % args.q_heads;
+      const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
 #pragma unroll
-    for (int j = 0; j < kHeadDim / 8; ++j) {
-      const int c = 8 * j + 2 * quad_col;
-      // FP8: row_sum summed 448·p too, so V's scale is all that is left to undo.
-      store_output_pair(args, base, c, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum, v_scale,
-                        1.0f, v_mean);
+      for (int j = 0; j < kHeadDim / 8; ++j) {
+        const int c = 8 * j + 2 * quad_col;
+        // FP8: row_sum summed 448·p too, so V's scale is all that is left to undo.
+        store_output_pair(args, base, c, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum, v_scale,
+                          1.0f, v_mean);
+      }
+      if (args.lse && quad_col == 0)
+        args.lse[q_head_index * args.q_len + row] =
+            (row_max[half] == kNegInf ? 0.0f : row_max[half]) + log2f(sum) - kPLog2Scale;
     }
-    if (args.lse && quad_col == 0)
-      args.lse[q_head_index * args.q_len + row] =
-          (row_max[half] == kNegInf ? 0.0f : row_max[half]) + log2f(sum) - kPLog2Scale;
   }
 }
 
@@ -471,6 +566,13 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
   return map;
 }
 
+int multiprocessors() {
+  int device = 0, count = 0;
+  SAGEVID_CUDA_CHECK(cudaGetDevice(&device));
+  SAGEVID_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
 // A multiprocessor's shared memory on sm_90, of which each CTA costs 1 KB more than it asks for.
 constexpr int kSharedPerMultiprocessor = 228 * 1024, kSharedReservedPerCta = 1024;
 
@@ -500,10 +602,14 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
   // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
   const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
-  const dim3 grid =
-      attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads, args.batch,
-                     args.causal, kv_bytes_per_head);
-  kernel<<<grid, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args);
+  const dim3 grid = attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads,
+                                   args.batch, args.causal, kv_bytes_per_head);
+  // Several warpgroups: persistent, a CTA a multiprocessor (the registers hold it to one) running every
+  // gridDim.x-th work tile of the grid.
+  if (kWarpgroups > 1 && work_count(grid) > INT_MAX)
+    throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles of 192 query rows and one head");
+  const dim3 ctas = kWarpgroups > 1 ? dim3(unsigned(std::min<int64_t>(work_count(grid), multiprocessors()))) : grid;
+  kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 

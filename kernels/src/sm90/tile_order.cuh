@@ -36,9 +36,19 @@ inline dim3 attention_grid(int q_blocks, int q_heads, int batch, bool causal, in
   return dim3(unsigned(section), unsigned(q_blocks), unsigned(flat_heads / section));
 }
 
+__host__ __device__ inline int64_t work_count(dim3 grid) { return int64_t(grid.x) * grid.y * grid.z; }
+
 __device__ __forceinline__ WorkTile work_tile(bool causal) {
   if (!causal) return {int(blockIdx.x), int(blockIdx.y + gridDim.y * blockIdx.z)};
   return {int(gridDim.y - 1 - blockIdx.y), int(blockIdx.x + gridDim.x * blockIdx.z)};
+}
+
+// The index-th work tile of `grid` in launch order (x fastest), the one its block (x, y, z) would compute: for
+// CTAs that each run several (persistent).
+__device__ __forceinline__ WorkTile work_tile(unsigned index, dim3 grid, bool causal) {
+  const unsigned x = index % grid.x, y = index / grid.x % grid.y, z = index / grid.x / grid.y;
+  if (!causal) return {int(x), int(y + grid.y * z)};
+  return {int(grid.y - 1 - y), int(x + grid.x * z)};
 }
 
 }  // namespace sagevid::kernels::sage2::sm90

@@ -42,6 +42,11 @@ __device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity)
       : "memory");
 }
 
+// Waits until `threads` threads (whole warps) have reached named barrier `id` (1-15; 0 is __syncthreads').
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Copies the box at element coordinates (x, y, z) of a 3-D tensor map into shared memory; the barrier
 // receives the box's bytes (zero-filled where the box leaves the tensor).
 __device__ __forceinline__ void tma_load_3d(void* destination, const CUtensorMap* map, uint64_t* barrier, int x, int y,
