@@ -315,13 +315,12 @@ int main(int argc, char** argv) {
     // warpgroups groups them), rows that end at different key tiles; more queries than keys, and linear P.
     cases.push_back({1, 2, 1, 1000, 1000, 128, true, true, false});
     cases.push_back({1, 2, 2, 1100, 900, 128, true, true, false, detail::kLinearAll});
-    // More work tiles than multiprocessors, so that each persistent CTA of several warpgroups runs several: GQA,
-    // causal (the ring's tiles a work tile differ), and work tiles of two key tiles (the ring's first copies span
-    // several of them).
-    cases.push_back({2, 32, 8, 700, 700, 128, false, true, false});
-    cases.push_back({2, 32, 16, 700, 700, 128, true, true, false});
-    cases.push_back({4, 64, 64, 150, 200, 128, false, true, false});
-    cases.push_back({4, 64, 64, 150, 200, 128, true, true, false});
+    // More work tiles than multiprocessors, so that each persistent CTA of several warpgroups runs several (in
+    // the ring's first copies, too): GQA; causal, whose work tiles differ in key tiles; one query block a work
+    // tile, whose other two warpgroups only give stages back.
+    cases.push_back({4, 48, 12, 200, 300, 128, false, true, false});
+    cases.push_back({4, 48, 48, 200, 300, 128, true, true, false});
+    cases.push_back({1, 140, 140, 64, 1000, 128, false, true, false});
     for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
     std::printf("%d passed, %d failed\n", passes, failures);
   }
