@@ -637,12 +637,10 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
         if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
       }
       // Head dim 128: three warpgroups a CTA on one deep ring, a third of the copies.
-      if constexpr (kHeadDim == 128) {
-        if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll, 3>(args, stream);
-        return launch<kHeadDim, true, false, true, 0, 3>(args, stream);
-      }
-      if (args.linear_p_share == kLinearAll) return launch<kHeadDim, true, false, true, kLinearAll>(args, stream);
-      return launch<kHeadDim, true, false, true>(args, stream);
+      constexpr int kWarpgroups = kHeadDim == 128 ? 3 : 1;
+      if (args.linear_p_share == kLinearAll)
+        return launch<kHeadDim, true, false, true, kLinearAll, kWarpgroups>(args, stream);
+      return launch<kHeadDim, true, false, true, 0, kWarpgroups>(args, stream);
     }
   }
   per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
