@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """A model of the persistent sm_90 kernel's ring (kernels/src/sm90/attention_sm90.cu, kWarpgroups > 1), run under
 random interleavings of its warpgroups and its copies: mbarrier phases and parity waits, thread 0's cursor over the
-work tiles' key tiles, the first warp's lagged refill, each warpgroup's Q barrier and its next Q copy. It checks that
-nothing deadlocks, that each warpgroup finds in a stage the key tile it expects, and that no copy overwrites a K/V
-stage or a Q tile still in use. One arrival stands for a warpgroup's 128 threads.
+work tiles' key tiles, the work tiles it claims a work tile ahead into a queue, the first warp's lagged refill, each
+warpgroup's Q barrier and its next Q copy. It checks that nothing deadlocks, that each warpgroup finds in a stage the
+key tile it expects, that no copy overwrites a K/V stage or a Q tile still in use, and that every read of the queue
+finds the claim it expects, written before a barrier wait the reader has passed. One arrival stands for a
+warpgroup's 128 threads.
   tools/sm90_ring_model.py [RUNS]
 """
 import random
@@ -44,29 +46,46 @@ def run(works, warpgroups, stages, lag, seed):
     stage_holds = [None] * stages  # (work, key tile) the stage's last copy brought
     q_holds = [None] * warpgroups  # the work whose Q tile the warpgroup's buffer holds
     copies = []  # in flight: ("kv", stage, (work, tile)) or ("q", warpgroup, work)
+    # The queue of claimed work tiles: slot -> the ordinal whose claim it holds (len(works): none left), and the
+    # copies issued so far when it was written (a reader must have waited for a later one).
+    queue, queue_size = {0: (0, 0)}, 8
+    issued = [0]
     cursor = {"work": 0, "tile": 0}
+
+    def enter(work):  # cursor_at: the next work tile's claim, a work tile ahead of the ring
+        if work < len(works):
+            queue[(work + 1) % queue_size] = (work + 1, issued[0])
+
+    def read_queue(work, waited):  # a queue read, after a wait for the copy numbered `waited`
+        held, written_at = queue[work % queue_size]
+        assert held == work, ("queue slot", work, held)
+        assert work == 0 or written_at < waited, ("queue read before its claim was seen", work)
 
     def copy_next_kv(stage):  # load_next_kv
         if cursor["work"] >= len(works):
             return
         full[stage].arrive(expect_bytes=1)
-        copies.append(("kv", stage, (cursor["work"], cursor["tile"])))
+        issued[0] += 1
+        copies.append(("kv", stage, (cursor["work"], cursor["tile"]), issued[0]))
         cursor["tile"] += 1
         if cursor["tile"] == works[cursor["work"]][0]:
             cursor["work"], cursor["tile"] = cursor["work"] + 1, 0
+            enter(cursor["work"])
 
     def copy_q(warpgroup, work):
         q_full[warpgroup].arrive(expect_bytes=1)
-        copies.append(("q", warpgroup, work))
+        copies.append(("q", warpgroup, work, None))
 
     for w in range(warpgroups):
         copy_q(w, 0)
+    enter(0)
     for s in range(stages - lag):
         copy_next_kv(s)
 
     def warpgroup_steps(w):
         """The warpgroup's program; each yield is a point where another warpgroup or a copy may run."""
         stage, parity = 0, 0
+        waited = 0  # the latest K/V copy this warpgroup has waited for
 
         def refill():  # refill_lagged, the first warp's
             if w != 0 or cursor["work"] >= len(works):
@@ -78,26 +97,32 @@ def run(works, warpgroups, stages, lag, seed):
             copy_next_kv(old)
 
         for work, (ring_tiles, computed) in enumerate(works):
+            read_queue(work, waited)
             while not q_full[w].passed(work % 2):
                 yield
             assert q_holds[w] == work, ("Q tile", w, work)
             mine, has_next = computed[w], work + 1 < len(works)
-            if mine == 0 and has_next:
-                copy_q(w, work + 1)
             for tile in range(ring_tiles):
                 if tile >= mine:  # given back: the refill, then the tile must land
                     yield from refill()
                 while not full[stage].passed(parity):
                     yield
-                assert stage_holds[stage] == (work, tile), ("stage", w, work, tile, stage_holds[stage])
+                assert stage_holds[stage][0] == (work, tile), ("stage", w, work, tile, stage_holds[stage])
+                waited = max(waited, stage_holds[stage][1])
+                if mine == 0 and tile == 0:  # a warpgroup past the queries: its next Q after a wait
+                    read_queue(work + 1, waited)
+                    if has_next:
+                        copy_q(w, work + 1)
                 if tile < mine:  # computed: Q·Kᵀ issued, then the refill, then P·V
                     yield from refill()
                     assert q_holds[w] == work, ("Q overwritten in use", w, work, tile)
-                    if tile == mine - 1 and has_next:
+                    if tile == mine - 1:
                         yield  # the last Q·Kᵀ completes
-                        copy_q(w, work + 1)
+                        read_queue(work + 1, waited)
+                        if has_next:
+                            copy_q(w, work + 1)
                     yield
-                assert stage_holds[stage] == (work, tile), ("stage overwritten in use", w, work, tile)
+                assert stage_holds[stage][0] == (work, tile), ("stage overwritten in use", w, work, tile)
                 empty[stage].arrive()
                 stage += 1
                 if stage == stages:
@@ -109,9 +134,9 @@ def run(works, warpgroups, stages, lag, seed):
             return
         choice = rnd.choice(list(programs) + (["copy"] if copies else []))
         if choice == "copy":
-            kind, where, what = copies.pop(rnd.randrange(len(copies)))
+            kind, where, what, number = copies.pop(rnd.randrange(len(copies)))
             if kind == "kv":
-                stage_holds[where] = what
+                stage_holds[where] = (what, number)
                 full[where].land(1)
             else:
                 q_holds[where] = what

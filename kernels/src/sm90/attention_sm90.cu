@@ -73,7 +73,8 @@ struct Smem {
   static constexpr int kBarriers = kKeyScales + (kPerToken ? kStages * kCtaK * 4 : 0);
   // A Q barrier a warpgroup, then each stage's three; then, where the CTA runs several work tiles, the ring's cursor.
   static constexpr int kCursor = kBarriers + (kWarpgroups + 3 * kStages) * 8;
-  static constexpr int kBytes = kCursor + (kWarpgroups > 1 ? 16 : 0);
+  static constexpr int kWorkQueue = 8;  // the persistent CTA's next work tiles (see attention_kernel)
+  static constexpr int kBytes = kCursor + (kWarpgroups > 1 ? 16 + 4 * kWorkQueue : 0);
   static_assert(kQBytes % 1024 == 0 && kKBytes % 1024 == 0 && kVBytes % 1024 == 0);
 };
 
@@ -85,7 +86,8 @@ template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLine
 __global__ void __launch_bounds__(kThreads* kWarpgroups,
                                   kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
-                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid) {
+                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid,
+                     int* work_counter) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
@@ -112,16 +114,20 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   uint64_t* empty = v_full + kStages;  // every thread's products are done with the stage
 
   // kWarpgroups > 1: the CTA's warpgroups take consecutive query blocks, one each (the work grid's and the causal
-  // order's unit is then a group of them), and the CTA runs every gridDim.x-th work tile of the work grid from its
-  // own index on (persistent: one CTA a multiprocessor, whose ring runs on from one work tile's keys to the next's).
+  // order's unit is then a group of them), and the CTA is persistent: one a multiprocessor, whose ring runs on from
+  // one work tile's keys to the next's. Its first work tile is its block's; it claims each next one from
+  // work_counter, in the grid's order, as it goes (so that a multiprocessor that finishes early takes more, as
+  // the hardware's dispatch of blocks does), a work tile ahead of the ring, into a queue in shared memory.
   constexpr bool kPersistent = kWarpgroups > 1;
   // (a value the compiler sees to be the warp's, so that the warpgroup's descriptors stay in uniform registers)
   const int warpgroup = kWarpgroups > 1 ? __shfl_sync(0xffffffffu, int(threadIdx.x) / kThreads, 0) : 0;
   const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
-  const int works = kPersistent ? int((work_count(work_grid) - blockIdx.x + gridDim.x - 1) / gridDim.x) : 1;
+  unsigned* work_queue = reinterpret_cast<unsigned*>(smem + L::kCursor + 16);
+  const auto queued = [&](int ordinal) -> unsigned& { return work_queue[ordinal % L::kWorkQueue]; };
+  const unsigned works = unsigned(work_count(work_grid));
+  const auto has_work = [&](int ordinal) { return kPersistent ? queued(ordinal) < works : ordinal == 0; };
   const auto work_at = [&](int ordinal) {
-    return kPersistent ? work_tile(blockIdx.x + unsigned(ordinal) * gridDim.x, work_grid, args.causal)
-                       : work_tile(args.causal);
+    return kPersistent ? work_tile(queued(ordinal), work_grid, args.causal) : work_tile(args.causal);
   };
   const auto kv_head_of = [&](const WorkTile& work) {  // = batch * kv_heads + kv_head
     return work.flat_head / (args.q_heads / args.kv_heads);
@@ -157,14 +163,16 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   static_assert(kWarpgroups == 1 || kStages > kRefillLag);
   const int cta_warp = __shfl_sync(0xffffffffu, int(threadIdx.x) / 32, 0);  // (the warp's, as `warpgroup`)
   struct RingCursor {
-    int ordinal, tile, tiles, kv_head;
+    int ordinal, tile, tiles, kv_head;  // tiles 0: the CTA's work tiles are done
   };
   RingCursor* cursor = reinterpret_cast<RingCursor*>(smem + L::kCursor);
+  // Thread 0, as the cursor enters a work tile: its tiles, and the claim of the next one.
   const auto cursor_at = [&](int ordinal) {
     RingCursor next{ordinal, 0, 0, 0};
-    if (ordinal < works) {
+    if (has_work(ordinal)) {
       const WorkTile work = work_at(ordinal);
       next.tiles = ring_tiles_of(work), next.kv_head = kv_head_of(work);
+      queued(ordinal + 1) = gridDim.x + unsigned(atomicAdd(work_counter, 1));
     }
     return next;
   };
@@ -189,7 +197,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // tiles are done).
   const auto load_next_kv = [&](int stage) {
     RingCursor next = *cursor;
-    if (next.ordinal >= works) return;
+    if (next.tiles == 0) return;
     load_kv(next.tile, stage, next.kv_head);
     next = ++next.tile < next.tiles ? next : cursor_at(next.ordinal + 1);
     *cursor = next;
@@ -198,6 +206,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // first_tiles key tiles of K/V head first_kv_head (the persistent ring's come from the cursor).
   const auto start = [&](const WorkTile& first, int first_tiles, int first_kv_head) {
     if (threadIdx.x == 0) {
+      if constexpr (kPersistent) queued(0) = blockIdx.x;
       for (int w = 0; w < kWarpgroups; ++w) barrier_init(&q_full[w], 1);
       for (int s = 0; s < kStages; ++s)
         barrier_init(&k_full[s], 1), barrier_init(&v_full[s], 1), barrier_init(&empty[s], kThreads * kWarpgroups);
@@ -222,9 +231,9 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     }
     if constexpr (kPersistent) __syncwarp();  // the cursor, for the first warp's other threads
   };
-  if constexpr (kPersistent) start(work_at(0), 0, 0);
+  if constexpr (kPersistent) start(work_tile(blockIdx.x, work_grid, args.causal), 0, 0);
 
-  for (int ordinal = 0; ordinal < works; ++ordinal) {
+  for (int ordinal = 0; has_work(ordinal); ++ordinal) {
     const WorkTile work = work_at(ordinal);
     const int q_block = work.q_block * kWarpgroups + warpgroup;
     const int64_t q_head_index = work.flat_head;
@@ -279,7 +288,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         const bool same_round = stage >= kRefillLag;  // its last use sits in this round of the ring, or the last
         const int old_stage = same_round ? stage - kRefillLag : stage + kStages - kRefillLag;
         // (the other threads' reading of thread 0's cursor only decides whether they wait along)
-        if (cursor->ordinal < works) {
+        if (cursor->tiles > 0) {
           barrier_wait(&empty[old_stage], same_round ? parity : parity ^ 1);
           if (threadIdx.x == 0) load_next_kv(old_stage);
         }
@@ -287,11 +296,12 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       }
     };
     // Persistent: the warpgroup's Q tile for its next work tile, once its last product with this one is done (every
-    // warp of the warpgroup past it).
+    // warp of the warpgroup past it). The next one's claim is seen after a wait for one of this one's key tiles,
+    // whose copy thread 0 issued after it.
     const auto load_next_q = [&] {
       if constexpr (kPersistent) {
         named_barrier_sync(1 + warpgroup, kThreads);
-        if (thread == 0 && ordinal + 1 < works) load_q(work_at(ordinal + 1), warpgroup);
+        if (thread == 0 && has_work(ordinal + 1)) load_q(work_at(ordinal + 1), warpgroup);
       }
     };
 
@@ -482,10 +492,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     const int uniform_loop_tiles = kPersistent && uniform_tiles == tiles ? tiles - 1 : uniform_tiles;
     int tile = 0;
     for (; tile < uniform_loop_tiles; ++tile) key_tile(tile, std::true_type{}, std::false_type{});
-    if constexpr (kPersistent) {
+    if constexpr (kPersistent)
       if (tile < uniform_tiles) key_tile(tile++, std::true_type{}, std::true_type{});
-      if (tiles == 0) load_next_q();
-    }
     for (; tile < tiles; ++tile) key_tile(tile, std::false_type{}, kPersistent && tile == tiles - 1);
     // Several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles past
     // its own, each once that tile has landed (an arrival for the stage's next use before its last use is done
@@ -495,6 +503,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         refill_lagged();
         barrier_wait(&k_full[stage], parity);
         barrier_wait(&v_full[stage], parity);
+        if (tile == 0) load_next_q();  // a warpgroup past the queries
         barrier_arrive(&empty[stage]);
         if (++stage == kStages) {
           stage = 0, parity ^= 1;
@@ -604,13 +613,22 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
   const dim3 grid = attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads,
                                    args.batch, args.causal, kv_bytes_per_head);
-  // Several warpgroups: persistent, a CTA a multiprocessor (the registers hold it to one) running every
-  // gridDim.x-th work tile of the grid.
-  if (kWarpgroups > 1 && work_count(grid) > INT_MAX)
-    throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles of 192 query rows and one head");
-  const dim3 ctas = kWarpgroups > 1 ? dim3(unsigned(std::min<int64_t>(work_count(grid), multiprocessors()))) : grid;
-  kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
-  SAGEVID_CUDA_CHECK_LAUNCH();
+  if constexpr (kWarpgroups == 1) {
+    kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, nullptr);
+    SAGEVID_CUDA_CHECK_LAUNCH();
+  } else {
+    // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work tiles from a
+    // counter of the call's own, in stream order (so that calls on other streams keep theirs).
+    if (work_count(grid) > INT_MAX)
+      throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles (query-row groups of one head)");
+    int* work_counter = nullptr;
+    SAGEVID_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&work_counter), sizeof(int), stream));
+    SAGEVID_CUDA_CHECK(cudaMemsetAsync(work_counter, 0, sizeof(int), stream));
+    const dim3 ctas(unsigned(std::min<int64_t>(work_count(grid), multiprocessors())));
+    kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, work_counter);
+    SAGEVID_CUDA_CHECK_LAUNCH();
+    SAGEVID_CUDA_CHECK(cudaFreeAsync(work_counter, stream));
+  }
 }
 
 template <int kHeadDim>
