@@ -131,6 +131,24 @@ AttentionArgs make_args(const Case& c, const int8_t* q, const float* qs, const i
   return a;
 }
 
+// A call's work counter, zeroed in stream order as sage2's host API does it, where the kernels take one (an A/B copy
+// of an older tree has no such field, and is called as it was).
+template <typename Args>
+auto give_work_counter(Args& args, int* counter, int) -> decltype(args.work_counter = counter, void()) {
+  args.work_counter = counter;
+  SAGEVID_CUDA_CHECK(cudaMemsetAsync(counter, 0, sizeof(int), nullptr));
+}
+template <typename Args>
+void give_work_counter(Args&, int*, long) {}
+
+struct Attention {
+  DeviceBuffer<int> work_counter{1};
+  void operator()(AttentionArgs args) {
+    give_work_counter(args, work_counter.data, 0);
+    sm90::attention(args, nullptr);
+  }
+};
+
 struct Reference {
   std::vector<double> out;  // [B, H_q, N_q, D]
   std::vector<double> lse;  // [B, H_q, N_q], base 2
@@ -197,7 +215,8 @@ bool check(const Case& c, std::mt19937& rng) {
   SAGEVID_CUDA_CHECK(cudaMemset(out.data, 0xFF, out_elems * sizeof(__half)));  // NaN: unwritten shows
   SAGEVID_CUDA_CHECK(cudaMemset(lse.data, 0xFF, int64_t(c.batch) * c.q_heads * c.q_len * sizeof(float)));
   const AttentionArgs args = make_args(c, q.data, qs.data, k.data, ks.data, v.data, vs.data, out.data, lse.data);
-  sm90::attention(args, nullptr);
+  Attention attention;
+  attention(args);
   SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<__half> got(out_elems), got_without_lse(out_elems);
   std::vector<float> got_lse(int64_t(c.batch) * c.q_heads * c.q_len);
@@ -205,7 +224,7 @@ bool check(const Case& c, std::mt19937& rng) {
   SAGEVID_CUDA_CHECK(cudaMemcpy(got_lse.data(), lse.data, got_lse.size() * sizeof(float), cudaMemcpyDeviceToHost));
   // Again without the LSE (the kernel may then take the rows' sums from the tensor cores), into a poisoned output.
   SAGEVID_CUDA_CHECK(cudaMemset(out.data, 0xFF, out_elems * sizeof(__half)));
-  sm90::attention(make_args(c, q.data, qs.data, k.data, ks.data, v.data, vs.data, out.data, nullptr), nullptr);
+  attention(make_args(c, q.data, qs.data, k.data, ks.data, v.data, vs.data, out.data, nullptr));
   SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
   SAGEVID_CUDA_CHECK(cudaMemcpy(got_without_lse.data(), out.data, got.size() * sizeof(__half), cudaMemcpyDeviceToHost));
 
@@ -260,14 +279,15 @@ void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) 
   SAGEVID_CUDA_CHECK_LAUNCH();
   const AttentionArgs args = make_args(c, reinterpret_cast<int8_t*>(q.data), qs.data, reinterpret_cast<int8_t*>(k.data),
                                        ks.data, v.data, vs.data, out.data, nullptr);
+  Attention attention;
   cudaEvent_t start, stop;
   SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
   SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < warmups; ++i) sm90::attention(args, nullptr);
+  for (int i = 0; i < warmups; ++i) attention(args);
   std::vector<float> ms;
   for (int i = 0; i < runs; ++i) {
     SAGEVID_CUDA_CHECK(cudaEventRecord(start));
-    sm90::attention(args, nullptr);
+    attention(args);
     SAGEVID_CUDA_CHECK(cudaEventRecord(stop));
     SAGEVID_CUDA_CHECK(cudaEventSynchronize(stop));
     float t;

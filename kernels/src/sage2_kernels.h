@@ -105,6 +105,9 @@ struct AttentionArgs {
                            // dim 64), kLinearAll all
   int pv_flush_tiles;
   float score_scale;       // sm_scale * log2(e)
+  // wgmma: an int zeroed in stream order before the call, the call's own, from which the persistent kernels' CTAs
+  // claim their work tiles (an allocation in the call would go back to the driver at the next synchronization).
+  int* work_counter;
 };
 
 // Whether this build holds the family's kernels (the wgmma ones exist only in builds for sm_90a).

@@ -86,8 +86,7 @@ template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLine
 __global__ void __launch_bounds__(kThreads* kWarpgroups,
                                   kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
-                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid,
-                     int* work_counter) {
+                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
@@ -116,7 +115,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // kWarpgroups > 1: the CTA's warpgroups take consecutive query blocks, one each (the work grid's and the causal
   // order's unit is then a group of them), and the CTA is persistent: one a multiprocessor, whose ring runs on from
   // one work tile's keys to the next's. Its first work tile is its block's; it claims each next one from
-  // work_counter, in the grid's order, as it goes (so that a multiprocessor that finishes early takes more, as
+  // args.work_counter, in the grid's order, as it goes (so that a multiprocessor that finishes early takes more, as
   // the hardware's dispatch of blocks does), a work tile ahead of the ring, into a queue in shared memory.
   constexpr bool kPersistent = kWarpgroups > 1;
   // (a value the compiler sees to be the warp's, so that the warpgroup's descriptors stay in uniform registers)
@@ -172,7 +171,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     if (has_work(ordinal)) {
       const WorkTile work = work_at(ordinal);
       next.tiles = ring_tiles_of(work), next.kv_head = kv_head_of(work);
-      queued(ordinal + 1) = gridDim.x + unsigned(atomicAdd(work_counter, 1));
+      queued(ordinal + 1) = gridDim.x + unsigned(atomicAdd(args.work_counter, 1));
     }
     return next;
   };
@@ -614,20 +613,17 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   const dim3 grid = attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads,
                                    args.batch, args.causal, kv_bytes_per_head);
   if constexpr (kWarpgroups == 1) {
-    kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, nullptr);
+    kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
     SAGEVID_CUDA_CHECK_LAUNCH();
   } else {
-    // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work tiles from a
-    // counter of the call's own, in stream order (so that calls on other streams keep theirs).
+    // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work tiles from the
+    // call's counter.
     if (work_count(grid) > INT_MAX)
       throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles (query-row groups of one head)");
-    int* work_counter = nullptr;
-    SAGEVID_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&work_counter), sizeof(int), stream));
-    SAGEVID_CUDA_CHECK(cudaMemsetAsync(work_counter, 0, sizeof(int), stream));
+    if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
     const dim3 ctas(unsigned(std::min<int64_t>(work_count(grid), multiprocessors())));
-    kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, work_counter);
+    kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
     SAGEVID_CUDA_CHECK_LAUNCH();
-    SAGEVID_CUDA_CHECK(cudaFreeAsync(work_counter, stream));
   }
 }
 
