@@ -337,10 +337,12 @@ int main(int argc, char** argv) {
     cases.push_back({1, 2, 2, 1100, 900, 128, true, true, false, detail::kLinearAll});
     // More work tiles than multiprocessors, so that each persistent CTA of several warpgroups runs several (in
     // the ring's first copies, too): GQA; causal, whose work tiles differ in key tiles; one query block a work
-    // tile, whose other two warpgroups only give stages back.
-    cases.push_back({4, 48, 12, 200, 300, 128, false, true, false});
-    cases.push_back({4, 48, 48, 200, 300, 128, true, true, false});
-    cases.push_back({1, 140, 140, 64, 1000, 128, false, true, false});
+    // tile, whose other warpgroups only give stages back. At both head dims (64: with linear shares of P).
+    for (const int d : {64, 128}) {
+      cases.push_back({4, 48, 12, 200, 300, d, false, true, false});
+      cases.push_back({4, 48, 48, 200, 300, d, true, true, false, d == 64 ? 1 : 0});
+      cases.push_back({1, 140, 140, 64, 1000, d, false, true, false, d == 64 ? 2 : 0});
+    }
     for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
     std::printf("%d passed, %d failed\n", passes, failures);
   }
