@@ -58,7 +58,9 @@ template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kWarp
 struct Smem {
   // Warpgroups of one CTA share one ring, deep enough (the shared memory of three one-warpgroup CTAs) that one
   // can run tiles ahead of another.
-  static constexpr int kStages = kWarpgroups > 1 ? 6 : sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
+  static constexpr int kStages = kWarpgroups == 4  ? (kFp8Pv ? 12 : 8)
+                                 : kWarpgroups > 1 ? 6
+                                                   : sm90::kStages<kHeadDim, kFp8Pv, kPerToken>;
   static constexpr int kQBytes = kCtaQ * kHeadDim;  // a warpgroup's
   static constexpr int kKBytes = kCtaK * kHeadDim;
   static constexpr int kVHalfBytes = kHeadDim * kVSwizzle;  // one region of 128-byte Vᵀ rows
@@ -158,7 +160,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // kStages - kRefillLag tiles are copied up front (the refills of the first kRefillLag tiles find their stages
   // never used). The next tile to copy, of which work tile, is kept in shared memory by thread 0 rather than in
   // registers every thread would hold.
-  constexpr int kRefillLag = 3;
+  constexpr int kRefillLag = kStages / 2;
   static_assert(kWarpgroups == 1 || kStages > kRefillLag);
   const int cta_warp = __shfl_sync(0xffffffffu, int(threadIdx.x) / 32, 0);  // (the warp's, as `warpgroup`)
   struct RingCursor {
@@ -635,7 +637,7 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     // fp16 P from linear_f16 (PExponent::linear), without the LSE (its sums are fp16's)
     if constexpr (kHeadDim == 64)
       if (args.linear_p_share == kLinearAll && !args.lse)
-        return launch<kHeadDim, false, false, false, kLinearAll>(args, stream);
+        return launch<kHeadDim, false, false, false, kLinearAll, 4>(args, stream);
     return launch<kHeadDim, false, false>(args, stream);
   }
   // The LSE needs the rows' sums in fp32: it keeps the softmax's adds; so does a variant the ones rows would cost
@@ -644,16 +646,17 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     if (per_token) {
       if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
-      // Where P's linear bytes apply (PExponent): a quarter or half of them only at head dim 64, where the
-      // exponentials are the larger part of a tile (at 128 the half costs more instructions than it saves).
-      if constexpr (kHeadDim == 64) {
-        if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1>(args, stream);
-        if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2>(args, stream);
-      }
-      // Head dim 128: three warpgroups a CTA on one deep ring, a third of the copies.
-      constexpr int kWarpgroups = kHeadDim == 128 ? 3 : 1;
+      // Head dim 128: three warpgroups a CTA on one deep ring, a third of the copies; head dim 64 (experiment, not
+      // measured): its four warpgroups a multiprocessor as one CTA on one deeper ring. A quarter or half of P's
+      // linear bytes (PExponent) only at head dim 64, where the exponentials are the larger part of a tile (at 128
+      // the half costs more instructions than it saves).
+      constexpr int kWarpgroups = kHeadDim == 128 ? 3 : 4;
       if (args.linear_p_share == kLinearAll)
         return launch<kHeadDim, true, false, true, kLinearAll, kWarpgroups>(args, stream);
+      if constexpr (kHeadDim == 64) {
+        if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1, kWarpgroups>(args, stream);
+        if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2, kWarpgroups>(args, stream);
+      }
       return launch<kHeadDim, true, false, true, 0, kWarpgroups>(args, stream);
     }
   }
