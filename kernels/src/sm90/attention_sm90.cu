@@ -629,6 +629,19 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   }
 }
 
+// Causal calls over fewer keys than this keep the one-warpgroup CTAs, which measured as fast there at head dim 128
+// and faster at 64 (docs/PERFORMANCE.md, 2026-12-05): a persistent CTA's warpgroups' rows end at different key
+// tiles, which weighs more on short work tiles.
+constexpr int kSharedRingMinCausalKeys = 16384;
+
+// A per-thread kernel of kWarpgroups a CTA on one persistent ring, or of one where the causal keys are few.
+template <int kHeadDim, bool kFp8Pv, bool kTensorSums, int kLinearShare, int kWarpgroups>
+void launch_shared_ring(const AttentionArgs& args, cudaStream_t stream) {
+  if (args.causal && args.kv_len < kSharedRingMinCausalKeys)
+    return launch<kHeadDim, kFp8Pv, false, kTensorSums, kLinearShare>(args, stream);
+  launch<kHeadDim, kFp8Pv, false, kTensorSums, kLinearShare, kWarpgroups>(args, stream);
+}
+
 template <int kHeadDim>
 void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
   const bool per_token = args.granularity == Granularity::per_token;
@@ -637,7 +650,7 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     // fp16 P from linear_f16 (PExponent::linear), without the LSE (its sums are fp16's)
     if constexpr (kHeadDim == 64)
       if (args.linear_p_share == kLinearAll && !args.lse)
-        return launch<kHeadDim, false, false, false, kLinearAll, 4>(args, stream);
+        return launch_shared_ring<kHeadDim, false, false, kLinearAll, 4>(args, stream);
     return launch<kHeadDim, false, false>(args, stream);
   }
   // The LSE needs the rows' sums in fp32: it keeps the softmax's adds; so does a variant the ones rows would cost
@@ -646,18 +659,18 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
     if (per_token) {
       if constexpr (kTensorSumsFit<kHeadDim, true>) return launch<kHeadDim, true, true, true>(args, stream);
     } else if constexpr (kTensorSumsFit<kHeadDim, false>) {
-      // Head dim 128: three warpgroups a CTA on one deep ring, a third of the copies; head dim 64 (experiment, not
-      // measured): its four warpgroups a multiprocessor as one CTA on one deeper ring. A quarter or half of P's
-      // linear bytes (PExponent) only at head dim 64, where the exponentials are the larger part of a tile (at 128
-      // the half costs more instructions than it saves).
+      // Head dim 128: three warpgroups a CTA on one deep ring, a third of the copies; head dim 64: its four
+      // warpgroups a multiprocessor as one CTA on one deeper ring. A quarter or half of P's linear bytes
+      // (PExponent) only at head dim 64, where the exponentials are the larger part of a tile (at 128 the half
+      // costs more instructions than it saves).
       constexpr int kWarpgroups = kHeadDim == 128 ? 3 : 4;
       if (args.linear_p_share == kLinearAll)
-        return launch<kHeadDim, true, false, true, kLinearAll, kWarpgroups>(args, stream);
+        return launch_shared_ring<kHeadDim, true, true, kLinearAll, kWarpgroups>(args, stream);
       if constexpr (kHeadDim == 64) {
-        if (args.linear_p_share == 1) return launch<kHeadDim, true, false, true, 1, kWarpgroups>(args, stream);
-        if (args.linear_p_share == 2) return launch<kHeadDim, true, false, true, 2, kWarpgroups>(args, stream);
+        if (args.linear_p_share == 1) return launch_shared_ring<kHeadDim, true, true, 1, kWarpgroups>(args, stream);
+        if (args.linear_p_share == 2) return launch_shared_ring<kHeadDim, true, true, 2, kWarpgroups>(args, stream);
       }
-      return launch<kHeadDim, true, false, true, 0, kWarpgroups>(args, stream);
+      return launch_shared_ring<kHeadDim, true, true, 0, kWarpgroups>(args, stream);
     }
   }
   per_token ? launch<kHeadDim, true, true>(args, stream) : launch<kHeadDim, true, false>(args, stream);
