@@ -11,11 +11,13 @@
 //      FP8, unless the caller wants the LSE, the rows' sums of P come from the same products (Vᵀ extended by 8
 //      rows of ones) instead of an add per score.
 // Several CTAs share a multiprocessor (registers allow four at head dim 64), so one's softmax runs while
-// another's products are on the tensor cores. At head dim 128 (FP8 with the tensor-core sums) the three warpgroups
-// the registers allow a multiprocessor form one CTA instead (kWarpgroups), three query blocks on one deeper ring: a
-// third of the copies from L2, whose energy the power cap the kernel runs under counts; one such CTA a
-// multiprocessor, persistent, runs work tile after work tile on the same ring, so that no multiprocessor waits for a
-// CTA's start or end. The layouts measured against this one: docs/sm90-attention.md.
+// another's products are on the tensor cores. In the per-thread modes without the LSE (FP8 with the tensor-core sums,
+// and head dim 64's fp16 linear P) the warpgroups the registers allow a multiprocessor (three at head dim 128, four
+// at 64) form one CTA instead (kWarpgroups), consecutive query blocks on one deeper ring: a third or a quarter of the
+// copies from L2, whose energy the power cap the kernel runs under counts. That CTA is persistent, running work tile
+// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end; causal calls over few
+// keys keep the one-warpgroup CTAs (launch_shared_ring). The layouts measured against this one:
+// docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
 #include "softmax.cuh"
