@@ -308,6 +308,17 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       }
     };
 
+    // This warpgroup is done with the stage: it arrives on its "empty" barrier, and the ring moves on a stage.
+    const auto give_stage_back = [&] {
+      barrier_arrive(&empty[stage]);
+      if (++stage == kStages) {
+        stage = 0, parity ^= 1;
+        k_stage = k_descriptor, v_stage = v_descriptor;
+      } else {
+        k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
+      }
+    };
+
     // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
     // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
     // `last`: the warpgroup's last tile of the work tile (std::false_type where it cannot be).
@@ -478,13 +489,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         else fp16_pv();
       }
 
-      barrier_arrive(&empty[stage]);
-      if (++stage == kStages) {
-        stage = 0, parity ^= 1;
-        k_stage = k_descriptor, v_stage = v_descriptor;
-      } else {
-        k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
-      }
+      give_stage_back();
       // Opaque to the compiler, which would otherwise rebuild every descriptor from the tile addresses each tile.
       asm volatile("" : "+l"(q_descriptor), "+l"(k_stage), "+l"(v_stage));
     };
@@ -507,13 +512,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         barrier_wait(&k_full[stage], parity);
         barrier_wait(&v_full[stage], parity);
         if (tile == 0) load_next_q();  // a warpgroup past the queries
-        barrier_arrive(&empty[stage]);
-        if (++stage == kStages) {
-          stage = 0, parity ^= 1;
-          k_stage = k_descriptor, v_stage = v_descriptor;
-        } else {
-          k_stage = advance(k_stage, L::kKBytes), v_stage = advance(v_stage, L::kVBytes);
-        }
+        give_stage_back();
       }
     }
 
