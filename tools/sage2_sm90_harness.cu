@@ -131,12 +131,11 @@ AttentionArgs make_args(const Case& c, const int8_t* q, const float* qs, const i
   return a;
 }
 
-// A call's work counter, zeroed in stream order as sage2's host API does it, where the kernels take one (an A/B copy
-// of an older tree has no such field, and is called as it was).
+// A call's work counter, where the kernels take one (an A/B copy of an older tree has no such field, and is called
+// as it was).
 template <typename Args>
 auto give_work_counter(Args& args, int* counter, int) -> decltype(args.work_counter = counter, void()) {
   args.work_counter = counter;
-  SAGEVID_CUDA_CHECK(cudaMemsetAsync(counter, 0, sizeof(int), nullptr));
 }
 template <typename Args>
 void give_work_counter(Args&, int*, long) {}

@@ -298,7 +298,7 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.pv_flush_tiles = o.pv_flush_tiles;
   args.score_scale = float(sm_scale * kLog2e);
   const at::Tensor work_counter =
-      *o.kernel == KernelFamily::wgmma ? at::zeros({1}, q.options().dtype(at::kInt)) : at::Tensor();
+      *o.kernel == KernelFamily::wgmma ? at::empty({1}, q.options().dtype(at::kInt)) : at::Tensor();
   args.work_counter = work_counter.defined() ? work_counter.data_ptr<int>() : nullptr;
   detail::attention(*o.kernel, args, stream);
 

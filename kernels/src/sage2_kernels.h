@@ -105,8 +105,8 @@ struct AttentionArgs {
                            // dim 64), kLinearAll all
   int pv_flush_tiles;
   float score_scale;       // sm_scale * log2(e)
-  // wgmma: an int zeroed in stream order before the call, the call's own, from which the persistent kernels' CTAs
-  // claim their work tiles (an allocation in the call would go back to the driver at the next synchronization).
+  // wgmma: an int of the call's own (stream-ordered) that a persistent kernel's launch zeroes and its CTAs claim
+  // their work tiles from (an allocation in the launch would go back to the driver at the next synchronization).
   int* work_counter;
 };
 

@@ -620,10 +620,11 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
     SAGEVID_CUDA_CHECK_LAUNCH();
   } else {
     // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work tiles from the
-    // call's counter.
+    // call's counter, zeroed here in stream order.
     if (work_count(grid) > INT_MAX)
       throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles (query-row groups of one head)");
     if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
+    SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, sizeof(int), stream));
     const dim3 ctas(unsigned(std::min<int64_t>(work_count(grid), multiprocessors())));
     kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
     SAGEVID_CUDA_CHECK_LAUNCH();
