@@ -36,18 +36,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# pip unpacks multi-GB wheels under TMPDIR and can leave them behind when a run is cut short; a scratch folder of
+# its own, removed on exit, keeps a shared /tmp from filling up. No cache either: the venv is the only copy kept.
+pip_tmp=$(mktemp -d "${TMPDIR:-/tmp}/sagevid-setup.XXXXXX")
+trap 'rm -rf "$pip_tmp"' EXIT
+pip_install() { TMPDIR=$pip_tmp .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "$@"; }
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  free_gib=$(df --output=avail -BG . | tail -1 | tr -dc 0-9)
+  if [ "$free_gib" -lt 9 ]; then
+    echo "setup: torch and its CUDA libraries need about 9 GiB free in $(pwd); only ${free_gib} GiB are free" >&2; exit 1
+  fi
   echo "setup: installing torch==$TORCH_VERSION into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+  pip_install "torch==$TORCH_VERSION"
 fi
 stamp=.venv/sagevid-test-tools.txt
 if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TEST_TOOLS[*]}" ]; then
   echo "setup: installing Python test tools into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check "${PY_TEST_TOOLS[@]}"
+  pip_install "${PY_TEST_TOOLS[@]}"
   echo "${PY_TEST_TOOLS[*]}" > "$stamp"
 fi
 echo "setup: ok (torch $(.venv/bin/python -c 'import torch;print(torch.__version__)'))"
