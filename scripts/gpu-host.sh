@@ -17,6 +17,7 @@
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
 #                       [step-breakdown-fp8] [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline]
 #                       [preview] [server] [profile-prep] [profile-rows] [profile-attention-sass] [pipeline-24gb]
+#                       [sanitize-prep]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -113,6 +114,13 @@ for step in $steps; do
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
+    sanitize-prep)  # sage2's preprocessing GPU tests under compute-sanitizer: memcheck, then racecheck (shared memory)
+      for tool in memcheck racecheck; do
+        compute-sanitizer --tool "$tool" --error-exitcode 1 build-gpu/tests/sagevid_gpu_tests \
+          "sage2 preprocessing matches the reference bit for bit,sage2 FP16 V is laid out*" \
+          > "$out/sanitize-prep-$tool.log" 2>&1 || status=1
+        tail -3 "$out/sanitize-prep-$tool.log"
+      done ;;
     accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
     bench-ab)  # sage-bench of this tree and of each .carry/ab/<name> copy of kernels/src (scripts/sm90-ab.sh
       # --prepare; carry .carry), two passes interleaved: for what the harness cannot see (preprocessing, launches,
