@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 src=$1 output=$2
 nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
   -Ikernels/include -I"$src" tools/sage2_sm90_harness.cu "$src/sm90/attention_sm90.cu" kernels/src/cuda_check.cpp \
+  kernels/src/device_info.cpp \
   -o "$output"

@@ -30,6 +30,12 @@ int compute_capability(int device_index) {
   return major * 10 + minor;
 }
 
+int multiprocessor_count(int device_index) {
+  int count = 0;
+  SAGEVID_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device_index));
+  return count;
+}
+
 DeviceMemory device_memory(int device_index) {
   int current = 0;
   SAGEVID_CUDA_CHECK(cudaGetDevice(&current));

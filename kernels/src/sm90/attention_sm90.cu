@@ -25,6 +25,7 @@
 #include "tma.cuh"
 #include "wgmma.cuh"
 #include "sagevid/kernels/cuda_check.h"
+#include "sagevid/kernels/device_info.h"
 
 #include <cudaTypedefs.h>
 
@@ -577,13 +578,6 @@ CUtensorMap tensor_map(const void* data, CUtensorMapDataType type, int element_b
   return map;
 }
 
-int multiprocessors() {
-  int device = 0, count = 0;
-  SAGEVID_CUDA_CHECK(cudaGetDevice(&device));
-  SAGEVID_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
-
 // A multiprocessor's shared memory on sm_90, of which each CTA costs 1 KB more than it asks for.
 constexpr int kSharedPerMultiprocessor = 228 * 1024, kSharedReservedPerCta = 1024;
 
@@ -625,7 +619,9 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
       throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles (query-row groups of one head)");
     if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
     SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, sizeof(int), stream));
-    const dim3 ctas(unsigned(std::min<int64_t>(work_count(grid), multiprocessors())));
+    int device = 0;
+    SAGEVID_CUDA_CHECK(cudaGetDevice(&device));
+    const dim3 ctas(unsigned(std::min<int64_t>(work_count(grid), multiprocessor_count(device))));
     kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
     SAGEVID_CUDA_CHECK_LAUNCH();
   }

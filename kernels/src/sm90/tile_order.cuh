@@ -44,7 +44,9 @@ __device__ __forceinline__ WorkTile work_tile(bool causal) {
 }
 
 // The index-th work tile of `grid` in launch order (x fastest), the one its block (x, y, z) would compute: for
-// CTAs that each run several (persistent).
+// CTAs that each run several (persistent). The same mapping as above, written out twice on purpose: routing the
+// block form through this one (or a helper both call) changes the one-warpgroup kernels' register allocation and
+// adds spills to them (ptxas; docs/PERFORMANCE.md, 2026-12-04 from 23:43).
 __device__ __forceinline__ WorkTile work_tile(unsigned index, dim3 grid, bool causal) {
   const unsigned x = index % grid.x, y = index / grid.x % grid.y, z = index / grid.x / grid.y;
   if (!causal) return {int(x), int(y + grid.y * z)};

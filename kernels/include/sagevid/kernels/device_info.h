@@ -19,6 +19,8 @@ int cuda_device_count();
 std::vector<DeviceInfo> cuda_devices();
 // major * 10 + minor of one device; throws if it does not exist.
 int compute_capability(int device_index);
+// The multiprocessors of one device (an attribute read, cheap enough for every launch); throws if it does not exist.
+int multiprocessor_count(int device_index);
 
 struct DeviceMemory {
   std::size_t free_bytes = 0, total_bytes = 0;
