@@ -100,8 +100,8 @@ for step in $steps; do
         --section WarpStateStats -f -o /tmp/attention-sass /tmp/sm90-harness profile > "$out/profile-attention-sass.log" 2>&1 &&
         ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 &&
         python3 tools/sass_stalls.py "$out/attention-sass.csv" | tee "$out/attention-sass.md" || status=1 ;;
-    profile-prep)  # each preprocessing kernel at the hd64 8k shape (ncu): time, throughput, occupancy, stalls
-      ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+    profile-prep)  # each preprocessing kernel at hd64 8k and hd128 8k (ncu): time, throughput, occupancy, stalls
+      ncu --clock-control none -k regex:'statistics|quantize|absmax' --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
         build-gpu/tools/sage-bench --profile-preprocessing > "$out/profile-prep.log" 2>&1 || status=1
       ncu_summary "$out/profile-prep.log" ;;

@@ -138,8 +138,9 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       quick = true;
-    } else if (arg == "--profile-preprocessing") {  // at the hd64 8k shape
+    } else if (arg == "--profile-preprocessing") {  // at the 8k shapes of both head dims
       profile_preprocessing(kShapes[3]);
+      profile_preprocessing(kShapes[7]);
       return 0;
     } else if (arg == "--p-exponent" && i + 1 < argc) {
       p_exponent_name = argv[++i];
