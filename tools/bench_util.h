@@ -5,7 +5,6 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/Sleep.h>
 #include <ATen/ops/randn.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
@@ -31,10 +30,8 @@ class EventTimer {
   EventTimer(const EventTimer&) = delete;
   EventTimer& operator=(const EventTimer&) = delete;
 
-  // untimed_lead_in: work queued ahead of fn whose time does not count (the clock starts at its end).
-  double ms(const std::function<void()>& fn, const std::function<void()>& untimed_lead_in = {}) {
+  double ms(const std::function<void()>& fn) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-    if (untimed_lead_in) untimed_lead_in();
     SAGEVID_CUDA_CHECK(cudaEventRecord(start_, stream));
     fn();
     SAGEVID_CUDA_CHECK(cudaEventRecord(stop_, stream));
@@ -82,19 +79,6 @@ inline double median_ratio(const std::function<void()>& a, const std::function<v
     ratios.push_back(b_ms / a_ms);
   }
   return median(ratios);
-}
-
-// Milliseconds of a lone call of fn (the device idle before it, as in median_ms) without the host's part: a spin
-// kernel queued first keeps the device busy while the host queues fn's work, and the clock starts at the spin's
-// end. Beside median_ms(fn) it tells what the host costs a lone call from what the device does differently alone
-// (its clocks, its caches) than back to back.
-inline double lone_device_ms(const std::function<void()>& fn, int warmup = 5, int runs = 20) {
-  constexpr int64_t kSpinCycles = int64_t(1) << 20;  // over half a millisecond: longer than a call's host part
-  for (int i = 0; i < warmup; ++i) fn();
-  EventTimer timer;
-  std::vector<double> times;
-  for (int i = 0; i < runs; ++i) times.push_back(timer.ms(fn, [] { at::cuda::sleep(kSpinCycles); }));
-  return median(times);
 }
 
 // Milliseconds a call of fn takes when `calls` of them are issued back to back between two events: the host

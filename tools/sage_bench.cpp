@@ -207,22 +207,17 @@ int main(int argc, char** argv) {
     const double queued_prep_ms = back_to_back_ms(prep), queued_sage_ms = back_to_back_ms(sage);
     const double queued_cudnn_ms = back_to_back_ms(cudnn_call);
     const double sage_host_us = sagevid::tools::host_us(sage), cudnn_host_us = sagevid::tools::host_us(cudnn_call);
-    const double lone_sage_ms = sagevid::tools::lone_device_ms(sage);
-    const double lone_cudnn_ms = sagevid::tools::lone_device_ms(cudnn_call);
     char row[256];
-    std::snprintf(row, sizeof row, "| %s | %.3f | %.3f | %.0f | %.0f | %.2f | %.0f | %.0f | %.3f | %.3f |\n", s.name,
-                  queued_prep_ms, queued_sage_ms, tops(s, queued_sage_ms), tops(s, queued_cudnn_ms),
-                  queued_cudnn_ms / queued_sage_ms, sage_host_us, cudnn_host_us, lone_sage_ms, lone_cudnn_ms);
+    std::snprintf(row, sizeof row, "| %s | %.3f | %.3f | %.0f | %.0f | %.2f | %.0f | %.0f |\n", s.name, queued_prep_ms,
+                  queued_sage_ms, tops(s, queued_sage_ms), tops(s, queued_cudnn_ms), queued_cudnn_ms / queued_sage_ms,
+                  sage_host_us, cudnn_host_us);
     back_to_back += row;
   }
   std::printf(
       "\nThe same calls back to back, %d between two events (the host's time per call hidden under the GPU's), "
-      "median of %d; host µs: the host's time in one call, the device idle before it; lone, host hidden: a call "
-      "timed alone as in the first table, from the end of a spin kernel queued before it (the device's time alone, "
-      "without the host's part):\n\n"
-      "| shape | sage2 prep ms | sage2 ms | sage2 TOPS | cuDNN TOPS | sage2/cuDNN | sage2 host µs | cuDNN host µs "
-      "| sage2 ms lone, host hidden | cuDNN ms lone, host hidden |\n"
-      "|---|---|---|---|---|---|---|---|---|---|\n%s",
+      "median of %d; host µs: the host's time in one call, the device idle before it:\n\n"
+      "| shape | sage2 prep ms | sage2 ms | sage2 TOPS | cuDNN TOPS | sage2/cuDNN | sage2 host µs | cuDNN host µs |\n"
+      "|---|---|---|---|---|---|---|---|\n%s",
       kBackToBackCalls, kBackToBackRepeats, back_to_back.c_str());
   bench_modes(kShapes[0]);
   return 0;
