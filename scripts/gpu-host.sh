@@ -46,7 +46,8 @@ build_all() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
     -DCMAKE_CUDA_COMPILER="$(which nvcc)" "${server[@]}" -DCMAKE_CUDA_ARCHITECTURES="$archs" \
     > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
-  time cmake --build build-gpu -j "$(nproc)" > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
+  # SAGEVID_BUILD_TARGETS: only these (e.g. sage_bench, for a call that benchmarks and profiles only)
+  time cmake --build build-gpu -j "$(nproc)" --target ${SAGEVID_BUILD_TARGETS:-all} > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
   built=1
 }
 build_harness() {  # tools/sage2_sm90_harness.cu: the sm90 kernel alone, on random quantized data
