@@ -17,7 +17,7 @@
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
 #                       [step-breakdown-fp8] [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline]
 #                       [preview] [server] [profile-prep] [profile-rows] [profile-attention-sass] [pipeline-24gb]
-#                       [sanitize-prep]
+#                       [sanitize-prep] [prep-ab]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -67,6 +67,25 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
   install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1 ||
     { tail -20 "$out/make-model.log"; return 1; }
 }
+ab_names() { echo "${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}"; }
+build_ab_copy() {  # this tree with kernels/src from .carry/ab/$1 (scripts/sm90-ab.sh --prepare), its sage-bench alone
+  local copy=/tmp/bench-ab-$1
+  rm -rf "$copy" && mkdir -p "$copy" &&
+    tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv \
+      --exclude=./.git --exclude=./out -cf - . | tar -C "$copy" -xf - &&
+    rm -rf "$copy/kernels/src" && cp -r ".carry/ab/$1/src" "$copy/kernels/src" &&
+    cmake -S "$copy" -B "$copy/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
+      -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DSAGEVID_BUILD_TESTS=OFF \
+      -DSAGEVID_DEPS_PREFIX= -DCMAKE_CUDA_ARCHITECTURES="$archs" > "$out/bench-ab-$1.log" 2>&1 &&
+    cmake --build "$copy/build" -j "$(nproc)" --target sage_bench >> "$out/bench-ab-$1.log" 2>&1 ||
+    { tail -20 "$out/bench-ab-$1.log"; return 1; }
+}
+build_ab_copies() {  # variants: tree and each copy that built (once a call)
+  [ -n "${variants:-}" ] && return 0
+  variants=(tree)
+  for v in $(ab_names); do build_ab_copy "$v" && variants+=("$v") || status=1; done
+}
+ab_bench() { [ "$1" = tree ] && echo build-gpu/tools/sage-bench || echo "/tmp/bench-ab-$1/build/tools/sage-bench"; }
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
@@ -127,27 +146,24 @@ for step in $steps; do
       # --prepare; carry .carry), two passes interleaved: for what the harness cannot see (preprocessing, launches,
       # the host's part of a call); SAGEVID_BENCH_ARGS: sage-bench's options (--quick: N <= 17776 only);
       # SAGEVID_AB_VARIANTS: which copies (default: all of .carry/ab)
-      variants=(tree)
-      for v in ${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}; do
-        copy=/tmp/bench-ab-$v
-        rm -rf "$copy" && mkdir -p "$copy" &&
-          tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv \
-            --exclude=./.git --exclude=./out -cf - . | tar -C "$copy" -xf - &&
-          rm -rf "$copy/kernels/src" && cp -r ".carry/ab/$v/src" "$copy/kernels/src" &&
-          cmake -S "$copy" -B "$copy/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
-            -DCMAKE_CUDA_COMPILER="$(which nvcc)" -DSAGEVID_BUILD_SERVER=OFF -DSAGEVID_BUILD_TESTS=OFF \
-            -DSAGEVID_DEPS_PREFIX= -DCMAKE_CUDA_ARCHITECTURES="$archs" > "$out/bench-ab-$v.log" 2>&1 &&
-          cmake --build "$copy/build" -j "$(nproc)" --target sage_bench >> "$out/bench-ab-$v.log" 2>&1 &&
-          variants+=("$v") || { tail -20 "$out/bench-ab-$v.log"; status=1; }
-      done
+      build_ab_copies
       for pass in 1 2; do
         for v in "${variants[@]}"; do
-          bench=build-gpu/tools/sage-bench
-          [ "$v" = tree ] || bench=/tmp/bench-ab-$v/build/tools/sage-bench
           echo "## $v, pass $pass" | tee -a "$out/bench-ab.md"
-          "$bench" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
+          "$(ab_bench "$v")" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
         done
       done ;;
+    prep-ab)  # the preprocessing kernels' times (ncu, hd64 8k and hd128 8k) of this tree and each .carry/ab copy, two
+      # passes interleaved: a quick A/B of a preprocessing change (SAGEVID_BUILD_TARGETS=sage_bench: minutes less)
+      build_ab_copies
+      for pass in 1 2; do
+        for v in "${variants[@]}"; do
+          echo "## $v, pass $pass" >> "$out/prep-ab.log"
+          ncu --clock-control none -k regex:'statistics|quantize|absmax' --metrics gpu__time_duration.sum \
+            "$(ab_bench "$v")" --profile-preprocessing >> "$out/prep-ab.log" 2>&1 || status=1
+        done
+      done
+      grep -E "^## |^  [a-zA-Z_].*\(|gpu__time_duration" "$out/prep-ab.log" | sed -E 's/\(sagevid::.*//' ;;
     bench)  # bench.md, or bench-2.md... beside the table of an earlier run in the same call; ends with its clocks
       table=$(scripts/free-name.sh "$out/bench" md)
       scripts/clock-sampler.sh "${table%.md}-clocks.csv" build-gpu/tools/sage-bench ${SAGEVID_BENCH_ARGS:-} |
