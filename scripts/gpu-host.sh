@@ -47,7 +47,8 @@ build_all() {
     -DCMAKE_CUDA_COMPILER="$(which nvcc)" "${server[@]}" -DCMAKE_CUDA_ARCHITECTURES="$archs" \
     > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
   # SAGEVID_BUILD_TARGETS: only these (e.g. sage_bench, for a call that benchmarks and profiles only)
-  time cmake --build build-gpu -j "$(nproc)" --target ${SAGEVID_BUILD_TARGETS:-all} > "$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
+  time cmake --build build-gpu -j "$(nproc)" --target ${SAGEVID_BUILD_TARGETS:-all} > "$out/build.log" 2>&1 ||
+    { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
   built=1
 }
 build_harness() {  # tools/sage2_sm90_harness.cu: the sm90 kernel alone, on random quantized data
@@ -121,8 +122,8 @@ for step in $steps; do
         ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 &&
         python3 tools/sass_stalls.py "$out/attention-sass.csv" | tee "$out/attention-sass.md" || status=1 ;;
     profile-prep)  # each preprocessing kernel at hd64 8k and hd128 8k (ncu): time, throughput, occupancy, stalls
-      ncu --clock-control none -k regex:'statistics|quantize|absmax' --section SpeedOfLight --section Occupancy --section LaunchStats \
-        --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+      ncu --clock-control none -k regex:'statistics|quantize|absmax' --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
         build-gpu/tools/sage-bench --profile-preprocessing > "$out/profile-prep.log" 2>&1 || status=1
       ncu_summary "$out/profile-prep.log" ;;
     profile-rows)  # the step's row kernels (norm + FP8 rows, QK norm + RoPE, GELU + FP8 rows) at CogVideoX-2B (ncu)
