@@ -68,6 +68,7 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
   install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1 ||
     { tail -20 "$out/make-model.log"; return 1; }
 }
+prep_kernels="regex:statistics|quantize|absmax"  # ncu -k: the preprocessing's kernels (sage2_statistics.cu, _quant.cu)
 ab_names() { echo "${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}"; }
 build_ab_copy() {  # this tree with kernels/src from .carry/ab/$1 (scripts/sm90-ab.sh --prepare), its sage-bench alone
   local copy=/tmp/bench-ab-$1
@@ -122,7 +123,7 @@ for step in $steps; do
         ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 &&
         python3 tools/sass_stalls.py "$out/attention-sass.csv" | tee "$out/attention-sass.md" || status=1 ;;
     profile-prep)  # each preprocessing kernel at hd64 8k and hd128 8k (ncu): time, throughput, occupancy, stalls
-      ncu --clock-control none -k regex:'statistics|quantize|absmax' --section SpeedOfLight --section Occupancy \
+      ncu --clock-control none -k "$prep_kernels" --section SpeedOfLight --section Occupancy \
         --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
         build-gpu/tools/sage-bench --profile-preprocessing > "$out/profile-prep.log" 2>&1 || status=1
       ncu_summary "$out/profile-prep.log" ;;
@@ -160,7 +161,7 @@ for step in $steps; do
       for pass in 1 2; do
         for v in "${variants[@]}"; do
           echo "## $v, pass $pass" >> "$out/prep-ab.log"
-          ncu --clock-control none -k regex:'statistics|quantize|absmax' --metrics gpu__time_duration.sum \
+          ncu --clock-control none -k "$prep_kernels" --metrics gpu__time_duration.sum \
             "$(ab_bench "$v")" --profile-preprocessing >> "$out/prep-ab.log" 2>&1 || status=1
         done
       done

@@ -139,8 +139,8 @@ int main(int argc, char** argv) {
     if (arg == "--quick") {
       quick = true;
     } else if (arg == "--profile-preprocessing") {  // at the 8k shapes of both head dims
-      profile_preprocessing(kShapes[3]);
-      profile_preprocessing(kShapes[7]);
+      for (const Shape& s : kShapes)
+        if (s.len == 8192 && !s.causal) profile_preprocessing(s);
       return 0;
     } else if (arg == "--p-exponent" && i + 1 < argc) {
       p_exponent_name = argv[++i];
