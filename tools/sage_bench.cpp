@@ -129,15 +129,17 @@ std::string p_exponent_names(const char* separator) {
 
 }  // namespace
 
-// sage-bench [--quick] [--p-exponent exact|quarter_linear|half_linear|linear] [--profile-preprocessing]
+// sage-bench [--quick | --long] [--p-exponent exact|quarter_linear|half_linear|linear] [--profile-preprocessing]
 int main(int argc, char** argv) {
-  bool quick = false;  // only N <= 17776
+  bool quick = false, long_only = false;  // only N <= 17776; only the others
   sage2::PExponent p_exponent = sage2::PExponent::exact;  // the sage2 column's P (sage2.h)
   std::string p_exponent_name = "exact";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       quick = true;
+    } else if (arg == "--long") {
+      long_only = true;
     } else if (arg == "--profile-preprocessing") {  // at the 8k shapes of both head dims
       for (const Shape& s : kShapes)
         if (s.len == 8192 && !s.causal) profile_preprocessing(s);
@@ -152,7 +154,7 @@ int main(int argc, char** argv) {
       }
       p_exponent = found->second;
     } else {
-      std::fprintf(stderr, "usage: sage-bench [--quick] [--p-exponent %s] [--profile-preprocessing]\n",
+      std::fprintf(stderr, "usage: sage-bench [--quick | --long] [--p-exponent %s] [--profile-preprocessing]\n",
                    p_exponent_names("|").c_str());
       return 2;
     }
@@ -171,7 +173,7 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::string back_to_back;  // the second table's rows
   for (const Shape& s : kShapes) {
-    if (quick && s.len > 17776) continue;
+    if ((quick && s.len > 17776) || (long_only && s.len <= 17776)) continue;
     const auto [q, k, v] = random_qkv(s);
     sage2::Options options;
     options.causal = s.causal;
