@@ -4,8 +4,8 @@
 # kernels/src (git-ignored; carry .carry). Each variant is built, runs `check` (and memcheck), then `time`,
 # the variants interleaved pass by pass so that drifts of the machine fall on all of them.
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
-#   scripts/sm90-ab.sh --prepare [NAME=]REF...  (here, before the call: each git ref's kernels/src into
-#                                               .carry/ab/NAME, or .carry/ab/REF)
+#   scripts/sm90-ab.sh --prepare [NAME=]REF...  (here, before the call: each git ref's kernels/src, with the
+#                                               CMakeLists of kernels/ and tools/, into .carry/ab/NAME, or REF)
 # AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2); AB_NOCHECK:
 # variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
 # bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
@@ -19,8 +19,13 @@ if [ "${1:-}" = --prepare ]; then
   shift
   for spec in "$@"; do
     name=${spec%%=*} ref=${spec#*=}  # NAME=REF, or REF named after itself
-    rm -rf ".carry/ab/$name" && mkdir -p ".carry/ab/$name" && git archive "$ref" kernels/src | tar -x -C ".carry/ab/$name" &&
-      mv ".carry/ab/$name/kernels/src" ".carry/ab/$name/src" && rmdir ".carry/ab/$name/kernels" || exit 1
+    # kernels/src, and the CMakeLists that list its files (gpu-host.sh's build_ab_copy builds the tree with them)
+    rm -rf ".carry/ab/$name" && mkdir -p ".carry/ab/$name" &&
+      git archive "$ref" kernels/src kernels/CMakeLists.txt tools/CMakeLists.txt | tar -x -C ".carry/ab/$name" &&
+      mv ".carry/ab/$name/kernels/src" ".carry/ab/$name/src" &&
+      mv ".carry/ab/$name/kernels/CMakeLists.txt" ".carry/ab/$name/kernels.cmake" &&
+      mv ".carry/ab/$name/tools/CMakeLists.txt" ".carry/ab/$name/tools.cmake" &&
+      rmdir ".carry/ab/$name/kernels" ".carry/ab/$name/tools" || exit 1
   done
   exit 0
 fi

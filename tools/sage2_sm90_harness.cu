@@ -355,6 +355,7 @@ int main(int argc, char** argv) {
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, 1});
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, detail::kLinearAll});
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, false, false, detail::kLinearAll});
+    time_case("CogVideoX1.5-5B", {1, 48, 48, 45106, 45106, 64, false, true, false});
     time_case("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, false, false, detail::kLinearAll});
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, false, false, detail::kLinearAll});
     time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, false, false, detail::kLinearAll});
