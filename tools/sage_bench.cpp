@@ -159,6 +159,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (quick && long_only) {
+    std::fprintf(stderr, "sage-bench: --quick and --long exclude each other\n");
+    return 2;
+  }
   const auto devices = sagevid::kernels::cuda_devices();
   if (devices.empty()) {
     std::fprintf(stderr, "sage-bench: no CUDA device\n");
