@@ -308,7 +308,10 @@ TEST_CASE("sage2 reference quantized rows dequantize within half a step", "[sage
   }
   const at::Tensor row_scale = quantized.scales.index_select(2, rows_tensor(groups)).unsqueeze(-1);
   const at::Tensor error = (quantized.values.narrow(2, 0, len).to(at::kFloat) * row_scale - x).abs();
-  CHECK((error <= row_scale * (0.5 + 1e-5)).all().item<bool>());
+  CAPTURE((error / row_scale).max().item<double>());
+  // Half a step, and the fp32 roundings of the scale, of its inverse and of x times it: each a relative 2^-24 of a
+  // value up to qmax steps (a half-step tie can land on either side).
+  CHECK((error <= row_scale * (0.5 + 3 * qmax * 0x1p-24)).all().item<bool>());
 }
 
 TEST_CASE("sage2 reference gives an all-zero group scale 1 and zero values", "[sage2][reference]") {
