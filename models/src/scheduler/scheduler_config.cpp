@@ -1,5 +1,6 @@
 // The schedule a diffusers scheduler_config.json defines: the config itself, alphas_cumprod, the timesteps
-// for a step count, the per-step table both schedulers read, and the factory that picks DDIM or DPM.
+// for a step count, the per-step table both schedulers read, what they share (Scheduler), and the factory that
+// picks DDIM or DPM.
 #include "sagevid/models/config_reader.h"
 #include "sagevid/models/scheduler.h"
 
@@ -201,6 +202,19 @@ ScheduleTable::Step ScheduleTable::at(int step_index) const {
   s.alpha = alpha(s.timestep);
   s.alpha_prev = s.prev_timestep >= 0 ? alpha(s.prev_timestep) : final_alpha_;
   return s;
+}
+
+// x0 from the model output: formula (12) of the DDIM paper and its v / sample variants.
+at::Tensor Scheduler::original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const {
+  const at::Tensor alpha = table_.at(step_index).alpha;
+  const double sqrt_alpha = alpha.pow(0.5).item<double>();
+  const double sqrt_beta = (1 - alpha).pow(0.5).item<double>();
+  switch (table_.config().prediction_type) {
+    case PredictionType::epsilon: return (sample - model_output * sqrt_beta) / sqrt_alpha;
+    case PredictionType::v_prediction: return sample * sqrt_alpha - model_output * sqrt_beta;
+    case PredictionType::sample: return model_output;
+  }
+  throw std::logic_error("unhandled prediction type");
 }
 
 std::unique_ptr<Scheduler> make_scheduler(const SchedulerConfig& config) {

@@ -48,18 +48,12 @@ at::Tensor draw_noise(const at::Tensor& like, at::Generator* generator) {
 
 class DpmScheduler final : public Scheduler {
  public:
-  explicit DpmScheduler(SchedulerConfig config) : table_(std::move(config)) {}
+  explicit DpmScheduler(SchedulerConfig config) : Scheduler(std::move(config)) {}
 
   void set_timesteps(int num_inference_steps) override {
-    table_.set_timesteps(num_inference_steps);
+    Scheduler::set_timesteps(num_inference_steps);
     previous_x0_ = at::Tensor();
     next_step_ = 0;
-  }
-  const std::vector<int64_t>& timesteps() const override { return table_.timesteps(); }
-  double init_noise_sigma() const override { return 1.0; }
-  const at::Tensor& alphas_cumprod() const override { return table_.alphas_cumprod(); }
-  at::Tensor original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const override {
-    return predict_original_sample(table_.config().prediction_type, model_output, sample, table_.at(step_index).alpha);
   }
 
   at::Tensor step(const at::Tensor& model_output, int step_index, const at::Tensor& sample,
@@ -91,7 +85,6 @@ class DpmScheduler final : public Scheduler {
   }
 
  private:
-  ScheduleTable table_;
   at::Tensor previous_x0_;
   int next_step_ = 0;
 };

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sagevid {
@@ -86,12 +87,13 @@ class ScheduleTable {
   int num_inference_steps_ = 0;
 };
 
+// What both schedulers share: the table, its accessors and the x0 prediction; each adds its step.
 class Scheduler {  // abstract
  public:
-  virtual void set_timesteps(int num_inference_steps) = 0;
-  virtual const std::vector<int64_t>& timesteps() const = 0;
-  virtual double init_noise_sigma() const = 0;
-  virtual const at::Tensor& alphas_cumprod() const = 0;
+  virtual void set_timesteps(int num_inference_steps) { table_.set_timesteps(num_inference_steps); }
+  const std::vector<int64_t>& timesteps() const { return table_.timesteps(); }
+  double init_noise_sigma() const { return 1.0; }  // both CogVideoX schedulers start from unit-variance noise
+  const at::Tensor& alphas_cumprod() const { return table_.alphas_cumprod(); }
   // One denoising step at timesteps()[step_index]. model_output and sample are fp32 [B, F, C, H, W] (any
   // shape, any device); returns the previous sample. DPM keeps the previous x0 prediction itself (steps
   // must then come in order 0, 1, 2, ...); DDIM ignores it. noise: generator for the DPM's noise (nullptr:
@@ -101,15 +103,13 @@ class Scheduler {  // abstract
   virtual at::Tensor step(const at::Tensor& model_output, int step_index, const at::Tensor& sample,
                           at::Generator* noise = nullptr) = 0;
   // The clean sample x0 that the model output at step_index predicts (what step() moves toward), for previews.
-  virtual at::Tensor original_sample(const at::Tensor& model_output, int step_index,
-                                     const at::Tensor& sample) const = 0;
+  at::Tensor original_sample(const at::Tensor& model_output, int step_index, const at::Tensor& sample) const;
   virtual ~Scheduler() = default;
-};
 
-// x0 from the model output at a timestep whose alphas_cumprod is alpha (0-d, as ScheduleTable::Step):
-// formula (12) of the DDIM paper and its v / sample variants. Shared by both schedulers.
-at::Tensor predict_original_sample(PredictionType type, const at::Tensor& model_output, const at::Tensor& sample,
-                                   const at::Tensor& alpha);
+ protected:
+  explicit Scheduler(SchedulerConfig config) : table_(std::move(config)) {}
+  ScheduleTable table_;
+};
 
 std::unique_ptr<Scheduler> make_ddim_scheduler(const SchedulerConfig& config);
 std::unique_ptr<Scheduler> make_dpm_scheduler(const SchedulerConfig& config);
