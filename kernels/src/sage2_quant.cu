@@ -264,7 +264,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
 template <int kHeadDim, int kKeys>
 __device__ void write_fp8_transposed(const uint8_t* tile, int first_row, int padded_len, uint8_t* out) {
   for (int i = threadIdx.x; i < kHeadDim / 4 * (kKeys / 16); i += kThreads) {
-    const auto [g, first] = vt_write_item(i, kHeadDim);
+    const auto [g, first] = vt_write_item(i, kHeadDim / 4, 16);
     if (first_row + first >= padded_len) continue;  // the last slice's second 64-key block may lie past the padding
     uint32_t key_words[16];
 #pragma unroll
@@ -288,12 +288,12 @@ __device__ void write_fp8_transposed(const uint8_t* tile, int first_row, int pad
   }
 }
 
-// The same for fp16 keys: thread i writes positions [first, first + 8) of channel i % D.
+// The same for fp16 keys: each thread's items (sage2_vt_writes.h) write positions [first, first + 8) of channel c.
 template <int kHeadDim, int kKeys>
 __device__ void write_fp16_transposed(const __half* tile, int first_row, int padded_len, __half* out) {
   for (int i = threadIdx.x; i < kHeadDim * (kKeys / 8); i += kThreads) {
-    const int c = i % kHeadDim, first = (i / kHeadDim) * 8;
-    if (first_row + first >= padded_len) break;
+    const auto [c, first] = vt_write_item(i, kHeadDim, 8);
+    if (first_row + first >= padded_len) continue;
     uint32_t words[4] = {};
 #pragma unroll
     for (int p = 0; p < 8; ++p)
