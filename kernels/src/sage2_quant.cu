@@ -4,6 +4,7 @@
 // element is read and written once.
 #include "sage2_device.cuh"
 #include "sage2_preprocess.cuh"
+#include "sage2_vt_writes.h"
 #include "sagevid/kernels/cuda_check.h"
 
 namespace sagevid::kernels::sage2::detail {
@@ -256,16 +257,15 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
   }
 }
 
-// Vᵀ from a slice's keys staged in shared memory as [key][channel] E4M3 bytes: thread i gathers channels
-// [4g, 4g + 4) at the 16 output positions from `first` (one 32-bit load per key, then byte permutes) and writes
-// the four channels' 16 bytes each. Position first + p holds key first + kv_key_at_position(p) (first is a
-// multiple of 16, and the permutation keeps each 16 keys in place).
+// Vᵀ from a slice's keys staged in shared memory as [key][channel] E4M3 bytes: each thread's items
+// (sage2_vt_writes.h) gather channels [4g, 4g + 4) at the 16 output positions from `first` (one 32-bit load per
+// key, then byte permutes) and write the four channels' 16 bytes each. Position first + p holds key
+// first + kv_key_at_position(p) (first is a multiple of 16, and the permutation keeps each 16 keys in place).
 template <int kHeadDim, int kKeys>
 __device__ void write_fp8_transposed(const uint8_t* tile, int first_row, int padded_len, uint8_t* out) {
-  constexpr int kGroups = kHeadDim / 4;
-  for (int i = threadIdx.x; i < kGroups * (kKeys / 16); i += kThreads) {
-    const int g = i % kGroups, first = (i / kGroups) * 16;
-    if (first_row + first >= padded_len) break;  // the last slice's second 64-key block may lie past the padding
+  for (int i = threadIdx.x; i < kHeadDim / 4 * (kKeys / 16); i += kThreads) {
+    const auto [g, first] = vt_write_item(i, kHeadDim / 4, 16);
+    if (first_row + first >= padded_len) continue;  // the last slice's second 64-key block may lie past the padding
     uint32_t key_words[16];
 #pragma unroll
     for (int p = 0; p < 16; ++p)
@@ -288,12 +288,12 @@ __device__ void write_fp8_transposed(const uint8_t* tile, int first_row, int pad
   }
 }
 
-// The same for fp16 keys: thread i writes positions [first, first + 8) of channel i % D.
+// The same for fp16 keys: each thread's items (sage2_vt_writes.h) write positions [first, first + 8) of channel c.
 template <int kHeadDim, int kKeys>
 __device__ void write_fp16_transposed(const __half* tile, int first_row, int padded_len, __half* out) {
   for (int i = threadIdx.x; i < kHeadDim * (kKeys / 8); i += kThreads) {
-    const int c = i % kHeadDim, first = (i / kHeadDim) * 8;
-    if (first_row + first >= padded_len) break;
+    const auto [c, first] = vt_write_item(i, kHeadDim, 8);
+    if (first_row + first >= padded_len) continue;
     uint32_t words[4] = {};
 #pragma unroll
     for (int p = 0; p < 8; ++p)
