@@ -15,6 +15,7 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 
 #include <cmath>
 #include <stdexcept>
@@ -200,6 +201,43 @@ TEST_CASE("sage2 FP16 V is laid out for the kernel family: V for mma.sync, Vᵀ 
   REQUIRE(v.size(2) == sage2::round_up(c.kv_len, sage2::kKBlock));
   CHECK(v.narrow(2, 0, c.kv_len).to(at::kFloat).equal(want.v.values));
   CHECK(v.narrow(2, c.kv_len, v.size(2) - c.kv_len).eq(0).all().item<bool>());  // padding keys are 0
+}
+
+TEST_CASE("sage2 preprocessing reads rows its 16-byte loads cannot reach as it reads aligned ones", "[gpu][sage2]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const int64_t head_dim = GENERATE(64, 128);
+  const bool smooth = GENERATE(false, true);
+  const auto pv = GENERATE(sage2::PvType::fp8, sage2::PvType::fp16);
+  CAPTURE(head_dim, smooth, int(pv));
+  // Rows head_dim + 1 elements apart: no 8-channel chunk starts on a 16-byte boundary, so the statistics and the
+  // quantization kernels take their element-wise loads.
+  const Case c{2, 4, 2, 129, 2100, head_dim};
+  const Inputs aligned = make_inputs(rng, c, sage2::Layout::bhnd, at::kBFloat16);
+  const auto odd_rows = [](const at::Tensor& x) {
+    at::Tensor wide = at::zeros({x.size(0), x.size(1), x.size(2), x.size(3) + 1}, x.options());
+    wide.narrow(3, 0, x.size(3)).copy_(x);
+    return wide.narrow(3, 0, x.size(3));
+  };
+  const Inputs unaligned{odd_rows(aligned.q), odd_rows(aligned.k), odd_rows(aligned.v)};
+  REQUIRE(unaligned.q.stride(2) == head_dim + 1);
+  sage2::Options options;
+  options.pv = pv;
+  options.smooth_k = smooth;
+  options.smooth_v = smooth;
+  const sage2::Quantized want = sage2::prepare(aligned.q, aligned.k, aligned.v, options);
+  const sage2::Quantized got = sage2::prepare(unaligned.q, unaligned.k, unaligned.v, options);
+  const auto same = [](const at::Tensor& a, const at::Tensor& b) {
+    return a.defined() == b.defined() && (!a.defined() || at::equal(a, b));
+  };
+  CHECK(same(got.q_values, want.q_values));
+  CHECK(same(got.q_scales, want.q_scales));
+  CHECK(same(got.k_values, want.k_values));
+  CHECK(same(got.k_scales, want.k_scales));
+  CHECK(same(got.k_mean, want.k_mean));  // the same loads' values in the same order: the same bits
+  CHECK(same(got.v_mean, want.v_mean));
+  CHECK(same(got.v_scales, want.v_scales));
+  CHECK(same(got.v_values.view(at::kByte), want.v_values.view(at::kByte)));
 }
 
 TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", "[gpu][sage2]") {
