@@ -4,6 +4,7 @@
 // element is read and written once.
 #include "sage2_device.cuh"
 #include "sage2_preprocess.cuh"
+#include "sage2_slices.cuh"
 #include "sage2_vt_writes.h"
 #include "sagevid/kernels/cuda_check.h"
 
@@ -12,10 +13,8 @@ namespace {
 
 constexpr int kThreads = kPreprocessThreads;
 
-// A slice: the rows every thread of a CTA holds at once, four 8-channel chunks each, all loaded before any is
-// used. A CTA works through kSlices consecutive slices of one (batch, head), so that what it sets up once (its
-// task, the folded statistics, its chunks' channels and groups) is shared by many rows.
-SAGEVID_HD constexpr int slice_rows(int head_dim) { return 4 * kThreads * kChunk / head_dim; }
+// A CTA works through kSlices consecutive slices (sage2_slices.cuh) of one (batch, head), so that what it sets up
+// once (its task, the folded statistics, its chunks' channels and groups) is shared by many rows.
 constexpr int kSlices = 8;
 constexpr int kRowTiles = slice_rows(64) / kQBlock;  // at most; kQBlock == kKBlock
 static_assert(kQBlock == kKBlock, "one tile size for Q and K");
@@ -46,100 +45,6 @@ __device__ __forceinline__ CtaTask task_of(int local, const StridedInput& x, int
   return {(local % ctas_per_head) * rows, int64_t(batch) * x.heads + head, batch, head};
 }
 
-// The chunks of a slice a thread holds: rows r0, r0 + kRowStride, ... of the slice, channels [c, c + 8) in
-// each (the lanes of a row adjacent, so every thread keeps its channels in every slice).
-template <int kHeadDim>
-struct ThreadChunks {
-  static constexpr int kPerRow = kHeadDim / kChunk, kRowStride = kThreads / kPerRow;
-  static constexpr int kCount = slice_rows(kHeadDim) / kRowStride;
-  int r0 = int(threadIdx.x) / kPerRow, c = int(threadIdx.x) % kPerRow * kChunk;
-};
-
-// 16 bytes from global to shared memory without passing through registers (cp.async), zeros where !valid.
-__device__ __forceinline__ void copy_async_16(uint4* destination, const void* source, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                   static_cast<uint32_t>(__cvta_generic_to_shared(destination))),
-               "l"(source), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wait_copies() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-// The two buffers of SliceLoader's staged chunks.
-template <int kHeadDim>
-constexpr int kStagingBytes = 2 * ThreadChunks<kHeadDim>::kCount * kThreads * int(sizeof(uint4));
-
-// A CTA's slices of one (batch, head) as its threads' chunks, each slice's loaded while the one before is worked
-// on: aligned chunks (kVector) are copied by cp.async into the thread's own slots of two shared-memory buffers,
-// so the loads of slice i + 1 are in flight during slice i at no cost in registers; unaligned ones are loaded
-// into registers as the slice starts.
-template <int kHeadDim, bool kVector>
-class SliceLoader {
- public:
-  using Chunks = ThreadChunks<kHeadDim>;
-  static constexpr int kRows = slice_rows(kHeadDim);
-
-  // Slices of kRows rows from first_row; those past padded_len are not loaded (the caller stops there).
-  __device__ SliceLoader(const StridedInput& x, const uint16_t* head_base, int first_row, int padded_len,
-                         uint4* staging)
-      : x_(x),
-        head_base_(head_base),
-        first_row_(first_row),
-        staging_(staging),
-        slices_(min(kSlices, (padded_len - first_row + kRows - 1) / kRows)) {
-    if constexpr (kVector) stage(0);
-  }
-  __device__ ~SliceLoader() {
-    if constexpr (kVector) wait_copies<0>();  // none may land in shared memory after the CTA is gone
-  }
-
-  // Slice `slice`'s chunks; slices are taken in order, each once. Rows past the sequence read zero.
-  __device__ void take(int slice, uint4 (&raw)[Chunks::kCount]) {
-    if constexpr (!kVector) {
-#pragma unroll
-      for (int j = 0; j < Chunks::kCount; ++j) {
-        const uint16_t* p = chunk(slice, j);
-        raw[j] = p ? load_chunk(p, /*vector_loads=*/false) : make_uint4(0, 0, 0, 0);
-      }
-    } else {
-      if (slice + 1 < slices_) stage(slice + 1);
-      else commit_copies();  // an empty group: the wait below still leaves one group pending
-      wait_copies<1>();
-      const uint4* buffer = staging_ + (slice & 1) * Chunks::kCount * kThreads;
-#pragma unroll
-      for (int j = 0; j < Chunks::kCount; ++j) raw[j] = buffer[j * kThreads + threadIdx.x];
-    }
-  }
-
- private:
-  // The thread's chunk j of slice `slice`, or null past the sequence.
-  __device__ const uint16_t* chunk(int slice, int j) const {
-    const int row = first_row_ + slice * kRows + chunks_.r0 + j * Chunks::kRowStride;
-    return row < x_.len ? head_base_ + int64_t(row) * x_.stride_n + chunks_.c : nullptr;
-  }
-
-  // Slice `slice`'s chunks into buffer slice % 2, whose previous slice this thread has taken already.
-  __device__ void stage(int slice) {
-    uint4* buffer = staging_ + (slice & 1) * Chunks::kCount * kThreads;
-#pragma unroll
-    for (int j = 0; j < Chunks::kCount; ++j) {
-      const uint16_t* p = chunk(slice, j);
-      copy_async_16(buffer + j * kThreads + threadIdx.x, p ? p : head_base_, p != nullptr);
-    }
-    commit_copies();
-  }
-
-  const Chunks chunks_;
-  const StridedInput& x_;
-  const uint16_t* head_base_;
-  int first_row_;
-  uint4* staging_;
-  int slices_;
-};
-
 // One CTA quantizes kSlices slices of rows of one (batch, head). Per slice: the row absmax is a shuffle
 // reduction over the row's lanes, each group's absmax a shared atomic max over its rows, and every thread then
 // rounds its own chunks.
@@ -153,7 +58,7 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
   const CtaTask task = task_of(local, x, kRows * kSlices);
   const int num_blocks = (x.len + kQBlock - 1) / kQBlock, padded_len = num_blocks * kQBlock;
   const uint16_t* head_base = static_cast<const uint16_t*>(x.data) + task.batch * x.stride_b + task.head * x.stride_h;
-  SliceLoader<d, kVector> loader(x, head_base, task.first_row, padded_len, staging);
+  SliceLoader<d, kVector> loader(x, head_base, task.first_row, padded_len, kSlices, staging);
   const int row_bytes = int4 ? d / 2 : d;
   int8_t* head_out = job.values + task.head_index * padded_len * row_bytes;
   const int groups = int(is_key ? k_groups_per_block(granularity) : q_groups_per_block(granularity));
@@ -316,7 +221,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint
   const CtaTask task = task_of(local, v, kKeys * kSlices);
   const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + task.batch * v.stride_b + task.head * v.stride_h;
   const int padded_len = round_up(v.len, kKBlock);
-  SliceLoader<d, kVector> loader(v, head_base, task.first_row, padded_len, staging);
+  SliceLoader<d, kVector> loader(v, head_base, task.first_row, padded_len, kSlices, staging);
   const bool fp8 = job.format == VFormat::fp8_transposed;
   const bool has_mean = job.mean.data != nullptr;  // else zero: nothing to subtract
   if (threadIdx.x < d) {

@@ -3,56 +3,89 @@
 // kStatisticsRows tokens that the quantization pass folds. Also the second V pass that smoothed FP8 V needs (its
 // absmax after the mean).
 #include "sage2_preprocess.cuh"
+#include "sage2_slices.cuh"
 #include "sagevid/kernels/cuda_check.h"
+
+#include <algorithm>
 
 namespace sagevid::kernels::sage2::detail {
 namespace {
 
 constexpr int kThreads = kPreprocessThreads;
-constexpr int kLoadsInFlight = 4;  // rows each thread loads before it accumulates
 
-// Thread t reads the 8-channel chunk t % (D/8) of rows t / (D/8), + kRowsPerPass, ... of the CTA's chunk of
-// tokens; the CTA then folds its kRowsPerPass row lanes in lane order through shared memory.
+// One chunk of kStatisticsRows tokens of one (batch, head). K's rows in it that the mean samples (every
+// kKeyMeanStride-th) are loaded up front, in registers; V's come slice by slice through SliceLoader (sage2_slices.cuh:
+// the next slice's loads in flight while this one is added up, in shared memory where aligned). Each thread adds
+// its chunk's eight channels over its rows; the CTA then folds its row lanes in lane order.
+// The statistics kernel's shared memory: SliceLoader's buffers, then (in the same bytes) the row lanes' partials.
 template <int kHeadDim>
+constexpr int statistics_smem_bytes(bool vector) {
+  const int fold = 3 * ThreadChunks<kHeadDim>::kRowStride * kHeadDim * int(sizeof(float));
+  return vector ? std::max(kStagingBytes<kHeadDim>, fold) : fold;
+}
+
+template <int kHeadDim, bool kVector>
 __global__ void __launch_bounds__(kThreads)
-    token_statistics_kernel(StridedInput k, StridedInput v, bool k_vector, bool v_vector, TokenStatistics out) {
-  constexpr int kChunksPerRow = kHeadDim / kChunk, kRowsPerPass = kThreads / kChunksPerRow;
-  __shared__ float k_sum[kRowsPerPass][kHeadDim], v_sum[kRowsPerPass][kHeadDim], v_absmax[kRowsPerPass][kHeadDim];
+    token_statistics_kernel(StridedInput k, StridedInput v, bool k_vector, TokenStatistics out) {
+  using Chunks = ThreadChunks<kHeadDim>;
+  constexpr int kRowLanes = Chunks::kRowStride, kSlicesPerChunk = kStatisticsRows / slice_rows(kHeadDim);
+  static_assert(kStatisticsRows % (kKeyMeanStride * kRowLanes) == 0 && kStatisticsRows % slice_rows(kHeadDim) == 0);
+  // SliceLoader's two buffers (kVector only), then the row lanes' sums and maxima to fold: statistics_smem_bytes.
+  extern __shared__ uint4 staging[];
   const int chunk = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const int lane_row = threadIdx.x / kChunksPerRow, c = (threadIdx.x % kChunksPerRow) * kChunk;
-  const int first = chunk * kStatisticsRows, last = min(k.len, first + kStatisticsRows);
-  const int64_t k_base = batch * k.stride_b + head * k.stride_h + c,
-                v_base = batch * v.stride_b + head * v.stride_h + c;
+  const Chunks chunks;
+  const int first = chunk * kStatisticsRows;
 
   float ks[kChunk] = {}, vs[kChunk] = {}, va[kChunk] = {};
-  const bool want_k = out.k_sum, want_v = out.v_sum || out.v_absmax;
-  for (int row = first + lane_row; row < last; row += kLoadsInFlight * kRowsPerPass) {
-    uint4 k_raw[kLoadsInFlight] = {}, v_raw[kLoadsInFlight] = {};  // rows past the chunk: zeros, which add nothing
+  if (out.k_sum) {
+    constexpr int kSampledRows = kStatisticsRows / kKeyMeanStride / kRowLanes;  // this thread's
+    const int64_t base = batch * k.stride_b + head * k.stride_h + chunks.c;
+    uint4 raw[kSampledRows];
 #pragma unroll
-    for (int j = 0; j < kLoadsInFlight; ++j) {
-      const int r = row + j * kRowsPerPass;
-      if (r >= last) break;
-      if (want_k && r % kKeyMeanStride == 0) k_raw[j] = load_chunk(k, k_base + r * k.stride_n, k_vector);
-      if (want_v) v_raw[j] = load_chunk(v, v_base + r * v.stride_n, v_vector);
+    for (int j = 0; j < kSampledRows; ++j) {  // rows past the sequence: zeros, which add nothing
+      const int row = first + kKeyMeanStride * (chunks.r0 + j * kRowLanes);
+      raw[j] = row < k.len ? load_chunk(k, base + row * k.stride_n, k_vector) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int j = 0; j < kLoadsInFlight; ++j) {
-      float kx[kChunk], vx[kChunk];
-      unpack_chunk(k_raw[j], k.type, kx);
-      unpack_chunk(v_raw[j], v.type, vx);
+    for (int j = 0; j < kSampledRows; ++j) {
+      float x[kChunk];
+      unpack_chunk(raw[j], k.type, x);
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) ks[i] += kx[i], vs[i] += vx[i], va[i] = fmaxf(va[i], fabsf(vx[i]));
+      for (int i = 0; i < kChunk; ++i) ks[i] += x[i];
     }
   }
+  if (out.v_sum || out.v_absmax) {
+    const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + batch * v.stride_b + head * v.stride_h;
+    SliceLoader<kHeadDim, kVector> loader(v, head_base, first, v.len, kSlicesPerChunk, staging);
+    for (int slice = 0; slice < kSlicesPerChunk; ++slice) {
+      if (first + slice * slice_rows(kHeadDim) >= v.len) break;
+      uint4 raw[Chunks::kCount];  // rows past the sequence read zero
+      loader.take(slice, raw);
 #pragma unroll
-  for (int i = 0; i < kChunk; ++i)
-    k_sum[lane_row][c + i] = ks[i], v_sum[lane_row][c + i] = vs[i], v_absmax[lane_row][c + i] = va[i];
+      for (int j = 0; j < Chunks::kCount; ++j) {
+        float x[kChunk];
+        unpack_chunk(raw[j], v.type, x);
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) vs[i] += x[i], va[i] = fmaxf(va[i], fabsf(x[i]));
+      }
+    }
+  }
+  __syncthreads();  // every thread is done with the staged slices (and the loader with its copies)
+  // clang-format off: clang-format reads `T (*p)[n]` in a function body as a cast and would drop the space.
+  float (*k_sum)[kHeadDim] = reinterpret_cast<float (*)[kHeadDim]>(staging);
+  float (*v_sum)[kHeadDim] = k_sum + kRowLanes, (*v_absmax)[kHeadDim] = v_sum + kRowLanes;
+  // clang-format on
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) {
+    k_sum[chunks.r0][chunks.c + i] = ks[i], v_sum[chunks.r0][chunks.c + i] = vs[i];
+    v_absmax[chunks.r0][chunks.c + i] = va[i];
+  }
   __syncthreads();
 
   if (threadIdx.x >= kHeadDim) return;
   const int channel = threadIdx.x;
   float sum_k = 0.0f, sum_v = 0.0f, amax_v = 0.0f;
-  for (int r = 0; r < kRowsPerPass; ++r) {
+  for (int r = 0; r < kRowLanes; ++r) {
     sum_k += k_sum[r][channel];
     sum_v += v_sum[r][channel];
     amax_v = fmaxf(amax_v, v_absmax[r][channel]);
@@ -101,8 +134,12 @@ int statistics_chunks(int len) { return (len + kStatisticsRows - 1) / kStatistic
 
 void token_statistics(const StridedInput& k, const StridedInput& v, const TokenStatistics& out, cudaStream_t stream) {
   const dim3 grid(unsigned(statistics_chunks(k.len)), unsigned(k.heads), unsigned(k.batch));
-  const auto kernel = k.head_dim == 64 ? token_statistics_kernel<64> : token_statistics_kernel<128>;
-  kernel<<<grid, kThreads, 0, stream>>>(k, v, chunks_aligned(k), chunks_aligned(v), out);
+  const bool vector = chunks_aligned(v);
+  const auto kernel = k.head_dim == 64
+                          ? (vector ? token_statistics_kernel<64, true> : token_statistics_kernel<64, false>)
+                          : (vector ? token_statistics_kernel<128, true> : token_statistics_kernel<128, false>);
+  const int smem_bytes = k.head_dim == 64 ? statistics_smem_bytes<64>(vector) : statistics_smem_bytes<128>(vector);
+  kernel<<<grid, kThreads, smem_bytes, stream>>>(k, v, chunks_aligned(k), out);
   SAGEVID_CUDA_CHECK_LAUNCH();
 }
 
