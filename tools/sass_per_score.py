@@ -5,6 +5,7 @@ static stand-in for speed on a GPU we cannot run (docs/PERFORMANCE.md, "RTX 4090
   tools/sass_per_score.py KERNEL.cubin --function REGEX --scores N [--loop I] [--label NAME] [--verbose]
   tools/sass_per_score.py KERNEL.sass ...          SASS text from cuobjdump --dump-sass or nvdisasm
   tools/sass_per_score.py KERNEL.cubin --list      the kernels in the file
+  tools/sass_per_score.py KERNEL.cubin --function REGEX --scores N --order   the path's opcodes in order
 
 Method. The main loop is the innermost natural loop (a back edge goes to a block that dominates its source;
 a barrier wait's out-of-line retry that branches back up into the body makes none) that holds tensor-core
@@ -260,6 +261,8 @@ def main():
     parser.add_argument("--list", action="store_true", help="list the kernels and exit")
     parser.add_argument("--header", action="store_true", help="print the table header first")
     parser.add_argument("--verbose", action="store_true", help="opcodes per class, blocks left out of the path")
+    parser.add_argument("--order", action="store_true", help="print the path's opcodes in issue order, one a line, "
+                        "instead of the table: diff two builds' to see ptxas reorder a loop whose counts are the same")
     parser.add_argument("--nvdisasm", default=default_nvdisasm())
     args = parser.parse_args()
 
@@ -279,6 +282,9 @@ def main():
     header, body, latches = main_loop(blocks_of(instructions, labels), args.loop)
     path = steady_state_path(header, body, latches)
     ops = [i.opcode for b in path for i in b.instructions]
+    if args.order:
+        print("\n".join(ops))
+        return
     counts = collections.Counter(classify(op) for op in ops)
     columns = [name for name, _ in CLASSES] + ["other"]
     per_score = lambda n: n * 32 / args.scores
