@@ -266,8 +266,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     // starts at tile 0 and moves on a tile at a time as the uniform loop goes.
     const int k_block_groups = int(k_groups_per_block(args.granularity));
     const float* uniform_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
-    if constexpr (!kPersistent) start(work, ring_tiles, int(kv_head_index));
-
+    // (loaded before a one-warpgroup CTA's start, so that its barriers' set-up runs under the loads)
     const int64_t q_groups = q_groups_per_block(args.granularity) * (q_padded / kQBlock);
     float q_scale[2];
 #pragma unroll
@@ -275,6 +274,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       const int64_t row = min(int64_t(row0 + 8 * half), q_padded - 1);
       q_scale[half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
     }
+    if constexpr (!kPersistent) start(work, ring_tiles, int(kv_head_index));
 
     float out[kOut];
 #pragma unroll
@@ -432,13 +432,13 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
 
       // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
       if constexpr (uniform) {
-        const float key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
+        const float uniform_key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
         uniform_k_scales += 2 * k_block_groups;  // the uniform tiles come in order from the first
         if constexpr (kSplitPv) {
           RowExponent exponent[2];
 #pragma unroll
           for (int row = 0; row < 2; ++row)
-            exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max,
+            exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, uniform_key_scale, q_scale, kPLog2Scale, row_max,
                                                         softmax_sums, rescale);
           // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
           // run under its products.
@@ -450,7 +450,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         } else {
 #pragma unroll
           for (int row = 0; row < 2; ++row) {
-            const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale,
+            const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, uniform_key_scale, q_scale, kPLog2Scale,
                                                                      row_max, softmax_sums, rescale);
 #pragma unroll
             for (int key_half = 0; key_half < 2; ++key_half)
@@ -517,9 +517,11 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       }
     }
 
-    // Epilogue: normalize, undo the V scaling, add the V mean back, store.
-    const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
-    const float* v_mean = args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr;
+    // Epilogue: normalize, undo the V scaling (FP8: row_sum summed 448·p too, so V's scale is all that is left to
+    // undo), add the V mean back, store.
+    const OutputChannels<kHeadDim / 8> channels(args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr, 1.0f,
+                                                args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr,
+                                                2 * quad_col);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float sum = row_sum[half];
@@ -533,12 +535,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       const int batch = work.flat_head / args.q_heads, head = work.flat_head % args.q_heads;
       const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
 #pragma unroll
-      for (int j = 0; j < kHeadDim / 8; ++j) {
-        const int c = 8 * j + 2 * quad_col;
-        // FP8: row_sum summed 448·p too, so V's scale is all that is left to undo.
-        store_output_pair(args, base, c, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum, v_scale,
-                          1.0f, v_mean);
-      }
+      for (int j = 0; j < kHeadDim / 8; ++j)
+        channels.store(args, base, j, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum);
       if (args.lse && quad_col == 0)
         args.lse[q_head_index * args.q_len + row] =
             (row_max[half] == kNegInf ? 0.0f : row_max[half]) + log2f(sum) - kPLog2Scale;
