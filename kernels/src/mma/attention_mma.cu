@@ -345,10 +345,9 @@ __device__ __forceinline__ void store_output(const AttentionArgs& args,
   const Position<T::kCtaRows> at(args);
   const int quad_col = at.lane % 4, first_row = at.cta_row + at.warp * kMTiles * kWarpQ + at.lane / 4;
   constexpr int kHeadDim = T::kDimTiles * 8;
-  const OutputChannels<T::kDimTiles> channels(args.v_scale ? args.v_scale + at.kv_head_index * kHeadDim : nullptr,
-                                              1.0f / kFp8Max,
-                                              args.v_mean ? args.v_mean + at.kv_head_index * kHeadDim : nullptr,
-                                              2 * quad_col);
+  const OutputChannels<T::kDimTiles, false> channels(
+      args.v_scale ? args.v_scale + at.kv_head_index * kHeadDim : nullptr, 1.0f / kFp8Max,
+      args.v_mean ? args.v_mean + at.kv_head_index * kHeadDim : nullptr, 2 * quad_col);
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll

@@ -106,6 +106,10 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // kernels only, which take the branch without a spill or a longer uniform loop (the others would spill or grow
   // theirs; per-token k-scales make every tile an edge tile).
   constexpr bool kSkipsEmptyHalves = kTensorSums && !kPerToken;
+  // Whether the epilogue loads its channels' V scales and means before its stores (OutputChannels): at head dim 128,
+  // where the loads one at a time between the stores took a few percent of a work tile; head dim 64's persistent
+  // loop ran 2% slower with them, from how ptxas then ordered it (docs/PERFORMANCE.md, 2026-12-05 from 12:29).
+  constexpr bool kPreloadsChannels = kHeadDim == 128;
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
   uint8_t* q_tile = smem;
@@ -266,7 +270,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     // starts at tile 0 and moves on a tile at a time as the uniform loop goes.
     const int k_block_groups = int(k_groups_per_block(args.granularity));
     const float* uniform_k_scales = k_scales + (args.granularity == Granularity::per_thread ? quad_col : 0);
-    // (loaded before a one-warpgroup CTA's start, so that its barriers' set-up runs under the loads)
+    if constexpr (!kPersistent) start(work, ring_tiles, int(kv_head_index));
+
     const int64_t q_groups = q_groups_per_block(args.granularity) * (q_padded / kQBlock);
     float q_scale[2];
 #pragma unroll
@@ -274,7 +279,6 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       const int64_t row = min(int64_t(row0 + 8 * half), q_padded - 1);
       q_scale[half] = args.q_scale[q_head_index * q_groups + q_group(row, args.granularity)] * args.score_scale;
     }
-    if constexpr (!kPersistent) start(work, ring_tiles, int(kv_head_index));
 
     float out[kOut];
 #pragma unroll
@@ -432,13 +436,13 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
 
       // 2-3. Dequantize, mask, online softmax: p = exp2(s · k_scale · q_scale − max) in s's registers; then 4.
       if constexpr (uniform) {
-        const float uniform_key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
+        const float key_scale[2] = {uniform_k_scales[0], uniform_k_scales[k_block_groups]};
         uniform_k_scales += 2 * k_block_groups;  // the uniform tiles come in order from the first
         if constexpr (kSplitPv) {
           RowExponent exponent[2];
 #pragma unroll
           for (int row = 0; row < 2; ++row)
-            exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, uniform_key_scale, q_scale, kPLog2Scale, row_max,
+            exponent[row] = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale, row_max,
                                                         softmax_sums, rescale);
           // ptxas still schedules part of the second half's exponentials above the first half's issue; the rest
           // run under its products.
@@ -450,7 +454,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         } else {
 #pragma unroll
           for (int row = 0; row < 2; ++row) {
-            const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, uniform_key_scale, q_scale, kPLog2Scale,
+            const RowExponent exponent = uniform_row_maximum<kFp8Pv>(s_int, row, key_scale, q_scale, kPLog2Scale,
                                                                      row_max, softmax_sums, rescale);
 #pragma unroll
             for (int key_half = 0; key_half < 2; ++key_half)
@@ -519,9 +523,9 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
 
     // Epilogue: normalize, undo the V scaling (FP8: row_sum summed 448·p too, so V's scale is all that is left to
     // undo), add the V mean back, store.
-    const OutputChannels<kHeadDim / 8> channels(args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr, 1.0f,
-                                                args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr,
-                                                2 * quad_col);
+    const OutputChannels<kHeadDim / 8, kPreloadsChannels> channels(
+        args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr, 1.0f,
+        args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr, 2 * quad_col);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float sum = row_sum[half];
