@@ -629,15 +629,17 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   }
 }
 
-// Causal calls over fewer keys than this keep the one-warpgroup CTAs, which measured as fast there at head dim 128
-// and faster at 64 (docs/PERFORMANCE.md, 2026-12-05): a persistent CTA's warpgroups' rows end at different key
-// tiles, which weighs more on short work tiles.
-constexpr int kSharedRingMinCausalKeys = 16384;
+// Causal calls over fewer keys than this keep the one-warpgroup CTAs at head dim 64, where they measured faster
+// (docs/PERFORMANCE.md, 2026-12-05): a persistent CTA's warpgroups' rows end at different key tiles, which weighs
+// more on short work tiles. At head dim 128 the persistent CTAs take every causal call since their epilogue
+// preloads its channels (2026-12-05 from 12:29).
+template <int kHeadDim>
+constexpr int kSharedRingMinCausalKeys = kHeadDim == 64 ? 16384 : 0;
 
 // A per-thread kernel of kWarpgroups a CTA on one persistent ring, or of one where the causal keys are few.
 template <int kHeadDim, bool kFp8Pv, bool kTensorSums, int kLinearShare, int kWarpgroups>
 void launch_shared_ring(const AttentionArgs& args, cudaStream_t stream) {
-  if (args.causal && args.kv_len < kSharedRingMinCausalKeys)
+  if (args.causal && args.kv_len < kSharedRingMinCausalKeys<kHeadDim>)
     return launch<kHeadDim, kFp8Pv, false, kTensorSums, kLinearShare>(args, stream);
   launch<kHeadDim, kFp8Pv, false, kTensorSums, kLinearShare, kWarpgroups>(args, stream);
 }
