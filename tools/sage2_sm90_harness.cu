@@ -335,8 +335,8 @@ int main(int argc, char** argv) {
     cases.push_back({1, 2, 2, 1100, 900, 128, true, true, false, detail::kLinearAll});
     // More work tiles than multiprocessors, so that each persistent CTA of several warpgroups runs several (in
     // the ring's first copies, too), at both head dims (64: with linear shares of P): GQA; causal, whose work tiles
-    // differ in key tiles (those CTAs take causal calls from 16k keys on, the one-warpgroup CTAs below: the last
-    // case's rows see at most its first 300 keys); one query block a work tile, whose other warpgroups only give
+    // differ in key tiles (those CTAs take head dim 64's causal calls from 16k keys on, the one-warpgroup CTAs
+    // below, and every causal call at 128: the last case's rows see at most its first 300 keys); one query block a work tile, whose other warpgroups only give
     // stages back.
     for (const int d : {64, 128}) {
       cases.push_back({4, 48, 12, 200, 300, d, false, true, false});
@@ -395,8 +395,8 @@ int main(int argc, char** argv) {
     for (const int d : {64, 128})
       for (const bool causal : {false, true})
         for (const int n : {4096, 8192, 16384, 32768}) {
-          const std::string name = "hd" + std::to_string(d) + " " + std::to_string(n / 1024) + "k" +
-                                   (causal ? " causal" : "");
+          const std::string name =
+              "hd" + std::to_string(d) + " " + std::to_string(n / 1024) + "k" + (causal ? " causal" : "");
           time_case(name.c_str(), {1, 32 * 32768 / n, 32 * 32768 / n, n, n, d, causal, true, false});
         }
   }

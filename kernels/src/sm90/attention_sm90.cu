@@ -15,8 +15,8 @@
 // and head dim 64's fp16 linear P) the warpgroups the registers allow a multiprocessor (three at head dim 128, four
 // at 64) form one CTA instead (kWarpgroups), consecutive query blocks on one deeper ring: a third or a quarter of the
 // copies from L2, whose energy the power cap the kernel runs under counts. That CTA is persistent, running work tile
-// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end; causal calls over few
-// keys keep the one-warpgroup CTAs (launch_shared_ring). The layouts measured against this one:
+// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end; at head dim 64 causal
+// calls over few keys keep the one-warpgroup CTAs (launch_shared_ring). The layouts measured against this one:
 // docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
