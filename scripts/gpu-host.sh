@@ -17,7 +17,7 @@
 #   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
 #                       [step-breakdown-fp8] [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline]
 #                       [preview] [server] [profile-prep] [profile-rows] [profile-attention-sass] [pipeline-24gb]
-#                       [sanitize-prep] [prep-ab]
+#                       [sanitize-prep] [prep-ab] [harness-scaling]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -93,7 +93,7 @@ ab_bench() { [ "$1" = tree ] && echo build-gpu/tools/sage-bench || echo "/tmp/be
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
-  case $step in harness | profile-attention | profile-attention-sass | anchor) ;; *) build_all ;; esac
+  case $step in harness | harness-scaling | profile-attention | profile-attention-sass | anchor) ;; *) build_all ;; esac
   case $step in
     harness)
       build_harness || { status=1; continue; }
@@ -118,12 +118,20 @@ for step in $steps; do
       summary="^  [a-zA-Z_].*\(|Duration|Issue Slots Busy|No Eligible|Stall|stall|Pipe|pipe|Achieved Occ|Executed Ipc"
       summary+="|L2|L1|SM Frequency|Mem Busy|Max Bandwidth"
       grep -E "$summary" "$out/profile-attention.log" | tail -120 ;;
-    profile-attention-sass)  # the same kernel at CogVideoX-2B, stall samples per SASS instruction (ncu source page)
+    profile-attention-sass)  # stall samples per SASS instruction (ncu source page) of the harness's first timed run
+      # of SAGEVID_HARNESS_PROFILE's shapes (default profile: CogVideoX-2B); each mode named there, space-separated
       build_harness || { status=1; continue; }
-      ncu --clock-control none -k regex:attention_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
-        --section WarpStateStats -f -o /tmp/attention-sass /tmp/sm90-harness profile > "$out/profile-attention-sass.log" 2>&1 &&
-        ncu --import /tmp/attention-sass.ncu-rep --page source --print-source sass --csv > "$out/attention-sass.csv" 2>&1 &&
-        python3 tools/sass_stalls.py "$out/attention-sass.csv" | tee "$out/attention-sass.md" || status=1 ;;
+      for mode in ${SAGEVID_HARNESS_PROFILE:-profile}; do
+        ncu --clock-control none -k regex:attention_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
+          --section WarpStateStats -f -o "/tmp/attention-sass-$mode" /tmp/sm90-harness "$mode" \
+          > "$out/profile-attention-sass-$mode.log" 2>&1 &&
+          ncu --import "/tmp/attention-sass-$mode.ncu-rep" --page source --print-source sass --csv \
+            > "$out/attention-sass-$mode.csv" 2>&1 &&
+          python3 tools/sass_stalls.py "$out/attention-sass-$mode.csv" | tee "$out/attention-sass-$mode.md" || status=1
+      done ;;
+    harness-scaling)  # the harness's FP8 default over N at equal query blocks (the cost of a work tile's ends)
+      build_harness || { status=1; continue; }
+      /tmp/sm90-harness scaling 2>&1 | tee "$out/harness-scaling.md" || status=1 ;;
     profile-prep)  # each preprocessing kernel at hd64 8k and hd128 8k (ncu): time, throughput, occupancy, stalls
       ncu --clock-control none -k "$prep_kernels" --section SpeedOfLight --section Occupancy \
         --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \

@@ -335,8 +335,8 @@ int main(int argc, char** argv) {
     cases.push_back({1, 2, 2, 1100, 900, 128, true, true, false, detail::kLinearAll});
     // More work tiles than multiprocessors, so that each persistent CTA of several warpgroups runs several (in
     // the ring's first copies, too), at both head dims (64: with linear shares of P): GQA; causal, whose work tiles
-    // differ in key tiles (those CTAs take causal calls from 16k keys on, the one-warpgroup CTAs below: the last
-    // case's rows see at most its first 300 keys); one query block a work tile, whose other warpgroups only give
+    // differ in key tiles (those CTAs take head dim 64's causal calls from 16k keys on, the one-warpgroup CTAs
+    // below, and every causal call at 128: the last case's rows see at most its first 300 keys); one query block a work tile, whose other warpgroups only give
     // stages back.
     for (const int d : {64, 128}) {
       cases.push_back({4, 48, 12, 200, 300, d, false, true, false});
@@ -379,6 +379,26 @@ int main(int argc, char** argv) {
   if (what == "profile128") {  // the head-dim-128 target shape
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false}, 1, 1);
+  }
+  if (what == "profile128-8k") {  // head dim 128 at 8k: the persistent CTAs' work tiles a quarter of 32k's
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false}, 1, 1);
+  }
+  if (what == "profile128-8k-causal") {  // the same, causal: the one-warpgroup CTAs
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false}, 1, 1);
+  }
+  // The FP8 default against the keys a work tile holds, at equal work tiles in all (B·H·N/64 query blocks): what a
+  // work tile's start and end cost, from how TOPS falls with N.
+  if (what == "scaling") {
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    for (const int d : {64, 128})
+      for (const bool causal : {false, true})
+        for (const int n : {4096, 8192, 16384, 32768}) {
+          const std::string name =
+              "hd" + std::to_string(d) + " " + std::to_string(n / 1024) + "k" + (causal ? " causal" : "");
+          time_case(name.c_str(), {1, 32 * 32768 / n, 32 * 32768 / n, n, n, d, causal, true, false});
+        }
   }
   if (what == "profile16") {  // fp16 linear P at CogVideoX-2B: where its serial chain waits
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");

@@ -345,8 +345,9 @@ __device__ __forceinline__ void store_output(const AttentionArgs& args,
   const Position<T::kCtaRows> at(args);
   const int quad_col = at.lane % 4, first_row = at.cta_row + at.warp * kMTiles * kWarpQ + at.lane / 4;
   constexpr int kHeadDim = T::kDimTiles * 8;
-  const float* v_scale = args.v_scale ? args.v_scale + at.kv_head_index * kHeadDim : nullptr;
-  const float* v_mean = args.v_mean ? args.v_mean + at.kv_head_index * kHeadDim : nullptr;
+  const OutputChannels<T::kDimTiles, false> channels(
+      args.v_scale ? args.v_scale + at.kv_head_index * kHeadDim : nullptr, 1.0f / kFp8Max,
+      args.v_mean ? args.v_mean + at.kv_head_index * kHeadDim : nullptr, 2 * quad_col);
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
@@ -359,11 +360,8 @@ __device__ __forceinline__ void store_output(const AttentionArgs& args,
       const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
       const int64_t base = at.batch * args.out_sb + at.head * args.out_sh + row * args.out_si;
 #pragma unroll
-      for (int n = 0; n < T::kDimTiles; ++n) {
-        const int c = n * 8 + 2 * quad_col;
-        store_output_pair(args, base, c, out_acc[m][n][2 * half] * inv_sum, out_acc[m][n][2 * half + 1] * inv_sum,
-                          v_scale, 1.0f / kFp8Max, v_mean);
-      }
+      for (int n = 0; n < T::kDimTiles; ++n)
+        channels.store(args, base, n, out_acc[m][n][2 * half] * inv_sum, out_acc[m][n][2 * half + 1] * inv_sum);
       if (args.lse && quad_col == 0)
         args.lse[at.q_head_index * args.q_len + row] =
             (row_max[m][half] == kNegInf ? 0.0f : row_max[m][half]) + log2f(sum);

@@ -15,8 +15,8 @@
 // and head dim 64's fp16 linear P) the warpgroups the registers allow a multiprocessor (three at head dim 128, four
 // at 64) form one CTA instead (kWarpgroups), consecutive query blocks on one deeper ring: a third or a quarter of the
 // copies from L2, whose energy the power cap the kernel runs under counts. That CTA is persistent, running work tile
-// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end; causal calls over few
-// keys keep the one-warpgroup CTAs (launch_shared_ring). The layouts measured against this one:
+// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end; at head dim 64 causal
+// calls over few keys keep the one-warpgroup CTAs (launch_shared_ring). The layouts measured against this one:
 // docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
@@ -106,6 +106,10 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // kernels only, which take the branch without a spill or a longer uniform loop (the others would spill or grow
   // theirs; per-token k-scales make every tile an edge tile).
   constexpr bool kSkipsEmptyHalves = kTensorSums && !kPerToken;
+  // Whether the epilogue loads its channels' V scales and means before its stores (OutputChannels): at head dim 128,
+  // where the loads one at a time between the stores took a few percent of a work tile; head dim 64's persistent
+  // loop ran 2% slower with them, from how ptxas then ordered it (docs/PERFORMANCE.md, 2026-12-05 from 12:29).
+  constexpr bool kPreloadsChannels = kHeadDim == 128;
   extern __shared__ __align__(1024) uint8_t smem[];
   if (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) % 1024 != 0) __trap();  // the swizzle would read garbage
   uint8_t* q_tile = smem;
@@ -517,9 +521,11 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       }
     }
 
-    // Epilogue: normalize, undo the V scaling, add the V mean back, store.
-    const float* v_scale = args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr;
-    const float* v_mean = args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr;
+    // Epilogue: normalize, undo the V scaling (FP8: row_sum summed 448·p too, so V's scale is all that is left to
+    // undo), add the V mean back, store.
+    const OutputChannels<kHeadDim / 8, kPreloadsChannels> channels(
+        args.v_scale ? args.v_scale + kv_head_index * kHeadDim : nullptr, 1.0f,
+        args.v_mean ? args.v_mean + kv_head_index * kHeadDim : nullptr, 2 * quad_col);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float sum = row_sum[half];
@@ -533,12 +539,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       const int batch = work.flat_head / args.q_heads, head = work.flat_head % args.q_heads;
       const int64_t base = batch * args.out_sb + head * args.out_sh + row * args.out_si;
 #pragma unroll
-      for (int j = 0; j < kHeadDim / 8; ++j) {
-        const int c = 8 * j + 2 * quad_col;
-        // FP8: row_sum summed 448·p too, so V's scale is all that is left to undo.
-        store_output_pair(args, base, c, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum, v_scale,
-                          1.0f, v_mean);
-      }
+      for (int j = 0; j < kHeadDim / 8; ++j)
+        channels.store(args, base, j, out[4 * j + 2 * half] * inv_sum, out[4 * j + 2 * half + 1] * inv_sum);
       if (args.lse && quad_col == 0)
         args.lse[q_head_index * args.q_len + row] =
             (row_max[half] == kNegInf ? 0.0f : row_max[half]) + log2f(sum) - kPLog2Scale;
@@ -627,15 +629,17 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   }
 }
 
-// Causal calls over fewer keys than this keep the one-warpgroup CTAs, which measured as fast there at head dim 128
-// and faster at 64 (docs/PERFORMANCE.md, 2026-12-05): a persistent CTA's warpgroups' rows end at different key
-// tiles, which weighs more on short work tiles.
-constexpr int kSharedRingMinCausalKeys = 16384;
+// Causal calls over fewer keys than this keep the one-warpgroup CTAs at head dim 64, where they measured faster
+// (docs/PERFORMANCE.md, 2026-12-05): a persistent CTA's warpgroups' rows end at different key tiles, which weighs
+// more on short work tiles. At head dim 128 the persistent CTAs take every causal call since their epilogue
+// preloads its channels (2026-12-05 from 12:29).
+template <int kHeadDim>
+constexpr int kSharedRingMinCausalKeys = kHeadDim == 64 ? 16384 : 0;
 
 // A per-thread kernel of kWarpgroups a CTA on one persistent ring, or of one where the causal keys are few.
 template <int kHeadDim, bool kFp8Pv, bool kTensorSums, int kLinearShare, int kWarpgroups>
 void launch_shared_ring(const AttentionArgs& args, cudaStream_t stream) {
-  if (args.causal && args.kv_len < kSharedRingMinCausalKeys)
+  if (args.causal && args.kv_len < kSharedRingMinCausalKeys<kHeadDim>)
     return launch<kHeadDim, kFp8Pv, false, kTensorSums, kLinearShare>(args, stream);
   launch<kHeadDim, kFp8Pv, false, kTensorSums, kLinearShare, kWarpgroups>(args, stream);
 }
