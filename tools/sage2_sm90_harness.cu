@@ -336,8 +336,8 @@ int main(int argc, char** argv) {
     // More work tiles than multiprocessors, so that each persistent CTA of several warpgroups runs several (in
     // the ring's first copies, too), at both head dims (64: with linear shares of P): GQA; causal, whose work tiles
     // differ in key tiles (those CTAs take head dim 64's causal calls from 16k keys on, the one-warpgroup CTAs
-    // below, and every causal call at 128: the last case's rows see at most its first 300 keys); one query block a work tile, whose other warpgroups only give
-    // stages back.
+    // below, and every causal call at 128: the last case's rows see at most its first 300 keys); one query block a
+    // work tile, whose other warpgroups only give stages back.
     for (const int d : {64, 128}) {
       cases.push_back({4, 48, 12, 200, 300, d, false, true, false});
       cases.push_back({4, 48, 48, 200, 300, d, true, true, false, d == 64 ? 1 : 0});
