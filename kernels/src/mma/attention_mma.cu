@@ -345,6 +345,8 @@ __device__ __forceinline__ void store_output(const AttentionArgs& args,
   const Position<T::kCtaRows> at(args);
   const int quad_col = at.lane % 4, first_row = at.cta_row + at.warp * kMTiles * kWarpQ + at.lane / 4;
   constexpr int kHeadDim = T::kDimTiles * 8;
+  // Channels loaded pair by pair: the preload that paid in the sm_90 kernel at head dim 128 (sage2_device.cuh) is
+  // not measured on the sm_8x GPUs these kernels are for.
   const OutputChannels<T::kDimTiles, false> channels(
       args.v_scale ? args.v_scale + at.kv_head_index * kHeadDim : nullptr, 1.0f / kFp8Max,
       args.v_mean ? args.v_mean + at.kv_head_index * kHeadDim : nullptr, 2 * quad_col);
