@@ -2,6 +2,7 @@
 // A preprocessing CTA's rows of one (batch, head) in slices: the rows every thread holds at once, four 8-channel
 // chunks each, all loaded before any is used; each slice's loads in flight while the one before is worked on.
 // Shared by the statistics pass (sage2_statistics.cu) and the quantization pass (sage2_quant.cu).
+#include "cp_async.cuh"
 #include "sage2_preprocess.cuh"
 
 namespace sagevid::kernels::sage2::detail {
@@ -16,19 +17,6 @@ struct ThreadChunks {
   static constexpr int kCount = slice_rows(kHeadDim) / kRowStride;
   int r0 = int(threadIdx.x) / kPerRow, c = int(threadIdx.x) % kPerRow * kChunk;
 };
-
-// 16 bytes from global to shared memory without passing through registers (cp.async), zeros where !valid.
-__device__ __forceinline__ void copy_async_16(uint4* destination, const void* source, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                   static_cast<uint32_t>(__cvta_generic_to_shared(destination))),
-               "l"(source), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wait_copies() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
 
 // The two buffers of SliceLoader's staged chunks.
 template <int kHeadDim>

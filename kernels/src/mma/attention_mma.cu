@@ -13,6 +13,7 @@
 #include "attention_mma.h"
 #include "delta_scores.cuh"
 #include "mma.cuh"
+#include "../cp_async.cuh"
 #include "../sage2_device.cuh"
 #include "sagevid/kernels/cuda_check.h"
 
@@ -91,7 +92,7 @@ __device__ __forceinline__ void copy_tile(uint8_t* smem, int smem_stride, const 
   const int chunks_per_row = row_bytes / 16;
   for (int i = threadIdx.x; i < rows * chunks_per_row; i += kThreads) {
     const int r = i / chunks_per_row, c = i % chunks_per_row;
-    cp_async_16(smem + r * smem_stride + c * 16, global + r * src_pitch + c * 16);
+    copy_async_16(smem + r * smem_stride + c * 16, global + r * src_pitch + c * 16);
   }
 }
 
@@ -115,7 +116,7 @@ struct TileCopy {
   __device__ __forceinline__ void issue(uint8_t* smem, const uint8_t* global, int64_t pitch) const {
 #pragma unroll
     for (int j = 0; j < kChunks; ++j)
-      cp_async_16(smem + smem_offset + j * kRowStep * kSmemStride, global + global_offset + j * kRowStep * pitch);
+      copy_async_16(smem + smem_offset + j * kRowStep * kSmemStride, global + global_offset + j * kRowStep * pitch);
   }
 };
 
@@ -442,7 +443,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
   copy_tile(q_smem, T::kQkStride, q_global, T::kQkRowBytes, int(min_i64(T::kCtaRows, q_padded - cta_row)),
             T::kQkRowBytes);
   load_kv(0, 0);
-  cp_async_commit();
+  commit_copies();
   if constexpr (kSmoothQ) {  // this warp's block mean into shared memory (the first tile's barrier publishes it)
     float mean_scale;
     const int8_t* mean = block_mean<T::kCtaRows>(args, mean_scale);
@@ -487,8 +488,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_kernel(const AttentionA
   for (int tile = 0; tile < k_tiles; ++tile) {
     const int stage = tile & 1;
     if (tile + 1 < k_tiles) load_kv(tile + 1, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
+    commit_copies();
+    wait_copies<1>();
     __syncthreads();
 
     const bool edge_tile = (tile + 1) * kCtaK > args.kv_len || (args.causal && tile * kCtaK + kCtaK - 1 > cta_row);

@@ -1,6 +1,6 @@
 #pragma once
-// The warp-level instructions of the mma.sync SageAttention2 kernel: ldmatrix loads, cp.async copies and
-// the four MMA shapes (INT8 k32, INT4 k64, FP8 k32, FP16 k16), all with fp32/int32 accumulators.
+// The warp-level instructions of the mma.sync SageAttention2 kernel: ldmatrix loads and the four MMA shapes
+// (INT8 k32, INT4 k64, FP8 k32, FP16 k16), all with fp32/int32 accumulators.
 #include <cstdint>
 #include <cuda_fp16.h>
 
@@ -8,15 +8,6 @@ namespace sagevid::kernels::sage2::mma {
 
 __device__ __forceinline__ uint32_t smem_address(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
-}
-
-__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_address(smem)), "l"(global));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int pending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
