@@ -196,11 +196,11 @@ struct SoftmaxState {
 }  // namespace
 
 Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
-                 const std::optional<at::Tensor>& bias) {
+                 const std::optional<at::Tensor>& bias, const TokenMeans& means) {
   require(options.kernel && options.qk && options.pv && options.smooth_q && options.granularity,
           "options must be resolved (sage2::resolve)");
   check_shapes(q, k, v, options.layout);
-  const Preprocessed pre = reference::preprocess(q, k, v, options);  // qualified: no ADL into sage2::
+  const Preprocessed pre = reference::preprocess(q, k, v, options, means);  // qualified: no ADL into sage2::
   const at::Tensor qf = to_bhnd_float(q, options.layout);
   const int64_t heads = qf.size(1), q_len = qf.size(2), head_dim = qf.size(3);
   const int64_t kv_len = pre.v.values.size(2), group = heads / pre.v.values.size(1);

@@ -59,6 +59,6 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
 // kernel family's key tiles, P̃ rounded to FP8 (×448) or FP16 with the running max of its tile, fp32
 // accumulation, epilogue.
 Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
-                 const std::optional<at::Tensor>& bias = std::nullopt);
+                 const std::optional<at::Tensor>& bias = std::nullopt, const TokenMeans& means = {});
 
 }  // namespace sagevid::kernels::sage2::reference
