@@ -54,6 +54,15 @@ Errors compare(const at::Tensor& out, const at::Tensor& ref) {
   return {(a.dot(b) / (a.norm() * b.norm())).item<double>(), ((a - b).abs().sum() / b.abs().sum()).item<double>()};
 }
 
+// The same with every row scaled to unit length, so that each query row weighs the same. A causal row over its
+// first few keys has an output several times longer than a row over hundreds, so one of its P̃ values rounding to the
+// other side of an FP8 step (the kernel's scores and the reference's differ in their last bits) would otherwise
+// outweigh every other row's error.
+Errors compare_rows(const at::Tensor& out, const at::Tensor& ref) {
+  const at::Tensor length = ref.to(at::kDouble).norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
+  return compare(out.to(at::kDouble) / length, ref.to(at::kDouble) / length);
+}
+
 at::Tensor full_precision(const Inputs& in, sage2::Layout layout, bool causal, std::optional<double> scale = {},
                           const std::optional<at::Tensor>& bias = std::nullopt) {
   const auto bhnd = [&](const at::Tensor& x) { return sage2::reference::to_bhnd_float(x, layout); };
@@ -282,16 +291,17 @@ TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", 
   REQUIRE(got.out.data_ptr() == out.data_ptr());
   REQUIRE(at::isfinite(got.out).all().item<bool>());
 
-  const Errors vs_reference = compare(got.out, want.out);
+  // Row by row: the whole output's cosine fell to 0.9999866 on one P̃ value of a causal row over its first 3 keys
+  // (wgmma FP8 causal with the LSE, 1000 queries over 300 keys, SAGEVID_TEST_SEED=11996910929479847428): the
+  // reference with its scores moved by 1e-5 does the same.
+  const Errors vs_reference = compare_rows(got.out, want.out);
   CAPTURE(vs_reference.cosine, vs_reference.relative_l1);
   CHECK(vs_reference.cosine > reference_cosine_bound(resolved, c.head_dim));
   CHECK(vs_reference.relative_l1 < reference_l1_bound(resolved, c.head_dim));
   // When each side smoothed K with its own mean (equal to rounding), a few quantized values differed, and a row whose
   // scores one of them dominated (a causal row's first keys) moved by its step: the worst row of the 76,800 in the
   // 4×32×600 case measured 5.7e-3 and 6.6e-3 with INT4 (mma.sync INT4 + FP8, SAGEVID_TEST_SEED=1276160246583773538),
-  // 3.0e-3 with INT8 (wgmma FP8 causal, SAGEVID_TEST_SEED=17685490442853882030); the output's cosine fell to
-  // 0.9999866 (wgmma FP8 causal with the LSE, SAGEVID_TEST_SEED=11996910929479847428). The bounds stay as they were
-  // set then.
+  // 3.0e-3 with INT8 (wgmma FP8 causal, SAGEVID_TEST_SEED=17685490442853882030). The bounds stay as they were set then.
   if (return_lse) {
     const at::Tensor lse_error = (got.lse - want.lse).abs();
     CHECK(lse_error.max().item<double>() < 1e-2);
