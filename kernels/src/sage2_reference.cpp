@@ -191,12 +191,25 @@ struct SoftmaxState {
   at::Tensor m;    // running row max of t = s·log2(e), [B, H, N_q, 1]
   at::Tensor l;    // running sum of exp2(t − m), unquantized, [B, H, N_q, 1]
   at::Tensor acc;  // running Σ P_q · V, [B, H, N_q, D]
+  at::Tensor slack;  // running Σ |P_q rounded the other way − P_q| · |V| over the P values in doubt, [B, H, N_q, D]
 };
+
+// P̃ as the kernels round it: FP8 E4M3 (of 448·p) or FP16.
+at::Tensor round_p(const at::Tensor& scaled_p, bool fp8) {
+  return fp8 ? scaled_p.to(at::kFloat8_e4m3fn).to(at::kFloat) : scaled_p.to(at::kHalf).to(at::kFloat);
+}
+
+// How far each rounded P̃ would move if it rounded the other way, for the values within kRoundingDoubt of a
+// rounding midpoint (0 for the others).
+at::Tensor rounding_doubt(const at::Tensor& scaled_p, const at::Tensor& rounded, bool fp8) {
+  return at::maximum((round_p(scaled_p * (1 + kRoundingDoubt), fp8) - rounded).abs(),
+                     (round_p(scaled_p * (1 - kRoundingDoubt), fp8) - rounded).abs());
+}
 
 }  // namespace
 
-Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
-                 const std::optional<at::Tensor>& bias, const TokenMeans& means) {
+Simulated attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                    const std::optional<at::Tensor>& bias, const TokenMeans& means) {
   require(options.kernel && options.qk && options.pv && options.smooth_q && options.granularity,
           "options must be resolved (sage2::resolve)");
   check_shapes(q, k, v, options.layout);
@@ -221,7 +234,8 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const at::Tensor v_values = expand_heads(pre.v.values, group);
   const at::Tensor rows = at::arange(q_len, qf.options().dtype(at::kLong)).unsqueeze(-1);
 
-  SoftmaxState state{at::full_like(q_row_scale, -kInf), at::zeros_like(q_row_scale), at::zeros_like(qf)};
+  SoftmaxState state{at::full_like(q_row_scale, -kInf), at::zeros_like(q_row_scale), at::zeros_like(qf),
+                     at::zeros_like(qf)};
   const int64_t key_tile = tiling(*options.kernel).key_tile;  // the kernel's softmax steps
   for (int64_t start = 0; start < kv_len; start += key_tile) {
     const int64_t size = std::min<int64_t>(key_tile, kv_len - start);  // padding keys would be masked anyway
@@ -247,22 +261,28 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
     const at::Tensor rescale = at::exp2(state.m - m_ref);
     const at::Tensor p = at::exp2(t - m_ref);
     state.l = state.l * rescale + p.sum(-1, /*keepdim=*/true);
-    const at::Tensor p_rounded =
-        fp8 ? (p * kFp8Max).to(at::kFloat8_e4m3fn).to(at::kFloat) : p.to(at::kHalf).to(at::kFloat);
-    state.acc = state.acc * rescale + at::matmul(p_rounded, v_values.narrow(2, start, size));
+    const at::Tensor p_scaled = fp8 ? p * kFp8Max : p;
+    const at::Tensor p_rounded = round_p(p_scaled, fp8);
+    const at::Tensor v_tile = v_values.narrow(2, start, size);
+    state.acc = state.acc * rescale + at::matmul(p_rounded, v_tile);
+    state.slack = state.slack * rescale + at::matmul(rounding_doubt(p_scaled, p_rounded, fp8), v_tile.abs());
     state.m = m_new;
   }
 
   // Epilogue: normalize, undo the V scaling and smoothing, back to q's dtype and layout.
   const at::Tensor l_safe = state.l.masked_fill(state.l == 0, 1.0);
-  at::Tensor out = state.acc / l_safe;
-  if (fp8) out = out * divide(expand_heads(pre.v.scales, group), kFp8Max).unsqueeze(2);
+  at::Tensor out = state.acc / l_safe, slack = state.slack / l_safe;
+  if (fp8) {
+    const at::Tensor v_scale = divide(expand_heads(pre.v.scales, group), kFp8Max).unsqueeze(2);
+    out = out * v_scale, slack = slack * v_scale;
+  }
   if (pre.v_mean.defined()) out = out + expand_heads(pre.v_mean, group).unsqueeze(2);
   out = out.to(q.scalar_type());
-  if (options.layout == Layout::bnhd) out = out.permute({0, 2, 1, 3});
+  if (options.layout == Layout::bnhd) out = out.permute({0, 2, 1, 3}), slack = slack.permute({0, 2, 1, 3});
 
-  Result result;
+  Simulated result;
   result.out = out.contiguous();
+  result.slack = slack.contiguous();
   if (options.return_lse) {
     // Natural-log LSE of the kernel's scores, plus what smoothing K removed: sm_scale · q_i · k̄.
     at::Tensor lse = (state.m + at::log2(l_safe)) / kLog2e;

@@ -55,10 +55,22 @@ struct TokenMeans {
 Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
                         const TokenMeans& means = {});
 
+// The kernels' exponents of P differ from the reference's in their last bits: the sm90 kernel's magic-number
+// offset rounds at about 6e-5 (base 2) at either end of t − max, so p differs by up to about 8e-5 (relative), and a
+// P̃ value within this relative distance of an FP8 or FP16 rounding midpoint may round the other way there. One such
+// value in a row over a few keys moves the row's output by a percent or more.
+inline constexpr double kRoundingDoubt = 1e-4;
+
+// The simulated output, and how far each of its elements may move when every P̃ value within kRoundingDoubt of a
+// rounding midpoint rounds the other way (fp32, out's shape and layout; 0 where none is in doubt).
+struct Simulated : Result {
+  at::Tensor slack;
+};
+
 // The whole simulated computation: dequantized scores (+ ΔS, + bias), online softmax in base 2 over the
 // kernel family's key tiles, P̃ rounded to FP8 (×448) or FP16 with the running max of its tile, fp32
 // accumulation, epilogue.
-Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
-                 const std::optional<at::Tensor>& bias = std::nullopt, const TokenMeans& means = {});
+Simulated attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Options& options,
+                    const std::optional<at::Tensor>& bias = std::nullopt, const TokenMeans& means = {});
 
 }  // namespace sagevid::kernels::sage2::reference
