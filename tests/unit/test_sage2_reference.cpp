@@ -23,9 +23,13 @@
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
+#include <c10/util/Half.h>
+
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <set>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -591,6 +595,56 @@ TEST_CASE("sage2 reference LSE adds back what K smoothing removed", "[sage2][ref
   // Without the correction the error would be sm_scale·q·k̄, about 5 here. Measured: INT8 <= 0.024, INT4
   // <= 0.51 (row 0 sees key 0 alone, so one INT4 score error is its whole LSE error).
   CHECK(lse_error < (qk == sage2::QkType::int8 ? 0.06 : 1.0));
+}
+
+namespace {
+
+// The fp16 pair (a, c) whose product is nearest x, a in [0.5, 2).
+std::pair<float, float> half_pair_with_product(double x) {
+  std::pair<float, float> best{1.0f, 1.0f};
+  double best_error = std::numeric_limits<double>::infinity();
+  for (uint16_t bits = 0x3800; bits < 0x4000; ++bits) {  // fp16 0.5 up to 2
+    const float a = c10::Half(bits, c10::Half::from_bits());
+    const float c = c10::Half(float(x / a));
+    const double error = std::abs(double(a) * c - x);
+    if (error < best_error) best_error = error, best = {a, c};
+  }
+  return best;
+}
+
+}  // namespace
+
+TEST_CASE("sage2 reference slack: what a P̃ value at an FP8 rounding midpoint moves the output by",
+          "[sage2][reference]") {
+  // One query over two keys: q = (a, 0, ...), k0 = (c, 0, ...), k1 = 0, so the scores are a·c and 0 and, with the
+  // max at key 0, p1 = e^(−a·c). V: key 0 only in channel 1, key 1 only in channel 0, so channel 0's output is key 1's
+  // P̃ alone. 448·p1 = 232 sits on the midpoint of E4M3's 224 and 240; 228 is well inside a step.
+  const double p1_bytes = GENERATE(232.0, 228.0);
+  CAPTURE(p1_bytes);
+  const auto [a, c] = half_pair_with_product(std::log(448.0 / p1_bytes));
+  at::Tensor q = at::zeros({1, 1, 1, 64}), k = at::zeros({1, 1, 2, 64}), v = at::zeros({1, 1, 2, 64});
+  q[0][0][0][0] = a;
+  k[0][0][0][0] = c;
+  v[0][0][0][1] = 1.0f;
+  v[0][0][1][0] = 1.0f;
+  sage2::Options options = resolved(sage2::QkType::int8, sage2::PvType::fp8, false);
+  options.smooth_k = false;
+  options.scale = 1.0;
+  const ref::Simulated result = ref::attention(q.to(at::kHalf), k.to(at::kHalf), v.to(at::kHalf), options);
+  REQUIRE(result.slack.sizes() == result.out.sizes());
+  const double row_sum = 1.0 + p1_bytes / 448;  // l sums p before its rounding
+  const double out0 = result.out[0][0][0][0].item<double>(), slack0 = result.slack[0][0][0][0].item<double>();
+  CAPTURE(out0, slack0);
+  if (p1_bytes == 232.0) {
+    // Either rounding is the simulation's: the slack is the step between them, through V's scale and the row's sum.
+    CHECK(std::abs(slack0 - (240.0 - 224.0) / (448 * row_sum)) < 1e-6);
+    CHECK((std::abs(out0 - 224.0 / (448 * row_sum)) < 1e-3 || std::abs(out0 - 240.0 / (448 * row_sum)) < 1e-3));
+  } else {
+    CHECK(slack0 == 0.0);
+    CHECK(std::abs(out0 - 224.0 / (448 * row_sum)) < 1e-3);
+  }
+  // Key 0's P̃ is 448 exactly (p0 = 1) and no other channel holds V: no slack elsewhere.
+  CHECK(result.slack.narrow(3, 1, 63).eq(0).all().item<bool>());
 }
 
 TEST_CASE("sage2 reference smoothing V changes little", "[sage2][reference]") {
