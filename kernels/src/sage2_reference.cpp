@@ -199,11 +199,11 @@ at::Tensor round_p(const at::Tensor& scaled_p, bool fp8) {
   return fp8 ? scaled_p.to(at::kFloat8_e4m3fn).to(at::kFloat) : scaled_p.to(at::kHalf).to(at::kFloat);
 }
 
-// How far each rounded P̃ would move if it rounded the other way, for the values within kRoundingDoubt of a
+// How far each rounded FP8 P̃ would move if it rounded the other way, for the values within kRoundingDoubt of a
 // rounding midpoint (0 for the others).
-at::Tensor rounding_doubt(const at::Tensor& scaled_p, const at::Tensor& rounded, bool fp8) {
-  return at::maximum((round_p(scaled_p * (1 + kRoundingDoubt), fp8) - rounded).abs(),
-                     (round_p(scaled_p * (1 - kRoundingDoubt), fp8) - rounded).abs());
+at::Tensor rounding_doubt(const at::Tensor& scaled_p, const at::Tensor& rounded) {
+  return at::maximum((round_p(scaled_p * (1 + kRoundingDoubt), true) - rounded).abs(),
+                     (round_p(scaled_p * (1 - kRoundingDoubt), true) - rounded).abs());
 }
 
 }  // namespace
@@ -265,7 +265,7 @@ Simulated attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     const at::Tensor p_rounded = round_p(p_scaled, fp8);
     const at::Tensor v_tile = v_values.narrow(2, start, size);
     state.acc = state.acc * rescale + at::matmul(p_rounded, v_tile);
-    state.slack = state.slack * rescale + at::matmul(rounding_doubt(p_scaled, p_rounded, fp8), v_tile.abs());
+    if (fp8) state.slack = state.slack * rescale + at::matmul(rounding_doubt(p_scaled, p_rounded), v_tile.abs());
     state.m = m_new;
   }
 

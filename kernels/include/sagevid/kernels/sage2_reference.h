@@ -56,13 +56,15 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
                         const TokenMeans& means = {});
 
 // The kernels' exponents of P differ from the reference's in their last bits: the sm90 kernel's magic-number
-// offset rounds at about 6e-5 (base 2) at either end of t − max, so p differs by up to about 8e-5 (relative), and a
-// P̃ value within this relative distance of an FP8 or FP16 rounding midpoint may round the other way there. One such
-// value in a row over a few keys moves the row's output by a percent or more.
+// offset rounds at about 6e-5 (base 2) at either end of t − max, so p differs by up to about 8e-5 (relative), and an
+// FP8 P̃ value within this relative distance of a rounding midpoint may round the other way there. One such value in
+// a row over a few keys moves the row's output by a percent or more.
 inline constexpr double kRoundingDoubt = 1e-4;
 
-// The simulated output, and how far each of its elements may move when every P̃ value within kRoundingDoubt of a
-// rounding midpoint rounds the other way (fp32, out's shape and layout; 0 where none is in doubt).
+// The simulated output, and how far each of its elements may move when every FP8 P̃ value within kRoundingDoubt of
+// a rounding midpoint rounds the other way (fp32, out's shape and layout; 0 where none is in doubt). FP16 P̃ has none:
+// its steps are 64 times finer, so such values move the output far less than the kernels' other differences, while
+// a fifth of them would be in doubt.
 struct Simulated : Result {
   at::Tensor slack;
 };
