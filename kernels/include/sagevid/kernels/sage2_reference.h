@@ -64,7 +64,7 @@ inline constexpr double kRoundingDoubt = 1e-4;
 // The simulated output, and how far each of its elements may move when every FP8 P̃ value within kRoundingDoubt of
 // a rounding midpoint rounds the other way (fp32, out's shape and layout; 0 where none is in doubt). FP16 P̃ has none:
 // its steps are 64 times finer, so such values move the output far less than the kernels' other differences, while
-// a fifth of them would be in doubt.
+// a fifth to two fifths of them would be in doubt.
 struct Simulated : Result {
   at::Tensor slack;
 };
