@@ -59,8 +59,9 @@ Errors compare(const at::Tensor& out, const at::Tensor& ref) {
 // other side of an FP8 step (the kernel's scores and the reference's differ in their last bits) would otherwise
 // outweigh every other row's error.
 Errors compare_rows(const at::Tensor& out, const at::Tensor& ref) {
-  const at::Tensor length = ref.to(at::kDouble).norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
-  return compare(out.to(at::kDouble) / length, ref.to(at::kDouble) / length);
+  const at::Tensor ref_double = ref.to(at::kDouble);
+  const at::Tensor length = ref_double.norm(2, -1, /*keepdim=*/true).clamp_min(1e-30);
+  return compare(out.to(at::kDouble) / length, ref_double / length);
 }
 
 at::Tensor full_precision(const Inputs& in, sage2::Layout layout, bool causal, std::optional<double> scale = {},
