@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites),
+# Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites), seeds
+# (one GPU test over fresh seeds: the share of its bound it used),
 # accuracy (sage-accuracy), bench (sage-bench: attention kernels), bench-ab (sage-bench of this tree against copies
 # of kernels/src in .carry/ab), step (sagevid-bench: one transformer step per
 # backend; SAGEVID_STEP_ARGS passes options, e.g. `--model CogVideoX1.5-5B --backend flash --backend sage2`),
@@ -14,7 +15,7 @@
 # need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
 # and tables go to $OUT (the device tool's return folder) or ./out; on exit the logs are packed into
 # logs-gpu-host.tar.gz there, beside the .md tables.
-#   scripts/gpu-host.sh [harness] [tests] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
+#   scripts/gpu-host.sh [harness] [tests] [seeds] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
 #                       [step-breakdown-fp8] [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline]
 #                       [preview] [server] [profile-prep] [profile-rows] [profile-attention-sass] [pipeline-24gb]
 #                       [sanitize-prep] [prep-ab] [harness-scaling]
@@ -146,6 +147,17 @@ for step in $steps; do
     tests)
       ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
+    seeds)  # one GPU test (SAGEVID_SEED_TEST; default: the attention kernels against the simulated reference) for
+      # SAGEVID_SEEDS fresh seeds (default 8), passes printed too (-s), then how much of its cosine bound it used
+      # (tools/check_margins.py; SAGEVID_SEED_CHECK: the check's text, SAGEVID_SEED_ALSO: a capture held to it)
+      seed_test=${SAGEVID_SEED_TEST:-sage2 attention matches the simulated reference and fp32 attention}
+      for n in $(seq "${SAGEVID_SEEDS:-8}"); do
+        seed=$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')
+        SAGEVID_TEST_SEED=$seed timeout 120 build-gpu/tests/sagevid_gpu_tests "$seed_test" -s > "$out/seed-$n.log" 2>&1 ||
+          { echo "seed $seed: failed"; status=1; }
+      done
+      python3 tools/check_margins.py --check "${SAGEVID_SEED_CHECK:-vs_reference.cosine >}" \
+        --also "${SAGEVID_SEED_ALSO:-without_slack.cosine}" "$out"/seed-*.log | tee "$out/seeds.md" || status=1 ;;
     sanitize-prep)  # sage2's preprocessing GPU tests under compute-sanitizer: memcheck, then racecheck (shared memory)
       for tool in memcheck racecheck; do
         compute-sanitizer --tool "$tool" --error-exitcode 1 build-gpu/tests/sagevid_gpu_tests \
