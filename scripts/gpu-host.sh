@@ -144,8 +144,8 @@ for step in $steps; do
         --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         build-gpu/tools/sagevid-bench --breakdown --fp8-linears --fp8-fast-accum > "$out/profile-rows.log" 2>&1
       ncu_summary "$out/profile-rows.log" ;;
-    tests)
-      ctest --test-dir build-gpu --output-on-failure -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
+    tests)  # (a test that hangs fails after 5 minutes rather than taking the call's whole limit)
+      ctest --test-dir build-gpu --output-on-failure --timeout 300 -L "${SAGEVID_TEST_LABELS:-gpu|unit}" -j 4 > "$out/ctest.log" 2>&1 || status=1
       grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -30 ;;
     seeds)  # one GPU test (SAGEVID_SEED_TEST; default: the attention kernels against the simulated reference) for
       # SAGEVID_SEEDS fresh seeds (default 8), passes printed too (-s), then how much of its cosine bound it used
