@@ -2,8 +2,8 @@
 """How much of its bound each run of one accuracy check used, from Catch2 `-s` output (passes printed too).
 
 A check `CHECK(a > b)` on a cosine uses (1 - a) / (1 - b) of its bound; `CHECK(a < b)` on an error uses a / b. Over
-every run of the checks whose text holds CHECK (all seeds and cases in the given logs), prints how many ran, how many
-failed, the largest share used and the case that used it. `--also NAME` measures a captured value NAME against the same
+every run of the checks whose expression holds the text given as --check (all seeds and cases in the given logs),
+prints how many ran, how many failed, the largest share used and the case that used it. `--also NAME` measures a captured value NAME against the same
 bound (e.g. the comparison without the reference's slack): how close it came, and how often it would have failed.
   tools/check_margins.py --check 'vs_reference.cosine >' [--also without_slack.cosine] LOG...
 """
