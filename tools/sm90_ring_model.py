@@ -147,8 +147,9 @@ def run(works, warpgroups, stages, lag, seed):
 
 
 def random_works(rnd, warpgroups):
-    """Non-causal: every warpgroup computes the ring's tiles. Causal: fewer for earlier warpgroups, none for one
-    past the queries; the last warpgroup's are the ring's."""
+    """Non-causal: every warpgroup computes the ring's tiles, or, in a work item that is a part of a last round's
+    tile (kernels/src/sm90/work_plan.h), those of one range of warpgroups and the others none. Causal: fewer for
+    earlier warpgroups, none for one past the queries; the last warpgroup's are the ring's."""
     causal = rnd.random() < 0.5
     works = []
     for _ in range(rnd.randint(1, 8)):
@@ -156,6 +157,10 @@ def random_works(rnd, warpgroups):
         computed = [ring_tiles] * warpgroups
         if causal:
             computed = sorted(rnd.randint(0, ring_tiles) for _ in range(warpgroups - 1)) + [ring_tiles]
+        elif rnd.random() < 0.5:
+            first = rnd.randrange(warpgroups)
+            end = rnd.randint(first + 1, warpgroups)
+            computed = [ring_tiles if first <= w < end else 0 for w in range(warpgroups)]
         works.append((ring_tiles, computed))
     return works
 

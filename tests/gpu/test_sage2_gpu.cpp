@@ -257,6 +257,9 @@ TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", 
                           Case{1, 2, 2, 4096, 4096, 64}, Case{1, 2, 2, 300, 1000, 64}, Case{1, 2, 2, 1000, 300, 128},
                           Case{4, 32, 16, 600, 600, 64},   // more CTAs than fit the device at once
                           Case{4, 32, 16, 600, 600, 128},  // more work tiles than persistent CTAs, each runs several
+                          // a round of whole work tiles, then a last round split into parts of a tile's warpgroups
+                          // (sm90/work_plan.h) on 114 to 132 multiprocessors; fewer tiles than those split them all
+                          Case{1, 136, 136, 256, 300, 64}, Case{1, 136, 136, 256, 300, 128},
                           // causal calls take the persistent CTAs from 16k keys on at head dim 64, at any length at 128
                           Case{1, 2, 1, 1000, 16384, 64}, Case{1, 2, 2, 700, 16384, 128});
   const auto kernel = GENERATE(sage2::KernelFamily::mma_sync, sage2::KernelFamily::wgmma);

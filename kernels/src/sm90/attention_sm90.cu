@@ -15,7 +15,8 @@
 // and head dim 64's fp16 linear P) the warpgroups the registers allow a multiprocessor (three at head dim 128, four
 // at 64) form one CTA instead (kWarpgroups), consecutive query blocks on one deeper ring: a third or a quarter of the
 // copies from L2, whose energy the power cap the kernel runs under counts. That CTA is persistent, running work tile
-// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end; at head dim 64 causal
+// after work tile on the same ring, so that no multiprocessor waits for a CTA's start or end (a last round that would
+// leave multiprocessors idle runs in parts of its tiles' warpgroups: work_plan.h); at head dim 64 causal
 // calls over few keys keep the one-warpgroup CTAs (launch_shared_ring). The layouts measured against this one:
 // docs/sm90-attention.md.
 #include "attention_sm90.h"
@@ -24,6 +25,7 @@
 #include "tile_order.cuh"
 #include "tma.cuh"
 #include "wgmma.cuh"
+#include "work_plan.h"
 #include "sagevid/kernels/cuda_check.h"
 #include "sagevid/kernels/device_info.h"
 
@@ -91,7 +93,8 @@ template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLine
 __global__ void __launch_bounds__(kThreads* kWarpgroups,
                                   kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
-                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid) {
+                     const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid,
+                     const WorkSplit split) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
@@ -132,10 +135,14 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
   unsigned* work_queue = reinterpret_cast<unsigned*>(smem + L::kCursor + 16);
   const auto queued = [&](int ordinal) -> unsigned& { return work_queue[ordinal % L::kWorkQueue]; };
-  const unsigned works = unsigned(work_count(work_grid));
+  const unsigned works = unsigned(item_count(work_count(work_grid), split));
   const auto has_work = [&](int ordinal) { return kPersistent ? queued(ordinal) < works : ordinal == 0; };
+  // The work item's tile, and the warpgroups that compute in it (work_plan.h: a last round's tiles in parts).
+  const auto item_at = [&](int ordinal) {
+    return kPersistent ? work_item(queued(ordinal), split, kWarpgroups) : WorkItem{0, 0, 1};
+  };
   const auto work_at = [&](int ordinal) {
-    return kPersistent ? work_tile(queued(ordinal), work_grid, args.causal) : work_tile(args.causal);
+    return kPersistent ? work_tile(item_at(ordinal).tile, work_grid, args.causal) : work_tile(args.causal);
   };
   const auto kv_head_of = [&](const WorkTile& work) {  // = batch * kv_heads + kv_head
     return work.flat_head / (args.q_heads / args.kv_heads);
@@ -239,10 +246,14 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     }
     if constexpr (kPersistent) __syncwarp();  // the cursor, for the first warp's other threads
   };
-  if constexpr (kPersistent) start(work_tile(blockIdx.x, work_grid, args.causal), 0, 0);
+  if constexpr (kPersistent)
+    start(work_tile(work_item(blockIdx.x, split, kWarpgroups).tile, work_grid, args.causal), 0, 0);
 
   for (int ordinal = 0; has_work(ordinal); ++ordinal) {
     const WorkTile work = work_at(ordinal);
+    const WorkItem item = item_at(ordinal);
+    // Whether this warpgroup computes in the item: not where another item has its part of the tile.
+    const bool computes = warpgroup >= item.first_warpgroup && warpgroup < item.end_warpgroup;
     const int q_block = work.q_block * kWarpgroups + warpgroup;
     const int64_t q_head_index = work.flat_head;
     const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
@@ -251,8 +262,9 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     const int last_row = min(first_row + kCtaQ, args.q_len) - 1;
     int tiles = key_tiles;
     if (args.causal) tiles = min(tiles, last_row / kCtaK + 1);
-    // A warpgroup past the queries (in the grid's last group) computes nothing: it only gives its stages back.
-    if (kWarpgroups > 1 && first_row >= args.q_len) tiles = 0;
+    // A warpgroup past the queries (in the grid's last group), or outside the item's part, computes nothing: it only
+    // gives its stages back.
+    if (kWarpgroups > 1 && (first_row >= args.q_len || !computes)) tiles = 0;
     const int ring_tiles = kWarpgroups == 1 ? tiles : ring_tiles_of(work);
 
     // Tiles from this one on hold keys past the end or, causal, past the diagonal of some row of the CTA.
@@ -519,6 +531,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         if (tile == 0) load_next_q();  // a warpgroup past the queries
         give_stage_back();
       }
+      if (!computes) continue;  // its rows are another item's to store
     }
 
     // Epilogue: normalize, undo the V scaling (FP8: row_sum summed 448·p too, so V's scale is all that is left to
@@ -612,19 +625,23 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   const dim3 grid = attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads,
                                    args.batch, args.causal, kv_bytes_per_head);
   if constexpr (kWarpgroups == 1) {
-    kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
+    kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, WorkSplit{0, 1});
     SAGEVID_CUDA_CHECK_LAUNCH();
   } else {
-    // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work tiles from the
-    // call's counter, zeroed here in stream order.
-    if (work_count(grid) > INT_MAX)
-      throw std::invalid_argument("sage2 sm90: more than 2^31 work tiles (query-row groups of one head)");
-    if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
-    SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, sizeof(int), stream));
+    // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work items (its work
+    // tiles, the last round's in parts: work_plan.h) from the call's counter, zeroed here in stream order.
     int device = 0;
     SAGEVID_CUDA_CHECK(cudaGetDevice(&device));
-    const dim3 ctas(unsigned(std::min<int64_t>(work_count(grid), multiprocessor_count(device))));
-    kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid);
+    const int multiprocessors = multiprocessor_count(device);
+    const int64_t tiles = work_count(grid);
+    const WorkSplit split = split_last_round(tiles, multiprocessors, kWarpgroups, args.causal);
+    if (tiles > INT_MAX || item_count(tiles, split) > INT_MAX)
+      throw std::invalid_argument("sage2 sm90: more than 2^31 work items (query-row groups of one head)");
+    const int64_t items = item_count(tiles, split);
+    if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
+    SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, sizeof(int), stream));
+    const dim3 ctas(unsigned(std::min<int64_t>(items, multiprocessors)));
+    kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, split);
     SAGEVID_CUDA_CHECK_LAUNCH();
   }
 }
