@@ -3,7 +3,9 @@
 // launch order, except the tiles of a last round that would leave multiprocessors idle. Those are split into
 // parts of consecutive warpgroups, one item each, so that more multiprocessors share the round: a part's
 // warpgroups run faster with the others idle (they no longer share the tensor and exponential units), so the
-// round ends sooner. Host and device: tests/unit/test_sm90_work_plan.cpp checks the items.
+// round ends sooner. A part of a head's last, partly filled tile may hold only warpgroups past the queries: its CTA
+// then streams the keys for nothing, beside the others (one such item at CogVideoX1.5-5B's size, none at sage-bench's
+// other rows). Host and device: tests/unit/test_sm90_work_plan.cpp checks the items.
 #include "sagevid/kernels/host_device.h"
 
 #include <algorithm>
