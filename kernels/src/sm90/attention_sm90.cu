@@ -250,6 +250,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     start(work_tile(work_item(blockIdx.x, split, kWarpgroups).tile, work_grid, args.causal), 0, 0);
 
   for (int ordinal = 0; has_work(ordinal); ++ordinal) {
+    // (The item is decoded again here rather than the tile derived from it: that way ptxas spilled 96/160 bytes in
+    // head dim 64's fp16 linear kernel instead of 20/20; docs/PERFORMANCE.md, 2026-12-05 from 21:49.)
     const WorkTile work = work_at(ordinal);
     const WorkItem item = item_at(ordinal);
     // Whether this warpgroup computes in the item: not where another item has its part of the tile.
@@ -635,9 +637,9 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
     const int multiprocessors = multiprocessor_count(device);
     const int64_t tiles = work_count(grid);
     const WorkSplit split = split_last_round(tiles, multiprocessors, kWarpgroups, args.causal);
-    if (tiles > INT_MAX || item_count(tiles, split) > INT_MAX)
+    const int64_t items = item_count(tiles, split);  // (meaningless past 2^32 tiles, which the check refuses first)
+    if (tiles > INT_MAX || items > INT_MAX)
       throw std::invalid_argument("sage2 sm90: more than 2^31 work items (query-row groups of one head)");
-    const int64_t items = item_count(tiles, split);
     if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
     SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, sizeof(int), stream));
     const dim3 ctas(unsigned(std::min<int64_t>(items, multiprocessors)));
