@@ -23,6 +23,10 @@ GRIDS = [("CogVideoX-2B", 60, 278, 4), ("CogVideoX-5B", 96, 278, 4), ("CogVideoX
          ("hd64 8k", 128, 128, 4), ("hd64 32k", 32, 512, 4), ("hd128 8k", 128, 128, 3), ("hd128 32k", 32, 512, 3)]
 
 
+# --shared-keys: what merging a ragged tile's partial rows (through L2, after a barrier) adds to it: a guess
+MERGE_TIME = 0.03
+
+
 def part_time(w, warpgroups):
     return {4: {1: 0.65, 2: 0.8, 3: 0.92, 4: 1.0}, 3: {1: 0.65, 2: 0.87, 3: 1.0}}[warpgroups][w]
 
@@ -44,9 +48,11 @@ def plan_items(heads, q_blocks, warpgroups, multiprocessors, ragged_last, shared
         if parts >= 2 and count - last_round <= index < count - last_round + split_tiles:
             for part in range(parts):
                 first, end = part * warpgroups // parts, (part + 1) * warpgroups // parts
-                items.append(part_time(max(0, min(end, w) - first), warpgroups) if min(end, w) > first else 0.02)
+                computing = min(end, w) - first
+                # (a part past the queries only streams the keys on a multiprocessor the round leaves idle: a guess)
+                items.append(part_time(computing, warpgroups) if computing > 0 else 0.02)
         elif w < warpgroups and shared_keys and warpgroups % w == 0:
-            items.append(w / warpgroups + 0.03)
+            items.append(w / warpgroups + MERGE_TIME)
         else:
             items.append(part_time(w, warpgroups))
     return items
