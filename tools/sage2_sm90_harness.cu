@@ -3,7 +3,8 @@
 // `check`: small odd shapes (tails, causal, GQA, both head dims, every P·V mode and granularity) against a
 // float64 CPU attention over the same quantized values, with and without the LSE (which changes how the kernel
 // sums rows); every output element must be written.
-// `time`: kernel-only TOPS at the sage-bench shapes on random quantized data, without the LSE.
+// `time`: kernel-only TOPS at the sage-bench shapes on random quantized data, without the LSE. `tail`: what the
+// persistent grid's last round costs at CogVideoX1.5-5B and hd128 32k (below).
 #include "sm90/attention_sm90.h"
 #include "sagevid/kernels/cuda_check.h"
 
@@ -399,6 +400,22 @@ int main(int argc, char** argv) {
               "hd" + std::to_string(d) + " " + std::to_string(n / 1024) + "k" + (causal ? " causal" : "");
           time_case(name.c_str(), {1, 32 * 32768 / n, 32 * 32768 / n, n, n, d, causal, true, false});
         }
+  }
+  // The persistent grid's tail: the FP8 default over the same keys at query lengths whose work tiles fill the
+  // grid's rounds exactly (no tail: 704 query blocks a head at CogVideoX1.5-5B, 495 at hd128 32k) and at the
+  // benchmark's (CogVideoX1.5-5B's 705: each head's last tile one query block of four, a last round of those alone;
+  // hd128 32k's 512: two of three), and 700 (a last round of 84 whole tiles). TOPS scale with query blocks over
+  // time, so a row's shortfall against the tail-free one is its tail (on a 132-multiprocessor GPU).
+  if (what == "tail") {
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    for (const int q_len : {45056, 45106, 44800}) {
+      const std::string name = "CogVideoX1.5-5B q" + std::to_string(q_len);
+      time_case(name.c_str(), {1, 48, 48, q_len, 45106, 64, false, true, false});
+    }
+    for (const int q_len : {31680, 32768}) {
+      const std::string name = "hd128 32k q" + std::to_string(q_len);
+      time_case(name.c_str(), {1, 32, 32, q_len, 32768, 128, false, true, false});
+    }
   }
   if (what == "profile16") {  // fp16 linear P at CogVideoX-2B: where its serial chain waits
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
