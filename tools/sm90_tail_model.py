@@ -3,12 +3,12 @@
 the tail a work plan leaves, for the benchmark's grids, under a greedy-claim model. Two plans: main's
 (kernels/src/sm90/work_plan.h: the tiles in launch order, each head's ragged last tile among them, the last round's
 tiles in parts of their warpgroups) and the ragged tail of docs/unlanded/issue14-ragged-tail.patch (each head's
-ragged last tile in a kernel of its own, launched first beside the main kernel, its idle warpgroups sharing the
-tile's key tiles; the main kernel over the whole tiles only, split as main's), where the whole tiles fill whole
-rounds.
+ragged last tile in a kernel of its own, launched after the main kernel on a stream beside it, its idle warpgroups
+sharing the tile's key tiles; the main kernel over the whole tiles only, split as main's), where the whole tiles fill
+whole rounds.
 
 Each multiprocessor runs one CTA at a time and takes the next item as soon as its last one ends (as the work counters
-do; the tail's items first, as its kernel is launched first). An item of w computing warpgroups out of a CTA's W
+do; the tail's items last, its CTAs taking the multiprocessors the main kernel's leave). An item of w computing warpgroups out of a CTA's W
 takes part_time(w, W) of a whole tile's time: a warpgroup's chain of Q.K^T, softmax and P.V is latency-bound, so
 fewer warpgroups barely shorten a tile (the values are the ones the kept last-round split's gains implied:
 docs/PERFORMANCE.md, 2026-12-05 from 21:49), with +-1% of jitter an item. A ragged tile whose r query blocks each
@@ -55,12 +55,12 @@ def plan_items(heads, q_blocks, warpgroups, multiprocessors, ragged_tail):
     per_head = -(-q_blocks // warpgroups)
     tiles = [min(warpgroups, q_blocks - x * warpgroups) for _ in range(heads) for x in range(per_head)]
     ragged, whole = q_blocks % warpgroups, [w for w in tiles if w == warpgroups]
-    # (the patch's rule: only where the whole tiles fill their rounds exactly; elsewhere the CTAs the tail holds back
-    # end the main kernel late, -0.9% at CogVideoX-2B)
+    # (the patch's rule: only where the whole tiles fill their rounds exactly; elsewhere the tail ends the call later
+    # than main's plan, -0.25% at CogVideoX-2B)
     if not ragged_tail or ragged == 0 or 2 * ragged > warpgroups or len(whole) % multiprocessors != 0:
         return split_items(tiles, warpgroups, multiprocessors)
     tail = [1 / (warpgroups // ragged) + MERGE_TIME] * heads
-    return tail + split_items(whole, warpgroups, multiprocessors)
+    return split_items(whole, warpgroups, multiprocessors) + tail
 
 
 def makespan(items, multiprocessors, seed):
