@@ -8,11 +8,11 @@ sharing the tile's key tiles; the main kernel over the whole tiles only, split a
 whole rounds.
 
 Each multiprocessor runs one CTA at a time and takes the next item as soon as its last one ends (as the work counters
-do; the tail's items last, its CTAs taking the multiprocessors the main kernel's leave). An item of w computing warpgroups out of a CTA's W
-takes part_time(w, W) of a whole tile's time: a warpgroup's chain of Q.K^T, softmax and P.V is latency-bound, so
-fewer warpgroups barely shorten a tile (the values are the ones the kept last-round split's gains implied:
-docs/PERFORMANCE.md, 2026-12-05 from 21:49), with +-1% of jitter an item. A ragged tile whose r query blocks each
-get P = W // r >= 2 sharers takes 1/P of a tile plus a merge. Measured (2026-12-06, H200, sage2_sm90_harness tail):
+do; the tail's items last, its CTAs taking the multiprocessors the main kernel's leave). An item of w computing
+warpgroups out of a CTA's W takes part_time(w, W) of a whole tile's time: a warpgroup's chain of Q.K^T, softmax and P.V
+is latency-bound, so fewer warpgroups barely shorten a tile (the values are the ones the kept last-round split's gains
+implied: docs/PERFORMANCE.md, 2026-12-05 from 21:49), with +-1% of jitter an item. A ragged tile whose r query blocks
+each get P = W // r >= 2 sharers takes 1/P of a tile plus a merge. Measured (2026-12-06, H200, sage2_sm90_harness tail):
 main's tail at CogVideoX1.5-5B 1.0% of the kernel (the model: 1.13%), at hd128 32k 0.2% (the model: 1.30%).
 
   tools/sm90_tail_model.py [--multiprocessors 132]
