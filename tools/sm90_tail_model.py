@@ -51,7 +51,7 @@ def split_items(tiles, warpgroups, multiprocessors):
 
 
 def plan_items(heads, q_blocks, warpgroups, multiprocessors, ragged_tail):
-    """Each item's time in claim order: main's plan, or the ragged tail's items and then the main kernel's."""
+    """Each item's time in claim order: main's plan, or the main kernel's items and then the ragged tail's."""
     per_head = -(-q_blocks // warpgroups)
     tiles = [min(warpgroups, q_blocks - x * warpgroups) for _ in range(heads) for x in range(per_head)]
     ragged, whole = q_blocks % warpgroups, [w for w in tiles if w == warpgroups]
