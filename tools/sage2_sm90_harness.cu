@@ -7,6 +7,7 @@
 // persistent grid's last round costs at CogVideoX1.5-5B and hd128 32k (below).
 #include "sm90/attention_sm90.h"
 #include "sagevid/kernels/cuda_check.h"
+#include "sagevid/kernels/device_info.h"
 
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -132,19 +133,28 @@ AttentionArgs make_args(const Case& c, const int8_t* q, const float* qs, const i
   return a;
 }
 
-// A call's work counter, where the kernels take one (an A/B copy of an older tree has no such field, and is called
-// as it was).
+// A call's work counters and partial rows, where the kernels take them (an A/B copy of an older tree lacks either
+// field, and is called as it was).
 template <typename Args>
 auto give_work_counter(Args& args, int* counter, int) -> decltype(args.work_counter = counter, void()) {
   args.work_counter = counter;
 }
 template <typename Args>
 void give_work_counter(Args&, int*, long) {}
+template <typename Args>
+auto give_partial_rows(Args& args, float* rows, int) -> decltype(args.partial_rows = rows, void()) {
+  args.partial_rows = rows;
+}
+template <typename Args>
+void give_partial_rows(Args&, float*, long) {}
 
 struct Attention {
-  DeviceBuffer<int> work_counter{1};
+  DeviceBuffer<int> work_counters{2};
+  // Enough for any call on a device of up to 256 multiprocessors (an older tree has no partial_rows_floats to ask).
+  DeviceBuffer<float> partial_rows{256 * 2 * 68 * 128};
   void operator()(AttentionArgs args) {
-    give_work_counter(args, work_counter.data, 0);
+    give_work_counter(args, work_counters.data, 0);
+    give_partial_rows(args, partial_rows.data, 0);
     sm90::attention(args, nullptr);
   }
 };
@@ -330,6 +340,13 @@ int main(int argc, char** argv) {
     cases.push_back({1, 2, 2, 130, 4000, 128, false, true, false, detail::kLinearAll});
     cases.push_back({1, 3, 3, 200, 2000, 128, false, true, false});
     cases.push_back({2, 4, 2, 300, 500, 128, false, true, false});  // GQA
+    // Each head's last work tile ragged (one query block of four, two of four, one of three) and the whole
+    // tiles one round of the multiprocessors: the ragged-tail kernel, its idle warpgroups sharing the blocks' key
+    // tiles, beside the main kernel.
+    const int sms = sagevid::kernels::multiprocessor_count(0);
+    cases.push_back({1, sms, sms, 320, 2000, 64, false, true, false});
+    cases.push_back({2, sms / 2, sms / 2, 384, 700, 64, false, true, false});
+    cases.push_back({1, sms, sms, 256, 1500, 128, false, true, false});
     // Causal at head dim 128 with the ring wrapping: 16 query blocks (not a multiple of three, as a CTA of several
     // warpgroups groups them), rows that end at different key tiles; more queries than keys, and linear P.
     cases.push_back({1, 2, 1, 1000, 1000, 128, true, true, false});

@@ -297,9 +297,12 @@ Result attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   args.linear_p_share = int(o.p_exponent);
   args.pv_flush_tiles = o.pv_flush_tiles;
   args.score_scale = float(sm_scale * kLog2e);
-  const at::Tensor work_counter =
-      *o.kernel == KernelFamily::wgmma ? at::empty({1}, q.options().dtype(at::kInt)) : at::Tensor();
-  args.work_counter = work_counter.defined() ? work_counter.data_ptr<int>() : nullptr;
+  // The wgmma kernels' work counters (the first 16 bytes, as floats) and their partial rows.
+  const int64_t partial_rows = detail::partial_rows_floats(*o.kernel, args);
+  const at::Tensor scratch =
+      *o.kernel == KernelFamily::wgmma ? at::empty({4 + partial_rows}, q.options().dtype(at::kFloat)) : at::Tensor();
+  args.work_counter = scratch.defined() ? reinterpret_cast<int*>(scratch.data_ptr<float>()) : nullptr;
+  args.partial_rows = scratch.defined() ? scratch.data_ptr<float>() + 4 : nullptr;
   detail::attention(*o.kernel, args, stream);
 
   if (o.return_lse) {

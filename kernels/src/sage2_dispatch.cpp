@@ -22,4 +22,11 @@ void attention(KernelFamily family, const AttentionArgs& args, cudaStream_t stre
   mma::attention(args, stream);
 }
 
+int64_t partial_rows_floats(KernelFamily family, const AttentionArgs& args) {
+#if SAGEVID_SM90_KERNELS
+  if (family == KernelFamily::wgmma) return sm90::partial_rows_floats(args);
+#endif
+  return 0;
+}
+
 }  // namespace sagevid::kernels::sage2::detail

@@ -105,13 +105,18 @@ struct AttentionArgs {
                            // dim 64), kLinearAll all
   int pv_flush_tiles;
   float score_scale;       // sm_scale * log2(e)
-  // wgmma: an int of the call's own (stream-ordered) that a persistent kernel's launch zeroes and its CTAs claim
-  // their work tiles from (an allocation in the launch would go back to the driver at the next synchronization).
+  // wgmma: two ints of the call's own (stream-ordered) that the persistent kernels' launch zeroes and their CTAs claim
+  // their work tiles from (an allocation in the launch would go back to the driver at the next synchronization):
+  // the main kernel's and the ragged tail's; and scratch of the call's own where the ragged tail's warpgroups merge
+  // their rows, partial_rows_floats of it.
   int* work_counter;
+  float* partial_rows;
 };
 
 // Whether this build holds the family's kernels (the wgmma ones exist only in builds for sm_90a).
 bool built(KernelFamily family);
 void attention(KernelFamily family, const AttentionArgs& args, cudaStream_t stream);
+// The floats of AttentionArgs::partial_rows that a call of the family needs (0: none).
+int64_t partial_rows_floats(KernelFamily family, const AttentionArgs& args);
 
 }  // namespace sagevid::kernels::sage2::detail

@@ -252,16 +252,25 @@ TEST_CASE("sage2 preprocessing reads rows its 16-byte loads cannot reach as it r
 TEST_CASE("sage2 attention matches the simulated reference and fp32 attention", "[gpu][sage2]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
-  const Case c = GENERATE(Case{1, 2, 2, 1, 1, 64}, Case{1, 2, 2, 17, 17, 128}, Case{2, 3, 3, 127, 127, 64},
-                          Case{1, 2, 2, 128, 128, 128}, Case{1, 4, 2, 129, 129, 64}, Case{1, 2, 1, 1000, 1000, 128},
-                          Case{1, 2, 2, 4096, 4096, 64}, Case{1, 2, 2, 300, 1000, 64}, Case{1, 2, 2, 1000, 300, 128},
-                          Case{4, 32, 16, 600, 600, 64},   // more CTAs than fit the device at once
-                          Case{4, 32, 16, 600, 600, 128},  // more work tiles than persistent CTAs, each runs several
-                          // a round of whole work tiles, then a last round split into parts of a tile's warpgroups
-                          // (sm90/work_plan.h) on 114 to 132 multiprocessors; fewer tiles than those split them all
-                          Case{1, 136, 136, 256, 300, 64}, Case{1, 136, 136, 256, 300, 128},
-                          // causal calls take the persistent CTAs from 16k keys on at head dim 64, at any length at 128
-                          Case{1, 2, 1, 1000, 16384, 64}, Case{1, 2, 2, 700, 16384, 128});
+  const int64_t sms = sagevid::kernels::multiprocessor_count(0);
+  const Case c =
+      GENERATE_COPY(Case{1, 2, 2, 1, 1, 64}, Case{1, 2, 2, 17, 17, 128}, Case{2, 3, 3, 127, 127, 64},
+                    Case{1, 2, 2, 128, 128, 128}, Case{1, 4, 2, 129, 129, 64}, Case{1, 2, 1, 1000, 1000, 128},
+                    Case{1, 2, 2, 4096, 4096, 64}, Case{1, 2, 2, 300, 1000, 64}, Case{1, 2, 2, 1000, 300, 128},
+                    Case{4, 32, 16, 600, 600, 64},   // more CTAs than fit the device at once
+                    Case{4, 32, 16, 600, 600, 128},  // more work tiles than persistent CTAs, each runs several
+                    // a round of whole work tiles, then a last round split into parts of a tile's warpgroups
+                    // (sm90/work_plan.h) on 114 to 132 multiprocessors; fewer tiles than those split them all
+                    Case{1, 136, 136, 256, 300, 64}, Case{1, 136, 136, 256, 300, 128},
+                    // each head's last work tile ragged (one query block of four, two of four, one of three)
+                    // with the whole tiles filling one round of the multiprocessors (as many heads as those):
+                    // the ragged-tail kernel beside the main kernel, its idle warpgroups sharing the blocks' key
+                    // tiles (more sharers than key tiles, then many each); other head counts keep their ragged
+                    // tiles in the main kernel
+                    Case{1, sms, sms, 320, 300, 64}, Case{1, sms, sms, 320, 2000, 64}, Case{1, sms, sms, 384, 700, 64},
+                    Case{1, sms, sms, 256, 2000, 128}, Case{1, 30, 30, 1300, 2000, 64},
+                    // causal calls take the persistent CTAs from 16k keys on at head dim 64, at any length at 128
+                    Case{1, 2, 1, 1000, 16384, 64}, Case{1, 2, 2, 700, 16384, 128});
   const auto kernel = GENERATE(sage2::KernelFamily::mma_sync, sage2::KernelFamily::wgmma);
   const auto qk = GENERATE(sage2::QkType::int8, sage2::QkType::int4);
   const auto pv = GENERATE(sage2::PvType::fp8, sage2::PvType::fp16);

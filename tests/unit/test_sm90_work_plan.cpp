@@ -62,3 +62,44 @@ TEST_CASE("sm_90 work items: the benchmark's split rounds", "[sage2]") {
   // CogVideoX-2B: 108 tiles left over, too many to split.
   CHECK(sm90::split_last_round(4200, 132, 4, false).parts == 1u);
 }
+
+TEST_CASE("sm_90 ragged tail: each query block once first, its sharers' key tiles and slots apart", "[sage2]") {
+  const int warpgroups = GENERATE(3, 4);
+  const int blocks = GENERATE(1, 2, 3);  // the ragged tile's query blocks
+  if (blocks >= warpgroups) return;
+  CAPTURE(warpgroups, blocks);
+  const int sharers = 2 * blocks <= warpgroups ? warpgroups / blocks : 1;
+  std::vector<std::vector<int>> indices(static_cast<size_t>(blocks));  // by block: its sharers' indices
+  std::vector<int> slot_users(static_cast<size_t>(warpgroups - 1), 0);
+  for (int w = 0; w < warpgroups; ++w) {
+    CAPTURE(w);
+    const sm90::QueryShare share = sm90::query_share(blocks, w, warpgroups);
+    // The tile's own blocks stay with their warpgroups, first of their sharers.
+    CHECK((w < blocks) == (share.computes && share.index == 0));
+    if (w < blocks) CHECK(share.block == w);
+    CHECK(share.sharers == sharers);
+    CHECK(share.blocks == blocks);
+    if (!share.computes) continue;
+    REQUIRE(share.block >= 0);
+    REQUIRE(share.block < blocks);
+    indices[size_t(share.block)].push_back(share.index);
+    if (share.index > 0) {
+      REQUIRE(share.slot >= 0);
+      REQUIRE(share.slot < warpgroups - 1);  // a CTA's slots: one for each warpgroup but the first
+      ++slot_users[size_t(share.slot)];
+      // The block's first sharer finds it where it looks: its own slot index, then `blocks` apart.
+      CHECK(share.slot == sm90::query_share(blocks, share.block, warpgroups).slot + (share.index - 1) * blocks);
+    }
+  }
+  for (std::vector<int>& got : indices) {
+    std::sort(got.begin(), got.end());
+    REQUIRE(int(got.size()) == sharers);
+    for (int i = 0; i < sharers; ++i) CHECK(got[size_t(i)] == i);  // each key-tile stride once
+  }
+  for (const int users : slot_users) CHECK(users <= 1);
+  // The benchmark's ragged tails: CogVideoX1.5-5B one block of four (four sharers), CogVideoX-2B two of four (two),
+  // hd128 32k two of three (none: it keeps its ragged tiles in the main kernel).
+  CHECK(sm90::query_share(1, 3, 4).index == 3);
+  CHECK(sm90::query_share(2, 3, 4).block == 1);
+  CHECK(sm90::query_share(2, 2, 3).computes == false);
+}

@@ -21,6 +21,8 @@
 // docs/sm90-attention.md.
 #include "attention_sm90.h"
 #include "../sage2_device.cuh"
+#include "../side_launch.h"
+#include "partial_rows.cuh"
 #include "softmax.cuh"
 #include "tile_order.cuh"
 #include "tma.cuh"
@@ -43,6 +45,9 @@ namespace {
 using detail::AttentionArgs;
 
 constexpr int kThreads = 128;  // one warpgroup
+// Named barriers: 1 + w is warpgroup w's own; from kMergeBarriers on, two for each query block of the ragged tail
+// whose key tiles warpgroups share.
+constexpr int kMergeBarriers = 5;
 // Stages of the K/V ring: three where they still fit four CTAs in shared memory (head dim 64, FP8 Vᵀ), so that
 // a tile's copy is issued two tiles before its products need it; not per-token, whose registers the third
 // stage's bookkeeping spills.
@@ -88,14 +93,19 @@ struct Smem {
 // kTensorSums: the rows' sums of P from the tensor cores, which add in the FP8 accumulator's precision (a tile's
 // sum can come out a few percent short; the output, which the same products make, keeps its accuracy): for
 // calls that want no LSE, with FP8 P·V, where it takes an add per score off the softmax. kLinearShare: how much
-// of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums.
-template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0, int kWarpgroups = 1>
+// of a uniform tile's P comes from linear_e4m3 (softmax.cuh; PExponent), with the tensor-core sums. kRaggedTail: the
+// ragged-tail kernel (launch), whose work items are the heads' ragged last work tiles, one a head, each of them with
+// its idle warpgroups sharing its query blocks' key tiles (work_plan.h's QueryShare); its work grid is the call's
+// (tiles a head, heads, batch), the ragged tile each head's last.
+template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums, int kLinearShare = 0, int kWarpgroups = 1,
+          bool kRaggedTail = false>
 __global__ void __launch_bounds__(kThreads* kWarpgroups,
                                   kWarpgroups > 1 ? 1 : kResidentCtas<kHeadDim, kFp8Pv, kPerToken>)
     attention_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                      const __grid_constant__ CUtensorMap v_map, const AttentionArgs args, const dim3 work_grid,
                      const WorkSplit split) {
   using L = Smem<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kWarpgroups>;
+  static_assert(!kRaggedTail || kWarpgroups > 1);
   constexpr int kStages = L::kStages;
   constexpr int kOut = kHeadDim / 2;  // accumulator floats per thread
   constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.0f;  // FP8 P̃ = 448·p: log2(448)
@@ -135,13 +145,15 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   const int thread = kWarpgroups > 1 ? int(threadIdx.x) % kThreads : int(threadIdx.x);
   unsigned* work_queue = reinterpret_cast<unsigned*>(smem + L::kCursor + 16);
   const auto queued = [&](int ordinal) -> unsigned& { return work_queue[ordinal % L::kWorkQueue]; };
-  const unsigned works = unsigned(item_count(work_count(work_grid), split));
+  const unsigned works =
+      kRaggedTail ? unsigned(work_grid.y * work_grid.z) : unsigned(item_count(work_count(work_grid), split));
   const auto has_work = [&](int ordinal) { return kPersistent ? queued(ordinal) < works : ordinal == 0; };
   // The work item's tile, and the warpgroups that compute in it (work_plan.h: a last round's tiles in parts).
   const auto item_at = [&](int ordinal) {
     return kPersistent ? work_item(queued(ordinal), split, kWarpgroups) : WorkItem{0, 0, 1};
   };
   const auto work_at = [&](int ordinal) {
+    if constexpr (kRaggedTail) return WorkTile{int(work_grid.x) - 1, int(queued(ordinal))};
     return kPersistent ? work_tile(item_at(ordinal).tile, work_grid, args.causal) : work_tile(args.causal);
   };
   const auto kv_head_of = [&](const WorkTile& work) {  // = batch * kv_heads + kv_head
@@ -246,7 +258,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     }
     if constexpr (kPersistent) __syncwarp();  // the cursor, for the first warp's other threads
   };
-  if constexpr (kPersistent)
+  if constexpr (kRaggedTail) start(WorkTile{int(work_grid.x) - 1, int(blockIdx.x)}, 0, 0);
+  else if constexpr (kPersistent)
     start(work_tile(work_item(blockIdx.x, split, kWarpgroups).tile, work_grid, args.causal), 0, 0);
 
   for (int ordinal = 0; has_work(ordinal); ++ordinal) {
@@ -254,9 +267,14 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     // head dim 64's fp16 linear kernel instead of 20/20; docs/PERFORMANCE.md, 2026-12-05 from 21:49.)
     const WorkTile work = work_at(ordinal);
     const WorkItem item = item_at(ordinal);
-    // Whether this warpgroup computes in the item: not where another item has its part of the tile.
-    const bool computes = warpgroup >= item.first_warpgroup && warpgroup < item.end_warpgroup;
-    const int q_block = work.q_block * kWarpgroups + warpgroup;
+    // Whether this warpgroup computes in the item: not where another item has its part of the tile. The ragged tail:
+    // its query block, and the warpgroups that share the block's key tiles.
+    QueryShare share{};
+    if constexpr (kRaggedTail)
+      share = query_share((args.q_len + kCtaQ - 1) / kCtaQ - work.q_block * kWarpgroups, warpgroup, kWarpgroups);
+    const bool computes =
+        kRaggedTail ? share.computes : warpgroup >= item.first_warpgroup && warpgroup < item.end_warpgroup;
+    const int q_block = work.q_block * kWarpgroups + (kRaggedTail ? share.block : warpgroup);
     const int64_t q_head_index = work.flat_head;
     const int64_t q_padded = round_up(args.q_len, kQBlock), k_padded = round_up(args.kv_len, kKBlock);
     const int64_t kv_head_index = kv_head_of(work);
@@ -516,24 +534,69 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     // loops, so that the uniform one carries no test and none of the general path's registers.
     // Persistent, the last tile loads the next work tile's Q: a last tile that is uniform is taken out of the loop.
     const int uniform_tiles = kPerToken ? 0 : min(first_edge_tile, tiles);
-    const int uniform_loop_tiles = kPersistent && uniform_tiles == tiles ? tiles - 1 : uniform_tiles;
-    int tile = 0;
-    for (; tile < uniform_loop_tiles; ++tile) key_tile(tile, std::true_type{}, std::false_type{});
-    if constexpr (kPersistent)
-      if (tile < uniform_tiles) key_tile(tile++, std::true_type{}, std::true_type{});
-    for (; tile < tiles; ++tile) key_tile(tile, std::false_type{}, kPersistent && tile == tiles - 1);
-    // Several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles past
-    // its own, each once that tile has landed (an arrival for the stage's next use before its last use is done
-    // would count toward the wrong phase); the first warp keeps refilling.
-    if constexpr (kWarpgroups > 1) {
-      for (; tile < ring_tiles; ++tile) {
-        refill_lagged();
-        barrier_wait(&k_full[stage], parity);
-        barrier_wait(&v_full[stage], parity);
-        if (tile == 0) load_next_q();  // a warpgroup past the queries
-        give_stage_back();
+    if constexpr (kRaggedTail) {
+      // The block's key tiles shared: this warpgroup's are every sharers-th from its index on, the rest it gives back
+      // once they have landed (as a warpgroup past the queries does below). A later sharer reads the block's Q from
+      // its first sharer's slot, whose next work tile's Q (as every sharer's) waits until all of them are done.
+      if (share.index > 0) {
+        barrier_wait(&q_full[share.block], ordinal & 1);
+        q_descriptor = kmajor_descriptor<kHeadDim>(q_tile + share.block * L::kQBytes, 0);
       }
-      if (!computes) continue;  // its rows are another item's to store
+      int own_tile = share.index;
+      for (int tile = 0; tile < ring_tiles; ++tile) {
+        if (tile == own_tile && tile < tiles) {
+          own_tile += share.sharers;
+          if (tile < uniform_tiles) key_tile(tile, std::true_type{}, std::false_type{});
+          else key_tile(tile, std::false_type{}, std::false_type{});
+        } else {
+          if (tile < uniform_tiles) uniform_k_scales += 2 * k_block_groups;
+          refill_lagged();
+          barrier_wait(&k_full[stage], parity);
+          barrier_wait(&v_full[stage], parity);
+          give_stage_back();
+        }
+      }
+      if (!computes) {  // a warpgroup left over
+        load_next_q();
+        continue;
+      }
+      // The sharers' rows merged (partial_rows.cuh), through two named barriers of the block's sharers: the first
+      // when all of them are done (with its Q, and so that no slot is written before the CTA's last merge has read
+      // it), the second when the later sharers' rows are stored.
+      const int done_barrier = kMergeBarriers + 2 * share.block, sharer_threads = share.sharers * kThreads;
+      named_barrier_sync(done_barrier, sharer_threads);
+      load_next_q();
+      float* const slots = args.partial_rows + int64_t(blockIdx.x) * kPartialRowCtaFloats<kOut, kWarpgroups, kThreads>;
+      const auto slot = [&](int index) { return slots + index * kPartialRowFloats<kOut> * kThreads; };
+      if (share.index > 0) {
+        store_partial_rows<kOut, kThreads>(slot(share.slot), thread, out, row_max, row_sum);
+        __threadfence_block();
+        named_barrier_arrive(done_barrier + 1, sharer_threads);
+        continue;  // the first sharer stores the block's rows
+      }
+      named_barrier_sync(done_barrier + 1, sharer_threads);
+      for (int index = 1; index < share.sharers; ++index)
+        add_partial_rows<kOut, kThreads>(slot(share.slot + (index - 1) * share.blocks), thread, out, row_max, row_sum);
+    } else {
+      const int uniform_loop_tiles = kPersistent && uniform_tiles == tiles ? tiles - 1 : uniform_tiles;
+      int tile = 0;
+      for (; tile < uniform_loop_tiles; ++tile) key_tile(tile, std::true_type{}, std::false_type{});
+      if constexpr (kPersistent)
+        if (tile < uniform_tiles) key_tile(tile++, std::true_type{}, std::true_type{});
+      for (; tile < tiles; ++tile) key_tile(tile, std::false_type{}, kPersistent && tile == tiles - 1);
+      // Several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles past
+      // its own, each once that tile has landed (an arrival for the stage's next use before its last use is done
+      // would count toward the wrong phase); the first warp keeps refilling.
+      if constexpr (kWarpgroups > 1) {
+        for (; tile < ring_tiles; ++tile) {
+          refill_lagged();
+          barrier_wait(&k_full[stage], parity);
+          barrier_wait(&v_full[stage], parity);
+          if (tile == 0) load_next_q();  // a warpgroup past the queries
+          give_stage_back();
+        }
+        if (!computes) continue;  // its rows are another item's to store
+      }
     }
 
     // Epilogue: normalize, undo the V scaling (FP8: row_sum summed 448·p too, so V's scale is all that is left to
@@ -605,6 +668,21 @@ constexpr bool kTensorSumsFit = kResidentCtas<kHeadDim, true, kPerToken> *
                                     (Smem<kHeadDim, true, kPerToken, true>::kBytes + kSharedReservedPerCta) <=
                                 kSharedPerMultiprocessor;
 
+// Whether a kernel's launch may run each head's ragged last tile in a tail kernel of its own: the persistent FP8
+// default at both head dims (one more instantiation each; the linear modes keep their ragged tiles in the main kernel).
+constexpr bool has_ragged_tail(bool fp8_pv, bool tensor_sums, int linear_share, int warpgroups) {
+  return warpgroups > 1 && fp8_pv && tensor_sums && linear_share == 0;
+}
+
+// Whether a call's shape sends each head's ragged last tile to the tail kernel (launch): its query blocks few enough
+// for the tile's idle warpgroups to share their key tiles, and the whole tiles filling whole rounds of the
+// multiprocessors (CogVideoX1.5-5B on 132).
+bool ragged_tail_shape(const AttentionArgs& args, int warpgroups, int multiprocessors) {
+  const int q_blocks = (args.q_len + kCtaQ - 1) / kCtaQ, ragged_blocks = q_blocks % warpgroups;
+  const int64_t whole_tiles = int64_t(q_blocks / warpgroups) * args.batch * args.q_heads;
+  return !args.causal && ragged_blocks > 0 && 2 * ragged_blocks <= warpgroups && whole_tiles % multiprocessors == 0;
+}
+
 template <int kHeadDim, bool kFp8Pv, bool kPerToken, bool kTensorSums = false, int kLinearShare = 0,
           int kWarpgroups = 1>
 void launch(const AttentionArgs& args, cudaStream_t stream) {
@@ -624,27 +702,57 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
   // K and V of one head as the kernel reads them (GQA: per query head, its share of the K/V head).
   const int64_t kv_bytes_per_head = k_padded * kHeadDim * (kFp8Pv ? 2 : 3) * args.kv_heads / args.q_heads;
-  const dim3 grid = attention_grid(((args.q_len + kCtaQ - 1) / kCtaQ + kWarpgroups - 1) / kWarpgroups, args.q_heads,
-                                   args.batch, args.causal, kv_bytes_per_head);
+  const int q_blocks = (args.q_len + kCtaQ - 1) / kCtaQ;
+  const dim3 grid = attention_grid((q_blocks + kWarpgroups - 1) / kWarpgroups, args.q_heads, args.batch, args.causal,
+                                   kv_bytes_per_head);
   if constexpr (kWarpgroups == 1) {
     kernel<<<grid, kThreads, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, WorkSplit{0, 1});
     SAGEVID_CUDA_CHECK_LAUNCH();
   } else {
     // Persistent, a CTA a multiprocessor (the registers hold it to one), claiming the grid's work items (its work
-    // tiles, the last round's in parts: work_plan.h) from the call's counter, zeroed here in stream order.
+    // tiles, the last round's in parts: work_plan.h) from the call's counters, zeroed here in stream order.
     int device = 0;
     SAGEVID_CUDA_CHECK(cudaGetDevice(&device));
     const int multiprocessors = multiprocessor_count(device);
-    const int64_t tiles = work_count(grid);
-    const WorkSplit split = split_last_round(tiles, multiprocessors, kWarpgroups, args.causal);
-    const int64_t items = item_count(tiles, split);  // (meaningless past 2^32 tiles, which the check refuses first)
-    if (tiles > INT_MAX || items > INT_MAX)
-      throw std::invalid_argument("sage2 sm90: more than 2^31 work items (query-row groups of one head)");
     if (!args.work_counter) throw std::invalid_argument("sage2 sm90: the persistent kernels need a work counter");
-    SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, sizeof(int), stream));
-    const dim3 ctas(unsigned(std::min<int64_t>(items, multiprocessors)));
-    kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, grid, split);
-    SAGEVID_CUDA_CHECK_LAUNCH();
+    SAGEVID_CUDA_CHECK(cudaMemsetAsync(args.work_counter, 0, 2 * sizeof(int), stream));
+    // Where each head's last work tile holds few enough query blocks for its idle warpgroups to share their key
+    // tiles, and the whole tiles fill whole rounds of the multiprocessors (CogVideoX1.5-5B on 132), the main kernel
+    // takes the whole tiles only and the ragged ones run in a kernel of their own, launched after it on a stream
+    // beside the caller's (forked before the main kernel, so not waiting for it): the tail's CTAs take the
+    // multiprocessors the main kernel's leave as they end, and a ragged tile takes about a whole one's time over its
+    // sharers rather than nearly a whole one's (docs/PERFORMANCE.md, 2026-12-06). Elsewhere the main kernel's last
+    // round is partial and the tail would end the call later (tools/sm90_tail_model.py).
+    constexpr bool kHasTail = has_ragged_tail(kFp8Pv, kTensorSums, kLinearShare, kWarpgroups);
+    const bool ragged_tail = kHasTail && ragged_tail_shape(args, kWarpgroups, multiprocessors);
+    SideLaunch side;
+    if (ragged_tail) side.fork(stream, device);
+    const dim3 main_grid(grid.x - (ragged_tail ? 1 : 0), grid.y, grid.z);
+    const int64_t tiles = work_count(main_grid);
+    if (tiles > 0) {
+      const WorkSplit split = split_last_round(tiles, multiprocessors, kWarpgroups, args.causal);
+      const int64_t items = item_count(tiles, split);  // (meaningless past 2^32 tiles, which the check refuses first)
+      if (tiles > INT_MAX || items > INT_MAX)
+        throw std::invalid_argument("sage2 sm90: more than 2^31 work items (query-row groups of one head)");
+      const dim3 ctas(unsigned(std::min<int64_t>(items, multiprocessors)));
+      kernel<<<ctas, kThreads * kWarpgroups, L::kBytes, stream>>>(q_map, k_map, v_map, args, main_grid, split);
+      SAGEVID_CUDA_CHECK_LAUNCH();
+    }
+    if constexpr (kHasTail) {
+      if (ragged_tail) {
+        if (!args.partial_rows) throw std::invalid_argument("sage2 sm90: the ragged tail needs its partial rows");
+        const auto tail = attention_kernel<kHeadDim, kFp8Pv, kPerToken, kTensorSums, kLinearShare, kWarpgroups, true>;
+        SAGEVID_CUDA_CHECK(cudaFuncSetAttribute(tail, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes));
+        AttentionArgs tail_args = args;
+        tail_args.work_counter = args.work_counter + 1;
+        const int64_t heads = int64_t(grid.y) * grid.z;
+        const dim3 ctas(unsigned(std::min<int64_t>(heads, multiprocessors)));
+        tail<<<ctas, kThreads * kWarpgroups, L::kBytes, side.stream()>>>(q_map, k_map, v_map, tail_args, grid,
+                                                                         WorkSplit{unsigned(heads), 1});
+        SAGEVID_CUDA_CHECK_LAUNCH();
+        side.join(stream);
+      }
+    }
   }
 }
 
@@ -654,6 +762,10 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
 // preloads its channels (2026-12-05 from 12:29).
 template <int kHeadDim>
 constexpr int kSharedRingMinCausalKeys = kHeadDim == 64 ? 16384 : 0;
+
+// The warpgroups of a persistent CTA: as many as the registers allow a multiprocessor.
+template <int kHeadDim>
+constexpr int kSharedRingWarpgroups = kHeadDim == 128 ? 3 : 4;
 
 // A per-thread kernel of kWarpgroups a CTA on one persistent ring, or of one where the causal keys are few.
 template <int kHeadDim, bool kFp8Pv, bool kTensorSums, int kLinearShare, int kWarpgroups>
@@ -684,7 +796,7 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
       // warpgroups a multiprocessor as one CTA on one deeper ring. A quarter or half of P's linear bytes
       // (PExponent) only at head dim 64, where the exponentials are the larger part of a tile (at 128 the half
       // costs more instructions than it saves).
-      constexpr int kWarpgroups = kHeadDim == 128 ? 3 : 4;
+      constexpr int kWarpgroups = kSharedRingWarpgroups<kHeadDim>;
       if (args.linear_p_share == kLinearAll)
         return launch_shared_ring<kHeadDim, true, true, kLinearAll, kWarpgroups>(args, stream);
       if constexpr (kHeadDim == 64) {
@@ -701,6 +813,18 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
 
 void attention(const AttentionArgs& args, cudaStream_t stream) {
   args.head_dim == 64 ? launch_for_head_dim<64>(args, stream) : launch_for_head_dim<128>(args, stream);
+}
+
+int64_t partial_rows_floats(const AttentionArgs& args) {
+  int device = 0;
+  SAGEVID_CUDA_CHECK(cudaGetDevice(&device));
+  const int multiprocessors = multiprocessor_count(device);
+  // (the tail's shape for its kernel's warpgroups; a call of another mode may get slots it does not use)
+  const int warpgroups = args.head_dim == 128 ? kSharedRingWarpgroups<128> : kSharedRingWarpgroups<64>;
+  if (!ragged_tail_shape(args, warpgroups, multiprocessors)) return 0;
+  const int64_t per_cta = args.head_dim == 128 ? kPartialRowCtaFloats<64, kSharedRingWarpgroups<128>, kThreads>
+                                               : kPartialRowCtaFloats<32, kSharedRingWarpgroups<64>, kThreads>;
+  return multiprocessors * per_cta;
 }
 
 }  // namespace sagevid::kernels::sage2::sm90

@@ -11,5 +11,7 @@ inline constexpr int kCtaK = tiling(KernelFamily::wgmma).key_tile;
 // INT8 Q·Kᵀ, head dim 64 or 128, no ΔS (Q smoothing), no bias, a positive score scale: what resolve()
 // (sage2_options.cpp) lets through to this family.
 void attention(const detail::AttentionArgs& args, cudaStream_t stream);
+// The floats of AttentionArgs::partial_rows that a call on the current device needs.
+int64_t partial_rows_floats(const detail::AttentionArgs& args);
 
 }  // namespace sagevid::kernels::sage2::sm90

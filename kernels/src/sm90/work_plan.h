@@ -35,6 +35,28 @@ SAGEVID_HD inline WorkItem work_item(unsigned item, WorkSplit split, int warpgro
           int((part + 1) * unsigned(warpgroups) / split.parts)};
 }
 
+// Which query block a warpgroup computes in a head's ragged last work tile (fewer query blocks than the CTA has
+// warpgroups), run by the ragged-tail kernel (attention_sm90.cu): warpgroup w's block is block w where the tile holds
+// it; the warpgroups past its blocks join them, each block taking as many sharers as divide evenly, its own warpgroup
+// first (index 0), the one of `index` computing every sharers-th key tile from that one on; the first merges the
+// others' rows into its own (partial_rows.cuh). A warpgroup left over computes nothing.
+struct QueryShare {
+  int block;  // in the work tile, 0 .. warpgroups - 1
+  int index, sharers;
+  // Where the block's sharers leave their rows: index > 0, its own slot; index 0, the first other sharer's, the
+  // next ones `blocks` (the tile's) slots apart.
+  int slot, blocks;
+  bool computes;
+};
+
+// `blocks`: the query blocks the tile holds, 1 to warpgroups - 1.
+SAGEVID_HD inline QueryShare query_share(int blocks, int warpgroup, int warpgroups) {
+  const int sharers = 2 * blocks <= warpgroups ? warpgroups / blocks : 1;
+  if (warpgroup < blocks) return {warpgroup, 0, sharers, warpgroup, blocks, true};
+  const int idle = warpgroup - blocks;  // among the warpgroups past the tile's blocks
+  return {idle % blocks, 1 + idle / blocks, sharers, idle, blocks, idle < (sharers - 1) * blocks};
+}
+
 // The split of `tiles` work tiles over `multiprocessors` persistent CTAs: the last round's tiles (all of them when
 // there are fewer than the CTAs) into as many parts as the idle multiprocessors allow, at most one a warpgroup.
 // Causal grids end on their lightest tiles already (tile_order.cuh), and their ring runs to the last warpgroup's
