@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$1 output=$2
+include=$src/../include  # a copy's own public headers (sm90-ab.sh --prepare), else the tree's
+[ -d "$include" ] || include=kernels/include
 nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v --expt-relaxed-constexpr \
-  -Ikernels/include -I"$src" tools/sage2_sm90_harness.cu "$src/sm90/attention_sm90.cu" kernels/src/cuda_check.cpp \
+  -I"$include" -I"$src" tools/sage2_sm90_harness.cu "$src/sm90/attention_sm90.cu" kernels/src/cuda_check.cpp \
   kernels/src/device_info.cpp \
   -o "$output"

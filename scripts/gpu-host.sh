@@ -71,12 +71,14 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
 }
 prep_kernels="regex:statistics|quantize|absmax"  # ncu -k: the preprocessing's kernels (sage2_statistics.cu, _quant.cu)
 ab_names() { echo "${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}"; }
-build_ab_copy() {  # this tree with .carry/ab/$1 (sm90-ab.sh --prepare) as kernels/src, its sage-bench alone
+build_ab_copy() {  # this tree with .carry/ab/$1 (sm90-ab.sh --prepare) as kernels/src (and include), its sage-bench
   local copy=/tmp/bench-ab-$1
   rm -rf "$copy" && mkdir -p "$copy" &&
     tar --exclude='./build*' --exclude=./.carry --exclude=./.anchors --exclude=./.whl --exclude=./.venv \
       --exclude=./.git --exclude=./out -cf - . | tar -C "$copy" -xf - &&
     rm -rf "$copy/kernels/src" && cp -r ".carry/ab/$1/src" "$copy/kernels/src" &&
+    { [ ! -d ".carry/ab/$1/include" ] ||
+      { rm -rf "$copy/kernels/include" && cp -r ".carry/ab/$1/include" "$copy/kernels/include"; }; } &&
     { [ ! -f ".carry/ab/$1/kernels.cmake" ] || cp ".carry/ab/$1/kernels.cmake" "$copy/kernels/CMakeLists.txt"; } &&
     { [ ! -f ".carry/ab/$1/tools.cmake" ] || cp ".carry/ab/$1/tools.cmake" "$copy/tools/CMakeLists.txt"; } &&
     cmake -S "$copy" -B "$copy/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \

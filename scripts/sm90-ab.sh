@@ -19,10 +19,13 @@ if [ "${1:-}" = --prepare ]; then
   shift
   for spec in "$@"; do
     name=${spec%%=*} ref=${spec#*=}  # NAME=REF, or REF named after itself
-    # kernels/src, and the CMakeLists that list its files (gpu-host.sh's build_ab_copy builds the tree with them)
+    # kernels/src with its public headers, and the CMakeLists that list its files (gpu-host.sh's build_ab_copy builds
+    # the tree with them)
     rm -rf ".carry/ab/$name" && mkdir -p ".carry/ab/$name" &&
-      git archive "$ref" kernels/src kernels/CMakeLists.txt tools/CMakeLists.txt | tar -x -C ".carry/ab/$name" &&
+      git archive "$ref" kernels/src kernels/include kernels/CMakeLists.txt tools/CMakeLists.txt |
+      tar -x -C ".carry/ab/$name" &&
       mv ".carry/ab/$name/kernels/src" ".carry/ab/$name/src" &&
+      mv ".carry/ab/$name/kernels/include" ".carry/ab/$name/include" &&
       mv ".carry/ab/$name/kernels/CMakeLists.txt" ".carry/ab/$name/kernels.cmake" &&
       mv ".carry/ab/$name/tools/CMakeLists.txt" ".carry/ab/$name/tools.cmake" &&
       rmdir ".carry/ab/$name/kernels" ".carry/ab/$name/tools" || exit 1

@@ -3,6 +3,7 @@
 #include "sagevid/kernels/sage2.h"
 
 #include "sage2_kernels.h"
+#include "sagevid/kernels/cuda_check.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/kernels/sage2_inputs.h"
 #include "sagevid/kernels/sage2_reference.h"
@@ -154,14 +155,26 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
                         quantized.k_values.data_ptr<int8_t>(),
                         quantized.k_scales.data_ptr<float>(),
                         float_pointer(quantized.k_mean)};
-  detail::VJob v_job{strided(v, o.layout),
-                     v_format,
-                     v_mean,
-                     v_scale_source,
-                     quantized.v_values.data_ptr(),
-                     float_pointer(quantized.v_scales),
-                     float_pointer(quantized.v_mean)};
+  // FP8 V's scale from the sampled keys' absmax, where no value lies past its bound (sage2_layout.h): the heads where
+  // one does are quantized again with their exact absmax. Smoothed V's absmax is exact already.
+  at::Tensor v_bound;  // each channel's exact absmax [B, H, D] as float bits, then each head's flag [B, H]
+  detail::SampledVScale sampled;
+  if (fp8 && !o.smooth_v) {
+    const int64_t channels = int64_t(dk.batch) * dk.heads * dk.head_dim, heads = int64_t(dk.batch) * dk.heads;
+    v_bound = at::empty({channels + heads}, q.options().dtype(at::kInt));
+    SAGEVID_CUDA_CHECK(cudaMemsetAsync(v_bound.data_ptr<int>(), 0, v_bound.nbytes(), stream));
+    sampled = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channels};
+  }
+  const detail::VJob v_job{strided(v, o.layout),
+                           v_format,
+                           v_mean,
+                           v_scale_source,
+                           quantized.v_values.data_ptr(),
+                           float_pointer(quantized.v_scales),
+                           float_pointer(quantized.v_mean),
+                           sampled};
   detail::quantize_qkv(q_job, k_job, v_job, *o.granularity, *o.qk == QkType::int4, stream);
+  if (sampled.flagged) detail::requantize_flagged_v(v_job, stream);
 
   if (*o.smooth_q) {
     // The kernel adds ΔS = q̄·K'ᵀ back from the INT8 block means and INT8 K' (sage2_reference.h); with INT4
@@ -197,8 +210,11 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   // absmax.
   const int64_t partials =
       detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(fp8 && !o.smooth_v));
-  const int64_t vectors = int(o.smooth_k) + int(o.smooth_v) + int(fp8) + int(fp8 && o.smooth_v);
-  const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes;
+  // (and, for the sampled FP8 scale, each channel's exact absmax and each head's flag)
+  const int64_t vectors =
+      int(o.smooth_k) + int(o.smooth_v) + int(fp8) + int(fp8 && o.smooth_v) + int(fp8 && !o.smooth_v);
+  const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes +
+                              (fp8 && !o.smooth_v ? heads_total * kFloatBytes : 0);
   // Quantized Q and K (INT4: two values a byte) with their group scales, and V (FP8 a byte, fp16 two).
   const int64_t q_rows = heads_total * q_blocks * kQBlock, kv_rows = heads_total * kv_blocks * kKBlock;
   const int64_t scales =

@@ -29,8 +29,9 @@ struct ChannelPartials {
 };
 
 // The token statistics quantization needs before it can start, one pass over K and V: per chunk of
-// kStatisticsRows tokens, K's channel sums (over every kKeyMeanStride-th key), V's channel sums and V's channel
-// max|v|, each [B, H_kv, chunks, D] fp32 (a null pointer: not wanted). Deterministic: fixed summation order.
+// kStatisticsRows tokens, K's channel sums and V's channel max|v| (over every kKeyMeanStride-th key: sage2_layout.h)
+// and V's channel sums, each [B, H_kv, chunks, D] fp32 (a null pointer: not wanted). Deterministic: fixed summation
+// order.
 constexpr int kStatisticsRows = 1024;
 struct TokenStatistics {
   float* k_sum = nullptr;
@@ -61,6 +62,13 @@ struct RowsJob {
 // order; or fp16 V [B, H, N_pad, D]. Padding keys are 0. scales_out (FP8: absmax / 448, 1 for an all-zero
 // channel) and mean_out are [B, H, D] (or null).
 enum class VFormat { fp8_transposed, fp16_transposed, fp16 };
+// FP8 V whose absmax is the sampled keys' (sage2_layout.h): the bound is kVScaleMargin times it, and a head with a
+// value past its bound is flagged, with each channel's exact absmax, for requantize_flagged_v. Zeroed by the caller;
+// null pointers: the absmax is exact.
+struct SampledVScale {
+  float* exact_absmax = nullptr;  // [B, H, D], as the bits of an atomic max
+  int* flagged = nullptr;         // [B, H]
+};
 struct VJob {
   StridedInput v;
   VFormat format;
@@ -68,11 +76,15 @@ struct VJob {
   void* values = nullptr;
   float* scales_out = nullptr;
   float* mean_out = nullptr;
+  SampledVScale sampled;
 };
 
 // Q, K and V quantized in one launch (one head dim and element type for all; a job without values is skipped).
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream);
+// The flagged heads of a sampled-scale FP8 V job quantized again with their exact absmax (its scales and values
+// overwritten; a head not flagged is left as it is).
+void requantize_flagged_v(const VJob& sampled, cudaStream_t stream);
 
 // AttentionArgs::linear_p_share for all of P from linear bytes or bits (PExponent::linear's place in its order).
 constexpr int kLinearAll = 3;

@@ -29,6 +29,8 @@ union Smem {
     // A slice's keys as written out, [key][channel]: E4M3 bytes or fp16.
     alignas(16) uint8_t tile[slice_rows(kHeadDim) * kHeadDim * 2];
     float mean[kHeadDim], scale[kHeadDim];
+    float bound[kHeadDim];            // a sampled scale's: the largest |v − mean| it holds
+    unsigned seen_bits[kHeadDim];     // and the CTA's largest, as bits (non-negative floats order like them)
   } v;
 };
 
@@ -208,10 +210,26 @@ __device__ void write_fp16_transposed(const __half* tile, int first_row, int pad
   }
 }
 
+// A sampled-scale V CTA's largest |v − mean| a channel: into the head's exact absmax, and the head flagged where one
+// passes its channel's bound (each CTA's own test; any of them flags).
+template <int kHeadDim>
+__device__ void note_sampled_bound(const SampledVScale& sampled, int64_t head_index, const float (&seen)[kChunk],
+                                   Smem<kHeadDim>& smem) {
+  const ThreadChunks<kHeadDim> chunks;
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) atomicMax(&smem.v.seen_bits[chunks.c + i], __float_as_uint(seen[i]));
+  __syncthreads();
+  if (threadIdx.x >= kHeadDim) return;
+  const unsigned bits = smem.v.seen_bits[threadIdx.x];
+  atomicMax(reinterpret_cast<unsigned*>(sampled.exact_absmax + head_index * kHeadDim) + threadIdx.x, bits);
+  if (__uint_as_float(bits) > smem.v.bound[threadIdx.x]) sampled.flagged[head_index] = 1;
+}
+
 // One CTA prepares kSlices slices of keys of V. Per slice it loads its chunks, subtracts the mean and scales
 // (FP8), then either stores fp16 rows directly or stages the keys as written out (E4M3 bytes or fp16) in
 // shared memory and writes Vᵀ in 16-byte stores along each channel (write_fp8_transposed,
-// write_fp16_transposed).
+// write_fp16_transposed). With a sampled FP8 scale it also keeps each channel's largest |v − mean| and flags the
+// head where one passes the scale's bound (SampledVScale).
 template <int kHeadDim, InputType kType, bool kVector>
 __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint4* staging) {
   using Chunks = ThreadChunks<kHeadDim>;
@@ -224,13 +242,16 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint
   SliceLoader<d, kVector> loader(v, head_base, task.first_row, padded_len, kSlices, staging);
   const bool fp8 = job.format == VFormat::fp8_transposed;
   const bool has_mean = job.mean.data != nullptr;  // else zero: nothing to subtract
+  const bool sampled = fp8 && job.sampled.flagged;
   if (threadIdx.x < d) {
     const int c = threadIdx.x;
     const float mean = has_mean ? fold_mean(job.mean, task.head_index, d, c) : 0.0f;
     smem.v.mean[c] = mean;
     float scale = 1.0f;
     if (fp8) {
-      const float amax = fold_max(job.absmax, task.head_index, d, c);
+      const float amax = fold_max(job.absmax, task.head_index, d, c) * (sampled ? kVScaleMargin : 1.0f);
+      smem.v.bound[c] = amax;
+      smem.v.seen_bits[c] = 0;
       scale = amax > 0.0f ? kFp8Max / amax : 0.0f;
       if (job.scales_out && task.first_row == 0)
         job.scales_out[task.head_index * d + c] = amax > 0.0f ? amax / kFp8Max : 1.0f;
@@ -244,6 +265,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint
   for (int i = 0; i < kChunk; ++i) mean[i] = smem.v.mean[chunks.c + i], scale[i] = smem.v.scale[chunks.c + i];
 
   __half* const fp16_tile = reinterpret_cast<__half*>(smem.v.tile);
+  float seen[kChunk] = {};  // a sampled scale's: the thread's largest |v − mean| a channel
   for (int slice = 0; slice < kSlices; ++slice) {
     const int first_row = task.first_row + slice * kKeys;
     if (first_row >= padded_len) break;
@@ -259,6 +281,10 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint
         if (has_mean) {
 #pragma unroll
           for (int i = 0; i < kChunk; ++i) x[i] -= mean[i];
+        }
+        if (sampled) {
+#pragma unroll
+          for (int i = 0; i < kChunk; ++i) seen[i] = fmaxf(seen[i], fabsf(x[i]));
         }
 #pragma unroll
         for (int i = 0; i < kChunk; ++i) x[i] *= scale[i];
@@ -288,6 +314,7 @@ __device__ void prepare_v(const VJob& job, int local, Smem<kHeadDim>& smem, uint
       write_fp8_transposed<d, kKeys>(smem.v.tile, first_row, padded_len, static_cast<uint8_t*>(job.values) + out_base);
     else write_fp16_transposed<d, kKeys>(fp16_tile, first_row, padded_len, static_cast<__half*>(job.values) + out_base);
   }
+  if (sampled) note_sampled_bound(job.sampled, task.head_index, seen, smem);
 }
 
 // A job without values (a launch for K alone) has no CTAs.
@@ -297,13 +324,15 @@ int ctas_for(const StridedInput& x, const void* values) {
   return (x.len + rows - 1) / rows * x.heads * x.batch;
 }
 
-// CTAs [0, q) quantize Q, [q, q + k) K, the rest prepare V. Q, K and V share their element type.
+// CTAs [0, q) quantize Q, [q, q + k) K, the rest prepare V. Q, K and V share their element type. flagged_only: V's
+// heads not flagged there are left as they are (requantize_flagged_v).
 struct Launch {
   RowsJob q, k;
   VJob v;
   int q_ctas, k_ctas;
   Granularity granularity;
   bool int4;
+  const int* flagged_only = nullptr;
 };
 
 // kVector: every chunk of Q, K and V is one aligned 16-byte load.
@@ -317,7 +346,13 @@ __global__ void __launch_bounds__(kThreads, 4) quantize_qkv_kernel(const __grid_
   else if (cta < launch.q_ctas + launch.k_ctas)
     quantize_rows<kHeadDim, kType, kVector>(launch.k, true, launch.granularity, launch.int4, cta - launch.q_ctas, smem,
                                             staging);
-  else prepare_v<kHeadDim, kType, kVector>(launch.v, cta - launch.q_ctas - launch.k_ctas, smem, staging);
+  else {
+    const int local = cta - launch.q_ctas - launch.k_ctas;
+    if (launch.flagged_only &&
+        !launch.flagged_only[task_of(local, launch.v.v, slice_rows(kHeadDim) * kSlices).head_index])
+      return;
+    prepare_v<kHeadDim, kType, kVector>(launch.v, local, smem, staging);
+  }
 }
 
 template <int kHeadDim>
@@ -334,9 +369,23 @@ void launch_for_head_dim(const Launch& launch, bool vector, InputType type, unsi
 
 }  // namespace
 
+void requantize_flagged_v(const VJob& sampled, cudaStream_t stream) {
+  VJob exact = sampled;
+  exact.absmax = {sampled.sampled.exact_absmax, 1, 1.0f};
+  exact.sampled = {};
+  exact.mean_out = nullptr;  // written already
+  const Launch launch{{}, {}, exact, 0, 0, Granularity::per_thread, false, sampled.sampled.flagged};
+  const unsigned ctas = unsigned(ctas_for(exact.v, exact.values));
+  if (ctas == 0) return;
+  const bool vector = chunks_aligned(exact.v);
+  if (exact.v.head_dim == 64) launch_for_head_dim<64>(launch, vector, exact.v.type, ctas, stream);
+  else launch_for_head_dim<128>(launch, vector, exact.v.type, ctas, stream);
+  SAGEVID_CUDA_CHECK_LAUNCH();
+}
+
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream) {
-  const Launch launch{q, k, v, ctas_for(q.x, q.values), ctas_for(k.x, k.values), granularity, int4};
+  const Launch launch{q, k, v, ctas_for(q.x, q.values), ctas_for(k.x, k.values), granularity, int4, nullptr};
   const unsigned ctas = unsigned(launch.q_ctas + launch.k_ctas + ctas_for(v.v, v.values));
   if (ctas == 0) return;
   const auto aligned = [](const StridedInput& x, const void* values) { return !values || chunks_aligned(x); };

@@ -117,9 +117,14 @@ QuantizedRows quantize_k(const at::Tensor& x_bhnd, Granularity granularity, int 
                        [granularity](int64_t row) { return k_group(row, granularity); });
 }
 
-QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd) {
+QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd, VScale scale) {
   const at::Tensor v = v_bhnd.to(at::kFloat);
-  const at::Tensor amax = v.abs().amax(2);  // [B, H, D]
+  at::Tensor amax = v.abs().amax(2);  // [B, H, D]
+  if (scale == VScale::sampled) {
+    const at::Tensor sampled = v.slice(2, 0, v.size(2), kVScaleStride).abs().amax(2) * kVScaleMargin;
+    const at::Tensor fits = amax.le(sampled).all(/*dim=*/2, /*keepdim=*/true);  // the whole head's
+    amax = at::where(fits, sampled, amax);
+  }
   const at::Tensor nonzero = amax > 0;
   const at::Tensor scales = at::where(nonzero, divide(amax, kFp8Max), at::full_like(amax, 1.0));
   const at::Tensor inv = at::where(nonzero, divide(kFp8Max, amax), at::zeros_like(amax));
@@ -165,7 +170,7 @@ Preprocessed preprocess(const at::Tensor& q, const at::Tensor& k, const at::Tens
     v_smooth = vf - pre.v_mean.unsqueeze(2);
   }
   if (*options.pv == PvType::fp8) {
-    pre.v = quantize_v_fp8(v_smooth);
+    pre.v = quantize_v_fp8(v_smooth, options.smooth_v ? VScale::exact : VScale::sampled);
   } else {
     pre.v.values = v_smooth.to(at::kHalf).to(at::kFloat);
   }

@@ -1,7 +1,7 @@
-// The first preprocessing pass: K's and V's per-channel token statistics (sums for the smoothing means, K's over
-// every kKeyMeanStride-th key only; V's max|v| for its FP8 scale), one read of each, as partials per chunk of
-// kStatisticsRows tokens that the quantization pass folds. Also the second V pass that smoothed FP8 V needs (its
-// absmax after the mean).
+// The first preprocessing pass: K's and V's per-channel token statistics, as partials per chunk of
+// kStatisticsRows tokens that the quantization pass folds: K's sums for its smoothing mean and V's absmax for its FP8
+// scale over every kKeyMeanStride-th key only (sage2_layout.h), V's sums for its smoothing mean over every key. Also
+// the second V pass that smoothed FP8 V needs (its absmax after the mean).
 #include "sage2_preprocess.cuh"
 #include "sage2_slices.cuh"
 #include "sagevid/kernels/cuda_check.h"
@@ -13,10 +13,10 @@ namespace {
 
 constexpr int kThreads = kPreprocessThreads;
 
-// One chunk of kStatisticsRows tokens of one (batch, head). K's rows in it that the mean samples (every
-// kKeyMeanStride-th) are loaded up front, in registers; V's come slice by slice through SliceLoader (sage2_slices.cuh:
-// the next slice's loads in flight while this one is added up, in shared memory where aligned). Each thread adds
-// its chunk's eight channels over its rows; the CTA then folds its row lanes in lane order.
+// One chunk of kStatisticsRows tokens of one (batch, head). The sampled rows (every kKeyMeanStride-th) of K and of
+// V are loaded up front, in registers; V's every row, for its sums, slice by slice through SliceLoader
+// (sage2_slices.cuh: the next slice's loads in flight while this one is added up, in shared memory where aligned).
+// Each thread adds its chunk's eight channels over its rows; the CTA then folds its row lanes in lane order.
 // The statistics kernel's shared memory: SliceLoader's buffers, then (in the same bytes) the row lanes' partials.
 template <int kHeadDim>
 constexpr int statistics_smem_bytes(bool vector) {
@@ -36,25 +36,39 @@ __global__ void __launch_bounds__(kThreads)
   const Chunks chunks;
   const int first = chunk * kStatisticsRows;
 
-  float ks[kChunk] = {}, vs[kChunk] = {}, va[kChunk] = {};
-  if (out.k_sum) {
+  static_assert(kVScaleStride == kKeyMeanStride, "one set of sampled rows for K and V");
+  // The thread's sampled rows of x, each chunk unpacked and handed to add (rows past the sequence read zero, which
+  // add nothing to a sum or an absmax).
+  const auto sampled_rows = [&](const StridedInput& x, bool vector, auto add) {
     constexpr int kSampledRows = kStatisticsRows / kKeyMeanStride / kRowLanes;  // this thread's
-    const int64_t base = batch * k.stride_b + head * k.stride_h + chunks.c;
+    const int64_t base = batch * x.stride_b + head * x.stride_h + chunks.c;
     uint4 raw[kSampledRows];
 #pragma unroll
-    for (int j = 0; j < kSampledRows; ++j) {  // rows past the sequence: zeros, which add nothing
+    for (int j = 0; j < kSampledRows; ++j) {
       const int row = first + kKeyMeanStride * (chunks.r0 + j * kRowLanes);
-      raw[j] = row < k.len ? load_chunk(k, base + row * k.stride_n, k_vector) : make_uint4(0, 0, 0, 0);
+      raw[j] = row < x.len ? load_chunk(x, base + row * x.stride_n, vector) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int j = 0; j < kSampledRows; ++j) {
-      float x[kChunk];
-      unpack_chunk(raw[j], k.type, x);
+      float values[kChunk];
+      unpack_chunk(raw[j], x.type, values);
+      add(values);
+    }
+  };
+  float ks[kChunk] = {}, vs[kChunk] = {}, va[kChunk] = {};
+  // clang-format off: clang-format reads `T (&x)[n]` in a lambda's parameters as a cast and would drop the space.
+  if (out.k_sum)
+    sampled_rows(k, k_vector, [&](const float (&x)[kChunk]) {
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) ks[i] += x[i];
-    }
-  }
-  if (out.v_sum || out.v_absmax) {
+    });
+  if (out.v_absmax)
+    sampled_rows(v, kVector, [&](const float (&x)[kChunk]) {
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) va[i] = fmaxf(va[i], fabsf(x[i]));
+    });
+  // clang-format on
+  if (out.v_sum) {
     const uint16_t* head_base = static_cast<const uint16_t*>(v.data) + batch * v.stride_b + head * v.stride_h;
     SliceLoader<kHeadDim, kVector> loader(v, head_base, first, v.len, kSlicesPerChunk, staging);
     for (int slice = 0; slice < kSlicesPerChunk; ++slice) {
@@ -66,7 +80,7 @@ __global__ void __launch_bounds__(kThreads)
         float x[kChunk];
         unpack_chunk(raw[j], v.type, x);
 #pragma unroll
-        for (int i = 0; i < kChunk; ++i) vs[i] += x[i], va[i] = fmaxf(va[i], fabsf(x[i]));
+        for (int i = 0; i < kChunk; ++i) vs[i] += x[i];
       }
     }
   }

@@ -9,7 +9,9 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/clamp.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/full_like.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/matmul.h>
@@ -340,7 +342,7 @@ TEST_CASE("sage2 reference quantizes V to FP8 per channel", "[sage2][reference]"
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const at::Tensor v = rng.normal({2, 2, 77, 32}) * rng.normal({1, 1, 1, 32}).abs().mul(10).add(0.01);
-  const ref::QuantizedV quantized = ref::quantize_v_fp8(v);
+  const ref::QuantizedV quantized = ref::quantize_v_fp8(v, ref::VScale::exact);
   REQUIRE(quantized.values.sizes() == v.sizes());
   REQUIRE(quantized.scales.sizes() == at::IntArrayRef{2, 2, 32});
 
@@ -354,6 +356,33 @@ TEST_CASE("sage2 reference quantizes V to FP8 per channel", "[sage2][reference]"
   const at::Tensor scale = quantized.scales.unsqueeze(2);
   const at::Tensor error = (quantized.values * scale - v).abs();
   CHECK((error <= v.abs() / 16 + scale * std::ldexp(1.0, -10)).all().item<bool>());
+}
+
+TEST_CASE("sage2 reference takes V's FP8 scale from the sampled keys unless a head has a value past their bound",
+          "[sage2][reference]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  // Heads of values within ±1 whose sampled keys (0, 8, ...) hold each channel's largest |v|, 1.5: the bound is the
+  // margin times it. Then a value past the bound at an unsampled key of head 1: that head alone goes exact.
+  at::Tensor v = rng.normal({1, 3, 77, 16}).clamp(-1, 1);
+  v.slice(2, 0, 77, sage2::kVScaleStride).narrow(2, 0, 1).fill_(1.5f);
+  const at::Tensor sampled_bound = at::full({1, 3, 16}, 1.5f * sage2::kVScaleMargin);
+  const auto check_scales = [&](const ref::QuantizedV& quantized, const at::Tensor& amax) {
+    CHECK(at::equal(quantized.scales, amax / sage2::kFp8Max));
+    const at::Tensor inv = (at::full_like(amax, sage2::kFp8Max) / amax).unsqueeze(2);
+    CHECK(at::equal(quantized.values, (v * inv).to(at::kFloat8_e4m3fn).to(at::kFloat)));
+  };
+  check_scales(ref::quantize_v_fp8(v), sampled_bound);
+  check_scales(ref::quantize_v_fp8(v, ref::VScale::exact), v.abs().amax(2));
+
+  const float outlier = 1.5f * sage2::kVScaleMargin * 1.25f;
+  v[0][1][3][5].fill_(-outlier);  // key 3: not sampled
+  at::Tensor want = sampled_bound.clone();
+  want.select(1, 1).copy_(v.select(1, 1).abs().amax(1));
+  CHECK(want[0][1][5].item<float>() == outlier);
+  check_scales(ref::quantize_v_fp8(v), want);
+  v[0][1][3][5].fill_(1.5f * sage2::kVScaleMargin);  // at the bound: still fits
+  check_scales(ref::quantize_v_fp8(v), sampled_bound);
 }
 
 TEST_CASE("sage2 FP8 V key permutation matches the MMA lane mapping", "[sage2][reference]") {
@@ -398,7 +427,7 @@ TEST_CASE("sage2 reference preprocess: smoothing means and delta S", "[sage2][re
   const at::Tensor row_block = at::arange(100, at::kLong).div(sage2::kQBlock, "floor");
   const at::Tensor q_smooth = qf - pre.q_mean.index_select(2, row_block);
   CHECK(at::equal(pre.q.values, ref::quantize_q(q_smooth, *options.granularity, 7).values));
-  CHECK(at::equal(pre.v.values, ref::quantize_v_fp8(vf - pre.v_mean.unsqueeze(2)).values));
+  CHECK(at::equal(pre.v.values, ref::quantize_v_fp8(vf - pre.v_mean.unsqueeze(2), ref::VScale::exact).values));
   // ΔS, as the kernel computes it: INT8 block means (one scale per block) times INT8 K' (the K granularity);
   // query head h uses kv head h / 2.
   const ref::QuantizedRows means = ref::quantize_q(pre.q_mean, sage2::Granularity::per_token, 127);

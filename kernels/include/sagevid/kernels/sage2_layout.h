@@ -29,6 +29,13 @@
 // Q smoothing subtracts the mean of each kQBlock block; the mma.sync kernels add ΔS = mean · K'ᵀ back from the
 // means quantized to INT8 (per-token groups over the means' rows) and K' in INT8 (sage2_reference.h).
 //
+// V's FP8 scale is per channel, from the absmax of every kVScaleStride-th key times kVScaleMargin (the keys K's mean
+// samples): E4M3 is a float, so a scale a power of two below 448 / absmax rounds no value differently unless it falls
+// under E4M3's smallest normal, and the sampled absmax spares the statistics pass all but an eighth of V. A head
+// where a value of V lies past that bound (an outlier the sample missed) takes each channel's exact absmax instead.
+// The margin trades the two ways it can cost: a wider one redoes fewer heads with heavy-tailed channels, and pushes
+// more of their small values under E4M3's smallest normal (docs/PERFORMANCE.md, 2026-12-05 06:34 and 2026-12-06).
+// Smoothed V takes the exact absmax of V − mean.
 // V for an FP8 P·V MMA is stored transposed, [B, H_kv, D, N_kv padded to kKBlock], FP8 E4M3 with one scale
 // per channel, and with the keys of every 32-key chunk permuted (kv_permuted_position) so that the
 // lane's S accumulator registers are directly its P A-fragment registers. For FP16 P·V the mma.sync
@@ -46,6 +53,8 @@ inline constexpr int kQBlock = kWarpQ * kWarps;  // 64
 inline constexpr int kKBlock = 64;
 inline constexpr int kKeyMeanStride = 8;
 SAGEVID_HD constexpr int key_mean_samples(int kv_len) { return (kv_len + kKeyMeanStride - 1) / kKeyMeanStride; }
+inline constexpr int kVScaleStride = kKeyMeanStride;
+inline constexpr float kVScaleMargin = 16.0f;  // a power of two
 inline constexpr int kInt8Max = 127;
 inline constexpr int kInt4Max = 7;
 inline constexpr float kFp8Max = 448.0f;  // E4M3

@@ -27,12 +27,15 @@ QuantizedRows quantize_q(const at::Tensor& x_bhnd, Granularity granularity, int 
 QuantizedRows quantize_k(const at::Tensor& x_bhnd, Granularity granularity, int qmax);
 
 // Per-channel FP8 E4M3 quantization of v [B, H, N, D] fp32: scale[c] = amax_c / 448 (1 if amax_c is 0),
-// values = e4m3(v * (448 / amax_c)) returned as fp32 holding the exact E4M3 values, [B, H, N, D].
+// values = e4m3(v * (448 / amax_c)) returned as fp32 holding the exact E4M3 values, [B, H, N, D]. amax_c: with
+// VScale::sampled (sage2_layout.h), kVScaleMargin times the absmax of channel c over keys 0, kVScaleStride, ...,
+// in a head where no value lies past it, else (and with VScale::exact) channel c's absmax.
 struct QuantizedV {
   at::Tensor values;
   at::Tensor scales;  // [B, H, D]
 };
-QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd);
+enum class VScale { sampled, exact };
+QuantizedV quantize_v_fp8(const at::Tensor& v_bhnd, VScale scale = VScale::sampled);
 
 // Everything the attention kernel reads, computed the reference way.
 struct Preprocessed {
