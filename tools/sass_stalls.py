@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where a kernel's warps wait, per SASS instruction: reads the CSV that `scripts/gpu-host.sh
 profile-attention-sass` writes (ncu's source page with --print-source sass) and prints the stall samples by
-reason, by opcode, and the instructions that hold the most samples with their reasons.
+reason, by opcode, by how often their instruction ran against the main loop (what a work tile's ends cost), and the
+instructions that hold the most samples with their reasons.
 
   tools/sass_stalls.py attention-sass.csv [--top N]
 
@@ -27,6 +28,25 @@ def number(text):
         return int(text)
     except ValueError:
         return 0
+
+
+def print_by_frequency(rows, column, samples_column, total, groups=8):
+    """The samples by how often their instruction ran, against the main loop: the execution count that holds the
+    most samples. An attention kernel's work-tile ends run once a work tile, i.e. a key tile count times less than
+    the loop (CogVideoX-2B: about 139 key tiles a work tile), and what one warp runs for the CTA every tile (a ring's
+    refill) as many times less as the CTA has warps; their shares are what those parts of the kernel cost."""
+    by_count = collections.Counter()
+    for row in rows:
+        by_count[number(row[column["Instructions Executed"]])] += number(row[samples_column])
+    loop = max(by_count, key=by_count.get)
+    by_ratio = collections.Counter()
+    for count, samples in by_count.items():
+        if count:  # rounded to two digits or so: one part's instructions run a few times more or less
+            ratio = loop / count
+            by_ratio[round(ratio, 1) if ratio < 10 else int(round(ratio, 0 if ratio < 100 else -1))] += samples
+    print(f"\n| runs per run of the main loop ({loop} executions) | share |\n|---|---|")
+    for ratio, samples in by_ratio.most_common(groups):
+        print(f"| 1/{ratio} | {100 * samples / total:.2f}% |")
 
 
 def main():
@@ -58,6 +78,7 @@ def main():
     print("\n| opcode | share |\n|---|---|")
     for opcode, count in by_opcode.most_common(15):
         print(f"| {opcode} | {100 * count / total:.1f}% |")
+    print_by_frequency(rows, column, samples_column, total)
     print("\n| instruction | executed | share | main reasons |\n|---|---|---|---|")
     hottest = sorted(rows, key=lambda row: -number(row[samples_column]))[: args.top]
     for row in hottest:
