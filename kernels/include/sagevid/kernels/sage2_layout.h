@@ -30,11 +30,12 @@
 // means quantized to INT8 (per-token groups over the means' rows) and K' in INT8 (sage2_reference.h).
 //
 // V's FP8 scale is per channel, from the absmax of every kVScaleStride-th key times kVScaleMargin (the keys K's mean
-// samples): E4M3 is a float, so a scale a power of two below 448 / absmax rounds no value differently unless it falls
-// under E4M3's smallest normal, and the sampled absmax spares the statistics pass all but an eighth of V. A head
+// samples): E4M3 is a float, so a scale under 448 / absmax rounds each value to the same relative precision unless it
+// falls under E4M3's smallest normal, and the sampled absmax spares the statistics pass all but an eighth of V. A head
 // where a value of V lies past that bound (an outlier the sample missed) takes each channel's exact absmax instead.
 // The margin trades the two ways it can cost: a wider one redoes fewer heads with heavy-tailed channels, and pushes
-// more of their small values under E4M3's smallest normal (docs/PERFORMANCE.md, 2026-12-05 06:34 and 2026-12-06).
+// more of their small values under E4M3's smallest normal (docs/PERFORMANCE.md, 2026-12-05 from 06:34 and 2026-12-06
+// from 06:04).
 // Smoothed V takes the exact absmax of V − mean.
 // V for an FP8 P·V MMA is stored transposed, [B, H_kv, D, N_kv padded to kKBlock], FP8 E4M3 with one scale
 // per channel, and with the keys of every 32-key chunk permuted (kv_permuted_position) so that the
