@@ -111,7 +111,10 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   const auto partial = [&](bool wanted) {
     return wanted ? floats({dk.batch, dk.heads, parts, dk.head_dim}) : at::Tensor();
   };
-  const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(fp8 && !o.smooth_v);
+  // FP8 V's scale from the sampled keys' absmax, where no value lies past its bound (sage2_layout.h): the heads where
+  // one does are quantized again with their exact absmax. Smoothed V's absmax is exact already.
+  const bool sampled_v_scale = fp8 && !o.smooth_v;
+  const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(sampled_v_scale);
   if (k_sum.defined() || v_sum.defined() || v_absmax.defined()) {
     detail::token_statistics(strided(k, o.layout), strided(v, o.layout),
                              {float_pointer(k_sum), float_pointer(v_sum), float_pointer(v_absmax)}, stream);
@@ -155,15 +158,13 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
                         quantized.k_values.data_ptr<int8_t>(),
                         quantized.k_scales.data_ptr<float>(),
                         float_pointer(quantized.k_mean)};
-  // FP8 V's scale from the sampled keys' absmax, where no value lies past its bound (sage2_layout.h): the heads where
-  // one does are quantized again with their exact absmax. Smoothed V's absmax is exact already.
   at::Tensor v_bound;  // each channel's exact absmax [B, H, D] as float bits, then each head's flag [B, H]
   detail::SampledVScale sampled;
-  if (fp8 && !o.smooth_v) {
-    const int64_t channels = int64_t(dk.batch) * dk.heads * dk.head_dim, heads = int64_t(dk.batch) * dk.heads;
-    v_bound = at::empty({channels + heads}, q.options().dtype(at::kInt));
+  if (sampled_v_scale) {
+    const int64_t heads = int64_t(dk.batch) * dk.heads, channel_count = heads * dk.head_dim;
+    v_bound = at::empty({channel_count + heads}, q.options().dtype(at::kInt));
     SAGEVID_CUDA_CHECK(cudaMemsetAsync(v_bound.data_ptr<int>(), 0, v_bound.nbytes(), stream));
-    sampled = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channels};
+    sampled = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channel_count};
   }
   const detail::VJob v_job{strided(v, o.layout),
                            v_format,
@@ -206,15 +207,14 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   const bool fp8 = *o.pv == PvType::fp8;
   const int64_t heads_total = batch * heads;
   const int64_t q_blocks = (q_len + kQBlock - 1) / kQBlock, kv_blocks = (kv_len + kKBlock - 1) / kKBlock;
-  // The token statistics' partials and the per-channel vectors: K's mean, V's mean and FP8 scales, smoothed V's
-  // absmax.
+  const bool sampled_v_scale = fp8 && !o.smooth_v;  // (prepare_resolved)
+  // The token statistics' partials and the per-channel vectors: K's mean, V's mean and FP8 scales, and FP8 V's exact
+  // absmax (smoothed V's, or the sampled scale's check), with each head's flag for the sampled scale.
   const int64_t partials =
-      detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(fp8 && !o.smooth_v));
-  // (and, for the sampled FP8 scale, each channel's exact absmax and each head's flag)
-  const int64_t vectors =
-      int(o.smooth_k) + int(o.smooth_v) + int(fp8) + int(fp8 && o.smooth_v) + int(fp8 && !o.smooth_v);
-  const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes +
-                              (fp8 && !o.smooth_v ? heads_total * kFloatBytes : 0);
+      detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(sampled_v_scale));
+  const int64_t vectors = int(o.smooth_k) + int(o.smooth_v) + 2 * int(fp8);
+  const int64_t per_channel =
+      (partials + vectors) * heads_total * head_dim * kFloatBytes + (sampled_v_scale ? heads_total * kFloatBytes : 0);
   // Quantized Q and K (INT4: two values a byte) with their group scales, and V (FP8 a byte, fp16 two).
   const int64_t q_rows = heads_total * q_blocks * kQBlock, kv_rows = heads_total * kv_blocks * kKBlock;
   const int64_t scales =
