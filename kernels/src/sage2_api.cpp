@@ -115,9 +115,19 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   // one does are quantized again with their exact absmax. Smoothed V's absmax is exact already.
   const bool sampled_v_scale = fp8 && !o.smooth_v;
   const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(sampled_v_scale);
+  // The sampled scale's check, zeroed by the statistics pass: each channel's exact absmax [B, H, D] as float bits,
+  // then each head's flag [B, H].
+  const int64_t heads = int64_t(dk.batch) * dk.heads, channel_count = heads * dk.head_dim;
+  const int64_t bound_words = sampled_v_scale ? channel_count + heads : 0;
+  const at::Tensor v_bound = at::empty({bound_words}, q.options().dtype(at::kInt));
+  detail::SampledVScale sampled;
+  if (sampled_v_scale)
+    sampled = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channel_count};
   if (k_sum.defined() || v_sum.defined() || v_absmax.defined()) {
-    detail::token_statistics(strided(k, o.layout), strided(v, o.layout),
-                             {float_pointer(k_sum), float_pointer(v_sum), float_pointer(v_absmax)}, stream);
+    detail::token_statistics(
+        strided(k, o.layout), strided(v, o.layout),
+        {float_pointer(k_sum), float_pointer(v_sum), float_pointer(v_absmax), v_bound.data_ptr<int>(), bound_words},
+        stream);
   }
   const auto folded = [&](const at::Tensor& t, float divisor) {
     return t.defined() ? detail::ChannelPartials{t.data_ptr<float>(), parts, divisor} : detail::ChannelPartials{};
@@ -158,14 +168,6 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
                         quantized.k_values.data_ptr<int8_t>(),
                         quantized.k_scales.data_ptr<float>(),
                         float_pointer(quantized.k_mean)};
-  at::Tensor v_bound;  // each channel's exact absmax [B, H, D] as float bits, then each head's flag [B, H]
-  detail::SampledVScale sampled;
-  if (sampled_v_scale) {
-    const int64_t heads = int64_t(dk.batch) * dk.heads, channel_count = heads * dk.head_dim;
-    v_bound = at::empty({channel_count + heads}, q.options().dtype(at::kInt));
-    SAGEVID_CUDA_CHECK(cudaMemsetAsync(v_bound.data_ptr<int>(), 0, v_bound.nbytes(), stream));
-    sampled = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channel_count};
-  }
   const detail::VJob v_job{strided(v, o.layout),
                            v_format,
                            v_mean,

@@ -31,12 +31,15 @@ struct ChannelPartials {
 // The token statistics quantization needs before it can start, one pass over K and V: per chunk of
 // kStatisticsRows tokens, K's channel sums and V's channel max|v| (over every kKeyMeanStride-th key: sage2_layout.h)
 // and V's channel sums, each [B, H_kv, chunks, D] fp32 (a null pointer: not wanted). Deterministic: fixed summation
-// order.
+// order. The pass also zeroes `zeroed`, words the quantization pass accumulates into (SampledVScale), so that they
+// need no launch of their own.
 constexpr int kStatisticsRows = 1024;
 struct TokenStatistics {
   float* k_sum = nullptr;
   float* v_sum = nullptr;
   float* v_absmax = nullptr;
+  int* zeroed = nullptr;
+  int64_t zeroed_words = 0;
 };
 int statistics_chunks(int len);
 void token_statistics(const StridedInput& k, const StridedInput& v, const TokenStatistics& out, cudaStream_t stream);
@@ -63,8 +66,8 @@ struct RowsJob {
 // channel) and mean_out are [B, H, D] (or null).
 enum class VFormat { fp8_transposed, fp16_transposed, fp16 };
 // FP8 V whose absmax is the sampled keys' (sage2_layout.h): the bound is kVScaleMargin times it, and a head with a
-// value past its bound is flagged, with each channel's exact absmax, for requantize_flagged_v. Zeroed by the caller;
-// null pointers: the absmax is exact.
+// value past its bound is flagged, with each channel's exact absmax, for requantize_flagged_v. Zeroed before the
+// quantization pass (TokenStatistics::zeroed); null pointers: the absmax is exact.
 struct SampledVScale {
   float* exact_absmax = nullptr;  // [B, H, D], as the bits of an atomic max
   int* flagged = nullptr;         // [B, H]

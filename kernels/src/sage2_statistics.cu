@@ -35,6 +35,10 @@ __global__ void __launch_bounds__(kThreads)
   const int chunk = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
   const Chunks chunks;
   const int first = chunk * kStatisticsRows;
+  const int64_t cta = (int64_t(batch) * gridDim.y + head) * gridDim.x + chunk;
+  for (int64_t i = cta * kThreads + threadIdx.x; i < out.zeroed_words;
+       i += int64_t(gridDim.x) * gridDim.y * gridDim.z * kThreads)
+    out.zeroed[i] = 0;
 
   static_assert(kVScaleStride == kKeyMeanStride, "one set of sampled rows for K and V");
   // The thread's sampled rows of x, each chunk unpacked and handed to add (rows past the sequence read zero, which

@@ -17,40 +17,46 @@ class SideLaunch {
   SideLaunch() = default;
   SideLaunch(const SideLaunch&) = delete;
   SideLaunch& operator=(const SideLaunch&) = delete;
-  ~SideLaunch() {
-    if (event_) cudaEventDestroy(event_);  // (an error between fork and join)
-  }
 
   void fork(cudaStream_t caller, int device) {
-    side_ = device_stream(device);
-    SAGEVID_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
-    SAGEVID_CUDA_CHECK(cudaEventRecord(event_, caller));
-    SAGEVID_CUDA_CHECK(cudaStreamWaitEvent(side_, event_, 0));
+    side_ = &device_side(device);
+    handoff(caller, side_->stream);
   }
-  cudaStream_t stream() const { return side_; }
-  // Nothing where nothing was forked. (A wait takes the event's record at the time it is enqueued, so the one event
-  // serves both ways.)
+  cudaStream_t stream() const { return side_->stream; }
+  // Nothing where nothing was forked.
   void join(cudaStream_t caller) {
-    if (!event_) return;
-    SAGEVID_CUDA_CHECK(cudaEventRecord(event_, side_));
-    SAGEVID_CUDA_CHECK(cudaStreamWaitEvent(caller, event_, 0));
-    SAGEVID_CUDA_CHECK(cudaEventDestroy(event_));  // (released once the record completes)
-    event_ = nullptr;
+    if (side_) handoff(side_->stream, caller);
   }
 
  private:
-  // One a device, for the process's life; calls from several threads share it, their side work in turn.
-  static cudaStream_t device_stream(int device) {
+  // One stream and one event a device, for the process's life (no event made and destroyed each call); calls from
+  // several threads share them, their side work in turn.
+  struct DeviceSide {
+    std::mutex mutex;
+    cudaStream_t stream = nullptr;
+    cudaEvent_t event = nullptr;
+  };
+  static DeviceSide& device_side(int device) {
     static std::mutex mutex;
-    static std::map<int, cudaStream_t> streams;
+    static std::map<int, DeviceSide> sides;
     const std::lock_guard<std::mutex> lock(mutex);
-    cudaStream_t& stream = streams[device];
-    if (!stream) SAGEVID_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    return stream;
+    DeviceSide& side = sides[device];
+    if (!side.stream) {
+      SAGEVID_CUDA_CHECK(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
+      SAGEVID_CUDA_CHECK(cudaEventCreateWithFlags(&side.event, cudaEventDisableTiming));
+    }
+    return side;
   }
 
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t event_ = nullptr;
+  // `to` waits for what `from` holds so far. A wait takes the event's record as it is when the wait is enqueued, so
+  // one event serves every handoff, each a record and its wait under the device's lock.
+  void handoff(cudaStream_t from, cudaStream_t to) {
+    const std::lock_guard<std::mutex> lock(side_->mutex);
+    SAGEVID_CUDA_CHECK(cudaEventRecord(side_->event, from));
+    SAGEVID_CUDA_CHECK(cudaStreamWaitEvent(to, side_->event, 0));
+  }
+
+  DeviceSide* side_ = nullptr;
 };
 
 }  // namespace sagevid::kernels
