@@ -2,7 +2,7 @@
 # Everything we do on the GPU host in one call: build there, then run what is asked: tests (gpu|unit suites), seeds
 # (one GPU test over fresh seeds: the share of its bound it used),
 # accuracy (sage-accuracy), bench (sage-bench: attention kernels), bench-ab (sage-bench of this tree against copies
-# of kernels/src in .carry/ab), step (sagevid-bench: one transformer step per
+# of kernels/src in .carry/ab, side by side in bench-ab-summary.md), step (sagevid-bench: one transformer step per
 # backend; SAGEVID_STEP_ARGS passes options, e.g. `--model CogVideoX1.5-5B --backend flash --backend sage2`),
 # diffusers-step (the same step in diffusers), pipeline (a random-weight CogVideoX-2B folder at real sizes, then
 # sagevid-pipeline-bench on it), preview (the same with previews every 10 steps: their cost), server
@@ -178,7 +178,8 @@ for step in $steps; do
           echo "## $v, pass $pass" | tee -a "$out/bench-ab.md"
           "$(ab_bench "$v")" ${SAGEVID_BENCH_ARGS:-} | tee -a "$out/bench-ab.md" || status=1
         done
-      done ;;
+      done
+      python3 tools/ab_summary.py "$out/bench-ab.md" | tee "$out/bench-ab-summary.md" ;;  # the variants side by side
     prep-ab)  # the preprocessing kernels' times (ncu, hd64 8k and hd128 8k) of this tree and each .carry/ab copy, two
       # passes interleaved: a quick A/B of a preprocessing change (SAGEVID_BUILD_TARGETS=sage_bench: minutes less)
       build_ab_copies
