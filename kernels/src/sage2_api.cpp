@@ -63,6 +63,10 @@ at::Tensor empty_v_values(const at::Tensor& v, const Options& o, detail::VFormat
 
 float* float_pointer(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
+// Whether FP8 V's scale comes from the sampled keys' absmax (sage2_layout.h), the heads with a value past its bound
+// quantized again with their exact absmax. Smoothed V's absmax is exact already.
+bool sampled_v_scale(const Options& o) { return *o.pv == PvType::fp8 && !o.smooth_v; }
+
 }  // namespace
 
 std::optional<std::string> device_unsupported_reason(const at::Device& device, at::ScalarType dtype) {
@@ -111,23 +115,22 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
   const auto partial = [&](bool wanted) {
     return wanted ? floats({dk.batch, dk.heads, parts, dk.head_dim}) : at::Tensor();
   };
-  // FP8 V's scale from the sampled keys' absmax, where no value lies past its bound (sage2_layout.h): the heads where
-  // one does are quantized again with their exact absmax. Smoothed V's absmax is exact already.
-  const bool sampled_v_scale = fp8 && !o.smooth_v;
-  const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(sampled_v_scale);
+  const bool sampled = sampled_v_scale(o);
+  const at::Tensor k_sum = partial(o.smooth_k), v_sum = partial(o.smooth_v), v_absmax = partial(sampled);
   // The sampled scale's check, zeroed by the statistics pass: each channel's exact absmax [B, H, D] as float bits,
   // then each head's flag [B, H].
-  const int64_t heads = int64_t(dk.batch) * dk.heads, channel_count = heads * dk.head_dim;
-  const int64_t bound_words = sampled_v_scale ? channel_count + heads : 0;
-  const at::Tensor v_bound = at::empty({bound_words}, q.options().dtype(at::kInt));
-  detail::SampledVScale sampled;
-  if (sampled_v_scale)
-    sampled = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channel_count};
+  at::Tensor v_bound;
+  detail::SampledVScale v_check;
+  if (sampled) {
+    const int64_t heads = int64_t(dk.batch) * dk.heads, channel_count = heads * dk.head_dim;
+    v_bound = at::empty({channel_count + heads}, q.options().dtype(at::kInt));
+    v_check = {reinterpret_cast<float*>(v_bound.data_ptr<int>()), v_bound.data_ptr<int>() + channel_count};
+  }
   if (k_sum.defined() || v_sum.defined() || v_absmax.defined()) {
-    detail::token_statistics(
-        strided(k, o.layout), strided(v, o.layout),
-        {float_pointer(k_sum), float_pointer(v_sum), float_pointer(v_absmax), v_bound.data_ptr<int>(), bound_words},
-        stream);
+    detail::token_statistics(strided(k, o.layout), strided(v, o.layout),
+                             {float_pointer(k_sum), float_pointer(v_sum), float_pointer(v_absmax),
+                              sampled ? v_bound.data_ptr<int>() : nullptr, sampled ? v_bound.numel() : 0},
+                             stream);
   }
   const auto folded = [&](const at::Tensor& t, float divisor) {
     return t.defined() ? detail::ChannelPartials{t.data_ptr<float>(), parts, divisor} : detail::ChannelPartials{};
@@ -175,9 +178,9 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
                            quantized.v_values.data_ptr(),
                            float_pointer(quantized.v_scales),
                            float_pointer(quantized.v_mean),
-                           sampled};
+                           v_check};
   detail::quantize_qkv(q_job, k_job, v_job, *o.granularity, *o.qk == QkType::int4, stream);
-  if (sampled.flagged) detail::requantize_flagged_v(v_job, stream);
+  if (sampled) detail::requantize_flagged_v(v_job, stream);
 
   if (*o.smooth_q) {
     // The kernel adds ΔS = q̄·K'ᵀ back from the INT8 block means and INT8 K' (sage2_reference.h); with INT4
@@ -209,14 +212,13 @@ int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t 
   const bool fp8 = *o.pv == PvType::fp8;
   const int64_t heads_total = batch * heads;
   const int64_t q_blocks = (q_len + kQBlock - 1) / kQBlock, kv_blocks = (kv_len + kKBlock - 1) / kKBlock;
-  const bool sampled_v_scale = fp8 && !o.smooth_v;  // (prepare_resolved)
   // The token statistics' partials and the per-channel vectors: K's mean, V's mean and FP8 scales, and FP8 V's exact
   // absmax (smoothed V's, or the sampled scale's check), with each head's flag for the sampled scale.
   const int64_t partials =
-      detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(sampled_v_scale));
+      detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(sampled_v_scale(o)));
   const int64_t vectors = int(o.smooth_k) + int(o.smooth_v) + 2 * int(fp8);
-  const int64_t per_channel =
-      (partials + vectors) * heads_total * head_dim * kFloatBytes + (sampled_v_scale ? heads_total * kFloatBytes : 0);
+  const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes +
+                              (sampled_v_scale(o) ? heads_total * kFloatBytes : 0);
   // Quantized Q and K (INT4: two values a byte) with their group scales, and V (FP8 a byte, fp16 two).
   const int64_t q_rows = heads_total * q_blocks * kQBlock, kv_rows = heads_total * kv_blocks * kKBlock;
   const int64_t scales =

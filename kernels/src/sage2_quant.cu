@@ -367,6 +367,14 @@ void launch_for_head_dim(const Launch& launch, bool vector, InputType type, unsi
   kernel<<<ctas, kThreads, staging_bytes, stream>>>(launch);
 }
 
+// `ctas` CTAs of the kernel for x's head dim and element type (every job of a launch shares them).
+void launch_quantize(const Launch& launch, const StridedInput& x, bool vector, unsigned ctas, cudaStream_t stream) {
+  if (ctas == 0) return;
+  if (x.head_dim == 64) launch_for_head_dim<64>(launch, vector, x.type, ctas, stream);
+  else launch_for_head_dim<128>(launch, vector, x.type, ctas, stream);
+  SAGEVID_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void requantize_flagged_v(const VJob& sampled, cudaStream_t stream) {
@@ -375,25 +383,17 @@ void requantize_flagged_v(const VJob& sampled, cudaStream_t stream) {
   exact.sampled = {};
   exact.mean_out = nullptr;  // written already
   const Launch launch{{}, {}, exact, 0, 0, Granularity::per_thread, false, sampled.sampled.flagged};
-  const unsigned ctas = unsigned(ctas_for(exact.v, exact.values));
-  if (ctas == 0) return;
-  const bool vector = chunks_aligned(exact.v);
-  if (exact.v.head_dim == 64) launch_for_head_dim<64>(launch, vector, exact.v.type, ctas, stream);
-  else launch_for_head_dim<128>(launch, vector, exact.v.type, ctas, stream);
-  SAGEVID_CUDA_CHECK_LAUNCH();
+  launch_quantize(launch, exact.v, chunks_aligned(exact.v), unsigned(ctas_for(exact.v, exact.values)), stream);
 }
 
 void quantize_qkv(const RowsJob& q, const RowsJob& k, const VJob& v, Granularity granularity, bool int4,
                   cudaStream_t stream) {
   const Launch launch{q, k, v, ctas_for(q.x, q.values), ctas_for(k.x, k.values), granularity, int4, nullptr};
   const unsigned ctas = unsigned(launch.q_ctas + launch.k_ctas + ctas_for(v.v, v.values));
-  if (ctas == 0) return;
   const auto aligned = [](const StridedInput& x, const void* values) { return !values || chunks_aligned(x); };
   const bool vector = aligned(q.x, q.values) && aligned(k.x, k.values) && aligned(v.v, v.values);
   const StridedInput& first = q.values ? q.x : k.values ? k.x : v.v;  // all share the type and head dim
-  if (first.head_dim == 64) launch_for_head_dim<64>(launch, vector, first.type, ctas, stream);
-  else launch_for_head_dim<128>(launch, vector, first.type, ctas, stream);
-  SAGEVID_CUDA_CHECK_LAUNCH();
+  launch_quantize(launch, first, vector, ctas, stream);
 }
 
 }  // namespace sagevid::kernels::sage2::detail
