@@ -6,7 +6,8 @@
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
 #   scripts/sm90-ab.sh --prepare [NAME=]REF...  (here, before the call: each git ref's kernels/src, with the
 #                                               CMakeLists of kernels/ and tools/, into .carry/ab/NAME, or REF)
-# AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2); AB_NOCHECK:
+# AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2); AB_LOCKED: time
+# the harness's `locked` rows under ncu at the GPU's base clocks instead of its `time` rows; AB_NOCHECK:
 # variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
 # bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
 # check is reported and left out of the timing, and the script exits non-zero. The
@@ -64,10 +65,24 @@ for v in "${variants[@]}"; do
   esac
 done
 [ ${#timed[@]} -gt 0 ] || exit 1
+# A pass of one variant: the harness's `time` rows with the clocks they ran at, or (AB_LOCKED) its `locked` rows
+# timed by ncu at the GPU's base clocks, where the power cap's clock swings do not spread them (tools/ncu_rows.py).
+time_pass() {
+  local v=$1 pass=$2
+  if [ -z "${AB_LOCKED:-}" ]; then
+    scripts/clock-sampler.sh "$out/clocks-$v-$pass.csv" timeout 200 "/tmp/ab-$v" time
+    return
+  fi
+  local run=$out/locked-$v-$pass
+  timeout 300 ncu --clock-control base --metrics gpu__time_duration.sum -k regex:attention_kernel -f \
+    -o "/tmp/locked-$v-$pass" "/tmp/ab-$v" locked > "$run.txt" 2>&1 &&
+    ncu --import "/tmp/locked-$v-$pass.ncu-rep" --csv --page raw --print-kernel-base mangled > "$run.csv" &&
+    python3 tools/ncu_rows.py "$run.txt" "$run.csv"
+}
 for pass in $(seq 1 "${AB_PASSES:-2}"); do
   for v in "${timed[@]}"; do
     echo "## $v, pass $pass" >> "$out/ab.md"
-    scripts/clock-sampler.sh "$out/clocks-$v-$pass.csv" timeout 200 "/tmp/ab-$v" time >> "$out/ab.md" 2>&1 || status=1
+    time_pass "$v" "$pass" >> "$out/ab.md" 2>&1 || status=1
   done
 done
 cat "$out/ab.md"
