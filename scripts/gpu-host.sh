@@ -180,8 +180,9 @@ for step in $steps; do
         done
       done
       python3 tools/ab_summary.py "$out/bench-ab.md" | tee "$out/bench-ab-summary.md" ;;  # the variants side by side
-    prep-ab)  # the preprocessing kernels' times (ncu, hd64 8k and hd128 8k) of this tree and each .carry/ab copy, two
-      # passes interleaved: a quick A/B of a preprocessing change (SAGEVID_BUILD_TARGETS=sage_bench: minutes less)
+    prep-ab)  # the preprocessing kernels' times (ncu, hd64 8k and hd128 8k; two calls on Gaussian V, then two with
+      # every head of V flagged: sage-bench --profile-preprocessing) of this tree and each .carry/ab copy, two passes
+      # interleaved: a quick A/B of a preprocessing change (SAGEVID_BUILD_TARGETS=sage_bench: minutes less)
       build_ab_copies
       for pass in 1 2; do
         for v in "${variants[@]}"; do

@@ -142,14 +142,17 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   const auto layout = GENERATE(sage2::Layout::bhnd, sage2::Layout::bnhd);
   const bool smooth = GENERATE(false, true);
   const int kv_len = GENERATE(201, 2100);  // one chunk of token statistics, and three folded
-  // A value of V far past its channel's sampled keys (sage2_layout.h) at a key they skip: its head alone takes the
-  // exact absmax (unsmoothed FP8 V; smoothed V's is exact anyway).
+  // A value of V far past its channel's sampled keys (sage2_layout.h) at a key they skip, in two heads: those heads
+  // alone take the exact absmax (unsmoothed FP8 V; smoothed V's is exact anyway).
   const bool v_outlier = GENERATE(false, true);
   const Case c{2, 4, 2, 129, kv_len, qk == sage2::QkType::int4 ? 64 : 128};
   CAPTURE(int(qk), int(granularity), int(layout), smooth, v_outlier);
   Inputs in = make_inputs(rng, c, layout, at::kBFloat16);
   in.k = in.k + rng.normal({c.head_dim}, in.k.options()) * 20;  // channel offsets that smoothing removes
-  if (v_outlier) sage2::reference::bhnd_view(in.v, layout)[1][0][kv_len - 2][7].fill_(-300.0f);
+  if (v_outlier) {
+    sage2::reference::bhnd_view(in.v, layout)[1][0][kv_len - 2][7].fill_(-300.0f);
+    sage2::reference::bhnd_view(in.v, layout)[0][1][3][c.head_dim - 1].fill_(250.0f);
+  }
   sage2::Options options;
   options.qk = qk;
   options.pv = sage2::PvType::fp8;
