@@ -48,6 +48,11 @@ def mean(values):
     return sum(values) / len(values) if values else None
 
 
+def against(passes, base):
+    """The mean of a variant's passes against the reference's mean, as a percentage to append."""
+    return f" ({100 * (mean(passes) / base - 1):+.1f}%)"
+
+
 def harness_table(tops, clocks, variants, rows, reference):
     out = [f"A/B summary: TOPS per pass, and the mean of the passes against {reference}'s", ""]
     out.append("| shape | P·V | granularity | P | " + " | ".join(variants) + " |")
@@ -62,7 +67,7 @@ def harness_table(tops, clocks, variants, rows, reference):
                 continue
             text = " / ".join(f"{t:.0f}" for t in passes)
             if v != reference and base:
-                text += f" ({100 * (mean(passes) / base - 1):+.1f}%)"
+                text += against(passes, base)
             cells.append(text)
         out.append(f"| {key} | " + " | ".join(cells) + " |")
     out.append("| clocks (MHz, each pass) | | | | " +
@@ -114,7 +119,7 @@ def bench_table(passes, variants, rows, reference):
                " | ".join(f"TOPS, {v}" for v in variants) + " | " + " | ".join(f"in turn, {v}" for v in variants) +
                " |")
     out.append("|---" * (2 + 3 * len(variants)) + "|")
-    for key in sorted(rows, key=lambda k: (k[1] != "lone", rows.index(k))):
+    for key in sorted(rows, key=lambda k: k[1] != "lone"):  # (a stable sort: each timing's rows in order)
         base = mean([p[1] for p in passes[reference].get(key, [])])
         columns = {"prep": [], "tops": [], "turn": []}
         for v in variants:
@@ -122,7 +127,7 @@ def bench_table(passes, variants, rows, reference):
             columns["prep"].append(" / ".join(f"{p[0]:.3f}" for p in got) or "—")
             tops = " / ".join(f"{p[1]:.0f}" for p in got) or "—"
             if got and v != reference and base:
-                tops += f" ({100 * (mean([p[1] for p in got]) / base - 1):+.1f}%)"
+                tops += against([p[1] for p in got], base)
             columns["tops"].append(tops)
             columns["turn"].append(" / ".join(f"{p[2]:.2f}" for p in got if p[2] is not None))
         out.append(f"| {key[0]} | {key[1]} | " + " | ".join(columns["prep"] + columns["tops"] + columns["turn"]) + " |")
@@ -131,7 +136,7 @@ def bench_table(passes, variants, rows, reference):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("ab_md", help="the ab.md that scripts/sm90-ab.sh wrote")
+    parser.add_argument("ab_md", help="the ab.md of scripts/sm90-ab.sh, or the bench-ab.md of gpu-host.sh bench-ab")
     parser.add_argument("--reference", help="the variant the others are compared with (default: main, else the first)")
     args = parser.parse_args()
     with open(args.ab_md, encoding="utf-8") as f:
@@ -148,6 +153,7 @@ def main():
         sys.exit(f"ab_summary: no variant {reference} in {args.ab_md} (has {', '.join(variants)})")
     print(bench_table(passes, variants, rows, reference) if bench else
           harness_table(tops, clocks, variants, rows, reference))
+
 
 if __name__ == "__main__":
     main()

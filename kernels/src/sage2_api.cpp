@@ -209,16 +209,15 @@ Quantized prepare_resolved(const at::Tensor& q, const at::Tensor& k, const at::T
 int64_t workspace_bytes(const Options& o, int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
                         int64_t head_dim) {
   constexpr int64_t kFloatBytes = 4;
-  const bool fp8 = *o.pv == PvType::fp8;
+  const bool fp8 = *o.pv == PvType::fp8, sampled = sampled_v_scale(o);
   const int64_t heads_total = batch * heads;
   const int64_t q_blocks = (q_len + kQBlock - 1) / kQBlock, kv_blocks = (kv_len + kKBlock - 1) / kKBlock;
   // The token statistics' partials and the per-channel vectors: K's mean, V's mean and FP8 scales, and FP8 V's exact
   // absmax (smoothed V's, or the sampled scale's check), with each head's flag for the sampled scale.
-  const int64_t partials =
-      detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(sampled_v_scale(o)));
+  const int64_t partials = detail::statistics_chunks(int(kv_len)) * (int(o.smooth_k) + int(o.smooth_v) + int(sampled));
   const int64_t vectors = int(o.smooth_k) + int(o.smooth_v) + 2 * int(fp8);
-  const int64_t per_channel = (partials + vectors) * heads_total * head_dim * kFloatBytes +
-                              (sampled_v_scale(o) ? heads_total * kFloatBytes : 0);
+  const int64_t per_channel =
+      (partials + vectors) * heads_total * head_dim * kFloatBytes + (sampled ? heads_total * kFloatBytes : 0);
   // Quantized Q and K (INT4: two values a byte) with their group scales, and V (FP8 a byte, fp16 two).
   const int64_t q_rows = heads_total * q_blocks * kQBlock, kv_rows = heads_total * kv_blocks * kKBlock;
   const int64_t scales =

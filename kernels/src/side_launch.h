@@ -40,11 +40,9 @@ class SideLaunch {
     static std::mutex mutex;
     static std::map<int, DeviceSide> sides;
     const std::lock_guard<std::mutex> lock(mutex);
-    DeviceSide& side = sides[device];
-    if (!side.stream) {
-      SAGEVID_CUDA_CHECK(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
-      SAGEVID_CUDA_CHECK(cudaEventCreateWithFlags(&side.event, cudaEventDisableTiming));
-    }
+    DeviceSide& side = sides[device];  // (each made on its own: a failed creation is retried by the next call)
+    if (!side.stream) SAGEVID_CUDA_CHECK(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
+    if (!side.event) SAGEVID_CUDA_CHECK(cudaEventCreateWithFlags(&side.event, cudaEventDisableTiming));
     return side;
   }
 
