@@ -140,13 +140,16 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   const auto granularity = GENERATE(sage2::Granularity::per_thread, sage2::Granularity::per_warp,
                                     sage2::Granularity::per_block, sage2::Granularity::per_token);
   const auto layout = GENERATE(sage2::Layout::bhnd, sage2::Layout::bnhd);
-  const bool smooth = GENERATE(false, true);
+  // None (V's sampled scale the only statistic); K alone, as by default (its mean beside V's sampled scale); Q, K
+  // and V (smoothed FP8 V's absmax pass between the statistics and the quantization).
+  const int smoothing = GENERATE(0, 1, 2);
+  const bool smooth = smoothing == 2;
   const int kv_len = GENERATE(201, 2100);  // one chunk of token statistics, and three folded
   // A value of V far past its channel's sampled keys (sage2_layout.h) at a key they skip, in two heads: those heads
   // alone take the exact absmax (unsmoothed FP8 V; smoothed V's is exact anyway).
   const bool v_outlier = GENERATE(false, true);
   const Case c{2, 4, 2, 129, kv_len, qk == sage2::QkType::int4 ? 64 : 128};
-  CAPTURE(int(qk), int(granularity), int(layout), smooth, v_outlier);
+  CAPTURE(int(qk), int(granularity), int(layout), smoothing, v_outlier);
   Inputs in = make_inputs(rng, c, layout, at::kBFloat16);
   in.k = in.k + rng.normal({c.head_dim}, in.k.options()) * 20;  // channel offsets that smoothing removes
   if (v_outlier) {
@@ -158,7 +161,7 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   options.pv = sage2::PvType::fp8;
   options.granularity = granularity;
   options.layout = layout;
-  options.smooth_k = smooth;
+  options.smooth_k = smoothing > 0;
   options.smooth_q = smooth;
   options.smooth_v = smooth;
   const sage2::Options resolved = sage2::resolve(options, 90);
@@ -177,9 +180,9 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   CHECK(got.v_scales.equal(want.v.scales));
   const at::Tensor v = unpermute_v(got.v_values).narrow(2, 0, c.kv_len);
   CHECK(v.equal(want.v.values));
+  const auto bhnd = [&](const at::Tensor& x) { return sage2::reference::bhnd_view(x, layout); };
+  if (smoothing > 0) CHECK(at::allclose(got.k_mean, sage2::reference::key_mean(bhnd(in.k)), 1e-5, 1e-5));
   if (smooth) {
-    const auto bhnd = [&](const at::Tensor& x) { return sage2::reference::bhnd_view(x, layout); };
-    CHECK(at::allclose(got.k_mean, sage2::reference::key_mean(bhnd(in.k)), 1e-5, 1e-5));
     CHECK(at::allclose(got.v_mean, sage2::reference::token_mean(bhnd(in.v)), 1e-5, 1e-5));
     CHECK(got.q_mean.equal(want.q_mean));
     // What the kernel computes ΔS from: the INT8 block means, and K' in INT8 where Q·Kᵀ is INT4.
