@@ -143,7 +143,7 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   // None (V's sampled scale the only statistic); K alone, as by default (its mean beside V's sampled scale); Q, K
   // and V (smoothed FP8 V's absmax pass between the statistics and the quantization).
   const int smoothing = GENERATE(0, 1, 2);
-  const bool smooth = smoothing == 2;
+  const bool smooth_k = smoothing > 0, smooth_qv = smoothing == 2;
   const int kv_len = GENERATE(201, 2100);  // one chunk of token statistics, and three folded
   // A value of V far past its channel's sampled keys (sage2_layout.h) at a key they skip, in two heads: those heads
   // alone take the exact absmax (unsmoothed FP8 V; smoothed V's is exact anyway).
@@ -161,9 +161,9 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   options.pv = sage2::PvType::fp8;
   options.granularity = granularity;
   options.layout = layout;
-  options.smooth_k = smoothing > 0;
-  options.smooth_q = smooth;
-  options.smooth_v = smooth;
+  options.smooth_k = smooth_k;
+  options.smooth_q = smooth_qv;
+  options.smooth_v = smooth_qv;
   const sage2::Options resolved = sage2::resolve(options, 90);
   const sage2::Quantized got = sage2::prepare(in.q, in.k, in.v, options);
   // The means come from a reduction in another order than torch's: equal to rounding, then shared so that
@@ -181,8 +181,8 @@ TEST_CASE("sage2 preprocessing matches the reference bit for bit", "[gpu][sage2]
   const at::Tensor v = unpermute_v(got.v_values).narrow(2, 0, c.kv_len);
   CHECK(v.equal(want.v.values));
   const auto bhnd = [&](const at::Tensor& x) { return sage2::reference::bhnd_view(x, layout); };
-  if (smoothing > 0) CHECK(at::allclose(got.k_mean, sage2::reference::key_mean(bhnd(in.k)), 1e-5, 1e-5));
-  if (smooth) {
+  if (smooth_k) CHECK(at::allclose(got.k_mean, sage2::reference::key_mean(bhnd(in.k)), 1e-5, 1e-5));
+  if (smooth_qv) {
     CHECK(at::allclose(got.v_mean, sage2::reference::token_mean(bhnd(in.v)), 1e-5, 1e-5));
     CHECK(got.q_mean.equal(want.q_mean));
     // What the kernel computes ΔS from: the INT8 block means, and K' in INT8 where Q·Kᵀ is INT4.
