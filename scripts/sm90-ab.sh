@@ -6,7 +6,9 @@
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
 #   scripts/sm90-ab.sh --prepare [NAME=]REF...  (here, before the call: each git ref's kernels/src, with the
 #                                               CMakeLists of kernels/ and tools/, into .carry/ab/NAME, or REF)
-# AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes (default 2); AB_LOCKED: time
+# AB_ROWS=128: the harness's head-dim-128 cases and rows only (`check128`, `time128`: a change to those kernels
+# alone, in little device time). AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes
+# (default 2); AB_LOCKED: time
 # the harness's `locked` rows under ncu at the GPU's base clocks instead of its `time` rows; AB_NOCHECK:
 # variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
 # bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
@@ -53,14 +55,15 @@ for v in "${variants[@]}"; do
   [ -x "/tmp/ab-$v" ] || { echo "build of $v failed (left out):"; tail -20 "$out/ab-build-$v.log"; status=1; continue; }
   case " ${AB_NOCHECK:-} " in *" $v "*) echo "== $v: timed only (AB_NOCHECK)"; timed+=("$v"); continue ;; esac
   echo "== check $v" | tee -a "$out/ab-check.log"
-  if ! timeout 120 "/tmp/ab-$v" check >> "$out/ab-check.log" 2>&1; then
+  if ! timeout 120 "/tmp/ab-$v" "check${AB_ROWS:-}" >> "$out/ab-check.log" 2>&1; then
     echo "check of $v failed or hung (left out):"; tail -5 "$out/ab-check.log"; status=1; continue
   fi
   tail -1 "$out/ab-check.log"
   timed+=("$v")
   case " ${AB_MEMCHECK:-${variants[*]}} " in
     *" $v "*)
-      timeout 300 compute-sanitizer --tool memcheck "/tmp/ab-$v" check > "$out/ab-memcheck-$v.log" 2>&1 || status=1
+      timeout 300 compute-sanitizer --tool memcheck "/tmp/ab-$v" "check${AB_ROWS:-}" > "$out/ab-memcheck-$v.log" 2>&1 ||
+        status=1
       echo "memcheck $v: $(tail -1 "$out/ab-memcheck-$v.log")" ;;
   esac
 done
@@ -70,7 +73,7 @@ done
 time_pass() {
   local v=$1 pass=$2
   if [ -z "${AB_LOCKED:-}" ]; then
-    scripts/clock-sampler.sh "$out/clocks-$v-$pass.csv" timeout 200 "/tmp/ab-$v" time
+    scripts/clock-sampler.sh "$out/clocks-$v-$pass.csv" timeout 200 "/tmp/ab-$v" "time${AB_ROWS:-}"
     return
   fi
   local run=$out/locked-$v-$pass

@@ -4,7 +4,8 @@
 // float64 CPU attention over the same quantized values, with and without the LSE (which changes how the kernel
 // sums rows); every output element must be written.
 // `time`: kernel-only TOPS at the sage-bench shapes on random quantized data, without the LSE. `tail`: what the
-// persistent grid's last round costs at CogVideoX1.5-5B and hd128 32k (below).
+// persistent grid's last round costs at CogVideoX1.5-5B and hd128 32k (below). `check128`, `time128`: the same for
+// head dim 128 only.
 #include "sm90/attention_sm90.h"
 #include "sagevid/kernels/cuda_check.h"
 #include "sagevid/kernels/device_info.h"
@@ -318,7 +319,9 @@ void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) 
 int main(int argc, char** argv) {
   const std::string what = argc > 1 ? argv[1] : "all";
   int failures = 0, passes = 0;
-  if (what == "check" || what == "all") {
+  // check128 / time128: only the head-dim-128 cases and rows (a call that changes only those kernels).
+  const bool only128 = what == "check128" || what == "time128";
+  if (what == "check" || what == "all" || what == "check128") {
     std::mt19937 rng(std::random_device{}());
     std::vector<Case> cases;
     for (int d : {64, 128})
@@ -362,8 +365,16 @@ int main(int argc, char** argv) {
       cases.push_back({1, 140, 140, 64, 1000, d, false, true, false, d == 64 ? 2 : 0});
       cases.push_back({2, 48, 2, 300, 16384, d, true, true, false});
     }
-    for (const Case& c : cases) (check(c, rng) ? passes : failures) += 1;
+    for (const Case& c : cases)
+      if (!only128 || c.head_dim == 128) (check(c, rng) ? passes : failures) += 1;
     std::printf("%d passed, %d failed\n", passes, failures);
+  }
+  if (what == "time128") {
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
+    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
+    time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
+    time_case("hd128 32k causal", {1, 32, 32, 32768, 32768, 128, true, true, false});
   }
   if (what == "time" || what == "all") {
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
