@@ -369,35 +369,31 @@ int main(int argc, char** argv) {
       if (!only128 || c.head_dim == 128) (check(c, rng) ? passes : failures) += 1;
     std::printf("%d passed, %d failed\n", passes, failures);
   }
-  if (what == "time128") {
-    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
-    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
-    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
-    time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
-    time_case("hd128 32k causal", {1, 32, 32, 32768, 32768, 128, true, true, false});
-  }
-  if (what == "time" || what == "all") {
+  if (what == "time" || what == "all" || what == "time128") {
+    const auto time_row = [&](const char* name, const Case& c) {  // time128: head dim 128's rows alone
+      if (!only128 || c.head_dim == 128) time_case(name, c);
+    };
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     for (bool fp8 : {false, true})
       for (bool per_token : {true, false})
-        time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, fp8, per_token});
-    time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, 1});
-    time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, detail::kLinearAll});
-    time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, false, false, detail::kLinearAll});
-    time_case("CogVideoX1.5-5B", {1, 48, 48, 45106, 45106, 64, false, true, false});
-    time_case("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, false, false, detail::kLinearAll});
-    time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, false, false, detail::kLinearAll});
-    time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, false, false, detail::kLinearAll});
-    time_case("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, true, false});
-    time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false});
-    time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false});
-    time_case("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
-    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
-    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
-    time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, detail::kLinearAll});
-    time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
-    time_case("hd128 32k causal", {1, 32, 32, 32768, 32768, 128, true, true, false});
-    time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
+        time_row("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, fp8, per_token});
+    time_row("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, 1});
+    time_row("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false, detail::kLinearAll});
+    time_row("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, false, false, detail::kLinearAll});
+    time_row("CogVideoX1.5-5B", {1, 48, 48, 45106, 45106, 64, false, true, false});
+    time_row("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, false, false, detail::kLinearAll});
+    time_row("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, false, false, detail::kLinearAll});
+    time_row("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, false, false, detail::kLinearAll});
+    time_row("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, true, false});
+    time_row("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false});
+    time_row("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false});
+    time_row("hd64 32k causal", {1, 32, 32, 32768, 32768, 64, true, true, false});
+    time_row("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false});
+    time_row("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false});
+    time_row("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false, detail::kLinearAll});
+    time_row("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false});
+    time_row("hd128 32k causal", {1, 32, 32, 32768, 32768, 128, true, true, false});
+    time_row("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, false, true});
   }
   // One warm-up and one run of the shapes worth a profile (scripts/gpu-host.sh profile-attention).
   if (what == "profile") {
