@@ -9,9 +9,8 @@
 # AB_ROWS=128: the harness's head-dim-128 cases and rows only (`check128`, `time128`: a change to those kernels
 # alone, in little device time). AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes
 # (default 2); AB_LOCKED: time the harness's `locked` rows under ncu at the GPU's base clocks instead of its `time`
-# rows; AB_NOCHECK:
-# variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run is
-# bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
+# rows; AB_NOCHECK: variants timed without `check` (diagnostics that leave a stage out, wrong by design). Each run
+# is bounded in time (a kernel that hangs must not take the call's whole limit); a variant that fails to build or
 # check is reported and left out of the timing, and the script exits non-zero. The
 # timing table (ab.md, each pass with the clocks it ran at: scripts/clock-sampler.sh) goes to $OUT or ./out with its
 # summary (ab-summary.md, tools/ab_summary.py: each row's variants side by side, against main's), the logs packed
