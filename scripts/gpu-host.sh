@@ -30,8 +30,7 @@ torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 # The device's copy of .git can lag the working tree the device tool sends: the files that differ from its commit are
 # listed after it, and the commit a call was made from belongs in the call's notes (docs/PERFORMANCE.md).
-{ git log -1 --format='%H %s' && echo 'files differing from it:' && git status --short; } > "$out/commit.txt" 2>/dev/null ||
-  true
+{ git log -1 --format='%H %s'; echo 'files differing from it:'; git status --short; } > "$out/commit.txt" 2>/dev/null
 # The carried bundle, unpacked once per version of it (a fresh unpack would rebuild everything that includes it).
 deps_archive=.carry/sagevid-deps.tar.xz
 deps=build-gpu-deps/sagevid-deps
