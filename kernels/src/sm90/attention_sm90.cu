@@ -756,10 +756,11 @@ void launch(const AttentionArgs& args, cudaStream_t stream) {
   }
 }
 
-// Causal calls over fewer keys than this keep the one-warpgroup CTAs at head dim 64, where they measured faster
-// (docs/PERFORMANCE.md, 2026-12-05): a persistent CTA's warpgroups' rows end at different key tiles, which weighs
-// more on short work tiles. At head dim 128 the persistent CTAs take every causal call since their epilogue
-// preloads its channels (2026-12-05 from 12:29).
+// Causal calls over fewer keys than this keep the one-warpgroup CTAs at head dim 64, where they measured 3% faster at
+// 8k keys (docs/PERFORMANCE.md, 2026-12-05; again on 2026-12-07, also with the warpgroups taking a work tile's
+// blocks in turn, so the persistent CTA's loss there is not its warpgroups' rows ending at different key tiles). At
+// head dim 128 the persistent CTAs take every causal call since their epilogue preloads its channels (2026-12-05
+// from 12:29).
 template <int kHeadDim>
 constexpr int kSharedRingMinCausalKeys = kHeadDim == 64 ? 16384 : 0;
 
