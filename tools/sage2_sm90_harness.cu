@@ -440,6 +440,10 @@ int main(int argc, char** argv) {
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 1);
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
   }
+  if (what == "profile-8k-causal") {  // head dim 64's causal row alone: the one-warpgroup CTAs (under 16k keys)
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
+  }
   if (what == "profile128") {  // the head-dim-128 target shape
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false}, 1, 1);
@@ -448,7 +452,7 @@ int main(int argc, char** argv) {
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("hd128 8k", {4, 32, 32, 8192, 8192, 128, false, true, false}, 1, 1);
   }
-  if (what == "profile128-8k-causal") {  // the same, causal: the one-warpgroup CTAs
+  if (what == "profile128-8k-causal") {  // the same, causal (the persistent CTAs since 2026-12-05)
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false}, 1, 1);
   }
