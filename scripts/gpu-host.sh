@@ -98,7 +98,7 @@ ab_bench() { [ "$1" = tree ] && echo build-gpu/tools/sage-bench || echo "/tmp/be
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
-  case $step in harness | harness-scaling | profile-attention | profile-attention-sass | anchor) ;; *) build_all ;; esac
+  case $step in harness | harness-scaling | profile-attention | profile-attention-sass | tile-trace | anchor) ;; *) build_all ;; esac
   case $step in
     harness)
       build_harness || { status=1; continue; }
@@ -134,6 +134,12 @@ for step in $steps; do
             > "$out/attention-sass-$mode.csv" 2>&1 &&
           python3 tools/sass_stalls.py "$out/attention-sass-$mode.csv" | tee "$out/attention-sass-$mode.md" || status=1
       done ;;
+    tile-trace)  # each key tile's start clock of the persistent CTAs' warpgroups (a harness built with
+      # -DSAGEVID_SM90_TILE_TRACE): how far they run apart, and in what phase (tools/tile_trace.py)
+      SAGEVID_HARNESS_NVCC_FLAGS=-DSAGEVID_SM90_TILE_TRACE scripts/build-sm90-harness.sh kernels/src /tmp/sm90-trace \
+        > "$out/tile-trace-build.log" 2>&1 || { tail -30 "$out/tile-trace-build.log"; status=1; continue; }
+      { /tmp/sm90-trace tile-trace "$out" && python3 tools/tile_trace.py "$out"/tile-trace-hd*.txt; } |
+        tee "$out/tile-trace.md" || status=1 ;;
     harness-scaling)  # the harness's FP8 default over N at equal query blocks (the cost of a work tile's ends)
       build_harness || { status=1; continue; }
       /tmp/sm90-harness scaling 2>&1 | tee "$out/harness-scaling.md" || status=1 ;;

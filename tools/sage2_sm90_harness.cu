@@ -7,7 +7,8 @@
 // SAGEVID_HARNESS_DATA=gaussian: bytes of roughly Gaussian values instead, as sage-bench's quantized inputs, for what
 // the data's share of the power under the cap costs). `tail`: what the
 // persistent grid's last round costs at CogVideoX1.5-5B and hd128 32k (below). `check128`, `time128`: the same for
-// head dim 128 only.
+// head dim 128 only. Built with -DSAGEVID_SM90_TILE_TRACE (scripts/gpu-host.sh tile-trace), `tile-trace DIR` also
+// writes each key tile's start clock of the first CTAs' warpgroups (attention_sm90.h) to DIR, for tools/tile_trace.py.
 #include "sm90/attention_sm90.h"
 #include "sagevid/kernels/cuda_check.h"
 #include "sagevid/kernels/device_info.h"
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -299,6 +301,26 @@ bool gaussian_data() {
   return gaussian;
 }
 
+#ifdef SAGEVID_SM90_TILE_TRACE
+std::string g_trace_path;  // tile-trace: where time_case writes its traced call's clocks (empty: no trace)
+
+// One more call with the key tiles' start clocks recorded, written to `path` one a line ([CTA][warpgroup][tile]).
+void write_tile_trace(Attention& attention, const AttentionArgs& args, const std::string& path) {
+  constexpr int64_t kCount = int64_t(sm90::kTraceCtas) * 4 * sm90::kTraceTiles;  // up to four warpgroups a CTA
+  DeviceBuffer<long long> trace(kCount);
+  SAGEVID_CUDA_CHECK(cudaMemset(trace.data, 0, kCount * sizeof(long long)));
+  sm90::set_tile_trace(trace.data);
+  attention(args);
+  sm90::set_tile_trace(nullptr);
+  std::vector<long long> host(kCount);
+  SAGEVID_CUDA_CHECK(cudaMemcpy(host.data(), trace.data, kCount * sizeof(long long), cudaMemcpyDeviceToHost));
+  FILE* file = std::fopen(path.c_str(), "w");
+  if (!file) throw std::runtime_error("tile-trace: cannot write " + path);
+  for (const long long clock : host) std::fprintf(file, "%lld\n", clock);
+  std::fclose(file);
+}
+#endif
+
 void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) {
   const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
   const int64_t q_bytes = int64_t(c.batch) * c.q_heads * qp * c.head_dim;
@@ -333,6 +355,9 @@ void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) 
   SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
   SAGEVID_CUDA_CHECK(cudaEventCreate(&stop));
   for (int i = 0; i < warmups; ++i) attention(args);
+#ifdef SAGEVID_SM90_TILE_TRACE
+  if (!g_trace_path.empty()) write_tile_trace(attention, args, g_trace_path);
+#endif
   std::vector<float> ms;
   for (int i = 0; i < runs; ++i) {
     SAGEVID_CUDA_CHECK(cudaEventRecord(start));
@@ -444,6 +469,19 @@ int main(int argc, char** argv) {
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 1);
   }
+#ifdef SAGEVID_SM90_TILE_TRACE
+  // The persistent CTAs at CogVideoX-2B's and hd128 32k's shapes, their queries cut to whole work tiles (every
+  // warpgroup computes every key tile, so that the warpgroups' tile indices line up).
+  if (what == "tile-trace") {
+    const std::string dir = argc > 2 ? argv[2] : ".";
+    std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
+    g_trace_path = dir + "/tile-trace-hd64.txt";
+    time_case("hd64 N 17664 (traced)", {2, 30, 30, 17664, 17664, 64, false, true, false}, 2, 5);
+    g_trace_path = dir + "/tile-trace-hd128.txt";
+    time_case("hd128 N 32640 x 32k (traced)", {1, 32, 32, 32640, 32768, 128, false, true, false}, 2, 5);
+    g_trace_path.clear();
+  }
+#endif
   if (what == "profile128") {  // the head-dim-128 target shape
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false}, 1, 1);

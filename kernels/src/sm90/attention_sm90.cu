@@ -44,6 +44,12 @@ namespace {
 
 using detail::AttentionArgs;
 
+#ifdef SAGEVID_SM90_TILE_TRACE
+// Diagnostic builds only (scripts/gpu-host.sh tile-trace): the SM clock at the start of each of the first kTraceTiles
+// key tiles of every warpgroup of the first kTraceCtas CTAs, into the buffer set_tile_trace names (none: nothing).
+__device__ long long* g_tile_trace;
+#endif
+
 constexpr int kThreads = 128;  // one warpgroup
 // Named barriers: 1 + w is warpgroup w's own; from kMergeBarriers on, two for each query block of the ragged tail
 // whose key tiles warpgroups share.
@@ -262,6 +268,9 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   else if constexpr (kPersistent)
     start(work_tile(work_item(blockIdx.x, split, kWarpgroups).tile, work_grid, args.causal), 0, 0);
 
+#ifdef SAGEVID_SM90_TILE_TRACE
+  int traced_tiles = 0;
+#endif
   for (int ordinal = 0; has_work(ordinal); ++ordinal) {
     // (The item is decoded again here rather than the tile derived from it: that way ptxas spilled 96/160 bytes in
     // head dim 64's fp16 linear kernel instead of 20/20; docs/PERFORMANCE.md, 2026-12-05 from 21:49.)
@@ -360,6 +369,11 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
     // `last`: the warpgroup's last tile of the work tile (std::false_type where it cannot be).
     const auto key_tile = [&](int tile, auto uniform_tile, auto last) {
+#ifdef SAGEVID_SM90_TILE_TRACE
+      if (g_tile_trace && thread == 0 && blockIdx.x < kTraceCtas && traced_tiles < kTraceTiles)
+        g_tile_trace[(int(blockIdx.x) * kWarpgroups + warpgroup) * kTraceTiles + traced_tiles] = clock64();
+      ++traced_tiles;
+#endif
       constexpr bool uniform = decltype(uniform_tile)::value;
 
       // 1. S = Q Kᵀ. A uniform tile's accumulators start from kMagicBits, so that each score comes out as the float
@@ -811,6 +825,10 @@ void launch_for_head_dim(const AttentionArgs& args, cudaStream_t stream) {
 }
 
 }  // namespace
+
+#ifdef SAGEVID_SM90_TILE_TRACE
+void set_tile_trace(long long* buffer) { SAGEVID_CUDA_CHECK(cudaMemcpyToSymbol(g_tile_trace, &buffer, sizeof buffer)); }
+#endif
 
 void attention(const AttentionArgs& args, cudaStream_t stream) {
   args.head_dim == 64 ? launch_for_head_dim<64>(args, stream) : launch_for_head_dim<128>(args, stream);

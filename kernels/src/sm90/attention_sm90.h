@@ -14,4 +14,11 @@ void attention(const detail::AttentionArgs& args, cudaStream_t stream);
 // The floats of AttentionArgs::partial_rows that a call on the current device needs.
 int64_t partial_rows_floats(const detail::AttentionArgs& args);
 
+#ifdef SAGEVID_SM90_TILE_TRACE
+// Diagnostic builds: the key tiles' start clocks of the first kTraceCtas CTAs, [CTA][warpgroup][tile] (kTraceTiles a
+// warpgroup, zero past its last), go to `buffer` from the next call on; nullptr stops them.
+inline constexpr int kTraceCtas = 4, kTraceTiles = 2048;
+void set_tile_trace(long long* buffer);
+#endif
+
 }  // namespace sagevid::kernels::sage2::sm90
