@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How a persistent sm_90 CTA's warpgroups move against each other, from the clock at the start of each key tile
 that a -DSAGEVID_SM90_TILE_TRACE harness records (`scripts/gpu-host.sh tile-trace`): per CTA, a warpgroup's tile
-period, how many tiles each warpgroup runs behind warpgroup 0, and how close their phases within a tile are.
+period, how many tiles each warpgroup runs ahead of warpgroup 0 (negative: behind), and how close their phases within
+a tile are.
 
   tools/tile_trace.py TRACE...      (the harness's tile-trace-*.txt: one clock a line, [CTA][warpgroup][tile])
   tools/tile_trace.py --check       (the reading of a synthetic trace, as a unit test)
@@ -30,49 +31,51 @@ def split(clocks):
 
 
 def read_cta(warpgroups):
-    """Tile period (cycles), each warpgroup's median lag behind warpgroup 0 (tiles), mean phase coherence."""
+    """Tile period (cycles), how many tiles each warpgroup starts its tiles ahead of warpgroup 0 (the median over the
+    settled tiles), mean phase coherence."""
     tiles = min(sum(1 for t in w if t) for w in warpgroups)
     if tiles <= SETTLED + 1:
         raise ValueError(f"only {tiles} tiles traced")
     first = warpgroups[0]
     period = statistics.median(first[i + 1] - first[i] for i in range(tiles - 1))
-    lags = [statistics.median((w[i] - first[i]) / period for i in range(SETTLED, tiles)) for w in warpgroups]
+    leads = [statistics.median((first[i] - w[i]) / period for i in range(SETTLED, tiles)) for w in warpgroups]
     coherence = statistics.mean(
         abs(sum(cmath.exp(2j * math.pi * (w[i] - first[i]) / period) for w in warpgroups)) / len(warpgroups)
         for i in range(SETTLED, tiles))
-    return period, lags, coherence
+    return period, leads, coherence
 
 
 def report(path):
     with open(path) as f:
         clocks = [int(line) for line in f if line.strip()]
-    print(f"{path}\n\n| CTA | tile period (cycles) | lag behind warpgroup 0 (tiles) | phase coherence |\n|---|---|---|---|")
+    print(f"{path}\n\n| CTA | tile period (cycles) | tiles ahead of warpgroup 0 (1, 2, ...) | phase coherence |\n"
+          "|---|---|---|---|")
     for cta, warpgroups in enumerate(split(clocks)):
-        period, lags, coherence = read_cta(warpgroups)
-        lag_text = ", ".join(f"{lag:+.2f}" for lag in lags[1:])
-        print(f"| {cta} | {period:.0f} | {lag_text} | {coherence:.2f} |")
+        period, leads, coherence = read_cta(warpgroups)
+        lead_text = ", ".join(f"{lead:+.2f}" for lead in leads[1:])
+        print(f"| {cta} | {period:.0f} | {lead_text} | {coherence:.2f} |")
     print()
 
 
-def synthetic(warpgroups, lags, period=3000, jitter=150, seed=1):
-    """A trace of TRACE_CTAS CTAs whose warpgroup w starts tile n at (n - lags[w]) periods, give or take jitter."""
+def synthetic(warpgroups, leads, period=3000, jitter=150, seed=1):
+    """A trace of TRACE_CTAS CTAs whose warpgroup w starts tile n at (n - leads[w]) periods, give or take jitter."""
     rnd = random.Random(seed)
     clocks = []
     for _ in range(TRACE_CTAS):
         for w in range(warpgroups):
-            clocks += [int(10**6 + (n - lags[w]) * period + rnd.uniform(-jitter, jitter)) for n in range(TRACE_TILES)]
+            clocks += [int(10**6 + (n - leads[w]) * period + rnd.uniform(-jitter, jitter)) for n in range(TRACE_TILES)]
     return clocks + [0] * (TRACE_CTAS * (4 - warpgroups) * TRACE_TILES)  # the harness's buffer holds four a CTA
 
 
 def check():
-    for lags, aligned in (([0, 5.35, 5.5, 5.75], False), ([0, 1, 2], True)):
-        ctas = split(synthetic(len(lags), lags))
-        assert len(ctas) == TRACE_CTAS and all(len(c) == len(lags) for c in ctas)
-        period, read_lags, coherence = read_cta(ctas[0])
+    for leads, aligned in (([0, 5.35, 5.5, 5.75], False), ([0, 1, -2], True)):
+        ctas = split(synthetic(len(leads), leads))
+        assert len(ctas) == TRACE_CTAS and all(len(c) == len(leads) for c in ctas)
+        period, read_leads, coherence = read_cta(ctas[0])
         assert abs(period - 3000) < 60, period
-        assert all(abs(r + l) < 0.05 for r, l in zip(read_lags, lags)), read_lags
+        assert all(abs(r - l) < 0.05 for r, l in zip(read_leads, leads)), read_leads
         assert (coherence > 0.95) if aligned else (coherence < 0.6), coherence
-    print("ok: lags, periods and phase coherence read back from synthetic traces of four and three warpgroups")
+    print("ok: leads, periods and phase coherence read back from synthetic traces of four and three warpgroups")
 
 
 def main():
