@@ -98,7 +98,10 @@ ab_bench() { [ "$1" = tree ] && echo build-gpu/tools/sage-bench || echo "/tmp/be
 steps=${*:-tests accuracy bench}
 status=0
 for step in $steps; do
-  case $step in harness | harness-scaling | profile-attention | profile-attention-sass | tile-trace | anchor) ;; *) build_all ;; esac
+  case $step in
+    harness | harness-scaling | profile-attention | profile-attention-sass | tile-trace | anchor) ;;
+    *) build_all ;;
+  esac
   case $step in
     harness)
       build_harness || { status=1; continue; }

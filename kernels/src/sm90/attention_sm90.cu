@@ -46,7 +46,8 @@ using detail::AttentionArgs;
 
 #ifdef SAGEVID_SM90_TILE_TRACE
 // Diagnostic builds only (scripts/gpu-host.sh tile-trace): the SM clock at the start of each of the first kTraceTiles
-// key tiles of every warpgroup of the first kTraceCtas CTAs, into the buffer set_tile_trace names (none: nothing).
+// key tiles of every warpgroup of the first kTraceCtas persistent CTAs, into the buffer set_tile_trace names (none:
+// nothing).
 __device__ long long* g_tile_trace;
 #endif
 
@@ -370,7 +371,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     // `last`: the warpgroup's last tile of the work tile (std::false_type where it cannot be).
     const auto key_tile = [&](int tile, auto uniform_tile, auto last) {
 #ifdef SAGEVID_SM90_TILE_TRACE
-      if (g_tile_trace && thread == 0 && blockIdx.x < kTraceCtas && traced_tiles < kTraceTiles)
+      if (kPersistent && g_tile_trace && thread == 0 && blockIdx.x < kTraceCtas && traced_tiles < kTraceTiles)
         g_tile_trace[(int(blockIdx.x) * kWarpgroups + warpgroup) * kTraceTiles + traced_tiles] = clock64();
       ++traced_tiles;
 #endif
