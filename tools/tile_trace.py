@@ -16,7 +16,7 @@ import math
 import random
 import statistics
 
-TRACE_CTAS, TRACE_TILES = 4, 2048  # kTraceCtas, kTraceTiles of kernels/src/sm90/attention_sm90.h
+TRACE_CTAS, TRACE_WARPGROUPS, TRACE_TILES = 4, 4, 2048  # kTraceCtas, ... of kernels/src/sm90/attention_sm90.h
 SETTLED = 50  # tiles left out at the start, where the warpgroups have not reached their steady lags
 
 
@@ -64,7 +64,7 @@ def synthetic(warpgroups, leads, period=3000, jitter=150, seed=1):
     for _ in range(TRACE_CTAS):
         for w in range(warpgroups):
             clocks += [int(10**6 + (n - leads[w]) * period + rnd.uniform(-jitter, jitter)) for n in range(TRACE_TILES)]
-    return clocks + [0] * (TRACE_CTAS * (4 - warpgroups) * TRACE_TILES)  # the harness's buffer holds four a CTA
+    return clocks + [0] * (TRACE_CTAS * (TRACE_WARPGROUPS - warpgroups) * TRACE_TILES)  # the harness's buffer's room
 
 
 def check():

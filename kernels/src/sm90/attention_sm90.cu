@@ -270,6 +270,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     start(work_tile(work_item(blockIdx.x, split, kWarpgroups).tile, work_grid, args.causal), 0, 0);
 
 #ifdef SAGEVID_SM90_TILE_TRACE
+  static_assert(kWarpgroups <= kTraceWarpgroups);
   int traced_tiles = 0;
 #endif
   for (int ordinal = 0; has_work(ordinal); ++ordinal) {

@@ -16,8 +16,9 @@ int64_t partial_rows_floats(const detail::AttentionArgs& args);
 
 #ifdef SAGEVID_SM90_TILE_TRACE
 // Diagnostic builds: the key tiles' start clocks of the first kTraceCtas CTAs, [CTA][warpgroup][tile] (kTraceTiles a
-// warpgroup, zero past its last), go to `buffer` from the next call on; nullptr stops them.
-inline constexpr int kTraceCtas = 4, kTraceTiles = 2048;
+// warpgroup, zero past its last), go to `buffer` (room for kTraceWarpgroups a CTA, the most a CTA has) from the next
+// call on; nullptr stops them.
+inline constexpr int kTraceCtas = 4, kTraceWarpgroups = 4, kTraceTiles = 2048;
 void set_tile_trace(long long* buffer);
 #endif
 
