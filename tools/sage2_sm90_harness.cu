@@ -7,8 +7,10 @@
 // SAGEVID_HARNESS_DATA=gaussian: bytes of roughly Gaussian values instead, as sage-bench's quantized inputs, for what
 // the data's share of the power under the cap costs). `tail`: what the
 // persistent grid's last round costs at CogVideoX1.5-5B and hd128 32k (below). `check128`, `time128`: the same for
-// head dim 128 only. Built with -DSAGEVID_SM90_TILE_TRACE (scripts/gpu-host.sh tile-trace), `tile-trace DIR` also
-// writes each key tile's start clock of the first CTAs' warpgroups (attention_sm90.h) to DIR, for tools/tile_trace.py.
+// head dim 128 only. `lone [SECONDS]`: the default kernels' time alone, after an idle pause or a copy, and back to
+// back (lone_case), after SECONDS back to back. Built with -DSAGEVID_SM90_TILE_TRACE (scripts/gpu-host.sh
+// tile-trace), `tile-trace DIR` also writes each key tile's start clock of the first CTAs' warpgroups
+// (attention_sm90.h) to DIR, for tools/tile_trace.py.
 #include "sm90/attention_sm90.h"
 #include "sagevid/kernels/cuda_check.h"
 #include "sagevid/kernels/device_info.h"
@@ -18,10 +20,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -76,7 +80,7 @@ std::vector<int8_t> quantize(const std::vector<float>& x, int heads, int len, in
 struct Inputs {
   std::vector<int8_t> q, k;
   std::vector<float> q_scale, k_scale, v_scale;
-  std::vector<uint8_t> v_bytes;   // FP8 Vᵀ (permuted) or fp16 Vᵀ, [kv heads, d, k padded]
+  std::vector<uint8_t> v_bytes;  // FP8 Vᵀ (permuted) or fp16 Vᵀ, [kv heads, d, k padded]
   std::vector<double> v_dequant;  // [kv heads, kv_len, d]: what the kernel's V means
 };
 
@@ -321,34 +325,58 @@ void write_tile_trace(Attention& attention, const AttentionArgs& args, const std
 }
 #endif
 
-void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) {
-  const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
-  const int64_t q_bytes = int64_t(c.batch) * c.q_heads * qp * c.head_dim;
-  const int64_t k_bytes = int64_t(c.batch) * c.kv_heads * kp * c.head_dim;
-  const int64_t v_bytes = k_bytes * (c.fp8 ? 1 : 2);
-  const Granularity g = c.per_token ? Granularity::per_token : Granularity::per_thread;
-  DeviceBuffer<uint8_t> q(q_bytes), k(k_bytes), v(v_bytes);
-  const int64_t nqs = int64_t(c.batch) * c.q_heads * q_groups_per_block(g) * (qp / 64);
-  const int64_t nks = int64_t(c.batch) * c.kv_heads * k_groups_per_block(g) * (kp / 64);
-  const bool gaussian = gaussian_data();
-  // Gaussian: the scales of a N(0, 1) block's INT8 (its absmax ≈ 3.5 over 127), so P spreads as in sage-bench.
-  const float qk_scale = gaussian ? 3.5f / 127.0f : 0.01f;
-  DeviceBuffer<float> qs(std::vector<float>(nqs, qk_scale)), ks(std::vector<float>(nks, qk_scale));
-  DeviceBuffer<float> vs(std::vector<float>(int64_t(c.batch) * c.kv_heads * c.head_dim, 0.01f));
-  DeviceBuffer<__half> out(int64_t(c.batch) * c.q_heads * c.q_len * c.head_dim);
-  if (gaussian) {
-    fill_gaussian<<<1024, 256>>>(q.data, q_bytes, 1, false);
-    fill_gaussian<<<1024, 256>>>(k.data, k_bytes, 2, false);
-  } else {
-    fill_random<<<1024, 256>>>(q.data, q_bytes, 1, 255, 0);
-    fill_random<<<1024, 256>>>(k.data, k_bytes, 2, 255, 0);
+// A timed case's device data: random quantized Q, K, V of its shape (uniform bytes, or Gaussian ones with
+// SAGEVID_HARNESS_DATA=gaussian), its scales and output, and the call's arguments.
+struct TimedData {
+  DeviceBuffer<uint8_t> q, k, v;
+  DeviceBuffer<float> qs, ks, vs;
+  DeviceBuffer<__half> out;
+  AttentionArgs args;
+
+  static int64_t q_bytes(const Case& c) { return int64_t(c.batch) * c.q_heads * round_up(c.q_len, 64) * c.head_dim; }
+  static int64_t k_bytes(const Case& c) { return int64_t(c.batch) * c.kv_heads * round_up(c.kv_len, 64) * c.head_dim; }
+  static Granularity granularity(const Case& c) {
+    return c.per_token ? Granularity::per_token : Granularity::per_thread;
   }
-  // FP8 bytes in ±[2^-3, 2^3) (no NaN patterns); fp16 bytes: high bytes 0x30..0x3F give values in ±[0.125, 2).
-  if (gaussian && c.fp8) fill_gaussian<<<1024, 256>>>(v.data, v_bytes, 3, true);
-  else fill_random<<<1024, 256>>>(v.data, v_bytes, 3, c.fp8 ? 0x3F : 0x0F, c.fp8 ? 0x20 : 0x30);
-  SAGEVID_CUDA_CHECK_LAUNCH();
-  const AttentionArgs args = make_args(c, reinterpret_cast<int8_t*>(q.data), qs.data, reinterpret_cast<int8_t*>(k.data),
-                                       ks.data, v.data, vs.data, out.data, nullptr);
+  // Gaussian: the scales of a N(0, 1) block's INT8 (its absmax ≈ 3.5 over 127), so P spreads as in sage-bench.
+  static float qk_scale() { return gaussian_data() ? 3.5f / 127.0f : 0.01f; }
+
+  explicit TimedData(const Case& c)
+      : q(q_bytes(c)),
+        k(k_bytes(c)),
+        v(k_bytes(c) * (c.fp8 ? 1 : 2)),
+        qs(std::vector<float>(
+            int64_t(c.batch) * c.q_heads * q_groups_per_block(granularity(c)) * (round_up(c.q_len, 64) / 64),
+            qk_scale())),
+        ks(std::vector<float>(
+            int64_t(c.batch) * c.kv_heads * k_groups_per_block(granularity(c)) * (round_up(c.kv_len, 64) / 64),
+            qk_scale())),
+        vs(std::vector<float>(int64_t(c.batch) * c.kv_heads * c.head_dim, 0.01f)),
+        out(int64_t(c.batch) * c.q_heads * c.q_len * c.head_dim) {
+    const int64_t v_bytes = k_bytes(c) * (c.fp8 ? 1 : 2);
+    if (gaussian_data()) {
+      fill_gaussian<<<1024, 256>>>(q.data, q_bytes(c), 1, false);
+      fill_gaussian<<<1024, 256>>>(k.data, k_bytes(c), 2, false);
+    } else {
+      fill_random<<<1024, 256>>>(q.data, q_bytes(c), 1, 255, 0);
+      fill_random<<<1024, 256>>>(k.data, k_bytes(c), 2, 255, 0);
+    }
+    // FP8 bytes in ±[2^-3, 2^3) (no NaN patterns); fp16 bytes: high bytes 0x30..0x3F give values in ±[0.125, 2).
+    if (gaussian_data() && c.fp8) fill_gaussian<<<1024, 256>>>(v.data, v_bytes, 3, true);
+    else fill_random<<<1024, 256>>>(v.data, v_bytes, 3, c.fp8 ? 0x3F : 0x0F, c.fp8 ? 0x20 : 0x30);
+    SAGEVID_CUDA_CHECK_LAUNCH();
+    args = make_args(c, reinterpret_cast<int8_t*>(q.data), qs.data, reinterpret_cast<int8_t*>(k.data), ks.data, v.data,
+                     vs.data, out.data, nullptr);
+  }
+};
+
+double case_ops(const Case& c) {
+  return 4.0 * c.batch * c.q_heads * double(c.q_len) * c.kv_len * c.head_dim * (c.causal ? 0.5 : 1.0);
+}
+
+void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) {
+  const TimedData data(c);
+  const AttentionArgs& args = data.args;
   Attention attention;
   cudaEvent_t start, stop;
   SAGEVID_CUDA_CHECK(cudaEventCreate(&start));
@@ -369,12 +397,100 @@ void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) 
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
-  const double ops = 4.0 * c.batch * c.q_heads * double(c.q_len) * c.kv_len * c.head_dim * (c.causal ? 0.5 : 1.0);
+  const double ops = case_ops(c);
   const char* p_names[] = {"exact", "quarter-linear", "half-linear", "linear"};
   std::printf("| %s | %s | %s | %s | %.3f | %.1f |\n", name, c.fp8 ? "fp8" : "fp16",
               c.per_token ? "per-token" : "per-thread", p_names[c.linear_p_share], median, ops / median / 1e9);
   SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
   SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
+}
+
+// Milliseconds between two events of the current (default) stream, once the second has passed.
+float elapsed_ms(cudaEvent_t from, cudaEvent_t to) {
+  SAGEVID_CUDA_CHECK(cudaEventSynchronize(to));
+  float ms = 0;
+  SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, from, to));
+  return ms;
+}
+
+float median_of(std::vector<float> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// `lone`: one kernel's time in the settings sage-bench's tables mix: alone after the device drained (its lone
+// column), after an idle pause, after a copy as long as the preprocessing (a lone call's kernel follows its
+// preprocessing), and back to back with and without such copies between (the back-to-back table). The GPU first
+// runs the kernel back to back for `heat_seconds` (sage-bench's rows run under the power cap for minutes), then the
+// settings take turns, kRounds rounds; each kernel is timed between events around it alone; medians. Last, lone
+// calls after a light phase, in sage-bench's order.
+void lone_case(const char* name, const Case& c, double heat_seconds) {
+  const TimedData data(c);
+  Attention attention;
+  constexpr int kRounds = 15, kQueued = 5;
+  constexpr size_t kCopyBytes = size_t(256) << 20;  // read and written: ~0.2 ms, a preprocessing's DRAM traffic
+  DeviceBuffer<uint8_t> copy_from(kCopyBytes), copy_to(kCopyBytes);
+  SAGEVID_CUDA_CHECK(cudaMemset(copy_from.data, 1, kCopyBytes));
+  std::vector<cudaEvent_t> events(2 * kQueued);
+  for (cudaEvent_t& e : events) SAGEVID_CUDA_CHECK(cudaEventCreate(&e));
+  const auto copy = [&] {
+    SAGEVID_CUDA_CHECK(cudaMemcpyAsync(copy_to.data, copy_from.data, kCopyBytes, cudaMemcpyDeviceToDevice));
+  };
+  // One run, the device drained first: [before()] event, kernel, event.
+  const auto lone_run = [&](const std::function<void()>& before) {
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+    if (before) before();
+    SAGEVID_CUDA_CHECK(cudaEventRecord(events[0]));
+    attention(data.args);
+    SAGEVID_CUDA_CHECK(cudaEventRecord(events[1]));
+    return elapsed_ms(events[0], events[1]);
+  };
+  // kQueued calls queued at once ([copy] before each), each between two events: their median.
+  const auto queued_run = [&](bool with_copies) {
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+    for (int i = 0; i < kQueued; ++i) {
+      if (with_copies) copy();
+      SAGEVID_CUDA_CHECK(cudaEventRecord(events[2 * i]));
+      attention(data.args);
+      SAGEVID_CUDA_CHECK(cudaEventRecord(events[2 * i + 1]));
+    }
+    std::vector<float> ms;
+    for (int i = 0; i < kQueued; ++i) ms.push_back(elapsed_ms(events[2 * i], events[2 * i + 1]));
+    return median_of(ms);
+  };
+  const auto heat_until = std::chrono::steady_clock::now() + std::chrono::duration<double>(heat_seconds);
+  do {
+    for (int i = 0; i < 20; ++i) attention(data.args);
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+  } while (std::chrono::steady_clock::now() < heat_until);
+  std::vector<float> lone, after_idle, after_copy, queued, queued_copies;
+  for (int r = 0; r < kRounds; ++r) {
+    lone.push_back(lone_run(nullptr));
+    after_idle.push_back(lone_run([] { std::this_thread::sleep_for(std::chrono::milliseconds(2)); }));
+    after_copy.push_back(lone_run(copy));
+    queued.push_back(queued_run(false));
+    queued_copies.push_back(queued_run(true));
+  }
+  // sage-bench's order: its lone column times 5 + 20 lone calls right after as many lone runs of the preprocessing
+  // alone (here: copies), a light phase under which the clocks climb.
+  std::vector<float> after_light;
+  for (int i = 0; i < 25; ++i) {
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+    copy();
+  }
+  for (int i = 0; i < 25; ++i) {
+    const float ms = lone_run(nullptr);
+    if (i >= 5) after_light.push_back(ms);
+  }
+  const double tera = case_ops(c) / 1e9;
+  std::printf("| %s |", name);
+  for (const auto* times : {&lone, &after_idle, &after_copy, &queued, &queued_copies, &after_light}) {
+    const float ms = median_of(*times);
+    std::printf(" %.3f (%.0f) |", ms, tera / ms);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+  for (cudaEvent_t e : events) SAGEVID_CUDA_CHECK(cudaEventDestroy(e));
 }
 
 }  // namespace
@@ -533,6 +649,17 @@ int main(int argc, char** argv) {
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 3);
     time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false}, 1, 3);
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false}, 1, 3);
+  }
+  if (what == "lone") {  // the default FP8 kernels: lone, after an idle pause or a copy, back to back (lone_case)
+    std::printf(
+        "| shape (FP8 per-thread, exact P) | lone ms (TOPS) | after 2 ms idle | after a 256 MiB copy | "
+        "back to back | back to back, a copy before each | lone after 25 lone copies |\n"
+        "|---|---|---|---|---|---|---|\n");
+    const double heat = argc > 2 ? std::atof(argv[2]) : 0.0;  // seconds back to back before each row
+    lone_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, heat);
+    lone_case("hd64 8k", {4, 32, 32, 8192, 8192, 64, false, true, false}, heat);
+    lone_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false}, heat);
+    lone_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, heat);
   }
   if (what == "profile16") {  // fp16 linear P at CogVideoX-2B: where its serial chain waits
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
