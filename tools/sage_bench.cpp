@@ -8,10 +8,12 @@
 #include "sagevid/kernels/sage2.h"
 #include "sagevid/models/attention.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -123,6 +125,47 @@ void profile_preprocessing(const Shape& s) {
   SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+// Where a lone call's time goes (--lone-check): sage2's call, its preprocessing alone and cuDNN's, each timed lone
+// (drained first, as the first table), lone behind a long memset (every launch of the call queued before the GPU
+// reaches it: what the host's time between launches leaves idle drops out), and back to back. After two seconds of
+// the row's calls back to back, the settings take turns (the same clocks); medians of 20 after 5.
+void lone_check(const Shape& s) {
+  const auto [q, k, v] = random_qkv(s);
+  sage2::Options options;
+  options.causal = s.causal;
+  sagevid::AttentionParams params;
+  params.causal = s.causal;
+  const sagevid::Attention cudnn(sagevid::AttentionConfig{AttentionBackend::cudnn, std::nullopt, {}});
+  const std::pair<const char*, std::function<void()>> calls[] = {
+      {"sage2", [&] { sage2::attention(q, k, v, options); }},
+      {"sage2 prep", [&] { sage2::prepare(q, k, v, options); }},
+      {"cuDNN", [&] { cudnn(q, k, v, params); }}};
+  const at::Tensor filler = at::empty({int64_t(2) << 30}, q.options().dtype(at::kByte));  // ~1 ms to set
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  sagevid::tools::EventTimer timer;
+  const auto lone_ms = [&](const std::function<void()>& fn, bool behind_memset) {
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+    if (behind_memset) SAGEVID_CUDA_CHECK(cudaMemsetAsync(filler.data_ptr(), 1, filler.numel(), stream));
+    return timer.ms(fn);
+  };
+  const auto heat_until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < heat_until) {
+    for (int i = 0; i < 10; ++i) calls[0].second(), calls[2].second();
+    SAGEVID_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  for (const auto& [name, fn] : calls) {
+    std::vector<double> lone, behind;
+    for (int i = 0; i < 25; ++i) {
+      const double a = lone_ms(fn, false), b = lone_ms(fn, true);
+      if (i >= 5) lone.push_back(a), behind.push_back(b);
+    }
+    using sagevid::tools::median;
+    std::printf("| %s | %s | %.3f | %.3f | %.3f | %.0f |\n", s.name, name, median(lone), median(behind),
+                sagevid::tools::back_to_back_ms(fn, kBackToBackCalls, kBackToBackRepeats), sagevid::tools::host_us(fn));
+    std::fflush(stdout);
+  }
+}
+
 // The names --p-exponent takes (sage2.h's table), joined by `separator`.
 std::string p_exponent_names(const char* separator) {
   std::string names;
@@ -134,21 +177,21 @@ std::string p_exponent_names(const char* separator) {
 }  // namespace
 
 // sage-bench [--quick | --long] [--p-exponent exact|quarter_linear|half_linear|linear] [--profile-preprocessing]
+//            [--lone-check]
 int main(int argc, char** argv) {
   // --quick: only the rows up to CogVideoX-2B's length (kShapes[0]'s); --long: only the others.
   bool quick = false, long_only = false;
   sage2::PExponent p_exponent = sage2::PExponent::exact;  // the sage2 column's P (sage2.h)
   std::string p_exponent_name = "exact";
+  std::string diagnostic;  // --profile-preprocessing or --lone-check: that alone instead of the tables
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       quick = true;
     } else if (arg == "--long") {
       long_only = true;
-    } else if (arg == "--profile-preprocessing") {  // at the 8k shapes of both head dims
-      for (const Shape& s : kShapes)
-        if (s.len == 8192 && !s.causal) profile_preprocessing(s);
-      return 0;
+    } else if (arg == "--profile-preprocessing" || arg == "--lone-check") {
+      diagnostic = arg;
     } else if (arg == "--p-exponent" && i + 1 < argc) {
       p_exponent_name = argv[++i];
       const auto found = std::find_if(sage2::kPExponentNames.begin(), sage2::kPExponentNames.end(),
@@ -159,7 +202,9 @@ int main(int argc, char** argv) {
       }
       p_exponent = found->second;
     } else {
-      std::fprintf(stderr, "usage: sage-bench [--quick | --long] [--p-exponent %s] [--profile-preprocessing]\n",
+      std::fprintf(stderr,
+                   "usage: sage-bench [--quick | --long] [--p-exponent %s] [--profile-preprocessing] "
+                   "[--lone-check]\n",
                    p_exponent_names("|").c_str());
       return 2;
     }
@@ -172,6 +217,20 @@ int main(int argc, char** argv) {
   if (devices.empty()) {
     std::fprintf(stderr, "sage-bench: no CUDA device\n");
     return 1;
+  }
+  if (diagnostic == "--profile-preprocessing") {  // at the 8k shapes of both head dims
+    for (const Shape& s : kShapes)
+      if (s.len == 8192 && !s.causal) profile_preprocessing(s);
+    return 0;
+  }
+  if (diagnostic == "--lone-check") {  // at the 8k shapes
+    std::printf(
+        "device: %s\n\n| shape | call | lone ms | lone behind a memset | back to back | host µs |\n"
+        "|---|---|---|---|---|---|\n",
+        devices[0].name.c_str());
+    for (const Shape& s : kShapes)
+      if (s.len == 8192) lone_check(s);
+    return 0;
   }
   std::printf("device: %s (sm_%d), bf16 inputs, median of 20 runs after 5 warm-ups, sage2 P exponent: %s\n\n",
               devices[0].name.c_str(), devices[0].compute_capability, p_exponent_name.c_str());
