@@ -374,6 +374,19 @@ double case_ops(const Case& c) {
   return 4.0 * c.batch * c.q_heads * double(c.q_len) * c.kv_len * c.head_dim * (c.causal ? 0.5 : 1.0);
 }
 
+// Milliseconds between two events of the current (default) stream, once the second has passed.
+float elapsed_ms(cudaEvent_t from, cudaEvent_t to) {
+  SAGEVID_CUDA_CHECK(cudaEventSynchronize(to));
+  float ms = 0;
+  SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, from, to));
+  return ms;
+}
+
+float median_of(std::vector<float> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
 void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) {
   const TimedData data(c);
   const AttentionArgs& args = data.args;
@@ -390,32 +403,15 @@ void time_case(const char* name, const Case& c, int warmups = 3, int runs = 15) 
     SAGEVID_CUDA_CHECK(cudaEventRecord(start));
     attention(args);
     SAGEVID_CUDA_CHECK(cudaEventRecord(stop));
-    SAGEVID_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t;
-    SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
+    ms.push_back(elapsed_ms(start, stop));
   }
-  std::sort(ms.begin(), ms.end());
-  const double median = ms[ms.size() / 2];
+  const double median = median_of(ms);
   const double ops = case_ops(c);
   const char* p_names[] = {"exact", "quarter-linear", "half-linear", "linear"};
   std::printf("| %s | %s | %s | %s | %.3f | %.1f |\n", name, c.fp8 ? "fp8" : "fp16",
               c.per_token ? "per-token" : "per-thread", p_names[c.linear_p_share], median, ops / median / 1e9);
   SAGEVID_CUDA_CHECK(cudaEventDestroy(start));
   SAGEVID_CUDA_CHECK(cudaEventDestroy(stop));
-}
-
-// Milliseconds between two events of the current (default) stream, once the second has passed.
-float elapsed_ms(cudaEvent_t from, cudaEvent_t to) {
-  SAGEVID_CUDA_CHECK(cudaEventSynchronize(to));
-  float ms = 0;
-  SAGEVID_CUDA_CHECK(cudaEventElapsedTime(&ms, from, to));
-  return ms;
-}
-
-float median_of(std::vector<float> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
 }
 
 // `lone`: one kernel's time in the settings sage-bench's tables mix: alone after the device drained (its lone
