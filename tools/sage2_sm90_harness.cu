@@ -43,6 +43,8 @@ struct Case {
   int linear_p_share = 0;  // AttentionArgs' (P's linear bytes: FP8, or all of an fp16 P at head dim 64)
 };
 
+Granularity granularity_of(const Case& c) { return c.per_token ? Granularity::per_token : Granularity::per_thread; }
+
 template <typename T>
 struct DeviceBuffer {
   T* data = nullptr;
@@ -88,7 +90,7 @@ Inputs make_inputs(const Case& c, std::mt19937& rng) {
   std::normal_distribution<float> normal;
   const int qh = c.batch * c.q_heads, kh = c.batch * c.kv_heads, d = c.head_dim;
   const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
-  const Granularity g = c.per_token ? Granularity::per_token : Granularity::per_thread;
+  const Granularity g = granularity_of(c);
   std::vector<float> q(int64_t(qh) * c.q_len * d), k(int64_t(kh) * c.kv_len * d), v(int64_t(kh) * c.kv_len * d);
   for (float& x : q) x = normal(rng);
   for (float& x : k) x = normal(rng) + 0.5f;  // a shared offset, as keys have
@@ -136,7 +138,7 @@ AttentionArgs make_args(const Case& c, const int8_t* q, const float* qs, const i
   a.lse = lse;
   a.batch = c.batch, a.q_heads = c.q_heads, a.kv_heads = c.kv_heads, a.q_len = c.q_len, a.kv_len = c.kv_len;
   a.head_dim = c.head_dim;
-  a.granularity = c.per_token ? Granularity::per_token : Granularity::per_thread;
+  a.granularity = granularity_of(c);
   a.fp8_pv = c.fp8, a.causal = c.causal, a.pv_flush_tiles = 1;
   a.linear_p_share = c.linear_p_share;
   a.score_scale = float(1.0 / std::sqrt(double(c.head_dim)) * kLog2e);
@@ -179,7 +181,7 @@ struct Reference {
 Reference reference(const Case& c, const Inputs& in) {
   const int d = c.head_dim;
   const int64_t qp = round_up(c.q_len, 64), kp = round_up(c.kv_len, 64);
-  const Granularity g = c.per_token ? Granularity::per_token : Granularity::per_thread;
+  const Granularity g = granularity_of(c);
   const int64_t qg = q_groups_per_block(g) * (qp / 64), kg = k_groups_per_block(g) * (kp / 64);
   const int heads = c.batch * c.q_heads;
   Reference ref{std::vector<double>(int64_t(heads) * c.q_len * d), std::vector<double>(int64_t(heads) * c.q_len)};
@@ -328,38 +330,33 @@ void write_tile_trace(Attention& attention, const AttentionArgs& args, const std
 // A timed case's device data: random quantized Q, K, V of its shape (uniform bytes, or Gaussian ones with
 // SAGEVID_HARNESS_DATA=gaussian), its scales and output, and the call's arguments.
 struct TimedData {
+  int64_t q_bytes, k_bytes, v_bytes;  // quantized, rows padded to whole 64-row blocks
+  int64_t q_groups, k_groups;         // their scales
   DeviceBuffer<uint8_t> q, k, v;
   DeviceBuffer<float> qs, ks, vs;
   DeviceBuffer<__half> out;
   AttentionArgs args;
 
-  static int64_t q_bytes(const Case& c) { return int64_t(c.batch) * c.q_heads * round_up(c.q_len, 64) * c.head_dim; }
-  static int64_t k_bytes(const Case& c) { return int64_t(c.batch) * c.kv_heads * round_up(c.kv_len, 64) * c.head_dim; }
-  static Granularity granularity(const Case& c) {
-    return c.per_token ? Granularity::per_token : Granularity::per_thread;
-  }
-  // Gaussian: the scales of a N(0, 1) block's INT8 (its absmax ≈ 3.5 over 127), so P spreads as in sage-bench.
-  static float qk_scale() { return gaussian_data() ? 3.5f / 127.0f : 0.01f; }
-
   explicit TimedData(const Case& c)
-      : q(q_bytes(c)),
-        k(k_bytes(c)),
-        v(k_bytes(c) * (c.fp8 ? 1 : 2)),
-        qs(std::vector<float>(
-            int64_t(c.batch) * c.q_heads * q_groups_per_block(granularity(c)) * (round_up(c.q_len, 64) / 64),
-            qk_scale())),
-        ks(std::vector<float>(
-            int64_t(c.batch) * c.kv_heads * k_groups_per_block(granularity(c)) * (round_up(c.kv_len, 64) / 64),
-            qk_scale())),
+      : q_bytes(int64_t(c.batch) * c.q_heads * round_up(c.q_len, 64) * c.head_dim),
+        k_bytes(int64_t(c.batch) * c.kv_heads * round_up(c.kv_len, 64) * c.head_dim),
+        v_bytes(k_bytes * (c.fp8 ? 1 : 2)),
+        q_groups(int64_t(c.batch) * c.q_heads * q_groups_per_block(granularity_of(c)) * (round_up(c.q_len, 64) / 64)),
+        k_groups(int64_t(c.batch) * c.kv_heads * k_groups_per_block(granularity_of(c)) * (round_up(c.kv_len, 64) / 64)),
+        q(q_bytes),
+        k(k_bytes),
+        v(v_bytes),
+        // Gaussian: the scales of a N(0, 1) block's INT8 (its absmax ≈ 3.5 over 127), so P spreads as in sage-bench.
+        qs(std::vector<float>(q_groups, gaussian_data() ? 3.5f / 127.0f : 0.01f)),
+        ks(std::vector<float>(k_groups, gaussian_data() ? 3.5f / 127.0f : 0.01f)),
         vs(std::vector<float>(int64_t(c.batch) * c.kv_heads * c.head_dim, 0.01f)),
         out(int64_t(c.batch) * c.q_heads * c.q_len * c.head_dim) {
-    const int64_t v_bytes = k_bytes(c) * (c.fp8 ? 1 : 2);
     if (gaussian_data()) {
-      fill_gaussian<<<1024, 256>>>(q.data, q_bytes(c), 1, false);
-      fill_gaussian<<<1024, 256>>>(k.data, k_bytes(c), 2, false);
+      fill_gaussian<<<1024, 256>>>(q.data, q_bytes, 1, false);
+      fill_gaussian<<<1024, 256>>>(k.data, k_bytes, 2, false);
     } else {
-      fill_random<<<1024, 256>>>(q.data, q_bytes(c), 1, 255, 0);
-      fill_random<<<1024, 256>>>(k.data, k_bytes(c), 2, 255, 0);
+      fill_random<<<1024, 256>>>(q.data, q_bytes, 1, 255, 0);
+      fill_random<<<1024, 256>>>(k.data, k_bytes, 2, 255, 0);
     }
     // FP8 bytes in ±[2^-3, 2^3) (no NaN patterns); fp16 bytes: high bytes 0x30..0x3F give values in ±[0.125, 2).
     if (gaussian_data() && c.fp8) fill_gaussian<<<1024, 256>>>(v.data, v_bytes, 3, true);
