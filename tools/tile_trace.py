@@ -14,9 +14,21 @@ import argparse
 import cmath
 import math
 import random
+import re
 import statistics
+from pathlib import Path
 
-TRACE_CTAS, TRACE_WARPGROUPS, TRACE_TILES = 4, 4, 2048  # kTraceCtas, ... of kernels/src/sm90/attention_sm90.h
+KERNEL_HEADER = Path(__file__).resolve().parent.parent / "kernels/src/sm90/attention_sm90.h"
+
+
+def trace_room():
+    """The trace buffer's shape, as the kernel's header declares it: kTraceCtas, kTraceWarpgroups, kTraceTiles."""
+    header = KERNEL_HEADER.read_text()
+    return tuple(int(re.search(rf"\b{name} = (\d+)", header).group(1))
+                 for name in ("kTraceCtas", "kTraceWarpgroups", "kTraceTiles"))
+
+
+TRACE_CTAS, TRACE_WARPGROUPS, TRACE_TILES = trace_room()
 SETTLED = 50  # tiles left out at the start, where the warpgroups have not reached their steady lags
 
 
