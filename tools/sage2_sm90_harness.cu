@@ -632,8 +632,8 @@ int main(int argc, char** argv) {
   }
   // The default FP8 kernels at the rows issue 14 counts, a few launches each, for ncu at locked clocks
   // (scripts/sm90-ab.sh with AB_LOCKED: a kernel's time without the power cap's clock swings, which at head dim 64
-  // spread a row by more than a change in the loop's order moves it). hd128 32k: a control where a head dim 64
-  // change leaves the code alone.
+  // spread a row by more than a change in the loop's order moves it). Head dim 128's rows: a control where a head dim
+  // 64 change leaves the code alone.
   if (what == "locked") {
     std::printf("| shape | P·V | granularity | P | ms | TOPS |\n|---|---|---|---|---|---|\n");
     time_case("CogVideoX-2B", {2, 30, 30, 17776, 17776, 64, false, true, false}, 1, 3);
@@ -642,6 +642,8 @@ int main(int argc, char** argv) {
     time_case("hd64 8k causal", {4, 32, 32, 8192, 8192, 64, true, true, false}, 1, 3);
     time_case("hd64 32k", {1, 32, 32, 32768, 32768, 64, false, true, false}, 1, 3);
     time_case("hd128 32k", {1, 32, 32, 32768, 32768, 128, false, true, false}, 1, 3);
+    time_case("hd128 8k causal", {4, 32, 32, 8192, 8192, 128, true, true, false}, 1, 3);
+    time_case("hd128 32k causal", {1, 32, 32, 32768, 32768, 128, true, true, false}, 1, 3);
   }
   if (what == "lone") {  // the default FP8 kernels: lone, after an idle pause or a copy, back to back (lone_case)
     std::printf(
