@@ -327,6 +327,10 @@ void write_tile_trace(Attention& attention, const AttentionArgs& args, const std
 }
 #endif
 
+// Q's and K's INT8 scales for the timed data. Gaussian: those of a N(0, 1) block (its absmax ≈ 3.5 over 127), so
+// that P spreads as in sage-bench.
+float qk_scale() { return gaussian_data() ? 3.5f / 127.0f : 0.01f; }
+
 // A timed case's device data: random quantized Q, K, V of its shape (uniform bytes, or Gaussian ones with
 // SAGEVID_HARNESS_DATA=gaussian), its scales and output, and the call's arguments.
 struct TimedData {
@@ -346,9 +350,8 @@ struct TimedData {
         q(q_bytes),
         k(k_bytes),
         v(v_bytes),
-        // Gaussian: the scales of a N(0, 1) block's INT8 (its absmax ≈ 3.5 over 127), so P spreads as in sage-bench.
-        qs(std::vector<float>(q_groups, gaussian_data() ? 3.5f / 127.0f : 0.01f)),
-        ks(std::vector<float>(k_groups, gaussian_data() ? 3.5f / 127.0f : 0.01f)),
+        qs(std::vector<float>(q_groups, qk_scale())),
+        ks(std::vector<float>(k_groups, qk_scale())),
         vs(std::vector<float>(int64_t(c.batch) * c.kv_heads * c.head_dim, 0.01f)),
         out(int64_t(c.batch) * c.q_heads * c.q_len * c.head_dim) {
     if (gaussian_data()) {
