@@ -14,6 +14,7 @@ The share grows with the keys a head holds (more values past a fixed sample), so
 """
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ import torch
 LAYOUT_HEADER = Path(__file__).resolve().parent.parent / "kernels/include/sagevid/kernels/sage2_layout.h"
 V_SCALE_STRIDE = 8  # kVScaleStride (= kKeyMeanStride)
 V_SCALE_MARGIN = 16.0  # kVScaleMargin
+SKIPPED = 77  # ctest's SKIP_RETURN_CODE for this test
 
 
 def flagged_heads(v):
@@ -88,8 +90,13 @@ def check():
     assert torch.equal(flagged_heads(v), want), flagged_heads(v)
 
     # The hooks on a tiny random transformer: every block counted once a forward, by head, a planted outlier in
-    # block 1's V (token 5, head 1) flagged, and the counts those of V as the blocks computed it.
-    from diffusers import CogVideoXTransformer3DModel
+    # block 1's V (token 5, head 1) flagged, and the counts those of V as the blocks computed it. The GPU host's
+    # python has no diffusers (scripts/setup.sh puts it in .venv): there the test reports itself skipped.
+    try:
+        from diffusers import CogVideoXTransformer3DModel
+    except ImportError:
+        print("skipped: no diffusers in this python (scripts/setup.sh installs it in .venv); the rule itself passed")
+        sys.exit(SKIPPED)
 
     torch.manual_seed(0)
     model = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, time_embed_dim=24,

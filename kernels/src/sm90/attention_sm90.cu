@@ -55,6 +55,13 @@ constexpr int kThreads = 128;  // one warpgroup
 // Named barriers: 1 + w is warpgroup w's own; from kMergeBarriers on, two for each query block of the ragged tail
 // whose key tiles warpgroups share.
 constexpr int kMergeBarriers = 5;
+// The kinds of key tile (the kernel's key_tile, which takes one as a type): general (masked where keys end or, causal,
+// past a row's diagonal; any k-scales), uniform (no mask, a k-scale per 64-key half), and a causal diagonal computed
+// as a uniform tile with the mask.
+enum class TileKind { general, uniform, causal_diagonal };
+constexpr std::integral_constant<TileKind, TileKind::general> kGeneralTile{};
+constexpr std::integral_constant<TileKind, TileKind::uniform> kUniformTile{};
+constexpr std::integral_constant<TileKind, TileKind::causal_diagonal> kDiagonalTile{};
 // Stages of the K/V ring: three where they still fit four CTAs in shared memory (head dim 64, FP8 Vᵀ), so that
 // a tile's copy is issued two tiles before its products need it; not per-token, whose registers the third
 // stage's bookkeeping spills.
@@ -126,6 +133,10 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // kernels only, which take the branch without a spill or a longer uniform loop (the others would spill or grow
   // theirs; per-token k-scales make every tile an edge tile).
   constexpr bool kSkipsEmptyHalves = kTensorSums && !kPerToken;
+  // Whether a causal diagonal tile is computed as a uniform one with a mask rather than on the general path (its
+  // conversions, its P·V in one piece): in head dim 128's default kernels (head dim 64's then spill in their uniform
+  // loop).
+  constexpr bool kUniformDiagonals = kTensorSums && !kPerToken && kHeadDim == 128;
   // Whether the epilogue loads its channels' V scales and means before its stores (OutputChannels): at head dim 128,
   // where the loads one at a time between the stores took a few percent of a work tile; head dim 64's persistent
   // loop ran 2% slower with them, from how ptxas then ordered it (docs/PERFORMANCE.md, 2026-12-05 from 12:29).
@@ -367,16 +378,18 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       }
     };
 
-    // One key tile. A uniform one (uniform_tile: std::true_type) has every key valid for every row and a k-scale
-    // uniform over each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA.
+    // One key tile of a kind (TileKind). A uniform one has every key valid for every row and a k-scale uniform over
+    // each 64-key half (not per-token): its softmax needs no mask and converts a score in one FMA. A causal diagonal
+    // tile is computed as a uniform one whose scores past each row's diagonal are set to −inf before its softmax.
     // `last`: the warpgroup's last tile of the work tile (std::false_type where it cannot be).
-    const auto key_tile = [&](int tile, auto uniform_tile, auto last) {
+    const auto key_tile = [&](int tile, auto kind, auto last) {
 #ifdef SAGEVID_SM90_TILE_TRACE
       if (kPersistent && g_tile_trace && thread == 0 && blockIdx.x < kTraceCtas && traced_tiles < kTraceTiles)
         g_tile_trace[(int(blockIdx.x) * kWarpgroups + warpgroup) * kTraceTiles + traced_tiles] = clock64();
       ++traced_tiles;
 #endif
-      constexpr bool uniform = decltype(uniform_tile)::value;
+      constexpr bool diagonal = decltype(kind)::value == TileKind::causal_diagonal;
+      constexpr bool uniform = diagonal || decltype(kind)::value == TileKind::uniform;
 
       // 1. S = Q Kᵀ. A uniform tile's accumulators start from kMagicBits, so that each score comes out as the float
       // kMagic + score (magic_float's add done by the tensor cores, off the path from the score to its exponential).
@@ -404,6 +417,12 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       }
       wait_group<0>();
       fence_registers(s_int);
+      if constexpr (diagonal) {  // the scores of keys past the row: −inf, below every kMagic + score as an integer
+        const int diagonal_offset = row0 - (tile * kCtaK + 2 * quad_col);
+#pragma unroll
+        for (int i = 0; i < 64; ++i)
+          if (8 * (i / 4) + (i & 1) - 8 * ((i / 2) & 1) > diagonal_offset) s_int[i] = __float_as_int(kNegInf);
+      }
       if (last) load_next_q();
 
       // 4. O += P · V, as lambdas that the softmax's two paths below call. FP8: P's A fragment for 32 keys holds
@@ -562,8 +581,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
       for (int tile = 0; tile < ring_tiles; ++tile) {
         if (tile == own_tile && tile < tiles) {
           own_tile += share.sharers;
-          if (tile < uniform_tiles) key_tile(tile, std::true_type{}, std::false_type{});
-          else key_tile(tile, std::false_type{}, std::false_type{});
+          if (tile < uniform_tiles) key_tile(tile, kUniformTile, std::false_type{});
+          else key_tile(tile, kGeneralTile, std::false_type{});
         } else {
           if (tile < uniform_tiles) uniform_k_scales += 2 * k_block_groups;
           refill_lagged();
@@ -596,10 +615,16 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
     } else {
       const int uniform_loop_tiles = kPersistent && uniform_tiles == tiles ? tiles - 1 : uniform_tiles;
       int tile = 0;
-      for (; tile < uniform_loop_tiles; ++tile) key_tile(tile, std::true_type{}, std::false_type{});
+      for (; tile < uniform_loop_tiles; ++tile) key_tile(tile, kUniformTile, std::false_type{});
       if constexpr (kPersistent)
-        if (tile < uniform_tiles) key_tile(tile++, std::true_type{}, std::true_type{});
-      for (; tile < tiles; ++tile) key_tile(tile, std::false_type{}, kPersistent && tile == tiles - 1);
+        if (tile < uniform_tiles) key_tile(tile++, kUniformTile, std::true_type{});
+      // A causal warpgroup's last key tile, when uniform tiles lead up to it and it holds no key past the end, is its
+      // rows' diagonal: uniform but for the mask.
+      const bool uniform_diagonal =
+          kUniformDiagonals && args.causal && uniform_tiles == tiles - 1 && tiles * kCtaK <= args.kv_len;
+      for (; tile < tiles - int(uniform_diagonal); ++tile)
+        key_tile(tile, kGeneralTile, kPersistent && tile == tiles - 1);
+      if (uniform_diagonal) key_tile(tile++, kDiagonalTile, std::bool_constant<kPersistent>{});
       // Several warpgroups: a warpgroup whose rows end before the ring's does gives back the stages of the tiles past
       // its own, each once that tile has landed (an arrival for the stage's next use before its last use is done
       // would count toward the wrong phase); the first warp keeps refilling.
