@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         const int diagonal_offset = row0 - (tile * kCtaK + 2 * quad_col);
 #pragma unroll
         for (int i = 0; i < 64; ++i)
-          if (8 * (i / 4) + (i & 1) - 8 * ((i / 2) & 1) > diagonal_offset) s_int[i] = __float_as_int(kNegInf);
+          if (accumulator_column(i) - 8 * accumulator_row(i) > diagonal_offset) s_int[i] = __float_as_int(kNegInf);
       }
       if (last) load_next_q();
 
@@ -466,7 +466,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         wait_group<0>();
         fence_registers(fresh);
 #pragma unroll
-        for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[(i / 2) & 1], fresh[i]);
+        for (int i = 0; i < kOut; ++i) out[i] = fmaf(out[i], rescale[accumulator_row(i)], fresh[i]);
         if constexpr (kTensorSums) {
 #pragma unroll
           for (int half = 0; half < 2; ++half)
@@ -487,7 +487,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
         // Rows whose max held keep rescale 1: skip the multiply when no row of the warp moved.
         if (__any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f)) {
 #pragma unroll
-          for (int i = 0; i < kOut; ++i) out[i] *= rescale[(i / 2) & 1];
+          for (int i = 0; i < kOut; ++i) out[i] *= rescale[accumulator_row(i)];
         }
         fence();
 #pragma unroll
@@ -550,7 +550,7 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
           const int tile_col = tile * kCtaK + 2 * quad_col;
 #pragma unroll
           for (int i = 0; i < 64; ++i) {
-            const int col = tile_col + 8 * (i / 4) + (i & 1), row = row0 + 8 * ((i / 2) & 1);
+            const int col = tile_col + accumulator_column(i), row = row0 + 8 * accumulator_row(i);
             if (col >= args.kv_len || (args.causal && col > row)) s[i] = kNegInf;
           }
         }

@@ -8,6 +8,8 @@ namespace sagevid::kernels::sage2::sm90 {
 
 // Accumulator element i of a thread sits in row (i / 2) % 2 (of its two rows), column 8 (i / 4) + 2 t + i % 2
 // of the key tile (t = lane % 4): the 64 x 128 wgmma accumulator layout.
+__host__ __device__ constexpr int accumulator_row(int i) { return (i / 2) % 2; }
+__host__ __device__ constexpr int accumulator_column(int i) { return 8 * (i / 4) + i % 2; }  // past 2 t
 
 // float(x) · scale in an integer add and an FMA (magic_float); the FMA's offset rounds at a fraction of one
 // unit of x.
