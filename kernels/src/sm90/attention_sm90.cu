@@ -134,8 +134,8 @@ __global__ void __launch_bounds__(kThreads* kWarpgroups,
   // theirs; per-token k-scales make every tile an edge tile).
   constexpr bool kSkipsEmptyHalves = kTensorSums && !kPerToken;
   // Whether a causal diagonal tile is computed as a uniform one with a mask rather than on the general path (its
-  // conversions, its P·V in one piece): in head dim 128's default kernels (head dim 64's then spill in their uniform
-  // loop).
+  // conversions, its P·V in one piece): in head dim 128's default kernels. Head dim 64's lost with it: every form
+  // tried spilled in their uniform loop or added to it (docs/PERFORMANCE.md, 2026-12-07 from 16:01).
   constexpr bool kUniformDiagonals = kTensorSums && !kPerToken && kHeadDim == 128;
   // Whether the epilogue loads its channels' V scales and means before its stores (OutputChannels): at head dim 128,
   // where the loads one at a time between the stores took a few percent of a work tile; head dim 64's persistent
