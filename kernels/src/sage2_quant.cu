@@ -22,7 +22,8 @@ static_assert(kQBlock == kKBlock, "one tile size for Q and K");
 template <int kHeadDim>
 union Smem {
   struct {  // both by slice parity
-    unsigned group_amax_bits[2][kRowTiles][kQBlock];  // non-negative floats order like their bit patterns
+    // Each group's absmax (non-negative floats order like their bit patterns), then its inverse for the rounding.
+    unsigned group_amax_bits[2][kRowTiles][kQBlock];
     alignas(16) float mean[2][kRowTiles][kHeadDim];   // what each 64-row block of the slice subtracts
   } rows;
   struct {
@@ -48,8 +49,8 @@ __device__ __forceinline__ CtaTask task_of(int local, const StridedInput& x, int
 }
 
 // One CTA quantizes kSlices slices of rows of one (batch, head). Per slice: the row absmax is a shuffle
-// reduction over the row's lanes, each group's absmax a shared atomic max over its rows, and every thread then
-// rounds its own chunks.
+// reduction over the row's lanes, each group's absmax a shared atomic max over its rows, each group's scale and
+// inverse one thread's division, and every thread then rounds its own chunks.
 template <int kHeadDim, InputType kType, bool kVector>
 __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granularity, bool int4, int local,
                               Smem<kHeadDim>& smem, uint4* staging) {
@@ -75,12 +76,19 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
     for (int i = 0; i < 2 * kTiles; ++i) smem.rows.mean[i / kTiles][i % kTiles][threadIdx.x] = mean;
     if (job.mean_out && task.first_row == 0) job.mean_out[task.head_index * d + threadIdx.x] = mean;
   }
+  // Each chunk's group in its block, and whether the next chunk shares it (the same block and group in every lane
+  // of the warp: a key's chunks under per-thread or per-block groups), so that the two take one reduction.
   int group[Chunks::kCount];
+  bool joins_next[Chunks::kCount];
 #pragma unroll
   for (int j = 0; j < Chunks::kCount; ++j) {
-    const int r = (chunks.r0 + j * Chunks::kRowStride) % kQBlock;
-    group[j] = int(is_key ? k_group(r, granularity) : q_group(r, granularity));
+    const int r = chunks.r0 + j * Chunks::kRowStride;
+    group[j] = int(is_key ? k_group(r % kQBlock, granularity) : q_group(r % kQBlock, granularity));
+    if (j > 0)
+      joins_next[j - 1] =
+          __all_sync(0xffffffffu, group[j] == group[j - 1] && r / kQBlock == (r - Chunks::kRowStride) / kQBlock);
   }
+  joins_next[Chunks::kCount - 1] = false;
 
   for (int slice = 0; slice < kSlices; ++slice) {
     const int first_row = task.first_row + slice * kRows;
@@ -111,35 +119,40 @@ __device__ void quantize_rows(const RowsJob& job, bool is_key, Granularity granu
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) v[i] = v[i] - mean[i];
     };
+    float amax = 0.0f;  // over the chunks since the last that did not join its next
 #pragma unroll
     for (int j = 0; j < Chunks::kCount; ++j) {
       float v[kChunk];
       smoothed(j, v);
-      float amax = 0.0f;
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) amax = fmaxf(amax, fabsf(v[i]));
+      if (joins_next[j]) continue;  // warp-uniform
       for (int offset = 1; offset < Chunks::kPerRow; offset <<= 1)  // the row's lanes: aligned, a power of two
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
       const int r = chunks.r0 + j * Chunks::kRowStride;
       if (chunks.c == 0) atomicMax(&group_amax_bits[r / kQBlock][group[j]], __float_as_uint(amax));
+      amax = 0.0f;
     }
     __syncthreads();
 
+    // Each group's scale out, and its inverse in its absmax's place for the rounding.
     if (threadIdx.x < kTiles * groups) {
       const int tile = threadIdx.x / groups, block = first_row / kQBlock + tile;
-      const float amax = __uint_as_float(group_amax_bits[tile][threadIdx.x % groups]);
+      unsigned& bits = group_amax_bits[tile][threadIdx.x % groups];
+      const float amax = __uint_as_float(bits);
       if (block < num_blocks)
         job.scales[(task.head_index * num_blocks + block) * groups + threadIdx.x % groups] =
             amax > 0.0f ? amax / qmax : 1.0f;
+      bits = __float_as_uint(amax > 0.0f ? qmax / amax : 0.0f);
     }
+    __syncthreads();
 
     // Round: eight int8 values are one 8-byte store, eight int4 ones a 4-byte store.
 #pragma unroll
     for (int j = 0; j < Chunks::kCount; ++j) {
       const int r = chunks.r0 + j * Chunks::kRowStride;
       if (first_row + r >= padded_len) break;  // the last slice may end past the padding
-      const float amax = __uint_as_float(group_amax_bits[r / kQBlock][group[j]]);
-      const float inv = amax > 0.0f ? qmax / amax : 0.0f;
+      const float inv = __uint_as_float(group_amax_bits[r / kQBlock][group[j]]);
       float v[kChunk];
       smoothed(j, v);
       int8_t* out = head_out + int64_t(first_row + r) * row_bytes + (int4 ? chunks.c / 2 : chunks.c);
