@@ -175,13 +175,33 @@ std::string p_exponent_names(const char* separator) {
   return names;
 }
 
+// A row's name as --row takes it: underscores for spaces (one shell word).
+std::string row_name(std::string name) {
+  std::replace(name.begin(), name.end(), '_', ' ');
+  return name;
+}
+
+// Every row's name as --row takes it, comma-separated.
+std::string row_names() {
+  std::string names;
+  for (const Shape& s : kShapes) {
+    std::string name = s.name;
+    std::replace(name.begin(), name.end(), ' ', '_');
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  return names;
+}
+
 }  // namespace
 
-// sage-bench [--quick | --long] [--p-exponent exact|quarter_linear|half_linear|linear] [--profile-preprocessing]
-//            [--lone-check]
+// sage-bench [--quick | --long | --row NAME...] [--p-exponent exact|quarter_linear|half_linear|linear]
+//            [--profile-preprocessing] [--lone-check]
 int main(int argc, char** argv) {
-  // --quick: only the rows up to CogVideoX-2B's length (kShapes[0]'s); --long: only the others.
+  // --quick: only the rows up to CogVideoX-2B's length (kShapes[0]'s); --long: only the others; --row: only the rows
+  // named (underscores for spaces, e.g. hd128_32k: a row or two interleaved across builds in little device time),
+  // without the modes table.
   bool quick = false, long_only = false;
+  std::vector<std::string> rows;
   sage2::PExponent p_exponent = sage2::PExponent::exact;  // the sage2 column's P (sage2.h)
   std::string p_exponent_name = "exact";
   std::string diagnostic;  // --profile-preprocessing or --lone-check: that alone instead of the tables
@@ -191,6 +211,12 @@ int main(int argc, char** argv) {
       quick = true;
     } else if (arg == "--long") {
       long_only = true;
+    } else if (arg == "--row" && i + 1 < argc) {
+      rows.push_back(row_name(argv[++i]));
+      if (std::none_of(std::begin(kShapes), std::end(kShapes), [&](const Shape& s) { return rows.back() == s.name; })) {
+        std::fprintf(stderr, "sage-bench: no row \"%s\"; the rows: %s\n", rows.back().c_str(), row_names().c_str());
+        return 2;
+      }
     } else if (arg == "--profile-preprocessing" || arg == "--lone-check") {
       diagnostic = arg;
     } else if (arg == "--p-exponent" && i + 1 < argc) {
@@ -204,14 +230,14 @@ int main(int argc, char** argv) {
       p_exponent = found->second;
     } else {
       std::fprintf(stderr,
-                   "usage: sage-bench [--quick | --long] [--p-exponent %s] [--profile-preprocessing] "
-                   "[--lone-check]\n",
+                   "usage: sage-bench [--quick | --long | --row NAME...] [--p-exponent %s] "
+                   "[--profile-preprocessing] [--lone-check]\n",
                    p_exponent_names("|").c_str());
       return 2;
     }
   }
-  if (quick && long_only) {
-    std::fprintf(stderr, "sage-bench: --quick and --long exclude each other\n");
+  if (int(quick) + int(long_only) + int(!rows.empty()) > 1) {
+    std::fprintf(stderr, "sage-bench: --quick, --long and --row exclude each other\n");
     return 2;
   }
   const auto devices = sagevid::kernels::cuda_devices();
@@ -244,6 +270,7 @@ int main(int argc, char** argv) {
   for (const Shape& s : kShapes) {
     const bool long_row = s.len > kShapes[0].len;
     if ((quick && long_row) || (long_only && !long_row)) continue;
+    if (!rows.empty() && std::find(rows.begin(), rows.end(), s.name) == rows.end()) continue;
     const auto [q, k, v] = random_qkv(s);
     sage2::Options options;
     options.causal = s.causal;
@@ -291,6 +318,6 @@ int main(int argc, char** argv) {
       "| shape | sage2 prep ms | sage2 ms | sage2 TOPS | cuDNN TOPS | sage2/cuDNN | sage2 host µs | cuDNN host µs |\n"
       "|---|---|---|---|---|---|---|---|\n%s",
       kBackToBackCalls, kBackToBackRepeats, back_to_back.c_str());
-  bench_modes(kShapes[0]);
+  if (rows.empty()) bench_modes(kShapes[0]);
   return 0;
 }
