@@ -181,9 +181,8 @@ for step in $steps; do
     accuracy) build-gpu/tools/sage-accuracy | tee "$out/accuracy.md" || status=1 ;;
     bench-ab)  # sage-bench of this tree and of each .carry/ab/<name> copy of kernels/src (scripts/sm90-ab.sh
       # --prepare; carry .carry), two passes interleaved: for what the harness cannot see (preprocessing, launches,
-      # the host's part of a call); SAGEVID_BENCH_ARGS: sage-bench's options (--quick: N <= 17776 only; --row hd128_32k:
-      # that row alone);
-      # SAGEVID_AB_VARIANTS: which copies (default: all of .carry/ab)
+      # the host's part of a call); SAGEVID_BENCH_ARGS: sage-bench's options (--quick: N <= 17776 only;
+      # --row hd128_32k: that row alone); SAGEVID_AB_VARIANTS: which copies (default: all of .carry/ab)
       build_ab_copies
       for pass in 1 2; do
         for v in "${variants[@]}"; do
