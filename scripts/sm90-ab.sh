@@ -4,8 +4,9 @@
 # kernels/src (git-ignored; carry .carry). Each variant is built, runs `check` (and memcheck), then `time`,
 # the variants interleaved pass by pass so that drifts of the machine fall on all of them.
 #   scripts/sm90-ab.sh [variant...]        (default: tree and every folder of .carry/ab)
-#   scripts/sm90-ab.sh --prepare [NAME=]REF...  (here, before the call: each git ref's kernels/src, with the
-#                                               CMakeLists of kernels/ and tools/, into .carry/ab/NAME, or REF)
+#   scripts/sm90-ab.sh --prepare [NAME=]REF[+PATCH]...  (here, before the call: each git ref's kernels/src, with
+#                       the CMakeLists of kernels/ and tools/, into .carry/ab/NAME, or REF; +PATCH: with that patch
+#                       applied, e.g. prefetch=main+docs/unlanded/issue14-prep-l2-prefetch.patch)
 # AB_ROWS=128: the harness's head-dim-128 cases and rows only (`check128`, `time128`: a change to those kernels
 # alone, in little device time). AB_MEMCHECK: the variants memcheck runs for (default all); AB_PASSES: timing passes
 # (default 2); AB_LOCKED: time the harness's `locked` rows under ncu at the GPU's base clocks instead of its `time`
@@ -21,11 +22,14 @@ if [ "${1:-}" = --prepare ]; then
   shift
   for spec in "$@"; do
     name=${spec%%=*} ref=${spec#*=}  # NAME=REF, or REF named after itself
+    patch=
+    [[ $ref == *+* ]] && patch=${ref#*+} ref=${ref%%+*}
     # kernels/src with its public headers, and the CMakeLists that list its files (gpu-host.sh's build_ab_copy builds
     # the tree with them)
     rm -rf ".carry/ab/$name" && mkdir -p ".carry/ab/$name" &&
       git archive "$ref" kernels/src kernels/include kernels/CMakeLists.txt tools/CMakeLists.txt |
       tar -x -C ".carry/ab/$name" &&
+      { [ -z "$patch" ] || git apply --directory=".carry/ab/$name" "$patch"; } &&
       mv ".carry/ab/$name/kernels/src" ".carry/ab/$name/src" &&
       mv ".carry/ab/$name/kernels/include" ".carry/ab/$name/include" &&
       mv ".carry/ab/$name/kernels/CMakeLists.txt" ".carry/ab/$name/kernels.cmake" &&
