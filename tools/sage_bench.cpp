@@ -194,7 +194,7 @@ std::string row_names() {
 
 }  // namespace
 
-// sage-bench [--quick | --long | --row NAME...] [--p-exponent exact|quarter_linear|half_linear|linear]
+// sage-bench [--quick | --long | --row NAME [--row NAME]...] [--p-exponent exact|quarter_linear|half_linear|linear]
 //            [--profile-preprocessing] [--lone-check]
 int main(int argc, char** argv) {
   // --quick: only the rows up to CogVideoX-2B's length (kShapes[0]'s); --long: only the others; --row: only the rows
@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
       p_exponent = found->second;
     } else {
       std::fprintf(stderr,
-                   "usage: sage-bench [--quick | --long | --row NAME...] [--p-exponent %s] "
+                   "usage: sage-bench [--quick | --long | --row NAME [--row NAME]...] [--p-exponent %s] "
                    "[--profile-preprocessing] [--lone-check]\n",
                    p_exponent_names("|").c_str());
       return 2;
