@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
   libspdlog-dev nlohmann-json3-dev catch2 libcpp-httplib-dev
   libssl-dev openssl
+  libgloo-dev
 )
 TORCH_VERSION=2.11.0
 # Test tools only (parity references, fixture writers); pinned so fixtures and parity stay reproducible.

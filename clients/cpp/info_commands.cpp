@@ -40,6 +40,7 @@ int models_command(const Connection& connection, const std::vector<std::string>&
   check_status("ListModels", stub->ListModels(&context, {}, &response));
   for (const auto& m : response.models()) {
     std::printf("%s\n  device %s, dtype %s\n", m.name().c_str(), m.device().c_str(), m.dtype().c_str());
+    if (!m.parallel().empty()) std::printf("  parallel: %s\n", m.parallel().c_str());
     std::printf("  defaults: %d frames %dx%d, %d steps, guidance %.2f, %d fps\n", m.default_frames(), m.default_width(),
                 m.default_height(), m.default_steps(), m.default_guidance_scale(), m.default_fps());
     std::printf("  height/width multiples of %d, frames = %d*k + 1\n", m.spatial_factor(), m.temporal_factor());

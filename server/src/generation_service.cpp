@@ -81,8 +81,11 @@ std::string outcome_name(grpc::StatusCode code) {
 // GPU memory of the CUDA devices the models use, summed; zeros for CPU-only serving.
 std::pair<uint64_t, uint64_t> gpu_memory(const std::vector<std::unique_ptr<LoadedModel>>& models) {
   std::set<int> devices;
-  for (const auto& model : models)
-    if (model->pipeline.options().device.is_cuda()) devices.insert(model->pipeline.options().device.index());
+  for (const auto& model : models) {
+    const PipelineOptions& options = model->pipeline.options();
+    for (const c10::Device& device : options.devices.empty() ? std::vector{options.device} : options.devices)
+      if (device.is_cuda()) devices.insert(device.index());
+  }
   uint64_t used = 0, total = 0;
   for (int index : devices) {
     try {
@@ -150,8 +153,8 @@ GenerationService::GenerationService(ServerConfig config, ServerMetrics* metrics
       watchdog_(
           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config_.write_timeout_seconds))) {
   for (const ModelEntry& entry : config_.models)
-    if (!queues_.contains(entry.device))
-      queues_.emplace(entry.device, std::make_unique<JobQueue>(entry.device, std::size_t(config_.queue_size)));
+    if (const std::string where = placement(entry); !queues_.contains(where))
+      queues_.emplace(where, std::make_unique<JobQueue>(where, std::size_t(config_.queue_size)));
 }
 
 GenerationService::~GenerationService() {
@@ -161,14 +164,14 @@ GenerationService::~GenerationService() {
 
 void GenerationService::load_models() {
   for (const ModelEntry& entry : config_.models) {
-    spdlog::info("loading model '{}' from {} onto {} ({})", entry.name, entry.path.string(), entry.device,
+    spdlog::info("loading model '{}' from {} onto {} ({})", entry.name, entry.path.string(), placement(entry),
                  dtype_name(entry.dtype));
     const auto start = Clock::now();
     try {
       CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, pipeline_options(entry, config_));
       const ModelDefaults defaults = model_defaults(entry.path, pipeline.limits());
       models_.push_back(std::make_unique<LoadedModel>(
-          LoadedModel{entry, std::move(pipeline), defaults, queues_.at(entry.device).get()}));
+          LoadedModel{entry, std::move(pipeline), defaults, queues_.at(placement(entry)).get()}));
     } catch (const std::exception& e) {
       throw std::runtime_error("model '" + entry.name + "' (" + entry.path.string() + "): " + e.what());
     }
@@ -266,8 +269,9 @@ void GenerationService::run_job(Job& job, Call& call) {
 // server's paths or backtraces.
 grpc::Status GenerationService::failure_status(const Call& call, const std::exception& error) {
   if (out_of_memory(error)) {
-    spdlog::warn("request {}: out of memory on {}: {}", call.id, call.model->entry.device, without_backtrace(error));
-    return {grpc::StatusCode::RESOURCE_EXHAUSTED, "out of memory on " + call.model->entry.device +
+    spdlog::warn("request {}: out of memory on {}: {}", call.id, placement(call.model->entry),
+                 without_backtrace(error));
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED, "out of memory on " + placement(call.model->entry) +
                                                       "; try fewer frames or a smaller size (request " + call.id + ")"};
   }
   spdlog::error("request {}: {}", call.id, error.what());
@@ -443,6 +447,9 @@ grpc::Status GenerationService::ListModels(grpc::ServerContext*, const v1::ListM
     const ModelLimits& limits = model->pipeline.limits();
     info->set_name(model->entry.name);
     info->set_device(model->entry.device);
+    for (const std::string& device : model->entry.devices) info->add_devices(device);
+    if (!model->entry.devices.empty())
+      info->set_parallel(describe(model->entry.parallel, model->pipeline.options().devices));
     info->set_dtype(std::string(dtype_name(model->entry.dtype)));
     info->set_default_frames(int32_t(defaults.frames));
     info->set_default_height(int32_t(defaults.height));

@@ -79,6 +79,32 @@ HttpApiConfig read_http(ConfigReader reader, const std::filesystem::path& base_d
   return http;
 }
 
+// "devices" and "parallel": the group a model's requests run on, checked as the pipeline will (but for the model's
+// heads, which only its weights tell).
+void read_device_group(ConfigReader& reader, ModelEntry& model) {
+  if (!reader.has("devices")) {
+    if (reader.has("parallel")) reader.fail("parallel", "needs \"devices\"");
+    return;
+  }
+  if (reader.has("device")) reader.fail("devices", "give \"device\" or \"devices\", not both");
+  model.devices = reader.require<std::vector<std::string>>("devices");
+  if (model.devices.empty()) reader.fail("devices", "must list at least one device");
+  for (const std::string& device : model.devices) check_device(reader, device);
+  model.device = model.devices[0];
+  const int64_t count = int64_t(model.devices.size());
+  ConfigReader parallel = reader.object("parallel");
+  const int64_t cfg = parallel.get<int64_t>("cfg", count % 2 == 0 ? 2 : 1);
+  const int64_t ulysses = parallel.get<int64_t>("ulysses", cfg == 2 ? count / 2 : count);
+  parallel.finish();
+  model.parallel = {int(std::clamp<int64_t>(cfg, 0, 64)), int(std::clamp<int64_t>(ulysses, 0, 1024))};
+  std::vector<c10::Device> devices(model.devices.begin(), model.devices.end());
+  try {
+    check_parallel_plan(model.parallel, devices);
+  } catch (const std::invalid_argument& e) {
+    reader.fail("parallel", e.what());
+  }
+}
+
 ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir) {
   ModelEntry model;
   model.name = reader.require<std::string>("name");
@@ -86,6 +112,7 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   model.path = resolve(base_dir, reader.require<std::string>("path"));
   model.device = reader.get<std::string>("device", model.device);
   check_device(reader, model.device);
+  read_device_group(reader, model);
   model.dtype = read_dtype(reader, model.dtype);
   model.max_latent_token_steps = reader.optional<int64_t>("max_latent_token_steps");
   if (model.max_latent_token_steps && *model.max_latent_token_steps < 1)
@@ -175,7 +202,13 @@ PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& co
                           .fp8_fast_accum = model.fp8_fast_accum,
                           .max_work = model.max_latent_token_steps};
   model.memory.apply_to(options);
+  options.devices.assign(model.devices.begin(), model.devices.end());
+  options.parallel = model.parallel;
   return options;
+}
+
+std::string placement(const ModelEntry& model) {
+  return model.devices.empty() ? model.device : join(model.devices, "+");
 }
 
 std::optional<std::size_t> find_model(const ServerConfig& config, std::string_view name) {
@@ -194,10 +227,15 @@ nlohmann::json to_json(const ServerConfig& config) {
     nlohmann::json model = {
         {"name", m.name},
         {"path", m.path.string()},
-        {"device", m.device},
         {"dtype", dtype_name(m.dtype)},
         {"max_latent_token_steps",
          m.max_latent_token_steps ? nlohmann::json(*m.max_latent_token_steps) : nlohmann::json(nullptr)}};
+    if (m.devices.empty()) {
+      model["device"] = m.device;
+    } else {
+      model["devices"] = m.devices;
+      model["parallel"] = {{"cfg", m.parallel.cfg}, {"ulysses", m.parallel.ulysses}};
+    }
     model["linear"] = m.linear == LinearPrecision::fp8 ? "fp8" : "native";
     model["fp8_fast_accum"] = m.fp8_fast_accum;
     model.update(to_json(m.memory));

@@ -24,7 +24,11 @@ namespace sagevid {
 struct ModelEntry {
   std::string name;
   std::filesystem::path path;  // diffusers-format folder; relative paths are relative to the config file
-  std::string device = "cuda"; // "cpu", "cuda" or "cuda:N"
+  std::string device = "cuda"; // "cpu", "cuda" or "cuda:N"; with devices, their first
+  // "devices": ["cuda:0", "cuda:1", ...] and "parallel": {"cfg": 1|2, "ulysses": n}: each request over all of them
+  // (sagevid/models/parallel.h). Without "parallel", cfg 2 where the count is even, and ulysses the rest.
+  std::vector<std::string> devices;
+  ParallelPlan parallel;
   c10::ScalarType dtype = c10::kBFloat16;  // "dtype": float32, float16 or bfloat16
   std::optional<int64_t> max_latent_token_steps;  // work cap of one request; unset: the model's default
   LinearPrecision linear = LinearPrecision::native;  // "linear": "native" (the dtype) or "fp8"
@@ -66,6 +70,8 @@ constexpr int64_t kMaxImageBytes = int64_t(1) << 30;  // server.max_image_bytes 
 ServerConfig parse_server_config(const nlohmann::json& document, const std::filesystem::path& base_dir);
 // How the pipeline of one model entry loads and runs under this config.
 PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config);
+// The device or the device group ("cuda:0+cuda:1") that runs a model's jobs: one job queue, and its worker, each.
+std::string placement(const ModelEntry& model);
 // The position in config.models of the model called `name`, or nullopt; what an empty name means is the
 // caller's choice. model_names lists them all ("a, b") for the error that follows a miss.
 std::optional<std::size_t> find_model(const ServerConfig& config, std::string_view name);

@@ -129,6 +129,51 @@ TEST_CASE("model entries take the FP8 linear keys, fast accumulation only with F
                       ContainsSubstring("models[0].linear: must be \"native\" or \"fp8\""));
 }
 
+TEST_CASE("a model entry may name a device group and its parallel plan, checked before loading",
+          "[integration][config]") {
+  const auto config =
+      parse(R"({"models": [{"name": "a", "path": "p", "devices": ["cuda:0", "cuda:1", "cuda:2", "cuda:3"],
+                                             "parallel": {"cfg": 2, "ulysses": 2}}]})");
+  const sagevid::ModelEntry& model = config.models[0];
+  CHECK(model.device == "cuda:0");
+  CHECK(model.parallel.cfg == 2);
+  CHECK(model.parallel.ulysses == 2);
+  CHECK(sagevid::placement(model) == "cuda:0+cuda:1+cuda:2+cuda:3");
+  const sagevid::PipelineOptions options = sagevid::pipeline_options(model, config);
+  CHECK(options.device == c10::Device("cuda:0"));
+  CHECK(options.devices.size() == 4);
+  CHECK(options.devices[3] == c10::Device("cuda:3"));
+  CHECK(options.parallel.world() == 4);
+  CHECK(sagevid::to_json(sagevid::parse_server_config(sagevid::to_json(config), "/")) == sagevid::to_json(config));
+  CHECK(sagevid::placement(parse(R"({"models": [{"name": "a", "path": "p", "device": "cuda:1"}]})").models[0]) ==
+        "cuda:1");
+
+  // Without "parallel": cfg 2 where the count is even, Ulysses over the rest.
+  const auto plan_of = [](const std::string& devices) {
+    return parse(R"({"models": [{"name": "a", "path": "p", "devices": )" + devices + "}]}").models[0].parallel;
+  };
+  CHECK(plan_of(R"(["cuda:0", "cuda:1"])").cfg == 2);
+  CHECK(plan_of(R"(["cuda:0", "cuda:1"])").ulysses == 1);
+  CHECK(plan_of(R"(["cuda:0", "cuda:1", "cuda:2"])").cfg == 1);
+  CHECK(plan_of(R"(["cuda:0", "cuda:1", "cuda:2"])").ulysses == 3);
+  CHECK(plan_of(R"(["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:4", "cuda:5", "cuda:6", "cuda:7"])").ulysses == 4);
+
+  const auto refused = [](const std::string& model_keys) {
+    return parse(R"({"models": [{"name": "a", "path": "p", )" + model_keys + "}]}");
+  };
+  REQUIRE_THROWS_WITH(refused(R"("device": "cuda:0", "devices": ["cuda:0"])"),
+                      ContainsSubstring("models[0].devices: give \"device\" or \"devices\", not both"));
+  REQUIRE_THROWS_WITH(refused(R"("parallel": {"cfg": 2})"), ContainsSubstring("models[0].parallel: needs \"devices\""));
+  REQUIRE_THROWS_WITH(refused(R"("devices": [])"), ContainsSubstring("models[0].devices: must list at least one"));
+  REQUIRE_THROWS_WITH(refused(R"("devices": "cuda:0")"), ContainsSubstring("models[0].devices: expected an array"));
+  REQUIRE_THROWS_WITH(refused(R"("devices": ["cuda:0", "gpu1"])"), ContainsSubstring("'gpu1': expected cpu, cuda"));
+  REQUIRE_THROWS_WITH(refused(R"("devices": ["cuda:0", "cuda:1"], "parallel": {"cfg": 1, "ulysses": 4})"),
+                      ContainsSubstring("models[0].parallel: parallel plan: cfg 1 x ulysses 4 needs 4 devices, got 2"));
+  REQUIRE_THROWS_WITH(refused(R"("devices": ["cuda:0", "cuda:0"])"), ContainsSubstring("cuda:0 is listed twice"));
+  REQUIRE_THROWS_WITH(refused(R"("devices": ["cuda:0", "cuda:1"], "parallel": {"pipeline": 2})"),
+                      ContainsSubstring("models[0].parallel.pipeline"));
+}
+
 TEST_CASE("the RTX 4090 configs run the sm_89 sage2 path with a tiled decode, CogVideoX-5B with T5 offloaded",
           "[integration][config]") {
   namespace sage2 = sagevid::kernels::sage2;

@@ -275,6 +275,41 @@ TEST_CASE("GetStatus reports the queue, the backend choices and the device", "[i
   CHECK(status.gpu_memory_total_bytes() == 0);
 }
 
+TEST_CASE("a model on a device group streams its video; ListModels and GetStatus show the group",
+          "[integration][server]") {
+  Random rng;
+  CAPTURE(rng.seed);
+  auto draw = drawer(rng.seed);
+  sagevid::ServerConfig config = tiny_config();
+  config.models[0].devices = {"cpu", "cpu", "cpu", "cpu"};  // ranks as threads, talking through Gloo
+  config.models[0].parallel = {2, 2};
+  TestServer server(config);
+  const auto stub = server.stub();
+
+  grpc::ClientContext list_context;
+  v1::ListModelsResponse models;
+  REQUIRE(stub->ListModels(&list_context, {}, &models).ok());
+  REQUIRE(models.models_size() == 1);
+  CHECK(models.models(0).devices_size() == 4);
+  CHECK(models.models(0).parallel() == "cfg 2 x ulysses 2 on cpu, cpu, cpu, cpu");
+  grpc::ClientContext status_context;
+  v1::ServerStatus status;
+  REQUIRE(stub->GetStatus(&status_context, {}, &status).ok());
+  CHECK(status.device() == "cpu+cpu+cpu+cpu");
+
+  const v1::GenerateRequest request = small_request(draw, 3);
+  const GenerateResult result = generate(*stub, request);
+  CAPTURE(result.status.error_message());
+  REQUIRE(result.status.ok());
+  int denoise_steps = 0;
+  for (const auto& event : result.events)
+    if (event.has_progress() && event.progress().phase() == v1::PHASE_DENOISE) ++denoise_steps;
+  CHECK(denoise_steps == 3);  // once each, from rank 0
+  REQUIRE(result.events.back().has_completed());
+  CHECK(result.events.back().completed().frames() == 9);
+  CHECK(result.video().substr(4, 4) == "ftyp");
+}
+
 TEST_CASE("each invalid field is refused before queueing, naming the field", "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);

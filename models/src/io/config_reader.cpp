@@ -68,6 +68,18 @@ std::string ConfigReader::convert<std::string>(const std::string& key, const nlo
   return v.get<std::string>();
 }
 
+template <>
+std::vector<std::string> ConfigReader::convert<std::vector<std::string>>(const std::string& key,
+                                                                         const nlohmann::json& v) const {
+  if (!v.is_array()) fail(key, "expected an array of strings, got " + type_name(v));
+  std::vector<std::string> strings;
+  for (const nlohmann::json& item : v) {
+    if (!item.is_string()) fail(key, "expected an array of strings, holding " + type_name(item));
+    strings.push_back(item.get<std::string>());
+  }
+  return strings;
+}
+
 ConfigReader ConfigReader::object(const std::string& key) {
   static const nlohmann::json empty = nlohmann::json::object();
   const nlohmann::json* value = lookup(key);

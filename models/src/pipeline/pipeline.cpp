@@ -1,6 +1,7 @@
 // Loading a CogVideoX model folder into a pipeline, what it accepts (ModelLimits) and request validation.
 // The run itself is in pipeline_generate.cpp.
 #include "pipeline_parts.h"
+#include "pipeline_ranks.h"
 
 #include "vae/cogvideox_vae_layers.h"
 
@@ -201,10 +202,12 @@ const char* phase_name(GenerationPhase phase) {
   return "unknown";
 }
 
-CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
+namespace {
+
+// One device's parts of the model in model_dir.
+std::shared_ptr<const CogVideoXPipeline::Parts> load_parts(const fs::path& model_dir, const PipelineOptions& options) {
   const nlohmann::json model_index = read_model_index(model_dir);
   const bool image_to_video = is_image_to_video(model_index);
-  check_options(options);
   SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
   vae::check_tiling(CogVideoXVaeConfig::load(model_dir / "vae" / "config.json"), options.vae);  // so do bad tiles
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
@@ -219,10 +222,32 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   if (image_to_video) image_encoder = CogVideoXVaeEncoder::load(model_dir / "vae", target);
   const ModelLimits limits =
       make_limits(transformer.config(), vae.config(), scheduler, options.max_work, image_to_video);
+  return std::make_shared<const CogVideoXPipeline::Parts>(
+      options, limits, std::move(tokenizer), std::move(text_encoder), std::move(transformer), std::move(vae),
+      std::move(image_encoder), std::move(scheduler));
+}
+
+}  // namespace
+
+CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const PipelineOptions& options) {
+  read_model_index(model_dir);  // a folder that is no model fails first
+  check_options(options);
   CogVideoXPipeline pipeline;
-  pipeline.parts_ = std::make_shared<const Parts>(options, limits, std::move(tokenizer), std::move(text_encoder),
-                                                  std::move(transformer), std::move(vae), std::move(image_encoder),
-                                                  std::move(scheduler));
+  if (options.devices.empty()) {
+    if (options.parallel.world() != 1)
+      throw std::invalid_argument("parallel plan: cfg " + std::to_string(options.parallel.cfg) + " x ulysses " +
+                                  std::to_string(options.parallel.ulysses) + " needs a list of devices");
+    pipeline.parts_ = load_parts(model_dir, options);
+    return pipeline;
+  }
+  if (options.device != options.devices[0])
+    throw std::invalid_argument("pipeline device " + options.device.str() + " is not the first of its devices, " +
+                                options.devices[0].str());
+  check_parallel_plan(options.parallel, options.devices);
+  check_ulysses_heads(options.parallel,
+                      CogVideoXConfig::load(model_dir / "transformer" / "config.json").num_attention_heads);
+  pipeline.ranks_ = join_ranks(options, [&](const PipelineOptions& rank) { return load_parts(model_dir, rank); });
+  pipeline.parts_ = pipeline.ranks_->ranks[0].parts;
   return pipeline;
 }
 

@@ -2,6 +2,7 @@
 // CogVideoXImageToVideoPipeline.__call__) runs it: T5 embeddings of [negative; positive], the image's latents,
 // seeded latents, the guided denoising loop, VAE decode batch by batch, uint8 frames.
 #include "pipeline_parts.h"
+#include "pipeline_ranks.h"
 
 #include "sagevid/models/image_preprocess.h"
 #include "sagevid/models/seconds_since.h"
@@ -69,21 +70,31 @@ at::Tensor to_rgb8(const at::Tensor& video) {
   return (unit * 255).round().to(at::kByte).permute({1, 2, 3, 0}).contiguous().to(at::kCPU);
 }
 
-// The denoising loop and the decode of one request, with its callbacks and its noise generator.
+// The denoising loop and the decode of one request, with its callbacks and its noise generator. Under a parallel
+// plan each rank runs one (`rank`): all draw the same noise from the same seed and so keep the same latents.
 class Generation {
  public:
   Generation(const CogVideoXTransformer& transformer, const CogVideoXVaeDecoder& vae, const Attention& attention,
-             const PipelineOptions& options, const GenerationRequest& request, const GenerationCallbacks& callbacks)
+             const PipelineOptions& options, const GenerationRequest& request, const GenerationCallbacks& callbacks,
+             const PipelineRank* rank)
       : transformer_(transformer),
         vae_(vae),
         attention_(attention),
         options_(options),
         request_(request),
         callbacks_(callbacks),
+        rank_(rank),
         generator_(at::make_generator<at::CPUGeneratorImpl>(request.seed)) {}
 
   void check_cancelled() const {
     if (callbacks_.cancelled && callbacks_.cancelled()) throw GenerationCancelled();
+  }
+
+  // check_cancelled where every rank runs the same point: rank 0 asks its callback and the others follow it, so
+  // that all stop together (one that ran on would wait in a collective for the others).
+  void check_cancelled_together() const {
+    const bool cancelled = callbacks_.cancelled && callbacks_.cancelled();
+    if (rank_ ? rank_->agree(cancelled) : cancelled) throw GenerationCancelled();
   }
 
   void begin(GenerationPhase phase) const {
@@ -125,20 +136,10 @@ class Generation {
     const std::vector<int64_t>& timesteps = scheduler.timesteps();
     const int total = int(timesteps.size());
     const bool guided = request_.guidance_scale > 1.0;
-    const at::Tensor image_input = !image_latents.defined() ? at::Tensor()
-                                   : guided                 ? at::cat({image_latents, image_latents})
-                                                            : image_latents;
-    std::optional<at::Tensor> ofs;
-    if (transformer_.config().has_ofs())
-      ofs = at::full({1}, 2.0, at::TensorOptions().dtype(options_.dtype).device(options_.device));
     for (int i = 0; i < total; ++i) {
-      check_cancelled();
+      check_cancelled_together();
       const Clock::time_point start = Clock::now();
-      at::Tensor input = guided ? at::cat({latents, latents}) : latents;
-      if (image_input.defined()) input = at::cat({input, image_input}, 2);
-      const at::Tensor timestep =
-          at::full({input.size(0)}, timesteps[size_t(i)], at::TensorOptions().dtype(at::kLong).device(options_.device));
-      at::Tensor prediction = transformer_.forward(input, text, timestep, ofs, attention_).to(at::kFloat);
+      at::Tensor prediction = predict(latents, text, image_latents, timesteps[size_t(i)], guided);
       if (guided) {
         const std::vector<at::Tensor> halves = prediction.chunk(2);  // unconditional, conditional
         prediction = halves[0] + guidance_at(timesteps[size_t(i)], total) * (halves[1] - halves[0]);
@@ -153,6 +154,26 @@ class Generation {
       if (preview) send_preview(x0, padding_frames, i + 1, total);
     }
     return latents;
+  }
+
+  // The transformer's fp32 prediction for latents [1, F, C, h, w] at `timestep`: [2, ...] (the negative prompt's,
+  // then the positive's) where guided, else [1, ...]. A cfg pair of ranks makes one half each and swaps them.
+  at::Tensor predict(const at::Tensor& latents, const at::Tensor& text, const at::Tensor& image_latents,
+                     int64_t timestep, bool guided) const {
+    const bool halves_apart = guided && rank_ && rank_->cfg;
+    const bool both_halves = guided && !halves_apart;
+    const auto batch = [&](const at::Tensor& x) { return both_halves ? at::cat({x, x}) : x; };
+    at::Tensor input = batch(latents);
+    if (image_latents.defined()) input = at::cat({input, batch(image_latents)}, 2);
+    const at::Tensor prompt = halves_apart ? text.narrow(0, rank_->cfg->rank(), 1) : text;
+    const auto on_device = at::TensorOptions().device(options_.device);
+    std::optional<at::Tensor> ofs;
+    if (transformer_.config().has_ofs()) ofs = at::full({1}, 2.0, on_device.dtype(options_.dtype));
+    const at::Tensor timesteps = at::full({input.size(0)}, timestep, on_device.dtype(at::kLong));
+    const at::Tensor prediction =
+        transformer_.forward(input, prompt, timesteps, ofs, attention_, rank_ ? rank_->sequence.get() : nullptr)
+            .to(at::kFloat);
+    return halves_apart ? rank_->cfg->all_gather(prediction).flatten(0, 1) : prediction;
   }
 
   // The first frame of x0 [1, F, C, h, w], pooled to the preview's size and decoded on its own.
@@ -220,28 +241,27 @@ class Generation {
   const PipelineOptions& options_;
   const GenerationRequest& request_;
   const GenerationCallbacks& callbacks_;
+  const PipelineRank* rank_;  // null: one device
   at::Generator generator_;
   Clock::time_point start_ = Clock::now();
   double preview_s_ = 0;
   int previews_ = 0;
 };
 
-}  // namespace
-
-GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
-                                             const GenerationCallbacks& callbacks) const {
-  validate(request);
-  const Parts& parts = *parts_;
+// One rank's run of a validated request (rank null: the only one). Every rank encodes the text and denoises;
+// only rank 0 (or the only one) decodes.
+GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequest& request,
+                     const GenerationCallbacks& callbacks, const PipelineRank* rank) {
   const at::NoGradGuard no_grad;
   const Attention& attention = parts.attention_for(request.attention_backend);
 
-  Generation generation(parts.transformer, parts.vae, attention, parts.options, request, callbacks);
+  Generation generation(parts.transformer, parts.vae, attention, parts.options, request, callbacks, rank);
   GenerationResult result;
   result.height = request.height;
   result.width = request.width;
   result.seed = request.seed;
   result.attention_backend = std::string(backend_name(attention.config().backend));
-  generation.check_cancelled();
+  generation.check_cancelled_together();
 
   generation.begin(GenerationPhase::text_encode);
   Clock::time_point phase_start = Clock::now();
@@ -268,11 +288,27 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
   result.timings.preview_s = generation.preview_seconds();
   result.timings.previews = generation.previews();
   result.timings.step_s_median = median(step_s);
+  if (rank && rank->rank != 0) return result;
 
   generation.begin(GenerationPhase::decode);
   phase_start = Clock::now();
   result.num_frames = generation.decode(latents, shape.padding);
   result.timings.decode_s = seconds_since(phase_start);
+  return result;
+}
+
+}  // namespace
+
+GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
+                                             const GenerationCallbacks& callbacks) const {
+  validate(request);
+  if (!ranks_) return run(*parts_, request, callbacks, nullptr);
+  const std::lock_guard lock(ranks_->running);
+  GenerationResult result;
+  run_on_every_rank(ranks_->ranks, [&](const PipelineRank& rank) {
+    if (rank.rank == 0) result = run(*rank.parts, request, callbacks, &rank);
+    else run(*rank.parts, request, {}, &rank);  // the callbacks are rank 0's
+  });
   return result;
 }
 

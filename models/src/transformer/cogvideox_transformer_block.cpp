@@ -5,6 +5,7 @@
 
 #include "cogvideox_transformer_parts.h"
 #include "cogvideox_transformer_weights.h"
+#include "parallel/sequence_parallel.h"
 #include "sagevid/kernels/head_norm.h"
 #include "sagevid/kernels/residual_norm.h"
 #include "sagevid/models/step_profile.h"
@@ -116,7 +117,7 @@ at::Tensor cogvideox::LayerNorm::operator()(const at::Tensor& x) const {
 
 at::Tensor CogVideoXTransformer::joint_attention(const Block& block, cogvideox::LinearInput input, int64_t text_length,
                                                  const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
-                                                 const Attention& attention) const {
+                                                 const Attention& attention, const VideoShare* share) const {
   const int64_t batch = input.sizes()[0], length = input.sizes()[1];
   const int64_t heads = config_.num_attention_heads, head_dim = config_.attention_head_dim;
   at::Tensor out;  // [B, H, L, d]
@@ -133,7 +134,11 @@ at::Tensor CogVideoXTransformer::joint_attention(const Block& block, cogvideox::
                       [&] { return kernels::layer_norm_heads(heads_of(i), norm.weight, norm.bias, norm.eps, rotary); });
     };
     const at::Tensor q = normed(block.norm_q, 0), k = normed(block.norm_k, 1);
-    out = profiled("attention", [&] { return attention(q, k, heads_of(2)); });
+    const auto attend = [&](const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& values) {
+      return profiled("attention", [&] { return attention(queries, keys, values); });
+    };
+    out = share ? share->group.attention(q, k, heads_of(2), text_length, share->shares, attend)
+                : attend(q, k, heads_of(2));
   }  // qkv, q and k go before the output projection
   at::Tensor context =
       profiled("heads -> tokens copy", [&] { return out.transpose(1, 2).reshape({batch, length, heads * head_dim}); });
@@ -143,8 +148,8 @@ at::Tensor CogVideoXTransformer::joint_attention(const Block& block, cogvideox::
 
 CogVideoXTransformer::PendingUpdate CogVideoXTransformer::run_block(
     const Block& block, at::Tensor& text, at::Tensor& video, std::optional<PendingUpdate> pending,
-    const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
-    const Attention& attention) const {
+    const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope, const Attention& attention,
+    const VideoShare* share) const {
   // Attention over the joint sequence.
   const Modulation m1 = modulation(block.norm1, temb);
   const cogvideox::LayerNorm& norm1 = block.norm1.norm;
@@ -152,7 +157,7 @@ CogVideoXTransformer::PendingUpdate CogVideoXTransformer::run_block(
       pending ? updated_joint(norm1, block.to_qkv, text, video, m1, pending->joint, pending->gate, pending->text_gate)
               : updated_joint(norm1, block.to_qkv, text, video, m1);
   pending.reset();
-  at::Tensor attended = joint_attention(block, std::move(input), text.size(1), rope, attention);
+  at::Tensor attended = joint_attention(block, std::move(input), text.size(1), rope, attention, share);
 
   // Feed-forward, also over the joint sequence (one GEMM for both streams).
   const Modulation m2 = modulation(block.norm2, temb);

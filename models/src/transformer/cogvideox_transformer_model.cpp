@@ -4,6 +4,7 @@
 
 #include "cogvideox_transformer_parts.h"
 #include "cogvideox_transformer_weights.h"
+#include "parallel/sequence_parallel.h"
 #include "sagevid/kernels/shape_string.h"
 #include "sagevid/models/weights.h"
 
@@ -209,7 +210,7 @@ at::Tensor CogVideoXTransformer::unpatchify(const at::Tensor& tokens, int64_t fr
 
 at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Tensor& text_embeddings,
                                          const at::Tensor& timestep, const std::optional<at::Tensor>& ofs,
-                                         const Attention& attention) const {
+                                         const Attention& attention, const parallel::SequenceParallel* sequence) const {
   const CogVideoXConfig& c = config_;
   if (latents.dim() != 5 || latents.size(2) != c.in_channels)
     bad_input("latents must be [B, F, " + std::to_string(c.in_channels) + ", H, W], got " +
@@ -239,9 +240,19 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   std::optional<std::pair<at::Tensor, at::Tensor>> rope;
   if (c.use_rotary_positional_embeddings) rope = cogvideox::rotary_tables(c, frames, height, width, options_.device());
 
+  // Under a Ulysses group this rank keeps its share of the video tokens (and of their positions) from here on.
+  std::optional<parallel::TokenShares> shares;
+  std::optional<VideoShare> share;
+  if (sequence) {
+    shares = sequence->shares(video.size(1));
+    share.emplace(VideoShare{*sequence, *shares});
+    video = sequence->shard(video, 1, *shares).clone(at::MemoryFormat::Contiguous);  // lets the whole go
+    if (rope) rope = std::pair{sequence->shard(rope->first, 0, *shares), sequence->shard(rope->second, 0, *shares)};
+  }
+
   std::optional<PendingUpdate> pending;
   for (const Block& block : weights_->blocks)
-    pending = run_block(block, text, video, std::move(pending), temb, rope, attention);
+    pending = run_block(block, text, video, std::move(pending), temb, rope, attention, share ? &*share : nullptr);
   if (pending) video.addcmul_(pending->gate, pending->joint.narrow(1, text_length, video.size(1)));  // text is done
   pending.reset();
 
@@ -249,7 +260,9 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   // AdaLayerNorm (chunk_dim 1): shift first, then scale.
   const std::vector<at::Tensor> shift_scale = weights_->norm_out_linear(at::silu(temb)).unsqueeze(1).chunk(2, -1);
   video = weights_->norm_out_norm(video) * (1 + shift_scale[1]) + shift_scale[0];
-  return unpatchify(weights_->proj_out(video), frames, height, width);
+  at::Tensor patches = weights_->proj_out(video);  // fewer channels than the tokens: where the shares join
+  if (sequence) patches = sequence->gather(patches, *shares);
+  return unpatchify(patches, frames, height, width);
 }
 
 }  // namespace sagevid

@@ -25,6 +25,10 @@ class WeightLoader;
 namespace cogvideox {
 struct LinearInput;  // a linear layer's activations or their FP8 rows (transformer/cogvideox_transformer_weights.h)
 }
+namespace parallel {
+class SequenceParallel;  // Ulysses sequence parallelism (parallel/sequence_parallel.h)
+struct TokenShares;
+}  // namespace parallel
 
 class CogVideoXTransformer {
  public:
@@ -41,8 +45,11 @@ class CogVideoXTransformer {
   // Inputs may be on any device/dtype; the model runs in its weights'. Returns the prediction
   // [B, F, C_out, H, W] in the weights' dtype, as diffusers' forward(..., return_dict=False)[0] with the
   // rotary tables the pipeline computes for these sizes (built here).
+  // sequence: this rank's Ulysses group, whose ranks all call forward with the same inputs: each carries its
+  // share of the video tokens through the blocks, and all return the whole prediction.
   at::Tensor forward(const at::Tensor& latents, const at::Tensor& text_embeddings, const at::Tensor& timestep,
-                     const std::optional<at::Tensor>& ofs, const Attention& attention) const;
+                     const std::optional<at::Tensor>& ofs, const Attention& attention,
+                     const parallel::SequenceParallel* sequence = nullptr) const;
 
   // The same model with the blocks' big linears (QKV, attention output, feed-forward) in FP8 E4M3: weights
   // quantized per output channel here, activations per token at each call (cuBLASLt FP8 GEMMs through
@@ -69,18 +76,24 @@ class CogVideoXTransformer {
     at::Tensor joint;            // [B, L + N, D]: text rows, then video rows
     at::Tensor gate, text_gate;  // [B, 1, D]
   };
+  // This rank's share of the video tokens, where a Ulysses group runs the call.
+  struct VideoShare {
+    const parallel::SequenceParallel& group;
+    const parallel::TokenShares& shares;
+  };
   // One block over the text [B, L, D] and video [B, N, D] residual streams, which first take `pending` (the
   // previous block's feed-forward update, released once added); returns this block's own. rope: cos, sin
   // [N, head_dim]. Each half holds its temporaries only while it runs: the fused QKV output, q and k are gone
   // before the output projection, and all of them before the feed-forward.
   PendingUpdate run_block(const Block& block, at::Tensor& text, at::Tensor& video, std::optional<PendingUpdate> pending,
                           const at::Tensor& temb, const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
-                          const Attention& attention) const;
+                          const Attention& attention, const VideoShare* share) const;
   // Self-attention over the modulated joint input [B, L, D] (taken over and released once projected to q, k, v;
-  // FP8 rows where the QKV projection is FP8); returns the output projection [B, L, D].
+  // FP8 rows where the QKV projection is FP8); returns the output projection [B, L, D]. With a share, L holds
+  // this rank's video tokens and the attention call goes through its Ulysses group.
   at::Tensor joint_attention(const Block& block, cogvideox::LinearInput input, int64_t text_length,
-                             const std::optional<std::pair<at::Tensor, at::Tensor>>& rope,
-                             const Attention& attention) const;
+                             const std::optional<std::pair<at::Tensor, at::Tensor>>& rope, const Attention& attention,
+                             const VideoShare* share) const;
   at::Tensor unpatchify(const at::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;
 
   CogVideoXConfig config_;

@@ -82,6 +82,9 @@ template <>
 double ConfigReader::convert<double>(const std::string&, const nlohmann::json&) const;
 template <>
 std::string ConfigReader::convert<std::string>(const std::string&, const nlohmann::json&) const;
+template <>
+std::vector<std::string> ConfigReader::convert<std::vector<std::string>>(const std::string&,
+                                                                         const nlohmann::json&) const;
 
 template <class T>
 T ConfigReader::get(const std::string& key, T default_value) {

@@ -9,6 +9,7 @@
 //   GenerationResult result = pipeline.generate(request, {.on_frames = write_frames});
 #include "sagevid/models/attention.h"
 #include "sagevid/models/cogvideox_vae.h"
+#include "sagevid/models/parallel.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -23,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sagevid {
 
@@ -149,6 +151,10 @@ struct PipelineOptions {
   TextEncoderPlacement text_encoder = TextEncoderPlacement::device;
   // The most work (latent tokens x steps) a request may ask for; unset: ModelLimits' default.
   std::optional<int64_t> max_work;
+  // One request over several devices (parallel.h): rank i runs on devices[i] with the whole model there, and
+  // `device` is devices[0]. Empty: `device` alone, and `parallel` must be 1 x 1.
+  std::vector<c10::Device> devices;
+  ParallelPlan parallel;
 };
 
 // Device memory a request needs on top of the resident weights, in bytes: an upper estimate of what each phase
@@ -198,7 +204,8 @@ class CogVideoXPipeline {
   int64_t work(const GenerationRequest& request) const;
   MemoryEstimate estimate_memory(const GenerationRequest& request) const;
   // Runs the request; throws InvalidRequest, GenerationCancelled, NonFiniteLatents, or std::runtime_error
-  // (c10::Error for OOM).
+  // (c10::Error for OOM). Under a parallel plan every rank runs the text encoding and the denoising, rank 0
+  // alone the decode and the callbacks; one request at a time (a second call waits for the first).
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
 
   const PipelineOptions& options() const;
@@ -206,9 +213,14 @@ class CogVideoXPipeline {
   // request's attention_backend runs on the pipeline's Attention of that backend (same fallback and options).
   const Attention& attention(std::optional<AttentionBackend> backend = std::nullopt) const;
 
- private:
+  // What the pipeline holds, private to sagevid_models: one device's models (pipeline/pipeline_parts.h), and a
+  // parallel plan's ranks with their groups (pipeline/pipeline_ranks.h).
   struct Parts;
-  std::shared_ptr<const Parts> parts_;
+  struct Ranks;
+
+ private:
+  std::shared_ptr<const Parts> parts_;  // rank 0's
+  std::shared_ptr<Ranks> ranks_;        // null without a parallel plan
 };
 
 }  // namespace sagevid

@@ -1,0 +1,31 @@
+#pragma once
+// One request over several devices, as xDiT runs CogVideoX: classifier-free guidance's two halves on two sets of
+// ranks (CFG parallelism), and each half's video tokens split across the ranks of its set (Ulysses sequence
+// parallelism). A rank is a thread of this process with a device and the whole model on it; the ranks talk through
+// libtorch's c10d process groups (NCCL between CUDA devices, Gloo between CPU ranks, which the tests use).
+//
+//   rank = cfg_rank * ulysses + ulysses_rank; world = cfg * ulysses = the number of devices.
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sagevid {
+
+struct ParallelPlan {
+  int cfg = 1;      // 1, or 2: the negative and the positive prompt's halves of a guided step on different ranks
+  int ulysses = 1;  // ranks sharing each half's video tokens (each runs attention on heads / ulysses heads)
+  int world() const { return cfg * ulysses; }
+};
+
+// Throws std::invalid_argument naming what is wrong: degrees out of range, a device count other than their product,
+// a GPU listed twice or without its index, CPU mixed with CUDA.
+void check_parallel_plan(const ParallelPlan& plan, const std::vector<c10::Device>& devices);
+// The same for a model's attention heads, which Ulysses deals out evenly to its ranks.
+void check_ulysses_heads(const ParallelPlan& plan, int64_t heads);
+
+// "cfg 2 x ulysses 2 on cuda:0, cuda:1, cuda:2, cuda:3" (logs and the server's status).
+std::string describe(const ParallelPlan& plan, const std::vector<c10::Device>& devices);
+
+}  // namespace sagevid

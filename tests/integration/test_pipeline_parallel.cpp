@@ -1,0 +1,139 @@
+// One request over several ranks (PipelineOptions::devices and parallel) on the tiny model: CPU ranks talking
+// through Gloo, fp32. The frames must be those of one device and of diffusers; callbacks come once; cancelling
+// stops every rank and leaves the groups usable; plans that cannot run are refused at load.
+#include "catch.h"
+#include "test_random.h"
+
+#include "sagevid/models/config_reader.h"
+#include "sagevid/models/pipeline.h"
+#include "sagevid/models/safetensors.h"
+
+#include "pipeline_parity.h"
+
+#include <ATen/ops/cat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using sagevid::CogVideoXPipeline;
+using sagevid::GenerationRequest;
+using sagevid::ParallelPlan;
+using sagevid::PipelineOptions;
+
+const fs::path kModel = fs::path(SAGEVID_SOURCE_DIR) / "assets" / "tiny-cogvideox";
+const fs::path kFixture = fs::path(SAGEVID_FIXTURES_DIR) / "pipeline";
+
+PipelineOptions on_cpu_ranks(const ParallelPlan& plan) {
+  PipelineOptions options;
+  options.devices.assign(size_t(plan.world()), c10::Device(c10::kCPU));
+  options.parallel = plan;
+  return options;
+}
+
+std::string plan_name(const ParallelPlan& plan) {
+  return "cfg " + std::to_string(plan.cfg) + " x ulysses " + std::to_string(plan.ulysses);
+}
+
+std::string load_refusal(const PipelineOptions& options) {
+  try {
+    CogVideoXPipeline::load(kModel, options);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "loaded";
+}
+
+}  // namespace
+
+TEST_CASE("a request over cfg 2, ulysses 2 and both makes one device's frames, and diffusers'",
+          "[pipeline][parallel]") {
+  const ParallelPlan plan = GENERATE(ParallelPlan{2, 1}, ParallelPlan{1, 2}, ParallelPlan{2, 2});
+  const std::string name = plan_name(plan);
+  CAPTURE(name);
+  const GenerationRequest request =
+      sagevid::test::request_from_json(sagevid::read_json_file(kFixture / "request.json"));
+  static const at::Tensor one_device = sagevid::test::generated_frames(CogVideoXPipeline::load(kModel, {}), request);
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, on_cpu_ranks(plan));
+  const at::Tensor frames = sagevid::test::generated_frames(pipeline, request);
+  REQUIRE(frames.sizes() == one_device.sizes());
+  CHECK((frames.to(at::kInt) - one_device.to(at::kInt)).abs().max().item<int>() <= 1);
+  const auto fixture = sagevid::SafetensorsModel::open(kFixture / "frames.safetensors");
+  sagevid::test::check_frames_match(frames, fixture.view("frames"), name);
+}
+
+TEST_CASE("DPM's per-step noise, dynamic CFG and an unguided request keep the ranks together", "[pipeline][parallel]") {
+  const std::string variant_name = GENERATE(as<std::string>{}, "dpm-dynamic-cfg", "no-guidance");
+  CAPTURE(variant_name);
+  const fs::path variants = kFixture / "variants";
+  const nlohmann::json variant = sagevid::read_json_file(variants / "requests.json").at(variant_name);
+  REQUIRE(variant.at("transformer") == "tiny");
+  // A model folder of links: the tiny model with the variant's scheduler, which model_index.json names.
+  const fs::path dir =
+      fs::temp_directory_path() / ("sagevid-parallel-" + variant_name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* part : {"tokenizer", "text_encoder", "vae", "transformer"})
+    fs::create_symlink(kModel / part, dir / part);
+  const bool dpm = variant.at("scheduler") == "dpm";
+  fs::create_symlink(dpm ? variants / "scheduler-dpm" : kModel / "scheduler", dir / "scheduler");
+  fs::create_symlink(dpm ? variants / "model-index-dpm" / "model_index.json" : kModel / "model_index.json",
+                     dir / "model_index.json");
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(dir, on_cpu_ranks({2, 2}));
+  const at::Tensor frames =
+      sagevid::test::generated_frames(pipeline, sagevid::test::request_from_json(variant.at("request")));
+  fs::remove_all(dir);
+  const auto fixture = sagevid::SafetensorsModel::open(variants / "frames.safetensors");
+  sagevid::test::check_frames_match(frames, fixture.view(variant_name), variant_name + ", cfg 2 x ulysses 2");
+}
+
+TEST_CASE("over several ranks the callbacks come once, and a cancel stops every rank", "[pipeline][parallel]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, on_cpu_ranks({2, 2}));
+  GenerationRequest request;
+  request.prompt = "a lighthouse at dusk";
+  request.num_frames = 9;
+  request.height = 64;
+  request.width = 96;
+  request.num_inference_steps = 4;
+  request.seed = rng.seed;
+  const int cancel_after = int(rng.seed % 4);  // steps done before the cancel: 0..3 of 4
+  CAPTURE(cancel_after);
+  int steps = 0;
+  const auto count_steps = [&](const sagevid::GenerationProgress& p) {
+    if (p.phase == sagevid::GenerationPhase::denoise) ++steps;
+  };
+  CHECK_THROWS_AS(
+      pipeline.generate(request, {.on_progress = count_steps, .cancelled = [&] { return steps >= cancel_after; }}),
+      sagevid::GenerationCancelled);
+  CHECK(steps == cancel_after);
+
+  // The groups serve the next request, whose progress and frames come once each.
+  steps = 0;
+  int decoded = 0;
+  const sagevid::GenerationResult result = pipeline.generate(
+      request,
+      {.on_progress = count_steps, .on_frames = [&](const at::Tensor& frames) { decoded += int(frames.size(0)); }});
+  CHECK(steps == request.num_inference_steps);
+  CHECK(decoded == request.num_frames);
+  CHECK(result.num_frames == request.num_frames);
+}
+
+TEST_CASE("a parallel plan the model or the devices cannot run is refused at load", "[pipeline][parallel]") {
+  PipelineOptions no_devices;
+  no_devices.parallel = {2, 1};
+  CHECK_THAT(load_refusal(no_devices), ContainsSubstring("cfg 2 x ulysses 1 needs a list of devices"));
+  CHECK_THAT(load_refusal(on_cpu_ranks({1, 4})),
+             ContainsSubstring("2 attention heads do not divide into ulysses 4 groups"));
+  PipelineOptions short_list = on_cpu_ranks({2, 2});
+  short_list.devices.pop_back();
+  CHECK_THAT(load_refusal(short_list), ContainsSubstring("needs 4 devices, got 3"));
+  PipelineOptions other_first = on_cpu_ranks({2, 1});
+  other_first.device = c10::Device("cuda:0");
+  CHECK_THAT(load_refusal(other_first), ContainsSubstring("is not the first of its devices"));
+}

@@ -1,0 +1,200 @@
+// One request over several ranks (models/src/parallel): the plan's checks, the token shares, Gloo collectives
+// between rank threads, Ulysses attention against one whole call, and the transformer split across ranks against
+// the same transformer on one (CPU, fp32).
+#include "catch.h"
+#include "test_random.h"
+
+#include "parallel/collectives.h"
+#include "parallel/sequence_parallel.h"
+#include "sagevid/models/attention.h"
+#include "sagevid/models/cogvideox_transformer.h"
+#include "sagevid/models/parallel.h"
+
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
+
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using sagevid::parallel::Collectives;
+using sagevid::parallel::Rendezvous;
+using sagevid::parallel::SequenceParallel;
+
+const fs::path kFixtures = fs::path(SAGEVID_FIXTURES_DIR) / "cogvideox";
+const c10::Device kCpu(c10::kCPU);
+
+double max_relative_error(const at::Tensor& got, const at::Tensor& want) {
+  return ((got.to(at::kDouble) - want.to(at::kDouble)).abs().max() / want.to(at::kDouble).abs().max()).item<double>();
+}
+
+// fn(group) on `members` threads, each a member of one fresh Gloo group; rethrows the first member's error.
+void on_members(int members, const std::function<void(const Collectives&)>& fn) {
+  const Rendezvous rendezvous;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(members));
+  std::vector<std::thread> threads;
+  for (int m = 0; m < members; ++m)
+    threads.emplace_back([&, m] {
+      try {
+        const Collectives group(rendezvous, "test/", m, members, kCpu, std::chrono::seconds(60));
+        fn(group);
+      } catch (...) {
+        errors[size_t(m)] = std::current_exception();
+      }
+    });
+  for (std::thread& thread : threads) thread.join();
+  for (const std::exception_ptr& error : errors)
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+TEST_CASE("a parallel plan that cannot run is refused with what is wrong", "[parallel]") {
+  const auto cpus = [](int n) { return std::vector<c10::Device>(size_t(n), kCpu); };
+  const auto refusal = [](const sagevid::ParallelPlan& plan, const std::vector<c10::Device>& devices, int64_t heads) {
+    try {
+      sagevid::check_parallel_plan(plan, devices);
+      sagevid::check_ulysses_heads(plan, heads);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(refusal({2, 2}, cpus(4), 30) == "accepted");
+  CHECK(refusal({1, 3}, {c10::Device("cuda:0"), c10::Device("cuda:1"), c10::Device("cuda:2")}, 30) == "accepted");
+  CHECK_THAT(refusal({3, 1}, cpus(3), 30), Catch::Matchers::ContainsSubstring("cfg must be 1 or 2, got 3"));
+  CHECK_THAT(refusal({1, 0}, cpus(1), 30), Catch::Matchers::ContainsSubstring("ulysses must be at least 1"));
+  CHECK_THAT(refusal({2, 2}, cpus(3), 30), Catch::Matchers::ContainsSubstring("needs 4 devices, got 3"));
+  CHECK_THAT(refusal({1, 4}, cpus(4), 30),
+             Catch::Matchers::ContainsSubstring("30 attention heads do not divide into ulysses 4"));
+  CHECK_THAT(refusal({2, 1}, {c10::Device("cuda:1"), c10::Device("cuda:1")}, 30),
+             Catch::Matchers::ContainsSubstring("cuda:1 is listed twice"));
+  CHECK_THAT(refusal({2, 1}, {c10::Device("cuda:0"), kCpu}, 30), Catch::Matchers::ContainsSubstring("mix"));
+  CHECK_THAT(refusal({2, 1}, {c10::Device("cuda"), c10::Device("cuda:1")}, 30),
+             Catch::Matchers::ContainsSubstring("needs an index"));
+  CHECK(refusal({1, 1}, {c10::Device("cuda")}, 30) == "accepted");  // one device: the current one
+  CHECK(sagevid::describe({2, 2}, cpus(4)) == "cfg 2 x ulysses 2 on cpu, cpu, cpu, cpu");
+}
+
+TEST_CASE("video tokens are shared out in runs that differ by at most one", "[parallel]") {
+  const int64_t tokens = GENERATE(4, 13, 17550, 45106);
+  const int members = GENERATE(1, 2, 3, 4);
+  CAPTURE(tokens, members);
+  const sagevid::parallel::TokenShares shares = sagevid::parallel::share_tokens(tokens, members);
+  REQUIRE(shares.counts.size() == size_t(members));
+  int64_t next = 0;
+  for (int j = 0; j < members; ++j) {
+    CHECK(shares.offsets[size_t(j)] == next);
+    CHECK(shares.counts[size_t(j)] >= shares.counts.back());
+    CHECK(shares.counts[0] - shares.counts[size_t(j)] <= 1);
+    next += shares.counts[size_t(j)];
+  }
+  CHECK(next == tokens);
+  CHECK_THROWS_WITH(sagevid::parallel::share_tokens(3, 4),
+                    Catch::Matchers::ContainsSubstring("3 video tokens cannot be shared by 4 ranks"));
+}
+
+TEST_CASE("Gloo collectives between rank threads move what they say", "[parallel]") {
+  const int members = GENERATE(2, 3);
+  CAPTURE(members);
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  // Member m sends (m + 1) * (j + 1) elements to member j, each its own random values.
+  std::vector<std::vector<at::Tensor>> sent(static_cast<size_t>(members));
+  for (int m = 0; m < members; ++m)
+    for (int j = 0; j < members; ++j) sent[size_t(m)].push_back(rng.normal({(m + 1) * (j + 1)}));
+  const at::Tensor everyone = rng.normal({members, 3, 5});
+  on_members(members, [&](const Collectives& group) {
+    const int m = group.rank();
+    std::vector<int64_t> in_counts, out_counts;
+    for (int j = 0; j < members; ++j) {
+      in_counts.push_back((m + 1) * (j + 1));
+      out_counts.push_back((j + 1) * (m + 1));
+    }
+    at::Tensor received = at::full({(m + 1) * members * (members + 1) / 2}, std::nan(""));
+    group.all_to_all(received, at::cat(sent[size_t(m)]), out_counts, in_counts);
+    std::vector<at::Tensor> expected;
+    for (int j = 0; j < members; ++j) expected.push_back(sent[size_t(j)][size_t(m)]);
+    CHECK(received.equal(at::cat(expected)));
+
+    CHECK(group.all_gather(everyone[m]).equal(everyone));
+
+    at::Tensor x = m == 1 ? everyone[1].clone() : at::full({3, 5}, std::nan(""));
+    group.broadcast(x, 1);
+    CHECK(x.equal(everyone[1]));
+  });
+}
+
+TEST_CASE("Ulysses attention across ranks equals one call on the whole sequence", "[parallel]") {
+  const int members = GENERATE(2, 3);
+  const int64_t video = GENERATE(13, 24);
+  CAPTURE(members, video);
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const int64_t batch = 2, heads = 2 * members, text = 5, head_dim = 16;
+  const at::Tensor q = rng.normal({batch, heads, text + video, head_dim});
+  const at::Tensor k = rng.normal({batch, heads, text + video, head_dim});
+  const at::Tensor v = rng.normal({batch, heads, text + video, head_dim});
+  const sagevid::Attention attention;
+  const at::Tensor whole = attention(q, k, v);
+  on_members(members, [&](const Collectives& group) {
+    const SequenceParallel sequence(group);
+    const sagevid::parallel::TokenShares shares = sequence.shares(video);
+    const auto mine = [&](const at::Tensor& x) {  // text rows and this rank's video rows
+      return at::cat({x.narrow(2, 0, text), sequence.shard(x.narrow(2, text, video), 2, shares)}, 2);
+    };
+    int calls = 0;
+    const at::Tensor out = sequence.attention(mine(q), mine(k), mine(v), text, shares,
+                                              [&](const at::Tensor& qs, const at::Tensor& ks, const at::Tensor& vs) {
+                                                ++calls;
+                                                CHECK(qs.sizes() == at::IntArrayRef{batch, 2, text + video, head_dim});
+                                                return attention(qs, ks, vs);
+                                              });
+    CHECK(calls == 1);
+    REQUIRE(out.sizes() == mine(q).sizes());
+    CHECK(max_relative_error(out, mine(whole)) < 1e-6);
+  });
+}
+
+TEST_CASE("the transformer with its video tokens split across ranks equals it on one", "[parallel][cogvideox]") {
+  const std::string name = GENERATE(as<std::string>{}, "2b-like", "1.5-like", "5b-i2v-like", "heads-4");
+  CAPTURE(name);
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const auto fp32 = at::TensorOptions().dtype(at::kFloat);
+  // heads-4: the 5b-like config with four heads and random weights, for four ranks.
+  const bool four = name == "heads-4";
+  sagevid::CogVideoXConfig config =
+      sagevid::CogVideoXConfig::load(kFixtures / (four ? "5b-like" : name) / "transformer" / "config.json");
+  config.num_attention_heads = 4;
+  const sagevid::CogVideoXTransformer model =
+      four ? sagevid::CogVideoXTransformer::random(config, fp32, rng.seed)
+           : sagevid::CogVideoXTransformer::load(kFixtures / name / "transformer", fp32);
+  const sagevid::CogVideoXConfig& c = model.config();
+  const int64_t frames = c.patch_size_t ? 2 * *c.patch_size_t : 3;
+  const bool learned = c.use_learned_positional_embeddings;  // these exist for the sample size only
+  const int64_t height = learned ? c.sample_height : 4, width = learned ? c.sample_width : 6;
+  const at::Tensor latents = rng.normal({2, frames, c.in_channels, height, width});
+  const at::Tensor text = rng.normal({2, c.max_text_seq_length, c.text_embed_dim});
+  const at::Tensor timestep = at::tensor(std::vector<int64_t>{817, 35});
+  std::optional<at::Tensor> ofs;
+  if (c.has_ofs()) ofs = at::full({1}, 2.0);
+  const sagevid::Attention attention;
+  const at::Tensor one = model.forward(latents, text, timestep, ofs, attention);
+  on_members(four ? 4 : 2, [&](const Collectives& group) {
+    const SequenceParallel sequence(group);
+    const at::Tensor split = model.forward(latents, text, timestep, ofs, attention, &sequence);
+    REQUIRE(split.sizes() == one.sizes());
+    CHECK(max_relative_error(split, one) < 1e-5);
+  });
+}
