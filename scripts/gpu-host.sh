@@ -9,7 +9,8 @@
 # (`sagevid serve` on that folder, driven per backend by `sagevid-client bench`: scripts/bench-server.sh),
 # step-breakdown (the sage2 step's GPU time per region of the blocks against each region's floor; -fp8: with
 # FP8 linears; -fp8-fast: their GEMMs with fast accumulation too), fp8-accuracy (a real-size step's output with FP8
-# linears against bf16 linears). The host has no gRPC or FFmpeg: the server and
+# linears against bf16 linears), multi-gpu (one request over the host's GPUs: the multi-GPU suite and each
+# parallel plan's denoising step on random CogVideoX-2B and -5B). The host has no gRPC or FFmpeg: the server and
 # clients build only from the offline bundle of `scripts/make-offline-deps.sh`, carried as
 # .carry/sagevid-deps.tar.xz (without it: kernels, models, tests and tools). diffusers-step, pipeline and server
 # need the wheels of `scripts/fetch-gpu-wheels.sh` in .whl/, carried along. Default: tests accuracy bench. Logs
@@ -18,7 +19,7 @@
 #   scripts/gpu-host.sh [harness] [tests] [seeds] [accuracy] [bench] [bench-ab] [step] [step-breakdown]
 #                       [step-breakdown-fp8] [step-breakdown-fp8-fast] [fp8-accuracy] [diffusers-step] [pipeline]
 #                       [preview] [server] [profile-prep] [profile-rows] [profile-attention-sass] [pipeline-24gb]
-#                       [sanitize-prep] [prep-ab] [harness-scaling]
+#                       [sanitize-prep] [prep-ab] [harness-scaling] [multi-gpu]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out}
@@ -70,6 +71,20 @@ random_model() {  # CogVideoX-2B at its real sizes with random weights, written 
   [ -f "$model/model_index.json" ] && return 0
   install_wheels && PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$model" > "$out/make-model.log" 2>&1 ||
     { tail -20 "$out/make-model.log"; return 1; }
+}
+random_2b_5b() {  # random CogVideoX-2B and -5B folders at real sizes, /tmp/cogvideox-{2b,5b}-random
+  local m2=/tmp/cogvideox-2b-random m5=/tmp/cogvideox-5b-random
+  { [ -f "$m2/model_index.json" ] && [ -f "$m5/model_index.json" ]; } && return 0
+  { install_wheels &&
+    { [ -f "$m2/model_index.json" ] || PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m2"; } &&
+    PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m5" --model 5b --text-encoder-from "$m2"
+  } > "$out/make-models.log" 2>&1 || { tail -20 "$out/make-models.log"; return 1; }
+}
+parallel_config() {  # a server config of model folder $1 over plan $2 (CFGxULYSSES) on cuda:0.., sage2, bf16
+  local cfg=${2%x*} ulysses=${2#*x} devices="" i
+  for ((i = 0; i < cfg * ulysses; i++)); do devices+="${devices:+, }\"cuda:$i\""; done
+  printf '{"attention": {"backend": "sage2", "fallback": "cudnn"}, "models": [{"name": "m", "path": "%s",
+    "dtype": "bfloat16", "devices": [%s], "parallel": {"cfg": %d, "ulysses": %d}}]}\n' "$1" "$devices" "$cfg" "$ulysses"
 }
 prep_kernels="regex:statistics|quantize|absmax"  # ncu -k: the preprocessing's kernels (sage2_statistics.cu, _quant.cu)
 ab_names() { echo "${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}"; }
@@ -238,15 +253,26 @@ for step in $steps; do
       done ;;
     pipeline-24gb)  # random CogVideoX-2B and -5B through configs/*-rtx4090.json, torch's allocator capped at 24 GiB
       # (needs the wheels, as pipeline): peak memory per phase beside the server's estimate
-      m2=/tmp/cogvideox-2b-random m5=/tmp/cogvideox-5b-random
-      { [ -f "$m2/model_index.json" ] && [ -f "$m5/model_index.json" ]; } || { install_wheels &&
-        { [ -f "$m2/model_index.json" ] || PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m2"; } &&
-        PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m5" --model 5b --text-encoder-from "$m2"
-      } > "$out/make-models.log" 2>&1 || { tail -20 "$out/make-models.log"; status=1; continue; }
+      random_2b_5b || { status=1; continue; }
       for size in 2b 5b; do
         echo "## CogVideoX-${size^^} in 24 GiB" | tee -a "$out/pipeline-24gb.md"
         build-gpu/tools/sagevid-pipeline-bench "/tmp/cogvideox-$size-random" --config "configs/cogvideox-$size-rtx4090.json" \
           --memory-cap-gib 24 --steps 2 2>&1 | tee -a "$out/pipeline-24gb.md" || status=1
+      done ;;
+    multi-gpu)  # one request over several GPUs (NCCL): the multi-GPU suite (skipped below two GPUs), then the
+      # denoising step's time on random CogVideoX-2B (30 heads) and -5B (48) over each plan the host's GPUs allow,
+      # 49x480x720, CFG on (scaling: step_s of 1x1 over step_s of the plan)
+      gpus=$(nvidia-smi -L | wc -l)
+      build-gpu/tests/sagevid_multi_gpu_tests 2>&1 | tee "$out/multi-gpu-tests.log"
+      [[ ${PIPESTATUS[0]} =~ ^(0|77)$ ]] || status=1
+      random_2b_5b || { status=1; continue; }
+      for run in 2b:1x1 2b:2x1 2b:1x2 2b:2x2 2b:2x3 5b:1x1 5b:2x1 5b:1x2 5b:2x2 5b:1x4 5b:2x4; do
+        size=${run%:*} plan=${run#*:}
+        (( ${plan%x*} * ${plan#*x} <= gpus )) || continue
+        parallel_config "/tmp/cogvideox-$size-random" "$plan" > "/tmp/parallel-$size-$plan.json"
+        echo "## CogVideoX-${size^^}, cfg x ulysses = $plan" | tee -a "$out/multi-gpu.md"
+        build-gpu/tools/sagevid-pipeline-bench "/tmp/cogvideox-$size-random" --config "/tmp/parallel-$size-$plan.json" \
+          --steps 3 2>&1 | tee -a "$out/multi-gpu.md" || status=1
       done ;;
     server)
       [ -x build-gpu/server/sagevid ] || { echo "server: not built (carry $deps_archive)"; status=1; continue; }

@@ -1,5 +1,5 @@
-// Shared main() of the Catch2 suites. The GPU suite reports itself skipped (exit 77, which ctest shows
-// as "Skipped") on a machine without a CUDA device, so a CPU-only run says plainly what it did not test.
+// Shared main() of the Catch2 suites. The GPU suites report themselves skipped (exit 77, which ctest shows
+// as "Skipped") on a machine with fewer CUDA devices than they need, so a run says plainly what it did not test.
 #if !defined(SAGEVID_CATCH3)
 #define CATCH_CONFIG_RUNNER
 #endif
@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <string_view>
 
-// The GPU suite overrides this (tests/gpu/gpu_suite.cpp).
-__attribute__((weak)) bool suite_needs_gpu() { return false; }
+// The CUDA devices a suite needs: the GPU suites override this (tests/gpu/gpu_suite.cpp, multi_gpu_suite.cpp).
+__attribute__((weak)) int suite_needs_gpus() { return 0; }
 
 namespace {
 bool only_listing(int argc, char** argv) {
@@ -22,8 +22,10 @@ bool only_listing(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (suite_needs_gpu() && !only_listing(argc, argv) && sagevid::kernels::cuda_device_count() == 0) {
-    std::printf("SKIPPED: no CUDA device on this machine; run the gpu label on the GPU host\n");
+  const int needed = suite_needs_gpus(), present = sagevid::kernels::cuda_device_count();
+  if (needed > present && !only_listing(argc, argv)) {
+    std::printf("SKIPPED: needs %d CUDA device%s, this machine has %d; run the gpu label on a GPU host with them\n",
+                needed, needed == 1 ? "" : "s", present);
     return 77;
   }
   return Catch::Session().run(argc, argv);

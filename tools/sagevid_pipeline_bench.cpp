@@ -8,8 +8,9 @@
 //                          [--preview-every N] [--cudnn-benchmark]
 //
 // --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
-// section and the model entry's dtype, text encoder placement and VAE keys (the folder is MODEL_DIR, the device
-// cuda:0); only its backend runs unless --backend says otherwise. Without it: bf16, sage2, tiling unless
+// section and the model entry's dtype, text encoder placement, VAE keys and device group ("devices", "parallel":
+// each request over several GPUs; without them cuda:0; the folder is MODEL_DIR); only its backend runs unless
+// --backend says otherwise. Memory columns are cuda:0's. Without it: bf16, sage2, tiling unless
 // --no-tiling. --memory-cap-gib caps torch's caching allocator at G GiB of the device (its per-process memory
 // fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
 // previews as a request's preview_every does: each gets its own row, and their cost is set against a step's.
@@ -84,7 +85,8 @@ Args parse_args(int argc, char** argv) {
   return args;
 }
 
-// The pipeline options of a server config's model entry (the first, or the one named), on cuda:0.
+// The pipeline options of a server config's model entry (the first, or the one named), on cuda:0 or on the entry's
+// device group ("devices", "parallel").
 sagevid::PipelineOptions options_from_config(const std::string& file, const std::string& model_name,
                                              const std::vector<std::string>& overrides) {
   nlohmann::json document = sagevid::read_json_file(file);
@@ -98,6 +100,11 @@ sagevid::PipelineOptions options_from_config(const std::string& file, const std:
     options.dtype = sagevid::read_dtype(entry, c10::kBFloat16);
     sagevid::read_memory_config(entry).apply_to(options);
     options.device = c10::Device(c10::kCUDA, 0);
+    if (const std::optional<sagevid::DeviceGroup> group = sagevid::read_device_group(entry)) {
+      options.devices = group->devices;
+      options.device = group->devices[0];
+      options.parallel = group->plan;
+    }
     return options;
   }
   throw std::invalid_argument(file + ": no model entry" + (model_name.empty() ? "" : " named " + model_name));
@@ -276,6 +283,8 @@ bool run(const Args& args) {
               c10::toString(options.dtype), describe_attention(options.attention).c_str(),
               sagevid::to_json(sagevid::MemoryConfig{options.text_encoder, options.vae}).dump().c_str(),
               args.config_file.empty() ? "(none)" : args.config_file.c_str(), gib(sagevid::tools::allocated_bytes()));
+  if (!options.devices.empty())
+    std::printf("parallel: %s\n", sagevid::describe(options.parallel, options.devices).c_str());
   bool fitted = true;
   int64_t peak_reserved = 0;
   for (AttentionBackend backend : backends) {

@@ -79,32 +79,6 @@ HttpApiConfig read_http(ConfigReader reader, const std::filesystem::path& base_d
   return http;
 }
 
-// "devices" and "parallel": the group a model's requests run on, checked as the pipeline will (but for the model's
-// heads, which only its weights tell).
-void read_device_group(ConfigReader& reader, ModelEntry& model) {
-  if (!reader.has("devices")) {
-    if (reader.has("parallel")) reader.fail("parallel", "needs \"devices\"");
-    return;
-  }
-  if (reader.has("device")) reader.fail("devices", "give \"device\" or \"devices\", not both");
-  model.devices = reader.require<std::vector<std::string>>("devices");
-  if (model.devices.empty()) reader.fail("devices", "must list at least one device");
-  for (const std::string& device : model.devices) check_device(reader, device);
-  model.device = model.devices[0];
-  const int64_t count = int64_t(model.devices.size());
-  ConfigReader parallel = reader.object("parallel");
-  const int64_t cfg = parallel.get<int64_t>("cfg", count % 2 == 0 ? 2 : 1);
-  const int64_t ulysses = parallel.get<int64_t>("ulysses", cfg == 2 ? count / 2 : count);
-  parallel.finish();
-  model.parallel = {int(std::clamp<int64_t>(cfg, 0, 64)), int(std::clamp<int64_t>(ulysses, 0, 1024))};
-  std::vector<c10::Device> devices(model.devices.begin(), model.devices.end());
-  try {
-    check_parallel_plan(model.parallel, devices);
-  } catch (const std::invalid_argument& e) {
-    reader.fail("parallel", e.what());
-  }
-}
-
 ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir) {
   ModelEntry model;
   model.name = reader.require<std::string>("name");
@@ -112,7 +86,11 @@ ModelEntry read_model(ConfigReader reader, const std::filesystem::path& base_dir
   model.path = resolve(base_dir, reader.require<std::string>("path"));
   model.device = reader.get<std::string>("device", model.device);
   check_device(reader, model.device);
-  read_device_group(reader, model);
+  if (const std::optional<DeviceGroup> group = read_device_group(reader)) {
+    for (const c10::Device& device : group->devices) model.devices.push_back(device.str());
+    model.device = model.devices[0];
+    model.parallel = group->plan;
+  }
   model.dtype = read_dtype(reader, model.dtype);
   model.max_latent_token_steps = reader.optional<int64_t>("max_latent_token_steps");
   if (model.max_latent_token_steps && *model.max_latent_token_steps < 1)

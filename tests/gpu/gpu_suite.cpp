@@ -1,2 +1,2 @@
-// Marks this executable as the GPU suite: test_main.cpp skips it (exit 77) where no CUDA device exists.
-bool suite_needs_gpu() { return true; }
+// Marks this executable as a GPU suite: test_main.cpp skips it (exit 77) where no CUDA device exists.
+int suite_needs_gpus() { return 1; }

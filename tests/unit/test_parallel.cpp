@@ -5,6 +5,7 @@
 #include "test_random.h"
 
 #include "parallel/collectives.h"
+#include "parallel/rank_threads.h"
 #include "parallel/sequence_parallel.h"
 #include "sagevid/models/attention.h"
 #include "sagevid/models/cogvideox_transformer.h"
@@ -15,6 +16,7 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/tensor.h>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <filesystem>
@@ -133,6 +135,28 @@ TEST_CASE("Gloo collectives between rank threads move what they say", "[parallel
     group.broadcast(x, 1);
     CHECK(x.equal(everyone[1]));
   });
+}
+
+TEST_CASE("a rank that fails ends the run with its own error, not the others' timeouts", "[parallel]") {
+  const Rendezvous rendezvous;
+  std::vector<std::unique_ptr<Collectives>> groups(3);  // outliving the run, as a pipeline's do
+  sagevid::parallel::run_ranks(3, [&](int rank) {
+    groups[size_t(rank)] = std::make_unique<Collectives>(rendezvous, "fail/", rank, 3, kCpu, std::chrono::seconds(2));
+  });
+  std::atomic<int> first_errors = 0;
+  const auto start = std::chrono::steady_clock::now();
+  const auto run = [&] {
+    sagevid::parallel::run_ranks(
+        3,
+        [&](int rank) {
+          if (rank == 2) throw std::runtime_error("rank 2 ran out of memory");
+          groups[size_t(rank)]->all_gather(at::full({4}, double(rank)));  // waits for rank 2 until the timeout
+        },
+        [&] { ++first_errors; });
+  };
+  CHECK_THROWS_WITH(run(), "rank 2 ran out of memory");
+  CHECK(first_errors == 1);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(60));
 }
 
 TEST_CASE("Ulysses attention across ranks equals one call on the whole sequence", "[parallel]") {

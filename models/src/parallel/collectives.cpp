@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <cstdlib>
 #include <stdexcept>
 
 namespace sagevid::parallel {
@@ -30,8 +31,15 @@ namespace {
 
 c10::intrusive_ptr<c10d::Backend> make_group(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                              const c10::Device& device, std::chrono::milliseconds timeout) {
+  // c10d's flight recorder (a trace of recent collectives, for debugging hangs) is one per process, and its record
+  // of a collective races with another thread's: with ranks as threads it crashed one run in a few (Gloo, torch
+  // 2.11). Off unless the user turns it on; set before the recorder first reads it.
+  ::setenv("TORCH_FR_BUFFER_SIZE", "0", /*overwrite=*/0);
   if (device.is_cuda()) {
 #if SAGEVID_HAVE_NCCL
+    // A collective past its timeout (a rank lost) then ends in an error, not in the process's teardown (torch's
+    // default): the server lives on and rejoins its groups. Set before the group reads it; a user's value stays.
+    ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", /*overwrite=*/0);
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
@@ -83,5 +91,7 @@ void Collectives::broadcast(at::Tensor& x, int root) const {
   options.rootRank = root;
   backend_->group->broadcast(tensors, options)->wait();
 }
+
+void Collectives::abort() const { backend_->group->abort(); }
 
 }  // namespace sagevid::parallel

@@ -45,6 +45,9 @@ class Collectives {
   at::Tensor all_gather(const at::Tensor& x) const;
   // Member root's x into every member's x (contiguous).
   void broadcast(at::Tensor& x, int root) const;
+  // Ends the group's collectives in flight with an error, where the backend can (NCCL; Gloo's wait out their
+  // timeout). The group is of no use afterwards.
+  void abort() const;
 
  private:
   struct Backend;

@@ -1,5 +1,9 @@
-// The parallel plan's checks and its description.
+// The parallel plan: its checks, its config keys and its description.
 #include "sagevid/models/parallel.h"
+
+#include "sagevid/models/config_reader.h"
+
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -33,6 +37,35 @@ void check_ulysses_heads(const ParallelPlan& plan, int64_t heads) {
   if (heads % plan.ulysses != 0)
     fail("the transformer's " + std::to_string(heads) + " attention heads do not divide into ulysses " +
          std::to_string(plan.ulysses) + " groups");
+}
+
+std::optional<DeviceGroup> read_device_group(ConfigReader& entry) {
+  if (!entry.has("devices")) {
+    if (entry.has("parallel")) entry.fail("parallel", "needs \"devices\"");
+    return std::nullopt;
+  }
+  if (entry.has("device")) entry.fail("devices", "give \"device\" or \"devices\", not both");
+  DeviceGroup group;
+  for (const std::string& name : entry.require<std::vector<std::string>>("devices")) {
+    try {
+      group.devices.emplace_back(name);
+    } catch (const c10::Error&) {
+      entry.fail("devices", "'" + name + "': expected cpu, cuda or cuda:N");
+    }
+  }
+  if (group.devices.empty()) entry.fail("devices", "must list at least one device");
+  const int64_t count = int64_t(group.devices.size());
+  ConfigReader parallel = entry.object("parallel");
+  const int64_t cfg = parallel.get<int64_t>("cfg", count % 2 == 0 ? 2 : 1);
+  const int64_t ulysses = parallel.get<int64_t>("ulysses", cfg == 2 ? count / 2 : count);
+  parallel.finish();
+  group.plan = {int(std::clamp<int64_t>(cfg, 0, 1 << 10)), int(std::clamp<int64_t>(ulysses, 0, 1 << 10))};
+  try {
+    check_parallel_plan(group.plan, group.devices);
+  } catch (const std::invalid_argument& e) {
+    entry.fail("parallel", e.what());
+  }
+  return group;
 }
 
 std::string describe(const ParallelPlan& plan, const std::vector<c10::Device>& devices) {

@@ -87,8 +87,8 @@ at::Tensor SequenceParallel::attention(const at::Tensor& q, const at::Tensor& k,
   at::Tensor returned = at::empty({members, batch, group_heads, share, head_dim}, out.options());
   group_.all_to_all(returned, at::cat(back), std::vector<int64_t>(members, share * out_per_token),
                     element_counts(out_per_token));
-  const auto heads_first = [&](const at::Tensor& by_member,
-                               int64_t tokens) {  // [size, B, H/size, n, D] -> [B, H, n, D]
+  // [size, B, H / size, n, D] -> [B, H, n, D]
+  const auto heads_first = [&](const at::Tensor& by_member, int64_t tokens) {
     return by_member.permute({1, 0, 2, 3, 4}).reshape({batch, heads, tokens, head_dim});
   };
   // Text rows: each member's heads, gathered (every rank needs all of them).

@@ -233,21 +233,23 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
   read_model_index(model_dir);  // a folder that is no model fails first
   check_options(options);
   CogVideoXPipeline pipeline;
-  if (options.devices.empty()) {
-    if (options.parallel.world() != 1)
-      throw std::invalid_argument("parallel plan: cfg " + std::to_string(options.parallel.cfg) + " x ulysses " +
-                                  std::to_string(options.parallel.ulysses) + " needs a list of devices");
-    pipeline.parts_ = load_parts(model_dir, options);
-    return pipeline;
-  }
-  if (options.device != options.devices[0])
+  if (options.devices.empty() && options.parallel.world() != 1)
+    throw std::invalid_argument("parallel plan: cfg " + std::to_string(options.parallel.cfg) + " x ulysses " +
+                                std::to_string(options.parallel.ulysses) + " needs a list of devices");
+  if (!options.devices.empty() && options.device != options.devices[0])
     throw std::invalid_argument("pipeline device " + options.device.str() + " is not the first of its devices, " +
                                 options.devices[0].str());
+  if (options.devices.size() <= 1) {
+    check_parallel_plan(options.parallel, options.devices.empty() ? std::vector{options.device} : options.devices);
+    pipeline.parts_ = load_parts(model_dir, options);  // one device: no groups
+    return pipeline;
+  }
   check_parallel_plan(options.parallel, options.devices);
   check_ulysses_heads(options.parallel,
                       CogVideoXConfig::load(model_dir / "transformer" / "config.json").num_attention_heads);
-  pipeline.ranks_ = join_ranks(options, [&](const PipelineOptions& rank) { return load_parts(model_dir, rank); });
-  pipeline.parts_ = pipeline.ranks_->ranks[0].parts;
+  pipeline.ranks_ = std::make_shared<Ranks>(
+      options, [&](const PipelineOptions& rank_options) { return load_parts(model_dir, rank_options); });
+  pipeline.parts_ = pipeline.ranks_->first_parts();
   return pipeline;
 }
 

@@ -303,9 +303,8 @@ GenerationResult CogVideoXPipeline::generate(const GenerationRequest& request,
                                              const GenerationCallbacks& callbacks) const {
   validate(request);
   if (!ranks_) return run(*parts_, request, callbacks, nullptr);
-  const std::lock_guard lock(ranks_->running);
   GenerationResult result;
-  run_on_every_rank(ranks_->ranks, [&](const PipelineRank& rank) {
+  ranks_->run([&](const PipelineRank& rank) {
     if (rank.rank == 0) result = run(*rank.parts, request, callbacks, &rank);
     else run(*rank.parts, request, {}, &rank);  // the callbacks are rank 0's
   });

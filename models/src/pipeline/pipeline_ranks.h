@@ -23,20 +23,28 @@ struct PipelineRank {
 
   // Rank 0's answer, on every rank (a collective: every rank asks at the same point of the run).
   bool agree(bool rank0_answer) const;
+  void abort() const;  // ends this rank's collectives in flight (parallel::Collectives::abort)
 };
 
-struct CogVideoXPipeline::Ranks {
-  std::vector<PipelineRank> ranks;
-  std::mutex running;  // one request at a time: the groups serve one run
+class CogVideoXPipeline::Ranks {
+ public:
+  // Loads each rank's parts with `load` (options with the rank's device) and joins their groups.
+  Ranks(const PipelineOptions& options,
+        const std::function<std::shared_ptr<const Parts>(const PipelineOptions&)>& load);
+
+  const std::shared_ptr<const Parts>& first_parts() const { return ranks_[0].parts; }
+  // Runs fn on every rank at once, each on its own thread with its device current, one call at a time. An error
+  // on any rank ends every rank's collectives and is rethrown here (the first to happen); the groups are joined
+  // afresh before the next call.
+  void run(const std::function<void(const PipelineRank&)>& fn);
+
+ private:
+  void join();  // every rank's groups, new
+
+  PipelineOptions options_;
+  std::vector<PipelineRank> ranks_;
+  std::mutex running_;
+  bool rejoin_ = false;
 };
-
-// Loads each rank's parts with `load` (on its device) and joins the groups, every rank from a thread of its own.
-std::shared_ptr<CogVideoXPipeline::Ranks> join_ranks(
-    const PipelineOptions& options,
-    const std::function<std::shared_ptr<const CogVideoXPipeline::Parts>(const PipelineOptions&)>& load);
-
-// Runs fn(rank) for every rank at once, rank 0 on this thread, each with its device current. An exception from
-// any rank is rethrown here once all have finished (rank 0's before the others').
-void run_on_every_rank(const std::vector<PipelineRank>& ranks, const std::function<void(const PipelineRank&)>& fn);
 
 }  // namespace sagevid

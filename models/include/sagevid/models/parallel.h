@@ -8,10 +8,13 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace sagevid {
+
+class ConfigReader;
 
 struct ParallelPlan {
   int cfg = 1;      // 1, or 2: the negative and the positive prompt's halves of a guided step on different ranks
@@ -24,6 +27,16 @@ struct ParallelPlan {
 void check_parallel_plan(const ParallelPlan& plan, const std::vector<c10::Device>& devices);
 // The same for a model's attention heads, which Ulysses deals out evenly to its ranks.
 void check_ulysses_heads(const ParallelPlan& plan, int64_t heads);
+
+// The devices one model's requests run on together, and how.
+struct DeviceGroup {
+  std::vector<c10::Device> devices;
+  ParallelPlan plan;
+};
+// A config's model entry may hold "devices": ["cuda:0", ...] (instead of "device") and "parallel": {"cfg": 1|2,
+// "ulysses": n}; without "parallel", cfg 2 where the count is even and Ulysses over the rest. Checked with
+// check_parallel_plan (the heads wait for the model); nullopt where the entry names no devices.
+std::optional<DeviceGroup> read_device_group(ConfigReader& entry);
 
 // "cfg 2 x ulysses 2 on cuda:0, cuda:1, cuda:2, cuda:3" (logs and the server's status).
 std::string describe(const ParallelPlan& plan, const std::vector<c10::Device>& devices);

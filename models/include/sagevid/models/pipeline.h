@@ -16,6 +16,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -155,6 +156,9 @@ struct PipelineOptions {
   // `device` is devices[0]. Empty: `device` alone, and `parallel` must be 1 x 1.
   std::vector<c10::Device> devices;
   ParallelPlan parallel;
+  // How long a rank waits in a collective for the others before the request fails: far above the longest gap
+  // between two of them (a preview's decode on rank 0), so that it ends only a run that lost a rank.
+  std::chrono::milliseconds collective_timeout = std::chrono::minutes(5);
 };
 
 // Device memory a request needs on top of the resident weights, in bytes: an upper estimate of what each phase
@@ -216,7 +220,7 @@ class CogVideoXPipeline {
   // What the pipeline holds, private to sagevid_models: one device's models (pipeline/pipeline_parts.h), and a
   // parallel plan's ranks with their groups (pipeline/pipeline_ranks.h).
   struct Parts;
-  struct Ranks;
+  class Ranks;
 
  private:
   std::shared_ptr<const Parts> parts_;  // rank 0's
