@@ -51,8 +51,13 @@ void check_memory_fits(const MemoryEstimate& estimate, int64_t free_bytes, const
 }
 
 void check_memory(const CogVideoXPipeline& pipeline, const GenerationRequest& request) {
-  const c10::Device device = pipeline.options().device;
-  check_memory_fits(pipeline.estimate_memory(request), free_device_memory(device), device.str());
+  const PipelineOptions& options = pipeline.options();
+  const MemoryEstimate estimate = pipeline.estimate_memory(request);
+  check_memory_fits(estimate, free_device_memory(options.device), options.device.str());
+  MemoryEstimate other_ranks = estimate;  // a device group's other ranks encode the text and denoise; rank 0 decodes
+  other_ranks.decode = 0;
+  for (size_t rank = 1; rank < options.devices.size(); ++rank)
+    check_memory_fits(other_ranks, free_device_memory(options.devices[rank]), options.devices[rank].str());
 }
 
 }  // namespace sagevid

@@ -8,12 +8,14 @@
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/safetensors.h"
 
+#include "counting_cpu_allocator.h"
 #include "pipeline_parity.h"
 
 #include <ATen/ops/cat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -122,6 +124,45 @@ TEST_CASE("over several ranks the callbacks come once, and a cancel stops every 
   CHECK(steps == request.num_inference_steps);
   CHECK(decoded == request.num_frames);
   CHECK(result.num_frames == request.num_frames);
+}
+
+TEST_CASE("a rank's denoising memory estimate covers what the ranks hold, and shrinks with the plan",
+          "[pipeline][parallel]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  std::mt19937_64 draw(rng.seed);
+  auto& allocator = sagevid::test::CountingCpuAllocator::installed();
+  const ParallelPlan plan = GENERATE(ParallelPlan{2, 1}, ParallelPlan{1, 2}, ParallelPlan{2, 2});
+  const std::string name = plan_name(plan);
+  CAPTURE(name);
+  const CogVideoXPipeline one = CogVideoXPipeline::load(kModel, {});
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, on_cpu_ranks(plan));
+  GenerationRequest request;
+  request.prompt = "a heron over reeds";
+  request.num_frames = 17;
+  request.height = 16 * std::uniform_int_distribution<int64_t>(6, 12)(draw);
+  request.width = 16 * std::uniform_int_distribution<int64_t>(6, 12)(draw);
+  request.num_inference_steps = 2;
+  request.seed = rng.seed;
+  CAPTURE(request.height, request.width);
+  const int64_t per_rank = pipeline.estimate_memory(request).denoise;
+  CHECK(per_rank < one.estimate_memory(request).denoise);
+
+  // The CPU ranks share one allocator: the peak of the second step is all ranks' together (after the first, every
+  // rank has left its text encoding).
+  const int64_t resident = allocator.live();
+  int64_t peak = 0;
+  sagevid::GenerationCallbacks callbacks;
+  callbacks.on_progress = [&](const sagevid::GenerationProgress& progress) {
+    if (progress.phase != sagevid::GenerationPhase::denoise) return;
+    if (progress.step == 1) allocator.reset_peak();
+    if (progress.step == 2) peak = allocator.peak() - resident;
+  };
+  pipeline.generate(request, callbacks);
+  const int64_t ranks = plan.world();
+  WARN(name << ": a step's peak " << peak << " B over " << ranks << " ranks, estimated " << per_rank << " B a rank");
+  CHECK(peak <= ranks * per_rank);
+  CHECK(ranks * per_rank <= 3 * peak);
 }
 
 TEST_CASE("a parallel plan the model or the devices cannot run is refused at load", "[pipeline][parallel]") {

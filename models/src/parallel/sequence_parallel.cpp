@@ -60,40 +60,55 @@ at::Tensor SequenceParallel::attention(const at::Tensor& q, const at::Tensor& k,
     return counts;
   };
 
-  // Tokens -> heads. Sent to member j: q, k, v of its heads for my tokens, [3, B, H / size, share, D].
-  const auto video = [&](const at::Tensor& x) { return x.narrow(2, text_length, share); };
-  const at::Tensor send = at::stack({video(q), video(k), video(v)})
-                              .view({3, batch, members, group_heads, share, head_dim})
-                              .permute({2, 0, 1, 3, 4, 5})
-                              .contiguous();
-  at::Tensor received = at::empty({3 * batch * group_heads * shares.total * head_dim}, q.options());
-  const int64_t per_token = 3 * batch * group_heads * head_dim;
-  group_.all_to_all(received, send, element_counts(per_token), std::vector<int64_t>(members, share * per_token));
-  std::vector<at::Tensor> pieces;  // member j's tokens of my heads, [3, B, H / size, count_j, D]
-  for (int j = 0; j < members; ++j)
-    pieces.push_back(received.narrow(0, shares.offsets[size_t(j)] * per_token, shares.counts[size_t(j)] * per_token)
-                         .view({3, batch, group_heads, shares.counts[size_t(j)], head_dim}));
-  const at::Tensor whole_video = at::cat(pieces, 3);
-  const auto whole = [&](const at::Tensor& x, int i) {  // my heads of [text; every video token]
-    return at::cat({x.narrow(1, me * group_heads, group_heads).narrow(2, 0, text_length), whole_video[i]}, 2);
-  };
-  const at::Tensor out = attend(whole(q, 0), whole(k, 1), whole(v, 2));  // [B, H / size, text + total, D]
+  // Tokens -> heads: my heads of [text; every video token], [3, B, H / size, text + total, D]. Each buffer of the
+  // exchange goes as soon as it is read: only these inputs and the output stay through the attention call.
+  at::Tensor inputs = at::empty({3, batch, group_heads, text_length + shares.total, head_dim}, q.options());
+  {
+    // Sent to member j: q, k, v of its heads for my tokens, [3, B, H / size, share, D].
+    const auto video = [&](const at::Tensor& x) { return x.narrow(2, text_length, share); };
+    at::Tensor send = at::stack({video(q), video(k), video(v)})
+                          .view({3, batch, members, group_heads, share, head_dim})
+                          .permute({2, 0, 1, 3, 4, 5})
+                          .contiguous();
+    const int64_t per_token = 3 * batch * group_heads * head_dim;
+    at::Tensor received = at::empty({shares.total * per_token}, q.options());
+    group_.all_to_all(received, send, element_counts(per_token), std::vector<int64_t>(members, share * per_token));
+    send.reset();
+    for (int j = 0; j < members; ++j) {  // member j's tokens, [3, B, H / size, count_j, D]
+      const int64_t offset = shares.offsets[size_t(j)], count = shares.counts[size_t(j)];
+      inputs.narrow(3, text_length + offset, count)
+          .copy_(
+              received.narrow(0, offset * per_token, count * per_token).view({3, batch, group_heads, count, head_dim}));
+    }
+    int i = 0;
+    for (const at::Tensor& x : {q, k, v})
+      inputs[i++].narrow(2, 0, text_length).copy_(x.narrow(1, me * group_heads, group_heads).narrow(2, 0, text_length));
+  }
+  at::Tensor out = attend(inputs[0], inputs[1], inputs[2]);  // [B, H / size, text + total, D]
+  inputs.reset();
 
   // Heads -> tokens. Sent to member j: my heads of its tokens; received from j: its heads of my tokens.
-  std::vector<at::Tensor> back;
-  for (int j = 0; j < members; ++j)
-    back.push_back(out.narrow(2, text_length + shares.offsets[size_t(j)], shares.counts[size_t(j)]).reshape({-1}));
   const int64_t out_per_token = batch * group_heads * head_dim;
   at::Tensor returned = at::empty({members, batch, group_heads, share, head_dim}, out.options());
-  group_.all_to_all(returned, at::cat(back), std::vector<int64_t>(members, share * out_per_token),
-                    element_counts(out_per_token));
+  at::Tensor my_text_heads = out.narrow(2, 0, text_length).contiguous();
+  {
+    std::vector<at::Tensor> back;
+    for (int j = 0; j < members; ++j)
+      back.push_back(out.narrow(2, text_length + shares.offsets[size_t(j)], shares.counts[size_t(j)]).reshape({-1}));
+    out.reset();
+    const at::Tensor send = at::cat(back);
+    back.clear();
+    group_.all_to_all(returned, send, std::vector<int64_t>(members, share * out_per_token),
+                      element_counts(out_per_token));
+  }
   // [size, B, H / size, n, D] -> [B, H, n, D]
   const auto heads_first = [&](const at::Tensor& by_member, int64_t tokens) {
     return by_member.permute({1, 0, 2, 3, 4}).reshape({batch, heads, tokens, head_dim});
   };
-  // Text rows: each member's heads, gathered (every rank needs all of them).
-  const at::Tensor text = group_.all_gather(out.narrow(2, 0, text_length).contiguous());
-  return at::cat({heads_first(text, text_length), heads_first(returned, share)}, 2);
+  // The text rows of every member's heads: every rank needs all of them.
+  const at::Tensor text = heads_first(group_.all_gather(my_text_heads), text_length);
+  my_text_heads.reset();
+  return at::cat({text, heads_first(returned, share)}, 2);
 }
 
 }  // namespace sagevid::parallel

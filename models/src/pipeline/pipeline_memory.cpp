@@ -26,6 +26,10 @@ constexpr int64_t kAttentionActivations = 7, kFeedForwardActivations = 6;
 constexpr int64_t kRopeFloatCopies = 2;
 // The latents, the guided input, the fp32 prediction, its halves and the scheduler's fp32 state, rounded up.
 constexpr int64_t kLatentCopies = 8;
+// Ulysses' exchange before an attention call: the q, k, v sent (of the rank's tokens), received and rearranged into
+// the call's inputs (of every token, for the rank's heads); in units of batch x (text + tokens) x inner_dim /
+// ulysses, rounded up. After it, only the inputs and the output stay (4 units).
+constexpr int64_t kUlyssesExchange = 9;
 // The math backend holds q, k, v and its output in fp32, and each chunk's scores and their softmax.
 constexpr int64_t kMathAttentionCopies = 4, kScoreCopies = 2;
 // A decoder resnet at full resolution holds its input, the normed/activated copy, the causally padded input,
@@ -90,11 +94,12 @@ int64_t streamed_text_block_bytes(const T5Config& t5, const PipelineOptions& opt
   return elements * int64_t(c10::elementSize(options.dtype));
 }
 
-// What the attention backend holds beyond q, k, v and its output: the math backend's fp32 copies and score
-// chunks, or the sage2 preprocessing's buffers (none for flash and cuDNN); the larger where math is the fallback.
-int64_t attention_workspace_bytes(const CogVideoXConfig& c, int64_t batch, int64_t length, bool math,
+// What the attention backend holds beyond q, k, v and its output, for a call on `heads` of the model's heads: the
+// math backend's fp32 copies and score chunks, or the sage2 preprocessing's buffers (none for flash and cuDNN); the
+// larger where math is the fallback.
+int64_t attention_workspace_bytes(const CogVideoXConfig& c, int64_t batch, int64_t length, int64_t heads, bool math,
                                   const std::optional<kernels::sage2::Options>& sage2) {
-  const int64_t row = batch * length * c.inner_dim(), heads = c.num_attention_heads;
+  const int64_t row = batch * length * heads * c.attention_head_dim;
   const int64_t math_bytes =
       math ? kMathAttentionCopies * row * kFloatBytes + score_bytes(batch, heads, length, kScoreCopies) : 0;
   const int64_t sage2_bytes =
@@ -102,15 +107,21 @@ int64_t attention_workspace_bytes(const CogVideoXConfig& c, int64_t batch, int64
   return std::max(math_bytes, sage2_bytes);
 }
 
+// One device's peak in a denoising step; under a parallel plan, one rank's: its half of a guided batch (cfg 2), the
+// largest share of the video tokens between attention calls, and the whole sequence for heads / ulysses heads in them.
 int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_t batch, int64_t element, bool math,
-                      const std::optional<kernels::sage2::Options>& sage2) {
-  const int64_t tokens = latent_tokens(c, shape), length = c.max_text_seq_length + tokens;
-  const int64_t row = batch * length * c.inner_dim();
+                      const std::optional<kernels::sage2::Options>& sage2, const ParallelPlan& plan) {
+  const int64_t tokens = latent_tokens(c, shape), text = c.max_text_seq_length, u = plan.ulysses;
+  const int64_t rank_batch = plan.cfg == 2 && batch == 2 ? 1 : batch;
+  const int64_t share = (tokens + u - 1) / u, whole_row = rank_batch * (text + tokens) * c.inner_dim();
+  const int64_t row = rank_batch * (text + share) * c.inner_dim();
+  const int64_t exchange = u > 1 ? kUlyssesExchange * ((whole_row + u - 1) / u) * element : 0;
   const int64_t attention =
-      kAttentionActivations * row * element + attention_workspace_bytes(c, batch, length, math, sage2);
+      kAttentionActivations * row * element + exchange +
+      attention_workspace_bytes(c, rank_batch, text + tokens, c.num_attention_heads / u, math, sage2);
   const int64_t rope = c.use_rotary_positional_embeddings
                            ? (kAttentionActivations - 1) * row * element +
-                                 kRopeFloatCopies * batch * tokens * c.inner_dim() * kFloatBytes
+                                 kRopeFloatCopies * rank_batch * share * c.inner_dim() * kFloatBytes
                            : 0;
   const int64_t feed_forward = kFeedForwardActivations * row * element;
   const int64_t latents = kLatentCopies * batch * (shape.frames + shape.padding) * shape.channels * shape.height *
@@ -232,7 +243,7 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
         estimate.text_encode,
         image_encode_bytes(parts.vae.config(), request.height, request.width, element, parts.options.device.is_cpu()));
   estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math,
-                                   sage2_options(parts.options, request.attention_backend));
+                                   sage2_options(parts.options, request.attention_backend), parts.options.parallel);
   estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, parts.options.device.is_cpu());
   return estimate;
 }

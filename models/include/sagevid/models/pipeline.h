@@ -206,6 +206,7 @@ class CogVideoXPipeline {
   void validate(const GenerationRequest& request) const;
   // The request's latent tokens (the transformer's video sequence length) x its steps.
   int64_t work(const GenerationRequest& request) const;
+  // Under a parallel plan, each rank's on its device (the decode: rank 0's alone).
   MemoryEstimate estimate_memory(const GenerationRequest& request) const;
   // Runs the request; throws InvalidRequest, GenerationCancelled, NonFiniteLatents, or std::runtime_error
   // (c10::Error for OOM). Under a parallel plan every rank runs the text encoding and the denoising, rank 0
