@@ -74,6 +74,19 @@ TEST_CASE("image-to-video frames match diffusers' CogVideoXImageToVideoPipeline,
   sagevid::test::check_frames_match(frames, fixture.view(name), name);
 }
 
+TEST_CASE("image-to-video over cfg 2 x ulysses 2 (CPU ranks) matches diffusers too", "[pipeline][i2v][parallel]") {
+  const std::string name = GENERATE(as<std::string>{}, "i2v-1.0", "i2v-1.5");
+  CAPTURE(name);
+  const Variant v = variant(name);
+  sagevid::PipelineOptions options;
+  options.devices.assign(4, c10::Device(c10::kCPU));
+  options.parallel = {2, 2};
+  const at::Tensor frames =
+      sagevid::test::generated_frames(CogVideoXPipeline::load(kI2v / v.model, options), v.request);
+  const auto fixture = sagevid::SafetensorsModel::open(kI2v / "frames.safetensors");
+  sagevid::test::check_frames_match(frames, fixture.view(name), name + ", cfg 2 x ulysses 2");
+}
+
 TEST_CASE("the image conditions the video: another image gives other frames", "[pipeline][i2v]") {
   Variant v = variant("i2v-1.5");
   const CogVideoXPipeline& pipeline = i2v_pipeline(v.model);

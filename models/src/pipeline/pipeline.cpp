@@ -204,8 +204,9 @@ const char* phase_name(GenerationPhase phase) {
 
 namespace {
 
-// One device's parts of the model in model_dir.
-std::shared_ptr<const CogVideoXPipeline::Parts> load_parts(const fs::path& model_dir, const PipelineOptions& options) {
+// One device's parts of the model in model_dir; without the T5 encoder's weights where with_text_encoder is false.
+std::shared_ptr<const CogVideoXPipeline::Parts> load_parts(const fs::path& model_dir, const PipelineOptions& options,
+                                                           bool with_text_encoder) {
   const nlohmann::json model_index = read_model_index(model_dir);
   const bool image_to_video = is_image_to_video(model_index);
   SchedulerConfig scheduler = load_scheduler(model_dir, model_index);  // before the weights: a bad one fails fast
@@ -213,18 +214,22 @@ std::shared_ptr<const CogVideoXPipeline::Parts> load_parts(const fs::path& model
   const auto target = at::TensorOptions().device(options.device).dtype(options.dtype);
   T5Tokenizer tokenizer(model_dir / "tokenizer" / "spiece.model");
   const bool offload = options.text_encoder == TextEncoderPlacement::offload;
-  T5Encoder text_encoder = T5Encoder::load(model_dir / "text_encoder", offload ? target.device(at::kCPU) : target);
+  std::optional<T5Encoder> text_encoder;
+  if (with_text_encoder)
+    text_encoder = T5Encoder::load(model_dir / "text_encoder", offload ? target.device(at::kCPU) : target);
+  T5Config text_config =
+      text_encoder ? text_encoder->config() : T5Config::load(model_dir / "text_encoder" / "config.json");
   CogVideoXTransformer transformer = CogVideoXTransformer::load(model_dir / "transformer", target);
   if (options.linear == LinearPrecision::fp8) transformer = transformer.with_fp8_linears(options.fp8_fast_accum);
   CogVideoXVaeDecoder vae = CogVideoXVaeDecoder::load(model_dir / "vae", target);
-  check_compatible(model_dir, text_encoder.config(), transformer.config(), vae.config(), image_to_video);
+  check_compatible(model_dir, text_config, transformer.config(), vae.config(), image_to_video);
   std::optional<CogVideoXVaeEncoder> image_encoder;
   if (image_to_video) image_encoder = CogVideoXVaeEncoder::load(model_dir / "vae", target);
   const ModelLimits limits =
       make_limits(transformer.config(), vae.config(), scheduler, options.max_work, image_to_video);
   return std::make_shared<const CogVideoXPipeline::Parts>(
-      options, limits, std::move(tokenizer), std::move(text_encoder), std::move(transformer), std::move(vae),
-      std::move(image_encoder), std::move(scheduler));
+      options, limits, std::move(tokenizer), std::move(text_config), std::move(text_encoder), std::move(transformer),
+      std::move(vae), std::move(image_encoder), std::move(scheduler));
 }
 
 }  // namespace
@@ -241,14 +246,15 @@ CogVideoXPipeline CogVideoXPipeline::load(const fs::path& model_dir, const Pipel
                                 options.devices[0].str());
   if (options.devices.size() <= 1) {
     check_parallel_plan(options.parallel, options.devices.empty() ? std::vector{options.device} : options.devices);
-    pipeline.parts_ = load_parts(model_dir, options);  // one device: no groups
+    pipeline.parts_ = load_parts(model_dir, options, true);  // one device: no groups
     return pipeline;
   }
   check_parallel_plan(options.parallel, options.devices);
   check_ulysses_heads(options.parallel,
                       CogVideoXConfig::load(model_dir / "transformer" / "config.json").num_attention_heads);
-  pipeline.ranks_ = std::make_shared<Ranks>(
-      options, [&](const PipelineOptions& rank_options) { return load_parts(model_dir, rank_options); });
+  pipeline.ranks_ = std::make_shared<Ranks>(options, [&](const PipelineOptions& rank_options, int rank) {
+    return load_parts(model_dir, rank_options, /*with_text_encoder=*/rank == 0);
+  });
   pipeline.parts_ = pipeline.ranks_->first_parts();
   return pipeline;
 }

@@ -11,6 +11,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/adaptive_avg_pool2d.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/isfinite.h>
@@ -99,6 +100,25 @@ class Generation {
 
   void begin(GenerationPhase phase) const {
     if (callbacks_.on_phase) callbacks_.on_phase(phase);
+  }
+
+  // [prompts, L, d_model] T5 embeddings of the prompts. Under a parallel plan rank 0 encodes them (it alone holds T5)
+  // and hands them to every rank.
+  at::Tensor prompt_embeddings(const CogVideoXPipeline::Parts& parts, const Attention& attention,
+                               const std::vector<std::string>& prompts) const {
+    const int64_t length = parts.transformer.config().max_text_seq_length;
+    if (parts.text_encoder) {
+      at::Tensor text =
+          encode_prompts(parts.tokenizer, *parts.text_encoder, attention, prompts, length, options_.device);
+      if (!rank_) return text;
+      text = text.to(options_.dtype).contiguous();  // the transformer's dtype, which it would cast them to anyway
+      rank_->world->broadcast(text, 0);
+      return text;
+    }
+    const auto shape = {int64_t(prompts.size()), length, parts.text_config.d_model};
+    at::Tensor text = at::empty(shape, at::TensorOptions().dtype(options_.dtype).device(options_.device));
+    rank_->world->broadcast(text, 0);
+    return text;
   }
 
   // diffusers' prepare_latents: randn_tensor with a CPU generator draws on the CPU in the pipeline's dtype
@@ -268,8 +288,7 @@ GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequ
   const bool guided = request.guidance_scale > 1.0;
   const std::vector<std::string> prompts = guided ? std::vector<std::string>{request.negative_prompt, request.prompt}
                                                   : std::vector<std::string>{request.prompt};
-  const at::Tensor text = encode_prompts(parts.tokenizer, parts.text_encoder, attention, prompts,
-                                         parts.transformer.config().max_text_seq_length, parts.options.device);
+  const at::Tensor text = generation.prompt_embeddings(parts, attention, prompts);
   // The image's VAE encode counts as conditioning, with the text's.
   const LatentShape shape = latent_shape(parts.transformer.config(), parts.vae.config(), request);
   const at::Tensor image_latents =

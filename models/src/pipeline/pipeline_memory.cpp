@@ -235,7 +235,7 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   const int64_t element = int64_t(c10::elementSize(parts.options.dtype));
   const bool math = uses_math_attention(parts.options.attention, request.attention_backend);
   MemoryEstimate estimate;
-  const T5Config& t5 = parts.text_encoder.config();
+  const T5Config& t5 = parts.text_config;
   estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
                          streamed_text_block_bytes(t5, parts.options);
   if (parts.image_encoder)  // after the text encode, in the same phase

@@ -17,12 +17,13 @@
 namespace sagevid {
 
 struct CogVideoXPipeline::Parts {
-  Parts(PipelineOptions options_, ModelLimits limits_, T5Tokenizer tokenizer_, T5Encoder text_encoder_,
-        CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_, std::optional<CogVideoXVaeEncoder> image_encoder_,
-        SchedulerConfig scheduler_)
+  Parts(PipelineOptions options_, ModelLimits limits_, T5Tokenizer tokenizer_, T5Config text_config_,
+        std::optional<T5Encoder> text_encoder_, CogVideoXTransformer transformer_, CogVideoXVaeDecoder vae_,
+        std::optional<CogVideoXVaeEncoder> image_encoder_, SchedulerConfig scheduler_)
       : options(std::move(options_)),
         limits(limits_),
         tokenizer(std::move(tokenizer_)),
+        text_config(std::move(text_config_)),
         text_encoder(std::move(text_encoder_)),
         transformer(std::move(transformer_)),
         vae(std::move(vae_)),
@@ -42,7 +43,8 @@ struct CogVideoXPipeline::Parts {
   PipelineOptions options;
   ModelLimits limits;
   T5Tokenizer tokenizer;
-  T5Encoder text_encoder;
+  T5Config text_config;
+  std::optional<T5Encoder> text_encoder;  // under a parallel plan, rank 0's alone: it encodes for every rank
   CogVideoXTransformer transformer;
   CogVideoXVaeDecoder vae;
   std::optional<CogVideoXVaeEncoder> image_encoder;  // image-to-video models only

@@ -56,15 +56,13 @@ void PipelineRank::abort() const {
     if (group) group->abort();
 }
 
-CogVideoXPipeline::Ranks::Ranks(const PipelineOptions& options,
-                                const std::function<std::shared_ptr<const Parts>(const PipelineOptions&)>& load)
-    : options_(options) {
+CogVideoXPipeline::Ranks::Ranks(const PipelineOptions& options, const LoadParts& load) : options_(options) {
   for (size_t r = 0; r < options.devices.size(); ++r) {
     PipelineOptions rank_options = options;
     rank_options.device = options.devices[r];
     PipelineRank rank;
     rank.rank = int(r);
-    rank.parts = load(rank_options);
+    rank.parts = load(rank_options, int(r));
     ranks_.push_back(std::move(rank));
   }
   join();

@@ -28,9 +28,9 @@ struct PipelineRank {
 
 class CogVideoXPipeline::Ranks {
  public:
-  // Loads each rank's parts with `load` (options with the rank's device) and joins their groups.
-  Ranks(const PipelineOptions& options,
-        const std::function<std::shared_ptr<const Parts>(const PipelineOptions&)>& load);
+  // Loads each rank's parts with `load` (options with the rank's device, the rank) and joins their groups.
+  using LoadParts = std::function<std::shared_ptr<const Parts>(const PipelineOptions& options, int rank)>;
+  Ranks(const PipelineOptions& options, const LoadParts& load);
 
   const std::shared_ptr<const Parts>& first_parts() const { return ranks_[0].parts; }
   // Runs fn on every rank at once, each on its own thread with its device current, one call at a time. An error
