@@ -34,9 +34,9 @@ void check_parallel_plan(const ParallelPlan& plan, const std::vector<c10::Device
 }
 
 void check_ulysses_heads(const ParallelPlan& plan, int64_t heads) {
-  if (heads % plan.ulysses != 0)
-    fail("the transformer's " + std::to_string(heads) + " attention heads do not divide into ulysses " +
-         std::to_string(plan.ulysses) + " groups");
+  if (heads < plan.ulysses)
+    fail("the transformer's " + std::to_string(heads) + " attention heads are fewer than ulysses " +
+         std::to_string(plan.ulysses) + " ranks");
 }
 
 std::optional<DeviceGroup> read_device_group(ConfigReader& entry) {

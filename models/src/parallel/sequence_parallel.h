@@ -2,7 +2,8 @@
 // Ulysses sequence parallelism for a joint [text; video] attention: between attention calls each rank of the
 // group holds a contiguous share of the video tokens (and every text token: each rank computes the same text
 // stream); around each call an all-to-all trades the token split for a head split, so that each rank runs one
-// whole-sequence attention call on heads / size heads, and trades it back afterwards.
+// whole-sequence attention call on its share of the heads, and trades it back afterwards. Heads that do not divide
+// evenly (CogVideoX-2B's 30 over 4 ranks) are shared as tokens are, one more for the first ranks.
 #include "parallel/collectives.h"
 
 #include <ATen/core/Tensor.h>
@@ -13,13 +14,14 @@
 
 namespace sagevid::parallel {
 
-// How one call's video tokens are shared out: member j holds tokens [offsets[j], offsets[j] + counts[j]).
-// Shares differ by at most one token (the first tokens % size members hold one more).
-struct TokenShares {
+// How `total` things (a call's video tokens, or the heads) are shared out: member j holds [offsets[j], offsets[j] +
+// counts[j]). Shares differ by at most one (the first total % members members hold one more).
+struct Shares {
   std::vector<int64_t> counts, offsets;
   int64_t total = 0;
 };
-TokenShares share_tokens(int64_t tokens, int members);
+Shares even_shares(int64_t total, int members);
+Shares share_tokens(int64_t tokens, int members);  // even_shares, refusing fewer tokens than members
 
 using AttentionCall = std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
 
@@ -29,17 +31,17 @@ class SequenceParallel {
 
   int rank() const { return group_.rank(); }
   int size() const { return group_.size(); }
-  TokenShares shares(int64_t video_tokens) const { return share_tokens(video_tokens, size()); }
+  Shares shares(int64_t video_tokens) const { return share_tokens(video_tokens, size()); }
 
   // This rank's share of x's `dim` (video tokens along it).
-  at::Tensor shard(const at::Tensor& x, int64_t dim, const TokenShares& shares) const;
+  at::Tensor shard(const at::Tensor& x, int64_t dim, const Shares& shares) const;
   // [B, share, ...] from every rank -> [B, total, ...] on every rank.
-  at::Tensor gather(const at::Tensor& x, const TokenShares& shares) const;
+  at::Tensor gather(const at::Tensor& x, const Shares& shares) const;
   // Attention over q, k, v [B, H, text + share, D] (text rows first, whole on every rank): `attend` runs once
-  // on [B, H / size, text + total, D] (this rank's heads); returns [B, H, text + share, D] as one call on the
-  // whole sequence would.
+  // on [B, this rank's heads, text + total, D]; returns [B, H, text + share, D] as one call on the whole sequence
+  // would.
   at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t text_length,
-                       const TokenShares& shares, const AttentionCall& attend) const;
+                       const Shares& shares, const AttentionCall& attend) const;
 
  private:
   const Collectives& group_;

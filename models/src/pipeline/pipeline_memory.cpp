@@ -27,8 +27,8 @@ constexpr int64_t kRopeFloatCopies = 2;
 // The latents, the guided input, the fp32 prediction, its halves and the scheduler's fp32 state, rounded up.
 constexpr int64_t kLatentCopies = 8;
 // Ulysses' exchange before an attention call: the q, k, v sent (of the rank's tokens), received and rearranged into
-// the call's inputs (of every token, for the rank's heads); in units of batch x (text + tokens) x inner_dim /
-// ulysses, rounded up. After it, only the inputs and the output stay (4 units).
+// the call's inputs (of every token, for the rank's heads); in units of batch x (text + tokens) x the rank's heads x
+// head_dim, rounded up. After it, only the inputs and the output stay (4 units).
 constexpr int64_t kUlyssesExchange = 9;
 // The math backend holds q, k, v and its output in fp32, and each chunk's scores and their softmax.
 constexpr int64_t kMathAttentionCopies = 4, kScoreCopies = 2;
@@ -113,12 +113,12 @@ int64_t denoise_bytes(const CogVideoXConfig& c, const LatentShape& shape, int64_
                       const std::optional<kernels::sage2::Options>& sage2, const ParallelPlan& plan) {
   const int64_t tokens = latent_tokens(c, shape), text = c.max_text_seq_length, u = plan.ulysses;
   const int64_t rank_batch = plan.cfg == 2 && batch == 2 ? 1 : batch;
-  const int64_t share = (tokens + u - 1) / u, whole_row = rank_batch * (text + tokens) * c.inner_dim();
+  const int64_t share = (tokens + u - 1) / u, rank_heads = (c.num_attention_heads + u - 1) / u;
   const int64_t row = rank_batch * (text + share) * c.inner_dim();
-  const int64_t exchange = u > 1 ? kUlyssesExchange * ((whole_row + u - 1) / u) * element : 0;
-  const int64_t attention =
-      kAttentionActivations * row * element + exchange +
-      attention_workspace_bytes(c, rank_batch, text + tokens, c.num_attention_heads / u, math, sage2);
+  const int64_t exchange =
+      u > 1 ? kUlyssesExchange * rank_batch * (text + tokens) * rank_heads * c.attention_head_dim * element : 0;
+  const int64_t attention = kAttentionActivations * row * element + exchange +
+                            attention_workspace_bytes(c, rank_batch, text + tokens, rank_heads, math, sage2);
   const int64_t rope = c.use_rotary_positional_embeddings
                            ? (kAttentionActivations - 1) * row * element +
                                  kRopeFloatCopies * rank_batch * share * c.inner_dim() * kFloatBytes

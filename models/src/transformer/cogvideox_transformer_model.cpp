@@ -241,7 +241,7 @@ at::Tensor CogVideoXTransformer::forward(const at::Tensor& latents, const at::Te
   if (c.use_rotary_positional_embeddings) rope = cogvideox::rotary_tables(c, frames, height, width, options_.device());
 
   // Under a Ulysses group this rank keeps its share of the video tokens (and of their positions) from here on.
-  std::optional<parallel::TokenShares> shares;
+  std::optional<parallel::Shares> shares;
   std::optional<VideoShare> share;
   if (sequence) {
     shares = sequence->shares(video.size(1));

@@ -27,7 +27,7 @@ struct LinearInput;  // a linear layer's activations or their FP8 rows (transfor
 }
 namespace parallel {
 class SequenceParallel;  // Ulysses sequence parallelism (parallel/sequence_parallel.h)
-struct TokenShares;
+struct Shares;
 }  // namespace parallel
 
 class CogVideoXTransformer {
@@ -79,7 +79,7 @@ class CogVideoXTransformer {
   // This rank's share of the video tokens, where a Ulysses group runs the call.
   struct VideoShare {
     const parallel::SequenceParallel& group;
-    const parallel::TokenShares& shares;
+    const parallel::Shares& shares;
   };
   // One block over the text [B, L, D] and video [B, N, D] residual streams, which first take `pending` (the
   // previous block's feed-forward update, released once added); returns this block's own. rope: cos, sin

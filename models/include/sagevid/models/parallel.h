@@ -25,7 +25,8 @@ struct ParallelPlan {
 // Throws std::invalid_argument naming what is wrong: degrees out of range, a device count other than their product,
 // a GPU listed twice or without its index, CPU mixed with CUDA.
 void check_parallel_plan(const ParallelPlan& plan, const std::vector<c10::Device>& devices);
-// The same for a model's attention heads, which Ulysses deals out evenly to its ranks.
+// The same for a model's attention heads, which Ulysses deals out to its ranks: at least one each (where they do not
+// divide evenly, the ranks with one more take longer over attention).
 void check_ulysses_heads(const ParallelPlan& plan, int64_t heads);
 
 // The devices one model's requests run on together, and how.
