@@ -169,8 +169,7 @@ TEST_CASE("a parallel plan the model or the devices cannot run is refused at loa
   PipelineOptions no_devices;
   no_devices.parallel = {2, 1};
   CHECK_THAT(load_refusal(no_devices), ContainsSubstring("cfg 2 x ulysses 1 needs a list of devices"));
-  CHECK_THAT(load_refusal(on_cpu_ranks({1, 4})),
-             ContainsSubstring("2 attention heads are fewer than ulysses 4 ranks"));
+  CHECK_THAT(load_refusal(on_cpu_ranks({1, 4})), ContainsSubstring("2 attention heads are fewer than ulysses 4 ranks"));
   PipelineOptions short_list = on_cpu_ranks({2, 2});
   short_list.devices.pop_back();
   CHECK_THAT(load_refusal(short_list), ContainsSubstring("needs 4 devices, got 3"));
