@@ -262,7 +262,8 @@ for step in $steps; do
       done ;;
     multi-gpu)  # one request over several GPUs (NCCL): the multi-GPU suite (skipped below two GPUs), then the
       # denoising step's time on random CogVideoX-2B (30 heads: 4 Ulysses ranks hold 8, 8, 7, 7) and -5B (48 heads)
-      # over each plan the host's GPUs allow, 49x480x720, CFG on (scaling: 1x1's median step over the plan's)
+      # over each plan the host's GPUs allow, 49x480x720, CFG on (scaling: 1x1's median step over the plan's), with
+      # rank 0's GPU time per region of a step (the Ulysses exchanges' share)
       gpus=$(nvidia-smi -L | wc -l)
       build-gpu/tests/sagevid_multi_gpu_tests 2>&1 | tee "$out/multi-gpu-tests.log"
       [[ ${PIPESTATUS[0]} =~ ^(0|77)$ ]] || status=1
@@ -273,7 +274,7 @@ for step in $steps; do
         parallel_config "/tmp/cogvideox-$size-random" "$plan" > "/tmp/parallel-$size-$plan.json"
         echo "## CogVideoX-${size^^}, cfg x ulysses = $plan" | tee -a "$out/multi-gpu.md"
         build-gpu/tools/sagevid-pipeline-bench "/tmp/cogvideox-$size-random" --config "/tmp/parallel-$size-$plan.json" \
-          --steps 3 2>&1 | tee -a "$out/multi-gpu.md" || status=1
+          --steps 3 --regions 2>&1 | tee -a "$out/multi-gpu.md" || status=1
       done ;;
     server)
       [ -x build-gpu/server/sagevid ] || { echo "server: not built (carry $deps_archive)"; status=1; continue; }

@@ -5,7 +5,7 @@
 //
 //   sagevid-pipeline-bench MODEL_DIR [--config FILE [--model NAME] [--set KEY=VALUE]...] [--memory-cap-gib G]
 //                          [--backend NAME]... [--frames 49] [--height 480] [--width 720] [--steps 3] [--no-tiling]
-//                          [--preview-every N] [--cudnn-benchmark]
+//                          [--preview-every N] [--cudnn-benchmark] [--regions]
 //
 // --config takes a server config (configs/*.json; --set changes its keys as sagevid's does): its attention
 // section and the model entry's dtype, text encoder placement, VAE keys and device group ("devices", "parallel":
@@ -15,7 +15,9 @@
 // fraction), so a 24 GB card's budget can be tried on a larger one. --preview-every N makes
 // previews as a request's preview_every does: each gets its own row, and their cost is set against a step's.
 // --cudnn-benchmark turns on cuDNN's autotuner (torch.backends.cudnn.benchmark) for the VAE's convolutions: a
-// backend named twice shows the tuned shapes' time in its second run.
+// backend named twice shows the tuned shapes' time in its second run. --regions adds each backend's GPU time per
+// region of the transformer blocks a step (StepProfile, on cuda:0; a device group's rank 0), the Ulysses
+// exchanges among them: the all-to-alls' share of a step.
 #include "bench_util.h"
 #include "sagevid/kernels/device_info.h"
 #include "sagevid/models/config_reader.h"
@@ -23,6 +25,7 @@
 #include "sagevid/models/memory_config.h"
 #include "sagevid/models/pipeline.h"
 #include "sagevid/models/seconds_since.h"
+#include "sagevid/models/step_profile.h"
 
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
@@ -35,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +56,7 @@ struct Args {
   bool tiling = true;
   double memory_cap_gib = 0;  // 0: no cap
   bool cudnn_benchmark = false;
+  bool regions = false;
   std::vector<AttentionBackend> backends;
 };
 
@@ -72,6 +77,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--steps") args.request.num_inference_steps = int(number());
     else if (arg == "--no-tiling") args.tiling = false;
     else if (arg == "--cudnn-benchmark") args.cudnn_benchmark = true;
+    else if (arg == "--regions") args.regions = true;
     else if (arg == "--preview-every") args.request.preview_every = int(number());
     else if (arg == "--config") args.config_file = text();
     else if (arg == "--model") args.model_name = text();
@@ -211,8 +217,15 @@ struct BackendRun {
 };
 
 // One request on one backend, phase by phase: the text encode, each denoising step, the decode.
+// Each region's GPU milliseconds a denoising step, and its share of the median step.
+void print_regions(const sagevid::StepProfile& profile, int steps, double step_s) {
+  std::printf("\n| region (cuda:0) | ms per step | share of the step |\n|---|---|---|\n");
+  for (const auto& [name, ms] : profile.totals())
+    std::printf("| %s | %.2f | %.1f%% |\n", name.c_str(), ms / steps, 100 * ms / steps / (1e3 * step_s));
+}
+
 BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::GenerationRequest request,
-                       AttentionBackend backend) {
+                       AttentionBackend backend, bool regions) {
   using sagevid::GenerationPhase;
   request.attention_backend = backend;
   PhaseRecorder recorder(sagevid::tools::allocated_bytes(), pipeline.estimate_memory(request));
@@ -233,6 +246,8 @@ BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::Gene
   std::printf("\nbackend %s:\n\n", std::string(sagevid::backend_name(backend)).c_str());
   BackendRun run;
   sagevid::GenerationResult result;
+  std::optional<sagevid::StepProfile> profile;  // on this thread: rank 0's regions
+  if (regions) profile.emplace();
   try {
     result = pipeline.generate(request, callbacks);
     recorder.close();
@@ -241,6 +256,7 @@ BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::Gene
     run.fitted = false;
   }
   print_rows(recorder.rows());
+  if (profile && run.fitted) print_regions(*profile, request.num_inference_steps, result.timings.step_s_median);
   print_preview_cost(result.timings, request.preview_every);
   run.peak_reserved = recorder.peak_reserved();
   std::printf("\nfallbacks: %lld\n", (long long)pipeline.attention(backend).fallback_count());
@@ -288,7 +304,7 @@ bool run(const Args& args) {
   bool fitted = true;
   int64_t peak_reserved = 0;
   for (AttentionBackend backend : backends) {
-    const BackendRun run = run_backend(pipeline, r, backend);
+    const BackendRun run = run_backend(pipeline, r, backend, args.regions);
     fitted = fitted && run.fitted;
     peak_reserved = std::max(peak_reserved, run.peak_reserved);
   }

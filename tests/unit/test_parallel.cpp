@@ -179,15 +179,11 @@ TEST_CASE("Ulysses attention across ranks equals one call on the whole sequence"
     const auto mine = [&](const at::Tensor& x) {  // text rows and this rank's video rows
       return at::cat({x.narrow(2, 0, text), sequence.shard(x.narrow(2, text, video), 2, shares)}, 2);
     };
-    int calls = 0;
-    const at::Tensor out = sequence.attention(
-        mine(q), mine(k), mine(v), text, shares, [&](const at::Tensor& qs, const at::Tensor& ks, const at::Tensor& vs) {
-          ++calls;
-          const int64_t mine = heads / members + (group.rank() < heads % members);
-          CHECK(qs.sizes() == at::IntArrayRef{batch, mine, text + video, head_dim});
-          return attention(qs, ks, vs);
-        });
-    CHECK(calls == 1);
+    const at::Tensor inputs = sequence.to_heads(mine(q), mine(k), mine(v), text, shares);
+    const int64_t my_heads = heads / members + (group.rank() < heads % members);
+    CHECK(sequence.heads(heads).counts[size_t(group.rank())] == my_heads);
+    REQUIRE(inputs.sizes() == at::IntArrayRef{3, batch, my_heads, text + video, head_dim});
+    const at::Tensor out = sequence.to_tokens(attention(inputs[0], inputs[1], inputs[2]), text, shares, heads);
     REQUIRE(out.sizes() == mine(q).sizes());
     CHECK(max_relative_error(out, mine(whole)) < 1e-6);
   });

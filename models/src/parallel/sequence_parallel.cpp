@@ -68,46 +68,52 @@ at::Tensor SequenceParallel::gather(const at::Tensor& x, const Shares& shares) c
   return gather_shares(group_, x, 1, shares);
 }
 
-at::Tensor SequenceParallel::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                       int64_t text_length, const Shares& shares, const AttentionCall& attend) const {
+Shares SequenceParallel::heads(int64_t heads) const {
+  return even_shares(heads, size());  // check_ulysses_heads: at least one each
+}
+
+at::Tensor SequenceParallel::to_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      int64_t text_length, const Shares& shares) const {
   const int members = size();
   const size_t me = size_t(rank());
   const int64_t batch = q.size(0), share = q.size(2) - text_length, head_dim = q.size(3);
-  const Shares heads = even_shares(q.size(1), members);  // check_parallel_plan: at least one each
-  const int64_t my_heads = heads.counts[me], my_first_head = heads.offsets[me];
-
-  // Tokens -> heads: my heads of [text; every video token], [3, B, my heads, text + total, D]. Each buffer of the
-  // exchange goes as soon as it is read: only these inputs and the output stay through the attention call.
+  const Shares heads = this->heads(q.size(1));
+  const int64_t my_heads = heads.counts[me];
+  // Each buffer of the exchange goes as soon as it is read: only the inputs stay.
   at::Tensor inputs = at::empty({3, batch, my_heads, text_length + shares.total, head_dim}, q.options());
-  {
-    // Sent to member j: q, k, v of its heads for my tokens, [3, B, its heads, share, D].
-    const auto video = [&](const at::Tensor& x) { return x.narrow(2, text_length, share); };
-    const at::Tensor mine = at::stack({video(q), video(k), video(v)});
-    std::vector<at::Tensor> pieces;
-    for (int j = 0; j < members; ++j)
-      pieces.push_back(mine.narrow(2, heads.offsets[size_t(j)], heads.counts[size_t(j)]).reshape({-1}));
-    at::Tensor send = at::cat(pieces);
-    pieces.clear();
-    const int64_t per_token = 3 * batch * my_heads * head_dim;  // what a member's token brings me
-    at::Tensor received = at::empty({shares.total * per_token}, q.options());
-    group_.all_to_all(received, send, element_counts(shares, per_token),
-                      element_counts(heads, 3 * batch * share * head_dim));
-    send.reset();
-    for (int j = 0; j < members; ++j) {  // member j's tokens, [3, B, my heads, count_j, D]
-      const int64_t offset = shares.offsets[size_t(j)], count = shares.counts[size_t(j)];
-      inputs.narrow(3, text_length + offset, count)
-          .copy_(received.narrow(0, offset * per_token, count * per_token).view({3, batch, my_heads, count, head_dim}));
-    }
-    int i = 0;
-    for (const at::Tensor& x : {q, k, v})
-      inputs[i++].narrow(2, 0, text_length).copy_(x.narrow(1, my_first_head, my_heads).narrow(2, 0, text_length));
+  // Sent to member j: q, k, v of its heads for my tokens, [3, B, its heads, share, D].
+  const auto video = [&](const at::Tensor& x) { return x.narrow(2, text_length, share); };
+  const at::Tensor mine = at::stack({video(q), video(k), video(v)});
+  std::vector<at::Tensor> pieces;
+  for (int j = 0; j < members; ++j)
+    pieces.push_back(mine.narrow(2, heads.offsets[size_t(j)], heads.counts[size_t(j)]).reshape({-1}));
+  at::Tensor send = at::cat(pieces);
+  pieces.clear();
+  const int64_t per_token = 3 * batch * my_heads * head_dim;  // what a member's token brings me
+  at::Tensor received = at::empty({shares.total * per_token}, q.options());
+  group_.all_to_all(received, send, element_counts(shares, per_token),
+                    element_counts(heads, 3 * batch * share * head_dim));
+  send.reset();
+  for (int j = 0; j < members; ++j) {  // member j's tokens, [3, B, my heads, count_j, D]
+    const int64_t offset = shares.offsets[size_t(j)], count = shares.counts[size_t(j)];
+    inputs.narrow(3, text_length + offset, count)
+        .copy_(received.narrow(0, offset * per_token, count * per_token).view({3, batch, my_heads, count, head_dim}));
   }
-  at::Tensor out = attend(inputs[0], inputs[1], inputs[2]);  // [B, my heads, text + total, D]
-  inputs.reset();
+  int i = 0;
+  for (const at::Tensor& x : {q, k, v})
+    inputs[i++].narrow(2, 0, text_length).copy_(x.narrow(1, heads.offsets[me], my_heads).narrow(2, 0, text_length));
+  return inputs;
+}
 
-  // Heads -> tokens. Sent to member j: my heads of its tokens; received from j: its heads of my tokens.
+at::Tensor SequenceParallel::to_tokens(at::Tensor out, int64_t text_length, const Shares& shares,
+                                       int64_t heads_in_all) const {
+  const int members = size();
+  const size_t me = size_t(rank());
+  const int64_t batch = out.size(0), my_heads = out.size(1), head_dim = out.size(3), share = shares.counts[me];
+  const Shares heads = this->heads(heads_in_all);
+  // Sent to member j: my heads of its tokens; received from j: its heads of my tokens.
   const int64_t per_head = batch * share * head_dim;  // what a member's head brings me
-  at::Tensor returned = at::empty({q.size(1) * per_head}, out.options());
+  at::Tensor returned = at::empty({heads_in_all * per_head}, out.options());
   at::Tensor my_text = out.narrow(2, 0, text_length).contiguous();
   {
     std::vector<at::Tensor> back;

@@ -9,7 +9,6 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 namespace sagevid::parallel {
@@ -23,8 +22,6 @@ struct Shares {
 Shares even_shares(int64_t total, int members);
 Shares share_tokens(int64_t tokens, int members);  // even_shares, refusing fewer tokens than members
 
-using AttentionCall = std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
-
 class SequenceParallel {
  public:
   explicit SequenceParallel(const Collectives& group) : group_(group) {}
@@ -37,11 +34,15 @@ class SequenceParallel {
   at::Tensor shard(const at::Tensor& x, int64_t dim, const Shares& shares) const;
   // [B, share, ...] from every rank -> [B, total, ...] on every rank.
   at::Tensor gather(const at::Tensor& x, const Shares& shares) const;
-  // Attention over q, k, v [B, H, text + share, D] (text rows first, whole on every rank): `attend` runs once
-  // on [B, this rank's heads, text + total, D]; returns [B, H, text + share, D] as one call on the whole sequence
-  // would.
-  at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t text_length,
-                       const Shares& shares, const AttentionCall& attend) const;
+  // How the heads are shared out (as the tokens are: even shares, one more for the first ranks).
+  Shares heads(int64_t heads) const;
+  // Around one attention call over q, k, v [B, H, text + share, D] (text rows first, whole on every rank):
+  // to_heads returns the call's inputs, q, k, v stacked [3, B, this rank's heads, text + total, D]; the call's
+  // output [B, this rank's heads, text + total, D] goes to to_tokens, which returns what one call on the whole
+  // sequence would have, [B, H, text + share, D]. Collectives: every rank of the group makes both calls.
+  at::Tensor to_heads(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t text_length,
+                      const Shares& shares) const;
+  at::Tensor to_tokens(at::Tensor out, int64_t text_length, const Shares& shares, int64_t heads) const;
 
  private:
   const Collectives& group_;

@@ -134,11 +134,17 @@ at::Tensor CogVideoXTransformer::joint_attention(const Block& block, cogvideox::
                       [&] { return kernels::layer_norm_heads(heads_of(i), norm.weight, norm.bias, norm.eps, rotary); });
     };
     const at::Tensor q = normed(block.norm_q, 0), k = normed(block.norm_k, 1);
-    const auto attend = [&](const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& values) {
-      return profiled("attention", [&] { return attention(queries, keys, values); });
-    };
-    out = share ? share->group.attention(q, k, heads_of(2), text_length, share->shares, attend)
-                : attend(q, k, heads_of(2));
+    if (!share) {
+      out = profiled("attention", [&] { return attention(q, k, heads_of(2)); });
+    } else {  // Ulysses: this rank's heads of every token, through the group's all-to-alls
+      at::Tensor inputs = profiled("Ulysses exchange: tokens -> heads", [&] {
+        return share->group.to_heads(q, k, heads_of(2), text_length, share->shares);
+      });
+      out = profiled("attention", [&] { return attention(inputs[0], inputs[1], inputs[2]); });
+      inputs.reset();
+      out = profiled("Ulysses exchange: heads -> tokens",
+                     [&] { return share->group.to_tokens(std::move(out), text_length, share->shares, heads); });
+    }
   }  // qkv, q and k go before the output projection
   at::Tensor context =
       profiled("heads -> tokens copy", [&] { return out.transpose(1, 2).reshape({batch, length, heads * head_dim}); });
