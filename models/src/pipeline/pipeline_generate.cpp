@@ -268,8 +268,8 @@ class Generation {
   int previews_ = 0;
 };
 
-// One rank's run of a validated request (rank null: the only one). Every rank encodes the text and denoises;
-// only rank 0 (or the only one) decodes.
+// One rank's run of a validated request (rank null: the only one). Every rank denoises; rank 0 (or the only one)
+// encodes the text for all, decodes and calls the callbacks.
 GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequest& request,
                      const GenerationCallbacks& callbacks, const PipelineRank* rank) {
   const at::NoGradGuard no_grad;

@@ -209,8 +209,8 @@ class CogVideoXPipeline {
   // Under a parallel plan, each rank's on its device (the decode: rank 0's alone).
   MemoryEstimate estimate_memory(const GenerationRequest& request) const;
   // Runs the request; throws InvalidRequest, GenerationCancelled, NonFiniteLatents, or std::runtime_error
-  // (c10::Error for OOM). Under a parallel plan every rank runs the text encoding and the denoising, rank 0
-  // alone the decode and the callbacks; one request at a time (a second call waits for the first).
+  // (c10::Error for OOM). Under a parallel plan every rank denoises, and rank 0 alone encodes the text (for all),
+  // decodes and calls the callbacks; one request at a time (a second call waits for the first).
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
 
   const PipelineOptions& options() const;
