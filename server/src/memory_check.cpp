@@ -54,8 +54,8 @@ void check_memory(const CogVideoXPipeline& pipeline, const GenerationRequest& re
   const PipelineOptions& options = pipeline.options();
   const MemoryEstimate estimate = pipeline.estimate_memory(request);
   check_memory_fits(estimate, free_device_memory(options.device), options.device.str());
-  MemoryEstimate other_ranks = estimate;  // a device group's other ranks encode the text and denoise; rank 0 decodes
-  other_ranks.decode = 0;
+  MemoryEstimate other_ranks = estimate;  // a device group's other ranks only denoise: rank 0 encodes and decodes
+  other_ranks.text_encode = other_ranks.decode = 0;
   for (size_t rank = 1; rank < options.devices.size(); ++rank)
     check_memory_fits(other_ranks, free_device_memory(options.devices[rank]), options.devices[rank].str());
 }
