@@ -63,7 +63,12 @@ TEST_CASE("a request over cfg 2, ulysses 2 and both makes one device's frames, a
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, on_cpu_ranks(plan));
   const at::Tensor frames = sagevid::test::generated_frames(pipeline, request);
   REQUIRE(frames.sizes() == one_device.sizes());
-  CHECK((frames.to(at::kInt) - one_device.to(at::kInt)).abs().max().item<int>() <= 1);
+  const at::Tensor difference = (frames.to(at::kInt) - one_device.to(at::kInt)).abs();
+  const double equal = (difference == 0).to(at::kDouble).mean().item<double>();
+  WARN(name << " vs one device: max difference " << difference.max().item<int>() << "/255, " << equal * 100
+            << "% equal");
+  CHECK(difference.max().item<int>() <= 1);
+  CHECK(equal >= 0.999);  // only rounding: fp32 sums in another order
   const auto fixture = sagevid::SafetensorsModel::open(kFixture / "frames.safetensors");
   sagevid::test::check_frames_match(frames, fixture.view("frames"), name);
 }
