@@ -21,7 +21,17 @@ struct Rendezvous::Store {
   c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::HashStore>();
 };
 
-Rendezvous::Rendezvous() : store_(std::make_shared<Store>()) {}
+// The environment c10d reads as it makes groups, set here, on the thread that starts the ranks before any of them
+// runs (setenv is not safe beside other threads' getenv); a user's own values stay.
+Rendezvous::Rendezvous() : store_(std::make_shared<Store>()) {
+  // c10d's flight recorder (a trace of recent collectives, for debugging hangs) is one per process, and its record
+  // of a collective races with another thread's: with ranks as threads it crashed one run in a few (Gloo, torch
+  // 2.11). Off unless the user turns it on.
+  ::setenv("TORCH_FR_BUFFER_SIZE", "0", /*overwrite=*/0);
+  // An NCCL collective past its timeout (a rank lost) then ends in an error, not in the process's teardown (torch's
+  // default): the server lives on and rejoins its groups.
+  ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", /*overwrite=*/0);
+}
 
 struct Collectives::Backend {
   c10::intrusive_ptr<c10d::Backend> group;
@@ -31,15 +41,8 @@ namespace {
 
 c10::intrusive_ptr<c10d::Backend> make_group(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                              const c10::Device& device, std::chrono::milliseconds timeout) {
-  // c10d's flight recorder (a trace of recent collectives, for debugging hangs) is one per process, and its record
-  // of a collective races with another thread's: with ranks as threads it crashed one run in a few (Gloo, torch
-  // 2.11). Off unless the user turns it on; set before the recorder first reads it.
-  ::setenv("TORCH_FR_BUFFER_SIZE", "0", /*overwrite=*/0);
   if (device.is_cuda()) {
 #if SAGEVID_HAVE_NCCL
-    // A collective past its timeout (a rank lost) then ends in an error, not in the process's teardown (torch's
-    // default): the server lives on and rejoins its groups. Set before the group reads it; a user's value stays.
-    ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", /*overwrite=*/0);
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);

@@ -12,7 +12,8 @@
 
 namespace sagevid::parallel {
 
-// Where the rank threads of this process meet to set up their groups: one store, shared by all of them.
+// Where the rank threads of this process meet to set up their groups: one store, shared by all of them. Made before
+// the rank threads start (it sets the environment c10d reads).
 class Rendezvous {
  public:
   Rendezvous();
