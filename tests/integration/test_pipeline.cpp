@@ -451,7 +451,8 @@ TEST_CASE("a request's own backend runs with the pipeline's fallback, counted on
   CHECK(at::equal(at::cat(flash_frames, 0), at::cat(math_frames, 0)));  // every call fell back to math
 }
 
-TEST_CASE("previews come every preview_every steps after their progress; the last is the first frame", "[pipeline]") {
+TEST_CASE("previews come every preview_every steps after their progress, and the last is the first frame",
+          "[pipeline]") {
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   GenerationRequest request = quick_request(rng.seed);

@@ -96,7 +96,7 @@ TEST_CASE("the image conditions the video: another image gives other frames", "[
   CHECK_FALSE(at::equal(first, sagevid::test::generated_frames(pipeline, v.request)));
 }
 
-TEST_CASE("the models say whether they take an image; a request without or with a wrong one names the image",
+TEST_CASE("the models say whether they take an image, and a request without or with a wrong one names the image",
           "[pipeline][i2v]") {
   const Variant v = variant("i2v-1.5");
   const CogVideoXPipeline& i2v = i2v_pipeline(v.model);

@@ -275,7 +275,7 @@ TEST_CASE("GetStatus reports the queue, the backend choices and the device", "[i
   CHECK(status.gpu_memory_total_bytes() == 0);
 }
 
-TEST_CASE("a model on a device group streams its video; ListModels and GetStatus show the group",
+TEST_CASE("a model on a device group streams its video, and ListModels and GetStatus show the group",
           "[integration][server]") {
   Random rng;
   CAPTURE(rng.seed);

@@ -60,7 +60,7 @@ TEST_CASE("video store: the bytes go to the video's file and its state counts th
   REQUIRE_FALSE(std::filesystem::exists(folder));  // the private folder goes with the store
 }
 
-TEST_CASE("video store: over the cap the video that ended first goes; running ones stay", "[video_store]") {
+TEST_CASE("video store: over the cap the video that ended first goes, and running ones stay", "[video_store]") {
   VideoStore store({}, 60, 100);
   for (const char* id : {"a", "b", "running"}) store.add(video(id));
   store.append("a", std::string(60, 'a'));
