@@ -153,7 +153,7 @@ GenerationService::GenerationService(ServerConfig config, ServerMetrics* metrics
       watchdog_(
           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config_.write_timeout_seconds))) {
   for (const ModelEntry& entry : config_.models)
-    if (const std::string where = placement(entry); !queues_.contains(where))
+    if (const std::string where = queue_placement(config_, entry); !queues_.contains(where))
       queues_.emplace(where, std::make_unique<JobQueue>(where, std::size_t(config_.queue_size)));
 }
 
@@ -171,7 +171,7 @@ void GenerationService::load_models() {
       CogVideoXPipeline pipeline = CogVideoXPipeline::load(entry.path, pipeline_options(entry, config_));
       const ModelDefaults defaults = model_defaults(entry.path, pipeline.limits());
       models_.push_back(std::make_unique<LoadedModel>(
-          LoadedModel{entry, std::move(pipeline), defaults, queues_.at(placement(entry)).get()}));
+          LoadedModel{entry, std::move(pipeline), defaults, queues_.at(queue_placement(config_, entry)).get()}));
     } catch (const std::exception& e) {
       throw std::runtime_error("model '" + entry.name + "' (" + entry.path.string() + "): " + e.what());
     }

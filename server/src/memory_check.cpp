@@ -8,6 +8,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace sagevid {
 namespace {
@@ -52,12 +53,10 @@ void check_memory_fits(const MemoryEstimate& estimate, int64_t free_bytes, const
 
 void check_memory(const CogVideoXPipeline& pipeline, const GenerationRequest& request) {
   const PipelineOptions& options = pipeline.options();
-  const MemoryEstimate estimate = pipeline.estimate_memory(request);
-  check_memory_fits(estimate, free_device_memory(options.device), options.device.str());
-  MemoryEstimate other_ranks = estimate;  // a device group's other ranks only denoise: rank 0 encodes and decodes
-  other_ranks.text_encode = other_ranks.decode = 0;
-  for (size_t rank = 1; rank < options.devices.size(); ++rank)
-    check_memory_fits(other_ranks, free_device_memory(options.devices[rank]), options.devices[rank].str());
+  const std::vector<c10::Device> devices = options.devices.empty() ? std::vector{options.device} : options.devices;
+  for (size_t rank = 0; rank < devices.size(); ++rank)
+    check_memory_fits(pipeline.estimate_memory(request, int(rank)), free_device_memory(devices[rank]),
+                      devices[rank].str());
 }
 
 }  // namespace sagevid

@@ -5,9 +5,11 @@
 #include "sagevid/models/join.h"
 #include "sagevid/models/logging.h"
 
+#include <algorithm>
 #include <ranges>
 #include <regex>
 #include <set>
+#include <utility>
 
 namespace sagevid {
 namespace {
@@ -187,6 +189,36 @@ PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& co
 
 std::string placement(const ModelEntry& model) {
   return model.devices.empty() ? model.device : join(model.devices, "+");
+}
+
+namespace {
+
+// A model's devices as (type, index), "cuda" as cuda:0 and the CPU without an index.
+std::set<std::pair<int, int>> devices_of(const ModelEntry& model) {
+  std::set<std::pair<int, int>> devices;
+  for (const std::string& name : model.devices.empty() ? std::vector{model.device} : model.devices) {
+    const c10::Device device(name);
+    devices.emplace(int(device.type()), device.is_cuda() ? std::max<int>(device.index(), 0) : -1);
+  }
+  return devices;
+}
+
+}  // namespace
+
+std::string queue_placement(const ServerConfig& config, const ModelEntry& model) {
+  std::set<std::pair<int, int>> served = devices_of(model);
+  for (bool grew = true; grew;) {  // take in every model that shares a device with those served, until none is left
+    grew = false;
+    for (const ModelEntry& other : config.models) {
+      const std::set<std::pair<int, int>> devices = devices_of(other);
+      if (std::ranges::none_of(devices, [&](const auto& device) { return served.contains(device); })) continue;
+      for (const auto& device : devices) grew |= served.insert(device).second;
+    }
+  }
+  return join(served | std::views::transform([](const std::pair<int, int>& device) {
+                return c10::Device(c10::DeviceType(device.first), c10::DeviceIndex(device.second)).str();
+              }),
+              "+");
 }
 
 std::optional<std::size_t> find_model(const ServerConfig& config, std::string_view name) {

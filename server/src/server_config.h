@@ -70,8 +70,12 @@ constexpr int64_t kMaxImageBytes = int64_t(1) << 30;  // server.max_image_bytes 
 ServerConfig parse_server_config(const nlohmann::json& document, const std::filesystem::path& base_dir);
 // How the pipeline of one model entry loads and runs under this config.
 PipelineOptions pipeline_options(const ModelEntry& model, const ServerConfig& config);
-// The device or the device group ("cuda:0+cuda:1") that runs a model's jobs: one job queue, and its worker, each.
+// The device or the device group ("cuda:0+cuda:1") that runs a model's jobs.
 std::string placement(const ModelEntry& model);
+// The job queue, and its worker, that run a model's jobs, named by the devices it serves: models that share a device,
+// directly or through other models, share one queue, so that one generation at a time runs on any device (a model on
+// cuda:0 beside one on cuda:0 and cuda:1: both on "cuda:0+cuda:1"). "cuda" counts as cuda:0.
+std::string queue_placement(const ServerConfig& config, const ModelEntry& model);
 // The position in config.models of the model called `name`, or nullopt; what an empty name means is the
 // caller's choice. model_names lists them all ("a, b") for the error that follows a miss.
 std::optional<std::size_t> find_model(const ServerConfig& config, std::string_view name);

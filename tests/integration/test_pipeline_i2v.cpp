@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -177,4 +178,30 @@ TEST_CASE("the memory estimate covers the image encode", "[pipeline][i2v]") {
   CAPTURE(peak, estimate.text_encode);
   CHECK(peak <= estimate.text_encode);
   CHECK(estimate.text_encode <= 3 * peak);
+}
+
+// Under a parallel plan every rank encodes the image (each conditions its own latents), and rank 0 alone encodes the
+// text and decodes: the server checks each rank's estimate against its own device.
+TEST_CASE("a rank's memory estimate holds the image encode, and rank 0's alone the text encode and the decode",
+          "[pipeline][i2v][parallel]") {
+  Variant v = variant("i2v-1.5");
+  sagevid::PipelineOptions options;
+  options.devices.assign(2, c10::Device(c10::kCPU));
+  options.parallel = {2, 1};
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kI2v / v.model, options);
+  const auto check = [&](const char* size) {
+    CAPTURE(size);
+    const sagevid::MemoryEstimate first = pipeline.estimate_memory(v.request, 0);
+    const sagevid::MemoryEstimate other = pipeline.estimate_memory(v.request, 1);
+    CHECK(other.text_encode > 0);
+    CHECK(other.denoise == first.denoise);
+    CHECK(other.decode == 0);
+    CHECK(first.decode == i2v_pipeline(v.model).estimate_memory(v.request).decode);
+    return std::pair{first.text_encode, other.text_encode};
+  };
+  const auto [first_small, other_small] = check("the fixture's");
+  CHECK(other_small < first_small);  // T5's encode is the larger there, and rank 0's alone
+  v.request.height = v.request.width = pipeline.limits().max_size;
+  const auto [first_large, other_large] = check("the largest");
+  CHECK(other_large == first_large);  // the image's encode is the phase's peak on every rank
 }

@@ -14,7 +14,9 @@
 #include <ATen/ops/cat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <stdexcept>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +41,18 @@ PipelineOptions on_cpu_ranks(const ParallelPlan& plan) {
 
 std::string plan_name(const ParallelPlan& plan) {
   return "cfg " + std::to_string(plan.cfg) + " x ulysses " + std::to_string(plan.ulysses);
+}
+
+// A request at the tiny model's sample size.
+GenerationRequest sample_size_request(const std::string& prompt, int steps, uint64_t seed) {
+  GenerationRequest request;
+  request.prompt = prompt;
+  request.num_frames = 9;
+  request.height = 64;
+  request.width = 96;
+  request.num_inference_steps = steps;
+  request.seed = seed;
+  return request;
 }
 
 std::string load_refusal(const PipelineOptions& options) {
@@ -102,13 +116,7 @@ TEST_CASE("over several ranks the callbacks come once, and a cancel stops every 
   sagevid::test::Random rng;
   CAPTURE(rng.seed);
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, on_cpu_ranks({2, 2}));
-  GenerationRequest request;
-  request.prompt = "a lighthouse at dusk";
-  request.num_frames = 9;
-  request.height = 64;
-  request.width = 96;
-  request.num_inference_steps = 4;
-  request.seed = rng.seed;
+  const GenerationRequest request = sample_size_request("a lighthouse at dusk", 4, rng.seed);
   const int cancel_after = int(rng.seed % 4);  // steps done before the cancel: 0..3 of 4
   CAPTURE(cancel_after);
   int steps = 0;
@@ -129,6 +137,24 @@ TEST_CASE("over several ranks the callbacks come once, and a cancel stops every 
   CHECK(steps == request.num_inference_steps);
   CHECK(decoded == request.num_frames);
   CHECK(result.num_frames == request.num_frames);
+}
+
+TEST_CASE("a rank that fails ends the request with its error, and the groups are made afresh for the next",
+          "[pipeline][parallel]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  PipelineOptions options = on_cpu_ranks({2, 2});
+  options.collective_timeout = std::chrono::seconds(2);  // Gloo's abort ends nothing: the others wait this long
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, options);
+  const GenerationRequest request = sample_size_request("a kite over dunes", 3, rng.seed);
+  // Rank 0 fails between two steps, while the others go on to the next step's collectives.
+  const auto failing = [](const sagevid::GenerationProgress& p) {
+    if (p.phase == sagevid::GenerationPhase::denoise && p.step == 2) throw std::runtime_error("the client went away");
+  };
+  CHECK_THROWS_WITH(pipeline.generate(request, {.on_progress = failing}), "the client went away");
+
+  CHECK(sagevid::test::generated_frames(pipeline, request)
+            .equal(sagevid::test::generated_frames(CogVideoXPipeline::load(kModel, options), request)));
 }
 
 TEST_CASE("a rank's denoising memory estimate covers what the ranks hold, and shrinks with the plan",

@@ -148,6 +148,19 @@ TEST_CASE("a model entry may name a device group and its parallel plan, checked 
   CHECK(sagevid::placement(parse(R"({"models": [{"name": "a", "path": "p", "device": "cuda:1"}]})").models[0]) ==
         "cuda:1");
 
+  // Models that share a device, directly or through another model, share a queue: one generation a device.
+  const auto shared = parse(R"({"models": [{"name": "a", "path": "p", "device": "cuda:0"},
+                                           {"name": "b", "path": "p", "devices": ["cuda:1", "cuda:0"]},
+                                           {"name": "c", "path": "p", "device": "cuda:2"},
+                                           {"name": "d", "path": "p", "device": "cuda"},
+                                           {"name": "e", "path": "p", "devices": ["cuda:4", "cuda:3"]},
+                                           {"name": "f", "path": "p", "devices": ["cuda:3", "cuda:5"]},
+                                           {"name": "g", "path": "p", "device": "cpu"}]})");
+  std::vector<std::string> queues;
+  for (const sagevid::ModelEntry& entry : shared.models) queues.push_back(sagevid::queue_placement(shared, entry));
+  CHECK(queues == std::vector<std::string>{"cuda:0+cuda:1", "cuda:0+cuda:1", "cuda:2", "cuda:0+cuda:1",
+                                           "cuda:3+cuda:4+cuda:5", "cuda:3+cuda:4+cuda:5", "cpu"});
+
   // Without "parallel": cfg 2 where the count is even, Ulysses over the rest.
   const auto plan_of = [](const std::string& devices) {
     return parse(R"({"models": [{"name": "a", "path": "p", "devices": )" + devices + "}]}").models[0].parallel;

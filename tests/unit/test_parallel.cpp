@@ -16,12 +16,12 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/tensor.h>
 
-#include <atomic>
 #include <chrono>
 #include <exception>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -144,7 +144,8 @@ TEST_CASE("a rank that fails ends the run with its own error, not the others' ti
   sagevid::parallel::run_ranks(3, [&](int rank) {
     groups[size_t(rank)] = std::make_unique<Collectives>(rendezvous, "fail/", rank, 3, kCpu, std::chrono::seconds(2));
   });
-  std::atomic<int> first_errors = 0;
+  std::mutex mutex;
+  std::vector<std::string> errors;  // as on_error saw them, in order
   const auto start = std::chrono::steady_clock::now();
   const auto run = [&] {
     sagevid::parallel::run_ranks(
@@ -153,10 +154,19 @@ TEST_CASE("a rank that fails ends the run with its own error, not the others' ti
           if (rank == 2) throw std::runtime_error("rank 2 ran out of memory");
           groups[size_t(rank)]->all_gather(at::full({4}, double(rank)));  // waits for rank 2 until the timeout
         },
-        [&] { ++first_errors; });
+        [&](const std::exception_ptr& error) {
+          const std::lock_guard lock(mutex);
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            errors.emplace_back(e.what());
+          }
+        });
   };
   CHECK_THROWS_WITH(run(), "rank 2 ran out of memory");
-  CHECK(first_errors == 1);
+  REQUIRE(errors.size() == 3);  // every rank's, the others' their timeouts (Gloo's abort ends nothing)
+  CHECK(errors[0] == "rank 2 ran out of memory");
+  CHECK(errors[1] != errors[0]);
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(60));
 }
 

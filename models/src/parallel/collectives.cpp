@@ -3,6 +3,7 @@
 #include "parallel/collectives.h"
 
 #include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #if SAGEVID_HAVE_GLOO
@@ -45,7 +46,12 @@ c10::intrusive_ptr<c10d::Backend> make_group(const c10::intrusive_ptr<c10d::Stor
 #if SAGEVID_HAVE_NCCL
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
-    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+    auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+    // The communicator now, while every member is here, not at the first collective: a member that failed before
+    // then would leave the others in NCCL's set-up, which no timeout or abort ends.
+    const c10::DeviceGuard guard(device);
+    group->eagerConnectSingleDevice(device);
+    return group;
 #else
     throw std::runtime_error("parallel ranks on CUDA devices need NCCL, which this build was made without");
 #endif

@@ -27,7 +27,7 @@ class Rendezvous {
 class Collectives {
  public:
   // Joins group `name` as its member `rank` of `size`, with tensors on `device`. Every member calls this at once,
-  // each from its own thread (Gloo connects the members before it returns). A collective that waits longer than
+  // each from its own thread, and the members are connected before it returns. A collective that waits longer than
   // `timeout` for the others throws.
   Collectives(const Rendezvous& rendezvous, const std::string& name, int rank, int size, const c10::Device& device,
               std::chrono::milliseconds timeout);

@@ -1,31 +1,36 @@
 #include "parallel/rank_threads.h"
 
-#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 namespace sagevid::parallel {
 
-void run_ranks(int count, const std::function<void(int rank)>& fn, const std::function<void()>& on_first_error) {
+void run_ranks(int count, const std::function<void(int rank)>& fn,
+               const std::function<void(const std::exception_ptr& error)>& on_error) {
   std::mutex mutex;
   std::exception_ptr first_error;
+  const auto fail = [&](const std::exception_ptr& error) {
+    {
+      const std::lock_guard lock(mutex);
+      if (!first_error) first_error = error;
+    }
+    if (on_error) on_error(error);
+  };
   const auto run = [&](int rank) {
     try {
       fn(rank);
     } catch (...) {
-      bool first = false;
-      {
-        const std::lock_guard lock(mutex);
-        first = !first_error;
-        if (first) first_error = std::current_exception();
-      }
-      if (first && on_first_error) on_first_error();
+      fail(std::current_exception());
     }
   };
   std::vector<std::thread> others;
-  for (int rank = 1; rank < count; ++rank) others.emplace_back(run, rank);
-  run(0);
+  try {
+    for (int rank = 1; rank < count; ++rank) others.emplace_back(run, rank);
+  } catch (...) {  // no thread for a rank: the ranks started would wait for it in their collectives
+    fail(std::current_exception());
+  }
+  if (int(others.size()) == count - 1) run(0);
   for (std::thread& thread : others) thread.join();
   if (first_error) std::rethrow_exception(first_error);
 }

@@ -3,7 +3,6 @@
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/stack.h>
 
 #include <stdexcept>
 #include <string>
@@ -79,21 +78,22 @@ at::Tensor SequenceParallel::to_heads(const at::Tensor& q, const at::Tensor& k, 
   const int64_t batch = q.size(0), share = q.size(2) - text_length, head_dim = q.size(3);
   const Shares heads = this->heads(q.size(1));
   const int64_t my_heads = heads.counts[me];
-  // Each buffer of the exchange goes as soon as it is read: only the inputs stay.
-  at::Tensor inputs = at::empty({3, batch, my_heads, text_length + shares.total, head_dim}, q.options());
-  // Sent to member j: q, k, v of its heads for my tokens, [3, B, its heads, share, D].
-  const auto video = [&](const at::Tensor& x) { return x.narrow(2, text_length, share); };
-  const at::Tensor mine = at::stack({video(q), video(k), video(v)});
-  std::vector<at::Tensor> pieces;
-  for (int j = 0; j < members; ++j)
-    pieces.push_back(mine.narrow(2, heads.offsets[size_t(j)], heads.counts[size_t(j)]).reshape({-1}));
-  at::Tensor send = at::cat(pieces);
-  pieces.clear();
+  // Sent to member j: q, k, v of its heads for my tokens, [3, B, its heads, share, D], copied straight from q, k, v.
+  // Each buffer of the exchange is made only when needed and goes as soon as it has been read.
+  const int64_t per_head_sent = 3 * batch * share * head_dim;
+  at::Tensor send = at::empty({q.size(1) * per_head_sent}, q.options());
+  for (int j = 0; j < members; ++j) {
+    const int64_t first = heads.offsets[size_t(j)], count = heads.counts[size_t(j)];
+    const at::Tensor to_j =
+        send.narrow(0, first * per_head_sent, count * per_head_sent).view({3, batch, count, share, head_dim});
+    int i = 0;
+    for (const at::Tensor& x : {q, k, v}) to_j[i++].copy_(x.narrow(1, first, count).narrow(2, text_length, share));
+  }
   const int64_t per_token = 3 * batch * my_heads * head_dim;  // what a member's token brings me
   at::Tensor received = at::empty({shares.total * per_token}, q.options());
-  group_.all_to_all(received, send, element_counts(shares, per_token),
-                    element_counts(heads, 3 * batch * share * head_dim));
+  group_.all_to_all(received, send, element_counts(shares, per_token), element_counts(heads, per_head_sent));
   send.reset();
+  at::Tensor inputs = at::empty({3, batch, my_heads, text_length + shares.total, head_dim}, q.options());
   for (int j = 0; j < members; ++j) {  // member j's tokens, [3, B, my heads, count_j, D]
     const int64_t offset = shares.offsets[size_t(j)], count = shares.counts[size_t(j)];
     inputs.narrow(3, text_length + offset, count)

@@ -26,10 +26,10 @@ constexpr int64_t kAttentionActivations = 7, kFeedForwardActivations = 6;
 constexpr int64_t kRopeFloatCopies = 2;
 // The latents, the guided input, the fp32 prediction, its halves and the scheduler's fp32 state, rounded up.
 constexpr int64_t kLatentCopies = 8;
-// Ulysses' exchange before an attention call: the q, k, v sent (of the rank's tokens), received and rearranged into
-// the call's inputs (of every token, for the rank's heads); in units of batch x (text + tokens) x the rank's heads x
-// head_dim, rounded up. After it, only the inputs and the output stay (4 units).
-constexpr int64_t kUlyssesExchange = 9;
+// Ulysses' exchange before an attention call, in units of batch x (text + tokens) x the rank's heads x head_dim: the
+// q, k, v sent (the rank's tokens of every head) and received (every token of the rank's heads), then the received
+// and the call's inputs, 3 units each, two at a time. After it, only the inputs and the output stay (4 units).
+constexpr int64_t kUlyssesExchange = 6;
 // The math backend holds q, k, v and its output in fp32, and each chunk's scores and their softmax.
 constexpr int64_t kMathAttentionCopies = 4, kScoreCopies = 2;
 // A decoder resnet at full resolution holds its input, the normed/activated copy, the causally padded input,
@@ -227,7 +227,7 @@ int64_t CogVideoXPipeline::work(const GenerationRequest& request) const {
   return latent_tokens(parts_->transformer.config(), shape) * request.num_inference_steps;
 }
 
-MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& request) const {
+MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& request, int rank) const {
   const Parts& parts = *parts_;
   const CogVideoXConfig& transformer = parts.transformer.config();
   const LatentShape shape = latent_shape(transformer, parts.vae.config(), request);
@@ -236,15 +236,16 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   const bool math = uses_math_attention(parts.options.attention, request.attention_backend);
   MemoryEstimate estimate;
   const T5Config& t5 = parts.text_config;
-  estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
-                         streamed_text_block_bytes(t5, parts.options);
+  const bool first = rank == 0, cpu = parts.options.device.is_cpu();
+  if (first)
+    estimate.text_encode = text_encode_bytes(t5, prompts, transformer.max_text_seq_length, math) +
+                           streamed_text_block_bytes(t5, parts.options);
   if (parts.image_encoder)  // after the text encode, in the same phase
     estimate.text_encode = std::max(
-        estimate.text_encode,
-        image_encode_bytes(parts.vae.config(), request.height, request.width, element, parts.options.device.is_cpu()));
+        estimate.text_encode, image_encode_bytes(parts.vae.config(), request.height, request.width, element, cpu));
   estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math,
                                    sage2_options(parts.options, request.attention_backend), parts.options.parallel);
-  estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, parts.options.device.is_cpu());
+  if (first) estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu);
   return estimate;
 }
 

@@ -27,19 +27,18 @@ void join_groups(const parallel::Rendezvous& rendezvous, const PipelineOptions& 
   if (rank.ulysses) rank.sequence = std::make_unique<parallel::SequenceParallel>(*rank.ulysses);
 }
 
-// fn(rank) on every rank at once, each with its device current; on a failure, every rank's collectives end.
-void on_every_rank(const std::vector<PipelineRank>& ranks, const std::function<void(const PipelineRank&)>& fn) {
-  parallel::run_ranks(
-      int(ranks.size()),
-      [&](int r) {
-        const PipelineRank& rank = ranks[size_t(r)];
-        c10::OptionalDeviceGuard guard;
-        if (const c10::Device device = rank.parts->options.device; device.is_cuda()) guard.reset_device(device);
-        fn(rank);
-      },
-      [&] {
-        for (const PipelineRank& rank : ranks) rank.abort();
-      });
+// Errors every rank raises at the same point of a run: a cancel they agreed on, or latents that are the same on every
+// rank. The groups stay in step, so nothing in flight needs ending and the next run keeps them.
+bool stopped_together(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const GenerationCancelled&) {
+    return true;
+  } catch (const NonFiniteLatents&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 }  // namespace
@@ -77,16 +76,26 @@ void CogVideoXPipeline::Ranks::join() {
 
 void CogVideoXPipeline::Ranks::run(const std::function<void(const PipelineRank&)>& fn) {
   const std::lock_guard lock(running_);
-  if (rejoin_) {  // the last run failed: its groups may be aborted, or out of step
+  if (rejoin_) {  // the last run aborted its groups
     join();
     rejoin_ = false;
   }
-  try {
-    on_every_rank(ranks_, fn);
-  } catch (...) {
-    rejoin_ = true;
-    throw;
-  }
+  std::once_flag aborted;
+  parallel::run_ranks(
+      int(ranks_.size()),
+      [&](int r) {
+        const PipelineRank& rank = ranks_[size_t(r)];
+        c10::OptionalDeviceGuard guard;
+        if (const c10::Device device = rank.parts->options.device; device.is_cuda()) guard.reset_device(device);
+        fn(rank);
+      },
+      [&](const std::exception_ptr& error) {
+        if (stopped_together(error)) return;
+        std::call_once(aborted, [&] {  // the others may wait in a collective for this rank: end them all
+          rejoin_ = true;
+          for (const PipelineRank& rank : ranks_) rank.abort();
+        });
+      });
 }
 
 }  // namespace sagevid
