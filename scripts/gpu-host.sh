@@ -81,11 +81,13 @@ random_2b_5b() {  # random CogVideoX-2B and -5B folders at real sizes, /tmp/cogv
     PYTHONPATH=/tmp/sagevid-py python3 tools/make_random_cogvideox.py "$m5" --model 5b --text-encoder-from "$m2"
   } > "$out/make-models.log" 2>&1 || { tail -20 "$out/make-models.log"; return 1; }
 }
-parallel_config() {  # a server config of model folder $1 over plan $2 (CFGxULYSSES) on cuda:0.., sage2, bf16
+parallel_config() {  # a server config of model folder $1 over plan $2 (CFGxULYSSES) on cuda:0.., sage2, bf16, the
+  # VAE tiled (its 9 tiles shared by the ranks: the decode's scaling)
   local cfg=${2%x*} ulysses=${2#*x} devices="" i
   for ((i = 0; i < cfg * ulysses; i++)); do devices+="${devices:+, }\"cuda:$i\""; done
   printf '{"attention": {"backend": "sage2", "fallback": "cudnn"}, "models": [{"name": "m", "path": "%s",
-    "dtype": "bfloat16", "devices": [%s], "parallel": {"cfg": %d, "ulysses": %d}}]}\n' "$1" "$devices" "$cfg" "$ulysses"
+    "dtype": "bfloat16", "devices": [%s], "parallel": {"cfg": %d, "ulysses": %d}, "vae": {"tiling": true}}]}\n' \
+    "$1" "$devices" "$cfg" "$ulysses"
 }
 prep_kernels="regex:statistics|quantize|absmax"  # ncu -k: the preprocessing's kernels (sage2_statistics.cu, _quant.cu)
 ab_names() { echo "${SAGEVID_AB_VARIANTS:-$(ls .carry/ab 2>/dev/null)}"; }

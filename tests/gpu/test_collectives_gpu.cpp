@@ -1,13 +1,14 @@
 // NCCL as the parallel pipeline uses it, on the one GPU a single-GPU host has: a group of one rank, joined and used
-// on a rank thread as CogVideoXPipeline's ranks are, a fresh group after an abort (the pipeline's rejoin), and the
-// transformer's Ulysses path over such a group against the plain forward, in the serving dtype on sage2. NCCL does
-// not put two ranks on one GPU, so the exchange between GPUs is the multi-GPU suite's; this suite checks the rest of
-// the path (the c10d build against torch's NCCL, the groups' set-up and teardown, the CUDA tensors' way through the
-// exchange) wherever a GPU is.
+// on a rank thread as CogVideoXPipeline's ranks are (its collectives and a shared decode's gather), a fresh group
+// after an abort (the pipeline's rejoin), and the transformer's Ulysses path over such a group against the plain
+// forward, in the serving dtype on sage2. NCCL does not put two ranks on one GPU, so the exchange between GPUs is
+// the multi-GPU suite's; this suite checks the rest of the path (the c10d build against torch's NCCL, the groups'
+// set-up and teardown, the CUDA tensors' way through the exchange) wherever a GPU is.
 #include "catch.h"
 #include "test_random.h"
 
 #include "parallel/collectives.h"
+#include "parallel/gather_to_first.h"
 #include "parallel/rank_threads.h"
 #include "parallel/sequence_parallel.h"
 #include "sagevid/models/cogvideox_transformer.h"
@@ -56,6 +57,11 @@ TEST_CASE("NCCL collectives of a one-GPU group move what they say, and a fresh g
   on_one_rank([&](const Collectives& group) {
     CHECK(exchanged(group, data).equal(data));
     CHECK(group.all_gather(data).equal(data.unsqueeze(0)));
+    const auto gathered = sagevid::parallel::gather_to_first(group, {data, data.t() + 1}, 2, 2, data.options());
+    REQUIRE(gathered.size() == 1);
+    REQUIRE(gathered[0].size() == 2);
+    CHECK(gathered[0][0].equal(data));
+    CHECK(gathered[0][1].equal(data.t() + 1));
     at::Tensor flag = at::full({1}, 1, at::TensorOptions().dtype(at::kInt).device(kGpu));
     group.broadcast(flag, 0);  // the pipeline's per-step vote; with one rank it must only complete
     CHECK(flag.item<int>() == 1);

@@ -46,3 +46,27 @@ TEST_CASE("a request over several GPUs makes one GPU's frames", "[gpu][parallel]
   REQUIRE(frames.sizes() == one_gpu.sizes());
   CHECK((frames.to(at::kInt) - one_gpu.to(at::kInt)).abs().max().item<int>() <= 1);
 }
+
+TEST_CASE("a tiled decode shared by two GPUs makes one GPU's frames", "[gpu][parallel]") {
+  if (sagevid::kernels::cuda_device_count() < 2) {
+    WARN("not run: it needs 2 GPUs");
+    return;
+  }
+  sagevid::GenerationRequest request =
+      sagevid::test::request_from_json(sagevid::read_json_file(kFixture / "request.json"));
+  request.num_frames = 17;  // two decoded batches
+  const auto tiled = [](sagevid::PipelineOptions options) {
+    options.vae.tiling = true;  // 3 x 3 tiles at the tiny model's 64 x 96
+    options.vae.tile_sample_min_height = 32;
+    options.vae.tile_sample_min_width = 48;
+    options.vae.tile_overlap_factor_height = 0.25;
+    options.vae.tile_overlap_factor_width = 1.0 / 6;
+    return options;
+  };
+  const at::Tensor one_gpu =
+      sagevid::test::generated_frames(sagevid::CogVideoXPipeline::load(kModel, tiled(on_gpus({1, 1}))), request);
+  const at::Tensor frames =
+      sagevid::test::generated_frames(sagevid::CogVideoXPipeline::load(kModel, tiled(on_gpus({1, 2}))), request);
+  REQUIRE(frames.sizes() == one_gpu.sizes());
+  CHECK((frames.to(at::kInt) - one_gpu.to(at::kInt)).abs().max().item<int>() <= 1);
+}

@@ -372,7 +372,7 @@ TEST_CASE("VAE tiles that would not fit together are refused at load, tiles that
   options.vae.tile_overlap_factor_width = 1.0 / 6;
   const CogVideoXPipeline tiled = CogVideoXPipeline::load(kModel, options);
   GenerationRequest request = quick_request(1);
-  request.height = 64;  // 2 x 2 tiles
+  request.height = 64;  // 3 x 3 tiles
   request.width = 96;
   CHECK(generated_frames(tiled, request).sizes() == at::IntArrayRef({request.num_frames, 64, 96, 3}));
 }

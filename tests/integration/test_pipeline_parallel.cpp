@@ -157,6 +157,34 @@ TEST_CASE("a rank that fails ends the request with its error, and the groups are
             .equal(sagevid::test::generated_frames(CogVideoXPipeline::load(kModel, options), request)));
 }
 
+TEST_CASE("a tiled decode shared by the ranks makes one device's frames, and a cancel in it stops every rank",
+          "[pipeline][parallel]") {
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  PipelineOptions one_device;
+  one_device.vae.tiling = true;  // 3 x 3 tiles at 64 x 96
+  one_device.vae.tile_sample_min_height = 32;
+  one_device.vae.tile_sample_min_width = 48;
+  one_device.vae.tile_overlap_factor_height = 0.25;
+  one_device.vae.tile_overlap_factor_width = 1.0 / 6;
+  PipelineOptions ranks = on_cpu_ranks({1, 2});  // frames as one device's, bit for bit; 5 and 4 of the 9 tiles
+  ranks.vae = one_device.vae;
+  const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, ranks);
+  GenerationRequest request = sample_size_request("a harbour at dawn", 2, rng.seed);
+  request.num_frames = 17;  // two decoded batches: 9 frames, then 8
+  CHECK(pipeline.estimate_memory(request, 1).decode > 0);  // rank 1 decodes too
+  const at::Tensor frames = sagevid::test::generated_frames(pipeline, request);
+  CHECK(frames.equal(sagevid::test::generated_frames(CogVideoXPipeline::load(kModel, one_device), request)));
+
+  int decoded = 0;
+  CHECK_THROWS_AS(
+      pipeline.generate(request, {.on_frames = [&](const at::Tensor& batch) { decoded += int(batch.size(0)); },
+                                  .cancelled = [&] { return decoded > 0; }}),
+      sagevid::GenerationCancelled);
+  CHECK(decoded == 9);  // the first batch only
+  CHECK(sagevid::test::generated_frames(pipeline, request).equal(frames));  // and the groups serve on
+}
+
 TEST_CASE("a rank's denoising memory estimate covers what the ranks hold, and shrinks with the plan",
           "[pipeline][parallel]") {
   sagevid::test::Random rng;

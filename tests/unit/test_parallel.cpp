@@ -5,9 +5,11 @@
 #include "test_random.h"
 
 #include "parallel/collectives.h"
+#include "parallel/gather_to_first.h"
 #include "parallel/rank_threads.h"
 #include "parallel/sequence_parallel.h"
 #include "sagevid/models/attention.h"
+#include "sagevid/models/cogvideox_vae.h"
 #include "sagevid/models/cogvideox_transformer.h"
 #include "sagevid/models/parallel.h"
 
@@ -135,6 +137,69 @@ TEST_CASE("Gloo collectives between rank threads move what they say", "[parallel
     at::Tensor x = m == 1 ? everyone[1].clone() : at::full({3, 5}, std::nan(""));
     group.broadcast(x, 1);
     CHECK(x.equal(everyone[1]));
+  });
+}
+
+TEST_CASE("every member's tensors, of any number and shape, reach the first member in member order", "[parallel]") {
+  const int members = GENERATE(2, 3);
+  CAPTURE(members);
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  // Member m holds m tensors of 2 x (m + i + 1) x 3 (member 0 none), so the members' totals differ.
+  std::vector<std::vector<at::Tensor>> held(static_cast<size_t>(members));
+  for (int m = 0; m < members; ++m)
+    for (int i = 0; i < m; ++i) held[size_t(m)].push_back(rng.normal({2, m + i + 1, 3}));
+  on_members(members, [&](const Collectives& group) {
+    const int m = group.rank();
+    const auto gathered = sagevid::parallel::gather_to_first(group, held[size_t(m)], members - 1, 3, {});
+    if (m != 0) {
+      CHECK(gathered.empty());
+      return;
+    }
+    REQUIRE(gathered.size() == size_t(members));
+    for (int j = 0; j < members; ++j) {
+      CAPTURE(j);
+      REQUIRE(gathered[size_t(j)].size() == held[size_t(j)].size());
+      for (size_t i = 0; i < held[size_t(j)].size(); ++i) CHECK(gathered[size_t(j)][i].equal(held[size_t(j)][i]));
+    }
+  });
+  on_members(2, [&](const Collectives& group) {  // more tensors than the members agreed on: refused before a collective
+    if (group.rank() == 1)
+      CHECK_THROWS_WITH(sagevid::parallel::gather_to_first(group, {rng.normal({1}), rng.normal({1})}, 1, 1, {}),
+                        Catch::Matchers::ContainsSubstring("2 tensors, at most 1"));
+  });
+}
+
+TEST_CASE("a tiled VAE decode shared by ranks gives the frames of the same decode on one, bit for bit",
+          "[parallel][vae]") {
+  const int members = GENERATE(2, 3, 5);  // 5: more ranks than the 4 tiles, one of them with none
+  CAPTURE(members);
+  sagevid::test::Random rng;
+  CAPTURE(rng.seed);
+  const auto decoder = sagevid::CogVideoXVaeDecoder::load(fs::path(SAGEVID_FIXTURES_DIR) / "vae" / "vae",
+                                                          at::TensorOptions().dtype(at::kFloat));
+  sagevid::VaeDecodeOptions options;
+  options.tiling = true;  // 2 x 2 tiles of 4 x 6 latents over 6 x 9
+  options.tile_sample_min_height = 32;
+  options.tile_sample_min_width = 48;
+  options.tile_overlap_factor_height = 0.25;
+  options.tile_overlap_factor_width = 1.0 / 6;
+  const at::Tensor latents = rng.normal({1, decoder.config().latent_channels, 5, 6, 9});
+  REQUIRE(decoder.tiles(6, 9, options) == 4);
+  const at::Tensor one = decoder.decode(latents, options);
+  on_members(members, [&](const Collectives& group) {
+    const sagevid::VaeTileShare share{group.rank(), group.size(), [&](const std::vector<at::Tensor>& mine) {
+                                        return sagevid::parallel::gather_to_first(group, mine, 2, 5, {});
+                                      }};
+    std::vector<at::Tensor> batches;
+    decoder.decode_batches(
+        latents, [&](const at::Tensor& frames) { batches.push_back(frames.clone()); }, options, &share);
+    if (group.rank() != 0) {
+      CHECK(batches.empty());
+      return;
+    }
+    REQUIRE(batches.size() == 2);  // 3 latent frames, then 2
+    CHECK(at::cat(batches, 2).equal(one));
   });
 }
 

@@ -4,6 +4,8 @@
 #include "pipeline_parts.h"
 #include "pipeline_ranks.h"
 
+#include "parallel/gather_to_first.h"
+
 #include "sagevid/models/image_preprocess.h"
 #include "sagevid/models/seconds_since.h"
 
@@ -24,6 +26,7 @@
 #include <chrono>
 #include <cmath>
 #include <numbers>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -220,15 +223,33 @@ class Generation {
   double preview_seconds() const { return preview_s_; }
   int previews() const { return previews_; }
 
+  // Under a parallel plan with a tiled decode of several tiles, every rank decodes its share of the tiles.
+  bool decode_shared(const at::Tensor& latents) const {
+    return rank_ && vae_.tiles(latents.size(3), latents.size(4), options_.vae) > 1;
+  }
+
   // Drops the patch_size_t padding frames (diffusers drops them from the front), unscales and decodes batch by
-  // batch, handing each batch's frames out. Returns the number of frames delivered.
+  // batch, handing each batch's frames out (rank 0). Returns the number of frames delivered.
   int64_t decode(const at::Tensor& latents, int64_t padding_frames) {
     const at::Tensor video_latents =
         latents.narrow(1, padding_frames, latents.size(1) - padding_frames).permute({0, 2, 1, 3, 4}) *
         (1.0 / vae_.config().scaling_factor);
     const int64_t expected = request_.num_frames;
     int64_t delivered = 0;
-    check_cancelled();
+    const bool shared = decode_shared(latents);
+    std::optional<VaeTileShare> share;
+    if (shared) {
+      const parallel::Collectives& world = *rank_->world;
+      const int64_t most = int64_t((vae_.tiles(latents.size(3), latents.size(4), options_.vae) + world.size() - 1) /
+                                   size_t(world.size()));
+      share = VaeTileShare{world.rank(), world.size(), [&, most](const std::vector<at::Tensor>& mine) {
+                             check_cancelled_together();  // each batch, before its tiles meet on rank 0
+                             return parallel::gather_to_first(world, mine, most, 5, vae_.options());
+                           }};
+      check_cancelled_together();
+    } else {
+      check_cancelled();
+    }
     vae_.decode_batches(
         video_latents,
         [&](const at::Tensor& video) {
@@ -236,9 +257,10 @@ class Generation {
           delivered += frames.size(0);
           if (callbacks_.on_frames) callbacks_.on_frames(frames);
           report(GenerationPhase::decode, int(delivered), int(expected));
-          if (delivered < expected) check_cancelled();  // before the next batch decodes
+          // Before the next batch decodes; a shared decode's ranks stop together, in the gather.
+          if (delivered < expected && !shared) check_cancelled();
         },
-        options_.vae);
+        options_.vae, share ? &*share : nullptr);
     return delivered;
   }
 
@@ -269,7 +291,7 @@ class Generation {
 };
 
 // One rank's run of a validated request (rank null: the only one). Every rank denoises; rank 0 (or the only one)
-// encodes the text for all, decodes and calls the callbacks.
+// encodes the text for all, decodes (a shared decode: every rank its tiles) and calls the callbacks.
 GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequest& request,
                      const GenerationCallbacks& callbacks, const PipelineRank* rank) {
   const at::NoGradGuard no_grad;
@@ -307,7 +329,7 @@ GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequ
   result.timings.preview_s = generation.preview_seconds();
   result.timings.previews = generation.previews();
   result.timings.step_s_median = median(step_s);
-  if (rank && rank->rank != 0) return result;
+  if (rank && rank->rank != 0 && !generation.decode_shared(latents)) return result;
 
   generation.begin(GenerationPhase::decode);
   phase_start = Clock::now();

@@ -162,8 +162,9 @@ int64_t conv_columns_bytes(int64_t channels, int64_t frames, int64_t frame_pixel
   return kConvColumnsPerChannel * channels * split_frames * frame_pixels * element;
 }
 
+// shared: the decode's tiles shared out by a parallel plan's ranks (every rank decodes).
 int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& options, const LatentShape& shape,
-                     int64_t element, bool cpu) {
+                     int64_t element, bool cpu, bool shared) {
   const int64_t frames = largest_frame_batch(vae, shape.frames, options.frame_batch_size);
   const int64_t factor = vae.spatial_compression();
   const int64_t full_pixels = frames * shape.height * shape.width * factor * factor;
@@ -180,8 +181,9 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
         std::min(grid->tile_latent_height, shape.height) * std::min(grid->tile_latent_width, shape.width);
     all_tiles_latent_pixels = covered(grid->row_starts, grid->tile_latent_height, shape.height) *
                               covered(grid->col_starts, grid->tile_latent_width, shape.width);
-    // Every decoded tile of the batch is kept (overlapping: up to twice the frame), then blended into one.
-    tiles_kept = 3 * vae.out_channels * full_pixels * element;
+    // Every decoded tile of the batch is kept (overlapping: up to twice the frame), then blended into one. Shared,
+    // each rank also holds the batch's tiles all-gathered from every rank, padded to the most a rank decodes.
+    tiles_kept = (shared ? 6 : 3) * vae.out_channels * full_pixels * element;
   }
   const int64_t tile_frame_pixels = tile_latent_pixels * factor * factor;
   const int64_t caches = conv_cache_elements_per_latent_pixel(vae) * all_tiles_latent_pixels * element;
@@ -245,7 +247,10 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
         estimate.text_encode, image_encode_bytes(parts.vae.config(), request.height, request.width, element, cpu));
   estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math,
                                    sage2_options(parts.options, request.attention_backend), parts.options.parallel);
-  if (first) estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu);
+  const bool shared =
+      parts.options.parallel.world() > 1 && parts.vae.tiles(shape.height, shape.width, parts.options.vae) > 1;
+  if (first || shared)
+    estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu, shared);
   return estimate;
 }
 

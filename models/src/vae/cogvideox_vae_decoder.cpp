@@ -103,37 +103,58 @@ at::Tensor vae::decode_batch(const CogVideoXVaeDecoder::Weights& w, const at::Te
 
 void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
                                          const std::function<void(const at::Tensor& frames)>& on_frames,
-                                         const VaeDecodeOptions& options) const {
+                                         const VaeDecodeOptions& options, const VaeTileShare* share) const {
   check_latents(config_, latents);
   const at::Tensor& reference = weights_->conv_in.weight;
   const at::Tensor z = latents.to(reference.device(), reference.scalar_type());
   // The first batch takes the remainder of the latent frames, so it decodes to 1 + 4k frames.
   if (options.frame_batch_size < 1) throw std::invalid_argument("CogVideoX VAE decoder: frame_batch_size must be >= 1");
   const auto batches = vae::frame_batches(z.size(2), options.frame_batch_size);
+  // Tiled, every tile keeps its own conv cache, and each temporal batch is blended on its own (blending is per
+  // frame), so tiled decoding streams too, giving diffusers' tiled_decode frames batch by batch. Untiled, the one
+  // tile is the whole latent.
   const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
-  if (!grid) {
-    ConvCache cache{std::vector<at::Tensor>(size_t(weights_->cache_slots))};
-    for (const auto& [begin, end] : batches)
-      on_frames(vae::decode_batch(*weights_, z.narrow(2, begin, end - begin), cache));
-    return;
-  }
-  // Tiled: every tile keeps its own conv cache, and each temporal batch is blended on its own (blending is
-  // per frame), so tiled decoding streams too, giving diffusers' tiled_decode frames batch by batch.
-  const size_t rows = grid->row_starts.size(), cols = grid->col_starts.size();
+  const size_t rows = grid ? grid->row_starts.size() : 1, cols = grid ? grid->col_starts.size() : 1;
+  const size_t rank = share ? size_t(share->rank) : 0, ranks = share ? size_t(share->ranks) : 1;
   std::vector<ConvCache> caches(rows * cols, ConvCache{std::vector<at::Tensor>(size_t(weights_->cache_slots))});
   for (const auto& [begin, end] : batches) {
     const at::Tensor frames = z.narrow(2, begin, end - begin);
-    std::vector<std::vector<at::Tensor>> tiles(rows, std::vector<at::Tensor>(cols));
-    for (size_t i = 0; i < rows; ++i) {
-      for (size_t j = 0; j < cols; ++j) {
-        const int64_t top = grid->row_starts[i], left = grid->col_starts[j];
-        const at::Tensor tile = frames.narrow(3, top, std::min(grid->tile_latent_height, z.size(3) - top))
-                                    .narrow(4, left, std::min(grid->tile_latent_width, z.size(4) - left));
-        tiles[i][j] = vae::decode_batch(*weights_, tile, caches[i * cols + j]);
+    std::vector<at::Tensor> decoded;  // this rank's tiles, in tile order
+    for (size_t t = rank; t < rows * cols; t += ranks) {
+      at::Tensor tile = frames;
+      if (grid) {
+        const int64_t top = grid->row_starts[t / cols], left = grid->col_starts[t % cols];
+        tile = frames.narrow(3, top, std::min(grid->tile_latent_height, z.size(3) - top))
+                   .narrow(4, left, std::min(grid->tile_latent_width, z.size(4) - left));
+      }
+      decoded.push_back(vae::decode_batch(*weights_, tile, caches[t]));
+    }
+    if (share) {
+      const std::vector<std::vector<at::Tensor>> by_rank = share->gather(decoded);
+      if (rank != 0) continue;
+      decoded.assign(rows * cols, at::Tensor());
+      for (size_t t = 0; t < rows * cols; ++t) {
+        const size_t from = t % ranks, index = t / ranks;
+        if (from >= by_rank.size() || index >= by_rank[from].size())
+          throw std::logic_error("CogVideoX VAE decoder: a shared decode did not gather tile " + std::to_string(t));
+        decoded[t] = by_rank[from][index];
       }
     }
+    if (!grid) {
+      on_frames(decoded.front());
+      continue;
+    }
+    std::vector<std::vector<at::Tensor>> tiles(rows);
+    for (size_t t = 0; t < rows * cols; ++t) tiles[t / cols].push_back(std::move(decoded[t]));
     on_frames(vae::blend_tiles(*grid, tiles));
   }
+}
+
+at::TensorOptions CogVideoXVaeDecoder::options() const { return weights_->conv_in.weight.options(); }
+
+size_t CogVideoXVaeDecoder::tiles(int64_t latent_height, int64_t latent_width, const VaeDecodeOptions& options) const {
+  const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, latent_height, latent_width);
+  return grid ? grid->row_starts.size() * grid->col_starts.size() : 1;
 }
 
 at::Tensor CogVideoXVaeDecoder::decode(const at::Tensor& latents, const VaeDecodeOptions& options) const {

@@ -49,6 +49,15 @@ struct VaeDecodeOptions {
   int64_t frame_batch_size = 2;
 };
 
+// A tiled decode shared by a parallel plan's ranks: this rank decodes tile t (in row-major order) where
+// t % ranks == rank, and `gather` takes its decoded tiles of a batch (in tile order) and returns, on rank 0, every
+// rank's, rank by rank (on the other ranks its result is not used). Every rank calls it once a batch (a
+// collective); rank 0 alone blends and delivers the frames.
+struct VaeTileShare {
+  int rank = 0, ranks = 1;
+  std::function<std::vector<std::vector<at::Tensor>>(const std::vector<at::Tensor>& mine)> gather;
+};
+
 class CogVideoXVaeDecoder {
  public:
   // vae_dir: the vae/ folder (config.json and the safetensors checkpoint, which may also hold the encoder's
@@ -62,11 +71,15 @@ class CogVideoXVaeDecoder {
   // The same frames delivered temporal batch by temporal batch (with frame_batch_size 2: 9 frames first for odd
   // F, then 8 per batch), so a server can encode/stream while the rest decodes. Concatenated along dim 2 they
   // equal decode(). With tiling each batch is decoded tile by tile and blended before it is delivered.
+  // With `share`, the tiles are shared out as VaeTileShare says, and on_frames runs on rank 0 alone.
   void decode_batches(const at::Tensor& latents, const std::function<void(const at::Tensor& frames)>& on_frames,
-                      const VaeDecodeOptions& options = {}) const;
+                      const VaeDecodeOptions& options = {}, const VaeTileShare* share = nullptr) const;
+  // The tiles a decode of latents [.., h, w] makes under `options`: 1 where tiling is off or one tile covers them.
+  size_t tiles(int64_t latent_height, int64_t latent_width, const VaeDecodeOptions& options) const;
 
   float scaling_factor() const { return float(config_.scaling_factor); }
   const CogVideoXVaeConfig& config() const { return config_; }
+  at::TensorOptions options() const;  // the device and dtype it decodes in: its weights'
 
   struct Weights;  // the decoder's layers, defined in cogvideox_vae_layers.h
   struct ConvCache;

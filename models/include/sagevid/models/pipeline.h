@@ -207,11 +207,13 @@ class CogVideoXPipeline {
   // The request's latent tokens (the transformer's video sequence length) x its steps.
   int64_t work(const GenerationRequest& request) const;
   // What the request needs on rank `rank`'s device (0: the only one without a parallel plan). Under a plan every
-  // rank encodes the image and denoises its share; rank 0 alone encodes the text and decodes.
+  // rank encodes the image and denoises its share; rank 0 alone encodes the text, and decodes unless the decode
+  // makes several tiles, which every rank shares.
   MemoryEstimate estimate_memory(const GenerationRequest& request, int rank = 0) const;
   // Runs the request; throws InvalidRequest, GenerationCancelled, NonFiniteLatents, or std::runtime_error
   // (c10::Error for OOM). Under a parallel plan every rank denoises, and rank 0 alone encodes the text (for all),
-  // decodes and calls the callbacks; one request at a time (a second call waits for the first).
+  // decodes (a tiled decode of several tiles: every rank decodes its share, rank 0 blends) and calls the callbacks;
+  // one request at a time (a second call waits for the first).
   GenerationResult generate(const GenerationRequest& request, const GenerationCallbacks& callbacks = {}) const;
 
   const PipelineOptions& options() const;
