@@ -265,12 +265,13 @@ for step in $steps; do
     multi-gpu)  # one request over several GPUs (NCCL): the multi-GPU suite (skipped below two GPUs), then the
       # denoising step's time on random CogVideoX-2B (30 heads: 4 Ulysses ranks hold 8, 8, 7, 7) and -5B (48 heads)
       # over each plan the host's GPUs allow, 49x480x720, CFG on (scaling: 1x1's median step over the plan's), with
-      # rank 0's GPU time per region of a step (the Ulysses exchanges' share)
+      # rank 0's GPU time per region of a step (the Ulysses exchanges' share). SAGEVID_PARALLEL_RUNS: the runs
+      # (SIZE:CFGxULYSSES), to split them over calls
       gpus=$(nvidia-smi -L | wc -l)
       build-gpu/tests/sagevid_multi_gpu_tests 2>&1 | tee "$out/multi-gpu-tests.log"
       [[ ${PIPESTATUS[0]} =~ ^(0|77)$ ]] || status=1
       random_2b_5b || { status=1; continue; }
-      for run in 2b:1x1 2b:2x1 2b:1x2 2b:2x2 2b:1x4 2b:2x4 5b:1x1 5b:2x1 5b:1x2 5b:2x2 5b:1x4 5b:2x4; do
+      for run in ${SAGEVID_PARALLEL_RUNS:-2b:1x1 2b:2x1 2b:1x2 2b:2x2 2b:1x4 2b:2x4 5b:1x1 5b:2x1 5b:1x2 5b:2x2 5b:1x4 5b:2x4}; do
         size=${run%:*} plan=${run#*:}
         (( ${plan%x*} * ${plan#*x} <= gpus )) || continue
         parallel_config "/tmp/cogvideox-$size-random" "$plan" > "/tmp/parallel-$size-$plan.json"
