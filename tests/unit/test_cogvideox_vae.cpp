@@ -310,3 +310,18 @@ TEST_CASE("a VAE config that does not fit the encoder's weights names the tensor
   std::filesystem::remove_all(std::filesystem::temp_directory_path() /
                               ("sagevid_vae_encoder_" + std::to_string(::getpid())));
 }
+
+TEST_CASE("a shared decode's tiles go by area, largest first, each to the rank with the least so far", "[vae]") {
+  // CogVideoX's 49x480x720 at the default tiles: latents 60 x 90 in 3 x 3 tiles of 30 x 45 at strides 25 and 36,
+  // the last row 10 latents high and the last column 18 wide.
+  sagevid::VaeDecodeOptions options;
+  options.tiling = true;
+  const std::optional<sagevid::vae::TileGrid> grid = sagevid::vae::plan_tiles({}, options, 60, 90);
+  REQUIRE(grid);
+  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 1) == std::vector<size_t>(9, 0));
+  // Areas 1350 (tiles 0, 1, 3, 4), 540 (2, 5), 450 (6, 7) and 180 (8): rank loads 1890, 1890, 1980 and 1800, where
+  // taking the tiles in turn would give rank 0 tiles 0, 4 and 8 (2880).
+  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 4) == std::vector<size_t>{0, 1, 0, 2, 3, 1, 2, 3, 2});
+  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 12) == std::vector<size_t>{0, 1, 4, 2, 3, 5, 6, 7, 8});
+  CHECK(sagevid::vae::share_tiles(std::nullopt, 60, 90, 4) == std::vector<size_t>{0});
+}

@@ -188,8 +188,9 @@ TEST_CASE("a tiled VAE decode shared by ranks gives the frames of the same decod
   REQUIRE(decoder.tiles(6, 9, options) == 4);
   const at::Tensor one = decoder.decode(latents, options);
   on_members(members, [&](const Collectives& group) {
-    const sagevid::VaeTileShare share{group.rank(), group.size(), [&](const std::vector<at::Tensor>& mine) {
-                                        return sagevid::parallel::gather_to_first(group, mine, 2, 5, {});
+    const sagevid::VaeTileShare share{group.rank(), group.size(),
+                                      [&](const std::vector<at::Tensor>& mine, int64_t most) {
+                                        return sagevid::parallel::gather_to_first(group, mine, most, 5, {});
                                       }};
     std::vector<at::Tensor> batches;
     decoder.decode_batches(

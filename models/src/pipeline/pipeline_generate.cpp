@@ -240,9 +240,7 @@ class Generation {
     std::optional<VaeTileShare> share;
     if (shared) {
       const parallel::Collectives& world = *rank_->world;
-      const int64_t most = int64_t((vae_.tiles(latents.size(3), latents.size(4), options_.vae) + world.size() - 1) /
-                                   size_t(world.size()));
-      share = VaeTileShare{world.rank(), world.size(), [&, most](const std::vector<at::Tensor>& mine) {
+      share = VaeTileShare{world.rank(), world.size(), [&](const std::vector<at::Tensor>& mine, int64_t most) {
                              check_cancelled_together();  // each batch, before its tiles meet on rank 0
                              return parallel::gather_to_first(world, mine, most, 5, vae_.options());
                            }};

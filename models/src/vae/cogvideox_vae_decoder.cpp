@@ -7,6 +7,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/silu.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -116,11 +117,17 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
   const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
   const size_t rows = grid ? grid->row_starts.size() : 1, cols = grid ? grid->col_starts.size() : 1;
   const size_t rank = share ? size_t(share->rank) : 0, ranks = share ? size_t(share->ranks) : 1;
+  const std::vector<size_t> owner = vae::share_tiles(grid, z.size(3), z.size(4), ranks);
+  std::vector<size_t> held(ranks, 0);  // each rank's tiles; a tile's place in its rank's list follows
+  std::vector<size_t> place(owner.size());
+  for (size_t t = 0; t < owner.size(); ++t) place[t] = held[owner[t]]++;
+  const int64_t most = int64_t(*std::max_element(held.begin(), held.end()));
   std::vector<ConvCache> caches(rows * cols, ConvCache{std::vector<at::Tensor>(size_t(weights_->cache_slots))});
   for (const auto& [begin, end] : batches) {
     const at::Tensor frames = z.narrow(2, begin, end - begin);
     std::vector<at::Tensor> decoded;  // this rank's tiles, in tile order
-    for (size_t t = rank; t < rows * cols; t += ranks) {
+    for (size_t t = 0; t < owner.size(); ++t) {
+      if (owner[t] != rank) continue;
       at::Tensor tile = frames;
       if (grid) {
         const int64_t top = grid->row_starts[t / cols], left = grid->col_starts[t % cols];
@@ -130,14 +137,13 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
       decoded.push_back(vae::decode_batch(*weights_, tile, caches[t]));
     }
     if (share) {
-      const std::vector<std::vector<at::Tensor>> by_rank = share->gather(decoded);
+      const std::vector<std::vector<at::Tensor>> by_rank = share->gather(decoded, most);
       if (rank != 0) continue;
-      decoded.assign(rows * cols, at::Tensor());
-      for (size_t t = 0; t < rows * cols; ++t) {
-        const size_t from = t % ranks, index = t / ranks;
-        if (from >= by_rank.size() || index >= by_rank[from].size())
+      decoded.assign(owner.size(), at::Tensor());
+      for (size_t t = 0; t < owner.size(); ++t) {
+        if (owner[t] >= by_rank.size() || place[t] >= by_rank[owner[t]].size())
           throw std::logic_error("CogVideoX VAE decoder: a shared decode did not gather tile " + std::to_string(t));
-        decoded[t] = by_rank[from][index];
+        decoded[t] = by_rank[owner[t]][place[t]];
       }
     }
     if (!grid) {

@@ -113,6 +113,11 @@ void check_tiling(const CogVideoXVaeConfig& config, const VaeDecodeOptions& opti
 // check_tiling.
 std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDecodeOptions& options,
                                    int64_t latent_height, int64_t latent_width);
+// Which of `ranks` decodes each tile (row-major) of a latent h x w: by area, largest first (edge tiles are cut at the
+// border), each to the rank with the least area so far, ties to the lower rank and the earlier tile. No grid: the
+// one tile is rank 0's.
+std::vector<size_t> share_tiles(const std::optional<TileGrid>& grid, int64_t latent_height, int64_t latent_width,
+                                size_t ranks);
 // tiles[row][col]: decoded tiles of the same frames; blended in place (in diffusers' order, so each tile blends
 // with its already-blended neighbours) and assembled into one frame batch.
 at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles);

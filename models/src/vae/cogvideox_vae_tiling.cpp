@@ -6,6 +6,7 @@
 #include <ATen/ops/cat.h>
 
 #include <algorithm>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 
@@ -88,6 +89,26 @@ std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDe
   grid.limit_height = height.limit;
   grid.limit_width = width.limit;
   return grid;
+}
+
+std::vector<size_t> share_tiles(const std::optional<TileGrid>& grid, int64_t latent_height, int64_t latent_width,
+                                size_t ranks) {
+  if (!grid) return {0};
+  const size_t cols = grid->col_starts.size(), count = grid->row_starts.size() * cols;
+  std::vector<int64_t> area(count);
+  for (size_t t = 0; t < count; ++t)
+    area[t] = std::min(grid->tile_latent_height, latent_height - grid->row_starts[t / cols]) *
+              std::min(grid->tile_latent_width, latent_width - grid->col_starts[t % cols]);
+  std::vector<size_t> order(count);
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return area[a] > area[b]; });
+  std::vector<int64_t> load(ranks, 0);
+  std::vector<size_t> owner(count);
+  for (size_t t : order) {
+    owner[t] = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    load[owner[t]] += area[t];
+  }
+  return owner;
 }
 
 at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles) {

@@ -49,13 +49,14 @@ struct VaeDecodeOptions {
   int64_t frame_batch_size = 2;
 };
 
-// A tiled decode shared by a parallel plan's ranks: this rank decodes tile t (in row-major order) where
-// t % ranks == rank, and `gather` takes its decoded tiles of a batch (in tile order) and returns, on rank 0, every
-// rank's, rank by rank (on the other ranks its result is not used). Every rank calls it once a batch (a
-// collective); rank 0 alone blends and delivers the frames.
+// A tiled decode shared by a parallel plan's ranks. The tiles are shared out by area (largest first, each to the
+// rank with the least area so far), the same on every rank. `gather` takes this rank's decoded tiles of a batch (in
+// tile order) and the most tiles any rank decodes, and returns, on rank 0, every rank's tiles, rank by rank (on the
+// other ranks its result is not used). Every rank calls it once a batch (a collective); rank 0 alone blends and
+// delivers the frames.
 struct VaeTileShare {
   int rank = 0, ranks = 1;
-  std::function<std::vector<std::vector<at::Tensor>>(const std::vector<at::Tensor>& mine)> gather;
+  std::function<std::vector<std::vector<at::Tensor>>(const std::vector<at::Tensor>& mine, int64_t most)> gather;
 };
 
 class CogVideoXVaeDecoder {
