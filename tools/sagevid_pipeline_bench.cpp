@@ -258,6 +258,8 @@ BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::Gene
   print_rows(recorder.rows());
   if (profile && run.fitted) print_regions(*profile, request.num_inference_steps, result.timings.step_s_median);
   print_preview_cost(result.timings, request.preview_every);
+  if (run.fitted && result.timings.decode_ranks > 1)
+    std::printf("\nthe decode's tiles shared by %d ranks\n", result.timings.decode_ranks);
   run.peak_reserved = recorder.peak_reserved();
   std::printf("\nfallbacks: %lld\n", (long long)pipeline.attention(backend).fallback_count());
   std::fflush(stdout);

@@ -137,6 +137,7 @@ TEST_CASE("over several ranks the callbacks come once, and a cancel stops every 
   CHECK(steps == request.num_inference_steps);
   CHECK(decoded == request.num_frames);
   CHECK(result.num_frames == request.num_frames);
+  CHECK(result.timings.decode_ranks == 1);  // untiled: rank 0 decodes alone
 }
 
 TEST_CASE("a rank that fails ends the request with its error, and the groups are made afresh for the next",
@@ -147,11 +148,17 @@ TEST_CASE("a rank that fails ends the request with its error, and the groups are
   options.collective_timeout = std::chrono::seconds(2);  // Gloo's abort ends nothing: the others wait this long
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, options);
   const GenerationRequest request = sample_size_request("a kite over dunes", 3, rng.seed);
-  // Rank 0 fails between two steps, while the others go on to the next step's collectives.
-  const auto failing = [](const sagevid::GenerationProgress& p) {
-    if (p.phase == sagevid::GenerationPhase::denoise && p.step == 2) throw std::runtime_error("the client went away");
+  // Rank 0 fails between two steps, while the others go on to the next step's collectives; a cancel of its own
+  // (not the ranks' vote) is such a failure too.
+  const bool cancel = GENERATE(false, true);
+  CAPTURE(cancel);
+  const auto failing = [&](const sagevid::GenerationProgress& p) {
+    if (p.phase != sagevid::GenerationPhase::denoise || p.step != 2) return;
+    if (cancel) throw sagevid::GenerationCancelled();
+    throw std::runtime_error("the client went away");
   };
-  CHECK_THROWS_WITH(pipeline.generate(request, {.on_progress = failing}), "the client went away");
+  CHECK_THROWS_WITH(pipeline.generate(request, {.on_progress = failing}),
+                    cancel ? "generation cancelled" : "the client went away");
 
   CHECK(sagevid::test::generated_frames(pipeline, request)
             .equal(sagevid::test::generated_frames(CogVideoXPipeline::load(kModel, options), request)));
@@ -172,9 +179,21 @@ TEST_CASE("a tiled decode shared by the ranks makes one device's frames, and a c
   const CogVideoXPipeline pipeline = CogVideoXPipeline::load(kModel, ranks);
   GenerationRequest request = sample_size_request("a harbour at dawn", 2, rng.seed);
   request.num_frames = 17;  // two decoded batches: 9 frames, then 8
-  CHECK(pipeline.estimate_memory(request, 1).decode > 0);  // rank 1 decodes too
   const at::Tensor frames = sagevid::test::generated_frames(pipeline, request);
   CHECK(frames.equal(sagevid::test::generated_frames(CogVideoXPipeline::load(kModel, one_device), request)));
+
+  // Both ranks decode: the CPU ranks share one allocator, so the decode's peak is both ranks' together, under their
+  // estimates' sum.
+  auto& allocator = sagevid::test::CountingCpuAllocator::installed();
+  const int64_t resident = allocator.live();
+  const auto start_decode = [&](sagevid::GenerationPhase phase) {
+    if (phase == sagevid::GenerationPhase::decode) allocator.reset_peak();
+  };
+  CHECK(pipeline.generate(request, {.on_phase = start_decode}).timings.decode_ranks == 2);
+  const int64_t peak = allocator.peak() - resident;
+  const int64_t estimated = pipeline.estimate_memory(request, 0).decode + pipeline.estimate_memory(request, 1).decode;
+  WARN("the shared decode's peak " << peak << " B, estimated " << estimated << " B over both ranks");
+  CHECK(peak <= estimated);
 
   int decoded = 0;
   CHECK_THROWS_AS(

@@ -220,7 +220,7 @@ TEST_CASE("a rank that fails ends the run with its own error, not the others' ti
           if (rank == 2) throw std::runtime_error("rank 2 ran out of memory");
           groups[size_t(rank)]->all_gather(at::full({4}, double(rank)));  // waits for rank 2 until the timeout
         },
-        [&](const std::exception_ptr& error) {
+        [&](int, const std::exception_ptr& error) {
           const std::lock_guard lock(mutex);
           try {
             std::rethrow_exception(error);

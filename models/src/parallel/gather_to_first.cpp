@@ -31,6 +31,10 @@ std::vector<std::vector<at::Tensor>> gather_to_first(const Collectives& group, c
   int64_t largest = 1;  // the most values a member sends (a piece is never empty)
   for (int member = 0; member < group.size(); ++member) {
     const int64_t* row = headers[member].data_ptr<int64_t>();
+    // Checked before it is read: after an abort (another rank failed) the buffer holds whatever it held.
+    if (row[0] < 0 || row[0] > max_count ||
+        std::any_of(row + 1, row + 1 + row[0] * dims, [](int64_t v) { return v < 0; }))
+      throw std::runtime_error("gather_to_first: member " + std::to_string(member) + "'s header is not one");
     int64_t total = 0;
     for (int64_t i = 0; i < row[0]; ++i) {
       const std::vector<int64_t>& sizes =

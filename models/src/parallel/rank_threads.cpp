@@ -7,28 +7,28 @@
 namespace sagevid::parallel {
 
 void run_ranks(int count, const std::function<void(int rank)>& fn,
-               const std::function<void(const std::exception_ptr& error)>& on_error) {
+               const std::function<void(int rank, const std::exception_ptr& error)>& on_error) {
   std::mutex mutex;
   std::exception_ptr first_error;
-  const auto fail = [&](const std::exception_ptr& error) {
+  const auto fail = [&](int rank, const std::exception_ptr& error) {
     {
       const std::lock_guard lock(mutex);
       if (!first_error) first_error = error;
     }
-    if (on_error) on_error(error);
+    if (on_error) on_error(rank, error);
   };
   const auto run = [&](int rank) {
     try {
       fn(rank);
     } catch (...) {
-      fail(std::current_exception());
+      fail(rank, std::current_exception());
     }
   };
   std::vector<std::thread> others;
   try {
     for (int rank = 1; rank < count; ++rank) others.emplace_back(run, rank);
   } catch (...) {  // no thread for a rank: the ranks started would wait for it in their collectives
-    fail(std::current_exception());
+    fail(-1, std::current_exception());
   }
   if (int(others.size()) == count - 1) run(0);
   for (std::thread& thread : others) thread.join();

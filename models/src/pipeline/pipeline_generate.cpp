@@ -98,7 +98,9 @@ class Generation {
   // that all stop together (one that ran on would wait in a collective for the others).
   void check_cancelled_together() const {
     const bool cancelled = callbacks_.cancelled && callbacks_.cancelled();
-    if (rank_ ? rank_->agree(cancelled) : cancelled) throw GenerationCancelled();
+    if (!(rank_ ? rank_->agree(cancelled) : cancelled)) return;
+    if (rank_) rank_->stopping_together = true;
+    throw GenerationCancelled();
   }
 
   void begin(GenerationPhase phase) const {
@@ -333,6 +335,7 @@ GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequ
   phase_start = Clock::now();
   result.num_frames = generation.decode(latents, shape.padding);
   result.timings.decode_s = seconds_since(phase_start);
+  result.timings.decode_ranks = generation.decode_shared(latents) ? rank->world->size() : 1;
   return result;
 }
 

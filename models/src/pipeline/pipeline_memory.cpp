@@ -162,9 +162,9 @@ int64_t conv_columns_bytes(int64_t channels, int64_t frames, int64_t frame_pixel
   return kConvColumnsPerChannel * channels * split_frames * frame_pixels * element;
 }
 
-// shared: the decode's tiles shared out by a parallel plan's ranks (every rank decodes).
+// ranks: the ranks that share the decode's tiles (1: one device decodes).
 int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& options, const LatentShape& shape,
-                     int64_t element, bool cpu, bool shared) {
+                     int64_t element, bool cpu, size_t ranks) {
   const int64_t frames = largest_frame_batch(vae, shape.frames, options.frame_batch_size);
   const int64_t factor = vae.spatial_compression();
   const int64_t full_pixels = frames * shape.height * shape.width * factor * factor;
@@ -182,8 +182,19 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
     all_tiles_latent_pixels = covered(grid->row_starts, grid->tile_latent_height, shape.height) *
                               covered(grid->col_starts, grid->tile_latent_width, shape.width);
     // Every decoded tile of the batch is kept (overlapping: up to twice the frame), then blended into one. Shared,
-    // each rank also holds the batch's tiles all-gathered from every rank, padded to the most a rank decodes.
-    tiles_kept = (shared ? 6 : 3) * vae.out_channels * full_pixels * element;
+    // each rank also holds the batch's tiles all-gathered from every rank: as many pieces as ranks, each the
+    // busiest rank's tiles.
+    tiles_kept = 3 * vae.out_channels * full_pixels * element;
+    if (ranks > 1) {
+      const std::vector<size_t> owner = vae::share_tiles(grid, shape.height, shape.width, ranks);
+      const size_t cols = grid->col_starts.size();
+      std::vector<int64_t> area(ranks, 0);
+      for (size_t t = 0; t < owner.size(); ++t)
+        area[owner[t]] += std::min(grid->tile_latent_height, shape.height - grid->row_starts[t / cols]) *
+                          std::min(grid->tile_latent_width, shape.width - grid->col_starts[t % cols]);
+      const int64_t busiest = *std::max_element(area.begin(), area.end());
+      tiles_kept += int64_t(ranks) * busiest * factor * factor * frames * vae.out_channels * element;
+    }
   }
   const int64_t tile_frame_pixels = tile_latent_pixels * factor * factor;
   const int64_t caches = conv_cache_elements_per_latent_pixel(vae) * all_tiles_latent_pixels * element;
@@ -250,7 +261,8 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
   const bool shared =
       parts.options.parallel.world() > 1 && parts.vae.tiles(shape.height, shape.width, parts.options.vae) > 1;
   if (first || shared)
-    estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu, shared);
+    estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu,
+                                   shared ? size_t(parts.options.parallel.world()) : 1);
   return estimate;
 }
 

@@ -27,20 +27,6 @@ void join_groups(const parallel::Rendezvous& rendezvous, const PipelineOptions& 
   if (rank.ulysses) rank.sequence = std::make_unique<parallel::SequenceParallel>(*rank.ulysses);
 }
 
-// Errors every rank raises at the same point of a run: a cancel they agreed on, or latents that are the same on every
-// rank. The groups stay in step, so nothing in flight needs ending and the next run keeps them.
-bool stopped_together(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const GenerationCancelled&) {
-    return true;
-  } catch (const NonFiniteLatents&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
-
 }  // namespace
 
 bool PipelineRank::agree(bool rank0_answer) const {
@@ -80,6 +66,7 @@ void CogVideoXPipeline::Ranks::run(const std::function<void(const PipelineRank&)
     join();
     rejoin_ = false;
   }
+  for (const PipelineRank& rank : ranks_) rank.stopping_together = false;
   std::once_flag aborted;
   parallel::run_ranks(
       int(ranks_.size()),
@@ -89,8 +76,8 @@ void CogVideoXPipeline::Ranks::run(const std::function<void(const PipelineRank&)
         if (const c10::Device device = rank.parts->options.device; device.is_cuda()) guard.reset_device(device);
         fn(rank);
       },
-      [&](const std::exception_ptr& error) {
-        if (stopped_together(error)) return;
+      [&](int r, const std::exception_ptr&) {
+        if (r >= 0 && ranks_[size_t(r)].stopping_together) return;  // every rank stops here: the groups are in step
         std::call_once(aborted, [&] {  // the others may wait in a collective for this rank: end them all
           rejoin_ = true;
           for (const PipelineRank& rank : ranks_) rank.abort();

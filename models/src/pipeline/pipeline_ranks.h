@@ -23,6 +23,8 @@ struct PipelineRank {
 
   // Rank 0's answer, on every rank (a collective: every rank asks at the same point of the run).
   bool agree(bool rank0_answer) const;
+  // Set by this rank's run as it stops where every rank stops (an agreed cancel): nothing to abort then.
+  mutable bool stopping_together = false;
   void abort() const;  // ends this rank's collectives in flight (parallel::Collectives::abort)
 };
 
@@ -33,9 +35,9 @@ class CogVideoXPipeline::Ranks {
   Ranks(const PipelineOptions& options, const LoadParts& load);
 
   const std::shared_ptr<const Parts>& first_parts() const { return ranks_[0].parts; }
-  // Runs fn on every rank at once, each on its own thread with its device current, one call at a time. An error
-  // on any rank ends every rank's collectives and is rethrown here (the first to happen); the groups are joined
-  // afresh before the next call.
+  // Runs fn on every rank at once, each on its own thread with its device current, one call at a time. The first
+  // error is rethrown here. An error on any rank ends every rank's collectives, and the groups are joined afresh
+  // before the next call, unless the rank stopped where every rank stops (PipelineRank::stopping_together).
   void run(const std::function<void(const PipelineRank&)>& fn);
 
  private:

@@ -118,6 +118,7 @@ struct PhaseTimings {
   double step_s_median = 0;  // median denoising-step time
   double preview_s = 0;      // all previews together (part of denoise_s, not of any step's time)
   int previews = 0;
+  int decode_ranks = 1;  // the ranks that shared the decode's tiles (a parallel plan's tiled decode); else 1
 };
 
 struct GenerationResult {
