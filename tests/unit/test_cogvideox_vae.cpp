@@ -318,10 +318,14 @@ TEST_CASE("a shared decode's tiles go by area, largest first, each to the rank w
   options.tiling = true;
   const std::optional<sagevid::vae::TileGrid> grid = sagevid::vae::plan_tiles({}, options, 60, 90);
   REQUIRE(grid);
-  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 1) == std::vector<size_t>(9, 0));
+  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 1).owner == std::vector<size_t>(9, 0));
   // Areas 1350 (tiles 0, 1, 3, 4), 540 (2, 5), 450 (6, 7) and 180 (8): rank loads 1890, 1890, 1980 and 1800, where
   // taking the tiles in turn would give rank 0 tiles 0, 4 and 8 (2880).
-  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 4) == std::vector<size_t>{0, 1, 0, 2, 3, 1, 2, 3, 2});
-  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 12) == std::vector<size_t>{0, 1, 4, 2, 3, 5, 6, 7, 8});
-  CHECK(sagevid::vae::share_tiles(std::nullopt, 60, 90, 4) == std::vector<size_t>{0});
+  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 4).owner == std::vector<size_t>{0, 1, 0, 2, 3, 1, 2, 3, 2});
+  CHECK(sagevid::vae::share_tiles(grid, 60, 90, 12).owner == std::vector<size_t>{0, 1, 4, 2, 3, 5, 6, 7, 8});
+  CHECK(sagevid::vae::share_tiles(std::nullopt, 60, 90, 4).owner == std::vector<size_t>{0});
+  const sagevid::vae::TileOwners four = sagevid::vae::share_tiles(grid, 60, 90, 4);
+  CHECK(four.area == std::vector<int64_t>{1890, 1890, 1980, 1800});
+  CHECK(four.place == std::vector<size_t>{0, 0, 1, 0, 0, 1, 1, 1, 2});
+  CHECK(four.most == 3);
 }

@@ -186,12 +186,7 @@ int64_t decode_bytes(const CogVideoXVaeConfig& vae, const VaeDecodeOptions& opti
     // busiest rank's tiles.
     tiles_kept = 3 * vae.out_channels * full_pixels * element;
     if (ranks > 1) {
-      const std::vector<size_t> owner = vae::share_tiles(grid, shape.height, shape.width, ranks);
-      const size_t cols = grid->col_starts.size();
-      std::vector<int64_t> area(ranks, 0);
-      for (size_t t = 0; t < owner.size(); ++t)
-        area[owner[t]] += std::min(grid->tile_latent_height, shape.height - grid->row_starts[t / cols]) *
-                          std::min(grid->tile_latent_width, shape.width - grid->col_starts[t % cols]);
+      const std::vector<int64_t> area = vae::share_tiles(grid, shape.height, shape.width, ranks).area;
       const int64_t busiest = *std::max_element(area.begin(), area.end());
       tiles_kept += int64_t(ranks) * busiest * factor * factor * frames * vae.out_channels * element;
     }

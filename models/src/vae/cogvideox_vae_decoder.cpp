@@ -7,7 +7,6 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/silu.h>
 
-#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -117,11 +116,8 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
   const std::optional<vae::TileGrid> grid = vae::plan_tiles(config_, options, z.size(3), z.size(4));
   const size_t rows = grid ? grid->row_starts.size() : 1, cols = grid ? grid->col_starts.size() : 1;
   const size_t rank = share ? size_t(share->rank) : 0, ranks = share ? size_t(share->ranks) : 1;
-  const std::vector<size_t> owner = vae::share_tiles(grid, z.size(3), z.size(4), ranks);
-  std::vector<size_t> held(ranks, 0);  // each rank's tiles; a tile's place in its rank's list follows
-  std::vector<size_t> place(owner.size());
-  for (size_t t = 0; t < owner.size(); ++t) place[t] = held[owner[t]]++;
-  const int64_t most = int64_t(*std::max_element(held.begin(), held.end()));
+  const vae::TileOwners owners = vae::share_tiles(grid, z.size(3), z.size(4), ranks);
+  const std::vector<size_t>& owner = owners.owner;
   std::vector<ConvCache> caches(rows * cols, ConvCache{std::vector<at::Tensor>(size_t(weights_->cache_slots))});
   for (const auto& [begin, end] : batches) {
     const at::Tensor frames = z.narrow(2, begin, end - begin);
@@ -137,13 +133,14 @@ void CogVideoXVaeDecoder::decode_batches(const at::Tensor& latents,
       decoded.push_back(vae::decode_batch(*weights_, tile, caches[t]));
     }
     if (share) {
-      const std::vector<std::vector<at::Tensor>> by_rank = share->gather(decoded, most);
+      const std::vector<std::vector<at::Tensor>> by_rank = share->gather(decoded, owners.most);
       if (rank != 0) continue;
       decoded.assign(owner.size(), at::Tensor());
       for (size_t t = 0; t < owner.size(); ++t) {
-        if (owner[t] >= by_rank.size() || place[t] >= by_rank[owner[t]].size())
+        const size_t place = owners.place[t];
+        if (owner[t] >= by_rank.size() || place >= by_rank[owner[t]].size())
           throw std::logic_error("CogVideoX VAE decoder: a shared decode did not gather tile " + std::to_string(t));
-        decoded[t] = by_rank[owner[t]][place[t]];
+        decoded[t] = by_rank[owner[t]][place];
       }
     }
     if (!grid) {

@@ -116,8 +116,13 @@ std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDe
 // Which of `ranks` decodes each tile (row-major) of a latent h x w: by area, largest first (edge tiles are cut at the
 // border), each to the rank with the least area so far, ties to the lower rank and the earlier tile. No grid: the
 // one tile is rank 0's.
-std::vector<size_t> share_tiles(const std::optional<TileGrid>& grid, int64_t latent_height, int64_t latent_width,
-                                size_t ranks);
+struct TileOwners {
+  std::vector<size_t> owner;  // tile t's rank
+  std::vector<size_t> place;  // tile t's place among its rank's tiles, which a rank takes in tile order
+  std::vector<int64_t> area;  // each rank's latent pixels
+  int64_t most = 0;           // the most tiles a rank holds
+};
+TileOwners share_tiles(const std::optional<TileGrid>& grid, int64_t latent_height, int64_t latent_width, size_t ranks);
 // tiles[row][col]: decoded tiles of the same frames; blended in place (in diffusers' order, so each tile blends
 // with its already-blended neighbours) and assembled into one frame batch.
 at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles);

@@ -91,24 +91,27 @@ std::optional<TileGrid> plan_tiles(const CogVideoXVaeConfig& config, const VaeDe
   return grid;
 }
 
-std::vector<size_t> share_tiles(const std::optional<TileGrid>& grid, int64_t latent_height, int64_t latent_width,
-                                size_t ranks) {
-  if (!grid) return {0};
-  const size_t cols = grid->col_starts.size(), count = grid->row_starts.size() * cols;
-  std::vector<int64_t> area(count);
-  for (size_t t = 0; t < count; ++t)
+TileOwners share_tiles(const std::optional<TileGrid>& grid, int64_t latent_height, int64_t latent_width, size_t ranks) {
+  const size_t cols = grid ? grid->col_starts.size() : 1, count = grid ? grid->row_starts.size() * cols : 1;
+  std::vector<int64_t> area(count, latent_height * latent_width);
+  for (size_t t = 0; grid && t < count; ++t)
     area[t] = std::min(grid->tile_latent_height, latent_height - grid->row_starts[t / cols]) *
               std::min(grid->tile_latent_width, latent_width - grid->col_starts[t % cols]);
   std::vector<size_t> order(count);
   std::iota(order.begin(), order.end(), size_t(0));
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return area[a] > area[b]; });
-  std::vector<int64_t> load(ranks, 0);
-  std::vector<size_t> owner(count);
+  TileOwners owners{std::vector<size_t>(count), std::vector<size_t>(count), std::vector<int64_t>(ranks, 0), 0};
   for (size_t t : order) {
-    owner[t] = size_t(std::min_element(load.begin(), load.end()) - load.begin());
-    load[owner[t]] += area[t];
+    const size_t rank = size_t(std::min_element(owners.area.begin(), owners.area.end()) - owners.area.begin());
+    owners.owner[t] = rank;
+    owners.area[rank] += area[t];
   }
-  return owner;
+  std::vector<int64_t> held(ranks, 0);
+  for (size_t t = 0; t < count; ++t) {
+    owners.place[t] = size_t(held[owners.owner[t]]++);
+    owners.most = std::max(owners.most, held[owners.owner[t]]);
+  }
+  return owners;
 }
 
 at::Tensor blend_tiles(const TileGrid& grid, std::vector<std::vector<at::Tensor>>& tiles) {
