@@ -7,10 +7,16 @@
 #include <c10/core/DeviceGuard.h>
 #include <spdlog/spdlog.h>
 
+#include <optional>
 #include <string>
 
 namespace sagevid {
 namespace {
+
+// The device a rank thread makes current: its GPU, or none for a CPU rank.
+std::optional<c10::Device> gpu_of(const c10::Device& device) {
+  return device.is_cuda() ? std::optional(device) : std::nullopt;
+}
 
 // Joins rank r's groups: the world; its cfg pair (the same Ulysses rank in each half); its half's Ulysses ranks.
 void join_groups(const parallel::Rendezvous& rendezvous, const PipelineOptions& options, PipelineRank& rank) {
@@ -41,15 +47,17 @@ void PipelineRank::abort() const {
     if (group) group->abort();
 }
 
-CogVideoXPipeline::Ranks::Ranks(const PipelineOptions& options, const LoadParts& load) : options_(options) {
-  for (size_t r = 0; r < options.devices.size(); ++r) {
+CogVideoXPipeline::Ranks::Ranks(const PipelineOptions& options, const LoadParts& load)
+    : options_(options), ranks_(options.devices.size()) {
+  // Each rank's copy loads on its own thread (tensor by tensor from the checkpoint), so a group loads in about the
+  // time one device takes.
+  parallel::run_ranks(int(ranks_.size()), [&](int r) {
     PipelineOptions rank_options = options;
-    rank_options.device = options.devices[r];
-    PipelineRank rank;
-    rank.rank = int(r);
-    rank.parts = load(rank_options, int(r));
-    ranks_.push_back(std::move(rank));
-  }
+    rank_options.device = options.devices[size_t(r)];
+    const c10::OptionalDeviceGuard guard(gpu_of(rank_options.device));
+    ranks_[size_t(r)].rank = r;
+    ranks_[size_t(r)].parts = load(rank_options, r);
+  });
   join();
   spdlog::info("pipeline: {}", describe(options.parallel, options.devices));
 }
@@ -72,8 +80,7 @@ void CogVideoXPipeline::Ranks::run(const std::function<void(const PipelineRank&)
       int(ranks_.size()),
       [&](int r) {
         const PipelineRank& rank = ranks_[size_t(r)];
-        c10::OptionalDeviceGuard guard;
-        if (const c10::Device device = rank.parts->options.device; device.is_cuda()) guard.reset_device(device);
+        const c10::OptionalDeviceGuard guard(gpu_of(rank.parts->options.device));
         fn(rank);
       },
       [&](int r, const std::exception_ptr&) {
