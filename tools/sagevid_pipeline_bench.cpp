@@ -216,7 +216,6 @@ struct BackendRun {
   int64_t peak_reserved = 0;
 };
 
-// One request on one backend, phase by phase: the text encode, each denoising step, the decode.
 // Each region's GPU milliseconds a denoising step, and its share of the median step.
 void print_regions(const sagevid::StepProfile& profile, int steps, double step_s) {
   std::printf("\n| region (cuda:0) | ms per step | share of the step |\n|---|---|---|\n");
@@ -224,6 +223,7 @@ void print_regions(const sagevid::StepProfile& profile, int steps, double step_s
     std::printf("| %s | %.2f | %.1f%% |\n", name.c_str(), ms / steps, 100 * ms / steps / (1e3 * step_s));
 }
 
+// One request on one backend, phase by phase: the text encode, each denoising step, the decode.
 BackendRun run_backend(const sagevid::CogVideoXPipeline& pipeline, sagevid::GenerationRequest request,
                        AttentionBackend backend, bool regions) {
   using sagevid::GenerationPhase;

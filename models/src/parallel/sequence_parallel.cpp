@@ -116,14 +116,16 @@ at::Tensor SequenceParallel::to_tokens(at::Tensor out, int64_t text_length, cons
   at::Tensor returned = at::empty({heads_in_all * per_head}, out.options());
   at::Tensor my_text = out.narrow(2, 0, text_length).contiguous();
   {
-    std::vector<at::Tensor> back;
-    for (int j = 0; j < members; ++j)
-      back.push_back(out.narrow(2, text_length + shares.offsets[size_t(j)], shares.counts[size_t(j)]).reshape({-1}));
+    const int64_t per_token_sent = batch * my_heads * head_dim;
+    at::Tensor send = at::empty({shares.total * per_token_sent}, out.options());
+    for (int j = 0; j < members; ++j) {  // copied straight from the output
+      const int64_t offset = shares.offsets[size_t(j)], count = shares.counts[size_t(j)];
+      send.narrow(0, offset * per_token_sent, count * per_token_sent)
+          .view({batch, my_heads, count, head_dim})
+          .copy_(out.narrow(2, text_length + offset, count));
+    }
     out.reset();
-    const at::Tensor send = at::cat(back);
-    back.clear();
-    group_.all_to_all(returned, send, element_counts(heads, per_head),
-                      element_counts(shares, batch * my_heads * head_dim));
+    group_.all_to_all(returned, send, element_counts(heads, per_head), element_counts(shares, per_token_sent));
   }
   std::vector<at::Tensor> video_heads;  // member j's heads of my tokens, [B, its heads, share, D]
   for (int j = 0; j < members; ++j)

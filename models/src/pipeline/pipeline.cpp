@@ -189,6 +189,12 @@ LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeC
   return shape;
 }
 
+int decode_ranks(const CogVideoXVaeDecoder& vae, const PipelineOptions& options, int64_t latent_height,
+                 int64_t latent_width) {
+  const int ranks = options.parallel.world();
+  return ranks > 1 && vae.tiles(latent_height, latent_width, options.vae) > 1 ? ranks : 1;
+}
+
 bool is_blank(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
 }

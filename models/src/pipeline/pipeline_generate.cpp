@@ -225,20 +225,20 @@ class Generation {
   double preview_seconds() const { return preview_s_; }
   int previews() const { return previews_; }
 
-  // Under a parallel plan with a tiled decode of several tiles, every rank decodes its share of the tiles.
-  bool decode_shared(const at::Tensor& latents) const {
-    return rank_ && vae_.tiles(latents.size(3), latents.size(4), options_.vae) > 1;
+  // The ranks that decode these latents [1, F, C, h, w] (decode_ranks).
+  int decoders(const at::Tensor& latents) const {
+    return decode_ranks(vae_, options_, latents.size(3), latents.size(4));
   }
 
   // Drops the patch_size_t padding frames (diffusers drops them from the front), unscales and decodes batch by
-  // batch, handing each batch's frames out (rank 0). Returns the number of frames delivered.
-  int64_t decode(const at::Tensor& latents, int64_t padding_frames) {
+  // batch, handing each batch's frames out (rank 0), with the tiles shared where decoders(latents) > 1. Returns the
+  // number of frames delivered.
+  int64_t decode(const at::Tensor& latents, int64_t padding_frames, bool shared) {
     const at::Tensor video_latents =
         latents.narrow(1, padding_frames, latents.size(1) - padding_frames).permute({0, 2, 1, 3, 4}) *
         (1.0 / vae_.config().scaling_factor);
     const int64_t expected = request_.num_frames;
     int64_t delivered = 0;
-    const bool shared = decode_shared(latents);
     std::optional<VaeTileShare> share;
     if (shared) {
       const parallel::Collectives& world = *rank_->world;
@@ -329,13 +329,14 @@ GenerationResult run(const CogVideoXPipeline::Parts& parts, const GenerationRequ
   result.timings.preview_s = generation.preview_seconds();
   result.timings.previews = generation.previews();
   result.timings.step_s_median = median(step_s);
-  if (rank && rank->rank != 0 && !generation.decode_shared(latents)) return result;
+  const int decoders = generation.decoders(latents);
+  if (rank && rank->rank != 0 && decoders == 1) return result;
 
   generation.begin(GenerationPhase::decode);
   phase_start = Clock::now();
-  result.num_frames = generation.decode(latents, shape.padding);
+  result.num_frames = generation.decode(latents, shape.padding, decoders > 1);
   result.timings.decode_s = seconds_since(phase_start);
-  result.timings.decode_ranks = generation.decode_shared(latents) ? rank->world->size() : 1;
+  result.timings.decode_ranks = decoders;
   return result;
 }
 

@@ -253,11 +253,9 @@ MemoryEstimate CogVideoXPipeline::estimate_memory(const GenerationRequest& reque
         estimate.text_encode, image_encode_bytes(parts.vae.config(), request.height, request.width, element, cpu));
   estimate.denoise = denoise_bytes(transformer, shape, prompts, element, math,
                                    sage2_options(parts.options, request.attention_backend), parts.options.parallel);
-  const bool shared =
-      parts.options.parallel.world() > 1 && parts.vae.tiles(shape.height, shape.width, parts.options.vae) > 1;
-  if (first || shared)
-    estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu,
-                                   shared ? size_t(parts.options.parallel.world()) : 1);
+  const int decoders = decode_ranks(parts.vae, parts.options, shape.height, shape.width);
+  if (first || decoders > 1)
+    estimate.decode = decode_bytes(parts.vae.config(), parts.options.vae, shape, element, cpu, size_t(decoders));
   return estimate;
 }
 

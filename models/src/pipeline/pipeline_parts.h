@@ -65,5 +65,9 @@ LatentShape latent_shape(const CogVideoXConfig& transformer, const CogVideoXVaeC
                          const GenerationRequest& request);
 // Video tokens the transformer sees for latents of this shape.
 int64_t latent_tokens(const CogVideoXConfig& transformer, const LatentShape& shape);
+// The ranks that decode latents h x w: under a parallel plan all of them where the tiled decode makes several tiles
+// (each decodes its share); else 1 (rank 0 decodes alone).
+int decode_ranks(const CogVideoXVaeDecoder& vae, const PipelineOptions& options, int64_t latent_height,
+                 int64_t latent_width);
 
 }  // namespace sagevid
